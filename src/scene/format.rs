@@ -1,0 +1,541 @@
+//! The scene file format, version 1: plain serde types that curators write in RON.
+//!
+//! These types are the curator's contract and are documented field by field in
+//! `docs/scene-format.md`. They carry no ECS components: `spawn.rs` turns them into entities.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The scene format version this build reads and writes.
+pub const SCENE_FORMAT_VERSION: u32 = 1;
+
+/// A whole venue as written by a curator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SceneFile {
+    /// Format version; must equal [`SCENE_FORMAT_VERSION`].
+    pub version: u32,
+    /// Who and what the venue is, and who made its content.
+    pub venue: VenueInfo,
+    /// Sky, ambient light and fog.
+    #[serde(default)]
+    pub environment: EnvironmentDef,
+    /// glTF/GLB models placed in the venue.
+    #[serde(default)]
+    pub assets: Vec<AssetDef>,
+    /// Simple shapes used to block out a venue.
+    #[serde(default)]
+    pub primitives: Vec<PrimitiveDef>,
+    /// Lights.
+    #[serde(default)]
+    pub lights: Vec<LightDef>,
+    /// Named camera positions; the first one is where a visit starts unless `spawn` says otherwise.
+    #[serde(default)]
+    pub viewpoints: Vec<ViewpointDef>,
+    /// Name of the viewpoint a visit starts at (defaults to the first viewpoint).
+    #[serde(default)]
+    pub spawn: Option<String>,
+    /// Named, typed stage parameters that commands change at run time.
+    #[serde(default)]
+    pub params: Vec<StageParamDef>,
+}
+
+/// Venue metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VenueInfo {
+    /// Display title.
+    pub title: String,
+    /// Where the real site is.
+    #[serde(default)]
+    pub site: String,
+    /// A short description for visitors.
+    #[serde(default)]
+    pub description: String,
+    /// Languages the venue's texts are available in (BCP 47 tags), in fallback order.
+    #[serde(default)]
+    pub languages: Vec<String>,
+    /// Credits for the venue as a whole.
+    #[serde(default)]
+    pub credits: Vec<CreditDef>,
+}
+
+/// Who made a piece of content and under which licence it may be used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreditDef {
+    /// Author, studio or institution.
+    pub author: String,
+    /// Licence, preferably an SPDX identifier such as `CC-BY-4.0`.
+    pub licence: String,
+    /// Where the original comes from (URL or archive reference).
+    #[serde(default)]
+    pub source: String,
+    /// What this credit covers, for venue-wide credits.
+    #[serde(default)]
+    pub work: String,
+}
+
+/// Position, orientation and size of a placed thing.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransformDef {
+    /// Position in metres `(x, y, z)`; `y` is up.
+    #[serde(default)]
+    pub translation: [f32; 3],
+    /// Rotation in degrees about X, Y and Z, applied as yaw (Y), then pitch (X), then roll (Z).
+    #[serde(default)]
+    pub rotation: [f32; 3],
+    /// Scale factors `(x, y, z)`.
+    #[serde(default = "one3")]
+    pub scale: [f32; 3],
+    /// If set, the thing is turned so that its forward (-Z) axis points at this point.
+    #[serde(default)]
+    pub look_at: Option<[f32; 3]>,
+}
+
+fn one3() -> [f32; 3] {
+    [1.0, 1.0, 1.0]
+}
+
+impl Default for TransformDef {
+    fn default() -> Self {
+        Self {
+            translation: [0.0; 3],
+            rotation: [0.0; 3],
+            scale: one3(),
+            look_at: None,
+        }
+    }
+}
+
+/// A glTF/GLB model placed in the venue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AssetDef {
+    /// Unique name, used by bindings.
+    pub name: String,
+    /// Path relative to the assets root, e.g. `models/fountain.gltf`.
+    pub path: String,
+    /// Which scene of the glTF file to show (default 0).
+    #[serde(default)]
+    pub scene: usize,
+    /// Placement.
+    #[serde(default)]
+    pub transform: TransformDef,
+    /// Credit and licence of the model; required, cultural content must be credited.
+    pub credit: CreditDef,
+}
+
+/// A simple shape with a material.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrimitiveDef {
+    /// Unique name; with `repeat`, copies are named `name[0]`, `name[1]`, …
+    pub name: String,
+    /// The shape and its dimensions in metres.
+    pub shape: ShapeDef,
+    /// Surface appearance.
+    #[serde(default)]
+    pub material: MaterialDef,
+    /// Placement of the first copy.
+    #[serde(default)]
+    pub transform: TransformDef,
+    /// Place several copies in a row.
+    #[serde(default)]
+    pub repeat: Option<RepeatDef>,
+    /// Whether the shape casts shadows (default true).
+    #[serde(default = "yes")]
+    pub casts_shadows: bool,
+    /// Whether the shape is shown when the venue loads (default true).
+    #[serde(default = "yes")]
+    pub visible: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Copies of a primitive in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatDef {
+    /// Number of copies (1 to 1000).
+    pub count: u32,
+    /// Offset in metres from one copy to the next, in the venue's axes.
+    pub step: [f32; 3],
+}
+
+/// Shapes for blocking out a venue. Dimensions are in metres.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum ShapeDef {
+    /// A box centred on its origin.
+    Box {
+        /// Width, height and depth.
+        size: [f32; 3],
+    },
+    /// A flat rectangle facing up (+Y).
+    Plane {
+        /// Width (X) and depth (Z).
+        size: [f32; 2],
+    },
+    /// A sphere.
+    Sphere {
+        /// Radius.
+        radius: f32,
+    },
+    /// An upright cylinder centred on its origin.
+    Cylinder {
+        /// Radius.
+        radius: f32,
+        /// Height.
+        height: f32,
+    },
+    /// An upright cone, tip up, centred on its origin.
+    Cone {
+        /// Base radius.
+        radius: f32,
+        /// Height.
+        height: f32,
+    },
+    /// A wall pierced by a round-headed arch, standing on its origin and facing +Z.
+    Arch {
+        /// Outer width.
+        width: f32,
+        /// Outer height.
+        height: f32,
+        /// Thickness of the wall.
+        depth: f32,
+        /// Width of the opening; the arch head is a half circle of this diameter.
+        opening: f32,
+        /// Height at which the half circle starts.
+        spring: f32,
+    },
+}
+
+/// Surface appearance of a primitive (physically based).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaterialDef {
+    /// Base colour.
+    #[serde(default = "white")]
+    pub colour: Colour,
+    /// 0 = mirror-smooth, 1 = fully rough (default 0.8).
+    #[serde(default = "default_roughness")]
+    pub roughness: f32,
+    /// 0 = dielectric, 1 = metal (default 0).
+    #[serde(default)]
+    pub metallic: f32,
+    /// Light the surface emits itself (default black: none).
+    #[serde(default = "black")]
+    pub emissive: Colour,
+    /// Multiplier of `emissive`, in candela per square metre (default 1000).
+    #[serde(default = "default_emissive_strength")]
+    pub emissive_strength: f32,
+    /// Ignore lighting and show the base colour as is.
+    #[serde(default)]
+    pub unlit: bool,
+}
+
+fn white() -> Colour {
+    Colour::rgb(1.0, 1.0, 1.0)
+}
+fn black() -> Colour {
+    Colour::rgb(0.0, 0.0, 0.0)
+}
+fn default_roughness() -> f32 {
+    0.8
+}
+fn default_emissive_strength() -> f32 {
+    1000.0
+}
+
+impl Default for MaterialDef {
+    fn default() -> Self {
+        Self {
+            colour: white(),
+            roughness: default_roughness(),
+            metallic: 0.0,
+            emissive: black(),
+            emissive_strength: default_emissive_strength(),
+            unlit: false,
+        }
+    }
+}
+
+/// A light.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LightDef {
+    /// Unique name, used by bindings.
+    pub name: String,
+    /// Kind of light and its strength.
+    pub kind: LightKind,
+    /// Colour of the light (default white).
+    #[serde(default = "white")]
+    pub colour: Colour,
+    /// Whether the light casts shadows (default false; shadows cost frame time).
+    #[serde(default)]
+    pub shadows: bool,
+    /// Placement; directional and spot lights shine along their forward (-Z) axis, see `look_at`.
+    #[serde(default)]
+    pub transform: TransformDef,
+}
+
+/// Kinds of light, with photometric units.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum LightKind {
+    /// Sun-like light from one direction.
+    Directional {
+        /// Illuminance in lux (full daylight ≈ 10000–100000).
+        illuminance: f32,
+    },
+    /// A bulb shining in all directions.
+    Point {
+        /// Luminous power in lumens.
+        intensity: f32,
+        /// Distance in metres beyond which the light has no effect.
+        range: f32,
+    },
+    /// A spotlight.
+    Spot {
+        /// Luminous power in lumens.
+        intensity: f32,
+        /// Distance in metres beyond which the light has no effect.
+        range: f32,
+        /// Angle in degrees from the axis where the light starts to fade.
+        inner_angle: f32,
+        /// Angle in degrees from the axis where the light ends (at most 89).
+        outer_angle: f32,
+    },
+}
+
+/// Sky, ambient light and fog.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentDef {
+    /// Starting mood: sets sky, ambient light, fog colour and sun strength.
+    #[serde(default)]
+    pub preset: EnvironmentPreset,
+    /// Overrides the preset's sky colour.
+    #[serde(default)]
+    pub sky: Option<Colour>,
+    /// Overrides the preset's ambient light colour.
+    #[serde(default)]
+    pub ambient_colour: Option<Colour>,
+    /// Overrides the preset's ambient brightness (cd/m²).
+    #[serde(default)]
+    pub ambient_brightness: Option<f32>,
+    /// Overrides the preset's fog colour.
+    #[serde(default)]
+    pub fog_colour: Option<Colour>,
+    /// Exponential fog density per metre; 0 disables fog (default 0).
+    #[serde(default)]
+    pub fog_density: f32,
+}
+
+impl Default for EnvironmentDef {
+    fn default() -> Self {
+        Self {
+            preset: EnvironmentPreset::Day,
+            sky: None,
+            ambient_colour: None,
+            ambient_brightness: None,
+            fog_colour: None,
+            fog_density: 0.0,
+        }
+    }
+}
+
+/// Built-in environment moods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum EnvironmentPreset {
+    /// Clear midday.
+    #[default]
+    Day,
+    /// Grey, diffuse light.
+    Overcast,
+    /// Warm low sun.
+    Dusk,
+    /// Dark blue night; the venue's own lights carry the scene.
+    Night,
+}
+
+impl EnvironmentPreset {
+    /// Every preset, in documentation order.
+    pub const ALL: [EnvironmentPreset; 4] = [Self::Day, Self::Overcast, Self::Dusk, Self::Night];
+
+    /// The name used in scene files and in enum stage parameters (`day`, `overcast`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Day => "day",
+            Self::Overcast => "overcast",
+            Self::Dusk => "dusk",
+            Self::Night => "night",
+        }
+    }
+
+    /// Looks a preset up by its lower-case name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+/// A named camera position.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewpointDef {
+    /// Unique name.
+    pub name: String,
+    /// Eye position in metres.
+    pub position: [f32; 3],
+    /// Point looked at.
+    pub look_at: [f32; 3],
+    /// Vertical field of view in degrees (default 60).
+    #[serde(default = "default_fov")]
+    pub fov: f32,
+}
+
+fn default_fov() -> f32 {
+    60.0
+}
+
+/// A named, typed value that commands may change at run time, bound to venue properties.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageParamDef {
+    /// Unique name, used by commands (`SetParam`) and on the command line (`--set name=value`).
+    pub name: String,
+    /// Type, default and allowed values.
+    pub kind: ParamKind,
+    /// What the value drives.
+    #[serde(default)]
+    pub bind: Vec<BindingDef>,
+    /// Human-readable label for control panels.
+    #[serde(default)]
+    pub label: String,
+}
+
+/// Type of a stage parameter with its default value and constraints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ParamKind {
+    /// A colour.
+    Colour {
+        /// Value at load.
+        default: Colour,
+    },
+    /// A number within a closed range.
+    Float {
+        /// Value at load.
+        default: f32,
+        /// Smallest allowed value.
+        min: f32,
+        /// Largest allowed value.
+        max: f32,
+    },
+    /// One of a list of names.
+    Enum {
+        /// Value at load; one of `options`.
+        default: String,
+        /// Allowed values.
+        options: Vec<String>,
+    },
+    /// On or off.
+    Bool {
+        /// Value at load.
+        default: bool,
+    },
+}
+
+/// A venue property driven by a stage parameter. Entity names refer to primitives, assets or lights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum BindingDef {
+    /// Colour of the named light (colour parameter).
+    LightColour(String),
+    /// Intensity of the named light: lumens for point and spot lights, lux for directional ones (float parameter).
+    LightIntensity(String),
+    /// Emissive colour of the named primitive, times its `emissive_strength` (colour parameter).
+    Emissive(String),
+    /// Base colour of the named primitive (colour parameter).
+    BaseColour(String),
+    /// Whether the named entity is shown (bool parameter).
+    Visible(String),
+    /// Shows the named entity only while the enum parameter equals the given option.
+    VisibleWhen(String, String),
+    /// Sky colour (colour parameter).
+    SkyColour,
+    /// Fog colour (colour parameter).
+    FogColour,
+    /// Fog density per metre (float parameter).
+    FogDensity,
+    /// Ambient brightness in cd/m² (float parameter).
+    AmbientBrightness,
+    /// Environment preset; the enum's options must be preset names (enum parameter).
+    EnvironmentPreset,
+}
+
+/// An sRGB colour written as `"#rrggbb"` or `"#rrggbbaa"`.
+#[derive(Clone, Copy, PartialEq)]
+pub struct Colour {
+    /// Red, green, blue, alpha in sRGB space, each 0 to 1.
+    pub srgba: [f32; 4],
+}
+
+impl Colour {
+    /// An opaque colour from sRGB components in 0..=1.
+    pub const fn rgb(r: f32, g: f32, b: f32) -> Self {
+        Self {
+            srgba: [r, g, b, 1.0],
+        }
+    }
+
+    /// Parses `#rrggbb` or `#rrggbbaa` (case-insensitive).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("expected a colour like \"#ffaa00\" or \"#ffaa0080\", found {text:?}");
+        let hex = text.strip_prefix('#').ok_or_else(bad)?;
+        if !(hex.len() == 6 || hex.len() == 8) || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad());
+        }
+        let byte = |i: usize| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| bad());
+        let alpha = if hex.len() == 8 { byte(6)? } else { 255 };
+        Ok(Self {
+            srgba: [
+                f32::from(byte(0)?) / 255.0,
+                f32::from(byte(2)?) / 255.0,
+                f32::from(byte(4)?) / 255.0,
+                f32::from(alpha) / 255.0,
+            ],
+        })
+    }
+}
+
+impl fmt::Display for Colour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [r, g, b, a] = self.srgba.map(|c| (c.clamp(0.0, 1.0) * 255.0).round() as u8);
+        if a == 255 {
+            write!(f, "#{r:02x}{g:02x}{b:02x}")
+        } else {
+            write!(f, "#{r:02x}{g:02x}{b:02x}{a:02x}")
+        }
+    }
+}
+
+impl fmt::Debug for Colour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Colour({self})")
+    }
+}
+
+impl Serialize for Colour {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Colour {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Colour::parse(&text).map_err(serde::de::Error::custom)
+    }
+}

@@ -1,0 +1,671 @@
+//! Reading and checking scene files: every problem is reported with the file, a line and column
+//! where one can be found, the field path, what was expected and what was found.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use thiserror::Error;
+
+use super::format::*;
+use crate::assets_root::{AssetPathError, AssetsRoot};
+
+/// One thing wrong with a scene file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SceneProblem {
+    /// 1-based line and column, where known.
+    pub line_col: Option<(usize, usize)>,
+    /// Field path such as `primitives[3].shape`, where known.
+    pub path: String,
+    /// What was expected and what was found.
+    pub message: String,
+}
+
+impl fmt::Display for SceneProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, col)) = self.line_col {
+            write!(f, "{line}:{col}: ")?;
+        }
+        if !self.path.is_empty() {
+            write!(f, "{}: ", self.path)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Why a scene could not be used.
+#[derive(Debug, Error)]
+pub enum SceneError {
+    /// The file could not be read.
+    #[error("{file}: cannot read the scene file: {source}")]
+    Io {
+        /// File name as given.
+        file: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file was read but has problems.
+    #[error("{}", render_problems(file, problems))]
+    Invalid {
+        /// File name as given.
+        file: String,
+        /// Every problem found, in file order where possible.
+        problems: Vec<SceneProblem>,
+    },
+}
+
+impl SceneError {
+    /// The problems found, empty for I/O errors.
+    pub fn problems(&self) -> &[SceneProblem] {
+        match self {
+            SceneError::Io { .. } => &[],
+            SceneError::Invalid { problems, .. } => problems,
+        }
+    }
+}
+
+fn render_problems(file: &str, problems: &[SceneProblem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| format!("{file}:{p}")).collect();
+    lines.join("\n")
+}
+
+/// Reads, parses and validates a scene file.
+pub fn load_scene_file(path: &Path, assets: &AssetsRoot) -> Result<SceneFile, SceneError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| SceneError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    load_scene_str(&text, &file, assets)
+}
+
+/// Parses and validates scene text; `file` names it in messages.
+pub fn load_scene_str(text: &str, file: &str, assets: &AssetsRoot) -> Result<SceneFile, SceneError> {
+    let invalid = |problems| SceneError::Invalid {
+        file: file.to_owned(),
+        problems,
+    };
+    let scene = parse_scene(text).map_err(|p| invalid(vec![p]))?;
+    let problems = validate_scene(&scene, text, assets);
+    if problems.is_empty() {
+        Ok(scene)
+    } else {
+        Err(invalid(problems))
+    }
+}
+
+/// Parses scene text without checking its meaning. Syntax and type errors stop at the first.
+pub fn parse_scene(text: &str) -> Result<SceneFile, SceneProblem> {
+    ron::Options::default()
+        .from_str::<SceneFile>(text)
+        .map_err(|e| SceneProblem {
+            line_col: Some((e.span.start.line, e.span.start.col)),
+            path: String::new(),
+            message: describe_ron_error(&e.code),
+        })
+}
+
+fn describe_ron_error(code: &ron::Error) -> String {
+    use ron::Error as E;
+    match code {
+        E::NoSuchStructField {
+            expected,
+            found,
+            outer,
+        } => format!(
+            "unknown field `{found}`{}; expected one of: {}",
+            outer.as_ref().map(|o| format!(" in `{}`", friendly_type(o))).unwrap_or_default(),
+            expected.join(", ")
+        ),
+        E::NoSuchEnumVariant {
+            expected,
+            found,
+            outer,
+        } => format!(
+            "unknown variant `{found}`{}; expected one of: {}",
+            outer.as_ref().map(|o| format!(" of `{}`", friendly_type(o))).unwrap_or_default(),
+            expected.join(", ")
+        ),
+        E::MissingStructField { field, outer } => format!(
+            "missing field `{field}`{}",
+            outer.as_ref().map(|o| format!(" in `{}`", friendly_type(o))).unwrap_or_default()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// The scene-file name of one of our types, for messages: `MaterialDef` → `material`.
+fn friendly_type(rust_name: &str) -> String {
+    match rust_name {
+        "SceneFile" => "the scene".into(),
+        "VenueInfo" => "venue".into(),
+        "ShapeDef" => "shape".into(),
+        "LightKind" => "light kind".into(),
+        "ParamKind" => "parameter kind".into(),
+        "BindingDef" => "binding".into(),
+        "StageParamDef" => "stage parameter".into(),
+        "CreditDef" => "credit".into(),
+        other => other.strip_suffix("Def").unwrap_or(other).to_lowercase(),
+    }
+}
+
+/// What kind of venue entity a name refers to; bindings check they point at the right kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntityKind {
+    /// A glTF model.
+    Asset,
+    /// A primitive shape (or one copy of a repeated one).
+    Primitive,
+    /// A light.
+    Light,
+}
+
+/// Every name a binding may use, with the kind of entity behind it. A repeated primitive is
+/// known by its base name (all copies) and by each copy's `name[i]`.
+pub fn entity_names(scene: &SceneFile) -> HashMap<String, EntityKind> {
+    let mut names = HashMap::new();
+    for asset in &scene.assets {
+        names.insert(asset.name.clone(), EntityKind::Asset);
+    }
+    for prim in &scene.primitives {
+        names.insert(prim.name.clone(), EntityKind::Primitive);
+        if let Some(repeat) = prim.repeat {
+            for i in 0..repeat.count.min(MAX_REPEAT) {
+                names.insert(format!("{}[{i}]", prim.name), EntityKind::Primitive);
+            }
+        }
+    }
+    for light in &scene.lights {
+        names.insert(light.name.clone(), EntityKind::Light);
+    }
+    names
+}
+
+/// Most copies one `repeat` may make.
+pub const MAX_REPEAT: u32 = 1000;
+
+struct Checker {
+    /// The scene text with comments blanked out.
+    masked: String,
+    problems: Vec<SceneProblem>,
+}
+
+impl Checker {
+    /// Records a problem, placed at the first occurrence of `anchor` (a quoted name) if given,
+    /// else, for a field outside any list, at that field's key.
+    fn report(&mut self, path: impl Into<String>, anchor: Option<&str>, message: impl Into<String>) {
+        let path = path.into();
+        let at = match anchor {
+            Some(name) => Some(Anchor::Name(name, 1)),
+            None if !path.contains('[') => path.rsplit('.').next().map(Anchor::Key),
+            None => None,
+        };
+        let line_col = at.and_then(|a| locate(&self.masked, a));
+        self.problems.push(SceneProblem {
+            line_col,
+            path: path.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn report_at(&mut self, path: String, at: Option<Anchor>, message: impl Into<String>) {
+        let line_col = at.and_then(|a| locate(&self.masked, a));
+        self.problems.push(SceneProblem {
+            line_col,
+            path,
+            message: message.into(),
+        });
+    }
+
+    fn finite(&mut self, path: &str, anchor: Option<&str>, values: &[f32]) -> bool {
+        if values.iter().all(|v| v.is_finite()) {
+            true
+        } else {
+            self.report(path, anchor, format!("expected finite numbers, found {values:?}"));
+            false
+        }
+    }
+
+    fn positive(&mut self, path: &str, anchor: Option<&str>, value: f32) {
+        if !(value.is_finite() && value > 0.0) {
+            self.report(path, anchor, format!("expected a number greater than 0, found {value}"));
+        }
+    }
+
+    fn in_range(&mut self, path: &str, anchor: Option<&str>, value: f32, min: f32, max: f32) {
+        if !(value.is_finite() && (min..=max).contains(&value)) {
+            self.report(path, anchor, format!("expected a number from {min} to {max}, found {value}"));
+        }
+    }
+
+    fn name(&mut self, path: &str, name: &str) {
+        if name.is_empty() || name.len() > 64 {
+            self.report(path, None, format!("expected a name of 1 to 64 characters, found {name:?}"));
+        } else if name.contains(['[', ']', '"']) || name.chars().any(char::is_control) {
+            self.report(
+                path,
+                Some(name),
+                format!("name {name:?} may not contain `[`, `]`, quotes or control characters"),
+            );
+        }
+    }
+
+    fn credit(&mut self, path: &str, anchor: Option<&str>, credit: &CreditDef) {
+        if credit.author.trim().is_empty() {
+            self.report(format!("{path}.author"), anchor, "expected the author's name, found nothing");
+        }
+        if credit.licence.trim().is_empty() {
+            self.report(
+                format!("{path}.licence"),
+                anchor,
+                "expected a licence (an SPDX id such as \"CC-BY-4.0\"), found nothing",
+            );
+        }
+    }
+
+    fn transform(&mut self, path: &str, anchor: Option<&str>, t: &TransformDef) {
+        let mut all = vec![];
+        all.extend(t.translation);
+        all.extend(t.rotation);
+        all.extend(t.scale);
+        all.extend(t.look_at.unwrap_or_default());
+        if !self.finite(path, anchor, &all) {
+            return;
+        }
+        if t.scale.iter().any(|s| *s == 0.0) {
+            self.report(format!("{path}.scale"), anchor, format!("expected non-zero scale factors, found {:?}", t.scale));
+        }
+        if t.look_at == Some(t.translation) {
+            self.report(format!("{path}.look_at"), anchor, "look_at must differ from translation");
+        }
+    }
+}
+
+/// The text with comments blanked out (same length and line breaks), so that searches for
+/// names and keys only find real fields, not words in a curator's comments.
+fn without_comments(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = bytes.to_vec();
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            in_string = true;
+        } else if b == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                out[i] = b' ';
+                i += 1;
+            }
+            continue;
+        } else if b == b'/' && bytes.get(i + 1) == Some(&b'*') {
+            while i < bytes.len() && !(bytes[i] == b'*' && bytes.get(i + 1) == Some(&b'/')) {
+                if bytes[i] != b'\n' {
+                    out[i] = b' ';
+                }
+                i += 1;
+            }
+            for _ in 0..2 {
+                if i < bytes.len() {
+                    out[i] = b' ';
+                    i += 1;
+                }
+            }
+            continue;
+        }
+        i += 1;
+    }
+    // Only ASCII bytes were replaced by ASCII spaces, and never inside a multi-byte character
+    // (comment markers are ASCII and a comment is blanked whole), so this stays valid UTF-8.
+    String::from_utf8(out).unwrap_or_else(|_| text.to_owned())
+}
+
+/// Line and column (1-based) of a byte offset.
+fn line_col(text: &str, at: usize) -> (usize, usize) {
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.chars().count(), |nl| before[nl + 1..].chars().count()) + 1;
+    (line, col)
+}
+
+/// Where a problem is in the file: the n-th (from 1) quoted occurrence of a name, or a key.
+#[derive(Clone, Copy)]
+enum Anchor<'a> {
+    Name(&'a str, usize),
+    Key(&'a str),
+}
+
+fn locate(masked: &str, anchor: Anchor) -> Option<(usize, usize)> {
+    let (needle, nth) = match anchor {
+        Anchor::Name(name, nth) => (format!("\"{name}\""), nth),
+        Anchor::Key(key) => (format!("{key}:"), 1),
+    };
+    let mut from = 0;
+    let mut found = None;
+    for _ in 0..nth.max(1) {
+        let at = from + masked[from..].find(&needle)?;
+        found = Some(at);
+        from = at + needle.len();
+    }
+    found.map(|at| line_col(masked, at))
+}
+
+/// Checks the meaning of a parsed scene: ranges, names, references and asset paths.
+/// Returns every problem found; an empty list means the scene is valid.
+pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec<SceneProblem> {
+    let mut c = Checker {
+        masked: without_comments(text),
+        problems: Vec::new(),
+    };
+    if scene.version != SCENE_FORMAT_VERSION {
+        c.report(
+            "version",
+            None,
+            format!(
+                "unsupported scene version {}; this build of parvis reads version {SCENE_FORMAT_VERSION}",
+                scene.version
+            ),
+        );
+    }
+    check_venue(&mut c, &scene.venue);
+    check_environment(&mut c, &scene.environment);
+
+    let mut seen: HashMap<String, String> = HashMap::new();
+    let mut unique = |c: &mut Checker, path: &str, name: &str| {
+        if let Some(first) = seen.insert(name.to_owned(), path.to_owned()) {
+            // Point at the second use of the name, the one to rename.
+            c.report_at(format!("{path}.name"), Some(Anchor::Name(name, 2)), format!("duplicate name {name:?}, already used by {first}"));
+        }
+    };
+    for (i, asset) in scene.assets.iter().enumerate() {
+        let path = format!("assets[{i}]");
+        let anchor = Some(asset.name.as_str());
+        c.name(&format!("{path}.name"), &asset.name);
+        unique(&mut c, &path, &asset.name);
+        c.transform(&format!("{path}.transform"), anchor, &asset.transform);
+        c.credit(&format!("{path}.credit"), anchor, &asset.credit);
+        let lower = asset.path.to_ascii_lowercase();
+        if !(lower.ends_with(".gltf") || lower.ends_with(".glb")) {
+            c.report(format!("{path}.path"), anchor, format!("expected a .gltf or .glb file, found {:?}", asset.path));
+        }
+        if let Err(e) = assets.resolve(&asset.path) {
+            let anchor = match e {
+                AssetPathError::Empty => anchor,
+                _ => Some(asset.path.as_str()),
+            };
+            c.report(format!("{path}.path"), anchor, e.to_string());
+        }
+    }
+    for (i, prim) in scene.primitives.iter().enumerate() {
+        let path = format!("primitives[{i}]");
+        c.name(&format!("{path}.name"), &prim.name);
+        unique(&mut c, &path, &prim.name);
+        check_primitive(&mut c, &path, prim);
+    }
+    for (i, light) in scene.lights.iter().enumerate() {
+        let path = format!("lights[{i}]");
+        c.name(&format!("{path}.name"), &light.name);
+        unique(&mut c, &path, &light.name);
+        check_light(&mut c, &path, light);
+    }
+    check_viewpoints(&mut c, scene);
+    check_params(&mut c, scene);
+    c.problems
+}
+
+fn check_venue(c: &mut Checker, venue: &VenueInfo) {
+    if venue.title.trim().is_empty() {
+        c.report("venue.title", None, "expected a title, found nothing");
+    }
+    let mut langs = HashSet::new();
+    for (i, lang) in venue.languages.iter().enumerate() {
+        let ok = (2..=35).contains(&lang.len())
+            && lang.split('-').all(|part| !part.is_empty() && part.chars().all(|ch| ch.is_ascii_alphanumeric()));
+        if !ok {
+            c.report(format!("venue.languages[{i}]"), Some(lang), format!("expected a language tag such as \"fr\" or \"en-GB\", found {lang:?}"));
+        }
+        if !langs.insert(lang.to_ascii_lowercase()) {
+            c.report(format!("venue.languages[{i}]"), Some(lang), format!("language {lang:?} is listed twice"));
+        }
+    }
+    for (i, credit) in venue.credits.iter().enumerate() {
+        c.credit(&format!("venue.credits[{i}]"), None, credit);
+    }
+}
+
+fn check_environment(c: &mut Checker, env: &EnvironmentDef) {
+    c.in_range("environment.fog_density", None, env.fog_density, 0.0, 10.0);
+    if let Some(b) = env.ambient_brightness {
+        c.in_range("environment.ambient_brightness", None, b, 0.0, 100_000.0);
+    }
+}
+
+fn check_primitive(c: &mut Checker, path: &str, prim: &PrimitiveDef) {
+    let anchor = Some(prim.name.as_str());
+    let shape_path = format!("{path}.shape");
+    match prim.shape {
+        ShapeDef::Box { size } => size.iter().for_each(|v| c.positive(&shape_path, anchor, *v)),
+        ShapeDef::Plane { size } => size.iter().for_each(|v| c.positive(&shape_path, anchor, *v)),
+        ShapeDef::Sphere { radius } => c.positive(&shape_path, anchor, radius),
+        ShapeDef::Cylinder { radius, height } | ShapeDef::Cone { radius, height } => {
+            c.positive(&shape_path, anchor, radius);
+            c.positive(&shape_path, anchor, height);
+        }
+        ShapeDef::Arch {
+            width,
+            height,
+            depth,
+            opening,
+            spring,
+        } => {
+            for v in [width, height, depth, opening] {
+                c.positive(&shape_path, anchor, v);
+            }
+            if !(spring.is_finite() && spring >= 0.0) {
+                c.report(&shape_path, anchor, format!("expected spring ≥ 0, found {spring}"));
+            }
+            if opening >= width {
+                c.report(&shape_path, anchor, format!("the opening ({opening}) must be narrower than the arch ({width})"));
+            }
+            if spring + opening / 2.0 >= height {
+                c.report(
+                    &shape_path,
+                    anchor,
+                    format!(
+                        "the arch head reaches {} m, which must be below the arch's height ({height} m)",
+                        spring + opening / 2.0
+                    ),
+                );
+            }
+        }
+    }
+    let m = &prim.material;
+    c.in_range(&format!("{path}.material.roughness"), anchor, m.roughness, 0.0, 1.0);
+    c.in_range(&format!("{path}.material.metallic"), anchor, m.metallic, 0.0, 1.0);
+    c.in_range(&format!("{path}.material.emissive_strength"), anchor, m.emissive_strength, 0.0, 1.0e7);
+    c.transform(&format!("{path}.transform"), anchor, &prim.transform);
+    if let Some(repeat) = prim.repeat {
+        if !(1..=MAX_REPEAT).contains(&repeat.count) {
+            c.report(format!("{path}.repeat.count"), anchor, format!("expected 1 to {MAX_REPEAT} copies, found {}", repeat.count));
+        }
+        c.finite(&format!("{path}.repeat.step"), anchor, &repeat.step);
+    }
+}
+
+fn check_light(c: &mut Checker, path: &str, light: &LightDef) {
+    let anchor = Some(light.name.as_str());
+    let kind = format!("{path}.kind");
+    match light.kind {
+        LightKind::Directional { illuminance } => c.in_range(&kind, anchor, illuminance, 0.0, 200_000.0),
+        LightKind::Point { intensity, range } => {
+            c.in_range(&kind, anchor, intensity, 0.0, 1.0e9);
+            c.positive(&kind, anchor, range);
+        }
+        LightKind::Spot {
+            intensity,
+            range,
+            inner_angle,
+            outer_angle,
+        } => {
+            c.in_range(&kind, anchor, intensity, 0.0, 1.0e9);
+            c.positive(&kind, anchor, range);
+            c.in_range(&kind, anchor, outer_angle, 0.0, 89.0);
+            if !(inner_angle.is_finite() && (0.0..=outer_angle).contains(&inner_angle)) {
+                c.report(&kind, anchor, format!("expected inner_angle from 0 to outer_angle ({outer_angle}), found {inner_angle}"));
+            }
+        }
+    }
+    c.transform(&format!("{path}.transform"), anchor, &light.transform);
+}
+
+fn check_viewpoints(c: &mut Checker, scene: &SceneFile) {
+    let mut names = HashSet::new();
+    for (i, vp) in scene.viewpoints.iter().enumerate() {
+        let path = format!("viewpoints[{i}]");
+        let anchor = Some(vp.name.as_str());
+        c.name(&format!("{path}.name"), &vp.name);
+        if !names.insert(vp.name.as_str()) {
+            c.report_at(format!("{path}.name"), Some(Anchor::Name(&vp.name, 2)), format!("duplicate viewpoint name {:?}", vp.name));
+        }
+        let mut all = vp.position.to_vec();
+        all.extend(vp.look_at);
+        if c.finite(&path, anchor, &all) && vp.position == vp.look_at {
+            c.report(format!("{path}.look_at"), anchor, "look_at must differ from position");
+        }
+        c.in_range(&format!("{path}.fov"), anchor, vp.fov, 5.0, 170.0);
+    }
+    if let Some(spawn) = &scene.spawn
+        && !names.contains(spawn.as_str())
+    {
+        c.report("spawn", Some(spawn), format!("no viewpoint named {spawn:?}; viewpoints are: {}", list(scene.viewpoints.iter().map(|v| v.name.as_str()))));
+    }
+}
+
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let names: Vec<&str> = names.collect();
+    if names.is_empty() { "(none)".into() } else { names.join(", ") }
+}
+
+/// The value type a binding needs.
+fn binding_needs(binding: &BindingDef) -> &'static str {
+    match binding {
+        BindingDef::LightColour(_) | BindingDef::Emissive(_) | BindingDef::BaseColour(_) | BindingDef::SkyColour | BindingDef::FogColour => "Colour",
+        BindingDef::LightIntensity(_) | BindingDef::FogDensity | BindingDef::AmbientBrightness => "Float",
+        BindingDef::Visible(_) => "Bool",
+        BindingDef::VisibleWhen(..) | BindingDef::EnvironmentPreset => "Enum",
+    }
+}
+
+/// A stable description of the property a binding drives, to find two params driving one property.
+pub fn binding_property(binding: &BindingDef) -> String {
+    match binding {
+        BindingDef::VisibleWhen(name, _) => format!("Visible({name})"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn check_params(c: &mut Checker, scene: &SceneFile) {
+    let entities = entity_names(scene);
+    let mut names = HashSet::new();
+    let mut properties: HashMap<String, String> = HashMap::new();
+    for (i, param) in scene.params.iter().enumerate() {
+        let path = format!("params[{i}]");
+        let anchor = Some(param.name.as_str());
+        if param.name.is_empty()
+            || param.name.len() > 64
+            || !param.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
+        {
+            c.report(format!("{path}.name"), anchor, format!("expected a parameter name of 1 to 64 letters, digits, `_`, `-` or `.`, found {:?}", param.name));
+        }
+        if !names.insert(param.name.as_str()) {
+            c.report_at(format!("{path}.name"), Some(Anchor::Name(&param.name, 2)), format!("duplicate parameter name {:?}", param.name));
+        }
+        match &param.kind {
+            ParamKind::Float { default, min, max } => {
+                if c.finite(&format!("{path}.kind"), anchor, &[*default, *min, *max]) {
+                    if min > max {
+                        c.report(format!("{path}.kind"), anchor, format!("min ({min}) is greater than max ({max})"));
+                    } else if !(min..=max).contains(&default) {
+                        c.report(format!("{path}.kind.default"), anchor, format!("expected a default from {min} to {max}, found {default}"));
+                    }
+                }
+            }
+            ParamKind::Enum { default, options } => {
+                if options.is_empty() {
+                    c.report(format!("{path}.kind.options"), anchor, "expected at least one option, found none");
+                }
+                let mut seen = HashSet::new();
+                for option in options {
+                    if !seen.insert(option) {
+                        c.report(format!("{path}.kind.options"), anchor, format!("option {option:?} is listed twice"));
+                    }
+                }
+                if !options.contains(default) {
+                    c.report(format!("{path}.kind.default"), anchor, format!("expected one of the options ({}), found {default:?}", options.join(", ")));
+                }
+            }
+            ParamKind::Colour { .. } | ParamKind::Bool { .. } => {}
+        }
+        for (j, binding) in param.bind.iter().enumerate() {
+            let bpath = format!("{path}.bind[{j}]");
+            let needs = binding_needs(binding);
+            let has = crate::params::kind_type_name(&param.kind);
+            if needs != has {
+                c.report(&bpath, anchor, format!("{binding:?} needs a {needs} parameter, but {:?} is a {has}", param.name));
+            }
+            check_binding_target(c, &bpath, anchor, binding, &param.kind, &entities);
+            let property = binding_property(binding);
+            if let Some(other) = properties.insert(property.clone(), param.name.clone())
+                && other != param.name
+            {
+                c.report(&bpath, anchor, format!("{property} is already driven by parameter {other:?}; one property, one parameter"));
+            }
+        }
+    }
+}
+
+fn check_binding_target(
+    c: &mut Checker,
+    path: &str,
+    anchor: Option<&str>,
+    binding: &BindingDef,
+    kind: &ParamKind,
+    entities: &HashMap<String, EntityKind>,
+) {
+    let (target, wants): (&str, &[EntityKind]) = match binding {
+        BindingDef::LightColour(n) | BindingDef::LightIntensity(n) => (n, &[EntityKind::Light]),
+        BindingDef::Emissive(n) | BindingDef::BaseColour(n) => (n, &[EntityKind::Primitive]),
+        BindingDef::Visible(n) | BindingDef::VisibleWhen(n, _) => {
+            (n, &[EntityKind::Primitive, EntityKind::Asset, EntityKind::Light])
+        }
+        BindingDef::EnvironmentPreset => {
+            if let ParamKind::Enum { options, .. } = kind {
+                for option in options {
+                    if EnvironmentPreset::from_name(option).is_none() {
+                        c.report(path, anchor, format!("option {option:?} is not an environment preset; expected one of: {}", list(EnvironmentPreset::ALL.iter().map(|p| p.name()))));
+                    }
+                }
+            }
+            return;
+        }
+        BindingDef::SkyColour | BindingDef::FogColour | BindingDef::FogDensity | BindingDef::AmbientBrightness => return,
+    };
+    match entities.get(target) {
+        None => c.report(path, Some(target), format!("no primitive, asset or light named {target:?}")),
+        Some(found) if !wants.contains(found) => {
+            c.report(path, Some(target), format!("{target:?} is a {found:?}, but this binding needs a {:?}", wants[0]));
+        }
+        Some(_) => {}
+    }
+    if let (BindingDef::VisibleWhen(_, option), ParamKind::Enum { options, .. }) = (binding, kind)
+        && !options.contains(option)
+    {
+        c.report(path, anchor, format!("option {option:?} is not one of the parameter's options ({})", options.join(", ")));
+    }
+}
