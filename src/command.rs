@@ -1,0 +1,266 @@
+//! Venue commands: the only way a venue changes once loaded. Every input (a curator's save,
+//! the command line, later the audience, cues and controllers) submits [`SubmitCommand`]
+//! messages; one system set checks and applies them, and logs each with a sequence number.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bevy::prelude::*;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::VenueSystems;
+use crate::assets_root::AssetsRoot;
+use crate::params::{ParamError, ParamValue, StageParams};
+use crate::scene::format::SceneFile;
+use crate::scene::validate::{SceneProblem, validate_scene};
+
+/// A change to the venue. Plain data: it can be logged, replayed and sent to other nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum VenueCommand {
+    /// Set a stage parameter to a new value.
+    SetParam {
+        /// Parameter name.
+        name: String,
+        /// New value; must match the parameter's type and range.
+        value: ParamValue,
+    },
+    /// Replace the whole venue with a new scene (a curator saved the file, or a show starts).
+    /// Stage parameters return to the new scene's defaults.
+    LoadScene {
+        /// The new scene.
+        scene: Box<SceneFile>,
+    },
+}
+
+impl VenueCommand {
+    /// A short description for logs, without the payload of large commands.
+    pub fn summary(&self) -> String {
+        match self {
+            VenueCommand::SetParam { name, value } => format!("set {name} = {value}"),
+            VenueCommand::LoadScene { scene } => format!("load scene {:?}", scene.venue.title),
+        }
+    }
+}
+
+/// Who asked for a command. Recorded in the log; decides what the command may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum CommandOrigin {
+    /// The operator on this machine: command line, start-up.
+    Local,
+    /// A curator, through a scene file or an editor; the id names the file or person.
+    Curator(String),
+    /// A moderator of the live audience.
+    Moderator(String),
+    /// An audience member (pseudonymous id), through the venue's rules.
+    Audience(String),
+}
+
+/// Why a command was not applied.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum CommandError {
+    /// The origin may not issue this command.
+    #[error("{origin:?} may not {what}")]
+    NotAllowed {
+        /// Who asked.
+        origin: CommandOrigin,
+        /// What was refused.
+        what: String,
+    },
+    /// A stage parameter refused the value.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// A scene sent by command did not validate.
+    #[error("scene rejected: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidScene(Vec<SceneProblem>),
+}
+
+impl CommandOrigin {
+    /// Whether this origin may issue `command` at all. Audience members may only change stage
+    /// parameters; replacing the venue is for the operator and curators.
+    pub fn may_issue(&self, command: &VenueCommand) -> Result<(), CommandError> {
+        let allowed = match command {
+            VenueCommand::SetParam { .. } => true,
+            VenueCommand::LoadScene { .. } => matches!(self, CommandOrigin::Local | CommandOrigin::Curator(_)),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(CommandError::NotAllowed {
+                origin: self.clone(),
+                what: command.summary(),
+            })
+        }
+    }
+}
+
+/// A request to apply a command, from any input.
+#[derive(Debug, Clone, Message)]
+pub struct SubmitCommand {
+    /// Who asks.
+    pub origin: CommandOrigin,
+    /// What to do.
+    pub command: VenueCommand,
+}
+
+impl SubmitCommand {
+    /// A command from the local operator.
+    pub fn local(command: VenueCommand) -> Self {
+        Self {
+            origin: CommandOrigin::Local,
+            command,
+        }
+    }
+}
+
+/// A command that was applied, with its place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Message)]
+pub struct LoggedCommand {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// Wall-clock time in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who asked.
+    pub origin: CommandOrigin,
+    /// What was done.
+    pub command: VenueCommand,
+}
+
+/// A command that was refused, and why.
+#[derive(Debug, Clone, Message)]
+pub struct RejectedCommand {
+    /// Who asked.
+    pub origin: CommandOrigin,
+    /// The command refused.
+    pub command: VenueCommand,
+    /// Why.
+    pub error: CommandError,
+}
+
+/// The applied commands, newest last. Keeps the most recent [`CommandLog::CAPACITY`] in memory.
+#[derive(Debug, Default, Resource)]
+pub struct CommandLog {
+    next_seq: u64,
+    recent: VecDeque<LoggedCommand>,
+}
+
+impl CommandLog {
+    /// Entries kept in memory.
+    pub const CAPACITY: usize = 10_000;
+
+    /// Appends an applied command and returns its log entry.
+    fn append(&mut self, origin: CommandOrigin, command: VenueCommand) -> &LoggedCommand {
+        self.next_seq += 1;
+        let time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        if self.recent.len() == Self::CAPACITY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(LoggedCommand {
+            seq: self.next_seq,
+            time_ms,
+            origin,
+            command,
+        });
+        self.recent.back().expect("just pushed")
+    }
+
+    /// Number of commands applied since start.
+    pub fn applied(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// The most recent entries, oldest first.
+    pub fn recent(&self) -> impl Iterator<Item = &LoggedCommand> {
+        self.recent.iter()
+    }
+}
+
+/// The scene the venue is built from. Replaced only by [`VenueCommand::LoadScene`].
+#[derive(Debug, Clone, Resource)]
+pub struct CurrentScene(pub Arc<SceneFile>);
+
+/// Checks and applies commands, and keeps the log.
+pub struct CommandPlugin;
+
+impl Plugin for CommandPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_message::<SubmitCommand>()
+            .add_message::<LoggedCommand>()
+            .add_message::<RejectedCommand>()
+            .init_resource::<CommandLog>()
+            .init_resource::<StageParams>()
+            .add_systems(
+                Update,
+                (apply_commands, report_rejected_commands)
+                    .chain()
+                    .in_set(VenueSystems::Apply),
+            );
+    }
+}
+
+/// Applies every submitted command in order; each either changes state and is logged, or is
+/// refused with a reason.
+fn apply_commands(
+    mut submitted: MessageReader<SubmitCommand>,
+    mut applied: MessageWriter<LoggedCommand>,
+    mut rejected: MessageWriter<RejectedCommand>,
+    mut log: ResMut<CommandLog>,
+    mut params: ResMut<StageParams>,
+    mut scene: Option<ResMut<CurrentScene>>,
+    assets: Option<Res<AssetsRoot>>,
+    mut commands: Commands,
+) {
+    for SubmitCommand { origin, command } in submitted.read() {
+        let result = origin.may_issue(command).and_then(|()| match command {
+            VenueCommand::SetParam { name, value } => {
+                // Also route through `ResMut` only when the value changes, so systems that
+                // react to a changed `StageParams` do not run for repeated identical votes.
+                params.check(name, value)?;
+                if params.value(name) != Some(value) {
+                    params.set(name, value.clone())?;
+                }
+                Ok(())
+            }
+            VenueCommand::LoadScene { scene: new_scene } => {
+                if let Some(assets) = assets.as_deref() {
+                    let problems = validate_scene(new_scene, "", assets);
+                    if !problems.is_empty() {
+                        return Err(CommandError::InvalidScene(problems));
+                    }
+                }
+                *params = StageParams::from_scene(new_scene);
+                let new_scene = CurrentScene(Arc::new((**new_scene).clone()));
+                match scene.as_deref_mut() {
+                    Some(current) => *current = new_scene,
+                    None => commands.insert_resource(new_scene),
+                }
+                Ok(())
+            }
+        });
+        match result {
+            Ok(()) => {
+                let entry = log.append(origin.clone(), command.clone());
+                debug!("command #{} from {:?}: {}", entry.seq, entry.origin, entry.command.summary());
+                applied.write(entry.clone());
+            }
+            Err(error) => {
+                rejected.write(RejectedCommand {
+                    origin: origin.clone(),
+                    command: command.clone(),
+                    error,
+                });
+            }
+        }
+    }
+}
+
+fn report_rejected_commands(mut rejected: MessageReader<RejectedCommand>) {
+    for r in rejected.read() {
+        warn!("refused {} from {:?}: {}", r.command.summary(), r.origin, r.error);
+    }
+}
