@@ -1,0 +1,180 @@
+//! Assembling the venue's plugins into an app: with a window, headless for rendering to
+//! images, or with no rendering at all for tests and servers.
+
+use std::path::PathBuf;
+
+use bevy::asset::AssetPlugin;
+use bevy::prelude::*;
+use bevy::render::RenderPlugin;
+use bevy::render::pipelined_rendering::PipelinedRenderingPlugin;
+use bevy::window::ExitCondition;
+use bevy::winit::WinitPlugin;
+use bevy::world_serialization::WorldAsset;
+
+use crate::VenueCorePlugin;
+use crate::assets_root::AssetsRoot;
+use crate::camera::{AwaitingViewpoint, CameraPlugin, CameraRig, StartViewpoint};
+use crate::command::{SubmitCommand, VenueCommand};
+use crate::environment::VenueCamera;
+use crate::hud::HudPlugin;
+use crate::scene::format::SceneFile;
+use crate::scene::watch::SceneWatcher;
+
+/// What a venue app starts with.
+#[derive(Debug, Clone)]
+pub struct VenueSetup {
+    /// The scene to load first.
+    pub scene: SceneFile,
+    /// A scene file to watch for changes (hot reload); `None` for the built-in scene.
+    pub watch: Option<PathBuf>,
+    /// The folder asset paths are relative to.
+    pub assets: AssetsRoot,
+    /// Viewpoint to start at, instead of the scene's spawn.
+    pub viewpoint: Option<String>,
+    /// Commands applied right after the scene loads (e.g. `--set`).
+    pub initial_commands: Vec<VenueCommand>,
+}
+
+impl VenueSetup {
+    /// A setup for `scene` with the project's assets root and nothing else.
+    pub fn new(scene: SceneFile, assets: AssetsRoot) -> Self {
+        Self {
+            scene,
+            watch: None,
+            assets,
+            viewpoint: None,
+            initial_commands: Vec::new(),
+        }
+    }
+}
+
+fn asset_plugin(assets: &AssetsRoot) -> AssetPlugin {
+    AssetPlugin {
+        file_path: assets.dir().to_string_lossy().into_owned(),
+        ..default()
+    }
+}
+
+/// Loads the scene and queues the initial commands: all of it through the command pipeline.
+fn add_venue(app: &mut App, setup: VenueSetup) {
+    app.add_plugins(VenueCorePlugin)
+        .insert_resource(setup.assets.clone())
+        .insert_resource(StartViewpoint(setup.viewpoint.clone()));
+    let world = app.world_mut();
+    world.write_message(SubmitCommand::local(VenueCommand::LoadScene {
+        scene: Box::new(setup.scene),
+    }));
+    for command in setup.initial_commands {
+        world.write_message(SubmitCommand::local(command));
+    }
+    if let Some(path) = setup.watch {
+        match SceneWatcher::spawn(&path, setup.assets) {
+            Ok(watcher) => {
+                world.insert_resource(watcher);
+            }
+            Err(e) => warn!("cannot watch {} for changes: {e}", path.display()),
+        }
+    }
+}
+
+/// An app with the venue's logic and no rendering: for tests, replay and servers.
+pub fn core_app(setup: VenueSetup) -> App {
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, TransformPlugin, asset_plugin(&setup.assets)))
+        .init_asset::<Mesh>()
+        .init_asset::<StandardMaterial>()
+        .init_asset::<WorldAsset>()
+        .init_asset::<Image>();
+    add_venue(&mut app, setup);
+    app
+}
+
+/// Ends a windowed session after a number of frames, optionally saving the window first.
+#[derive(Debug, Clone, Default, Resource)]
+pub struct FrameLimit {
+    /// Frames to show before exiting.
+    pub frames: u64,
+    /// PNG file to save the window to, a few frames before the end.
+    pub screenshot: Option<PathBuf>,
+}
+
+/// Frames between the screenshot request and the exit, so that the readback can complete.
+const SCREENSHOT_LEAD: u64 = 5;
+
+fn stop_after_frame_limit(
+    limit: Res<FrameLimit>,
+    mut frame: Local<u64>,
+    mut commands: Commands,
+    mut exit: MessageWriter<AppExit>,
+) {
+    *frame += 1;
+    if let Some(path) = &limit.screenshot
+        && *frame + SCREENSHOT_LEAD == limit.frames.max(SCREENSHOT_LEAD + 1)
+    {
+        commands
+            .spawn(bevy::render::view::screenshot::Screenshot::primary_window())
+            .observe(bevy::render::view::screenshot::save_to_disk(path.clone()));
+    }
+    if *frame >= limit.frames.max(SCREENSHOT_LEAD + 1) {
+        exit.write(AppExit::Success);
+    }
+}
+
+/// The desktop app: a window with the venue, a mouse-and-keyboard camera and an overlay.
+/// With a [`FrameLimit`], it exits by itself.
+pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
+    let mut app = App::new();
+    let title = format!("Parvis — {}", setup.scene.venue.title);
+    app.add_plugins(
+        DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: Some(Window {
+                    title,
+                    resolution: (1280, 720).into(),
+                    ..default()
+                }),
+                ..default()
+            })
+            .set(asset_plugin(&setup.assets)),
+    )
+    .add_plugins((CameraPlugin { interactive: true }, HudPlugin));
+    add_venue(&mut app, setup);
+    if let Some(limit) = limit {
+        app.insert_resource(limit).add_systems(Last, stop_after_frame_limit);
+    }
+    app.world_mut().spawn((
+        Name::new("visitor camera"),
+        Camera3d::default(),
+        VenueCamera,
+        CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO),
+        AwaitingViewpoint,
+    ));
+    app
+}
+
+/// An app that renders without a window or an event loop; the caller drives its frames.
+/// `finish` and `cleanup` have been called.
+pub fn headless_render_app(setup: VenueSetup) -> App {
+    let mut app = App::new();
+    app.add_plugins(
+        DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: None,
+                exit_condition: ExitCondition::DontExit,
+                ..default()
+            })
+            .set(RenderPlugin {
+                // Every pipeline is ready on the frame that needs it: no pop-in in captures.
+                synchronous_pipeline_compilation: true,
+                ..default()
+            })
+            .set(asset_plugin(&setup.assets))
+            .disable::<WinitPlugin>()
+            .disable::<PipelinedRenderingPlugin>(),
+    )
+    .add_plugins(CameraPlugin { interactive: false });
+    add_venue(&mut app, setup);
+    app.finish();
+    app.cleanup();
+    app
+}

@@ -1,0 +1,130 @@
+//! The desktop overlay: venue title and credits, controls, live stage parameter values, and
+//! the scene file's problems when a save is rejected.
+
+use bevy::prelude::*;
+
+use crate::command::CurrentScene;
+use crate::params::StageParams;
+use crate::scene::SceneStatus;
+
+/// Shows the overlay on the desktop window.
+pub struct HudPlugin;
+
+impl Plugin for HudPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(Startup, spawn_hud).add_systems(
+            Update,
+            (update_title, update_params, update_problems).after(crate::VenueSystems::Present),
+        );
+    }
+}
+
+#[derive(Component)]
+struct TitleText;
+#[derive(Component)]
+struct ParamsText;
+#[derive(Component)]
+struct ProblemText;
+
+fn font(size: f32) -> TextFont {
+    TextFont {
+        font_size: FontSize::Px(size),
+        ..default()
+    }
+}
+
+fn spawn_hud(mut commands: Commands) {
+    let panel = Color::srgba(0.02, 0.02, 0.05, 0.55);
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            left: Val::Px(12.0),
+            top: Val::Px(12.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            ..default()
+        },
+        BackgroundColor(panel),
+        Text::new(""),
+        font(16.0),
+        TitleText,
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            right: Val::Px(12.0),
+            top: Val::Px(12.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            ..default()
+        },
+        BackgroundColor(panel),
+        Text::new(""),
+        font(14.0),
+        ParamsText,
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            left: Val::Px(12.0),
+            bottom: Val::Px(12.0),
+            padding: UiRect::all(Val::Px(6.0)),
+            ..default()
+        },
+        BackgroundColor(panel),
+        Text::new("drag: orbit · right-drag: pan · wheel: zoom · WASD/arrows: walk · Q/E: down/up · Shift: faster · 1–9: viewpoints"),
+        font(13.0),
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            left: Val::Px(12.0),
+            right: Val::Px(12.0),
+            bottom: Val::Px(48.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            display: Display::None,
+            ..default()
+        },
+        BackgroundColor(Color::srgba(0.45, 0.02, 0.02, 0.85)),
+        Text::new(""),
+        font(14.0),
+        ProblemText,
+    ));
+}
+
+fn update_title(scene: Option<Res<CurrentScene>>, mut text: Single<&mut Text, With<TitleText>>) {
+    let Some(scene) = scene.filter(|s| s.is_changed()) else { return };
+    let venue = &scene.0.venue;
+    let mut lines = vec![venue.title.clone()];
+    if !venue.site.is_empty() {
+        lines.push(venue.site.clone());
+    }
+    for credit in &venue.credits {
+        lines.push(format!("{} — {} ({})", credit.work, credit.author, credit.licence));
+    }
+    let viewpoints: Vec<String> = scene.0.viewpoints.iter().enumerate().take(9).map(|(i, v)| format!("{} {}", i + 1, v.name)).collect();
+    if !viewpoints.is_empty() {
+        lines.push(format!("viewpoints: {}", viewpoints.join(" · ")));
+    }
+    text.0 = lines.join("\n");
+}
+
+fn update_params(params: Res<StageParams>, mut text: Single<&mut Text, With<ParamsText>>) {
+    if !params.is_changed() {
+        return;
+    }
+    let lines: Vec<String> = params.iter().map(|(def, value)| format!("{} = {value}", def.name)).collect();
+    text.0 = if lines.is_empty() { "no stage parameters".into() } else { format!("stage parameters\n{}", lines.join("\n")) };
+}
+
+fn update_problems(status: Res<SceneStatus>, mut node: Single<(&mut Text, &mut Node), With<ProblemText>>) {
+    if !status.is_changed() {
+        return;
+    }
+    let (text, node) = &mut *node;
+    match &status.last_error {
+        Some(error) => {
+            text.0 = format!("Scene file rejected — still showing the last good version:\n{error}");
+            node.display = Display::Flex;
+        }
+        None => node.display = Display::None,
+    }
+}

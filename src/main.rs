@@ -1,0 +1,301 @@
+//! The `parvis` command: parses the command line and assembles the venue's plugins.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bevy::prelude::UVec2;
+use clap::{Args, Parser, Subcommand};
+
+use parvis::app::{FrameLimit, VenueSetup, windowed_app};
+use parvis::assets_root::AssetsRoot;
+use parvis::camera::pick_viewpoint;
+use parvis::command::VenueCommand;
+use parvis::output::{HeadlessRenderer, save_png};
+use parvis::params::{ParamValue, StageParams};
+use parvis::scene::format::SceneFile;
+use parvis::scene::validate::{SceneError, load_scene_file, load_scene_str};
+use parvis::scene::{DEFAULT_SCENE, DEFAULT_SCENE_NAME};
+
+/// Parvis — a real-time engine for immersive cultural venues.
+///
+/// A venue is a scene file (RON, see docs/scene-format.md). Run it in a window, check it,
+/// or render it to an image. With no scene file, the built-in cloister venue is used.
+#[derive(Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show a venue: in a window when a display is available (DISPLAY set), otherwise headless.
+    /// Saving the scene file updates the running venue; a broken save keeps the last good one.
+    Run(RunArgs),
+    /// Check scene files without rendering. Exit 0 when all are valid; otherwise print one line
+    /// per problem (file:line:column or field path, what was expected, what was found) and exit 1.
+    Check(CheckArgs),
+    /// Render one frame of a venue headless and write it as a PNG. Deterministic: the same
+    /// file, size, viewpoint and values give the same picture on the same adapter.
+    Render(RenderArgs),
+}
+
+#[derive(Args)]
+struct VenueArgs {
+    /// Scene file (RON). Omit for the built-in venue.
+    scene: Option<PathBuf>,
+    /// Folder that asset paths in the scene are relative to
+    /// [default: $PARVIS_ASSETS, else ./assets, else the project's assets folder].
+    #[arg(long, value_name = "DIR")]
+    assets: Option<PathBuf>,
+    /// Start at this viewpoint instead of the scene's spawn viewpoint.
+    #[arg(long, value_name = "NAME")]
+    viewpoint: Option<String>,
+    /// Set a stage parameter after loading, e.g. --set stage_light=#ff2200 --set fog=0.05.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    sets: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    venue: VenueArgs,
+    /// Render offscreen even if a display is available.
+    #[arg(long)]
+    headless: bool,
+    /// Headless only: size of the offscreen frame.
+    #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
+    size: UVec2,
+    /// Stop after this many frames (0 = run until closed or interrupted).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    frames: u64,
+    /// Window only, with --frames: save the window as a PNG just before stopping.
+    #[arg(long, value_name = "FILE.png", requires = "frames")]
+    screenshot: Option<PathBuf>,
+    /// Headless only: frames per second to aim for.
+    #[arg(long, value_name = "FPS", default_value_t = 30.0)]
+    fps: f64,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    /// Scene files to check.
+    #[arg(required = true)]
+    scenes: Vec<PathBuf>,
+    /// Folder that asset paths are relative to (see `run --help`).
+    #[arg(long, value_name = "DIR")]
+    assets: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RenderArgs {
+    #[command(flatten)]
+    venue: VenueArgs,
+    /// PNG file to write.
+    #[arg(long, value_name = "FILE.png")]
+    out: PathBuf,
+    /// Image size.
+    #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
+    size: UVec2,
+    /// Frames to render after the venue has loaded, before the capture.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    frames: u32,
+}
+
+fn parse_size(text: &str) -> Result<UVec2, String> {
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| format!("expected WIDTHxHEIGHT such as 1280x720, found {text:?}"))?;
+    let parse = |v: &str| v.trim().parse::<u32>().ok().filter(|v| (16..=8192).contains(v));
+    match (parse(w), parse(h)) {
+        (Some(w), Some(h)) => Ok(UVec2::new(w, h)),
+        _ => Err(format!("expected width and height from 16 to 8192, found {text:?}")),
+    }
+}
+
+fn main() -> ExitCode {
+    install_panic_message();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check(args) => return check(&args),
+        Command::Run(args) => run(args),
+        Command::Render(args) => render(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("parvis: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Turns a panic into one clear line (with a hint for the common case of no GPU driver)
+/// instead of a backtrace.
+fn install_panic_message() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(ToString::to_string)
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown error".into());
+        let place = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        eprintln!("parvis: internal error: {message}{place}");
+        if message.contains("GPU") || message.contains("adapter") {
+            eprintln!(
+                "parvis: no graphics adapter was found. On a machine without a GPU, install Mesa's \
+                 software Vulkan driver: `sudo apt-get install mesa-vulkan-drivers libvulkan1`."
+            );
+        }
+    }));
+}
+
+fn assets_root(arg: Option<&Path>) -> Result<AssetsRoot> {
+    let root = match arg {
+        Some(dir) => AssetsRoot::new(dir),
+        None => AssetsRoot::discover(),
+    };
+    if !root.dir().is_dir() {
+        bail!("assets folder {} does not exist", root.dir().display());
+    }
+    Ok(root)
+}
+
+fn check(args: &CheckArgs) -> ExitCode {
+    let assets = match assets_root(args.assets.as_deref()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("parvis: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut failed = false;
+    for path in &args.scenes {
+        match load_scene_file(path, &assets) {
+            Ok(scene) => println!(
+                "{}: ok — \"{}\": {} assets, {} primitives, {} lights, {} viewpoints, {} stage parameters",
+                path.display(),
+                scene.venue.title,
+                scene.assets.len(),
+                scene.primitives.len(),
+                scene.lights.len(),
+                scene.viewpoints.len(),
+                scene.params.len()
+            ),
+            Err(e) => {
+                failed = true;
+                report_scene_error(&e);
+            }
+        }
+    }
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn report_scene_error(error: &SceneError) {
+    eprintln!("{error}");
+    let n = error.problems().len();
+    if n > 1 {
+        eprintln!("{n} problems");
+    }
+}
+
+/// Loads the scene, checks `--viewpoint` and `--set`, and returns what the app starts with.
+fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
+    let assets = assets_root(args.assets.as_deref())?;
+    let scene = match &args.scene {
+        Some(path) => load_scene_file(path, &assets),
+        None => load_scene_str(DEFAULT_SCENE, DEFAULT_SCENE_NAME, &assets),
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .context("the scene cannot be used")?;
+    if let Some(name) = &args.viewpoint
+        && pick_viewpoint(&scene, Some(name)).is_none()
+    {
+        let known: Vec<&str> = scene.viewpoints.iter().map(|v| v.name.as_str()).collect();
+        bail!("no viewpoint named {name:?}; the scene has: {}", known.join(", "));
+    }
+    let initial_commands = parse_sets(&scene, &args.sets)?;
+    let mut setup = VenueSetup::new(scene, assets);
+    setup.watch = args.scene.clone();
+    setup.viewpoint = args.viewpoint.clone();
+    setup.initial_commands = initial_commands;
+    Ok(setup)
+}
+
+fn parse_sets(scene: &SceneFile, sets: &[String]) -> Result<Vec<VenueCommand>> {
+    let params = StageParams::from_scene(scene);
+    sets.iter()
+        .map(|set| {
+            let (name, text) = set
+                .split_once('=')
+                .with_context(|| format!("--set {set:?}: expected NAME=VALUE"))?;
+            let name = name.trim();
+            let def = params.def(name).with_context(|| format!("--set {set:?}"))?;
+            let value = ParamValue::parse_for(name, &def.kind, text).with_context(|| format!("--set {set:?}"))?;
+            params.check(name, &value).with_context(|| format!("--set {set:?}"))?;
+            Ok(VenueCommand::SetParam {
+                name: name.to_owned(),
+                value,
+            })
+        })
+        .collect()
+}
+
+fn run(args: RunArgs) -> Result<()> {
+    let setup = venue_setup(&args.venue)?;
+    let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
+    if has_display && !args.headless {
+        let limit = (args.frames > 0).then(|| FrameLimit {
+            frames: args.frames,
+            screenshot: args.screenshot.clone(),
+        });
+        return match windowed_app(setup, limit).run() {
+            bevy::app::AppExit::Success => Ok(()),
+            bevy::app::AppExit::Error(code) => bail!("the window closed with error code {code}"),
+        };
+    }
+    if !args.headless {
+        eprintln!("parvis: no display (DISPLAY is not set): running headless, rendering offscreen at {}x{}", args.size.x, args.size.y);
+    }
+    run_headless(setup, &args)
+}
+
+fn run_headless(setup: VenueSetup, args: &RunArgs) -> Result<()> {
+    let mut renderer = HeadlessRenderer::new(setup, args.size);
+    renderer.wait_until_ready().context("the venue did not load")?;
+    let frame_budget = Duration::from_secs_f64(1.0 / args.fps.max(1.0));
+    let mut times: Vec<f64> = Vec::new();
+    let mut last_report = Instant::now();
+    let mut frame = 0u64;
+    while args.frames == 0 || frame < args.frames {
+        let start = Instant::now();
+        renderer.step();
+        let took = start.elapsed();
+        times.push(took.as_secs_f64() * 1000.0);
+        frame += 1;
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            times.sort_by(f64::total_cmp);
+            eprintln!("parvis: headless frame {frame}: median {:.1} ms over the last {} frames", times[times.len() / 2], times.len());
+            times.clear();
+            last_report = Instant::now();
+        }
+        if let Some(rest) = frame_budget.checked_sub(took) {
+            std::thread::sleep(rest);
+        }
+    }
+    Ok(())
+}
+
+fn render(args: RenderArgs) -> Result<()> {
+    let setup = venue_setup(&args.venue)?;
+    let mut renderer = HeadlessRenderer::new(setup, args.size);
+    renderer.wait_until_ready().context("the venue did not load")?;
+    for _ in 0..args.frames {
+        renderer.step();
+    }
+    let image = renderer.capture()?;
+    save_png(&image, &args.out)?;
+    eprintln!("parvis: wrote {} ({}x{})", args.out.display(), image.width(), image.height());
+    Ok(())
+}
