@@ -1,0 +1,376 @@
+//! Tests that need no graphics adapter: scene files, commands, hot reload and the command line.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use parvis::app::{VenueSetup, core_app};
+use parvis::assets_root::AssetsRoot;
+use parvis::command::{CommandError, CommandLog, CommandOrigin, CurrentScene, RejectedCommand, SubmitCommand, VenueCommand};
+use parvis::environment::EnvironmentState;
+use parvis::params::{ParamError, ParamValue, StageParams};
+use parvis::scene::format::{Colour, EnvironmentPreset, SceneFile};
+use parvis::scene::spawn::{VenueEntity, VenueIndex};
+use parvis::scene::validate::{load_scene_file, load_scene_str, parse_scene};
+use parvis::scene::{DEFAULT_SCENE, SceneStatus};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn assets() -> AssetsRoot {
+    AssetsRoot::new(root().join("assets"))
+}
+
+fn default_scene() -> SceneFile {
+    load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets()).expect("the built-in scene is valid")
+}
+
+// ---------------------------------------------------------------- scene files
+
+#[test]
+fn every_shipped_scene_is_valid() {
+    let mut count = 0;
+    for dir in ["scenes", "tests/scenes"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "ron") {
+                load_scene_file(&path, &assets()).unwrap_or_else(|e| panic!("{e}"));
+                count += 1;
+            }
+        }
+    }
+    assert!(count >= 2, "expected the default and minimal scenes, found {count}");
+}
+
+/// Each file in tests/scenes/bad starts with `// expect: TEXT`; loading it must fail with a
+/// message containing TEXT (or, for `N problems`, exactly N problems).
+#[test]
+fn every_bad_scene_is_rejected_with_its_precise_message() {
+    let dir = root().join("tests/scenes/bad");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expect = text.lines().next().and_then(|l| l.strip_prefix("// expect: ")).unwrap_or_else(|| panic!("{} lacks `// expect:`", path.display()));
+        let error = load_scene_file(&path, &assets()).expect_err(&format!("{} should be rejected", path.display()));
+        let message = error.to_string();
+        if let Some(n) = expect.strip_suffix(" problems") {
+            assert_eq!(error.problems().len(), n.parse::<usize>().unwrap(), "{message}");
+        } else {
+            assert!(message.contains(expect), "{}:\n  expected: {expect}\n  got: {message}", path.display());
+        }
+        // Every message names the file, so a curator with many files knows which one.
+        assert!(message.lines().all(|l| l.starts_with(&path.display().to_string())), "{message}");
+        checked += 1;
+    }
+    assert!(checked >= 20, "only {checked} bad scenes found");
+}
+
+#[test]
+fn scene_files_round_trip_through_ron() {
+    let scene = default_scene();
+    let text = ron::ser::to_string_pretty(&scene, ron::ser::PrettyConfig::default()).unwrap();
+    assert_eq!(parse_scene(&text).unwrap(), scene);
+}
+
+#[test]
+fn numbers_may_be_written_without_a_decimal_point() {
+    let scene = parse_scene(r#"(version: 1, venue: (title: "x"), primitives: [(name: "b", shape: Sphere(radius: 2))])"#).unwrap();
+    assert_eq!(scene.primitives[0].shape, parvis::scene::format::ShapeDef::Sphere { radius: 2.0 });
+}
+
+#[test]
+fn colours_parse_strictly() {
+    assert_eq!(Colour::parse("#ff8000").unwrap().to_string(), "#ff8000");
+    assert_eq!(Colour::parse("#FF800080").unwrap().to_string(), "#ff800080");
+    for bad in ["ff8000", "#ff800", "#gg8000", "#ff8000ff00", "", "#"] {
+        assert!(Colour::parse(bad).is_err(), "{bad:?} should be refused");
+    }
+}
+
+// ---------------------------------------------------------------- commands
+
+/// Refusals seen since the last submission.
+#[derive(Resource, Default)]
+struct Refused(Vec<CommandError>);
+
+fn collect_refusals(mut rejected: MessageReader<RejectedCommand>, mut refused: ResMut<Refused>) {
+    refused.0.extend(rejected.read().map(|r| r.error.clone()));
+}
+
+fn venue_app() -> App {
+    let mut app = core_app(VenueSetup::new(default_scene(), assets()));
+    app.init_resource::<Refused>().add_systems(Last, collect_refusals);
+    app.update();
+    app
+}
+
+fn submit(app: &mut App, origin: CommandOrigin, command: VenueCommand) {
+    app.world_mut().resource_mut::<Refused>().0.clear();
+    app.world_mut().write_message(SubmitCommand { origin, command });
+    app.update();
+}
+
+fn set(app: &mut App, name: &str, value: ParamValue) {
+    submit(app, CommandOrigin::Local, VenueCommand::SetParam { name: name.into(), value });
+}
+
+fn rejections(app: &App) -> Vec<CommandError> {
+    app.world().resource::<Refused>().0.clone()
+}
+
+fn entity(app: &App, name: &str) -> Entity {
+    let index = app.world().resource::<VenueIndex>();
+    let found = index.get(name);
+    assert_eq!(found.len(), 1, "{name}: {found:?}");
+    found[0]
+}
+
+#[test]
+fn loading_builds_the_venue_from_the_scene() {
+    let app = venue_app();
+    let index = app.world().resource::<VenueIndex>();
+    assert_eq!(index.get("arcade_north").len(), 5, "a repeated primitive is known by its base name");
+    assert_eq!(index.get("arcade_north[4]").len(), 1);
+    assert_eq!(index.get("fountain").len(), 1);
+    let copies: Vec<Vec3> = index.get("arcade_north").iter().map(|e| app.world().get::<Transform>(*e).unwrap().translation).collect();
+    assert_eq!(copies[1] - copies[0], Vec3::new(3.2, 0.0, 0.0));
+    let params = app.world().resource::<StageParams>();
+    assert_eq!(params.value("sky"), Some(&ParamValue::Enum("day".into())));
+    assert_eq!(app.world().resource::<CommandLog>().applied(), 1, "the load itself is a logged command");
+}
+
+#[test]
+fn set_param_changes_only_the_bound_properties() {
+    let mut app = venue_app();
+    let banner = entity(&app, "banner");
+    assert_eq!(app.world().get::<Visibility>(banner), Some(&Visibility::Inherited));
+    set(&mut app, "banner", ParamValue::Bool(false));
+    assert_eq!(app.world().get::<Visibility>(banner), Some(&Visibility::Hidden));
+    let stage = entity(&app, "stage");
+    assert_eq!(app.world().get::<Visibility>(stage), Some(&Visibility::Inherited), "other entities are untouched");
+
+    let spot = entity(&app, "stage_spot");
+    set(&mut app, "stage_light", ParamValue::Colour(Colour::parse("#ff0000").unwrap()));
+    assert_eq!(app.world().get::<SpotLight>(spot).unwrap().color, Color::srgb(1.0, 0.0, 0.0));
+    set(&mut app, "stage_intensity", ParamValue::Float(5.0e6));
+    assert_eq!(app.world().get::<SpotLight>(spot).unwrap().intensity, 5.0e6);
+
+    let before = *app.world().resource::<EnvironmentState>();
+    set(&mut app, "sky", ParamValue::Enum("night".into()));
+    let env = *app.world().resource::<EnvironmentState>();
+    assert_eq!(env.preset, EnvironmentPreset::Night);
+    assert_ne!(env.sky, before.sky);
+    assert_eq!(app.world().resource::<ClearColor>().0, parvis::scene::spawn::to_color(env.sky));
+    let sun = entity(&app, "sun");
+    assert!(app.world().get::<DirectionalLight>(sun).unwrap().illuminance < 4000.0 * 0.1, "night dims the sun");
+    set(&mut app, "fog", ParamValue::Float(0.05));
+    assert_eq!(app.world().resource::<EnvironmentState>().fog_density, 0.05);
+    assert_eq!(app.world().resource::<EnvironmentState>().preset, EnvironmentPreset::Night, "fog keeps the preset");
+
+    // Emissive colour of every copy of the repeated lantern.
+    let lanterns = app.world().resource::<VenueIndex>().get("lantern").to_vec();
+    set(&mut app, "lanterns", ParamValue::Colour(Colour::parse("#0000ff").unwrap()));
+    for lantern in lanterns {
+        let handle = app.world().get::<MeshMaterial3d<StandardMaterial>>(lantern).unwrap().0.clone();
+        let material = app.world().resource::<Assets<StandardMaterial>>().get(&handle).unwrap();
+        assert!(material.emissive.blue > 0.0 && material.emissive.red == 0.0, "{:?}", material.emissive);
+    }
+    assert_eq!(app.world().resource::<CommandLog>().applied(), 7);
+}
+
+#[test]
+fn invalid_commands_are_refused_with_a_reason_and_change_nothing() {
+    let mut app = venue_app();
+    let before = app.world().resource::<StageParams>().clone();
+    let cases = [
+        ("ghost", ParamValue::Bool(true)),
+        ("banner", ParamValue::Float(1.0)),
+        ("fog", ParamValue::Float(0.9)),
+        ("fog", ParamValue::Float(f32::NAN)),
+        ("sky", ParamValue::Enum("storm".into())),
+    ];
+    for (name, value) in cases {
+        set(&mut app, name, value.clone());
+        let errors = rejections(&app);
+        assert_eq!(errors.len(), 1, "{name} = {value:?}");
+        let expected = match name {
+            "ghost" => matches!(errors[0], CommandError::Param(ParamError::Unknown { .. })),
+            "banner" => matches!(errors[0], CommandError::Param(ParamError::WrongType { .. })),
+            "fog" => matches!(errors[0], CommandError::Param(ParamError::OutOfRange { .. })),
+            _ => matches!(errors[0], CommandError::Param(ParamError::UnknownOption { .. })),
+        };
+        assert!(expected, "{name}: {}", errors[0]);
+    }
+    assert_eq!(*app.world().resource::<StageParams>(), before);
+    assert_eq!(app.world().resource::<CommandLog>().applied(), 1, "refused commands are not logged as applied");
+}
+
+#[test]
+fn the_audience_cannot_replace_the_venue() {
+    let mut app = venue_app();
+    let mut other = default_scene();
+    other.venue.title = "Hijacked".into();
+    submit(&mut app, CommandOrigin::Audience("anon-1".into()), VenueCommand::LoadScene { scene: Box::new(other.clone()) });
+    assert!(matches!(rejections(&app)[..], [CommandError::NotAllowed { .. }]));
+    assert_eq!(app.world().resource::<CurrentScene>().0.venue.title, "Cloître du Parvis");
+    // An audience member may still change a parameter (the rules decide which, later).
+    submit(&mut app, CommandOrigin::Audience("anon-1".into()), VenueCommand::SetParam { name: "banner".into(), value: ParamValue::Bool(false) });
+    assert!(rejections(&app).is_empty());
+    // A curator may.
+    submit(&mut app, CommandOrigin::Curator("editor".into()), VenueCommand::LoadScene { scene: Box::new(other) });
+    assert_eq!(app.world().resource::<CurrentScene>().0.venue.title, "Hijacked");
+}
+
+#[test]
+fn a_scene_sent_by_command_is_validated_too() {
+    let mut app = venue_app();
+    let mut bad = default_scene();
+    bad.assets[0].path = "../outside.glb".into();
+    submit(&mut app, CommandOrigin::Local, VenueCommand::LoadScene { scene: Box::new(bad) });
+    assert!(matches!(rejections(&app)[..], [CommandError::InvalidScene(_)]));
+    assert_eq!(app.world().resource::<CurrentScene>().0.assets[0].path, "models/fountain.gltf");
+}
+
+#[test]
+fn reloading_replaces_entities_without_leaking_and_resets_params() {
+    let mut app = venue_app();
+    let count = |app: &mut App| app.world_mut().query::<&VenueEntity>().iter(app.world()).count();
+    let first = count(&mut app);
+    assert!(first > 30, "{first}");
+    set(&mut app, "banner", ParamValue::Bool(false));
+    for _ in 0..3 {
+        submit(&mut app, CommandOrigin::Local, VenueCommand::LoadScene { scene: Box::new(default_scene()) });
+    }
+    assert_eq!(count(&mut app), first);
+    assert_eq!(app.world().resource::<StageParams>().value("banner"), Some(&ParamValue::Bool(true)));
+    let banner = entity(&app, "banner");
+    assert_eq!(app.world().get::<Visibility>(banner), Some(&Visibility::Inherited));
+}
+
+#[test]
+fn commands_serialise_as_plain_json() {
+    let command = VenueCommand::SetParam { name: "stage_light".into(), value: ParamValue::Colour(Colour::parse("#ff2200").unwrap()) };
+    let json = serde_json::to_string(&command).unwrap();
+    assert_eq!(json, r##"{"type":"set_param","name":"stage_light","value":{"Colour":"#ff2200"}}"##);
+    assert_eq!(serde_json::from_str::<VenueCommand>(&json).unwrap(), command);
+}
+
+// ---------------------------------------------------------------- hot reload
+
+fn wait_for(app: &mut App, what: &str, mut done: impl FnMut(&mut App) -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(5) {
+        app.update();
+        if done(app) {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("{what} did not happen within 5 s");
+}
+
+#[test]
+fn saving_the_scene_file_updates_the_running_venue_and_a_broken_save_keeps_the_last_good_one() {
+    let dir = std::env::temp_dir().join(format!("parvis-hot-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("venue.ron");
+    std::fs::write(&file, DEFAULT_SCENE).unwrap();
+    let mut setup = VenueSetup::new(default_scene(), assets());
+    setup.watch = Some(file.clone());
+    let mut app = core_app(setup);
+    app.update();
+
+    // Editors often save through a temporary file and a rename.
+    let edited = DEFAULT_SCENE.replace("Cloître du Parvis", "Cloître, version 2");
+    std::fs::write(dir.join("venue.ron.tmp"), &edited).unwrap();
+    std::fs::rename(dir.join("venue.ron.tmp"), &file).unwrap();
+    let took = wait_for(&mut app, "reload", |app| app.world().resource::<CurrentScene>().0.venue.title == "Cloître, version 2");
+    eprintln!("hot reload applied after {took:?}");
+    assert_eq!(app.world().resource::<SceneStatus>().reloads, 1);
+
+    // A broken save: the venue stays, the error names the line.
+    std::fs::write(&file, edited.replace("roughness: 0.7", "roughness: 7.0")).unwrap();
+    wait_for(&mut app, "rejection", |app| app.world().resource::<SceneStatus>().last_error.is_some());
+    let error = app.world().resource::<SceneStatus>().last_error.clone().unwrap();
+    assert!(error.contains("material.roughness: expected a number from 0 to 1, found 7"), "{error}");
+    assert!(error.contains("venue.ron:"), "{error}");
+    assert_eq!(app.world().resource::<CurrentScene>().0.venue.title, "Cloître, version 2");
+    assert!(!app.world().resource::<VenueIndex>().get("stage").is_empty(), "the venue is still there");
+
+    // Fixing it clears the error.
+    std::fs::write(&file, DEFAULT_SCENE).unwrap();
+    wait_for(&mut app, "recovery", |app| app.world().resource::<SceneStatus>().last_error.is_none());
+    assert_eq!(app.world().resource::<CurrentScene>().0.venue.title, "Cloître du Parvis");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---------------------------------------------------------------- command line
+
+fn parvis(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_parvis")).args(args).current_dir(root()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_accepts_good_scenes_and_lists_every_problem_of_bad_ones() {
+    let (code, out, _) = parvis(&["check", "scenes/cloister.ron", "tests/scenes/minimal.ron"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("scenes/cloister.ron: ok") && out.contains("7 stage parameters"), "{out}");
+
+    let (code, _, err) = parvis(&["check", "tests/scenes/minimal.ron", "tests/scenes/bad/many_problems.ron", "tests/scenes/bad/missing_asset.ron"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("tests/scenes/bad/many_problems.ron:5:") || err.contains("many_problems.ron:"), "{err}");
+    assert!(err.contains("venue.title: expected a title, found nothing"), "{err}");
+    assert!(err.contains("primitives[0].material.metallic"), "{err}");
+    assert!(err.contains("viewpoints[0].look_at: look_at must differ from position"), "{err}");
+    assert!(err.contains("3 problems"), "{err}");
+    assert!(err.contains("missing_asset.ron:9:19: assets[0].path"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    let (code, _, err) = parvis(&["check", "tests/scenes/does-not-exist.ron"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("does-not-exist.ron: cannot read the scene file"), "{err}");
+}
+
+#[test]
+fn bad_command_line_values_get_clear_errors_before_anything_renders() {
+    let cases: [(&[&str], &str); 5] = [
+        (&["render", "--out", "/tmp/x.png", "--set", "ghost=1"], "no stage parameter named \"ghost\""),
+        (&["render", "--out", "/tmp/x.png", "--set", "fog=3"], "stage parameter \"fog\" takes 0 to 0.2, not 3"),
+        (&["render", "--out", "/tmp/x.png", "--set", "stage_light=red"], "needs a colour like #ff8800, found \"red\""),
+        (&["render", "--out", "/tmp/x.png", "--set", "banner"], "expected NAME=VALUE"),
+        (&["render", "--out", "/tmp/x.png", "--viewpoint", "roof"], "no viewpoint named \"roof\"; the scene has: overview, courtyard"),
+    ];
+    for (args, expected) in cases {
+        let (code, _, err) = parvis(args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}:\n{err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let (code, _, err) = parvis(&["render", "--out", "/tmp/x.png", "--size", "0x0"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expected width and height from 16 to 8192"), "{err}");
+    let (code, _, err) = parvis(&["render", "tests/scenes/bad/escaping_path.ron", "--out", "/tmp/x.png"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("must be relative to the assets root"), "{err}");
+}
+
+#[test]
+fn help_documents_every_command() {
+    let (code, out, _) = parvis(&["--help"]);
+    assert_eq!(code, 0);
+    for word in ["run", "check", "render"] {
+        assert!(out.contains(word), "{out}");
+    }
+    let (_, out, _) = parvis(&["render", "--help"]);
+    for flag in ["--out", "--size", "--frames", "--viewpoint", "--set", "--assets"] {
+        assert!(out.contains(flag), "{out}");
+    }
+}

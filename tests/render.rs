@@ -1,0 +1,176 @@
+//! Rendering tests on a real adapter (lavapipe on machines without a GPU): the default venue
+//! against a committed golden image, and commands that change exactly the pixels they should.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use bevy::prelude::*;
+use parvis::app::VenueSetup;
+use parvis::assets_root::AssetsRoot;
+use parvis::command::VenueCommand;
+use parvis::output::{HeadlessRenderer, diff_images, save_png};
+use parvis::params::ParamValue;
+use parvis::scene::DEFAULT_SCENE;
+use parvis::scene::format::Colour;
+use parvis::scene::spawn::VenueIndex;
+use parvis::scene::validate::load_scene_str;
+
+const SIZE: UVec2 = UVec2::new(320, 180);
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn out_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join("parvis-render-test");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn renderer() -> HeadlessRenderer {
+    let assets = AssetsRoot::new(root().join("assets"));
+    let scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
+    let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene, assets), SIZE);
+    renderer.wait_until_ready().expect("the default venue loads");
+    renderer
+}
+
+/// Screen rectangle (x0, y0, x1, y1) covered by an entity's box, from the camera's projection.
+fn screen_box(renderer: &mut HeadlessRenderer, name: &str, half_size: Vec3) -> (f32, f32, f32, f32) {
+    let camera = renderer.camera();
+    let world = renderer.app_mut().world_mut();
+    let target = world.resource::<VenueIndex>().get(name)[0];
+    let centre = world.get::<GlobalTransform>(target).unwrap().clone();
+    let (cam, cam_transform) = (world.get::<Camera>(camera).unwrap(), world.get::<GlobalTransform>(camera).unwrap());
+    let mut rect = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
+    for i in 0..8 {
+        let corner = Vec3::new(
+            if i & 1 == 0 { -1.0 } else { 1.0 },
+            if i & 2 == 0 { -1.0 } else { 1.0 },
+            if i & 4 == 0 { -1.0 } else { 1.0 },
+        ) * half_size;
+        let p = cam.world_to_viewport(cam_transform, centre.transform_point(corner)).expect("box in front of the camera");
+        rect = (rect.0.min(p.x), rect.1.min(p.y), rect.2.max(p.x), rect.3.max(p.y));
+    }
+    rect
+}
+
+#[test]
+fn default_venue_matches_golden_and_commands_change_the_right_pixels() {
+    let mut renderer = renderer();
+    let base = renderer.capture().expect("capture");
+    save_png(&base, &out_dir().join("cloister.png")).unwrap();
+
+    // 1. Golden image, with a tolerance for driver differences.
+    let golden_path = root().join("tests/golden/cloister_overview_320x180.png");
+    if std::env::var_os("PARVIS_UPDATE_GOLDEN").is_some() {
+        save_png(&base, &golden_path).unwrap();
+        eprintln!("golden image updated: {}", golden_path.display());
+    }
+    let golden = image::open(&golden_path).expect("golden image committed").to_rgba8();
+    let diff = diff_images(&golden, &base, 24).expect("same size as the golden image");
+    let share = diff.pixels_over as f64 / f64::from(SIZE.x * SIZE.y);
+    if diff.mean_abs > 1.5 || share > 0.005 {
+        save_png(&diff.heatmap, &out_dir().join("cloister-diff.png")).unwrap();
+        panic!(
+            "render differs from {}: mean |Δ| {:.3}, max |Δ| {}, {} pixels ({:.2}%) over 24 in {:?}; \
+             actual and difference written to {}",
+            golden_path.display(),
+            diff.mean_abs,
+            diff.max_abs,
+            diff.pixels_over,
+            share * 100.0,
+            diff.bbox,
+            out_dir().display()
+        );
+    }
+
+    // 2. The banner's colour changes the banner's pixels and nothing else.
+    let banner_box = screen_box(&mut renderer, "banner", Vec3::new(1.15, 1.5, 0.03));
+    renderer.submit(VenueCommand::SetParam {
+        name: "banner_colour".into(),
+        value: ParamValue::Colour(Colour::parse("#20d040").unwrap()),
+    });
+    renderer.step();
+    let green = renderer.capture().unwrap();
+    save_png(&green, &out_dir().join("cloister-green-banner.png")).unwrap();
+    let diff = diff_images(&base, &green, 8).unwrap();
+    let (x0, y0, x1, y1) = diff.bbox.expect("the banner's pixels changed");
+    let slack = 2.0;
+    assert!(
+        x0 as f32 >= banner_box.0 - slack && y0 as f32 >= banner_box.1 - slack && x1 as f32 <= banner_box.2 + slack && y1 as f32 <= banner_box.3 + slack,
+        "changed pixels {:?} reach outside the banner's screen box {banner_box:?}",
+        diff.bbox
+    );
+    let area = (banner_box.2 - banner_box.0) * (banner_box.3 - banner_box.1);
+    assert!(diff.pixels_over as f32 > area * 0.3, "only {} of ~{area} banner pixels changed", diff.pixels_over);
+    // The new colour is really there: the changed pixels turned green.
+    let (mut greener, mut total) = (0, 0);
+    for (x, y, p) in green.enumerate_pixels() {
+        let q = base.get_pixel(x, y);
+        if p.0[..3].iter().zip(&q.0[..3]).any(|(a, b)| a.abs_diff(*b) > 8) {
+            total += 1;
+            if p[1] > q[1] && p[0] < q[0] {
+                greener += 1;
+            }
+        }
+    }
+    assert!(greener * 10 >= total * 9, "{greener} of {total} changed pixels turned green");
+
+    // 3. Hiding the banner (it casts no shadow) also stays inside its box; the CLI gives the same
+    //    picture as the library for the same values.
+    renderer.submit(VenueCommand::SetParam { name: "banner_colour".into(), value: ParamValue::Colour(Colour::parse("#8c1c2b").unwrap()) });
+    renderer.submit(VenueCommand::SetParam { name: "banner".into(), value: ParamValue::Bool(false) });
+    renderer.step();
+    let hidden = renderer.capture().unwrap();
+    let diff = diff_images(&base, &hidden, 8).unwrap();
+    let (x0, y0, x1, y1) = diff.bbox.expect("hiding the banner changed pixels");
+    assert!(x0 as f32 >= banner_box.0 - slack && y1 as f32 <= banner_box.3 + slack && x1 as f32 <= banner_box.2 + slack && y0 as f32 >= banner_box.1 - slack);
+
+    let cli_png = out_dir().join("cli-hidden-banner.png");
+    let status = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["render", "--size", "320x180", "--set", "banner=false", "--out"])
+        .arg(&cli_png)
+        .current_dir(root())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let cli = image::open(&cli_png).unwrap().to_rgba8();
+    let diff = diff_images(&hidden, &cli, 24).unwrap();
+    assert!(diff.mean_abs < 0.5 && diff.pixels_over < 50, "CLI render differs from the library's: {diff:?}", diff = (diff.mean_abs, diff.pixels_over, diff.bbox));
+
+    // 4. Night falls: the sky and the lit surfaces darken across the picture.
+    renderer.submit(VenueCommand::SetParam { name: "sky".into(), value: ParamValue::Enum("night".into()) });
+    renderer.step();
+    let night = renderer.capture().unwrap();
+    save_png(&night, &out_dir().join("cloister-night.png")).unwrap();
+    let luma = |img: &image::RgbaImage| img.pixels().map(|p| u64::from(p[0]) + u64::from(p[1]) + u64::from(p[2])).sum::<u64>() as f64 / img.len() as f64;
+    assert!(luma(&night) < luma(&hidden) * 0.5, "night {} vs day {}", luma(&night), luma(&hidden));
+    // The sky (top-left corner) takes the night preset's colour.
+    let corner = night.get_pixel(2, 2);
+    assert!(corner[2] > corner[0] && corner[0] < 40, "night sky {corner:?}");
+}
+
+#[test]
+fn the_desktop_window_opens_and_shows_the_venue_under_xvfb() {
+    let shot = out_dir().join("window.png");
+    let _ = std::fs::remove_file(&shot);
+    let output = Command::new("xvfb-run")
+        .args(["--auto-servernum", "--server-args=-screen 0 1280x720x24"])
+        .arg(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--frames", "40", "--screenshot"])
+        .arg(&shot)
+        .current_dir(root())
+        .output()
+        .expect("xvfb-run is installed by scripts/test.sh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "window run failed:\n{stderr}");
+    assert!(!stderr.contains("running headless"), "a display was available, so a window was expected:\n{stderr}");
+    let image = image::open(&shot).unwrap_or_else(|e| panic!("no window screenshot ({e}):\n{stderr}")).to_rgba8();
+    assert_eq!(image.dimensions(), (1280, 720));
+    // A real picture has many colours: sky, stone, roof, grass, overlay text.
+    let mut colours: Vec<[u8; 3]> = image.pixels().step_by(97).map(|p| [p[0] >> 3, p[1] >> 3, p[2] >> 3]).collect();
+    colours.sort_unstable();
+    colours.dedup();
+    assert!(colours.len() > 200, "the window shows only {} distinct colours", colours.len());
+}
