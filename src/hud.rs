@@ -7,12 +7,21 @@ use crate::command::CurrentScene;
 use crate::params::StageParams;
 use crate::scene::SceneStatus;
 
+/// DejaVu Sans (Bitstream Vera licence, see `assets/fonts/DejaVuSans-LICENSE.txt`), built in so
+/// that titles and texts in any Latin, Greek or Cyrillic language show whatever the assets root:
+/// Bevy's default font covers ASCII only.
+const HUD_FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+
+/// The overlay's font.
+#[derive(Resource)]
+struct HudFont(Handle<Font>);
+
 /// Shows the overlay on the desktop window.
 pub struct HudPlugin;
 
 impl Plugin for HudPlugin {
     fn build(&self, app: &mut App) {
-        app.add_systems(Startup, spawn_hud).add_systems(
+        app.add_systems(PreStartup, load_hud_font).add_systems(Startup, spawn_hud).add_systems(
             Update,
             (update_title, update_params, update_problems).after(crate::VenueSystems::Present),
         );
@@ -26,14 +35,17 @@ struct ParamsText;
 #[derive(Component)]
 struct ProblemText;
 
-fn font(size: f32) -> TextFont {
-    TextFont {
-        font_size: FontSize::Px(size),
-        ..default()
-    }
+fn load_hud_font(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
+    let handle = fonts.add(Font::from_bytes(HUD_FONT.to_vec()));
+    commands.insert_resource(HudFont(handle));
 }
 
-fn spawn_hud(mut commands: Commands) {
+fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
+    let font = |size: f32| TextFont {
+        font: hud_font.0.clone().into(),
+        font_size: FontSize::Px(size),
+        ..default()
+    };
     let panel = Color::srgba(0.02, 0.02, 0.05, 0.55);
     commands.spawn((
         Node {

@@ -174,3 +174,17 @@ fn the_desktop_window_opens_and_shows_the_venue_under_xvfb() {
     colours.dedup();
     assert!(colours.len() > 200, "the window shows only {} distinct colours", colours.len());
 }
+
+#[test]
+fn without_a_display_run_goes_headless_and_says_so() {
+    let output = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--frames", "3", "--size", "160x90"])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("no display (DISPLAY is not set): running headless, rendering offscreen at 160x90"), "{stderr}");
+}
