@@ -49,21 +49,21 @@ fn main() {
         .collect();
     stats("scene parse + validate (incl. asset checks)", "µs", load);
 
-    let width = arg("PARVIS_BENCH_WIDTH", 1280);
-    let height = arg("PARVIS_BENCH_HEIGHT", 720);
-    let frames = arg("PARVIS_BENCH_FRAMES", 60);
-    let scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
-    let mut renderer = None;
-    let ready = time_ms(|| {
-        let mut r = HeadlessRenderer::new(VenueSetup::new(scene, assets), UVec2::new(width, height));
-        r.wait_until_ready().expect("venue loads");
-        renderer = Some(r);
-    });
-    println!("{:<44} {ready:.0} ms (app start, pipeline compilation, models, first frames)", "venue ready");
-    let mut renderer = renderer.unwrap();
-    for _ in 0..10 {
-        renderer.step();
+    let frames = arg("PARVIS_BENCH_FRAMES", 40);
+    for (width, height) in [(1280, 720), (640, 360)] {
+        let scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
+        let mut renderer = None;
+        let ready = time_ms(|| {
+            let mut r = HeadlessRenderer::new(VenueSetup::new(scene, assets.clone()), UVec2::new(width, height));
+            r.wait_until_ready().expect("venue loads");
+            renderer = Some(r);
+        });
+        println!("{:<44} {ready:.0} ms (app start, pipeline compilation, models, first frames)", format!("venue ready at {width}x{height}"));
+        let mut renderer = renderer.unwrap();
+        for _ in 0..5 {
+            renderer.step();
+        }
+        let samples: Vec<f64> = (0..frames).map(|_| time_ms(|| renderer.step())).collect();
+        stats(&format!("frame {width}x{height} (render + GPU wait)"), "ms", samples);
     }
-    let samples: Vec<f64> = (0..frames).map(|_| time_ms(|| renderer.step())).collect();
-    stats(&format!("frame {width}x{height} (render + GPU wait)"), "ms", samples);
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bevy::asset::RecursiveDependencyLoadState;
-use bevy::camera::RenderTarget;
+use bevy::camera::{RenderTarget, ShadowLodOrigin};
 use bevy::prelude::*;
 use bevy::render::render_resource::{PollType, TextureFormat, TextureUsages};
 use bevy::render::renderer::RenderDevice;
@@ -80,6 +80,9 @@ impl HeadlessRenderer {
                 Name::new("headless camera"),
                 Camera3d::default(),
                 RenderTarget::Image(target.clone().into()),
+                // With no window, Bevy cannot guess which camera's position should decide
+                // the level of detail of point and spot light shadows.
+                ShadowLodOrigin,
                 VenueCamera,
                 CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO),
                 AwaitingViewpoint,
