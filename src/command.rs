@@ -218,8 +218,8 @@ fn apply_commands(
     for SubmitCommand { origin, command } in submitted.read() {
         let result = origin.may_issue(command).and_then(|()| match command {
             VenueCommand::SetParam { name, value } => {
-                // Also route through `ResMut` only when the value changes, so systems that
-                // react to a changed `StageParams` do not run for repeated identical votes.
+                // Write through `ResMut` only when the value differs, so that systems reacting
+                // to a changed `StageParams` skip repeated identical values (a crowd voting).
                 params.check(name, value)?;
                 if params.value(name) != Some(value) {
                     params.set(name, value.clone())?;

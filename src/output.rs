@@ -139,7 +139,7 @@ impl HeadlessRenderer {
                     Some(RecursiveDependencyLoadState::Loaded) => {}
                     Some(RecursiveDependencyLoadState::Failed(e)) => {
                         return Err(OutputError::AssetFailed {
-                            path: root.0.path().map(ToString::to_string).unwrap_or_default(),
+                            path: root.0.path().map(|p| p.path().display().to_string()).unwrap_or_default(),
                             reason: e.to_string(),
                         });
                     }

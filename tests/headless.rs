@@ -374,3 +374,13 @@ fn help_documents_every_command() {
         assert!(out.contains(flag), "{out}");
     }
 }
+
+#[test]
+fn an_oversized_scene_file_is_refused_before_it_is_read() {
+    let file = std::env::temp_dir().join(format!("parvis-huge-{}.ron", std::process::id()));
+    let f = std::fs::File::create(&file).unwrap();
+    f.set_len(parvis::scene::validate::MAX_SCENE_BYTES + 1).unwrap();
+    let error = load_scene_file(&file, &assets()).unwrap_err().to_string();
+    assert!(error.contains("scene files are limited to 16777216 bytes"), "{error}");
+    std::fs::remove_file(&file).unwrap();
+}

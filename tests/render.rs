@@ -40,7 +40,7 @@ fn screen_box(renderer: &mut HeadlessRenderer, name: &str, half_size: Vec3) -> (
     let camera = renderer.camera();
     let world = renderer.app_mut().world_mut();
     let target = world.resource::<VenueIndex>().get(name)[0];
-    let centre = world.get::<GlobalTransform>(target).unwrap().clone();
+    let centre = *world.get::<GlobalTransform>(target).unwrap();
     let (cam, cam_transform) = (world.get::<Camera>(camera).unwrap(), world.get::<GlobalTransform>(camera).unwrap());
     let mut rect = (f32::MAX, f32::MAX, f32::MIN, f32::MIN);
     for i in 0..8 {
@@ -187,4 +187,31 @@ fn without_a_display_run_goes_headless_and_says_so() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("no display (DISPLAY is not set): running headless, rendering offscreen at 160x90"), "{stderr}");
+}
+
+#[test]
+fn a_corrupt_model_fails_the_render_with_the_loaders_message() {
+    let dir = out_dir().join("corrupt-assets");
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    std::fs::write(dir.join("models/broken.gltf"), b"{ \"asset\": { \"version\": \"2.0\" }, \"scenes\": [ truncated").unwrap();
+    let scene = dir.join("venue.ron");
+    std::fs::write(
+        &scene,
+        r#"(version: 1, venue: (title: "Corrupt"),
+            assets: [(name: "statue", path: "models/broken.gltf", credit: (author: "x", licence: "CC0-1.0"))])"#,
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["render", "--size", "64x64", "--assets"])
+        .arg(&dir)
+        .arg(&scene)
+        .arg("--out")
+        .arg(dir.join("out.png"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("parvis: the venue did not load: asset models/broken.gltf failed to load"), "{stderr}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{stderr}");
+    assert!(!dir.join("out.png").exists());
 }

@@ -70,13 +70,31 @@ fn render_problems(file: &str, problems: &[SceneProblem]) -> String {
     lines.join("\n")
 }
 
+/// Largest scene file accepted. Scenes describe a venue; bulk data (scans, point clouds)
+/// belongs in assets, so a larger file is a mistake or an attack, not a venue.
+pub const MAX_SCENE_BYTES: u64 = 16 << 20;
+
 /// Reads, parses and validates a scene file.
 pub fn load_scene_file(path: &Path, assets: &AssetsRoot) -> Result<SceneFile, SceneError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| SceneError::Io {
+    let io = |source| SceneError::Io {
         file: file.clone(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > MAX_SCENE_BYTES {
+        return Err(SceneError::Invalid {
+            file: file.clone(),
+            problems: vec![SceneProblem {
+                line_col: None,
+                path: String::new(),
+                message: format!(
+                    "the file is {size} bytes; scene files are limited to {MAX_SCENE_BYTES} bytes (put bulk data in assets)"
+                ),
+            }],
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io)?;
     load_scene_str(&text, &file, assets)
 }
 
@@ -273,7 +291,7 @@ impl Checker {
         if !self.finite(path, anchor, &all) {
             return;
         }
-        if t.scale.iter().any(|s| *s == 0.0) {
+        if t.scale.contains(&0.0) {
             self.report(format!("{path}.scale"), anchor, format!("expected non-zero scale factors, found {:?}", t.scale));
         }
         if t.look_at == Some(t.translation) {
