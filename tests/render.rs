@@ -136,6 +136,13 @@ fn default_venue_matches_golden_and_commands_change_the_right_pixels() {
         .unwrap();
     assert!(status.success());
     let cli = image::open(&cli_png).unwrap().to_rgba8();
+    let from_base = diff_images(&base, &cli, 8).unwrap();
+    let (x0, y0, x1, y1) = from_base.bbox.expect("--set banner=false changed pixels");
+    assert!(
+        x0 as f32 >= banner_box.0 - slack && y0 as f32 >= banner_box.1 - slack && x1 as f32 <= banner_box.2 + slack && y1 as f32 <= banner_box.3 + slack,
+        "--set banner=false changed pixels {:?} outside the banner's screen box {banner_box:?}",
+        from_base.bbox
+    );
     let diff = diff_images(&hidden, &cli, 24).unwrap();
     assert!(diff.mean_abs < 0.5 && diff.pixels_over < 50, "CLI render differs from the library's: {diff:?}", diff = (diff.mean_abs, diff.pixels_over, diff.bbox));
 
