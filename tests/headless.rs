@@ -384,3 +384,45 @@ fn an_oversized_scene_file_is_refused_before_it_is_read() {
     assert!(error.contains("scene files are limited to 16777216 bytes"), "{error}");
     std::fs::remove_file(&file).unwrap();
 }
+
+// ---------------------------------------------------------------- camera
+
+#[test]
+fn the_camera_starts_at_the_spawn_viewpoint_walks_with_keys_and_jumps_to_viewpoints() {
+    use bevy::input::InputPlugin;
+    use bevy::time::TimeUpdateStrategy;
+    use parvis::camera::{AwaitingViewpoint, CameraPlugin, CameraRig};
+
+    let mut app = core_app(VenueSetup::new(default_scene(), assets()));
+    app.add_plugins((InputPlugin, CameraPlugin { interactive: true }))
+        .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(100)));
+    let camera = app.world_mut().spawn((Camera3d::default(), CameraRig::looking(Vec3::ONE, Vec3::ZERO), AwaitingViewpoint)).id();
+    app.update();
+    app.update();
+    let eye = |app: &App| app.world().get::<Transform>(camera).unwrap().translation;
+    assert!(eye(&app).distance(Vec3::new(18.0, 16.0, 26.0)) < 1e-3, "spawn viewpoint `overview`, got {}", eye(&app));
+
+    let before = app.world().get::<CameraRig>(camera).unwrap().focus;
+    app.world_mut().resource_mut::<ButtonInput<KeyCode>>().press(KeyCode::KeyW);
+    for _ in 0..5 {
+        app.update();
+    }
+    app.world_mut().resource_mut::<ButtonInput<KeyCode>>().release(KeyCode::KeyW);
+    let after = app.world().get::<CameraRig>(camera).unwrap().focus;
+    let moved = after - before;
+    assert!(moved.length() > 0.5 && moved.y.abs() < 1e-4, "W walks on the horizontal plane: {moved}");
+    let forward = app.world().get::<Transform>(camera).unwrap().forward();
+    assert!(Vec3::new(forward.x, 0.0, forward.z).normalize().dot(moved.normalize()) > 0.99, "W walks forward");
+
+    // A real key press, as winit delivers it: `just_pressed` is derived from these messages.
+    app.world_mut().write_message(bevy::input::keyboard::KeyboardInput {
+        key_code: KeyCode::Digit3,
+        logical_key: bevy::input::keyboard::Key::Character("3".into()),
+        state: bevy::input::ButtonState::Pressed,
+        text: Some("3".into()),
+        repeat: false,
+        window: Entity::PLACEHOLDER,
+    });
+    app.update();
+    assert!(eye(&app).distance(Vec3::new(-9.7, 1.7, 9.5)) < 1e-3, "key 3 = viewpoint `gallery`, got {}", eye(&app));
+}
