@@ -14,7 +14,7 @@ use bevy::world_serialization::WorldAsset;
 use crate::VenueCorePlugin;
 use crate::assets_root::AssetsRoot;
 use crate::camera::{AwaitingViewpoint, CameraPlugin, CameraRig, StartViewpoint};
-use crate::command::{SubmitCommand, VenueCommand};
+use crate::command::{CommandLogFile, SubmitCommand, VenueCommand};
 use crate::environment::VenueCamera;
 use crate::hud::HudPlugin;
 use crate::scene::format::SceneFile;
@@ -31,8 +31,10 @@ pub struct VenueSetup {
     pub assets: AssetsRoot,
     /// Viewpoint to start at, instead of the scene's spawn.
     pub viewpoint: Option<String>,
-    /// Commands applied right after the scene loads (e.g. `--set`).
-    pub initial_commands: Vec<VenueCommand>,
+    /// Commands applied right after the scene loads (e.g. `--set`, or a replayed log).
+    pub initial_commands: Vec<SubmitCommand>,
+    /// File to append every applied command to, as JSON lines.
+    pub command_log: Option<PathBuf>,
 }
 
 impl VenueSetup {
@@ -44,6 +46,7 @@ impl VenueSetup {
             assets,
             viewpoint: None,
             initial_commands: Vec::new(),
+            command_log: None,
         }
     }
 }
@@ -65,7 +68,15 @@ fn add_venue(app: &mut App, setup: VenueSetup) {
         scene: Box::new(setup.scene),
     }));
     for command in setup.initial_commands {
-        world.write_message(SubmitCommand::local(command));
+        world.write_message(command);
+    }
+    if let Some(path) = &setup.command_log {
+        match CommandLogFile::append_to(path) {
+            Ok(file) => {
+                world.insert_resource(file);
+            }
+            Err(e) => error!("cannot open the command log {}: {e}", path.display()),
+        }
     }
     if let Some(path) = setup.watch {
         match SceneWatcher::spawn(&path, setup.assets) {

@@ -3,6 +3,9 @@
 //! messages; one system set checks and applies them, and logs each with a sequence number.
 
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufRead, BufWriter, Write};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -144,6 +147,7 @@ pub struct RejectedCommand {
 #[derive(Debug, Default, Resource)]
 pub struct CommandLog {
     next_seq: u64,
+    refused: u64,
     recent: VecDeque<LoggedCommand>,
 }
 
@@ -174,6 +178,11 @@ impl CommandLog {
         self.next_seq
     }
 
+    /// Number of commands refused since start.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+
     /// The most recent entries, oldest first.
     pub fn recent(&self) -> impl Iterator<Item = &LoggedCommand> {
         self.recent.iter()
@@ -199,8 +208,114 @@ impl Plugin for CommandPlugin {
                 (apply_commands, report_rejected_commands)
                     .chain()
                     .in_set(VenueSystems::Apply),
-            );
+            )
+            .add_systems(Update, write_command_log_file.in_set(VenueSystems::Present));
     }
+}
+
+/// The command log on disk: one JSON object per line (a [`LoggedCommand`]), appended as
+/// commands are applied and flushed every frame. `parvis replay` reads it back.
+#[derive(Resource)]
+pub struct CommandLogFile {
+    path: String,
+    writer: BufWriter<File>,
+    failed: bool,
+}
+
+impl CommandLogFile {
+    /// Opens `path` for appending (a restarted show continues its log), creating it if needed.
+    pub fn append_to(path: &Path) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self {
+            path: path.display().to_string(),
+            writer: BufWriter::new(file),
+            failed: false,
+        })
+    }
+}
+
+fn write_command_log_file(mut applied: MessageReader<LoggedCommand>, file: Option<ResMut<CommandLogFile>>) {
+    let Some(mut file) = file else {
+        applied.clear();
+        return;
+    };
+    let file = &mut *file;
+    let mut result = Ok(());
+    for entry in applied.read() {
+        result = serde_json::to_writer(&mut file.writer, entry)
+            .map_err(std::io::Error::from)
+            .and_then(|()| file.writer.write_all(b"\n"));
+        if result.is_err() {
+            break;
+        }
+    }
+    let result = result.and_then(|()| file.writer.flush());
+    match result {
+        Ok(()) => file.failed = false,
+        // Keep the show running; say it once per failure spell, not every frame.
+        Err(e) if !file.failed => {
+            error!("cannot write the command log {}: {e}", file.path);
+            file.failed = true;
+        }
+        Err(_) => {}
+    }
+}
+
+/// A line of a command log that could not be read.
+#[derive(Debug, Error)]
+#[error("line {line}: {message}")]
+pub struct LogLineError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Reads a command log. Blank lines are skipped; any other unreadable line is an error, since
+/// replaying around a hole would give a different show.
+pub fn read_command_log(reader: impl BufRead) -> Result<Vec<LoggedCommand>, LogLineError> {
+    let mut entries = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| LogLineError {
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = serde_json::from_str(&line).map_err(|e| LogLineError {
+            line: i + 1,
+            message: format!("not a logged command: {e}"),
+        })?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// A fingerprint of the venue's state: the scene and every stage parameter value. Two venues
+/// with the same fingerprint show the same thing, so replay and sync can be checked cheaply.
+pub fn venue_state_hash(world: &World) -> u64 {
+    let scene = world.get_resource::<CurrentScene>().map(|s| serde_json::to_string(&*s.0).unwrap_or_default());
+    let params: Vec<(String, String)> = world
+        .get_resource::<StageParams>()
+        .map(|p| p.iter().map(|(d, v)| (d.name.clone(), serde_json::to_string(v).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    // FNV-1a: stable across runs, platforms and Rust versions, unlike `DefaultHasher`.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    feed(scene.unwrap_or_default().as_bytes());
+    for (name, value) in &params {
+        feed(name.as_bytes());
+        feed(value.as_bytes());
+    }
+    hash
 }
 
 /// Applies every submitted command in order; each either changes state and is logged, or is
@@ -249,6 +364,7 @@ fn apply_commands(
                 applied.write(entry.clone());
             }
             Err(error) => {
+                log.refused += 1;
                 rejected.write(RejectedCommand {
                     origin: origin.clone(),
                     command: command.clone(),

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use parvis::app::{FrameLimit, VenueSetup, windowed_app};
 use parvis::assets_root::AssetsRoot;
 use parvis::camera::pick_viewpoint;
-use parvis::command::VenueCommand;
+use parvis::command::{CommandLog, CommandLogFile, SubmitCommand, VenueCommand, read_command_log, venue_state_hash};
 use parvis::output::{HeadlessRenderer, save_png};
 use parvis::params::{ParamValue, StageParams};
 use parvis::scene::format::SceneFile;
@@ -40,6 +40,27 @@ enum Command {
     /// Render one frame of a venue headless and write it as a PNG. Deterministic: the same
     /// file, size, viewpoint and values give the same picture on the same adapter.
     Render(RenderArgs),
+    /// Re-apply a command log (written by `run --log`) and print the final venue state and its
+    /// hash; with --out, also render the final state.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args)]
+struct ReplayArgs {
+    /// Command log: JSON lines written by `parvis run --log`.
+    log: PathBuf,
+    /// Folder that asset paths are relative to (see `run --help`).
+    #[arg(long, value_name = "DIR")]
+    assets: Option<PathBuf>,
+    /// Render the final state to this PNG file.
+    #[arg(long, value_name = "FILE.png")]
+    out: Option<PathBuf>,
+    /// Image size, with --out.
+    #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
+    size: UVec2,
+    /// Viewpoint, with --out.
+    #[arg(long, value_name = "NAME")]
+    viewpoint: Option<String>,
 }
 
 #[derive(Args)]
@@ -56,6 +77,9 @@ struct VenueArgs {
     /// Set a stage parameter after loading, e.g. --set stage_light=#ff2200 --set fog=0.05.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     sets: Vec<String>,
+    /// Append every applied command to this file (JSON lines), for `parvis replay`.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -120,6 +144,7 @@ fn main() -> ExitCode {
         Command::Check(args) => return check(&args),
         Command::Run(args) => run(args),
         Command::Render(args) => render(args),
+        Command::Replay(args) => replay(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -216,10 +241,15 @@ fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
         bail!("no viewpoint named {name:?}; the scene has: {}", known.join(", "));
     }
     let initial_commands = parse_sets(&scene, &args.sets)?;
+    if let Some(log) = &args.log {
+        // Open it once here so that an unwritable path is reported before anything starts.
+        CommandLogFile::append_to(log).with_context(|| format!("cannot open the command log {}", log.display()))?;
+    }
     let mut setup = VenueSetup::new(scene, assets);
     setup.watch = args.scene.clone();
     setup.viewpoint = args.viewpoint.clone();
-    setup.initial_commands = initial_commands;
+    setup.initial_commands = initial_commands.into_iter().map(SubmitCommand::local).collect();
+    setup.command_log = args.log.clone();
     Ok(setup)
 }
 
@@ -297,5 +327,59 @@ fn render(args: RenderArgs) -> Result<()> {
     let image = renderer.capture()?;
     save_png(&image, &args.out)?;
     eprintln!("parvis: wrote {} ({}x{})", args.out.display(), image.width(), image.height());
+    Ok(())
+}
+
+fn replay(args: &ReplayArgs) -> Result<()> {
+    let assets = assets_root(args.assets.as_deref())?;
+    let file = std::fs::File::open(&args.log).with_context(|| format!("cannot open {}", args.log.display()))?;
+    let entries = read_command_log(std::io::BufReader::new(file)).with_context(|| format!("{}", args.log.display()))?;
+    let Some(scene) = entries.iter().find_map(|e| match &e.command {
+        VenueCommand::LoadScene { scene } => Some((**scene).clone()),
+        VenueCommand::SetParam { .. } => None,
+    }) else {
+        bail!("{}: the log has no load_scene command, so there is no venue to replay onto", args.log.display());
+    };
+    let mut setup = VenueSetup::new(scene, assets);
+    setup.viewpoint = args.viewpoint.clone();
+    // Every entry keeps its origin, so permissions apply exactly as they did live.
+    setup.initial_commands = entries
+        .iter()
+        .map(|e| SubmitCommand {
+            origin: e.origin.clone(),
+            command: e.command.clone(),
+        })
+        .collect();
+    let mut renderer = args.out.as_ref().map(|_| HeadlessRenderer::new(setup.clone(), args.size));
+    let mut core = match renderer {
+        Some(_) => None,
+        None => Some(parvis::app::core_app(setup)),
+    };
+    let world = if let Some(r) = renderer.as_mut() {
+        r.wait_until_ready().context("the venue did not load")?;
+        r.app_mut().world_mut()
+    } else {
+        let app = core.as_mut().expect("one of the two");
+        app.update();
+        app.world_mut()
+    };
+    let log = world.resource::<CommandLog>();
+    // The setup's own load of the first scene is one more applied command than the log holds.
+    let (applied, refused) = (log.applied().saturating_sub(1), log.refused());
+    println!("replayed {} entries: {applied} applied, {refused} refused", entries.len());
+    if let Some(params) = world.get_resource::<StageParams>() {
+        for (def, value) in params.iter() {
+            println!("  {} = {value}", def.name);
+        }
+    }
+    println!("state hash {:016x}", venue_state_hash(world));
+    if let (Some(r), Some(out)) = (renderer.as_mut(), &args.out) {
+        let image = r.capture()?;
+        save_png(&image, out)?;
+        eprintln!("parvis: wrote {} ({}x{})", out.display(), image.width(), image.height());
+    }
+    if refused > 0 {
+        bail!("{refused} logged commands were refused on replay: the replayed show differs from the live one");
+    }
     Ok(())
 }

@@ -426,3 +426,49 @@ fn the_camera_starts_at_the_spawn_viewpoint_walks_with_keys_and_jumps_to_viewpoi
     app.update();
     assert!(eye(&app).distance(Vec3::new(-9.7, 1.7, 9.5)) < 1e-3, "key 3 = viewpoint `gallery`, got {}", eye(&app));
 }
+
+// ---------------------------------------------------------------- command log and replay
+
+#[test]
+fn a_replayed_log_gives_the_same_venue_state_as_the_live_show() {
+    use parvis::command::{CommandLogFile, read_command_log, venue_state_hash};
+    let path = std::env::temp_dir().join(format!("parvis-log-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let mut app = venue_app();
+    app.world_mut().insert_resource(CommandLogFile::append_to(&path).unwrap());
+    // The start-up load happened before the file was attached: log it the way a show would.
+    submit(&mut app, CommandOrigin::Local, VenueCommand::LoadScene { scene: Box::new(default_scene()) });
+    let colour = |hex: &str| ParamValue::Colour(Colour::parse(hex).unwrap());
+    submit(&mut app, CommandOrigin::Audience("a1".into()), VenueCommand::SetParam { name: "stage_light".into(), value: colour("#ff0000") });
+    submit(&mut app, CommandOrigin::Moderator("m".into()), VenueCommand::SetParam { name: "sky".into(), value: ParamValue::Enum("dusk".into()) });
+    submit(&mut app, CommandOrigin::Audience("a2".into()), VenueCommand::SetParam { name: "fog".into(), value: ParamValue::Float(9.0) }); // refused
+    submit(&mut app, CommandOrigin::Audience("a2".into()), VenueCommand::SetParam { name: "fog".into(), value: ParamValue::Float(0.04) });
+    submit(&mut app, CommandOrigin::Local, VenueCommand::SetParam { name: "banner".into(), value: ParamValue::Bool(false) });
+    let live = venue_state_hash(app.world());
+
+    let entries = read_command_log(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
+    assert_eq!(entries.len(), 5, "refused commands are not logged");
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "sequence numbers without gaps: {seqs:?}");
+    assert_eq!(entries[1].origin, CommandOrigin::Audience("a1".into()));
+
+    let (code, out, err) = parvis(&["replay", path.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replayed 5 entries: 5 applied, 0 refused"), "{out}");
+    assert!(out.contains(&format!("state hash {live:016x}")), "live {live:016x}, replay said:\n{out}");
+    assert!(out.contains("sky = dusk") && out.contains("fog = 0.04"), "{out}");
+
+    // A different show has a different hash: the check can fail.
+    let mut other = venue_app();
+    set(&mut other, "banner", ParamValue::Bool(false));
+    assert_ne!(venue_state_hash(other.world()), live);
+
+    // A damaged log is refused with the line that is wrong.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"seq\": 6, \"truncated\n");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = parvis(&["replay", path.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("line 6: not a logged command"), "{err}");
+    std::fs::remove_file(&path).unwrap();
+}

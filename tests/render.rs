@@ -184,8 +184,11 @@ fn the_desktop_window_opens_and_shows_the_venue_under_xvfb() {
 
 #[test]
 fn without_a_display_run_goes_headless_and_says_so() {
+    let log = out_dir().join("headless-run.jsonl");
+    let _ = std::fs::remove_file(&log);
     let output = Command::new(env!("CARGO_BIN_EXE_parvis"))
-        .args(["run", "--frames", "3", "--size", "160x90"])
+        .args(["run", "--frames", "3", "--size", "160x90", "--set", "banner=false", "--log"])
+        .arg(&log)
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
         .current_dir(root())
@@ -194,6 +197,11 @@ fn without_a_display_run_goes_headless_and_says_so() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("no display (DISPLAY is not set): running headless, rendering offscreen at 160x90"), "{stderr}");
+    // The run logged its two commands (the load and the --set); replaying them gives its state.
+    let replay = Command::new(env!("CARGO_BIN_EXE_parvis")).arg("replay").arg(&log).current_dir(root()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "{stdout}{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(stdout.contains("replayed 2 entries: 2 applied, 0 refused") && stdout.contains("banner = false"), "{stdout}");
 }
 
 #[test]
