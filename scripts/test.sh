@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
 # Sets everything up on a fresh Debian/Ubuntu machine and runs the whole test suite:
 # unit tests, scene and command tests, command-line tests, rendering tests on lavapipe
-# (golden images) and a real window under Xvfb. Extra arguments go to `cargo test`.
+# (golden images), a real window under Xvfb, the audience server with real WebSocket
+# clients, and the audience page in a real Chromium. Extra arguments go to `cargo test`.
 source "$(dirname "$0")/common.sh"
-install_packages "${BUILD_PACKAGES[@]}" xvfb xauth
+# Xvfb for the window test; Debian's Chromium for the audience page test, driven by
+# playwright-core from npm (Node.js 20 or newer; Debian 13 and Ubuntu 24.04 ship it).
+install_packages "${BUILD_PACKAGES[@]}" xvfb xauth chromium
+command -v node >/dev/null 2>&1 || install_packages nodejs npm
+if [ ! -d tests/e2e/node_modules/playwright-core ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
+    say "installing the browser test's npm packages (playwright-core)"
+    (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
+fi
 ensure_rust
 export PARVIS_FORCE_LAVAPIPE=1
 use_lavapipe_if_needed

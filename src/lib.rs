@@ -3,11 +3,13 @@
 //! Every change to a venue is a [`command::VenueCommand`] that passes one pipeline:
 //! inputs → checks → commands (logged) → ECS state → rendering. Each capability is a plugin:
 //! [`scene::ScenePlugin`], [`command::CommandPlugin`], [`environment::EnvironmentPlugin`],
+//! [`audience::AudiencePlugin`],
 //! [`camera::CameraPlugin`], [`hud::HudPlugin`]; [`app`] assembles them for a window, for
 //! headless rendering, or for tests without rendering.
 
 pub mod app;
 pub mod assets_root;
+pub mod audience;
 pub mod camera;
 pub mod command;
 pub mod environment;
@@ -50,6 +52,11 @@ impl Plugin for VenueCorePlugin {
             )
                 .chain(),
         )
-        .add_plugins((command::CommandPlugin, scene::ScenePlugin, environment::EnvironmentPlugin));
+        .add_plugins((
+            command::CommandPlugin,
+            scene::ScenePlugin,
+            environment::EnvironmentPlugin,
+            audience::AudiencePlugin,
+        ));
     }
 }

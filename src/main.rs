@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use parvis::app::{FrameLimit, VenueSetup, windowed_app};
 use parvis::assets_root::AssetsRoot;
+use parvis::audience::server::{AudienceConfig, AudienceServer};
 use parvis::camera::pick_viewpoint;
 use parvis::command::{CommandLog, CommandLogFile, SubmitCommand, VenueCommand, read_command_log, venue_state_hash};
 use parvis::output::{HeadlessRenderer, save_png};
@@ -101,6 +102,12 @@ struct RunArgs {
     /// Headless only: frames per second to aim for.
     #[arg(long, value_name = "FPS", default_value_t = 30.0)]
     fps: f64,
+    /// Address of the audience server (page, WebSocket and metrics); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    audience: std::net::SocketAddr,
+    /// Do not start the audience server.
+    #[arg(long)]
+    no_audience: bool,
 }
 
 #[derive(Args)]
@@ -272,15 +279,34 @@ fn parse_sets(scene: &SceneFile, sets: &[String]) -> Result<Vec<VenueCommand>> {
         .collect()
 }
 
+/// Starts the audience edge and says where the page is.
+fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<AudienceServer>> {
+    if args.no_audience {
+        return Ok(None);
+    }
+    let web_root = setup.assets.dir().join("web");
+    let config = AudienceConfig::new(args.audience, web_root, setup.scene.venue.title.clone());
+    let server = AudienceServer::start(config).with_context(|| {
+        format!("cannot start the audience server on {} (choose another address with --audience, or --no-audience)", args.audience)
+    })?;
+    eprintln!("parvis: audience page at http://{}/ (WebSocket /ws, metrics /metrics)", server.local_addr);
+    Ok(Some(server))
+}
+
 fn run(args: RunArgs) -> Result<()> {
     let setup = venue_setup(&args.venue)?;
+    let audience = start_audience(&args, &setup)?;
     let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
     if has_display && !args.headless {
         let limit = (args.frames > 0).then(|| FrameLimit {
             frames: args.frames,
             screenshot: args.screenshot.clone(),
         });
-        return match windowed_app(setup, limit).run() {
+        let mut app = windowed_app(setup, limit);
+        if let Some(server) = audience {
+            app.insert_resource(server);
+        }
+        return match app.run() {
             bevy::app::AppExit::Success => Ok(()),
             bevy::app::AppExit::Error(code) => bail!("the window closed with error code {code}"),
         };
@@ -288,11 +314,14 @@ fn run(args: RunArgs) -> Result<()> {
     if !args.headless {
         eprintln!("parvis: no display (DISPLAY is not set): running headless, rendering offscreen at {}x{}", args.size.x, args.size.y);
     }
-    run_headless(setup, &args)
+    run_headless(setup, audience, &args)
 }
 
-fn run_headless(setup: VenueSetup, args: &RunArgs) -> Result<()> {
+fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
     let mut renderer = HeadlessRenderer::new(setup, args.size);
+    if let Some(server) = audience {
+        renderer.app_mut().insert_resource(server);
+    }
     renderer.wait_until_ready().context("the venue did not load")?;
     let frame_budget = Duration::from_secs_f64(1.0 / args.fps.max(1.0));
     let mut times: Vec<f64> = Vec::new();

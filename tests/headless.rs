@@ -472,3 +472,225 @@ fn a_replayed_log_gives_the_same_venue_state_as_the_live_show() {
     assert!(err.contains("line 6: not a logged command"), "{err}");
     std::fs::remove_file(&path).unwrap();
 }
+
+// ---------------------------------------------------------------- live audience
+
+mod audience {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use parvis::audience::server::{AudienceConfig, AudienceServer};
+    use std::net::SocketAddr;
+    use tokio_tungstenite::tungstenite::Message;
+
+    type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+    struct Client(Socket);
+
+    impl Client {
+        async fn connect(addr: SocketAddr) -> Self {
+            let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("connect");
+            Self(socket)
+        }
+
+        async fn join(addr: SocketAddr, name: &str) -> Self {
+            let mut c = Self::connect(addr).await;
+            c.send(&format!(r#"{{"type":"hello","v":1,"name":"{name}","lang":"fr"}}"#)).await;
+            c.expect(|m| m["type"] == "welcome").await;
+            c
+        }
+
+        async fn send(&mut self, text: &str) {
+            self.0.send(Message::text(text.to_owned())).await.expect("send");
+        }
+
+        /// Waits (at most 5 s) for a message matching `want`, skipping others.
+        async fn expect(&mut self, want: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            let mut seen = Vec::new();
+            loop {
+                let next = tokio::time::timeout_at(deadline, self.0.next()).await;
+                match next {
+                    Ok(Some(Ok(Message::Text(t)))) => {
+                        let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
+                        if want(&v) {
+                            return v;
+                        }
+                        seen.push(v);
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    other => panic!("expected message not received ({other:?}); saw {seen:#?}"),
+                }
+            }
+        }
+
+        async fn expect_error(&mut self, code: &str) -> serde_json::Value {
+            self.expect(|m| m["type"] == "error" && m["code"] == code).await
+        }
+
+        /// Waits for the server to close the connection; returns the close code.
+        async fn closed(&mut self) -> Option<u16> {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                match tokio::time::timeout_at(deadline, self.0.next()).await {
+                    Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(e))) => {
+                        eprintln!("connection ended without a close frame: {e}");
+                        return None;
+                    }
+                    Ok(None) => return None,
+                    Err(_) => panic!("connection not closed within 5 s"),
+                }
+            }
+        }
+    }
+
+    async fn http_get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// Runs the venue on this thread while `script` plays the audience on another.
+    fn with_venue(script: impl FnOnce(SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + 'static) -> App {
+        let mut config = AudienceConfig::new("127.0.0.1:0".parse().unwrap(), root().join("assets/web"), "Test venue".into());
+        config.hello_timeout = Duration::from_millis(500);
+        // Room for the hostile script's many probes from one connection.
+        config.limits.messages_per_10s = 30;
+        let server = AudienceServer::start(config).unwrap();
+        let addr = server.local_addr;
+        let mut app = venue_app();
+        app.insert_resource(server);
+        let client = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(script(addr));
+        });
+        let start = Instant::now();
+        while !client.is_finished() {
+            app.update();
+            std::thread::sleep(Duration::from_millis(2));
+            assert!(start.elapsed() < Duration::from_secs(60), "audience script did not finish");
+        }
+        if let Err(panic) = client.join() {
+            std::panic::resume_unwind(panic);
+        }
+        app
+    }
+
+    #[test]
+    fn chat_commands_change_the_venue_and_everyone_sees_it() {
+        let app = with_venue(|addr| {
+            Box::pin(async move {
+                let mut ana = Client::join(addr, "Ana").await;
+                let mut bob = Client::join(addr, "Bob").await;
+                ana.send(r#"{"type":"chat","text":"!light red"}"#).await;
+                let line = bob.expect(|m| m["type"] == "chat").await;
+                assert_eq!((line["from"].as_str(), line["text"].as_str()), (Some("Ana"), Some("!light red")));
+                let effect = bob.expect(|m| m["type"] == "effect").await;
+                assert_eq!(effect["param"], "stage_light");
+                assert_eq!(effect["value"], "#ff0000");
+                assert_eq!(effect["by"], "Ana");
+                assert_eq!(effect["rule"], "light");
+                bob.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000" && m["audience"] == 2).await;
+                // The same member again, within the rule's 5 s per-member cooldown.
+                ana.send(r#"{"type":"chat","text":"!light blue"}"#).await;
+                let e = ana.expect_error("rate_limited").await;
+                assert!(e["message"].as_str().unwrap().contains("cooling down"), "{e}");
+                // A command nobody knows, and a value the parameter refuses.
+                bob.send(r#"{"type":"chat","text":"!teleport now"}"#).await;
+                let e = bob.expect_error("not_allowed").await;
+                assert!(e["message"].as_str().unwrap().contains("!light"), "lists known commands: {e}");
+                bob.send(r#"{"type":"chat","text":"!fog 0.9"}"#).await;
+                bob.expect_error("bad_value").await;
+                // A new member gets the current state at once.
+                let mut eve = Client::connect(addr).await;
+                eve.send(r#"{"type":"hello","v":1,"name":"Ève"}"#).await;
+                eve.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000").await;
+            })
+        });
+        assert_eq!(app.world().resource::<StageParams>().value("stage_light"), Some(&ParamValue::Colour(Colour::parse("#ff0000").unwrap())));
+        let log: Vec<_> = app.world().resource::<CommandLog>().recent().cloned().collect();
+        assert!(matches!(&log.last().unwrap().origin, CommandOrigin::Audience(id) if id.starts_with('a')), "{log:?}");
+        assert_eq!(log.len(), 2, "only the load and Ana's command were applied: {log:?}");
+    }
+
+    #[test]
+    fn hostile_and_malformed_messages_get_clear_errors_and_change_nothing() {
+        let app = with_venue(|addr| {
+            Box::pin(async move {
+                // Before hello.
+                let mut c = Client::connect(addr).await;
+                c.send(r#"{"type":"chat","text":"hi"}"#).await;
+                c.expect_error("hello_required").await;
+                // Silence after connecting: dropped with a policy close.
+                let mut silent = Client::connect(addr).await;
+                assert_eq!(silent.closed().await, Some(1008));
+
+                let mut m = Client::join(addr, "Mallory").await;
+                m.send("not json").await;
+                m.expect_error("bad_json").await;
+                m.send(&format!(r#"{{"type":"chat","text":"x","deep":{}{}}}"#, "[".repeat(100), "]".repeat(100))).await;
+                m.expect_error("bad_json").await;
+                m.send(r#"{"type":"set_param","name":"fog","value":{"Float":0.2}}"#).await;
+                m.expect_error("unknown_type").await;
+                m.send(r#"{"type":"ban","user":"someone"}"#).await;
+                m.expect_error("unknown_type").await;
+                m.send(r#"{"type":"hello","v":1,"name":"x","role":"moderator"}"#).await;
+                m.expect_error("bad_field").await;
+                m.send(r#"{"type":"chat","text":42}"#).await;
+                m.expect_error("bad_field").await;
+                m.send(r#"{"type":"chat","text":"\u202e\u200b \t "}"#).await;
+                m.expect_error("empty").await;
+                m.send(&format!(r#"{{"type":"chat","text":"{}"}}"#, "é".repeat(281))).await;
+                m.expect_error("too_long").await;
+                m.send(r#"{"type":"chat","text":"espèce de c 0 n n 4 r d"}"#).await;
+                let e = m.expect_error("blocked_word").await;
+                assert!(!e["message"].as_str().unwrap().contains("connard"), "the word is not repeated to the audience: {e}");
+                m.send(r#"{"type":"react","emoji":"💩"}"#).await;
+                m.expect_error("bad_field").await;
+                m.0.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+                m.expect_error("binary_not_supported").await;
+                // Chat is cleaned of control and bidi characters before anyone sees it.
+                let mut watcher = Client::join(addr, "Watcher").await;
+                m.send(r#"{"type":"chat","text":"hel\u202elo\u0007 <b>there</b>"}"#).await;
+                let line = watcher.expect(|v| v["type"] == "chat").await;
+                assert_eq!(line["text"], "hello <b>there</b>", "cleaned, and left as text for the page to escape");
+                // An oversized frame closes the connection with 1009.
+                m.send(&"x".repeat(5000)).await;
+                assert_eq!(m.closed().await, Some(1009));
+
+                // A flood at far more than the limit is refused, then closed.
+                let mut f = Client::join(addr, "Flood").await;
+                for i in 0..200 {
+                    if f.0.send(Message::text(format!(r#"{{"type":"chat","text":"spam {i}"}}"#))).await.is_err() {
+                        break;
+                    }
+                }
+                f.expect_error("rate_limited").await;
+                assert_eq!(f.closed().await, Some(1008));
+
+                // The page and metrics are served; nothing outside the web root is.
+                let page = http_get(addr, "/").await;
+                assert!(page.starts_with("HTTP/1.1 200") && page.contains("text/html"), "{page}");
+                let escape = http_get(addr, "/../../Cargo.toml").await;
+                assert!(escape.starts_with("HTTP/1.1 404"), "{escape}");
+                let metrics = http_get(addr, "/metrics").await;
+                for line in [
+                    "parvis_audience_messages_rejected_total{reason=\"bad_json\"} 2",
+                    "parvis_audience_messages_rejected_total{reason=\"bad_field\"} 3",
+                    "parvis_audience_messages_rejected_total{reason=\"blocked_word\"} 1",
+                    "parvis_audience_messages_rejected_total{reason=\"unknown_type\"} 2",
+                    "parvis_audience_messages_rejected_total{reason=\"binary_not_supported\"} 1",
+                    "parvis_audience_messages_rejected_total{reason=\"too_big\"} 1",
+                    "parvis_audience_messages_rejected_total{reason=\"hello_required\"} 2",
+                ] {
+                    assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+                }
+                assert!(metrics.contains("parvis_audience_messages_rejected_total{reason=\"rate_limited\"}"), "{metrics}");
+            })
+        });
+        assert_eq!(app.world().resource::<CommandLog>().applied(), 1, "no hostile message changed the venue");
+    }
+}

@@ -165,7 +165,7 @@ fn the_desktop_window_opens_and_shows_the_venue_under_xvfb() {
     let output = Command::new("xvfb-run")
         .args(["--auto-servernum", "--server-args=-screen 0 1280x720x24"])
         .arg(env!("CARGO_BIN_EXE_parvis"))
-        .args(["run", "--frames", "40", "--screenshot"])
+        .args(["run", "--audience", "127.0.0.1:0", "--frames", "40", "--screenshot"])
         .arg(&shot)
         .current_dir(root())
         .output()
@@ -187,7 +187,7 @@ fn without_a_display_run_goes_headless_and_says_so() {
     let log = out_dir().join("headless-run.jsonl");
     let _ = std::fs::remove_file(&log);
     let output = Command::new(env!("CARGO_BIN_EXE_parvis"))
-        .args(["run", "--frames", "3", "--size", "160x90", "--set", "banner=false", "--log"])
+        .args(["run", "--audience", "127.0.0.1:0", "--frames", "3", "--size", "160x90", "--set", "banner=false", "--log"])
         .arg(&log)
         .env_remove("DISPLAY")
         .env_remove("WAYLAND_DISPLAY")
@@ -229,4 +229,70 @@ fn a_corrupt_model_fails_the_render_with_the_loaders_message() {
     assert!(stderr.contains("parvis: the venue did not load: asset models/broken.gltf failed to load"), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{stderr}");
     assert!(!dir.join("out.png").exists());
+}
+
+/// The audience page in a real browser: typing `!light red` on the page changes the venue's
+/// stage light, which the command log, its replay and a render of the replay all show.
+#[test]
+fn typing_on_the_audience_page_changes_the_venue() {
+    use std::io::{BufRead, BufReader};
+    let log = out_dir().join("e2e.jsonl");
+    let _ = std::fs::remove_file(&log);
+    let mut venue = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--headless", "--size", "160x90", "--fps", "60", "--audience", "127.0.0.1:0", "--log"])
+        .arg(&log)
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(venue.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(url) = line.split("audience page at ").nth(1) {
+                let _ = tx.send(url.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(std::time::Duration::from_secs(60)).expect("the venue prints its audience page URL");
+    let shot = out_dir().join("audience-page.png");
+    let e2e = Command::new("node")
+        .arg(root().join("tests/e2e/audience.mjs"))
+        .arg(&url)
+        .env("PARVIS_E2E_SCREENSHOT", &shot)
+        .output()
+        .expect("node is installed by scripts/test.sh");
+    let _ = venue.kill();
+    let _ = venue.wait();
+    let out = format!("{}{}", String::from_utf8_lossy(&e2e.stdout), String::from_utf8_lossy(&e2e.stderr));
+    assert!(e2e.status.success() && out.contains("e2e ok"), "browser test failed:\n{out}");
+
+    let replay_png = out_dir().join("e2e-replay.png");
+    let replay = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .arg("replay")
+        .arg(&log)
+        .args(["--size", "320x180", "--out"])
+        .arg(&replay_png)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&replay.stdout);
+    assert!(replay.status.success(), "{stdout}{}", String::from_utf8_lossy(&replay.stderr));
+    assert!(stdout.contains("stage_light = #ff0000"), "the page's command reached the log:\n{stdout}");
+
+    // The red stage light shows: pixels that changed from the default venue turned redder.
+    let red = image::open(&replay_png).unwrap().to_rgba8();
+    let base = renderer().capture().unwrap();
+    let (mut redder, mut changed) = (0, 0);
+    for (x, y, p) in red.enumerate_pixels() {
+        let q = base.get_pixel(x, y);
+        if p.0[..3].iter().zip(&q.0[..3]).any(|(a, b)| a.abs_diff(*b) > 8) {
+            changed += 1;
+            if i32::from(p[0]) - i32::from(p[1]) > i32::from(q[0]) - i32::from(q[1]) {
+                redder += 1;
+            }
+        }
+    }
+    assert!(changed > 50, "the stage light changed only {changed} pixels");
+    assert!(redder * 10 >= changed * 8, "{redder} of {changed} changed pixels turned redder");
 }

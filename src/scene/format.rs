@@ -39,6 +39,47 @@ pub struct SceneFile {
     /// Named, typed stage parameters that commands change at run time.
     #[serde(default)]
     pub params: Vec<StageParamDef>,
+    /// What the live audience's messages may change.
+    #[serde(default)]
+    pub rules: Vec<AudienceRuleDef>,
+}
+
+/// An audience rule: when a chat line or reaction matches the trigger, a stage parameter is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AudienceRuleDef {
+    /// Unique name, shown with the effect it causes.
+    pub name: String,
+    /// What in the audience's messages fires the rule.
+    pub trigger: TriggerDef,
+    /// The stage parameter it sets.
+    pub param: String,
+    /// A fixed value to set (as on the command line: `#ff0000`, `0.5`, `night`, `true`).
+    /// Required for keyword and reaction triggers; for commands, the audience's word is used
+    /// when this is absent.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Words the audience may type after a command, and the value each stands for
+    /// (e.g. `{"rouge": "#ff0000"}`); colour parameters also know common colour names.
+    #[serde(default)]
+    pub values: std::collections::BTreeMap<String, String>,
+    /// Seconds before the rule can fire again, for anyone (default 0).
+    #[serde(default)]
+    pub cooldown: f32,
+    /// Seconds before the same member can fire it again (default 0).
+    #[serde(default)]
+    pub user_cooldown: f32,
+}
+
+/// What fires an audience rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TriggerDef {
+    /// A chat line `!name` or `!name word` (the name without `!`, case-insensitive).
+    Command(String),
+    /// A chat line containing this word (case- and accent-insensitive, whole words).
+    Keyword(String),
+    /// A reaction with this emoji.
+    Reaction(String),
 }
 
 /// Venue metadata.

@@ -434,7 +434,51 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
     }
     check_viewpoints(&mut c, scene);
     check_params(&mut c, scene);
+    check_rules(&mut c, scene);
     c.problems
+}
+
+fn check_rules(c: &mut Checker, scene: &SceneFile) {
+    let params = crate::params::StageParams::from_scene(scene);
+    let mut names = HashSet::new();
+    for (i, rule) in scene.rules.iter().enumerate() {
+        let path = format!("rules[{i}]");
+        let anchor = Some(rule.name.as_str());
+        c.name(&format!("{path}.name"), &rule.name);
+        if !names.insert(rule.name.as_str()) {
+            c.report_at(format!("{path}.name"), Some(Anchor::Name(&rule.name, 2)), format!("duplicate rule name {:?}", rule.name));
+        }
+        match &rule.trigger {
+            TriggerDef::Command(word) | TriggerDef::Keyword(word) => {
+                if word.is_empty() || word.chars().count() > 32 || !word.chars().all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '-') {
+                    c.report(format!("{path}.trigger"), anchor, format!("expected a word of 1 to 32 letters, digits, `_` or `-`, found {word:?}"));
+                }
+            }
+            TriggerDef::Reaction(emoji) => {
+                if emoji.is_empty() || emoji.chars().count() > 8 {
+                    c.report(format!("{path}.trigger"), anchor, format!("expected one emoji, found {emoji:?}"));
+                }
+            }
+        }
+        if rule.value.is_none() && !matches!(rule.trigger, TriggerDef::Command(_)) {
+            c.report(format!("{path}.value"), anchor, "keyword and reaction rules need a fixed `value`");
+        }
+        for (field, v) in [("cooldown", rule.cooldown), ("user_cooldown", rule.user_cooldown)] {
+            c.in_range(&format!("{path}.{field}"), anchor, v, 0.0, 3600.0);
+        }
+        let Ok(def) = params.def(&rule.param) else {
+            let known: Vec<&str> = scene.params.iter().map(|p| p.name.as_str()).collect();
+            c.report(format!("{path}.param"), Some(&rule.param), format!("no stage parameter named {:?}; the venue has: {}", rule.param, list(known.into_iter())));
+            continue;
+        };
+        let values = rule.value.iter().map(|v| ("value".to_owned(), v)).chain(rule.values.iter().map(|(k, v)| (format!("values[{k:?}]"), v)));
+        for (field, text) in values {
+            let checked = crate::params::ParamValue::parse_for(&rule.param, &def.kind, text).and_then(|v| params.check(&rule.param, &v));
+            if let Err(e) = checked {
+                c.report(format!("{path}.{field}"), Some(text.as_str()), e.to_string());
+            }
+        }
+    }
 }
 
 fn check_venue(c: &mut Checker, venue: &VenueInfo) {

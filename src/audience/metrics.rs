@@ -1,0 +1,167 @@
+//! Audience metrics in Prometheus' text format, kept in atomics so that edge tasks and the
+//! venue can count without locks.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Why an audience message was refused, for the `rejected` counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Not JSON or nested too deep.
+    BadJson,
+    /// No such message type.
+    UnknownType,
+    /// Missing or wrongly typed field.
+    BadField,
+    /// A message before `hello`.
+    HelloRequired,
+    /// Nothing left after cleaning.
+    Empty,
+    /// Too long after cleaning.
+    TooLong,
+    /// Blocked word.
+    BlockedWord,
+    /// Over the rate limit.
+    RateLimited,
+    /// Slow mode.
+    SlowMode,
+    /// Timed out by a moderator.
+    TimedOut,
+    /// Binary frame.
+    Binary,
+    /// Frame or message over the size limit.
+    TooBig,
+    /// Refused by the venue's rules (cooldown, unknown command…).
+    Rule,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 13] = [
+        Rejection::BadJson,
+        Rejection::UnknownType,
+        Rejection::BadField,
+        Rejection::HelloRequired,
+        Rejection::Empty,
+        Rejection::TooLong,
+        Rejection::BlockedWord,
+        Rejection::RateLimited,
+        Rejection::SlowMode,
+        Rejection::TimedOut,
+        Rejection::Binary,
+        Rejection::TooBig,
+        Rejection::Rule,
+    ];
+
+    /// The label value used in metrics (the protocol's error code where there is one).
+    pub fn label(self) -> &'static str {
+        match self {
+            Rejection::BadJson => "bad_json",
+            Rejection::UnknownType => "unknown_type",
+            Rejection::BadField => "bad_field",
+            Rejection::HelloRequired => "hello_required",
+            Rejection::Empty => "empty",
+            Rejection::TooLong => "too_long",
+            Rejection::BlockedWord => "blocked_word",
+            Rejection::RateLimited => "rate_limited",
+            Rejection::SlowMode => "slow_mode",
+            Rejection::TimedOut => "timed_out",
+            Rejection::Binary => "binary_not_supported",
+            Rejection::TooBig => "too_big",
+            Rejection::Rule => "rule",
+        }
+    }
+
+    /// The rejection for a protocol or moderation error code.
+    pub fn from_code(code: &str) -> Self {
+        Self::ALL.into_iter().find(|r| r.label() == code).unwrap_or(Rejection::BadField)
+    }
+}
+
+/// Upper bounds (milliseconds) of the receipt-to-applied latency histogram.
+pub const LATENCY_BUCKETS_MS: [f64; 12] = [0.5, 1.0, 2.0, 5.0, 11.1, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0];
+
+/// Counters of the audience pipeline.
+#[derive(Debug, Default)]
+pub struct AudienceMetrics {
+    /// Connections that said hello, since start.
+    pub connections_total: AtomicU64,
+    /// Connections refused because the server was full.
+    pub refused_connections: AtomicU64,
+    /// Requests that were not valid HTTP or WebSocket handshakes.
+    pub bad_requests: AtomicU64,
+    /// Text frames received after hello.
+    pub messages_in: AtomicU64,
+    /// Messages passed to the venue.
+    pub accepted: AtomicU64,
+    rejected: [AtomicU64; 13],
+    /// Messages dropped because the channel to the venue was full.
+    pub dropped_inbound: AtomicU64,
+    /// Messages a slow client skipped, or replies dropped because its queue was full.
+    pub dropped_outbound: AtomicU64,
+    /// Venue commands caused by the audience and applied.
+    pub commands_applied: AtomicU64,
+    /// Events waiting in the channel to the venue, as last seen by the venue.
+    pub queue_depth: AtomicU64,
+    latency_buckets: [AtomicU64; 12],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+}
+
+impl AudienceMetrics {
+    /// Counts a refused message.
+    pub fn reject(&self, why: Rejection) {
+        let i = Rejection::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.rejected[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refused messages for one reason.
+    pub fn rejected(&self, why: Rejection) -> u64 {
+        let i = Rejection::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.rejected[i].load(Ordering::Relaxed)
+    }
+
+    /// Records the time from a message's arrival to the command it caused being applied.
+    pub fn observe_latency(&self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
+            if ms <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_us.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// The metrics in Prometheus' text exposition format.
+    pub fn render(&self, connected: usize) -> String {
+        let mut out = String::with_capacity(2048);
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut counter = |name: &str, help: &str, value: u64| {
+            let _ = writeln!(out, "# HELP parvis_{name} {help}\n# TYPE parvis_{name} counter\nparvis_{name} {value}");
+        };
+        counter("audience_connections_total", "Audience connections that said hello.", load(&self.connections_total));
+        counter("audience_connections_refused_total", "Connections refused because the server was full.", load(&self.refused_connections));
+        counter("audience_bad_requests_total", "Invalid HTTP requests or WebSocket handshakes.", load(&self.bad_requests));
+        counter("audience_messages_total", "Text frames received from audience members.", load(&self.messages_in));
+        counter("audience_messages_accepted_total", "Messages passed to the venue.", load(&self.accepted));
+        counter("audience_dropped_inbound_total", "Messages dropped because the venue's queue was full.", load(&self.dropped_inbound));
+        counter("audience_dropped_outbound_total", "Messages skipped by slow clients.", load(&self.dropped_outbound));
+        counter("audience_commands_applied_total", "Venue commands caused by the audience.", load(&self.commands_applied));
+        let _ = writeln!(out, "# HELP parvis_audience_connected Audience members connected now.\n# TYPE parvis_audience_connected gauge\nparvis_audience_connected {connected}");
+        let _ = writeln!(out, "# HELP parvis_audience_queue_depth Events waiting for the venue.\n# TYPE parvis_audience_queue_depth gauge\nparvis_audience_queue_depth {}", load(&self.queue_depth));
+        let _ = writeln!(out, "# HELP parvis_audience_messages_rejected_total Messages refused, by reason.\n# TYPE parvis_audience_messages_rejected_total counter");
+        for (why, count) in Rejection::ALL.iter().zip(&self.rejected) {
+            let _ = writeln!(out, "parvis_audience_messages_rejected_total{{reason=\"{}\"}} {}", why.label(), load(count));
+        }
+        let _ = writeln!(out, "# HELP parvis_audience_latency_seconds From a message's arrival to the command it caused being applied.\n# TYPE parvis_audience_latency_seconds histogram");
+        for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
+            let _ = writeln!(out, "parvis_audience_latency_seconds_bucket{{le=\"{}\"}} {}", bound / 1000.0, load(bucket));
+        }
+        let count = load(&self.latency_count);
+        let _ = writeln!(out, "parvis_audience_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "parvis_audience_latency_seconds_sum {}", load(&self.latency_sum_us) as f64 / 1e6);
+        let _ = writeln!(out, "parvis_audience_latency_seconds_count {count}");
+        out
+    }
+}

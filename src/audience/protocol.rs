@@ -1,0 +1,289 @@
+//! The audience protocol (docs/protocol.md) as plain data, and its pure parser. No I/O here:
+//! the server feeds frames in and sends what comes out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Deepest JSON nesting accepted; audience messages are flat, so anything deeper is hostile.
+pub const MAX_DEPTH: usize = 8;
+
+/// A message from an audience member.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// First message: who is there.
+    Hello {
+        /// Protocol version the client speaks.
+        v: u32,
+        /// Display name.
+        name: String,
+        /// Preferred language (BCP 47).
+        #[serde(default)]
+        lang: Option<String>,
+    },
+    /// A chat line.
+    Chat {
+        /// The text.
+        text: String,
+    },
+    /// A reaction.
+    React {
+        /// One of the venue's reaction emoji.
+        emoji: String,
+    },
+    /// A vote in the open poll.
+    Vote {
+        /// Poll id.
+        poll: String,
+        /// Option id.
+        option: String,
+    },
+}
+
+/// Why a frame was refused; `code` is the stable error code sent to the client.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ProtocolError {
+    /// Not JSON, not an object, or nested too deep.
+    #[error("{0}")]
+    BadJson(String),
+    /// No such message type.
+    #[error("unknown message type {0:?}")]
+    UnknownType(String),
+    /// A field is missing or of the wrong type.
+    #[error("{0}")]
+    BadField(String),
+}
+
+impl ProtocolError {
+    /// The stable error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProtocolError::BadJson(_) => "bad_json",
+            ProtocolError::UnknownType(_) => "unknown_type",
+            ProtocolError::BadField(_) => "bad_field",
+        }
+    }
+}
+
+/// Nesting depth of a JSON text, ignoring brackets inside strings; stops counting past `limit`.
+fn nesting_exceeds(text: &str, limit: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Parses one text frame from an audience member.
+pub fn parse_client_message(text: &str) -> Result<ClientMessage, ProtocolError> {
+    if nesting_exceeds(text, MAX_DEPTH) {
+        return Err(ProtocolError::BadJson(format!("JSON nested deeper than {MAX_DEPTH} levels")));
+    }
+    let trimmed = text.trim_start();
+    if !trimmed.starts_with('{') {
+        return Err(ProtocolError::BadJson("expected a JSON object".into()));
+    }
+    serde_json::from_str(text).map_err(|e| {
+        let message = e.to_string();
+        match e.classify() {
+            serde_json::error::Category::Data if message.starts_with("unknown variant") => {
+                let found = message.split('`').nth(1).unwrap_or_default().to_owned();
+                ProtocolError::UnknownType(found)
+            }
+            serde_json::error::Category::Data if message.starts_with("missing field `type`") => {
+                ProtocolError::BadField("missing field `type`".into())
+            }
+            serde_json::error::Category::Data => ProtocolError::BadField(strip_position(&message)),
+            _ => ProtocolError::BadJson(strip_position(&message)),
+        }
+    })
+}
+
+/// serde_json appends " at line 1 column 17", meaningless to a chat client.
+fn strip_position(message: &str) -> String {
+    message.split(" at line ").next().unwrap_or(message).to_owned()
+}
+
+/// Limits announced in `welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Limits {
+    /// Longest chat line, in characters.
+    pub max_chars: usize,
+    /// Chat lines allowed per 10 seconds.
+    pub messages_per_10s: u32,
+}
+
+/// An option of a poll, with its votes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PollOptionView {
+    /// Option id.
+    pub id: String,
+    /// Label shown.
+    pub label: String,
+    /// Votes so far.
+    pub votes: u32,
+}
+
+/// A message to audience members.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    /// Answer to `hello`.
+    Welcome {
+        /// Protocol version.
+        v: u32,
+        /// The member's pseudonymous id.
+        id: String,
+        /// Venue title.
+        venue: String,
+        /// Allowed reaction emoji.
+        reactions: Vec<String>,
+        /// Limits.
+        limits: Limits,
+    },
+    /// Current venue state.
+    State {
+        /// Stage parameter values as text.
+        params: BTreeMap<String, String>,
+        /// The open poll, if any.
+        poll: Option<Box<ServerMessage>>,
+        /// Connected audience members.
+        audience: u32,
+        /// Whether audience effects are paused by a moderator.
+        paused: bool,
+    },
+    /// A moderated chat line.
+    Chat {
+        /// Message id, for `retract`.
+        id: u64,
+        /// Display name.
+        from: String,
+        /// Text.
+        text: String,
+    },
+    /// A chat line removed by moderation.
+    Retract {
+        /// Message id.
+        id: u64,
+    },
+    /// The venue changed because of the audience.
+    Effect {
+        /// Parameter changed.
+        param: String,
+        /// New value as text.
+        value: String,
+        /// Who caused it (display name).
+        by: String,
+        /// Rule that fired.
+        rule: Option<String>,
+    },
+    /// Poll life cycle.
+    Poll {
+        /// `open`, `tally` or `close`.
+        phase: String,
+        /// Poll id.
+        id: String,
+        /// Question.
+        question: String,
+        /// Options with votes.
+        options: Vec<PollOptionView>,
+        /// Milliseconds left.
+        closes_in_ms: u64,
+        /// Winning option id, on close.
+        winner: Option<String>,
+    },
+    /// Information for everyone or one member.
+    Notice {
+        /// Text.
+        text: String,
+    },
+    /// The member's last message was refused.
+    Error {
+        /// Stable code (docs/protocol.md).
+        code: String,
+        /// Explanation.
+        message: String,
+    },
+}
+
+impl ServerMessage {
+    /// An `error` message.
+    pub fn error(code: &str, message: impl Into<String>) -> Self {
+        ServerMessage::Error {
+            code: code.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The JSON text of this message.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| r#"{"type":"error","code":"server","message":"encoding failed"}"#.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_message_type() {
+        assert_eq!(
+            parse_client_message(r#"{"type":"hello","v":1,"name":"Ana","lang":"fr"}"#),
+            Ok(ClientMessage::Hello { v: 1, name: "Ana".into(), lang: Some("fr".into()) })
+        );
+        assert_eq!(parse_client_message(r#"{"type":"chat","text":"!light red"}"#), Ok(ClientMessage::Chat { text: "!light red".into() }));
+        assert_eq!(parse_client_message(r#"{"type":"react","emoji":"👏"}"#), Ok(ClientMessage::React { emoji: "👏".into() }));
+        assert_eq!(
+            parse_client_message(r#"{"type":"vote","poll":"p1","option":"night","extra":true}"#),
+            Ok(ClientMessage::Vote { poll: "p1".into(), option: "night".into() }),
+            "unknown fields are ignored"
+        );
+    }
+
+    #[test]
+    fn refuses_bad_frames_with_stable_codes() {
+        let code = |t: &str| parse_client_message(t).unwrap_err().code();
+        assert_eq!(code("not json"), "bad_json");
+        assert_eq!(code("[1,2]"), "bad_json");
+        assert_eq!(code(r#"{"type":"chat","text":"x""#), "bad_json");
+        assert_eq!(code(r#"{"type":"ban","user":"x"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"set_param","name":"fog"}"#), "unknown_type");
+        assert_eq!(code(r#"{"text":"no type"}"#), "bad_field");
+        assert_eq!(code(r#"{"type":"chat"}"#), "bad_field");
+        assert_eq!(code(r#"{"type":"chat","text":42}"#), "bad_field");
+        let deep = format!(r#"{{"type":"chat","text":"x","a":{}{}}}"#, "[".repeat(5000), "]".repeat(5000));
+        assert_eq!(code(&deep), "bad_json");
+        // Brackets inside strings do not count as nesting.
+        assert!(parse_client_message(&format!(r#"{{"type":"chat","text":"{}"}}"#, "[".repeat(50))).is_ok());
+    }
+
+    #[test]
+    fn server_messages_are_tagged_json() {
+        let json = ServerMessage::error("rate_limited", "wait 2 s").to_json();
+        assert_eq!(json, r#"{"type":"error","code":"rate_limited","message":"wait 2 s"}"#);
+    }
+}

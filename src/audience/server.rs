@@ -1,0 +1,659 @@
+//! The audience edge: a tokio runtime on its own thread serving the audience page, the
+//! WebSocket (`/ws`) and metrics. It never touches the ECS: accepted input goes out through a
+//! bounded channel (full → dropped and counted), and everything the venue says comes back
+//! through a bounded broadcast channel (a slow client skips messages instead of growing memory).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::metrics::{AudienceMetrics, Rejection};
+use super::moderation::{Blocklist, TokenBucket, moderate};
+use super::protocol::{ClientMessage, Limits, PROTOCOL_VERSION, ServerMessage, parse_client_message};
+use crate::assets_root::check_relative;
+
+/// A pseudonymous audience member id (never a name, address or anything personal).
+pub type UserId = Arc<str>;
+
+/// What the edge hands to the venue.
+#[derive(Debug, Clone)]
+pub enum AudienceEvent {
+    /// Someone joined.
+    Joined {
+        /// Their id.
+        user: UserId,
+        /// Display name, moderated.
+        name: Arc<str>,
+    },
+    /// Someone left.
+    Left {
+        /// Their id.
+        user: UserId,
+    },
+    /// A moderated chat line.
+    Chat {
+        /// Sender.
+        user: UserId,
+        /// Sender's display name.
+        name: Arc<str>,
+        /// Cleaned text.
+        text: String,
+        /// When the frame arrived, for latency metrics.
+        received: Instant,
+    },
+    /// A reaction.
+    React {
+        /// Sender.
+        user: UserId,
+        /// Emoji.
+        emoji: String,
+        /// Arrival time.
+        received: Instant,
+    },
+    /// A vote.
+    Vote {
+        /// Sender.
+        user: UserId,
+        /// Poll id.
+        poll: String,
+        /// Option id.
+        option: String,
+        /// Arrival time.
+        received: Instant,
+    },
+}
+
+/// How the edge is set up.
+#[derive(Debug, Clone)]
+pub struct AudienceConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub addr: SocketAddr,
+    /// Folder with the audience page (`index.html`, …).
+    pub web_root: PathBuf,
+    /// Most simultaneous connections; more are refused at once.
+    pub max_connections: u32,
+    /// Chat limits announced to clients and enforced per connection.
+    pub limits: Limits,
+    /// Allowed reaction emoji.
+    pub reactions: Vec<String>,
+    /// Venue title for `welcome`.
+    pub venue_title: String,
+    /// Capacity of the channel to the venue.
+    pub event_capacity: usize,
+    /// Time allowed for the request head and for `hello`; slower clients are dropped.
+    pub hello_timeout: Duration,
+}
+
+impl AudienceConfig {
+    /// Defaults that work on a laptop.
+    pub fn new(addr: SocketAddr, web_root: PathBuf, venue_title: String) -> Self {
+        Self {
+            addr,
+            web_root,
+            max_connections: 20_000,
+            limits: Limits {
+                max_chars: 280,
+                messages_per_10s: 10,
+            },
+            reactions: ["👏", "❤️", "🔥", "🌹", "✨", "😮"].map(String::from).to_vec(),
+            venue_title,
+            event_capacity: 65_536,
+            hello_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Moderation decisions shared between the venue (which makes them) and the edge (which
+/// enforces them on every message).
+#[derive(Debug, Default)]
+pub struct ModerationState {
+    /// Banned users.
+    pub banned: std::collections::HashSet<UserId>,
+    /// Users timed out until the given instant.
+    pub timed_out: HashMap<UserId, Instant>,
+    /// Minimum interval between two chat lines of one user, if slow mode is on.
+    pub slow_mode: Option<Duration>,
+    /// When each user last chatted, for slow mode.
+    pub last_chat: HashMap<UserId, Instant>,
+}
+
+/// State shared by the edge's tasks and the venue.
+pub struct Shared {
+    /// Counters and histograms for `/metrics`.
+    pub metrics: AudienceMetrics,
+    /// The latest `state` message, sent to every new member.
+    pub state_json: RwLock<Arc<str>>,
+    /// Moderation decisions.
+    pub moderation: Mutex<ModerationState>,
+    /// Per-member channels, to answer one member (errors, notices).
+    pub direct: Mutex<HashMap<UserId, mpsc::Sender<Arc<str>>>>,
+    /// Whether the edge should stop accepting.
+    pub stopping: AtomicBool,
+    blocklist: Blocklist,
+    config: AudienceConfig,
+    next_user: AtomicU64,
+    user_salt: u64,
+}
+
+impl Shared {
+    /// Sends one message to one member, dropping it if their queue is full.
+    pub fn send_to(&self, user: &str, message: &ServerMessage) {
+        let sender = self.direct.lock().expect("direct map").get(user).cloned();
+        if let Some(sender) = sender
+            && sender.try_send(message.to_json().into()).is_err()
+        {
+            self.metrics.dropped_outbound.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn new_user_id(&self) -> UserId {
+        // A counter mixed with a per-run random salt: unique, unguessable across runs, and
+        // derived from nothing about the person.
+        let n = self.next_user.fetch_add(1, Ordering::Relaxed);
+        let mut x = n ^ self.user_salt;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        format!("a{x:016x}").into()
+    }
+}
+
+/// A running audience edge.
+#[derive(bevy::prelude::Resource)]
+pub struct AudienceServer {
+    /// The address actually bound.
+    pub local_addr: SocketAddr,
+    /// Input for the venue.
+    pub events: mpsc::Receiver<AudienceEvent>,
+    /// Messages for every connected member.
+    pub broadcast: broadcast::Sender<Arc<str>>,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+}
+
+/// Messages a slow client may fall behind before it skips ahead.
+const BROADCAST_CAPACITY: usize = 1024;
+/// Largest HTTP request head accepted.
+const MAX_HEAD: usize = 8 * 1024;
+/// Messages refused for rate in a row before the connection is closed for flooding.
+const FLOOD_STRIKES: u32 = 50;
+
+impl AudienceServer {
+    /// Binds the address and starts the edge on a runtime thread of its own.
+    pub fn start(config: AudienceConfig) -> std::io::Result<Self> {
+        let std_listener = std::net::TcpListener::bind(config.addr)?;
+        std_listener.set_nonblocking(true)?;
+        let local_addr = std_listener.local_addr()?;
+        let (events_tx, events) = mpsc::channel(config.event_capacity);
+        let (broadcast, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let salt = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(std::process::id().into());
+            h.finish()
+        };
+        let shared = Arc::new(Shared {
+            metrics: AudienceMetrics::default(),
+            state_json: RwLock::new(Arc::from("{\"type\":\"state\",\"params\":{},\"poll\":null,\"audience\":0,\"paused\":false}")),
+            moderation: Mutex::default(),
+            direct: Mutex::default(),
+            stopping: AtomicBool::new(false),
+            blocklist: Blocklist::default_fr_en(),
+            config,
+            next_user: AtomicU64::new(1),
+            user_salt: salt,
+        });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("parvis-audience")
+            .enable_all()
+            .build()?;
+        let task_shared = shared.clone();
+        let task_broadcast = broadcast.clone();
+        std::thread::Builder::new().name("parvis-audience-rt".into()).spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(listener) => accept_loop(listener, task_shared, events_tx, task_broadcast).await,
+                    Err(e) => bevy::log::error!("audience server cannot listen: {e}"),
+                }
+            });
+        })?;
+        Ok(Self {
+            local_addr,
+            events,
+            broadcast,
+            shared,
+        })
+    }
+}
+
+impl Drop for AudienceServer {
+    fn drop(&mut self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<AudienceEvent>,
+    broadcast: broadcast::Sender<Arc<str>>,
+) {
+    let connections = Arc::new(AtomicU32::new(0));
+    while !shared.stopping.load(Ordering::Relaxed) {
+        let Ok(Ok((stream, _peer))) = tokio::time::timeout(Duration::from_millis(250), listener.accept()).await else {
+            continue;
+        };
+        if connections.load(Ordering::Relaxed) >= shared.config.max_connections {
+            shared.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        connections.fetch_add(1, Ordering::Relaxed);
+        let (shared, events, broadcast, connections) = (shared.clone(), events.clone(), broadcast.clone(), connections.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, &shared, events, broadcast).await;
+            connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// A stream that first yields bytes already read (the HTTP head), then the socket.
+struct Replayed {
+    head: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Replayed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.pos < self.head.len() {
+            let n = (self.head.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.head[start..start + n]);
+            self.pos += n;
+            if self.pos == self.head.len() {
+                self.head = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replayed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads the HTTP request head (up to the blank line), within size and time limits.
+async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&chunk[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Some(());
+            }
+            if head.len() > MAX_HEAD {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read).await.ok()??;
+    Some(head)
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    shared: &Arc<Shared>,
+    events: mpsc::Sender<AudienceEvent>,
+    broadcast: broadcast::Sender<Arc<str>>,
+) {
+    let Some(head) = read_head(&mut stream, shared.config.hello_timeout).await else {
+        shared.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let text = String::from_utf8_lossy(&head);
+    let mut words = text.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let path = target.split(['?', '#']).next().unwrap_or_default().to_owned();
+    let upgrade = text.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("upgrade:") && l.contains("websocket")
+    });
+    match (method, path.as_str(), upgrade) {
+        ("GET", "/ws", true) => serve_audience_socket(Replayed { head, pos: 0, inner: stream }, shared, events, broadcast).await,
+        ("GET", "/metrics", false) => {
+            let body = shared.metrics.render(shared.direct.lock().map(|d| d.len()).unwrap_or(0));
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes()).await;
+        }
+        ("GET", _, false) => serve_static(&mut stream, &shared.config.web_root, &path).await,
+        _ => respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
+         X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Serves a file from the web root; paths that could leave it are refused.
+async fn serve_static(stream: &mut TcpStream, root: &std::path::Path, path: &str) {
+    let relative = match path.trim_start_matches('/') {
+        "" => "index.html",
+        other => other,
+    };
+    if check_relative(relative).is_err() {
+        respond(stream, "404 Not Found", "text/plain", b"not found\n").await;
+        return;
+    }
+    let file = root.join(relative);
+    let inside = match (file.canonicalize(), root.canonicalize()) {
+        (Ok(f), Ok(r)) => f.starts_with(r) && f.is_file(),
+        _ => false,
+    };
+    if !inside {
+        respond(stream, "404 Not Found", "text/plain", b"not found\n").await;
+        return;
+    }
+    let content_type = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    match tokio::task::spawn_blocking(move || std::fs::read(file)).await {
+        Ok(Ok(body)) => respond(stream, "200 OK", content_type, &body).await,
+        _ => respond(stream, "404 Not Found", "text/plain", b"not found\n").await,
+    }
+}
+
+fn socket_config() -> WebSocketConfig {
+    // Audience messages are small: tight limits, and small buffers so that tens of thousands
+    // of idle connections stay cheap (the tungstenite default reads into 128 KiB per socket).
+    WebSocketConfig::default()
+        .max_message_size(Some(4 << 10))
+        .max_frame_size(Some(4 << 10))
+        .read_buffer_size(4 << 10)
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 << 10)
+}
+
+async fn serve_audience_socket(
+    stream: Replayed,
+    shared: &Arc<Shared>,
+    events: mpsc::Sender<AudienceEvent>,
+    broadcast: broadcast::Sender<Arc<str>>,
+) {
+    let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
+        shared.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let (mut sink, mut source) = socket.split();
+    let metrics = &shared.metrics;
+    let send = |m: &ServerMessage| Message::text(m.to_json());
+
+    // The first message must be a hello, within the handshake time.
+    let hello = tokio::time::timeout(shared.config.hello_timeout, source.next()).await;
+    let name = match hello {
+        Ok(Some(Ok(Message::Text(text)))) => match parse_client_message(text.as_str()) {
+            Ok(ClientMessage::Hello { v, name, .. }) if v == PROTOCOL_VERSION => {
+                match moderate(&name, 32, &shared.blocklist) {
+                    Ok(name) => name,
+                    Err(e) => {
+                        metrics.reject(Rejection::from_code(e.code()));
+                        let _ = sink.send(send(&ServerMessage::error(e.code(), format!("name refused: {e}")))).await;
+                        let _ = sink.close().await;
+                        return;
+                    }
+                }
+            }
+            Ok(ClientMessage::Hello { v, .. }) => {
+                let _ = sink.send(send(&ServerMessage::error("bad_field", format!("protocol version {v} is not supported; this venue speaks {PROTOCOL_VERSION}")))).await;
+                return;
+            }
+            Ok(_) => {
+                metrics.reject(Rejection::HelloRequired);
+                let _ = sink.send(send(&ServerMessage::error("hello_required", "send hello first"))).await;
+                return;
+            }
+            Err(e) => {
+                metrics.reject(Rejection::from_code(e.code()));
+                let _ = sink.send(send(&ServerMessage::error(e.code(), e.to_string()))).await;
+                return;
+            }
+        },
+        _ => {
+            metrics.reject(Rejection::HelloRequired);
+            close_gracefully(&mut sink, &mut source, CloseCode::Policy, "no hello").await;
+            return;
+        }
+    };
+    let name: Arc<str> = name.into();
+    let user = shared.new_user_id();
+    let (direct_tx, mut direct_rx) = mpsc::channel::<Arc<str>>(32);
+    shared.direct.lock().expect("direct map").insert(user.clone(), direct_tx);
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let mut updates = broadcast.subscribe();
+    let config = &shared.config;
+    let welcome = ServerMessage::Welcome {
+        v: PROTOCOL_VERSION,
+        id: user.to_string(),
+        venue: config.venue_title.clone(),
+        reactions: config.reactions.clone(),
+        limits: config.limits,
+    };
+    let state: Arc<str> = shared.state_json.read().expect("state snapshot").clone();
+    if sink.send(send(&welcome)).await.is_err() || sink.send(Message::text(state.to_string())).await.is_err() {
+        shared.direct.lock().expect("direct map").remove(&user);
+        return;
+    }
+    if events.try_send(AudienceEvent::Joined { user: user.clone(), name: name.clone() }).is_err() {
+        metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+    }
+
+    let limits = config.limits;
+    let mut bucket = TokenBucket::new(f64::from(limits.messages_per_10s), f64::from(limits.messages_per_10s) / 10.0);
+    let mut strikes = 0u32;
+    let close_reason = loop {
+        tokio::select! {
+            frame = source.next() => {
+                let received = Instant::now();
+                let reply = match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+                        if !bucket.try_take(received, 1.0) {
+                            strikes += 1;
+                            metrics.reject(Rejection::RateLimited);
+                            if strikes >= FLOOD_STRIKES {
+                                break Some((CloseCode::Policy, "flooding"));
+                            }
+                            let wait = bucket.retry_after(received, 1.0);
+                            Some(ServerMessage::error("rate_limited", format!("too many messages; retry in {:.1} s", wait.as_secs_f32())))
+                        } else {
+                            strikes = 0;
+                            handle_text(text.as_str(), &user, &name, received, shared, &events)
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        metrics.reject(Rejection::Binary);
+                        Some(ServerMessage::error("binary_not_supported", "send JSON text frames"))
+                    }
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Ok(_)) => None, // ping/pong: tungstenite answers pings itself
+                    Some(Err(e)) => {
+                        use tokio_tungstenite::tungstenite::Error as E;
+                        let reason = match e {
+                            E::Capacity(_) => { metrics.reject(Rejection::TooBig); Some((CloseCode::Size, "message too big")) }
+                            E::Utf8(_) => { metrics.reject(Rejection::BadJson); Some((CloseCode::Invalid, "invalid UTF-8")) }
+                            _ => None,
+                        };
+                        break reason;
+                    }
+                };
+                if let Some(reply) = reply
+                    && sink.send(send(&reply)).await.is_err()
+                {
+                    break None;
+                }
+                if shared.moderation.lock().expect("moderation").banned.contains(&user) {
+                    break Some((CloseCode::Policy, "banned"));
+                }
+            }
+            update = updates.recv() => match update {
+                Ok(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break None },
+                Err(broadcast::error::RecvError::Lagged(n)) => { metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed); }
+                Err(broadcast::error::RecvError::Closed) => break None,
+            },
+            direct = direct_rx.recv() => match direct {
+                Some(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break None },
+                None => break None,
+            },
+        }
+    };
+    if let Some((code, reason)) = close_reason {
+        close_gracefully(&mut sink, &mut source, code, reason).await;
+    }
+    shared.direct.lock().expect("direct map").remove(&user);
+    if events.try_send(AudienceEvent::Left { user }).is_err() {
+        metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Sends a close frame and waits briefly for the client's answer, so that the client reads
+/// the close code instead of a connection reset.
+async fn close_gracefully<Si, St>(sink: &mut Si, source: &mut St, code: CloseCode, reason: &'static str)
+where
+    Si: futures_util::Sink<Message> + Unpin,
+    St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let frame = CloseFrame { code, reason: reason.into() };
+    if sink.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let drain = async {
+        while let Some(Ok(message)) = source.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// Checks one text frame from a member who said hello; returns the reply to send, if any.
+fn handle_text(
+    text: &str,
+    user: &UserId,
+    name: &Arc<str>,
+    received: Instant,
+    shared: &Shared,
+    events: &mpsc::Sender<AudienceEvent>,
+) -> Option<ServerMessage> {
+    let metrics = &shared.metrics;
+    let message = match parse_client_message(text) {
+        Ok(m) => m,
+        Err(e) => {
+            metrics.reject(Rejection::from_code(e.code()));
+            return Some(ServerMessage::error(e.code(), e.to_string()));
+        }
+    };
+    {
+        let mut moderation = shared.moderation.lock().expect("moderation");
+        if let Some(until) = moderation.timed_out.get(user).copied() {
+            if received < until {
+                metrics.reject(Rejection::TimedOut);
+                let left = until - received;
+                return Some(ServerMessage::error("timed_out", format!("a moderator timed you out for {} more seconds", left.as_secs() + 1)));
+            }
+            moderation.timed_out.remove(user);
+        }
+        if let (ClientMessage::Chat { .. }, Some(interval)) = (&message, moderation.slow_mode) {
+            if let Some(last) = moderation.last_chat.get(user)
+                && received.duration_since(*last) < interval
+            {
+                metrics.reject(Rejection::SlowMode);
+                return Some(ServerMessage::error("slow_mode", format!("slow mode: one message every {} s", interval.as_secs())));
+            }
+        }
+    }
+    let event = match message {
+        ClientMessage::Hello { .. } => {
+            metrics.reject(Rejection::BadField);
+            return Some(ServerMessage::error("bad_field", "already said hello"));
+        }
+        ClientMessage::Chat { text } => {
+            let text = match moderate(&text, shared.config.limits.max_chars, &shared.blocklist) {
+                Ok(t) => t,
+                Err(e) => {
+                    metrics.reject(Rejection::from_code(e.code()));
+                    return Some(ServerMessage::error(e.code(), e.to_string()));
+                }
+            };
+            shared.moderation.lock().expect("moderation").last_chat.insert(user.clone(), received);
+            AudienceEvent::Chat { user: user.clone(), name: name.clone(), text, received }
+        }
+        ClientMessage::React { emoji } => {
+            if !shared.config.reactions.contains(&emoji) {
+                metrics.reject(Rejection::BadField);
+                return Some(ServerMessage::error("bad_field", format!("reactions are: {}", shared.config.reactions.join(" "))));
+            }
+            AudienceEvent::React { user: user.clone(), emoji, received }
+        }
+        ClientMessage::Vote { poll, option } => {
+            if poll.len() > 64 || option.len() > 64 {
+                metrics.reject(Rejection::BadField);
+                return Some(ServerMessage::error("bad_field", "poll and option ids are at most 64 bytes"));
+            }
+            AudienceEvent::Vote { user: user.clone(), poll, option, received }
+        }
+    };
+    match events.try_send(event) {
+        Ok(()) => {
+            metrics.accepted.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Err(_) => {
+            metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+            Some(ServerMessage::error("busy", "the venue is busy; message dropped"))
+        }
+    }
+}
