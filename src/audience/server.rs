@@ -606,13 +606,12 @@ fn handle_text(
             }
             moderation.timed_out.remove(user);
         }
-        if let (ClientMessage::Chat { .. }, Some(interval)) = (&message, moderation.slow_mode) {
-            if let Some(last) = moderation.last_chat.get(user)
-                && received.duration_since(*last) < interval
-            {
+        if let (ClientMessage::Chat { .. }, Some(interval)) = (&message, moderation.slow_mode)
+            && let Some(last) = moderation.last_chat.get(user)
+            && received.duration_since(*last) < interval
+        {
                 metrics.reject(Rejection::SlowMode);
-                return Some(ServerMessage::error("slow_mode", format!("slow mode: one message every {} s", interval.as_secs())));
-            }
+            return Some(ServerMessage::error("slow_mode", format!("slow mode: one message every {} s", interval.as_secs())));
         }
     }
     let event = match message {

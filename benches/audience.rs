@@ -1,0 +1,60 @@
+//! Throughput of the audience pipeline's pure stages on one core: parse a frame, moderate the
+//! text, match the scene's rules. No network: that is the load generator's job (not written
+//! yet); this measures the per-message work every frame costs. See docs/benchmarks.md.
+
+use std::time::Instant;
+
+use parvis::audience::moderation::{Blocklist, moderate};
+use parvis::audience::protocol::{ClientMessage, parse_client_message};
+use parvis::audience::rules::match_chat;
+use parvis::params::StageParams;
+use parvis::scene::DEFAULT_SCENE;
+use parvis::scene::validate::parse_scene;
+
+fn main() {
+    let scene = parse_scene(DEFAULT_SCENE).expect("built-in scene");
+    let params = StageParams::from_scene(&scene);
+    let blocklist = Blocklist::default_fr_en();
+    // A mixed crowd: plain chat in French and English, commands, emoji, obfuscation attempts.
+    let corpus: Vec<String> = [
+        "Bravo !! magnifique 👏👏",
+        "!light red",
+        "!sky nuit",
+        "c'est trop beau, on voit la fontaine depuis chez moi",
+        "who is playing the cello?",
+        "!fog thick",
+        "ｃｏｎｎａｒｄ",
+        "lol the lanterns 🔥🔥🔥",
+        "!lumiere bleu",
+        "Quelle acoustique dans ce cloître, merci à toute l'équipe",
+        "f u c k",
+        "encore ! encore ! encore !",
+    ]
+    .iter()
+    .map(|t| serde_json::json!({"type": "chat", "text": t}).to_string())
+    .collect();
+
+    let rounds = 3;
+    let per_round = 300_000;
+    let mut rates = Vec::new();
+    let mut fired = 0usize;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for i in 0..per_round {
+            let frame = &corpus[i % corpus.len()];
+            let Ok(ClientMessage::Chat { text }) = parse_client_message(frame) else { continue };
+            let Ok(clean) = moderate(&text, 280, &blocklist) else { continue };
+            if let Ok(Some(_)) = match_chat(&scene.rules, &clean, |p| params.get(p).map(|(d, _)| &d.kind)) {
+                fired += 1;
+            }
+        }
+        rates.push(per_round as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "audience pipeline (parse + moderate + rules), one core: median {:.0} messages/s (min {:.0}, max {:.0}) over {rounds} rounds of {per_round}; {fired} rule firings",
+        rates[rates.len() / 2],
+        rates[0],
+        rates[rates.len() - 1]
+    );
+}
