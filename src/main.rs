@@ -108,6 +108,10 @@ struct RunArgs {
     /// Do not start the audience server.
     #[arg(long)]
     no_audience: bool,
+    /// Token for the moderators' channel (/mod); prefer the PARVIS_MOD_TOKEN environment
+    /// variable, which other users of the machine cannot read in the process list.
+    #[arg(long, value_name = "TOKEN", env = "PARVIS_MOD_TOKEN", hide_env_values = true)]
+    mod_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -285,7 +289,8 @@ fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<AudienceS
         return Ok(None);
     }
     let web_root = setup.assets.dir().join("web");
-    let config = AudienceConfig::new(args.audience, web_root, setup.scene.venue.title.clone());
+    let mut config = AudienceConfig::new(args.audience, web_root, setup.scene.venue.title.clone());
+    config.mod_token = args.mod_token.clone().filter(|t| !t.is_empty());
     let server = AudienceServer::start(config).with_context(|| {
         format!("cannot start the audience server on {} (choose another address with --audience, or --no-audience)", args.audience)
     })?;

@@ -488,8 +488,19 @@ mod audience {
 
     impl Client {
         async fn connect(addr: SocketAddr) -> Self {
-            let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.expect("connect");
+            Self::connect_to(addr, "/ws").await
+        }
+
+        async fn connect_to(addr: SocketAddr, path: &str) -> Self {
+            let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await.expect("connect");
             Self(socket)
+        }
+
+        async fn moderator(addr: SocketAddr) -> Self {
+            let mut m = Self::connect_to(addr, "/mod").await;
+            m.send(r#"{"type":"auth","token":"s3cret-token"}"#).await;
+            m.expect(|v| v["type"] == "authed").await;
+            m
         }
 
         async fn join(addr: SocketAddr, name: &str) -> Self {
@@ -560,6 +571,7 @@ mod audience {
         config.hello_timeout = Duration::from_millis(500);
         // Room for the hostile script's many probes from one connection.
         config.limits.messages_per_10s = 30;
+        config.mod_token = Some("s3cret-token".into());
         let server = AudienceServer::start(config).unwrap();
         let addr = server.local_addr;
         let mut app = venue_app();
@@ -692,5 +704,72 @@ mod audience {
             })
         });
         assert_eq!(app.world().resource::<CommandLog>().applied(), 1, "no hostile message changed the venue");
+    }
+
+    #[test]
+    fn moderators_ban_time_out_slow_down_retract_pause_and_command() {
+        let app = with_venue(|addr| {
+            Box::pin(async move {
+                // Wrong token, and an audience member trying the moderators' request on /ws.
+                let mut intruder = Client::connect_to(addr, "/mod").await;
+                intruder.send(r#"{"type":"auth","token":"s3cret-tokem"}"#).await;
+                intruder.expect_error("not_allowed").await;
+                assert_eq!(intruder.closed().await, Some(1008));
+                let mut ana = Client::join(addr, "Ana").await;
+                ana.send(r#"{"type":"auth","token":"s3cret-token"}"#).await;
+                ana.expect_error("unknown_type").await;
+                ana.send(r#"{"type":"pause","paused":true}"#).await;
+                ana.expect_error("unknown_type").await;
+
+                let mut m = Client::moderator(addr).await;
+                let welcome_id = |v: &serde_json::Value| v["id"].as_str().unwrap().to_owned();
+                let mut bob = Client::connect(addr).await;
+                bob.send(r#"{"type":"hello","v":1,"name":"Bob"}"#).await;
+                let bob_id = welcome_id(&bob.expect(|v| v["type"] == "welcome").await);
+
+                // Retract one line: everyone is told to remove it.
+                bob.send(r#"{"type":"chat","text":"first line"}"#).await;
+                let line = ana.expect(|v| v["type"] == "chat" && v["text"] == "first line").await;
+                m.send(&format!(r#"{{"type":"clear","id":{}}}"#, line["id"])).await;
+                m.expect(|v| v["type"] == "ok" && v["of"] == "clear").await;
+                ana.expect(|v| v["type"] == "retract" && v["id"] == line["id"]).await;
+
+                // Pause: commands change nothing and say so; resume.
+                m.send(r#"{"type":"pause","paused":true}"#).await;
+                ana.expect(|v| v["type"] == "state" && v["paused"] == true).await;
+                ana.send(r#"{"type":"chat","text":"!light blue"}"#).await;
+                ana.expect(|v| v["type"] == "notice" && v["text"].as_str().unwrap().contains("paused")).await;
+                m.send(r#"{"type":"pause","paused":false}"#).await;
+                ana.expect(|v| v["type"] == "state" && v["paused"] == false).await;
+
+                // A venue command from the moderator.
+                m.send(r#"{"type":"command","command":{"type":"set_param","name":"sky","value":{"Enum":"night"}}}"#).await;
+                m.expect(|v| v["type"] == "ok" && v["of"] == "command").await;
+                ana.expect(|v| v["type"] == "state" && v["params"]["sky"] == "night").await;
+
+                // Slow mode, then a time-out, then a ban.
+                m.send(r#"{"type":"slow_mode","seconds":30}"#).await;
+                m.expect(|v| v["type"] == "ok").await;
+                bob.send(r#"{"type":"chat","text":"one"}"#).await;
+                bob.send(r#"{"type":"chat","text":"two"}"#).await;
+                bob.expect_error("slow_mode").await;
+                m.send(r#"{"type":"slow_mode","seconds":0}"#).await;
+                m.expect(|v| v["type"] == "ok").await;
+                m.send(&format!(r#"{{"type":"timeout","user":"{bob_id}","seconds":60}}"#)).await;
+                m.expect(|v| v["type"] == "ok" && v["of"] == "timeout").await;
+                bob.send(r#"{"type":"chat","text":"three"}"#).await;
+                bob.expect_error("timed_out").await;
+                m.send(&format!(r#"{{"type":"ban","user":"{bob_id}"}}"#)).await;
+                m.expect(|v| v["type"] == "ok" && v["of"] == "ban").await;
+                bob.expect_error("banned").await;
+                assert_eq!(bob.closed().await, Some(1008), "a banned member is disconnected even when idle");
+                m.send(r#"{"type":"timeout","user":"x","seconds":0}"#).await;
+                m.expect_error("bad_field").await;
+            })
+        });
+        let log: Vec<_> = app.world().resource::<CommandLog>().recent().cloned().collect();
+        assert!(matches!(&log.last().unwrap().origin, CommandOrigin::Moderator(_)), "{log:?}");
+        assert_eq!(app.world().resource::<StageParams>().value("sky"), Some(&ParamValue::Enum("night".into())));
+        assert_eq!(log.len(), 2, "the paused audience command was not applied: {log:?}");
     }
 }

@@ -101,6 +101,8 @@ pub struct AudienceMetrics {
     pub dropped_outbound: AtomicU64,
     /// Venue commands caused by the audience and applied.
     pub commands_applied: AtomicU64,
+    /// Failed moderator authentications.
+    pub moderator_auth_failures: AtomicU64,
     /// Events waiting in the channel to the venue, as last seen by the venue.
     pub queue_depth: AtomicU64,
     latency_buckets: [AtomicU64; 12],
@@ -148,6 +150,7 @@ impl AudienceMetrics {
         counter("audience_dropped_inbound_total", "Messages dropped because the venue's queue was full.", load(&self.dropped_inbound));
         counter("audience_dropped_outbound_total", "Messages skipped by slow clients.", load(&self.dropped_outbound));
         counter("audience_commands_applied_total", "Venue commands caused by the audience.", load(&self.commands_applied));
+        counter("moderator_auth_failures_total", "Failed moderator authentications.", load(&self.moderator_auth_failures));
         let _ = writeln!(out, "# HELP parvis_audience_connected Audience members connected now.\n# TYPE parvis_audience_connected gauge\nparvis_audience_connected {connected}");
         let _ = writeln!(out, "# HELP parvis_audience_queue_depth Events waiting for the venue.\n# TYPE parvis_audience_queue_depth gauge\nparvis_audience_queue_depth {}", load(&self.queue_depth));
         let _ = writeln!(out, "# HELP parvis_audience_messages_rejected_total Messages refused, by reason.\n# TYPE parvis_audience_messages_rejected_total counter");

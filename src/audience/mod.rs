@@ -4,6 +4,7 @@
 
 pub mod metrics;
 pub mod moderation;
+pub mod moderator;
 pub mod protocol;
 pub mod rules;
 pub mod server;
@@ -19,6 +20,7 @@ use crate::VenueSystems;
 use crate::command::{CommandOrigin, CurrentScene, LoggedCommand, RejectedCommand, SubmitCommand, VenueCommand};
 use crate::params::{ParamValue, StageParams};
 use metrics::Rejection;
+use moderator::ModeratorAction;
 use protocol::ServerMessage;
 use rules::{Cooldowns, NoFire, match_chat, match_reaction};
 use server::{AudienceEvent, AudienceServer, UserId};
@@ -41,7 +43,12 @@ pub struct Audience {
     pending: VecDeque<PendingEffect>,
     last_state: Option<Instant>,
     state_dirty: bool,
+    /// Recent chat lines (id, sender), so a moderator can retract a member's lines.
+    recent_lines: VecDeque<(u64, UserId)>,
 }
+
+/// Chat lines remembered for retraction.
+const RECENT_LINES: usize = 2000;
 
 #[derive(Debug)]
 struct PendingEffect {
@@ -114,6 +121,11 @@ fn apply_audience_rules(
                     text: text.clone(),
                 };
                 let _ = server.broadcast.send(line.to_json().into());
+                let id = audience.next_message_id;
+                if audience.recent_lines.len() == RECENT_LINES {
+                    audience.recent_lines.pop_front();
+                }
+                audience.recent_lines.push_back((id, user.clone()));
                 let fired = match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind));
                 match fired {
                     Ok(Some(f)) => (user, name, f, *received),
@@ -147,6 +159,36 @@ fn apply_audience_rules(
             }
             AudienceEvent::Vote { user, .. } => {
                 shared.send_to(user, &ServerMessage::error("no_poll", "no poll is open"));
+                continue;
+            }
+            AudienceEvent::Moderator { moderator, action } => {
+                match action {
+                    ModeratorAction::Pause(paused) => {
+                        audience.paused = *paused;
+                        audience.state_dirty = true;
+                        let text = if *paused { "audience effects are paused" } else { "audience effects are back on" };
+                        let _ = server.broadcast.send(ServerMessage::Notice { text: text.into() }.to_json().into());
+                    }
+                    ModeratorAction::Clear { id, user } => {
+                        let ids: Vec<u64> = audience
+                            .recent_lines
+                            .iter()
+                            .filter(|(line, from)| Some(*line) == *id || user.as_deref() == Some(&**from))
+                            .map(|(line, _)| *line)
+                            .collect();
+                        // A line older than the memory can still be retracted by id.
+                        let ids = if ids.is_empty() { id.iter().copied().collect() } else { ids };
+                        for id in ids {
+                            let _ = server.broadcast.send(ServerMessage::Retract { id }.to_json().into());
+                        }
+                    }
+                    ModeratorAction::Command(command) => {
+                        submit.write(SubmitCommand {
+                            origin: CommandOrigin::Moderator(moderator.to_string()),
+                            command: command.clone(),
+                        });
+                    }
+                }
                 continue;
             }
             AudienceEvent::Joined { .. } | AudienceEvent::Left { .. } => continue,

@@ -63,6 +63,13 @@ pub enum AudienceEvent {
         /// Arrival time.
         received: Instant,
     },
+    /// A moderator's request that needs the venue.
+    Moderator {
+        /// Which moderator connection.
+        moderator: Arc<str>,
+        /// What to do.
+        action: super::moderator::ModeratorAction,
+    },
     /// A vote.
     Vote {
         /// Sender.
@@ -95,6 +102,8 @@ pub struct AudienceConfig {
     pub event_capacity: usize,
     /// Time allowed for the request head and for `hello`; slower clients are dropped.
     pub hello_timeout: Duration,
+    /// Token moderators authenticate with on `/mod`; without one, `/mod` is closed.
+    pub mod_token: Option<String>,
 }
 
 impl AudienceConfig {
@@ -112,6 +121,7 @@ impl AudienceConfig {
             venue_title,
             event_capacity: 65_536,
             hello_timeout: Duration::from_secs(10),
+            mod_token: None,
         }
     }
 }
@@ -149,6 +159,11 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// The edge's configuration.
+    pub fn config(&self) -> &AudienceConfig {
+        &self.config
+    }
+
     /// Sends one message to one member, dropping it if their queue is full.
     pub fn send_to(&self, user: &str, message: &ServerMessage) {
         let sender = self.direct.lock().expect("direct map").get(user).cloned();
@@ -351,6 +366,7 @@ async fn serve_connection(
     });
     match (method, path.as_str(), upgrade) {
         ("GET", "/ws", true) => serve_audience_socket(Replayed { head, pos: 0, inner: stream }, shared, events, broadcast).await,
+        ("GET", "/mod", true) => super::moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, shared, events).await,
         ("GET", "/metrics", false) => {
             let body = shared.metrics.render(shared.direct.lock().map(|d| d.len()).unwrap_or(0));
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes()).await;
@@ -406,7 +422,7 @@ async fn serve_static(stream: &mut TcpStream, root: &std::path::Path, path: &str
     }
 }
 
-fn socket_config() -> WebSocketConfig {
+pub(super) fn socket_config() -> WebSocketConfig {
     // Audience messages are small: tight limits, and small buffers so that tens of thousands
     // of idle connections stay cheap (the tungstenite default reads into 128 KiB per socket).
     WebSocketConfig::default()
@@ -544,7 +560,15 @@ async fn serve_audience_socket(
                 Err(broadcast::error::RecvError::Closed) => break None,
             },
             direct = direct_rx.recv() => match direct {
-                Some(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break None },
+                Some(json) => {
+                    if sink.send(Message::text(json.to_string())).await.is_err() {
+                        break None;
+                    }
+                    // A ban arrives this way too: close at once, even if the member is idle.
+                    if shared.moderation.lock().expect("moderation").banned.contains(&user) {
+                        break Some((CloseCode::Policy, "banned"));
+                    }
+                }
                 None => break None,
             },
         }
@@ -560,7 +584,7 @@ async fn serve_audience_socket(
 
 /// Sends a close frame and waits briefly for the client's answer, so that the client reads
 /// the close code instead of a connection reset.
-async fn close_gracefully<Si, St>(sink: &mut Si, source: &mut St, code: CloseCode, reason: &'static str)
+pub(super) async fn close_gracefully<Si, St>(sink: &mut Si, source: &mut St, code: CloseCode, reason: &'static str)
 where
     Si: futures_util::Sink<Message> + Unpin,
     St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
