@@ -14,7 +14,7 @@ use parvis::audience::server::{AudienceConfig, AudienceServer};
 use parvis::camera::pick_viewpoint;
 use parvis::command::{CommandLog, CommandLogFile, SubmitCommand, VenueCommand, read_command_log, venue_state_hash};
 use parvis::output::{HeadlessRenderer, save_png};
-use parvis::params::{ParamValue, StageParams};
+use parvis::params::StageParams;
 use parvis::scene::format::SceneFile;
 use parvis::scene::validate::{SceneError, load_scene_file, load_scene_str};
 use parvis::scene::{DEFAULT_SCENE, DEFAULT_SCENE_NAME};
@@ -272,9 +272,7 @@ fn parse_sets(scene: &SceneFile, sets: &[String]) -> Result<Vec<VenueCommand>> {
                 .split_once('=')
                 .with_context(|| format!("--set {set:?}: expected NAME=VALUE"))?;
             let name = name.trim();
-            let def = params.def(name).with_context(|| format!("--set {set:?}"))?;
-            let value = ParamValue::parse_for(name, &def.kind, text).with_context(|| format!("--set {set:?}"))?;
-            params.check(name, &value).with_context(|| format!("--set {set:?}"))?;
+            let value = params.parse_value(name, text).with_context(|| format!("--set {set:?}"))?;
             Ok(VenueCommand::SetParam {
                 name: name.to_owned(),
                 value,

@@ -222,6 +222,14 @@ impl StageParams {
         }
     }
 
+    /// Reads `text` as a value of the named parameter (as on the command line: `#ff8800`, `0.5`,
+    /// `night`, `true`) and checks it against the parameter's constraints.
+    pub fn parse_value(&self, name: &str, text: &str) -> Result<ParamValue, ParamError> {
+        let value = ParamValue::parse_for(name, &self.def(name)?.kind, text)?;
+        self.check(name, &value)?;
+        Ok(value)
+    }
+
     /// Replaces a parameter's value after checking it. Returns whether the value changed.
     pub fn set(&mut self, name: &str, value: ParamValue) -> Result<bool, ParamError> {
         self.check(name, &value)?;

@@ -18,7 +18,7 @@ use bevy::prelude::*;
 
 use crate::VenueSystems;
 use crate::command::{CommandOrigin, CurrentScene, LoggedCommand, RejectedCommand, SubmitCommand, VenueCommand};
-use crate::params::{ParamValue, StageParams};
+use crate::params::StageParams;
 use metrics::Rejection;
 use moderator::ModeratorAction;
 use protocol::ServerMessage;
@@ -128,7 +128,7 @@ fn apply_audience_rules(
                 audience.recent_lines.push_back((id, user.clone()));
                 let fired = match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind));
                 match fired {
-                    Ok(Some(f)) => (user, name, f, *received),
+                    Ok(Some(f)) => (user, name.clone(), f, *received),
                     Ok(None) => continue,
                     Err(why) => {
                         shared.metrics.reject(Rejection::Rule);
@@ -151,11 +151,7 @@ fn apply_audience_rules(
             AudienceEvent::React { user, emoji, received } => {
                 let Some(fired) = match_reaction(&scene.0.rules, emoji) else { continue };
                 let name = audience.members.get(user).cloned().unwrap_or_else(|| "?".into());
-                let user = user.clone();
-                if let Some(r) = submit_fired(&mut audience, shared, &params, &user, &name, fired, *received, now) {
-                    submit.write(r);
-                }
-                continue;
+                (user, name, fired, *received)
             }
             AudienceEvent::Vote { user, .. } => {
                 shared.send_to(user, &ServerMessage::error("no_poll", "no poll is open"));
@@ -193,7 +189,7 @@ fn apply_audience_rules(
             }
             AudienceEvent::Joined { .. } | AudienceEvent::Left { .. } => continue,
         };
-        let (user, name) = (user.clone(), name.clone());
+        let user = user.clone();
         if let Some(r) = submit_fired(&mut audience, shared, &params, &user, &name, fired, received, now) {
             submit.write(r);
         }
@@ -225,8 +221,7 @@ fn submit_fired(
         shared.send_to(user, &ServerMessage::error("rate_limited", format!("!{} is cooling down; retry in {:.0} s", rule.name, wait.as_secs_f32().ceil())));
         return None;
     }
-    let def = params.def(&rule.param).ok()?;
-    let value = match ParamValue::parse_for(&rule.param, &def.kind, &fired.value).and_then(|v| params.check(&rule.param, &v).map(|()| v)) {
+    let value = match params.parse_value(&rule.param, &fired.value) {
         Ok(v) => v,
         Err(e) => {
             shared.metrics.reject(Rejection::Rule);

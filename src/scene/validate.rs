@@ -466,15 +466,14 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
         for (field, v) in [("cooldown", rule.cooldown), ("user_cooldown", rule.user_cooldown)] {
             c.in_range(&format!("{path}.{field}"), anchor, v, 0.0, 3600.0);
         }
-        let Ok(def) = params.def(&rule.param) else {
+        if params.def(&rule.param).is_err() {
             let known: Vec<&str> = scene.params.iter().map(|p| p.name.as_str()).collect();
             c.report(format!("{path}.param"), Some(&rule.param), format!("no stage parameter named {:?}; the venue has: {}", rule.param, list(known.into_iter())));
             continue;
         };
         let values = rule.value.iter().map(|v| ("value".to_owned(), v)).chain(rule.values.iter().map(|(k, v)| (format!("values[{k:?}]"), v)));
         for (field, text) in values {
-            let checked = crate::params::ParamValue::parse_for(&rule.param, &def.kind, text).and_then(|v| params.check(&rule.param, &v));
-            if let Err(e) = checked {
+            if let Err(e) = params.parse_value(&rule.param, text) {
                 c.report(format!("{path}.{field}"), Some(text.as_str()), e.to_string());
             }
         }
