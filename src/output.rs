@@ -133,8 +133,11 @@ impl HeadlessRenderer {
             }
             let server = world.resource::<AssetServer>();
             let mut pending = false;
-            let mut roots = world.try_query::<&WorldAssetRoot>().expect("component registered");
-            for root in roots.iter(world) {
+            let mut roots = world.try_query::<(&WorldAssetRoot, Option<&Children>)>().expect("component registered");
+            for (root, children) in roots.iter(world) {
+                // Loaded is not enough: the model's entities must have been spawned too, which
+                // can take more frames than usual on a loaded machine.
+                pending |= children.is_none();
                 match server.get_recursive_dependency_load_state(&root.0) {
                     Some(RecursiveDependencyLoadState::Loaded) => {}
                     Some(RecursiveDependencyLoadState::Failed(e)) => {
@@ -147,7 +150,7 @@ impl HeadlessRenderer {
                 }
             }
             if !pending {
-                // One more frame lets the world-asset spawner instantiate the loaded models.
+                // Let the spawned models' meshes and materials reach the GPU.
                 self.step();
                 self.step();
                 return Ok(());
