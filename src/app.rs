@@ -17,6 +17,7 @@ use crate::camera::{AwaitingViewpoint, CameraPlugin, CameraRig, StartViewpoint};
 use crate::command::{CommandLogFile, SubmitCommand, VenueCommand};
 use crate::environment::VenueCamera;
 use crate::hud::HudPlugin;
+use crate::stage_text::StageTextRenderPlugin;
 use crate::scene::format::SceneFile;
 use crate::scene::watch::SceneWatcher;
 
@@ -148,7 +149,7 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
             })
             .set(asset_plugin(&setup.assets)),
     )
-    .add_plugins((CameraPlugin { interactive: true }, HudPlugin));
+    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin));
     add_venue(&mut app, setup);
     if let Some(limit) = limit {
         app.insert_resource(limit).add_systems(Last, stop_after_frame_limit);
@@ -183,7 +184,7 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
             .disable::<WinitPlugin>()
             .disable::<PipelinedRenderingPlugin>(),
     )
-    .add_plugins(CameraPlugin { interactive: false });
+    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin));
     add_venue(&mut app, setup);
     app.finish();
     app.cleanup();

@@ -16,7 +16,7 @@ use thiserror::Error;
 use crate::VenueSystems;
 use crate::assets_root::AssetsRoot;
 use crate::params::{ParamError, ParamValue, StageParams};
-use crate::scene::format::SceneFile;
+use crate::scene::format::{Easing, ParamKind, SceneFile};
 use crate::scene::validate::{SceneProblem, validate_scene};
 
 /// A change to the venue. Plain data: it can be logged, replayed and sent to other nodes.
@@ -36,7 +36,59 @@ pub enum VenueCommand {
         /// The new scene.
         scene: Box<SceneFile>,
     },
+    /// Move a float or colour stage parameter to a new value over time.
+    AnimateParam {
+        /// Parameter name.
+        name: String,
+        /// Value at the end of the move.
+        to: ParamValue,
+        /// Duration in seconds (0 to 600).
+        seconds: f32,
+        /// Shape of the move.
+        #[serde(default)]
+        easing: Easing,
+    },
+    /// Release one of the scene's effects. The seed fixes every piece's start, so a replay
+    /// releases the same pieces.
+    SpawnEffect {
+        /// Effect name, from the scene's `effects`.
+        effect: String,
+        /// Random seed for the pieces.
+        seed: u64,
+    },
+    /// Show a text panel in the venue (an audience member's moderated words).
+    ShowText {
+        /// Id of the chat line it comes from, so that a retraction can hide it.
+        id: u64,
+        /// The text, at most [`MAX_SHOWN_CHARS`] characters.
+        text: String,
+        /// Who wrote it (display name).
+        by: String,
+        /// Seconds shown (1 to 120).
+        seconds: f32,
+        /// Where, in metres.
+        at: [f32; 3],
+    },
+    /// Hide a shown text panel (`id`), or all of them (`id: null`).
+    HideText {
+        /// The chat line id; `None` hides every panel.
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    /// Open one of the scene's polls.
+    OpenPoll {
+        /// Poll name.
+        poll: String,
+    },
+    /// Close the open poll now and announce its result.
+    ClosePoll {
+        /// Poll name.
+        poll: String,
+    },
 }
+
+/// Longest text a panel shows, in characters.
+pub const MAX_SHOWN_CHARS: usize = 120;
 
 impl VenueCommand {
     /// A short description for logs, without the payload of large commands.
@@ -44,6 +96,13 @@ impl VenueCommand {
         match self {
             VenueCommand::SetParam { name, value } => format!("set {name} = {value}"),
             VenueCommand::LoadScene { scene } => format!("load scene {:?}", scene.venue.title),
+            VenueCommand::AnimateParam { name, to, seconds, .. } => format!("animate {name} to {to} over {seconds} s"),
+            VenueCommand::SpawnEffect { effect, seed } => format!("spawn {effect} (seed {seed})"),
+            VenueCommand::ShowText { id, by, .. } => format!("show text #{id} by {by:?}"),
+            VenueCommand::HideText { id: Some(id) } => format!("hide text #{id}"),
+            VenueCommand::HideText { id: None } => "hide all texts".into(),
+            VenueCommand::OpenPoll { poll } => format!("open poll {poll}"),
+            VenueCommand::ClosePoll { poll } => format!("close poll {poll}"),
         }
     }
 }
@@ -79,14 +138,25 @@ pub enum CommandError {
     /// A scene sent by command did not validate.
     #[error("scene rejected: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     InvalidScene(Vec<SceneProblem>),
+    /// The command names something the scene does not have, or is out of bounds.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 impl CommandOrigin {
     /// Whether this origin may issue `command` at all. Audience members may only change stage
     /// parameters; replacing the venue is for the operator and curators.
     pub fn may_issue(&self, command: &VenueCommand) -> Result<(), CommandError> {
+        // The audience reaches the venue only through the scene's rules, which build these
+        // commands; running the show (polls, retractions) is staff work.
         let allowed = match command {
-            VenueCommand::SetParam { .. } => true,
+            VenueCommand::SetParam { .. }
+            | VenueCommand::AnimateParam { .. }
+            | VenueCommand::SpawnEffect { .. }
+            | VenueCommand::ShowText { .. } => true,
+            VenueCommand::HideText { .. } | VenueCommand::OpenPoll { .. } | VenueCommand::ClosePoll { .. } => {
+                !matches!(self, CommandOrigin::Audience(_))
+            }
             VenueCommand::LoadScene { .. } => matches!(self, CommandOrigin::Local | CommandOrigin::Curator(_)),
         };
         if allowed {
@@ -205,7 +275,7 @@ impl Plugin for CommandPlugin {
             .init_resource::<StageParams>()
             .add_systems(
                 Update,
-                (apply_commands, report_rejected_commands)
+                (apply_commands, advance_param_moves, report_rejected_commands)
                     .chain()
                     .in_set(VenueSystems::Apply),
             )
@@ -292,13 +362,15 @@ pub fn read_command_log(reader: impl BufRead) -> Result<Vec<LoggedCommand>, LogL
     Ok(entries)
 }
 
-/// A fingerprint of the venue's state: the scene and every stage parameter value. Two venues
+/// A fingerprint of the venue's state: the scene and every stage parameter value (where a
+/// parameter is animating, the value it is moving to, so the fingerprint does not depend on
+/// the frame it is taken in). Two venues
 /// with the same fingerprint show the same thing, so replay and sync can be checked cheaply.
 pub fn venue_state_hash(world: &World) -> u64 {
     let scene = world.get_resource::<CurrentScene>().map(|s| serde_json::to_string(&*s.0).unwrap_or_default());
     let params: Vec<(String, String)> = world
         .get_resource::<StageParams>()
-        .map(|p| p.iter().map(|(d, v)| (d.name.clone(), serde_json::to_string(v).unwrap_or_default())).collect())
+        .map(|p| p.iter_settled().map(|(d, v)| (d.name.clone(), serde_json::to_string(v).unwrap_or_default())).collect())
         .unwrap_or_default();
     // FNV-1a: stable across runs, platforms and Rust versions, unlike `DefaultHasher`.
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
@@ -329,17 +401,49 @@ fn apply_commands(
     mut scene: Option<ResMut<CurrentScene>>,
     assets: Option<Res<AssetsRoot>>,
     mut commands: Commands,
+    time: Res<Time>,
 ) {
     for SubmitCommand { origin, command } in submitted.read() {
+        let now = time.elapsed_secs_f64();
         let result = origin.may_issue(command).and_then(|()| match command {
             VenueCommand::SetParam { name, value } => {
                 // Write through `ResMut` only when the value differs, so that systems reacting
                 // to a changed `StageParams` skip repeated identical values (a crowd voting).
                 params.check(name, value)?;
-                if params.value(name) != Some(value) {
+                if params.value(name) != Some(value) || params.is_animating(name) {
                     params.set(name, value.clone())?;
                 }
                 Ok(())
+            }
+            VenueCommand::AnimateParam { name, to, seconds, easing } => {
+                params.check(name, to)?;
+                let (def, _) = params.get(name).ok_or_else(|| CommandError::Invalid(format!("no stage parameter named {name:?}")))?;
+                if !matches!(def.kind, ParamKind::Float { .. } | ParamKind::Colour { .. }) {
+                    return Err(CommandError::Invalid(format!("stage parameter {name:?} cannot be animated: only floats and colours move smoothly")));
+                }
+                if !(0.0..=600.0).contains(seconds) {
+                    return Err(CommandError::Invalid(format!("an animation lasts 0 to 600 seconds, not {seconds}")));
+                }
+                params.animate(name, to.clone(), *seconds, *easing, now)?;
+                Ok(())
+            }
+            VenueCommand::SpawnEffect { effect, .. } => {
+                let known = scene.as_deref().is_some_and(|s| s.0.effects.iter().any(|e| &e.name == effect));
+                if known { Ok(()) } else { Err(CommandError::Invalid(format!("no effect named {effect:?} in this venue"))) }
+            }
+            VenueCommand::ShowText { text, seconds, at, .. } => {
+                if text.chars().count() > MAX_SHOWN_CHARS || text.chars().any(char::is_control) || text.trim().is_empty() {
+                    return Err(CommandError::Invalid(format!("a shown text has 1 to {MAX_SHOWN_CHARS} characters and no control characters")));
+                }
+                if !(1.0..=120.0).contains(seconds) || !at.iter().all(|v| v.is_finite() && v.abs() <= 10_000.0) {
+                    return Err(CommandError::Invalid("a text is shown 1 to 120 s, at a finite place".into()));
+                }
+                Ok(())
+            }
+            VenueCommand::HideText { .. } => Ok(()),
+            VenueCommand::OpenPoll { poll } | VenueCommand::ClosePoll { poll } => {
+                let known = scene.as_deref().is_some_and(|s| s.0.polls.iter().any(|p| &p.name == poll));
+                if known { Ok(()) } else { Err(CommandError::Invalid(format!("no poll named {poll:?} in this venue"))) }
             }
             VenueCommand::LoadScene { scene: new_scene } => {
                 if let Some(assets) = assets.as_deref() {
@@ -372,6 +476,14 @@ fn apply_commands(
                 });
             }
         }
+    }
+}
+
+/// Moves animating parameters along; touches `StageParams` only while something moves, so
+/// bindings are not recomputed every frame.
+fn advance_param_moves(time: Res<Time>, mut params: ResMut<StageParams>) {
+    if params.any_animating() {
+        params.advance(time.elapsed_secs_f64());
     }
 }
 

@@ -10,7 +10,7 @@ use crate::scene::SceneStatus;
 /// DejaVu Sans (Bitstream Vera licence, see `assets/fonts/DejaVuSans-LICENSE.txt`), built in so
 /// that titles and texts in any Latin, Greek or Cyrillic language show whatever the assets root:
 /// Bevy's default font covers ASCII only.
-const HUD_FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
+pub const HUD_FONT: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
 
 /// The overlay's font.
 #[derive(Resource)]

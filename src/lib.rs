@@ -3,20 +3,24 @@
 //! Every change to a venue is a [`command::VenueCommand`] that passes one pipeline:
 //! inputs → checks → commands (logged) → ECS state → rendering. Each capability is a plugin:
 //! [`scene::ScenePlugin`], [`command::CommandPlugin`], [`environment::EnvironmentPlugin`],
-//! [`audience::AudiencePlugin`],
+//! [`audience::AudiencePlugin`], [`effects::EffectsPlugin`],
 //! [`camera::CameraPlugin`], [`hud::HudPlugin`]; [`app`] assembles them for a window, for
 //! headless rendering, or for tests without rendering.
 
 pub mod app;
 pub mod assets_root;
 pub mod audience;
+pub mod bridge;
 pub mod camera;
 pub mod command;
+pub mod effects;
 pub mod environment;
 pub mod hud;
+pub mod loadgen;
 pub mod output;
 pub mod params;
 pub mod scene;
+pub mod stage_text;
 
 use bevy::prelude::*;
 
@@ -57,6 +61,8 @@ impl Plugin for VenueCorePlugin {
             scene::ScenePlugin,
             environment::EnvironmentPlugin,
             audience::AudiencePlugin,
+            effects::EffectsPlugin,
+            stage_text::StageTextPlugin,
         ));
     }
 }

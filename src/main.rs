@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use parvis::app::{FrameLimit, VenueSetup, windowed_app};
 use parvis::assets_root::AssetsRoot;
+use parvis::audience::moderation::Blocklist;
 use parvis::audience::server::{AudienceConfig, AudienceServer};
 use parvis::camera::pick_viewpoint;
 use parvis::command::{CommandLog, CommandLogFile, SubmitCommand, VenueCommand, read_command_log, venue_state_hash};
@@ -44,6 +45,47 @@ enum Command {
     /// Re-apply a command log (written by `run --log`) and print the final venue state and its
     /// hash; with --out, also render the final state.
     Replay(ReplayArgs),
+    /// Load-test a running venue's audience server on this machine: N connections sending chat
+    /// at a set rate for a bounded time; prints a Markdown report. Loopback addresses only.
+    Loadgen(LoadgenArgs),
+}
+
+#[derive(Args)]
+struct LoadgenArgs {
+    /// Audience server address (loopback only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    addr: std::net::SocketAddr,
+    /// Connections that send chat.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    active: u32,
+    /// Connections that only say hello and stay idle.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    idle: u32,
+    /// Chat lines per second per active connection.
+    #[arg(long, value_name = "R", default_value_t = 0.5)]
+    rate: f64,
+    /// Seconds of load.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    seconds: f64,
+    /// Share of lines that are venue commands (0 to 1).
+    #[arg(long, value_name = "F", default_value_t = 0.05)]
+    command_share: f64,
+    /// The command line to send.
+    #[arg(long, value_name = "TEXT", default_value = "!fog 0.1")]
+    command: String,
+    /// Seconds to open all connections.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    ramp: f64,
+    /// Server process id, to report its memory (resident set) per connection.
+    #[arg(long, value_name = "PID")]
+    server_pid: Option<u32>,
+    /// Connections per local source address (127.1.0.x), to stay under the server's
+    /// per-address limits; 0 uses 127.0.0.1 for all.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    per_source_address: u32,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -112,6 +154,29 @@ struct RunArgs {
     /// variable, which other users of the machine cannot read in the process list.
     #[arg(long, value_name = "TOKEN", env = "PARVIS_MOD_TOKEN", hide_env_values = true)]
     mod_token: Option<String>,
+    /// More words to refuse in audience names and chat: a text file, one word or phrase per
+    /// line, `#` starts a comment. Matching resists leetspeak, spacing and look-alike letters.
+    #[arg(long, value_name = "FILE")]
+    blocklist: Vec<PathBuf>,
+    /// Do not use the built-in French and English blocklist (only --blocklist files).
+    #[arg(long)]
+    no_default_blocklist: bool,
+    /// Chat lines each member may send per 10 seconds (reactions and votes count too).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    rate: u32,
+    /// Messages per 10 seconds from one network address, all its connections together (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    address_rate: u32,
+    /// Most audience connections from one network address (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_per_address: u32,
+    /// Most audience connections in all.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    max_connections: u32,
+    /// Chat lines shown to everyone per second; faster chat is still read by the rules, and
+    /// each line beyond this is shown to its sender only.
+    #[arg(long, value_name = "N", default_value_t = 25)]
+    chat_display_rate: u32,
 }
 
 #[derive(Args)]
@@ -156,6 +221,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::Render(args) => render(args),
         Command::Replay(args) => replay(&args),
+        Command::Loadgen(args) => loadgen(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -289,11 +355,32 @@ fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<AudienceS
     let web_root = setup.assets.dir().join("web");
     let mut config = AudienceConfig::new(args.audience, web_root, setup.scene.venue.title.clone());
     config.mod_token = args.mod_token.clone().filter(|t| !t.is_empty());
+    if args.no_default_blocklist {
+        config.blocklist = Blocklist::new(std::iter::empty::<&str>());
+    }
+    for path in &args.blocklist {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the blocklist {}", path.display()))?;
+        for line in text.lines() {
+            let word = line.split('#').next().unwrap_or_default().trim();
+            if !word.is_empty() {
+                config.blocklist.insert(word);
+            }
+        }
+    }
+    config.limits.messages_per_10s = args.rate.max(1);
+    config.messages_per_10s_per_address = args.address_rate;
+    config.max_connections_per_address = args.max_per_address;
+    config.max_connections = args.max_connections;
     let server = AudienceServer::start(config).with_context(|| {
         format!("cannot start the audience server on {} (choose another address with --audience, or --no-audience)", args.audience)
     })?;
     eprintln!("parvis: audience page at http://{}/ (WebSocket /ws, metrics /metrics)", server.local_addr);
     Ok(Some(server))
+}
+
+fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &RunArgs) {
+    app.insert_resource(server);
+    app.world_mut().resource_mut::<parvis::audience::Audience>().chat_lines_per_second = args.chat_display_rate;
 }
 
 fn run(args: RunArgs) -> Result<()> {
@@ -307,7 +394,7 @@ fn run(args: RunArgs) -> Result<()> {
         });
         let mut app = windowed_app(setup, limit);
         if let Some(server) = audience {
-            app.insert_resource(server);
+            attach_audience(&mut app, server, &args);
         }
         return match app.run() {
             bevy::app::AppExit::Success => Ok(()),
@@ -323,7 +410,7 @@ fn run(args: RunArgs) -> Result<()> {
 fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
     let mut renderer = HeadlessRenderer::new(setup, args.size);
     if let Some(server) = audience {
-        renderer.app_mut().insert_resource(server);
+        attach_audience(renderer.app_mut(), server, args);
     }
     renderer.wait_until_ready().context("the venue did not load")?;
     let frame_budget = Duration::from_secs_f64(1.0 / args.fps.max(1.0));
@@ -362,13 +449,33 @@ fn render(args: RenderArgs) -> Result<()> {
     Ok(())
 }
 
+fn loadgen(args: &LoadgenArgs) -> Result<()> {
+    let mut config = parvis::loadgen::LoadConfig::new(args.addr);
+    config.active = args.active;
+    config.idle = args.idle;
+    config.rate_per_conn = args.rate;
+    config.duration = Duration::from_secs_f64(args.seconds.max(0.0));
+    config.command_share = args.command_share;
+    config.command_text = args.command.clone();
+    config.ramp = Duration::from_secs_f64(args.ramp.max(0.0));
+    config.server_pid = args.server_pid;
+    config.per_source_address = args.per_source_address;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let report = runtime.block_on(parvis::loadgen::run(config))?;
+    println!("{}", report.to_markdown());
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn replay(args: &ReplayArgs) -> Result<()> {
     let assets = assets_root(args.assets.as_deref())?;
     let file = std::fs::File::open(&args.log).with_context(|| format!("cannot open {}", args.log.display()))?;
     let entries = read_command_log(std::io::BufReader::new(file)).with_context(|| format!("{}", args.log.display()))?;
     let Some(scene) = entries.iter().find_map(|e| match &e.command {
         VenueCommand::LoadScene { scene } => Some((**scene).clone()),
-        VenueCommand::SetParam { .. } => None,
+        _ => None,
     }) else {
         bail!("{}: the log has no load_scene command, so there is no venue to replay onto", args.log.display());
     };
@@ -387,12 +494,16 @@ fn replay(args: &ReplayArgs) -> Result<()> {
         Some(_) => None,
         None => Some(parvis::app::core_app(setup)),
     };
+    // Animations end on their value at once: a replay's final state does not wait for them.
     let world = if let Some(r) = renderer.as_mut() {
         r.wait_until_ready().context("the venue did not load")?;
+        r.app_mut().world_mut().resource_mut::<StageParams>().settle();
+        r.step();
         r.app_mut().world_mut()
     } else {
         let app = core.as_mut().expect("one of the two");
         app.update();
+        app.world_mut().resource_mut::<StageParams>().settle();
         app.world_mut()
     };
     let log = world.resource::<CommandLog>();

@@ -7,7 +7,7 @@ use bevy::prelude::Resource;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::scene::format::{Colour, ParamKind, SceneFile, StageParamDef};
+use crate::scene::format::{Colour, Easing, ParamKind, SceneFile, StageParamDef};
 
 /// A value of a stage parameter, as carried by commands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +137,49 @@ pub enum ParamError {
 #[derive(Debug, Clone, Default, PartialEq, Resource)]
 pub struct StageParams {
     entries: Vec<(StageParamDef, ParamValue)>,
+    /// Parameters moving towards a value (`AnimateParam`), at most one move per parameter.
+    moves: Vec<Move>,
+}
+
+/// A parameter moving from one value to another.
+#[derive(Debug, Clone, PartialEq)]
+struct Move {
+    index: usize,
+    from: ParamValue,
+    to: ParamValue,
+    /// Start, in seconds of the app's clock.
+    start: f64,
+    seconds: f32,
+    easing: Easing,
+}
+
+/// sRGB component to linear light, so that colours blend as light does.
+fn to_linear(c: f32) -> f32 {
+    if c <= 0.04045 { c / 12.92 } else { ((c + 0.055) / 1.055).powf(2.4) }
+}
+
+fn to_srgb(c: f32) -> f32 {
+    if c <= 0.003_130_8 { c * 12.92 } else { 1.055 * c.powf(1.0 / 2.4) - 0.055 }
+}
+
+/// The value a fraction `k` of the way from `from` to `to`. Types that do not blend switch at the end.
+fn blend(from: &ParamValue, to: &ParamValue, k: f32) -> ParamValue {
+    match (from, to) {
+        (ParamValue::Float(a), ParamValue::Float(b)) => ParamValue::Float(a + (b - a) * k),
+        (ParamValue::Colour(a), ParamValue::Colour(b)) => {
+            let mut srgba = [0.0; 4];
+            for i in 0..4 {
+                srgba[i] = if i == 3 {
+                    a.srgba[3] + (b.srgba[3] - a.srgba[3]) * k
+                } else {
+                    to_srgb(to_linear(a.srgba[i]) + (to_linear(b.srgba[i]) - to_linear(a.srgba[i])) * k).clamp(0.0, 1.0)
+                };
+            }
+            ParamValue::Colour(crate::scene::format::Colour { srgba })
+        }
+        _ if k >= 1.0 => to.clone(),
+        _ => from.clone(),
+    }
 }
 
 impl StageParams {
@@ -148,6 +191,55 @@ impl StageParams {
                 .iter()
                 .map(|def| (def.clone(), ParamValue::default_of(&def.kind)))
                 .collect(),
+            moves: Vec::new(),
+        }
+    }
+
+    /// Every parameter with the value it will settle at: the end of its move if it is
+    /// animating, otherwise its value.
+    pub fn iter_settled(&self) -> impl Iterator<Item = (&StageParamDef, &ParamValue)> {
+        self.entries.iter().enumerate().map(|(i, (d, v))| (d, self.moves.iter().find(|m| m.index == i).map_or(v, |m| &m.to)))
+    }
+
+    /// Whether the named parameter is moving.
+    pub fn is_animating(&self, name: &str) -> bool {
+        self.moves.iter().any(|m| self.entries[m.index].0.name == name)
+    }
+
+    /// Whether any parameter is moving.
+    pub fn any_animating(&self) -> bool {
+        !self.moves.is_empty()
+    }
+
+    /// Starts moving a parameter to `to` over `seconds` from the app time `now` (seconds),
+    /// replacing any move it was making. Zero seconds sets the value at once.
+    pub fn animate(&mut self, name: &str, to: ParamValue, seconds: f32, easing: Easing, now: f64) -> Result<(), ParamError> {
+        self.check(name, &to)?;
+        let index = self.entries.iter().position(|(d, _)| d.name == name).expect("checked above");
+        self.moves.retain(|m| m.index != index);
+        if seconds <= 0.0 {
+            self.entries[index].1 = to;
+            return Ok(());
+        }
+        let from = self.entries[index].1.clone();
+        self.moves.push(Move { index, from, to, start: now, seconds, easing });
+        Ok(())
+    }
+
+    /// Advances every move to the app time `now`; finished moves end exactly on their value.
+    pub fn advance(&mut self, now: f64) {
+        let entries = &mut self.entries;
+        self.moves.retain(|m| {
+            let t = ((now - m.start) / f64::from(m.seconds)) as f32;
+            entries[m.index].1 = blend(&m.from, &m.to, m.easing.apply(t));
+            t < 1.0
+        });
+    }
+
+    /// Ends every move on its value at once (a replay has no time to wait).
+    pub fn settle(&mut self) {
+        for m in self.moves.drain(..) {
+            self.entries[m.index].1 = m.to;
         }
     }
 
@@ -240,6 +332,10 @@ impl StageParams {
             .map(|(_, v)| v)
             .expect("checked above");
         let changed = *slot != value;
+        // A value set outright ends any move the parameter was making.
+        let index = self.entries.iter().position(|(d, _)| d.name == name).expect("checked above");
+        self.moves.retain(|m| m.index != index);
+        let slot = &mut self.entries[index].1;
         *slot = value;
         Ok(changed)
     }
@@ -252,5 +348,55 @@ pub fn kind_type_name(kind: &ParamKind) -> &'static str {
         ParamKind::Float { .. } => "Float",
         ParamKind::Enum { .. } => "Enum",
         ParamKind::Bool { .. } => "Bool",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scene::format::Colour;
+
+    fn params() -> StageParams {
+        let scene: SceneFile = ron::from_str(
+            r##"(version: 1, venue: (title: "t"), params: [
+                (name: "fog", label: "Fog", kind: Float(default: 0.0, min: 0.0, max: 1.0)),
+                (name: "light", label: "Light", kind: Colour(default: "#000000")),
+                (name: "sky", label: "Sky", kind: Enum(default: "day", options: ["day", "night"])),
+            ])"##,
+        )
+        .expect("test scene");
+        StageParams::from_scene(&scene)
+    }
+
+    #[test]
+    fn moves_blend_over_time_and_end_exactly() {
+        let mut p = params();
+        p.animate("fog", ParamValue::Float(1.0), 2.0, Easing::Linear, 10.0).unwrap();
+        p.animate("light", ParamValue::Colour(Colour::rgb(1.0, 1.0, 1.0)), 2.0, Easing::Linear, 10.0).unwrap();
+        assert_eq!(p.iter_settled().find(|(d, _)| d.name == "fog").map(|(_, v)| v.clone()), Some(ParamValue::Float(1.0)));
+        p.advance(11.0);
+        assert_eq!(p.value("fog"), Some(&ParamValue::Float(0.5)));
+        let ParamValue::Colour(mid) = p.value("light").unwrap().clone() else { panic!() };
+        // Half the light, blended in linear space, is brighter than half the sRGB value.
+        assert!(mid.srgba[0] > 0.7 && mid.srgba[0] < 0.75, "{mid:?}");
+        p.advance(12.5);
+        assert_eq!(p.value("fog"), Some(&ParamValue::Float(1.0)));
+        assert!(!p.any_animating());
+    }
+
+    #[test]
+    fn setting_a_value_cancels_its_move_and_bad_targets_are_refused() {
+        let mut p = params();
+        p.animate("fog", ParamValue::Float(1.0), 5.0, Easing::InOut, 0.0).unwrap();
+        p.set("fog", ParamValue::Float(0.2)).unwrap();
+        assert!(!p.is_animating("fog"));
+        p.advance(10.0);
+        assert_eq!(p.value("fog"), Some(&ParamValue::Float(0.2)));
+        assert!(p.animate("fog", ParamValue::Float(3.0), 1.0, Easing::Linear, 0.0).is_err(), "out of range");
+        p.animate("sky", ParamValue::Enum("night".into()), 1.0, Easing::Linear, 0.0).unwrap();
+        p.advance(0.5);
+        assert_eq!(p.value("sky"), Some(&ParamValue::Enum("day".into())), "enums switch at the end");
+        p.settle();
+        assert_eq!(p.value("sky"), Some(&ParamValue::Enum("night".into())));
     }
 }

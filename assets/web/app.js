@@ -330,15 +330,18 @@ function onState(msg) {
 function onEffect(msg) {
   const param = valueText(msg.param);
   const value = valueText(msg.value);
-  const parts = [
-    make('span', 'from', valueText(msg.by)),
-    make('span', 'arrow', ' → '),
-    make('span', 'param', param),
-    make('span', 'eq', ' = '),
-  ];
-  const sw = swatch(value);
-  if (sw) parts.push(sw);
-  parts.push(make('span', 'value', value));
+  const action = valueText(msg.action);
+  const parts = [make('span', 'from', valueText(msg.by))];
+  const others = Math.max(0, Number(msg.others) || 0);
+  if (others > 0) parts.push(make('span', 'others', ` +${others}`));
+  parts.push(make('span', 'arrow', ' → '));
+  if (param) {
+    parts.push(make('span', 'param', param), make('span', 'eq', action === 'animate' ? ' ⇢ ' : ' = '));
+    const sw = swatch(value);
+    if (sw) parts.push(sw);
+  }
+  // Spawned effects name the effect; shown texts are the member's words: text nodes only.
+  parts.push(make('span', 'value', action === 'show' ? `« ${value} »` : value));
   if (msg.rule) parts.push(make('span', 'rule', ` (${valueText(msg.rule)})`));
   addLine('effect', parts);
   // Show the new value at once; the next `state` stays the authority.

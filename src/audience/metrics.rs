@@ -101,6 +101,8 @@ pub struct AudienceMetrics {
     pub dropped_outbound: AtomicU64,
     /// Venue commands caused by the audience and applied.
     pub commands_applied: AtomicU64,
+    /// Chat lines over the display limit, sent only to their sender.
+    pub chat_unshown: AtomicU64,
     /// Failed moderator authentications.
     pub moderator_auth_failures: AtomicU64,
     /// Events waiting in the channel to the venue, as last seen by the venue.
@@ -149,6 +151,7 @@ impl AudienceMetrics {
         counter("audience_messages_accepted_total", "Messages passed to the venue.", load(&self.accepted));
         counter("audience_dropped_inbound_total", "Messages dropped because the venue's queue was full.", load(&self.dropped_inbound));
         counter("audience_dropped_outbound_total", "Messages skipped by slow clients.", load(&self.dropped_outbound));
+        counter("audience_chat_unshown_total", "Chat lines over the display limit, shown only to their sender.", load(&self.chat_unshown));
         counter("audience_commands_applied_total", "Venue commands caused by the audience.", load(&self.commands_applied));
         counter("moderator_auth_failures_total", "Failed moderator authentications.", load(&self.moderator_auth_failures));
         let _ = writeln!(out, "# HELP parvis_audience_connected Audience members connected now.\n# TYPE parvis_audience_connected gauge\nparvis_audience_connected {connected}");

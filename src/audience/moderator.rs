@@ -56,6 +56,22 @@ pub enum ModeratorRequest {
         /// The command.
         command: VenueCommand,
     },
+    /// Put a text waiting for approval on stage.
+    Approve {
+        /// Its chat line id.
+        id: u64,
+    },
+    /// Refuse a text waiting for approval.
+    Reject {
+        /// Its chat line id.
+        id: u64,
+    },
+    /// Speak through the venue's rules as staff (no cooldowns, votes or approval), e.g.
+    /// `!light red` from the stage manager's console.
+    Say {
+        /// The chat line.
+        text: String,
+    },
 }
 
 /// Requests that need the venue's state, passed on to it.
@@ -72,6 +88,12 @@ pub enum ModeratorAction {
     Pause(bool),
     /// A venue command.
     Command(VenueCommand),
+    /// Put the waiting text with this line id on stage.
+    Approve(u64),
+    /// Drop the waiting text with this line id.
+    Reject(u64),
+    /// A staff chat line for the rules.
+    Say(String),
 }
 
 /// Compares two secrets in time that depends only on their lengths, not on where they differ.
@@ -128,7 +150,28 @@ where
     if sink.send(reply("authed", &moderator)).await.is_err() {
         return;
     }
-    while let Some(Ok(frame)) = source.next().await {
+    let mut updates = shared.moderators.subscribe();
+    let approvals = shared.approvals_json.read().expect("approvals snapshot").clone();
+    if sink.send(Message::text(approvals.to_string())).await.is_err() {
+        return;
+    }
+    loop {
+        let frame = tokio::select! {
+            frame = source.next() => frame,
+            update = updates.recv() => {
+                match update {
+                    Ok(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Too far behind: send the whole current queue instead.
+                        let json = shared.approvals_json.read().expect("approvals snapshot").clone();
+                        if sink.send(Message::text(json.to_string())).await.is_err() { break }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+                continue;
+            }
+        };
+        let Some(Ok(frame)) = frame else { break };
         let Message::Text(text) = frame else {
             if matches!(frame, Message::Close(_)) {
                 break;
@@ -188,6 +231,13 @@ fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared, events: &m
         }
         ModeratorRequest::Pause { paused } => ("pause", Some(ModeratorAction::Pause(paused))),
         ModeratorRequest::Command { command } => ("command", Some(ModeratorAction::Command(command))),
+        ModeratorRequest::Approve { id } => ("approve", Some(ModeratorAction::Approve(id))),
+        ModeratorRequest::Reject { id } => ("reject", Some(ModeratorAction::Reject(id))),
+        ModeratorRequest::Say { text } => {
+            let text = super::moderation::moderate(&text, shared.config().limits.max_chars, shared.blocklist())
+                .map_err(|e| (e.code(), e.to_string()))?;
+            ("say", Some(ModeratorAction::Say(text)))
+        }
     };
     if let Some(action) = action {
         // Moderators must never be dropped silently: wait briefly for room rather than drop.

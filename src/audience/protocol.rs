@@ -175,6 +175,8 @@ pub enum ServerMessage {
         audience: u32,
         /// Whether audience effects are paused by a moderator.
         paused: bool,
+        /// Crowd energy: chat lines and reactions per second over the last 10 s.
+        energy: f32,
     },
     /// A moderated chat line.
     Chat {
@@ -200,6 +202,10 @@ pub enum ServerMessage {
         by: String,
         /// Rule that fired.
         rule: Option<String>,
+        /// What the rule did: `set`, `animate`, `spawn` (then `value` is the effect) or `show`.
+        action: String,
+        /// How many more members fired the same rule in the same frame (announced once).
+        others: u32,
     },
     /// Poll life cycle.
     Poll {

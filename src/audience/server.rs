@@ -53,6 +53,9 @@ pub enum AudienceEvent {
         text: String,
         /// When the frame arrived, for latency metrics.
         received: Instant,
+        /// Whether the sender is staff (moderator, streamer): exempt from cooldowns, votes and
+        /// approval. Never true for the audience page.
+        staff: bool,
     },
     /// A reaction.
     React {
@@ -104,6 +107,14 @@ pub struct AudienceConfig {
     pub hello_timeout: Duration,
     /// Token moderators authenticate with on `/mod`; without one, `/mod` is closed.
     pub mod_token: Option<String>,
+    /// Words refused in names and chat.
+    pub blocklist: Blocklist,
+    /// Most connections from one network address (0: no limit). Several people behind one
+    /// venue Wi-Fi share an address, so keep this generous.
+    pub max_connections_per_address: u32,
+    /// Messages per 10 s from one address, all its connections together (0: no limit), so
+    /// that opening many tabs does not multiply a member's allowance.
+    pub messages_per_10s_per_address: u32,
 }
 
 impl AudienceConfig {
@@ -122,6 +133,9 @@ impl AudienceConfig {
             event_capacity: 65_536,
             hello_timeout: Duration::from_secs(10),
             mod_token: None,
+            blocklist: Blocklist::default_fr_en(),
+            max_connections_per_address: 256,
+            messages_per_10s_per_address: 100,
         }
     }
 }
@@ -152,7 +166,13 @@ pub struct Shared {
     pub direct: Mutex<HashMap<UserId, mpsc::Sender<Arc<str>>>>,
     /// Whether the edge should stop accepting.
     pub stopping: AtomicBool,
-    blocklist: Blocklist,
+    /// Messages for every moderator connection (the approval queue).
+    pub moderators: broadcast::Sender<Arc<str>>,
+    /// The latest approval queue, sent to every moderator who authenticates.
+    pub approvals_json: RwLock<Arc<str>>,
+    /// Per network address: open connections and the shared message allowance. Addresses are
+    /// kept in memory only, and forgotten when their last connection closes.
+    addresses: Mutex<HashMap<std::net::IpAddr, (u32, TokenBucket)>>,
     config: AudienceConfig,
     next_user: AtomicU64,
     user_salt: u64,
@@ -162,6 +182,42 @@ impl Shared {
     /// The edge's configuration.
     pub fn config(&self) -> &AudienceConfig {
         &self.config
+    }
+
+    /// The words refused in names and chat.
+    pub fn blocklist(&self) -> &Blocklist {
+        &self.config.blocklist
+    }
+
+    /// Counts a new connection from `ip`; false when the address has too many already.
+    fn admit_address(&self, ip: std::net::IpAddr) -> bool {
+        let limit = self.config.max_connections_per_address;
+        let per_10s = f64::from(self.config.messages_per_10s_per_address);
+        let mut addresses = self.addresses.lock().expect("addresses");
+        let (open, _) = addresses.entry(ip).or_insert_with(|| (0, TokenBucket::new(per_10s, per_10s / 10.0)));
+        if limit > 0 && *open >= limit {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    fn release_address(&self, ip: std::net::IpAddr) {
+        let mut addresses = self.addresses.lock().expect("addresses");
+        if let Some((open, _)) = addresses.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                addresses.remove(&ip);
+            }
+        }
+    }
+
+    /// Takes one message from the address's shared allowance.
+    fn address_allows(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        if self.config.messages_per_10s_per_address == 0 {
+            return true;
+        }
+        self.addresses.lock().expect("addresses").get_mut(&ip).is_none_or(|(_, bucket)| bucket.try_take(now, 1.0))
     }
 
     /// Sends one message to one member, dropping it if their queue is full.
@@ -222,11 +278,13 @@ impl AudienceServer {
         };
         let shared = Arc::new(Shared {
             metrics: AudienceMetrics::default(),
-            state_json: RwLock::new(Arc::from("{\"type\":\"state\",\"params\":{},\"poll\":null,\"audience\":0,\"paused\":false}")),
+            state_json: RwLock::new(Arc::from("{\"type\":\"state\",\"params\":{},\"poll\":null,\"audience\":0,\"paused\":false,\"energy\":0.0}")),
             moderation: Mutex::default(),
             direct: Mutex::default(),
             stopping: AtomicBool::new(false),
-            blocklist: Blocklist::default_fr_en(),
+            moderators: broadcast::channel(64).0,
+            approvals_json: RwLock::new(Arc::from(r#"{"type":"approvals","items":[]}"#)),
+            addresses: Mutex::default(),
             config,
             next_user: AtomicU64::new(1),
             user_salt: salt,
@@ -269,10 +327,16 @@ async fn accept_loop(
 ) {
     let connections = Arc::new(AtomicU32::new(0));
     while !shared.stopping.load(Ordering::Relaxed) {
-        let Ok(Ok((stream, _peer))) = tokio::time::timeout(Duration::from_millis(250), listener.accept()).await else {
+        let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::from_millis(250), listener.accept()).await else {
             continue;
         };
         if connections.load(Ordering::Relaxed) >= shared.config.max_connections {
+            shared.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        let ip = peer.ip();
+        if !shared.admit_address(ip) {
             shared.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
@@ -281,7 +345,8 @@ async fn accept_loop(
         connections.fetch_add(1, Ordering::Relaxed);
         let (shared, events, broadcast, connections) = (shared.clone(), events.clone(), broadcast.clone(), connections.clone());
         tokio::spawn(async move {
-            serve_connection(stream, &shared, events, broadcast).await;
+            serve_connection(stream, ip, &shared, events, broadcast).await;
+            shared.release_address(ip);
             connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
@@ -348,6 +413,7 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>>
 
 async fn serve_connection(
     mut stream: TcpStream,
+    ip: std::net::IpAddr,
     shared: &Arc<Shared>,
     events: mpsc::Sender<AudienceEvent>,
     broadcast: broadcast::Sender<Arc<str>>,
@@ -365,7 +431,7 @@ async fn serve_connection(
         l.starts_with("upgrade:") && l.contains("websocket")
     });
     match (method, path.as_str(), upgrade) {
-        ("GET", "/ws", true) => serve_audience_socket(Replayed { head, pos: 0, inner: stream }, shared, events, broadcast).await,
+        ("GET", "/ws", true) => serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events, broadcast).await,
         ("GET", "/mod", true) => super::moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, shared, events).await,
         ("GET", "/metrics", false) => {
             let body = shared.metrics.render(shared.direct.lock().map(|d| d.len()).unwrap_or(0));
@@ -435,6 +501,7 @@ pub(super) fn socket_config() -> WebSocketConfig {
 
 async fn serve_audience_socket(
     stream: Replayed,
+    ip: std::net::IpAddr,
     shared: &Arc<Shared>,
     events: mpsc::Sender<AudienceEvent>,
     broadcast: broadcast::Sender<Arc<str>>,
@@ -452,7 +519,7 @@ async fn serve_audience_socket(
     let name = match hello {
         Ok(Some(Ok(Message::Text(text)))) => match parse_client_message(text.as_str()) {
             Ok(ClientMessage::Hello { v, name, .. }) if v == PROTOCOL_VERSION => {
-                match moderate(&name, 32, &shared.blocklist) {
+                match moderate(&name, 32, shared.blocklist()) {
                     Ok(name) => name,
                     Err(e) => {
                         metrics.reject(Rejection::from_code(e.code()));
@@ -516,7 +583,7 @@ async fn serve_audience_socket(
                 let reply = match frame {
                     Some(Ok(Message::Text(text))) => {
                         metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                        if !bucket.try_take(received, 1.0) {
+                        if !bucket.try_take(received, 1.0) || !shared.address_allows(ip, received) {
                             strikes += 1;
                             metrics.reject(Rejection::RateLimited);
                             if strikes >= FLOOD_STRIKES {
@@ -644,7 +711,7 @@ fn handle_text(
             return Some(ServerMessage::error("bad_field", "already said hello"));
         }
         ClientMessage::Chat { text } => {
-            let text = match moderate(&text, shared.config.limits.max_chars, &shared.blocklist) {
+            let text = match moderate(&text, shared.config.limits.max_chars, shared.blocklist()) {
                 Ok(t) => t,
                 Err(e) => {
                     metrics.reject(Rejection::from_code(e.code()));
@@ -652,7 +719,7 @@ fn handle_text(
                 }
             };
             shared.moderation.lock().expect("moderation").last_chat.insert(user.clone(), received);
-            AudienceEvent::Chat { user: user.clone(), name: name.clone(), text, received }
+            AudienceEvent::Chat { user: user.clone(), name: name.clone(), text, received, staff: false }
         }
         ClientMessage::React { emoji } => {
             if !shared.config.reactions.contains(&emoji) {

@@ -42,9 +42,16 @@ pub struct SceneFile {
     /// What the live audience's messages may change.
     #[serde(default)]
     pub rules: Vec<AudienceRuleDef>,
+    /// Polls a moderator or curator can open during the show.
+    #[serde(default)]
+    pub polls: Vec<PollDef>,
+    /// Physical effects (petals, confetti) that rules can release.
+    #[serde(default)]
+    pub effects: Vec<EffectDef>,
 }
 
-/// An audience rule: when a chat line or reaction matches the trigger, a stage parameter is set.
+/// An audience rule: when a chat line, reaction, poll or the crowd's energy matches the trigger,
+/// the action runs (by default: a stage parameter is set).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AudienceRuleDef {
@@ -52,15 +59,19 @@ pub struct AudienceRuleDef {
     pub name: String,
     /// What in the audience's messages fires the rule.
     pub trigger: TriggerDef,
-    /// The stage parameter it sets.
+    /// What the rule does (default `Set`).
+    #[serde(default)]
+    pub action: ActionDef,
+    /// The stage parameter that `Set` and `Animate` change.
+    #[serde(default)]
     pub param: String,
     /// A fixed value to set (as on the command line: `#ff0000`, `0.5`, `night`, `true`).
-    /// Required for keyword and reaction triggers; for commands, the audience's word is used
-    /// when this is absent.
+    /// Required for keyword, reaction and crowd-energy triggers; for commands, the audience's
+    /// word is used when this is absent; for poll outcomes, the winning option's id.
     #[serde(default)]
     pub value: Option<String>,
-    /// Words the audience may type after a command, and the value each stands for
-    /// (e.g. `{"rouge": "#ff0000"}`); colour parameters also know common colour names.
+    /// Words the audience may type after a command (or winning poll options), and the value
+    /// each stands for (e.g. `{"rouge": "#ff0000"}`); colour parameters also know common colour names.
     #[serde(default)]
     pub values: std::collections::BTreeMap<String, String>,
     /// Seconds before the rule can fire again, for anyone (default 0).
@@ -69,6 +80,21 @@ pub struct AudienceRuleDef {
     /// Seconds before the same member can fire it again (default 0).
     #[serde(default)]
     pub user_cooldown: f32,
+    /// Audience size from which the cooldowns grow: with 0 (default) they are fixed; otherwise
+    /// they are multiplied by `audience / audience_scale` when that is above 1. Moderators and
+    /// the streamer are exempt from cooldowns.
+    #[serde(default)]
+    pub audience_scale: u32,
+    /// Rules naming the same group never run their effects at the same time (default: none).
+    #[serde(default)]
+    pub mutex: String,
+    /// While the group is busy, how many firings of this rule may wait their turn (default 0:
+    /// refused with the time to wait).
+    #[serde(default)]
+    pub queue: u32,
+    /// Whether one message fires the rule (`Direct`, default) or the audience votes over a window.
+    #[serde(default)]
+    pub mode: RuleMode,
 }
 
 /// What fires an audience rule.
@@ -80,6 +106,176 @@ pub enum TriggerDef {
     Keyword(String),
     /// A reaction with this emoji.
     Reaction(String),
+    /// The named poll closed with a winner (the winning option's id picks the value).
+    PollOutcome(String),
+    /// The crowd's energy (chat lines and reactions per second, averaged over `window`
+    /// seconds) rose above `above`. Fires once per rise; re-arms when it falls below 80 %.
+    CrowdEnergy {
+        /// Messages per second.
+        above: f32,
+        /// Averaging window, seconds.
+        window: f32,
+    },
+}
+
+/// What an audience rule does when it fires.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum ActionDef {
+    /// Set `param` to the value at once.
+    #[default]
+    Set,
+    /// Move `param` (a float or colour) to the value over `seconds`.
+    Animate {
+        /// Duration of the move.
+        seconds: f32,
+        /// Shape of the move (default `Linear`).
+        #[serde(default)]
+        easing: Easing,
+    },
+    /// Release the named effect from `effects`.
+    Spawn(String),
+    /// Show the member's text in the venue, as a floating panel (command: the words after
+    /// `!name`; keyword: the whole line).
+    Show {
+        /// How long the panel stays.
+        #[serde(default = "default_show_seconds")]
+        seconds: f32,
+        /// Whether a moderator must approve each text before it appears.
+        #[serde(default)]
+        approval: bool,
+        /// Where the panel floats, in metres.
+        #[serde(default = "default_show_at")]
+        at: [f32; 3],
+    },
+}
+
+fn default_show_seconds() -> f32 {
+    8.0
+}
+
+fn default_show_at() -> [f32; 3] {
+    [0.0, 3.0, 0.0]
+}
+
+/// How an animated value moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Easing {
+    /// At constant speed.
+    #[default]
+    Linear,
+    /// Slow at both ends (smoothstep).
+    InOut,
+}
+
+impl Easing {
+    /// Progress along the move for a time fraction `t` in 0..=1.
+    pub fn apply(self, t: f32) -> f32 {
+        let t = t.clamp(0.0, 1.0);
+        match self {
+            Easing::Linear => t,
+            Easing::InOut => t * t * (3.0 - 2.0 * t),
+        }
+    }
+}
+
+/// Whether a rule fires on one message or on the audience's vote.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum RuleMode {
+    /// Each message fires the rule (cooldowns permitting).
+    #[default]
+    Direct,
+    /// Democracy: the first `!command` opens a vote of `window` seconds in which each member's
+    /// last `!command word` counts once; the most-voted word wins if the quorum is met.
+    Democracy {
+        /// Voting time, seconds.
+        window: f32,
+        /// Fewest votes for a result (default 1).
+        #[serde(default = "one")]
+        min_votes: u32,
+        /// Smallest share of the connected audience that must vote, 0 to 1 (default 0).
+        #[serde(default)]
+        min_share: f32,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// A poll the audience votes in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollDef {
+    /// Unique name, used to open it and by `PollOutcome` rules.
+    pub name: String,
+    /// The question shown.
+    pub question: String,
+    /// Choices, 2 to 8.
+    pub options: Vec<PollOptionDef>,
+    /// Seconds the poll stays open.
+    pub seconds: f32,
+    /// Fewest votes for a result (default 1).
+    #[serde(default = "one")]
+    pub min_votes: u32,
+    /// Smallest share of the connected audience that must vote, 0 to 1 (default 0).
+    #[serde(default)]
+    pub min_share: f32,
+}
+
+/// A choice in a poll.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PollOptionDef {
+    /// Short id sent in votes (letters, digits, `_`, `-`).
+    pub id: String,
+    /// Text shown.
+    pub label: String,
+}
+
+/// A burst of small physical objects released into the venue.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EffectDef {
+    /// Unique name, used by `Spawn` actions.
+    pub name: String,
+    /// Shape of each piece.
+    pub shape: PieceShape,
+    /// Pieces per burst, 1 to 500.
+    pub count: u32,
+    /// Colours the pieces are drawn from.
+    pub colours: Vec<Colour>,
+    /// Size of a piece, metres.
+    pub size: f32,
+    /// Centre of the release volume, metres.
+    pub origin: [f32; 3],
+    /// Half-extent of the release volume along x, y, z, metres.
+    #[serde(default)]
+    pub spread: [f32; 3],
+    /// Largest initial speed, metres per second, in a random direction.
+    #[serde(default)]
+    pub speed: f32,
+    /// Seconds before the pieces vanish.
+    pub lifetime: f32,
+    /// Air drag: 0 falls like a stone, 5 floats down like a petal (default 1).
+    #[serde(default = "default_drag")]
+    pub drag: f32,
+}
+
+fn default_drag() -> f32 {
+    1.0
+}
+
+/// Shape of an effect's pieces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PieceShape {
+    /// A thin, slightly curved leaf: a flat box.
+    Petal,
+    /// A thin paper rectangle.
+    Confetti,
+    /// A small cube.
+    Cube,
+    /// A small ball.
+    Sphere,
 }
 
 /// Venue metadata.

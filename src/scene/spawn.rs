@@ -25,6 +25,8 @@ pub struct VenueEntity {
 pub struct VenuePrimitive {
     /// The material from the scene file.
     pub material: MaterialDef,
+    /// The shape, for physics colliders.
+    pub shape: ShapeDef,
 }
 
 /// A light's intensity as written (or last set by a binding), before the environment's scaling.
@@ -153,7 +155,7 @@ pub(crate) fn rebuild_venue(
             let mut entity = commands.spawn((
                 Name::new(name.clone()),
                 VenueEntity { name: name.clone() },
-                VenuePrimitive { material: prim.material },
+                VenuePrimitive { material: prim.material, shape: prim.shape },
                 Mesh3d(mesh.clone()),
                 MeshMaterial3d(material),
                 transform,

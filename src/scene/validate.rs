@@ -434,8 +434,77 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
     }
     check_viewpoints(&mut c, scene);
     check_params(&mut c, scene);
+    check_polls(&mut c, scene);
+    check_effects(&mut c, scene);
     check_rules(&mut c, scene);
     c.problems
+}
+
+/// Ids in polls and votes: short words, as typed by people and sent in JSON.
+fn is_word(word: &str) -> bool {
+    !word.is_empty() && word.chars().count() <= 32 && word.chars().all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '-')
+}
+
+fn check_polls(c: &mut Checker, scene: &SceneFile) {
+    let mut names = HashSet::new();
+    for (i, poll) in scene.polls.iter().enumerate() {
+        let path = format!("polls[{i}]");
+        let anchor = Some(poll.name.as_str());
+        c.name(&format!("{path}.name"), &poll.name);
+        if !names.insert(poll.name.as_str()) {
+            c.report_at(format!("{path}.name"), Some(Anchor::Name(&poll.name, 2)), format!("duplicate poll name {:?}", poll.name));
+        }
+        if poll.question.trim().is_empty() || poll.question.chars().count() > 200 {
+            c.report(format!("{path}.question"), anchor, "expected a question of 1 to 200 characters");
+        }
+        if !(2..=8).contains(&poll.options.len()) {
+            c.report(format!("{path}.options"), anchor, format!("expected 2 to 8 options, found {}", poll.options.len()));
+        }
+        let mut ids = HashSet::new();
+        for (j, option) in poll.options.iter().enumerate() {
+            if !is_word(&option.id) {
+                c.report(format!("{path}.options[{j}].id"), Some(&option.id), format!("expected an id of 1 to 32 letters, digits, `_` or `-`, found {:?}", option.id));
+            }
+            if !ids.insert(option.id.as_str()) {
+                c.report(format!("{path}.options[{j}].id"), Some(&option.id), format!("option id {:?} is used twice", option.id));
+            }
+            if option.label.trim().is_empty() || option.label.chars().count() > 80 {
+                c.report(format!("{path}.options[{j}].label"), Some(&option.id), "expected a label of 1 to 80 characters");
+            }
+        }
+        c.in_range(&format!("{path}.seconds"), anchor, poll.seconds, 5.0, 3600.0);
+        c.in_range(&format!("{path}.min_share"), anchor, poll.min_share, 0.0, 1.0);
+    }
+}
+
+fn check_effects(c: &mut Checker, scene: &SceneFile) {
+    let mut names = HashSet::new();
+    for (i, effect) in scene.effects.iter().enumerate() {
+        let path = format!("effects[{i}]");
+        let anchor = Some(effect.name.as_str());
+        c.name(&format!("{path}.name"), &effect.name);
+        if !names.insert(effect.name.as_str()) {
+            c.report_at(format!("{path}.name"), Some(Anchor::Name(&effect.name, 2)), format!("duplicate effect name {:?}", effect.name));
+        }
+        if !(1..=500).contains(&effect.count) {
+            c.report(format!("{path}.count"), anchor, format!("expected 1 to 500 pieces, found {}", effect.count));
+        }
+        if effect.colours.is_empty() {
+            c.report(format!("{path}.colours"), anchor, "expected at least one colour");
+        }
+        c.in_range(&format!("{path}.size"), anchor, effect.size, 0.01, 2.0);
+        c.in_range(&format!("{path}.lifetime"), anchor, effect.lifetime, 0.5, 60.0);
+        c.in_range(&format!("{path}.speed"), anchor, effect.speed, 0.0, 50.0);
+        c.in_range(&format!("{path}.drag"), anchor, effect.drag, 0.0, 20.0);
+        for (field, v) in [("origin", effect.origin), ("spread", effect.spread)] {
+            if !v.iter().all(|x| x.is_finite() && x.abs() <= 10_000.0) {
+                c.report(format!("{path}.{field}"), anchor, format!("expected finite metres within 10 km, found {v:?}"));
+            }
+        }
+        if effect.spread.iter().any(|v| *v < 0.0) {
+            c.report(format!("{path}.spread"), anchor, "half-extents cannot be negative");
+        }
+    }
 }
 
 fn check_rules(c: &mut Checker, scene: &SceneFile) {
@@ -450,7 +519,7 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
         }
         match &rule.trigger {
             TriggerDef::Command(word) | TriggerDef::Keyword(word) => {
-                if word.is_empty() || word.chars().count() > 32 || !word.chars().all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '-') {
+                if !is_word(word) {
                     c.report(format!("{path}.trigger"), anchor, format!("expected a word of 1 to 32 letters, digits, `_` or `-`, found {word:?}"));
                 }
             }
@@ -459,18 +528,74 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
                     c.report(format!("{path}.trigger"), anchor, format!("expected one emoji, found {emoji:?}"));
                 }
             }
+            TriggerDef::PollOutcome(poll) => match scene.polls.iter().find(|p| &p.name == poll) {
+                None => c.report(format!("{path}.trigger"), Some(poll), format!("no poll named {poll:?}; the venue has: {}", list(scene.polls.iter().map(|p| p.name.as_str())))),
+                Some(def) => {
+                    for key in rule.values.keys() {
+                        if !def.options.iter().any(|o| &o.id == key) {
+                            c.report(format!("{path}.values[{key:?}]"), Some(key), format!("poll {poll:?} has no option {key:?}; its options are: {}", list(def.options.iter().map(|o| o.id.as_str()))));
+                        }
+                    }
+                }
+            },
+            TriggerDef::CrowdEnergy { above, window } => {
+                c.in_range(&format!("{path}.trigger.above"), anchor, *above, 0.01, 1_000_000.0);
+                c.in_range(&format!("{path}.trigger.window"), anchor, *window, 1.0, 600.0);
+            }
         }
-        if rule.value.is_none() && !matches!(rule.trigger, TriggerDef::Command(_)) {
-            c.report(format!("{path}.value"), anchor, "keyword and reaction rules need a fixed `value`");
+        let takes_value = matches!(rule.action, ActionDef::Set | ActionDef::Animate { .. });
+        let fixed_value_needed = matches!(rule.trigger, TriggerDef::Keyword(_) | TriggerDef::Reaction(_) | TriggerDef::CrowdEnergy { .. });
+        if takes_value && fixed_value_needed && rule.value.is_none() {
+            c.report(format!("{path}.value"), anchor, "keyword, reaction and crowd-energy rules need a fixed `value`");
         }
         for (field, v) in [("cooldown", rule.cooldown), ("user_cooldown", rule.user_cooldown)] {
             c.in_range(&format!("{path}.{field}"), anchor, v, 0.0, 3600.0);
+        }
+        if rule.queue > 100 {
+            c.report(format!("{path}.queue"), anchor, format!("at most 100 firings can wait, found {}", rule.queue));
+        }
+        if rule.queue > 0 && rule.mutex.is_empty() {
+            c.report(format!("{path}.queue"), anchor, "a queue needs a `mutex` group to wait for");
+        }
+        if let RuleMode::Democracy { window, min_share, .. } = &rule.mode {
+            if !matches!(rule.trigger, TriggerDef::Command(_)) || !takes_value {
+                c.report(format!("{path}.mode"), anchor, "democracy votes need a `Command` trigger and a `Set` or `Animate` action (the audience votes on the word)");
+            }
+            c.in_range(&format!("{path}.mode.window"), anchor, *window, 1.0, 600.0);
+            c.in_range(&format!("{path}.mode.min_share"), anchor, *min_share, 0.0, 1.0);
+        }
+        match &rule.action {
+            ActionDef::Set | ActionDef::Animate { .. } => {}
+            ActionDef::Spawn(effect) => {
+                if !scene.effects.iter().any(|e| &e.name == effect) {
+                    c.report(format!("{path}.action"), Some(effect), format!("no effect named {effect:?}; the venue has: {}", list(scene.effects.iter().map(|e| e.name.as_str()))));
+                }
+                continue;
+            }
+            ActionDef::Show { seconds, at, .. } => {
+                c.in_range(&format!("{path}.action.seconds"), anchor, *seconds, 1.0, 120.0);
+                if !at.iter().all(|v| v.is_finite() && v.abs() <= 10_000.0) {
+                    c.report(format!("{path}.action.at"), anchor, format!("expected finite metres within 10 km, found {at:?}"));
+                }
+                if !matches!(rule.trigger, TriggerDef::Command(_) | TriggerDef::Keyword(_)) {
+                    c.report(format!("{path}.action"), anchor, "`Show` needs words to show: use a `Command` or `Keyword` trigger");
+                }
+                continue;
+            }
         }
         if params.def(&rule.param).is_err() {
             let known: Vec<&str> = scene.params.iter().map(|p| p.name.as_str()).collect();
             c.report(format!("{path}.param"), Some(&rule.param), format!("no stage parameter named {:?}; the venue has: {}", rule.param, list(known.into_iter())));
             continue;
         };
+        if let (ActionDef::Animate { seconds, .. }, Ok(def)) = (&rule.action, params.def(&rule.param)) {
+            if !matches!(def.kind, ParamKind::Float { .. } | ParamKind::Colour { .. }) {
+                c.report(format!("{path}.action"), anchor, format!("stage parameter {:?} cannot be animated: only floats and colours move smoothly", rule.param));
+            }
+            c.in_range(&format!("{path}.action.seconds"), anchor, *seconds, 0.1, 600.0);
+        }
+        // Poll outcome values are checked against the options above; the value they stand for
+        // is checked here like any other.
         let values = rule.value.iter().map(|v| ("value".to_owned(), v)).chain(rule.values.iter().map(|(k, v)| (format!("values[{k:?}]"), v)));
         for (field, text) in values {
             if let Err(e) = params.parse_value(&rule.param, text) {
