@@ -296,3 +296,48 @@ fn typing_on_the_audience_page_changes_the_venue() {
     assert!(changed > 50, "the stage light changed only {changed} pixels");
     assert!(redder * 10 >= changed * 8, "{redder} of {changed} changed pixels turned redder");
 }
+
+#[test]
+fn audience_texts_and_effects_show_in_the_venue_and_go_when_hidden() {
+    let mut renderer = renderer();
+    let base = renderer.capture().unwrap();
+    // A text panel above the stage.
+    renderer.submit(VenueCommand::ShowText { id: 1, text: "Bravo les musiciens !".into(), by: "Ana".into(), seconds: 60.0, at: [0.0, 4.6, -4.0] });
+    for _ in 0..3 {
+        renderer.step();
+    }
+    let shown = renderer.capture().unwrap();
+    save_png(&shown, &out_dir().join("cloister-text-panel.png")).unwrap();
+    let (camera, world) = (renderer.camera(), renderer.app_mut().world_mut());
+    let (cam, cam_transform) = (world.get::<Camera>(camera).unwrap(), world.get::<GlobalTransform>(camera).unwrap());
+    let centre = cam.world_to_viewport(cam_transform, Vec3::new(0.0, 4.6, -4.0)).unwrap();
+    let diff = diff_images(&base, &shown, 16).unwrap();
+    let (x0, y0, x1, y1) = diff.bbox.expect("the panel changed pixels");
+    assert!((x0 as f32) <= centre.x && centre.x <= x1 as f32 && (y0 as f32) <= centre.y && centre.y <= y1 as f32, "panel at {centre:?}, changes in {:?}", diff.bbox);
+    assert!(diff.pixels_over > 40, "{} pixels changed", diff.pixels_over);
+    // The dark panel with white letters: both very dark and very light pixels around its centre.
+    let (cx, cy) = (centre.x as i32, centre.y as i32);
+    let around: Vec<u8> = (-12..=12).flat_map(|dx| (-3..=3).map(move |dy| (dx, dy)))
+        .filter_map(|(dx, dy)| shown.get_pixel_checked((cx + dx) as u32, (cy + dy) as u32).map(|p| p.0[0].max(p.0[1]).max(p.0[2])))
+        .collect();
+    assert!(around.iter().any(|v| *v < 60) && around.iter().any(|v| *v > 150), "panel and letters: {around:?}");
+    // A moderator hides it: the venue looks as before.
+    renderer.submit(VenueCommand::HideText { id: Some(1) });
+    renderer.step();
+    renderer.step();
+    let hidden = renderer.capture().unwrap();
+    assert!(diff_images(&base, &hidden, 16).is_none_or(|d| d.pixels_over < 5), "the panel left pixels behind");
+    // Petals fall on the stage: new pink and red pixels appear.
+    renderer.submit(VenueCommand::SpawnEffect { effect: "petals".into(), seed: 3 });
+    for _ in 0..4 {
+        renderer.step();
+    }
+    let petals = renderer.capture().unwrap();
+    save_png(&petals, &out_dir().join("cloister-petals.png")).unwrap();
+    let diff = diff_images(&hidden, &petals, 16).unwrap();
+    let pinker = petals.enumerate_pixels().filter(|(x, y, p)| {
+        let q = hidden.get_pixel(*x, *y);
+        p.0[..3].iter().zip(&q.0[..3]).any(|(a, b)| a.abs_diff(*b) > 16) && p.0[0] > p.0[1] && p.0[0] > q.0[0].saturating_sub(40)
+    }).count();
+    assert!(diff.pixels_over > 20 && pinker * 2 > diff.pixels_over, "{pinker} of {} changed pixels are petal-coloured", diff.pixels_over);
+}
