@@ -74,7 +74,8 @@ pub struct Audience {
     approvals_dirty: bool,
     /// Mutex groups of rules, by name.
     groups: HashMap<String, MutexGroup>,
-    next_seed: u64,
+    /// Seeds for effects; logged with the commands they go into.
+    seeds: crate::effects::SeededRng,
     /// Chat lines shown in the current second: (second start, count).
     shown_this_second: (Option<Instant>, u32),
 }
@@ -102,7 +103,7 @@ impl Default for Audience {
             groups: HashMap::new(),
             // Seeds are logged with the commands they go into; their start only needs to
             // differ between shows.
-            next_seed: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
+            seeds: crate::effects::SeededRng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)),
             shown_this_second: (None, 0),
         }
     }
@@ -120,12 +121,7 @@ impl Audience {
     }
 
     fn seed(&mut self) -> u64 {
-        // SplitMix64: consecutive seeds give unrelated bursts.
-        self.next_seed = self.next_seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.next_seed;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.seeds.next_u64()
     }
 }
 
