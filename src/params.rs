@@ -201,6 +201,11 @@ impl StageParams {
         self.entries.iter().enumerate().map(|(i, (d, v))| (d, self.moves.iter().find(|m| m.index == i).map_or(v, |m| &m.to)))
     }
 
+    /// Position of a parameter already checked to exist.
+    fn index_of(&self, name: &str) -> usize {
+        self.entries.iter().position(|(d, _)| d.name == name).expect("checked by the caller")
+    }
+
     /// Whether the named parameter is moving.
     pub fn is_animating(&self, name: &str) -> bool {
         self.moves.iter().any(|m| self.entries[m.index].0.name == name)
@@ -215,7 +220,7 @@ impl StageParams {
     /// replacing any move it was making. Zero seconds sets the value at once.
     pub fn animate(&mut self, name: &str, to: ParamValue, seconds: f32, easing: Easing, now: f64) -> Result<(), ParamError> {
         self.check(name, &to)?;
-        let index = self.entries.iter().position(|(d, _)| d.name == name).expect("checked above");
+        let index = self.index_of(name);
         self.moves.retain(|m| m.index != index);
         if seconds <= 0.0 {
             self.entries[index].1 = to;
@@ -325,17 +330,11 @@ impl StageParams {
     /// Replaces a parameter's value after checking it. Returns whether the value changed.
     pub fn set(&mut self, name: &str, value: ParamValue) -> Result<bool, ParamError> {
         self.check(name, &value)?;
-        let slot = self
-            .entries
-            .iter_mut()
-            .find(|(d, _)| d.name == name)
-            .map(|(_, v)| v)
-            .expect("checked above");
-        let changed = *slot != value;
+        let index = self.index_of(name);
         // A value set outright ends any move the parameter was making.
-        let index = self.entries.iter().position(|(d, _)| d.name == name).expect("checked above");
         self.moves.retain(|m| m.index != index);
         let slot = &mut self.entries[index].1;
+        let changed = *slot != value;
         *slot = value;
         Ok(changed)
     }

@@ -132,7 +132,8 @@ const RECENT_LINES: usize = 2000;
 struct PendingEffect {
     /// The command's origin id and the command, to pair it with its log entry or refusal
     /// (refusals are reported apart from applied commands, so order alone is not enough).
-    key: Option<(String, VenueCommand)>,
+    user: String,
+    command: VenueCommand,
     by: Arc<str>,
     rule: String,
     received: Instant,
@@ -141,7 +142,7 @@ struct PendingEffect {
 impl Audience {
     /// Takes the pending effect of the command `command` from `user`.
     fn take_pending(&mut self, user: &str, command: &VenueCommand) -> Option<PendingEffect> {
-        let i = self.pending.iter().position(|p| p.key.as_ref().is_some_and(|(u, c)| u == user && c == command))?;
+        let i = self.pending.iter().position(|p| p.user == user && &p.command == command)?;
         self.pending.remove(i)
     }
 }
@@ -425,7 +426,8 @@ fn moderate_venue(audience: &mut Audience, server: &AudienceServer, shown: &Show
             }
             let command = VenueCommand::ShowText { id: item.id, text: item.text, by: item.by.to_string(), seconds: item.seconds, at: item.at };
             audience.pending.push_back(PendingEffect {
-                key: Some((item.user.to_string(), command.clone())),
+                user: item.user.to_string(),
+                command: command.clone(),
                 by: item.by.clone(),
                 rule: item.rule.clone(),
                 received: Instant::now(),
@@ -522,7 +524,8 @@ fn fire(
     };
     let submit = SubmitCommand { origin: CommandOrigin::Audience(from.user.to_string()), command };
     let effect = PendingEffect {
-        key: Some((from.user.to_string(), submit.command.clone())),
+        user: from.user.to_string(),
+        command: submit.command.clone(),
         by: from.name.clone(),
         rule: rule.name.clone(),
         received: from.received,
