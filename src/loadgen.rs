@@ -291,6 +291,10 @@ pub struct ServerDeltas {
     pub latency_p50_ms: Option<f64>,
     /// 99th percentile receipt-to-applied latency, estimated from the histogram's buckets.
     pub latency_p99_ms: Option<f64>,
+    /// Median of the same latency in venue frames (1: applied in the next frame).
+    pub latency_p50_frames: Option<f64>,
+    /// 99th percentile of the same latency in venue frames.
+    pub latency_p99_frames: Option<f64>,
 }
 
 /// Round trips of probe lines: sent → their own `chat` echo.
@@ -385,6 +389,22 @@ pub struct LoadReport {
     pub rss_end_bytes: Option<u64>,
     /// (connected − before) / welcomed connections.
     pub rss_bytes_per_connection: Option<f64>,
+    /// CPU time the server used during the load phase (user + system, all its threads).
+    pub server_cpu_s: Option<f64>,
+    /// Server CPU time per message received, in microseconds: with the load generator on the
+    /// same machine, the server's own cost, whatever the pair's ceiling.
+    pub server_cpu_us_per_message: Option<f64>,
+}
+
+/// CPU time a process has used so far (user + system, `/proc/PID/stat`), if readable.
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields are counted after the last ')'.
+    let mut fields = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // /proc reports times in USER_HZ ticks, which Linux fixes at 100 as part of its ABI.
+    Some((utime + stime) as f64 / 100.0)
 }
 
 /// The resident memory of a process (`VmRSS` in `/proc/PID/status`), if readable.
@@ -474,6 +494,8 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     let connect_phase = t0.elapsed();
     let rss_connected = rss();
     let m_start = scrape("at load start").await;
+    let cpu = || cfg.server_pid.and_then(process_cpu_seconds);
+    let cpu_start = cpu();
 
     // Load phase, then drain.
     let start = Instant::now() + Duration::from_millis(50);
@@ -482,6 +504,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     let _ = phase_tx.send(Some(Phase { start, end, close_at }));
     tokio::time::sleep_until(end).await;
     let rss_end = rss();
+    let server_cpu_s = cpu().zip(cpu_start).map(|(end, start)| end - start);
     tokio::time::sleep_until(close_at).await;
     let m_end = scrape("after the drain").await;
 
@@ -517,6 +540,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
             rss_before,
             rss_connected,
             rss_end,
+            server_cpu_s,
         },
     ))
 }
@@ -543,6 +567,7 @@ struct Measured {
     rss_before: Option<u64>,
     rss_connected: Option<u64>,
     rss_end: Option<u64>,
+    server_cpu_s: Option<f64>,
 }
 
 fn build_report(cfg: &LoadConfig, shared: &Shared, m: Measured) -> LoadReport {
@@ -618,12 +643,18 @@ fn build_report(cfg: &LoadConfig, shared: &Shared, m: Measured) -> LoadReport {
         received_by_type,
         errors_by_code,
         probes,
-        server: m.server,
+        server: m.server.clone(),
         metrics_error: m.metrics_error,
         rss_before_bytes: m.rss_before,
         rss_connected_bytes: m.rss_connected,
         rss_end_bytes: m.rss_end,
         rss_bytes_per_connection: rss_per_conn,
+        server_cpu_s: m.server_cpu_s,
+        server_cpu_us_per_message: m
+            .server_cpu_s
+            .zip(m.server.as_ref().and_then(|s| s.messages_in))
+            .filter(|(_, n)| *n > 0)
+            .map(|(cpu, n)| cpu * 1e6 / n as f64),
     }
 }
 
@@ -692,11 +723,13 @@ impl LoadReport {
                 let _ = writeln!(out, "| server: rejected by reason | {} |", map(&s.rejected_by_reason));
                 let _ = writeln!(
                     out,
-                    "| server: commands applied, receipt → applied | {} ({}/s), p50 {}, p99 {} (histogram estimate) |",
+                    "| server: commands applied, receipt → applied | {} ({}/s), p50 {}, p99 {}; in venue frames p50 {}, p99 {} (histogram estimates) |",
                     optu(s.commands_applied),
                     opt(s.commands_applied_per_s, ""),
                     opt(s.latency_p50_ms, " ms"),
                     opt(s.latency_p99_ms, " ms"),
+                    opt(s.latency_p50_frames, ""),
+                    opt(s.latency_p99_frames, ""),
                 );
             }
             None => {
@@ -733,6 +766,15 @@ impl LoadReport {
                 self.rss_bytes_per_connection
                     .map_or_else(|| "n/a".to_owned(), |b| format!("{:.1} KiB", b / 1024.0)),
                 mib(self.rss_end_bytes),
+            );
+        }
+        if let Some(cpu) = self.server_cpu_s {
+            let _ = writeln!(
+                out,
+                "| server CPU during the load | {cpu:.2} s over {:.1} s ({:.0} % of one core); {} per message received |",
+                self.load_s,
+                100.0 * cpu / self.load_s.max(1e-9),
+                self.server_cpu_us_per_message.map_or_else(|| "n/a".to_owned(), |us| format!("{us:.1} µs")),
             );
         }
         out
@@ -1542,6 +1584,7 @@ const M_UNSHOWN: &str = "parvis_audience_chat_unshown_total";
 const M_CONNECTED: &str = "parvis_audience_connected";
 const M_QUEUE: &str = "parvis_audience_queue_depth";
 const M_LATENCY_BUCKET: &str = "parvis_audience_latency_seconds_bucket";
+const M_LATENCY_FRAMES_BUCKET: &str = "parvis_audience_latency_frames_bucket";
 
 /// Counter increase; `None` if missing in either scrape or if it went down (server restart).
 fn counter_delta(before: &Metrics, after: &Metrics, name: &str) -> Option<u64> {
@@ -1569,6 +1612,8 @@ fn server_deltas(connect: &Metrics, before: &Metrics, after: &Metrics, load_s: f
     let buckets = histogram_delta(&before.by_label(M_LATENCY_BUCKET, "le"), &after.by_label(M_LATENCY_BUCKET, "le"));
     let latency_count = buckets.as_ref().and_then(|b| b.last()).map(|(_, c)| c.round() as u64);
     let quantile = |q| buckets.as_deref().and_then(|b| histogram_quantile(b, q)).map(|s| s * 1000.0);
+    let frame_buckets = histogram_delta(&before.by_label(M_LATENCY_FRAMES_BUCKET, "le"), &after.by_label(M_LATENCY_FRAMES_BUCKET, "le"));
+    let frames_quantile = |q| frame_buckets.as_deref().and_then(|b| histogram_upper_bound(b, q));
     let (messages_in, accepted, commands_applied) = (delta(M_MESSAGES), delta(M_ACCEPTED), delta(M_APPLIED));
     ServerDeltas {
         messages_in,
@@ -1589,6 +1634,8 @@ fn server_deltas(connect: &Metrics, before: &Metrics, after: &Metrics, load_s: f
         latency_count,
         latency_p50_ms: quantile(0.5),
         latency_p99_ms: quantile(0.99),
+        latency_p50_frames: frames_quantile(0.5),
+        latency_p99_frames: frames_quantile(0.99),
     }
 }
 
@@ -1633,6 +1680,13 @@ fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
         lower = (bound, cumulative.max(lower.1));
     }
     Some(lower.0)
+}
+
+/// The upper bound of the bucket holding the `q` quantile: for counts (frames), where
+/// interpolating inside a bucket would invent fractions. `+Inf` when it lies beyond them all.
+fn histogram_upper_bound(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    (total > 0.0).then(|| buckets.iter().find(|(_, cumulative)| *cumulative >= q * total).map_or(f64::INFINITY, |(bound, _)| *bound))
 }
 
 #[cfg(test)]
@@ -1723,6 +1777,15 @@ garbage line {
     }
 
     #[test]
+    fn frame_quantiles_are_bucket_bounds() {
+        let b = [(1.0, 90.0), (2.0, 99.0), (3.0, 99.0), (f64::INFINITY, 100.0)];
+        assert_eq!(histogram_upper_bound(&b, 0.5), Some(1.0));
+        assert_eq!(histogram_upper_bound(&b, 0.99), Some(2.0));
+        assert_eq!(histogram_upper_bound(&b, 1.0), Some(f64::INFINITY));
+        assert_eq!(histogram_upper_bound(&[(1.0, 0.0), (f64::INFINITY, 0.0)], 0.5), None);
+    }
+
+    #[test]
     fn histogram_quantiles_interpolate_within_buckets() {
         let m = Metrics::parse(PAGE);
         let b = histogram_delta(&[], &m.by_label(M_LATENCY_BUCKET, "le")).unwrap();
@@ -1779,6 +1842,19 @@ garbage line {
         assert_eq!(nearest_rank(&v, 0.99), Some(99));
         assert_eq!(nearest_rank(&v, 1.0), Some(100));
         assert_eq!(nearest_rank(&[], 0.5), None);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_grows() {
+        let before = process_cpu_seconds(std::process::id()).expect("readable");
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(300) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let after = process_cpu_seconds(std::process::id()).expect("readable");
+        assert!(after - before >= 0.1, "{before} → {after}");
+        assert_eq!(process_cpu_seconds(u32::MAX), None);
     }
 
     #[test]

@@ -132,6 +132,10 @@ struct RunArgs {
     /// Render offscreen even if a display is available.
     #[arg(long)]
     headless: bool,
+    /// Keep the venue's state, command log and audience server running but draw nothing: a
+    /// state or edge node, and the way to measure the audience path without the renderer.
+    #[arg(long, conflicts_with_all = ["headless", "screenshot"])]
+    no_render: bool,
     /// Headless only: size of the offscreen frame.
     #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
     size: UVec2,
@@ -141,7 +145,7 @@ struct RunArgs {
     /// Window only, with --frames: save the window as a PNG just before stopping.
     #[arg(long, value_name = "FILE.png", requires = "frames")]
     screenshot: Option<PathBuf>,
-    /// Headless only: frames per second to aim for.
+    /// Headless and --no-render: frames per second to aim for.
     #[arg(long, value_name = "FPS", default_value_t = 30.0)]
     fps: f64,
     /// Address of the audience server (page, WebSocket and metrics); port 0 picks a free port.
@@ -386,6 +390,9 @@ fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &RunA
 fn run(args: RunArgs) -> Result<()> {
     let setup = venue_setup(&args.venue)?;
     let audience = start_audience(&args, &setup)?;
+    if args.no_render {
+        return run_without_rendering(setup, audience, &args);
+    }
     let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
     if has_display && !args.headless {
         let limit = (args.frames > 0).then(|| FrameLimit {
@@ -407,31 +414,68 @@ fn run(args: RunArgs) -> Result<()> {
     run_headless(setup, audience, &args)
 }
 
+/// Paces frames at `fps`, and reports the median frame time every 5 seconds.
+struct FramePacer {
+    budget: Duration,
+    times: Vec<f64>,
+    last_report: Instant,
+    frame: u64,
+    label: &'static str,
+}
+
+impl FramePacer {
+    fn new(fps: f64, label: &'static str) -> Self {
+        Self { budget: Duration::from_secs_f64(1.0 / fps.max(1.0)), times: Vec::new(), last_report: Instant::now(), frame: 0, label }
+    }
+
+    fn frame(&mut self, step: impl FnOnce()) {
+        let start = Instant::now();
+        step();
+        let took = start.elapsed();
+        self.times.push(took.as_secs_f64() * 1000.0);
+        self.frame += 1;
+        if self.last_report.elapsed() >= Duration::from_secs(5) {
+            self.times.sort_by(f64::total_cmp);
+            eprintln!("parvis: {} frame {}: median {:.2} ms over the last {} frames", self.label, self.frame, self.times[self.times.len() / 2], self.times.len());
+            self.times.clear();
+            self.last_report = Instant::now();
+        }
+        if let Some(rest) = self.budget.checked_sub(took) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
+    let mut app = parvis::app::core_app(setup);
+    if let Some(server) = audience {
+        attach_audience(&mut app, server, args);
+    }
+    app.finish();
+    app.cleanup();
+    eprintln!("parvis: running without rendering at {} frames per second", args.fps);
+    let mut pacer = FramePacer::new(args.fps, "state");
+    while args.frames == 0 || pacer.frame < args.frames {
+        pacer.frame(|| app.update());
+        if let Some(exit) = app.should_exit() {
+            return match exit {
+                bevy::app::AppExit::Success => Ok(()),
+                bevy::app::AppExit::Error(code) => bail!("the venue stopped with error code {code}"),
+            };
+        }
+    }
+    Ok(())
+}
+
 fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
     let mut renderer = HeadlessRenderer::new(setup, args.size);
     if let Some(server) = audience {
         attach_audience(renderer.app_mut(), server, args);
     }
     renderer.wait_until_ready().context("the venue did not load")?;
-    let frame_budget = Duration::from_secs_f64(1.0 / args.fps.max(1.0));
-    let mut times: Vec<f64> = Vec::new();
-    let mut last_report = Instant::now();
-    let mut frame = 0u64;
-    while args.frames == 0 || frame < args.frames {
-        let start = Instant::now();
-        renderer.step();
-        let took = start.elapsed();
-        times.push(took.as_secs_f64() * 1000.0);
-        frame += 1;
-        if last_report.elapsed() >= Duration::from_secs(5) {
-            times.sort_by(f64::total_cmp);
-            eprintln!("parvis: headless frame {frame}: median {:.1} ms over the last {} frames", times[times.len() / 2], times.len());
-            times.clear();
-            last_report = Instant::now();
-        }
-        if let Some(rest) = frame_budget.checked_sub(took) {
-            std::thread::sleep(rest);
-        }
+    let mut pacer = FramePacer::new(args.fps, "headless");
+    while args.frames == 0 || pacer.frame < args.frames {
+        pacer.frame(|| renderer.step());
     }
     Ok(())
 }

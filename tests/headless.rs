@@ -363,6 +363,24 @@ fn bad_command_line_values_get_clear_errors_before_anything_renders() {
 }
 
 #[test]
+fn run_without_rendering_keeps_state_and_log_and_replays_the_same() {
+    let log = std::env::temp_dir().join(format!("parvis-norender-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let log_arg = log.to_str().unwrap();
+    let (code, _, err) = parvis(&["run", "--no-render", "--frames", "10", "--fps", "200", "--audience", "127.0.0.1:0", "--set", "fog=0.15", "--log", log_arg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("running without rendering"), "{err}");
+    let (code, out, err) = parvis(&["replay", log_arg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("fog = 0.15"), "the setting made without a renderer is in the log:\n{out}");
+    // It draws nothing, so asking for a screenshot is refused up front.
+    let (code, _, err) = parvis(&["run", "--no-render", "--headless"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+    std::fs::remove_file(&log).unwrap();
+}
+
+#[test]
 fn help_documents_every_command() {
     let (code, out, _) = parvis(&["--help"]);
     assert_eq!(code, 0);
@@ -628,6 +646,11 @@ mod audience {
                 assert_eq!(effect["by"], "Ana");
                 assert_eq!(effect["rule"], "light");
                 bob.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000" && m["audience"] == 2).await;
+                // Its latency is recorded in time and in frames: applied in the frame that read it.
+                let metrics = http_get(addr, "/metrics").await;
+                for line in ["parvis_audience_latency_seconds_count 1", "parvis_audience_latency_frames_bucket{le=\"1\"} 1", "parvis_audience_latency_frames_count 1"] {
+                    assert!(metrics.contains(line), "{line} missing from\n{metrics}");
+                }
                 // The same member again, within the rule's 5 s per-member cooldown.
                 ana.send(r#"{"type":"chat","text":"!light blue"}"#).await;
                 let e = ana.expect_error("rate_limited").await;

@@ -81,6 +81,10 @@ impl Rejection {
 /// Upper bounds (milliseconds) of the receipt-to-applied latency histogram.
 pub const LATENCY_BUCKETS_MS: [f64; 12] = [0.5, 1.0, 2.0, 5.0, 11.1, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 5000.0];
 
+/// Upper bounds of the same latency counted in venue frames: 1 means the command was applied
+/// in the first frame that began after the message arrived, the best any frame loop can do.
+pub const LATENCY_BUCKETS_FRAMES: [u64; 6] = [1, 2, 3, 5, 10, 100];
+
 /// Counters of the audience pipeline.
 #[derive(Debug, Default)]
 pub struct AudienceMetrics {
@@ -110,6 +114,8 @@ pub struct AudienceMetrics {
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
+    latency_frame_buckets: [AtomicU64; 6],
+    latency_frames_sum: AtomicU64,
 }
 
 impl AudienceMetrics {
@@ -125,8 +131,15 @@ impl AudienceMetrics {
         self.rejected[i].load(Ordering::Relaxed)
     }
 
-    /// Records the time from a message's arrival to the command it caused being applied.
-    pub fn observe_latency(&self, latency: Duration) {
+    /// Records the time from a message's arrival to the command it caused being applied, in
+    /// time and in venue frames begun since the arrival.
+    pub fn observe_latency(&self, latency: Duration, frames: u64) {
+        for (bound, bucket) in LATENCY_BUCKETS_FRAMES.iter().zip(&self.latency_frame_buckets) {
+            if frames <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_frames_sum.fetch_add(frames, Ordering::Relaxed);
         let ms = latency.as_secs_f64() * 1000.0;
         for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
             if ms <= *bound {
@@ -168,6 +181,16 @@ impl AudienceMetrics {
         let _ = writeln!(out, "parvis_audience_latency_seconds_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "parvis_audience_latency_seconds_sum {}", load(&self.latency_sum_us) as f64 / 1e6);
         let _ = writeln!(out, "parvis_audience_latency_seconds_count {count}");
+        let _ = writeln!(
+            out,
+            "# HELP parvis_audience_latency_frames Venue frames begun from a message's arrival to the frame that applied its command (1: the next frame).\n# TYPE parvis_audience_latency_frames histogram"
+        );
+        for (bound, bucket) in LATENCY_BUCKETS_FRAMES.iter().zip(&self.latency_frame_buckets) {
+            let _ = writeln!(out, "parvis_audience_latency_frames_bucket{{le=\"{bound}\"}} {}", load(bucket));
+        }
+        let _ = writeln!(out, "parvis_audience_latency_frames_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "parvis_audience_latency_frames_sum {}", load(&self.latency_frames_sum));
+        let _ = writeln!(out, "parvis_audience_latency_frames_count {count}");
         out
     }
 }

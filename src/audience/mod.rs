@@ -78,6 +78,9 @@ pub struct Audience {
     seeds: crate::effects::SeededRng,
     /// Chat lines shown in the current second: (second start, count).
     shown_this_second: (Option<Instant>, u32),
+    /// When the latest venue frames began to read audience events, newest last, so that
+    /// latency can be counted in frames as well as in time.
+    frame_starts: VecDeque<Instant>,
 }
 
 impl Default for Audience {
@@ -105,6 +108,7 @@ impl Default for Audience {
             // differ between shows.
             seeds: crate::effects::SeededRng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)),
             shown_this_second: (None, 0),
+            frame_starts: VecDeque::with_capacity(FRAMES_REMEMBERED),
         }
     }
 }
@@ -122,6 +126,17 @@ impl Audience {
 
     fn seed(&mut self) -> u64 {
         self.seeds.next_u64()
+    }
+}
+
+/// Frame starts remembered for latency in frames; a longer wait counts as this many.
+const FRAMES_REMEMBERED: usize = 128;
+
+impl Audience {
+    /// Venue frames begun after `received` (at least 1: the frame applying it began after).
+    fn frames_since(&self, received: Instant) -> u64 {
+        let later = self.frame_starts.iter().rev().take_while(|start| **start >= received).count();
+        later.max(1) as u64
     }
 }
 
@@ -205,6 +220,10 @@ pub struct AudienceInput(pub AudienceEvent);
 
 fn receive_audience_events(mut server: ResMut<AudienceServer>, mut audience: ResMut<Audience>, mut input: MessageWriter<AudienceInput>) {
     let now = Instant::now();
+    if audience.frame_starts.len() == FRAMES_REMEMBERED {
+        audience.frame_starts.pop_front();
+    }
+    audience.frame_starts.push_back(now);
     let mut taken = 0;
     let mut lively = 0u32;
     while taken < EVENTS_PER_FRAME {
@@ -728,7 +747,7 @@ fn announce_applied_effects(
         let CommandOrigin::Audience(user) = &entry.origin else { continue };
         let Some(pending) = audience.take_pending(user, &entry.command) else { continue };
         shared.metrics.commands_applied.fetch_add(1, Ordering::Relaxed);
-        shared.metrics.observe_latency(pending.received.elapsed());
+        shared.metrics.observe_latency(pending.received.elapsed(), audience.frames_since(pending.received));
         let (action, param, value) = match &entry.command {
             VenueCommand::SetParam { name, value } => ("set", name.clone(), value.to_string()),
             VenueCommand::AnimateParam { name, to, .. } => ("animate", name.clone(), to.to_string()),

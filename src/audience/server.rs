@@ -3,7 +3,7 @@
 //! bounded channel (full → dropped and counted), and everything the venue says comes back
 //! through a bounded broadcast channel (a slow client skips messages instead of growing memory).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -163,7 +163,7 @@ pub struct Shared {
     /// Moderation decisions.
     pub moderation: Mutex<ModerationState>,
     /// Per-member channels, to answer one member (errors, notices).
-    pub direct: Mutex<HashMap<UserId, mpsc::Sender<Arc<str>>>>,
+    pub direct: Mutex<HashMap<UserId, Arc<Mailbox>>>,
     /// Whether the edge should stop accepting.
     pub stopping: AtomicBool,
     /// Messages for every moderator connection (the approval queue).
@@ -222,9 +222,9 @@ impl Shared {
 
     /// Sends one message to one member, dropping it if their queue is full.
     pub fn send_to(&self, user: &str, message: &ServerMessage) {
-        let sender = self.direct.lock().expect("direct map").get(user).cloned();
-        if let Some(sender) = sender
-            && sender.try_send(message.to_json().into()).is_err()
+        let mailbox = self.direct.lock().expect("direct map").get(user).cloned();
+        if let Some(mailbox) = mailbox
+            && !mailbox.push(message.to_json().into())
         {
             self.metrics.dropped_outbound.fetch_add(1, Ordering::Relaxed);
         }
@@ -488,13 +488,50 @@ async fn serve_static(stream: &mut TcpStream, root: &std::path::Path, path: &str
     }
 }
 
+/// Replies waiting for one member (errors, a ban notice, their own chat echo), at most this many.
+const MAILBOX_CAPACITY: usize = 32;
+
+/// One member's replies. Unlike a channel it allocates nothing until the first reply, which
+/// matters with tens of thousands of members who mostly only watch.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    queue: Mutex<VecDeque<Arc<str>>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Mailbox {
+    /// Queues a reply; false (and nothing queued) when the mailbox is full.
+    pub fn push(&self, message: Arc<str>) -> bool {
+        let mut queue = self.queue.lock().expect("mailbox");
+        if queue.len() >= MAILBOX_CAPACITY {
+            return false;
+        }
+        queue.push_back(message);
+        drop(queue);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next reply, waiting for one. Cancel-safe: a reply is taken only when returned.
+    pub async fn next(&self) -> Arc<str> {
+        loop {
+            if let Some(message) = self.queue.lock().expect("mailbox").pop_front() {
+                return message;
+            }
+            // A push between the check and this wait leaves a permit, so none is missed.
+            self.ready.notified().await;
+        }
+    }
+}
+
 pub(super) fn socket_config() -> WebSocketConfig {
     // Audience messages are small: tight limits, and small buffers so that tens of thousands
-    // of idle connections stay cheap (the tungstenite default reads into 128 KiB per socket).
+    // of idle connections stay cheap (the tungstenite default reads into 128 KiB per socket;
+    // a longer message grows the buffer for as long as it takes to read it).
     WebSocketConfig::default()
         .max_message_size(Some(4 << 10))
         .max_frame_size(Some(4 << 10))
-        .read_buffer_size(4 << 10)
+        .read_buffer_size(1 << 10)
         .write_buffer_size(0)
         .max_write_buffer_size(256 << 10)
 }
@@ -552,8 +589,8 @@ async fn serve_audience_socket(
     };
     let name: Arc<str> = name.into();
     let user = shared.new_user_id();
-    let (direct_tx, mut direct_rx) = mpsc::channel::<Arc<str>>(32);
-    shared.direct.lock().expect("direct map").insert(user.clone(), direct_tx);
+    let mailbox = Arc::new(Mailbox::default());
+    shared.direct.lock().expect("direct map").insert(user.clone(), mailbox.clone());
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let mut updates = broadcast.subscribe();
     let config = &shared.config;
@@ -626,18 +663,15 @@ async fn serve_audience_socket(
                 Err(broadcast::error::RecvError::Lagged(n)) => { metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed); }
                 Err(broadcast::error::RecvError::Closed) => break None,
             },
-            direct = direct_rx.recv() => match direct {
-                Some(json) => {
-                    if sink.send(Message::text(json.to_string())).await.is_err() {
-                        break None;
-                    }
-                    // A ban arrives this way too: close at once, even if the member is idle.
-                    if shared.moderation.lock().expect("moderation").banned.contains(&user) {
-                        break Some((CloseCode::Policy, "banned"));
-                    }
+            json = mailbox.next() => {
+                if sink.send(Message::text(json.to_string())).await.is_err() {
+                    break None;
                 }
-                None => break None,
-            },
+                // A ban arrives this way too: close at once, even if the member is idle.
+                if shared.moderation.lock().expect("moderation").banned.contains(&user) {
+                    break Some((CloseCode::Policy, "banned"));
+                }
+            }
         }
     };
     if let Some((code, reason)) = close_reason {
@@ -745,5 +779,34 @@ fn handle_text(
             metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
             Some(ServerMessage::error("busy", "the venue is busy; message dropped"))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_holds_at_most_its_capacity_in_order_and_wakes_its_reader() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mailbox = Arc::new(Mailbox::default());
+            for i in 0..MAILBOX_CAPACITY {
+                assert!(mailbox.push(i.to_string().into()));
+            }
+            assert!(!mailbox.push("one too many".into()), "full: refused, not grown");
+            for i in 0..MAILBOX_CAPACITY {
+                assert_eq!(&*mailbox.next().await, i.to_string());
+            }
+            // A reader already waiting is woken by the next push.
+            let reader = tokio::spawn({
+                let mailbox = mailbox.clone();
+                async move { mailbox.next().await }
+            });
+            tokio::task::yield_now().await;
+            assert!(mailbox.push("late".into()));
+            let got = tokio::time::timeout(Duration::from_secs(5), reader).await.expect("woken").unwrap();
+            assert_eq!(&*got, "late");
+        });
     }
 }
