@@ -1,12 +1,15 @@
 //! Throughput of the audience pipeline's pure stages on one core: parse a frame, moderate the
 //! text, match the scene's rules. No network: that is the load generator's job (not written
-//! yet); this measures the per-message work every frame costs. See docs/benchmarks.md.
+//! yet); this measures the per-message work every frame costs. A second run does the same for
+//! Twitch IRC lines (parse the IRCv3 line and its tags, then moderate and match the text), as
+//! the chat bridge does. See docs/benchmarks.md.
 
 use std::time::Instant;
 
 use parvis::audience::moderation::{Blocklist, moderate};
 use parvis::audience::protocol::{ClientMessage, parse_client_message};
 use parvis::audience::rules::match_chat;
+use parvis::bridge::irc::{TwitchEvent, parse_twitch};
 use parvis::params::StageParams;
 use parvis::scene::DEFAULT_SCENE;
 use parvis::scene::validate::parse_scene;
@@ -56,5 +59,65 @@ fn main() {
         rates[rates.len() / 2],
         rates[0],
         rates[rates.len() - 1]
+    );
+
+    twitch_lines(&scene, &params, &blocklist);
+}
+
+/// Twitch's own lines through the bridge's pure path: the real-format corpus of the parser's
+/// tests, weighted as a busy channel is (nine chat lines for each other event).
+fn twitch_lines(scene: &parvis::scene::format::SceneFile, params: &StageParams, blocklist: &Blocklist) {
+    let corpus = include_str!("../tests/data/twitch/corpus.txt");
+    let valid: Vec<&str> = corpus.lines().filter_map(|l| l.strip_prefix("ok ")).filter_map(|l| l.split_once(' ')).map(|(_, line)| line).collect();
+    let (chat, other): (Vec<&str>, Vec<&str>) = valid.iter().partition(|l| l.contains(" PRIVMSG "));
+    let mut lines: Vec<&str> = Vec::new();
+    for i in 0..chat.len().max(1) * 10 {
+        if i % 10 == 9 {
+            lines.push(other[i / 10 % other.len()]);
+        } else {
+            lines.push(chat[i % chat.len()]);
+        }
+    }
+    let rounds = 3;
+    let per_round = 500_000;
+    let mut parse_rates = Vec::new();
+    let mut chat_bytes = 0usize;
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for i in 0..per_round {
+            if let Ok(Some(TwitchEvent::Privmsg(message))) = parse_twitch(lines[i % lines.len()]) {
+                chat_bytes += std::hint::black_box(message.text).len();
+            }
+        }
+        parse_rates.push(per_round as f64 / start.elapsed().as_secs_f64());
+    }
+    parse_rates.sort_by(f64::total_cmp);
+    println!(
+        "twitch lines (IRCv3 parse + tags only), one core: median {:.0} lines/s; chat text averages {} bytes",
+        parse_rates[parse_rates.len() / 2],
+        chat_bytes / (rounds * per_round * 9 / 10)
+    );
+    let mut rates = Vec::new();
+    let (mut moderated, mut fired) = (0usize, 0usize);
+    for _ in 0..rounds {
+        let start = Instant::now();
+        for i in 0..per_round {
+            let Ok(Some(event)) = parse_twitch(lines[i % lines.len()]) else { continue };
+            let TwitchEvent::Privmsg(message) = event else { continue };
+            let Ok(clean) = moderate(message.text, 280, blocklist) else { continue };
+            moderated += 1;
+            if let Ok(Some(_)) = match_chat(&scene.rules, &clean, |p| params.get(p).map(|(d, _)| &d.kind)) {
+                fired += 1;
+            }
+        }
+        rates.push(per_round as f64 / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "twitch lines (IRCv3 parse + tags + moderate + rules), one core: median {:.0} lines/s (min {:.0}, max {:.0}) over {rounds} rounds of {per_round} ({} distinct lines, {moderated} moderated, {fired} rule firings)",
+        rates[rates.len() / 2],
+        rates[0],
+        rates[rates.len() - 1],
+        lines.len()
     );
 }

@@ -181,6 +181,22 @@ struct RunArgs {
     /// each line beyond this is shown to its sender only.
     #[arg(long, value_name = "N", default_value_t = 25)]
     chat_display_rate: u32,
+    /// Also read the chat of these Twitch channels (comma-separated): their viewers' chat goes
+    /// through the same moderation and rules as the audience page's, as `twitch:USER-ID`.
+    #[arg(long, value_name = "CHANNEL[,CHANNEL]")]
+    twitch: Option<String>,
+    /// The chat server for --twitch: irc://HOST:PORT or ws://HOST:PORT/PATH (any IRC server works;
+    /// tags such as roles and bits come from Twitch's) [default: irc://irc.chat.twitch.tv:6667].
+    #[arg(long, value_name = "URL", requires = "twitch")]
+    twitch_server: Option<String>,
+    /// The bot account's login, to post poll results and acknowledgements; its OAuth token is
+    /// read from the PARVIS_TWITCH_TOKEN environment variable, never from the command line.
+    #[arg(long, value_name = "LOGIN", requires = "twitch")]
+    twitch_nick: Option<String>,
+    /// How many seconds the stream's viewers see the stage late (the stream's delay): polls and
+    /// votes stay open that much longer for them, and their votes count for what they saw.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    stream_delay: f64,
 }
 
 #[derive(Args)]
@@ -353,7 +369,11 @@ fn parse_sets(scene: &SceneFile, sets: &[String]) -> Result<Vec<VenueCommand>> {
 
 /// Starts the audience edge and says where the page is.
 fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<AudienceServer>> {
+    let twitch = twitch_config(args)?;
     if args.no_audience {
+        if twitch.is_some() {
+            bail!("--twitch feeds the audience pipeline, which --no-audience turns off");
+        }
         return Ok(None);
     }
     let web_root = setup.assets.dir().join("web");
@@ -379,12 +399,43 @@ fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<AudienceS
         format!("cannot start the audience server on {} (choose another address with --audience, or --no-audience)", args.audience)
     })?;
     eprintln!("parvis: audience page at http://{}/ (WebSocket /ws, metrics /metrics)", server.local_addr);
+    if let Some(config) = twitch {
+        let what = format!("{} on {}{}", config.channels.join(", "), config.endpoint, if config.login.is_some() { "" } else { ", read-only" });
+        let bridge = parvis::bridge::twitch::TwitchBridge::new(config)?;
+        parvis::bridge::start(&server, Box::new(bridge), stream_delay(args), "twitch:");
+        eprintln!("parvis: reading the chat of {what}");
+    }
     Ok(Some(server))
 }
 
 fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &RunArgs) {
     app.insert_resource(server);
-    app.world_mut().resource_mut::<parvis::audience::Audience>().chat_lines_per_second = args.chat_display_rate;
+    let mut audience = app.world_mut().resource_mut::<parvis::audience::Audience>();
+    audience.chat_lines_per_second = args.chat_display_rate;
+    audience.stream_delay = stream_delay(args);
+}
+
+fn stream_delay(args: &RunArgs) -> Duration {
+    Duration::from_secs_f64(if args.stream_delay.is_finite() { args.stream_delay.clamp(0.0, 600.0) } else { 0.0 })
+}
+
+/// The Twitch bridge's settings from the command line and the environment, checked.
+fn twitch_config(args: &RunArgs) -> Result<Option<parvis::bridge::twitch::TwitchConfig>> {
+    use parvis::bridge::twitch::{Login, TwitchConfig};
+    let Some(channels) = &args.twitch else { return Ok(None) };
+    let mut config = TwitchConfig::new(channels);
+    if let Some(server) = &args.twitch_server {
+        config.endpoint = server.parse().context("--twitch-server")?;
+    }
+    let token = std::env::var("PARVIS_TWITCH_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    config.login = match (&args.twitch_nick, token) {
+        (Some(nick), Some(token)) => Some(Login::new(nick, &token)),
+        (Some(_), None) => bail!("--twitch-nick needs the bot's OAuth token in the PARVIS_TWITCH_TOKEN environment variable"),
+        (None, Some(_)) => bail!("PARVIS_TWITCH_TOKEN is set: name the bot account with --twitch-nick too, or unset it to read anonymously"),
+        (None, None) => None,
+    };
+    config.validate().context("--twitch")?;
+    Ok(Some(config))
 }
 
 fn run(args: RunArgs) -> Result<()> {

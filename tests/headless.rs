@@ -601,6 +601,17 @@ mod audience {
     }
 
     fn with_venue_config(scene: SceneFile, configure: impl FnOnce(&mut AudienceConfig, &mut App), script: Script) -> App {
+        with_venue_started(scene, configure, |_, _| {}, script)
+    }
+
+    /// As `with_venue_config`, with `started` called once the audience server runs (to attach
+    /// chat bridges to it).
+    fn with_venue_started(
+        scene: SceneFile,
+        configure: impl FnOnce(&mut AudienceConfig, &mut App),
+        started: impl FnOnce(&AudienceServer, &mut App),
+        script: Script,
+    ) -> App {
         let mut app = core_app(VenueSetup::new(scene, assets()));
         let mut config = AudienceConfig::new("127.0.0.1:0".parse().unwrap(), root().join("assets/web"), "Test venue".into());
         config.hello_timeout = Duration::from_millis(500);
@@ -612,6 +623,7 @@ mod audience {
         configure(&mut config, &mut app);
         let server = AudienceServer::start(config).unwrap();
         let addr = server.local_addr;
+        started(&server, &mut app);
         app.init_resource::<Refused>().add_systems(Last, collect_refusals);
         app.update();
         app.insert_resource(server);
@@ -1058,6 +1070,312 @@ mod audience {
         );
         let _ = app;
     }
+
+    /// The chat bridge against a real IRC server (Debian's ngircd) and a server that replays
+    /// Twitch's dialect, tags included.
+    mod bridge {
+        use super::*;
+        use parvis::bridge::twitch::{TwitchBridge, TwitchConfig};
+        use std::process::{Child, Stdio};
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        use tokio::net::TcpStream;
+
+        /// An ngircd on loopback, stopped when dropped.
+        struct Ngircd {
+            child: Child,
+            port: u16,
+            dir: std::path::PathBuf,
+        }
+
+        impl Ngircd {
+            fn start(port: u16, dir: &std::path::Path) -> Self {
+                std::fs::create_dir_all(dir).unwrap();
+                let conf = dir.join("ngircd.conf");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "[Global]\nName = irc.parvis.test\nInfo = Parvis test\nListen = 127.0.0.1\nPorts = {port}\nMotdPhrase = test\n[Limits]\nMaxNickLength = 31\n\
+                         [Options]\nPAM = no\nIdent = no\nDNS = no\n[Channel]\nName = #parvis\nModes = +n\n"
+                    ),
+                )
+                .unwrap();
+                let binary = ["/usr/sbin/ngircd", "/usr/bin/ngircd"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("ngircd is installed (scripts/test.sh installs it)");
+                let child = Command::new(binary).arg("-n").arg("-f").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start ngircd");
+                let started = Instant::now();
+                while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                    assert!(started.elapsed() < Duration::from_secs(10), "ngircd did not listen on {port}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Self { child, port, dir: dir.to_owned() }
+            }
+
+            fn stop(&mut self) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+
+        impl Drop for Ngircd {
+            fn drop(&mut self) {
+                self.stop();
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+
+        fn free_port() -> u16 {
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        }
+
+        /// A plain IRC client.
+        struct Irc {
+            lines: tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>,
+            write: tokio::net::tcp::OwnedWriteHalf,
+        }
+
+        impl Irc {
+            async fn connect(port: u16, nick: &str) -> Self {
+                let (read, write) = TcpStream::connect(("127.0.0.1", port)).await.unwrap().into_split();
+                let mut irc = Self { lines: BufReader::new(read).lines(), write };
+                irc.send(&format!("NICK {nick}\r\nUSER {nick} 0 * :{nick}\r\nJOIN #parvis")).await;
+                irc.wait_for(|l| l.contains(" 366 ")).await;
+                irc
+            }
+
+            async fn send(&mut self, lines: &str) {
+                self.write.write_all(format!("{lines}\r\n").as_bytes()).await.unwrap();
+            }
+
+            async fn wait_for(&mut self, want: impl Fn(&str) -> bool) -> String {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let line = tokio::time::timeout_at(deadline, self.lines.next_line()).await.expect("IRC line in time").unwrap().expect("IRC connection open");
+                    if want(&line) {
+                        return line;
+                    }
+                }
+            }
+
+            /// Waits until the bridge (a `justinfan…` nick) is in the channel.
+            async fn wait_for_bridge(&mut self) {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+                loop {
+                    self.send("NAMES #parvis").await;
+                    let names = self.wait_for(|l| l.contains(" 353 ") || l.contains(" 366 ")).await;
+                    if names.contains("justinfan") {
+                        return;
+                    }
+                    assert!(tokio::time::Instant::now() < deadline, "the bridge never joined: {names}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+
+        #[test]
+        fn a_real_irc_server_chat_reaches_the_venue_and_the_bridge_survives_a_restart() {
+            let port = free_port();
+            let dir = std::env::temp_dir().join(format!("parvis-ngircd-{}", std::process::id()));
+            let server = std::sync::Arc::new(std::sync::Mutex::new(Some(Ngircd::start(port, &dir))));
+            let mut config = TwitchConfig::new("parvis");
+            config.endpoint = format!("irc://127.0.0.1:{port}").parse().unwrap();
+            config.backoff = (Duration::from_millis(100), Duration::from_millis(800));
+            let bridge = TwitchBridge::new(config).unwrap();
+            let irc_server = server.clone();
+            let app = with_venue_started(
+                default_scene(),
+                |_, _| {},
+                move |server, _| parvis::bridge::start(server, Box::new(bridge), Duration::ZERO, "twitch:"),
+                Box::new(move |addr| {
+                    Box::pin(async move {
+                        let mut watcher = Client::join(addr, "Watcher").await;
+                        let mut alice = Irc::connect(port, "alice").await;
+                        alice.wait_for_bridge().await;
+                        alice.send("PRIVMSG #parvis :!light red").await;
+                        let effect = watcher.expect(|m| m["type"] == "effect").await;
+                        assert_eq!((effect["by"].as_str(), effect["value"].as_str()), (Some("alice"), Some("#ff0000")), "{effect}");
+                        // The page sees the IRC line as chat, like its own.
+                        // The server goes down and comes back on the same port.
+                        drop(alice);
+                        let mut ngircd = irc_server.lock().unwrap().take().unwrap();
+                        ngircd.stop();
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let restarted = Ngircd::start(ngircd.port, &ngircd.dir.join("again"));
+                        let mut bob = Irc::connect(port, "bob").await;
+                        bob.wait_for_bridge().await;
+                        bob.send("PRIVMSG #parvis :!light #00ff00").await;
+                        let effect = watcher.expect(|m| m["type"] == "effect" && m["by"] == "bob").await;
+                        assert_eq!(effect["value"], "#00ff00", "{effect}");
+                        let metrics = http_get(addr, "/metrics").await;
+                        let reconnects: u64 = metrics.lines().find_map(|l| l.strip_prefix("parvis_bridge_reconnects_total ")).and_then(|v| v.parse().ok()).unwrap();
+                        assert!(reconnects >= 1, "{metrics}");
+                        drop(restarted);
+                        drop(ngircd);
+                    })
+                }),
+            );
+            let from_irc: Vec<_> = log_of(&app).into_iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u.starts_with("irc:"))).collect();
+            assert_eq!(from_irc.len(), 2, "{from_irc:?}");
+            assert!(matches!(&from_irc[0].origin, CommandOrigin::Audience(u) if u == "irc:alice"));
+            assert!(matches!(&from_irc[1].origin, CommandOrigin::Audience(u) if u == "irc:bob"));
+        }
+
+        /// A loopback server speaking Twitch's dialect: it logs the bridge in, then sends the
+        /// lines the test gives it and reports what the bridge sends back.
+        struct TwitchReplay {
+            port: u16,
+            to_bridge: tokio::sync::mpsc::UnboundedSender<String>,
+            from_bridge: tokio::sync::mpsc::UnboundedReceiver<String>,
+        }
+
+        impl TwitchReplay {
+            async fn start(listener: std::net::TcpListener) -> Self {
+                listener.set_nonblocking(true).unwrap();
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let port = listener.local_addr().unwrap().port();
+                let (to_bridge, mut lines_in) = tokio::sync::mpsc::unbounded_channel::<String>();
+                let (sent_out, from_bridge) = tokio::sync::mpsc::unbounded_channel::<String>();
+                tokio::spawn(async move {
+                    // One connection at a time; a RECONNECT ends it and the next one is served.
+                    loop {
+                        let Ok((stream, _)) = listener.accept().await else { return };
+                        let (read, mut write) = stream.into_split();
+                        let mut lines = BufReader::new(read).lines();
+                        loop {
+                            tokio::select! {
+                                line = lines.next_line() => {
+                                    let Ok(Some(line)) = line else { break };
+                                    let _ = sent_out.send(line.clone());
+                                    let reply = if line.starts_with("CAP REQ") {
+                                        Some(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands".to_owned())
+                                    } else if let Some(nick) = line.strip_prefix("NICK ") {
+                                        Some(format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!"))
+                                    } else if let Some(channel) = line.strip_prefix("JOIN ") {
+                                        Some(format!(":justinfan1!justinfan1@justinfan1.tmi.twitch.tv JOIN {channel}"))
+                                    } else {
+                                        None
+                                    };
+                                    if let Some(reply) = reply && write.write_all(format!("{reply}\r\n").as_bytes()).await.is_err() {
+                                        break;
+                                    }
+                                }
+                                given = lines_in.recv() => {
+                                    let Some(given) = given else { return };
+                                    let end = given == ":tmi.twitch.tv RECONNECT";
+                                    if write.write_all(format!("{given}\r\n").as_bytes()).await.is_err() || end {
+                                        break;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                });
+                Self { port, to_bridge, from_bridge }
+            }
+
+            fn send(&self, line: &str) {
+                self.to_bridge.send(line.to_owned()).unwrap();
+            }
+
+            async fn expect_from_bridge(&mut self, want: impl Fn(&str) -> bool) -> String {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                loop {
+                    let line = tokio::time::timeout_at(deadline, self.from_bridge.recv()).await.expect("bridge line in time").expect("replay server running");
+                    if want(&line) {
+                        return line;
+                    }
+                }
+            }
+        }
+
+        fn twitch_privmsg(id: &str, user_id: &str, name: &str, badges: &str, extra: &str, text: &str) -> String {
+            format!(
+                "@badge-info=;badges={badges};color=#1E90FF;display-name={name};emotes=;first-msg=0;flags=;id={id};mod=0;room-id=1;subscriber={};tmi-sent-ts=1700000000000;turbo=0;user-id={user_id};user-type={extra} :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG #parvis :{text}",
+                u8::from(badges.contains("subscriber")),
+                login = name.to_lowercase().chars().filter(char::is_ascii_alphanumeric).collect::<String>(),
+            )
+        }
+
+        #[test]
+        fn twitch_tags_roles_bits_retractions_and_stream_delay_reach_the_pipeline() {
+            // Fog for subscribers only, and a short poll weighted by bits.
+            let mut scene = scene_with(&[r#"(name: "subfog", trigger: Command("subfog"), param: "fog", value: Some("0.1"), only: [Subscriber])"#], &[]);
+            scene.polls.push(ron::from_str(r#"(name: "quick", question: "Quick?", options: [(id: "yes", label: "Yes"), (id: "no", label: "No")], seconds: 5.0, min_votes: 1, bits_per_vote: 100)"#).unwrap());
+            let problems = parvis::scene::validate::validate_scene(&scene, "", &assets());
+            assert!(problems.is_empty(), "{problems:?}");
+            // The replay server runs on the script's runtime; the bridge needs its port first.
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut config = TwitchConfig::new("parvis");
+            config.endpoint = format!("irc://127.0.0.1:{port}").parse().unwrap();
+            config.backoff = (Duration::from_millis(50), Duration::from_millis(200));
+            let bridge = TwitchBridge::new(config).unwrap();
+            let app = with_venue_started(
+                scene,
+                |_, _| {},
+                move |server, app| {
+                    parvis::bridge::start(server, Box::new(bridge), Duration::from_millis(1500), "twitch:");
+                    app.world_mut().resource_mut::<parvis::audience::Audience>().stream_delay = Duration::from_millis(1500);
+                },
+                Box::new(move |addr| {
+                    Box::pin(async move {
+                        let mut replay = TwitchReplay::start(listener).await;
+                        // Login as Twitch expects it: capabilities, anonymous nick, join.
+                        replay.expect_from_bridge(|l| l == "CAP REQ :twitch.tv/tags twitch.tv/commands").await;
+                        replay.expect_from_bridge(|l| l.starts_with("NICK justinfan")).await;
+                        replay.expect_from_bridge(|l| l == "JOIN #parvis").await;
+                        replay.send("PING :tmi.twitch.tv");
+                        replay.expect_from_bridge(|l| l == "PONG :tmi.twitch.tv").await;
+                        let mut watcher = Client::join(addr, "Watcher").await;
+
+                        // A malformed line is skipped and counted; the next one still works.
+                        replay.send("@badges=broken :x PRIVMSG");
+                        // A viewer who is not a subscriber is refused a subscribers' rule; a subscriber is not.
+                        replay.send(&twitch_privmsg("m1", "1001", "Viewer", "", "", "!subfog"));
+                        replay.send(&twitch_privmsg("m2", "1002", "Abonnée", "subscriber/12", "", "!subfog"));
+                        let effect = watcher.expect(|m| m["type"] == "effect" && m["rule"] == "subfog").await;
+                        assert_eq!(effect["by"], "Abonnée", "display names keep any Unicode: {effect}");
+
+                        // The streamer's text goes on stage without approval; Twitch's CLEARMSG takes it down.
+                        replay.send(&twitch_privmsg("m3", "1", "Streamer", "broadcaster/1", "", "!say Bienvenue !"));
+                        watcher.expect(|m| m["type"] == "effect" && m["action"] == "show").await;
+                        replay.send("@login=streamer;room-id=1;target-msg-id=m3;tmi-sent-ts=1700000000001 :tmi.twitch.tv CLEARMSG #parvis :!say Bienvenue !");
+                        watcher.expect(|m| m["type"] == "retract").await;
+
+                        // A poll closes on stage after 5 s; the stream's viewers, 1.5 s behind,
+                        // still vote on it, and bits weigh: 300 bits make 4 votes against 1.
+                        let mut moderator = Client::moderator(addr).await;
+                        moderator.send(r#"{"type":"command","command":{"type":"open_poll","poll":"quick"}}"#).await;
+                        watcher.expect(|m| m["type"] == "poll" && m["phase"] == "open").await;
+                        watcher.send(r#"{"type":"vote","poll":"quick","option":"no"}"#).await;
+                        tokio::time::sleep(Duration::from_millis(5300)).await;
+                        // Too late for the page, whose members saw the poll close…
+                        let mut late = Client::join(addr, "Late").await;
+                        late.send(r#"{"type":"vote","poll":"quick","option":"no"}"#).await;
+                        late.expect_error("no_poll").await;
+                        // …in time for the stream, which shows the poll 1.5 s late.
+                        replay.send(&twitch_privmsg("m4", "1003", "Cheerer", "", ";bits=300", "!vote yes"));
+                        let closed = watcher.expect(|m| m["type"] == "poll" && m["phase"] == "close").await;
+                        let votes = |id: &str| closed["options"].as_array().unwrap().iter().find(|o| o["id"] == id).unwrap()["votes"].as_u64().unwrap();
+                        assert_eq!((votes("yes"), votes("no")), (4, 1), "{closed}");
+
+                        // Twitch asks to reconnect: the bridge logs in again and keeps working.
+                        replay.send(":tmi.twitch.tv RECONNECT");
+                        replay.expect_from_bridge(|l| l.starts_with("NICK justinfan")).await;
+                        replay.expect_from_bridge(|l| l == "JOIN #parvis").await;
+                        replay.send(&twitch_privmsg("m5", "1002", "Abonnée", "subscriber/12", "", "!light green"));
+                        watcher.expect(|m| m["type"] == "effect" && m["rule"] == "light").await;
+                        let metrics = http_get(addr, "/metrics").await;
+                        assert!(metrics.contains("parvis_bridge_malformed_total 1"), "{metrics}");
+                    })
+                }),
+            );
+            let log = log_of(&app);
+            let origin_of = |user: &str| log.iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u == user)).count();
+            assert_eq!(origin_of("twitch:1001"), 0, "the non-subscriber changed nothing");
+            assert_eq!(origin_of("twitch:1002"), 2, "the subscriber's fog and light");
+            assert!(log.iter().any(|e| matches!(e.command, VenueCommand::HideText { id: Some(_) })), "CLEARMSG hid the panel: {log:?}");
+        }
+    }
+
 }
 
 // ---------------------------------------------------------------- effects

@@ -34,10 +34,12 @@ pub enum Rejection {
     TooBig,
     /// Refused by the venue's rules (cooldown, unknown command…).
     Rule,
+    /// From a banned member (who can still write on a chat platform).
+    Banned,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 13] = [
+    const ALL: [Rejection; 14] = [
         Rejection::BadJson,
         Rejection::UnknownType,
         Rejection::BadField,
@@ -51,6 +53,7 @@ impl Rejection {
         Rejection::Binary,
         Rejection::TooBig,
         Rejection::Rule,
+        Rejection::Banned,
     ];
 
     /// The label value used in metrics (the protocol's error code where there is one).
@@ -69,6 +72,7 @@ impl Rejection {
             Rejection::Binary => "binary_not_supported",
             Rejection::TooBig => "too_big",
             Rejection::Rule => "rule",
+            Rejection::Banned => "banned",
         }
     }
 
@@ -98,7 +102,7 @@ pub struct AudienceMetrics {
     pub messages_in: AtomicU64,
     /// Messages passed to the venue.
     pub accepted: AtomicU64,
-    rejected: [AtomicU64; 13],
+    rejected: [AtomicU64; 14],
     /// Messages dropped because the channel to the venue was full.
     pub dropped_inbound: AtomicU64,
     /// Messages a slow client skipped, or replies dropped because its queue was full.
@@ -107,6 +111,16 @@ pub struct AudienceMetrics {
     pub commands_applied: AtomicU64,
     /// Chat lines over the display limit, sent only to their sender.
     pub chat_unshown: AtomicU64,
+    /// Chat lines received from chat platforms (before moderation).
+    pub bridge_lines: AtomicU64,
+    /// Platform lines that could not be parsed, skipped.
+    pub bridge_malformed: AtomicU64,
+    /// Platform connections lost or refused and tried again.
+    pub bridge_reconnects: AtomicU64,
+    /// Announcements posted to chat platforms.
+    pub bridge_posted: AtomicU64,
+    /// Announcements dropped to stay within a platform's rate limit.
+    pub bridge_post_dropped: AtomicU64,
     /// Failed moderator authentications.
     pub moderator_auth_failures: AtomicU64,
     /// Events waiting in the channel to the venue, as last seen by the venue.
@@ -166,6 +180,11 @@ impl AudienceMetrics {
         counter("audience_dropped_outbound_total", "Messages skipped by slow clients.", load(&self.dropped_outbound));
         counter("audience_chat_unshown_total", "Chat lines over the display limit, shown only to their sender.", load(&self.chat_unshown));
         counter("audience_commands_applied_total", "Venue commands caused by the audience.", load(&self.commands_applied));
+        counter("bridge_lines_total", "Chat lines received from chat platforms.", load(&self.bridge_lines));
+        counter("bridge_malformed_total", "Chat platform lines that could not be parsed, skipped.", load(&self.bridge_malformed));
+        counter("bridge_reconnects_total", "Chat platform connections lost and tried again.", load(&self.bridge_reconnects));
+        counter("bridge_posted_total", "Announcements posted to chat platforms.", load(&self.bridge_posted));
+        counter("bridge_post_dropped_total", "Announcements dropped to respect a platform's rate limit.", load(&self.bridge_post_dropped));
         counter("moderator_auth_failures_total", "Failed moderator authentications.", load(&self.moderator_auth_failures));
         let _ = writeln!(out, "# HELP parvis_audience_connected Audience members connected now.\n# TYPE parvis_audience_connected gauge\nparvis_audience_connected {connected}");
         let _ = writeln!(out, "# HELP parvis_audience_queue_depth Events waiting for the venue.\n# TYPE parvis_audience_queue_depth gauge\nparvis_audience_queue_depth {}", load(&self.queue_depth));

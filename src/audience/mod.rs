@@ -27,7 +27,7 @@ use moderator::ModeratorAction;
 use polls::{EnergyMeter, Outcome, Tally, energy_edge};
 use protocol::{PollOptionView, ServerMessage};
 use rules::{Cooldowns, Fired, NoFire, match_chat, match_poll_outcome, match_reaction};
-use server::{AudienceEvent, AudienceServer, UserId};
+use server::{AudienceEvent, AudienceServer, ChatMeta, UserId};
 
 /// Most audience events handled in one frame; the rest wait in the channel for the next.
 const EVENTS_PER_FRAME: usize = 50_000;
@@ -57,8 +57,11 @@ pub struct Audience {
     pending: VecDeque<PendingEffect>,
     last_state: Option<Instant>,
     state_dirty: bool,
-    /// Recent chat lines (id, sender), so a moderator can retract a member's lines.
-    recent_lines: VecDeque<(u64, UserId)>,
+    /// Recent chat lines, so a moderator (or a platform's) can retract them.
+    recent_lines: VecDeque<RecentLine>,
+    /// The longest delay of a stream that chat arrives from: windows opened on stage (polls,
+    /// democracy votes) stay open this much longer for the stream's viewers, who see them late.
+    pub stream_delay: Duration,
     /// The poll open now, if any.
     poll: Option<OpenPoll>,
     /// Democracy votes running, by rule name.
@@ -95,6 +98,7 @@ impl Default for Audience {
             last_state: None,
             state_dirty: false,
             recent_lines: VecDeque::new(),
+            stream_delay: Duration::ZERO,
             poll: None,
             democracy: HashMap::new(),
             last_tally: None,
@@ -138,6 +142,14 @@ impl Audience {
         let later = self.frame_starts.iter().rev().take_while(|start| **start >= received).count();
         later.max(1) as u64
     }
+}
+
+/// A chat line remembered for retraction.
+#[derive(Debug)]
+struct RecentLine {
+    id: u64,
+    user: UserId,
+    platform_id: Option<Arc<str>>,
 }
 
 /// Chat lines remembered for retraction.
@@ -256,6 +268,8 @@ struct Firing<'a> {
     received: Instant,
     /// Moderators and the streamer: no cooldowns, no vote, no approval.
     staff: bool,
+    /// Roles, bits and stream delay from a chat platform.
+    meta: ChatMeta,
 }
 
 /// Turns chat, reactions, votes and moderators' requests into venue commands through the
@@ -275,7 +289,7 @@ fn apply_audience_rules(
     let audience = &mut *audience;
     for AudienceInput(event) in input.read() {
         match event {
-            AudienceEvent::Chat { user, name, text, received, staff } => {
+            AudienceEvent::Chat { user, name, text, received, staff, meta } => {
                 audience.next_message_id += 1;
                 let id = audience.next_message_id;
                 let line = ServerMessage::Chat {
@@ -287,7 +301,7 @@ fn apply_audience_rules(
                 if audience.recent_lines.len() == RECENT_LINES {
                     audience.recent_lines.pop_front();
                 }
-                audience.recent_lines.push_back((id, user.clone()));
+                audience.recent_lines.push_back(RecentLine { id, user: user.clone(), platform_id: meta.platform_id.clone() });
                 let fired = match match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) {
                     Ok(Some(f)) => f,
                     Ok(None) => continue,
@@ -297,7 +311,7 @@ fn apply_audience_rules(
                         continue;
                     }
                 };
-                let from = Firing { user, name, line: id, received: *received, staff: *staff };
+                let from = Firing { user, name, line: id, received: *received, staff: *staff || meta.roles.is_staff(), meta: meta.clone() };
                 if let Some(command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
                     submit.write(command);
                 }
@@ -305,13 +319,13 @@ fn apply_audience_rules(
             AudienceEvent::React { user, emoji, received } => {
                 let Some(fired) = match_reaction(&scene.0.rules, emoji) else { continue };
                 let name = audience.members.get(user).cloned().unwrap_or_else(|| "?".into());
-                let from = Firing { user, name: &name, line: 0, received: *received, staff: false };
+                let from = Firing { user, name: &name, line: 0, received: *received, staff: false, meta: ChatMeta::default() };
                 if let Some(command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
                     submit.write(command);
                 }
             }
-            AudienceEvent::Vote { user, poll, option, .. } => {
-                if let Err((code, message)) = cast_vote(audience, &scene.0, user, poll, option) {
+            AudienceEvent::Vote { user, poll, option, received, meta } => {
+                if let Err((code, message)) = cast_vote(audience, &scene.0, user, poll, option, *received, meta) {
                     shared.send_to(user, &ServerMessage::error(code, message));
                 }
             }
@@ -323,7 +337,7 @@ fn apply_audience_rules(
                 };
                 let name: Arc<str> = Arc::from(format!("{moderator} (moderator)"));
                 audience.next_message_id += 1;
-                let from = Firing { user: moderator, name: &name, line: audience.next_message_id, received: now, staff: true };
+                let from = Firing { user: moderator, name: &name, line: audience.next_message_id, received: now, staff: true, meta: ChatMeta::default() };
                 if let Some(mut command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
                     // Logged as the moderator's own command; no audience effect to announce.
                     audience.take_pending(moderator, &command.command);
@@ -378,25 +392,45 @@ fn no_fire_message(scene: &SceneFile, why: NoFire) -> String {
     }
 }
 
-/// Records a vote in the open poll or in a democracy vote (`rule:NAME`).
-fn cast_vote(audience: &mut Audience, scene: &SceneFile, user: &UserId, poll: &str, option: &str) -> Result<(), (&'static str, String)> {
+/// How much a vote weighs: 1, plus one per `bits_per_vote` bits cheered with it (at most 100).
+fn vote_weight(bits_per_vote: u32, meta: &ChatMeta) -> u32 {
+    1 + meta.bits.checked_div(bits_per_vote).unwrap_or(0).min(99)
+}
+
+/// Whether a message sent at `received` by someone `behind` the stage falls in a window that
+/// closed on stage at `closes_at`: what they saw on their (delayed) stream counts.
+fn within_window(closes_at: Instant, received: Instant, meta: &ChatMeta) -> bool {
+    received.checked_sub(meta.behind).unwrap_or(received) < closes_at
+}
+
+/// Records a vote in the open poll (`poll` empty: whichever is open) or in a democracy vote
+/// (`rule:NAME`).
+fn cast_vote(audience: &mut Audience, scene: &SceneFile, user: &UserId, poll: &str, option: &str, received: Instant, meta: &ChatMeta) -> Result<(), (&'static str, String)> {
     if let Some(rule) = poll.strip_prefix("rule:") {
         let vote = audience.democracy.get_mut(rule).ok_or(("no_poll", format!("no vote on !{rule} is open")))?;
         let Some(def) = scene.rules.iter().find(|r| r.name == rule) else {
             return Err(("no_poll", format!("no rule {rule}")));
         };
+        if !within_window(vote.closes_at, received, meta) {
+            return Err(("no_poll", format!("the vote on !{rule} has closed")));
+        }
         let word = rules::fold(option);
         if !def.values.is_empty() && !def.values.keys().any(|k| rules::fold(k) == word) {
             return Err(("bad_option", format!("choose one of: {}", def.values.keys().cloned().collect::<Vec<_>>().join(", "))));
         }
-        vote.tally.vote(user, &word, 1).map_err(|_| ("bad_option", "too many different choices already".to_owned()))?;
+        vote.tally.vote(user, &word, vote_weight(def.bits_per_vote, meta)).map_err(|_| ("bad_option", "too many different choices already".to_owned()))?;
         audience.tally_dirty = true;
         return Ok(());
     }
-    let open = audience.poll.as_mut().filter(|p| p.def.name == poll && !p.closing).ok_or(("no_poll", format!("no poll {poll:?} is open")))?;
-    open.tally.vote(user, option, 1).map_err(|_| {
+    let open = audience
+        .poll
+        .as_mut()
+        .filter(|p| (poll.is_empty() || p.def.name == poll) && !p.closing && within_window(p.closes_at, received, meta))
+        .ok_or_else(|| ("no_poll", if poll.is_empty() { "no poll is open".to_owned() } else { format!("no poll {poll:?} is open") }))?;
+    let weight = vote_weight(open.def.bits_per_vote, meta);
+    open.tally.vote(user, option, weight).map_err(|_| {
         let ids: Vec<&str> = open.def.options.iter().map(|o| o.id.as_str()).collect();
-        ("bad_option", format!("poll {poll:?} has options: {}", ids.join(", ")))
+        ("bad_option", format!("poll {:?} has options: {}", open.def.name, ids.join(", ")))
     })?;
     audience.tally_dirty = true;
     Ok(())
@@ -413,12 +447,17 @@ fn moderate_venue(audience: &mut Audience, server: &AudienceServer, shown: &Show
             let _ = server.broadcast.send(ServerMessage::Notice { text: text.into() }.to_json().into());
             Vec::new()
         }
-        ModeratorAction::Clear { id, user } => {
+        ModeratorAction::Clear { id, user, platform_id, user_prefix } => {
             let ids: Vec<u64> = audience
                 .recent_lines
                 .iter()
-                .filter(|(line, from)| Some(*line) == *id || user.as_deref() == Some(&**from))
-                .map(|(line, _)| *line)
+                .filter(|line| {
+                    Some(line.id) == *id
+                        || user.as_deref() == Some(&*line.user)
+                        || platform_id.is_some() && platform_id.as_deref() == line.platform_id.as_deref()
+                        || user_prefix.as_deref().is_some_and(|prefix| line.user.starts_with(prefix))
+                })
+                .map(|line| line.id)
                 .collect();
             // A line older than the memory can still be retracted by id.
             let ids = if ids.is_empty() { id.iter().copied().collect() } else { ids };
@@ -485,6 +524,19 @@ fn fire(
         return None;
     }
     let rule = fired.rule;
+    if !from.staff && !rule.only.is_empty() && !rule.only.iter().any(|role| role.held_by(from.meta.roles)) {
+        shared.metrics.reject(Rejection::Rule);
+        let who: Vec<&str> = rule.only.iter().map(|r| r.label()).collect();
+        shared.send_to(from.user, &ServerMessage::error("not_allowed", format!("!{} is for {} only", rule.name, who.join(", "))));
+        return None;
+    }
+    if let Some(vote) = audience.democracy.get(&rule.name)
+        && !from.staff
+        && !within_window(vote.closes_at, from.received, &from.meta)
+    {
+        shared.send_to(from.user, &ServerMessage::error("no_poll", format!("the vote on !{} has closed; the result comes as soon as the stream's viewers have voted", rule.name)));
+        return None;
+    }
     if let Err(wait) = audience.cooldowns.try_fire(rule, from.user, now, audience.members.len(), from.staff) {
         shared.metrics.reject(Rejection::Rule);
         shared.send_to(from.user, &ServerMessage::error("rate_limited", format!("!{} is cooling down; retry in {:.0} s", rule.name, wait.as_secs_f32().ceil())));
@@ -497,7 +549,7 @@ fn fire(
         });
         // Members vote on the word they typed (`red`), not on the value it stands for.
         let choice = rules::fold(if fired.text.is_empty() { &fired.value } else { &fired.text });
-        if vote.tally.vote(from.user, &choice, 1).is_err() {
+        if vote.tally.vote(from.user, &choice, vote_weight(rule.bits_per_vote, &from.meta)).is_err() {
             shared.send_to(from.user, &ServerMessage::error("bad_option", "too many different choices already; vote for one of them"));
         }
         audience.tally_dirty = true;
@@ -582,11 +634,14 @@ fn run_votes_and_energy(
     let shared = &server.shared;
     let now = Instant::now();
     let audience = &mut *audience;
-    if let Some(poll) = audience.poll.as_mut().filter(|p| !p.closing && now >= p.closes_at) {
+    // Windows close on stage at `closes_at`, and take the stream's viewers' votes until they
+    // have seen that moment too.
+    let delay = audience.stream_delay;
+    if let Some(poll) = audience.poll.as_mut().filter(|p| !p.closing && now >= p.closes_at + delay) {
         poll.closing = true;
         submit.write(SubmitCommand::local(VenueCommand::ClosePoll { poll: poll.def.name.clone() }));
     }
-    let due: Vec<String> = audience.democracy.iter().filter(|(_, v)| now >= v.closes_at).map(|(k, _)| k.clone()).collect();
+    let due: Vec<String> = audience.democracy.iter().filter(|(_, v)| now >= v.closes_at + delay).map(|(k, _)| k.clone()).collect();
     for rule_name in due {
         let Some(vote) = audience.democracy.remove(&rule_name) else { continue };
         let Some(rule) = scene.rules.iter().find(|r| r.name == rule_name) else { continue };
@@ -604,7 +659,7 @@ fn run_votes_and_energy(
         fired.text = word;
         let crowd: UserId = format!("vote:{rule_name}").into();
         let name: Arc<str> = Arc::from("the audience");
-        let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: true };
+        let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: true, meta: ChatMeta::default() };
         if let Some(command) = fire(audience, shared, &params, scene, &from, fired, now) {
             submit.write(command);
         }
@@ -622,7 +677,7 @@ fn run_votes_and_energy(
             let crowd: UserId = format!("energy:{}", rule.name).into();
             let name: Arc<str> = Arc::from("the crowd");
             let fired = Fired { rule, value: rule.value.clone().unwrap_or_default(), text: String::new() };
-            let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: false };
+            let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: false, meta: ChatMeta::default() };
             if let Some(command) = fire(audience, shared, &params, scene, &from, fired, now) {
                 submit.write(command);
             }
@@ -706,6 +761,8 @@ fn follow_poll_commands(
                     closing: false,
                 };
                 let _ = server.broadcast.send(poll_view(&open, "open", now, &Outcome::NoQuorum { votes: 0, needed: 1 }).to_json().into());
+                let choices: Vec<String> = def.options.iter().map(|o| format!("!vote {} ({})", o.id, o.label)).collect();
+                let _ = server.shared.platform_out.send(format!("Poll: {} Type {} within {:.0} s.", def.question, choices.join(" or "), def.seconds.max(1.0)).into());
                 audience.poll = Some(open);
                 audience.state_dirty = true;
             }
@@ -714,6 +771,11 @@ fn follow_poll_commands(
                 let outcome = open.tally.outcome(open.def.min_votes, open.def.min_share, audience.members.len());
                 let _ = server.broadcast.send(poll_view(&open, "close", now, &outcome).to_json().into());
                 audience.state_dirty = true;
+                let result = match &outcome {
+                    Outcome::Winner(i) => format!("Poll closed: {} wins ({} of {} votes).", open.def.options[*i].label, open.tally.counts()[*i], open.tally.counts().iter().sum::<u64>()),
+                    _ => "Poll closed without a result: too few votes.".to_owned(),
+                };
+                let _ = server.shared.platform_out.send(format!("{} {result}", open.def.question).into());
                 let Outcome::Winner(i) = outcome else {
                     let _ = server.broadcast.send(ServerMessage::Notice { text: format!("the poll {:?} did not reach its quorum", open.def.question) }.to_json().into());
                     continue;
@@ -722,7 +784,7 @@ fn follow_poll_commands(
                 let crowd: UserId = format!("poll:{poll}").into();
                 let name: Arc<str> = Arc::from("the audience");
                 for fired in match_poll_outcome(&scene.rules, poll, winner) {
-                    let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: true };
+                    let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: true, meta: ChatMeta::default() };
                     if let Some(command) = fire(audience, &server.shared, &params, scene, &from, fired, now) {
                         submit.write(command);
                     }
@@ -755,6 +817,10 @@ fn announce_applied_effects(
             VenueCommand::ShowText { text, .. } => ("show", String::new(), text.clone()),
             _ => continue,
         };
+        // Chat platforms hear back about their own members' effects (within their post limits).
+        if pending.user.starts_with("twitch:") || pending.user.starts_with("irc:") {
+            let _ = shared.platform_out.send(format!("{} → !{} {value}", pending.by, pending.rule).into());
+        }
         let effect = ServerMessage::Effect { param, value, by: pending.by.to_string(), rule: Some(pending.rule), action: action.into(), others: 0 };
         let same_rule = |m: &ServerMessage| matches!((m, &effect), (ServerMessage::Effect { rule: a, .. }, ServerMessage::Effect { rule: b, .. }) if a == b);
         match announcements.iter_mut().find(|(m, _)| same_rule(m)) {

@@ -83,6 +83,10 @@ pub enum ModeratorAction {
         id: Option<u64>,
         /// Member id.
         user: Option<String>,
+        /// A chat platform's id of the line (its own moderation deleted it).
+        platform_id: Option<String>,
+        /// Every recent line of members whose id starts with this (a platform cleared its chat).
+        user_prefix: Option<String>,
     },
     /// Kill switch.
     Pause(bool),
@@ -227,7 +231,7 @@ fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared, events: &m
             if id.is_none() && user.is_none() {
                 return Err(("bad_field", "clear needs an `id` or a `user`".into()));
             }
-            ("clear", Some(ModeratorAction::Clear { id, user }))
+            ("clear", Some(ModeratorAction::Clear { id, user, platform_id: None, user_prefix: None }))
         }
         ModeratorRequest::Pause { paused } => ("pause", Some(ModeratorAction::Pause(paused))),
         ModeratorRequest::Command { command } => ("command", Some(ModeratorAction::Command(command))),

@@ -208,6 +208,8 @@ mod tests {
             mutex: String::new(),
             queue: 0,
             mode: Default::default(),
+            only: Vec::new(),
+            bits_per_vote: 0,
         }
     }
 

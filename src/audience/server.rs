@@ -56,6 +56,8 @@ pub enum AudienceEvent {
         /// Whether the sender is staff (moderator, streamer): exempt from cooldowns, votes and
         /// approval. Never true for the audience page.
         staff: bool,
+        /// What a chat platform says about the sender and the line (nothing for the page).
+        meta: ChatMeta,
     },
     /// A reaction.
     React {
@@ -83,7 +85,43 @@ pub enum AudienceEvent {
         option: String,
         /// Arrival time.
         received: Instant,
+        /// What a chat platform says about the voter (nothing for the page).
+        meta: ChatMeta,
     },
+}
+
+/// Roles a chat platform gives a member; the audience page gives none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChatRoles {
+    /// The channel's owner.
+    pub broadcaster: bool,
+    /// A moderator of the channel.
+    pub moderator: bool,
+    /// A VIP of the channel.
+    pub vip: bool,
+    /// A paying subscriber.
+    pub subscriber: bool,
+}
+
+impl ChatRoles {
+    /// Moderators and the streamer: exempt from cooldowns, votes and approval.
+    pub fn is_staff(self) -> bool {
+        self.broadcaster || self.moderator
+    }
+}
+
+/// What a chat platform tells about a line beyond its text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChatMeta {
+    /// The sender's roles.
+    pub roles: ChatRoles,
+    /// Bits (Twitch's paid cheers) attached to the line.
+    pub bits: u32,
+    /// The platform's id of the line, so that the platform's moderation can retract it.
+    pub platform_id: Option<Arc<str>>,
+    /// How far the sender's view lags the stage (the stream's delay): their votes count for
+    /// windows as they saw them.
+    pub behind: Duration,
 }
 
 /// How the edge is set up.
@@ -168,6 +206,8 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Messages for every moderator connection (the approval queue).
     pub moderators: broadcast::Sender<Arc<str>>,
+    /// Plain-text announcements for chat platforms (poll results, acknowledgements).
+    pub platform_out: broadcast::Sender<Arc<str>>,
     /// The latest approval queue, sent to every moderator who authenticates.
     pub approvals_json: RwLock<Arc<str>>,
     /// Per network address: open connections and the shared message allowance. Addresses are
@@ -253,6 +293,22 @@ pub struct AudienceServer {
     pub broadcast: broadcast::Sender<Arc<str>>,
     /// Shared state.
     pub shared: Arc<Shared>,
+    /// The edge's own end of the venue's queue, for chat bridges.
+    events_tx: mpsc::Sender<AudienceEvent>,
+    /// The edge's runtime, where chat bridges run too.
+    runtime: tokio::runtime::Handle,
+}
+
+impl AudienceServer {
+    /// A sender into the venue's event queue (chat bridges feed it as the edge does).
+    pub fn events_sender(&self) -> mpsc::Sender<AudienceEvent> {
+        self.events_tx.clone()
+    }
+
+    /// Runs a task on the edge's runtime; it stops with the server.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.runtime.spawn(task);
+    }
 }
 
 /// Messages a slow client may fall behind before it skips ahead.
@@ -283,6 +339,7 @@ impl AudienceServer {
             direct: Mutex::default(),
             stopping: AtomicBool::new(false),
             moderators: broadcast::channel(64).0,
+            platform_out: broadcast::channel(64).0,
             approvals_json: RwLock::new(Arc::from(r#"{"type":"approvals","items":[]}"#)),
             addresses: Mutex::default(),
             config,
@@ -296,10 +353,12 @@ impl AudienceServer {
             .build()?;
         let task_shared = shared.clone();
         let task_broadcast = broadcast.clone();
+        let handle = runtime.handle().clone();
+        let task_events = events_tx.clone();
         std::thread::Builder::new().name("parvis-audience-rt".into()).spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(std_listener) {
-                    Ok(listener) => accept_loop(listener, task_shared, events_tx, task_broadcast).await,
+                    Ok(listener) => accept_loop(listener, task_shared, task_events, task_broadcast).await,
                     Err(e) => bevy::log::error!("audience server cannot listen: {e}"),
                 }
             });
@@ -309,6 +368,8 @@ impl AudienceServer {
             events,
             broadcast,
             shared,
+            events_tx,
+            runtime: handle,
         })
     }
 }
@@ -753,7 +814,7 @@ fn handle_text(
                 }
             };
             shared.moderation.lock().expect("moderation").last_chat.insert(user.clone(), received);
-            AudienceEvent::Chat { user: user.clone(), name: name.clone(), text, received, staff: false }
+            AudienceEvent::Chat { user: user.clone(), name: name.clone(), text, received, staff: false, meta: ChatMeta::default() }
         }
         ClientMessage::React { emoji } => {
             if !shared.config.reactions.contains(&emoji) {
@@ -767,7 +828,7 @@ fn handle_text(
                 metrics.reject(Rejection::BadField);
                 return Some(ServerMessage::error("bad_field", "poll and option ids are at most 64 bytes"));
             }
-            AudienceEvent::Vote { user: user.clone(), poll, option, received }
+            AudienceEvent::Vote { user: user.clone(), poll, option, received, meta: ChatMeta::default() }
         }
     };
     match events.try_send(event) {

@@ -95,6 +95,49 @@ pub struct AudienceRuleDef {
     /// Whether one message fires the rule (`Direct`, default) or the audience votes over a window.
     #[serde(default)]
     pub mode: RuleMode,
+    /// Only members with one of these roles on their chat platform may fire the rule, e.g.
+    /// `only: [Subscriber, Vip]` (default: everyone). Moderators and the streamer always may.
+    #[serde(default)]
+    pub only: Vec<AudienceRole>,
+    /// In democracy mode, bits cheered with a vote add weight: one more vote per this many
+    /// bits, up to 100 votes in all (default 0: every vote weighs 1).
+    #[serde(default)]
+    pub bits_per_vote: u32,
+}
+
+/// A role a chat platform gives a member (Twitch badges); the audience page gives none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AudienceRole {
+    /// A paying subscriber of the channel.
+    Subscriber,
+    /// A VIP of the channel.
+    Vip,
+    /// A moderator of the channel.
+    Moderator,
+    /// The channel's owner.
+    Broadcaster,
+}
+
+impl AudienceRole {
+    /// The role's name in messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            AudienceRole::Subscriber => "subscribers",
+            AudienceRole::Vip => "VIPs",
+            AudienceRole::Moderator => "moderators",
+            AudienceRole::Broadcaster => "the streamer",
+        }
+    }
+
+    /// Whether a member with these roles has this one.
+    pub fn held_by(self, roles: crate::audience::server::ChatRoles) -> bool {
+        match self {
+            AudienceRole::Subscriber => roles.subscriber,
+            AudienceRole::Vip => roles.vip,
+            AudienceRole::Moderator => roles.moderator,
+            AudienceRole::Broadcaster => roles.broadcaster,
+        }
+    }
 }
 
 /// What fires an audience rule.
@@ -220,6 +263,10 @@ pub struct PollDef {
     /// Smallest share of the connected audience that must vote, 0 to 1 (default 0).
     #[serde(default)]
     pub min_share: f32,
+    /// Bits cheered with a vote add weight: one more vote per this many bits, up to 100 votes
+    /// in all (default 0: every vote weighs 1).
+    #[serde(default)]
+    pub bits_per_vote: u32,
 }
 
 /// A choice in a poll.
