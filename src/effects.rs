@@ -168,7 +168,7 @@ fn add_venue_colliders(mut commands: Commands, primitives: Query<(Entity, &Venue
 }
 
 /// Releases a burst for every applied `SpawnEffect`.
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, reason = "a Bevy system: each argument is a query or resource it needs")]
 fn release_effects(
     mut applied: MessageReader<LoggedCommand>,
     scene: Option<Res<CurrentScene>>,

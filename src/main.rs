@@ -402,7 +402,7 @@ fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<AudienceS
     if let Some(config) = twitch {
         let what = format!("{} on {}{}", config.channels.join(", "), config.endpoint, if config.login.is_some() { "" } else { ", read-only" });
         let bridge = parvis::bridge::twitch::TwitchBridge::new(config)?;
-        parvis::bridge::start(&server, Box::new(bridge), stream_delay(args), "twitch:");
+        parvis::bridge::start(&server, Box::new(bridge), "twitch:");
         eprintln!("parvis: reading the chat of {what}");
     }
     Ok(Some(server))

@@ -167,14 +167,9 @@ fn blend(from: &ParamValue, to: &ParamValue, k: f32) -> ParamValue {
     match (from, to) {
         (ParamValue::Float(a), ParamValue::Float(b)) => ParamValue::Float(a + (b - a) * k),
         (ParamValue::Colour(a), ParamValue::Colour(b)) => {
-            let mut srgba = [0.0; 4];
-            for i in 0..4 {
-                srgba[i] = if i == 3 {
-                    a.srgba[3] + (b.srgba[3] - a.srgba[3]) * k
-                } else {
-                    to_srgb(to_linear(a.srgba[i]) + (to_linear(b.srgba[i]) - to_linear(a.srgba[i])) * k).clamp(0.0, 1.0)
-                };
-            }
+            // Colour channels blend in linear light; alpha is already linear.
+            let channel = |i: usize| to_srgb(to_linear(a.srgba[i]) + (to_linear(b.srgba[i]) - to_linear(a.srgba[i])) * k).clamp(0.0, 1.0);
+            let srgba = [channel(0), channel(1), channel(2), a.srgba[3] + (b.srgba[3] - a.srgba[3]) * k];
             ParamValue::Colour(crate::scene::format::Colour { srgba })
         }
         _ if k >= 1.0 => to.clone(),

@@ -1183,7 +1183,7 @@ mod audience {
             let app = with_venue_started(
                 default_scene(),
                 |_, _| {},
-                move |server, _| parvis::bridge::start(server, Box::new(bridge), Duration::ZERO, "twitch:"),
+                move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"),
                 Box::new(move |addr| {
                     Box::pin(async move {
                         let mut watcher = Client::join(addr, "Watcher").await;
@@ -1221,7 +1221,6 @@ mod audience {
         /// A loopback server speaking Twitch's dialect: it logs the bridge in, then sends the
         /// lines the test gives it and reports what the bridge sends back.
         struct TwitchReplay {
-            port: u16,
             to_bridge: tokio::sync::mpsc::UnboundedSender<String>,
             from_bridge: tokio::sync::mpsc::UnboundedReceiver<String>,
         }
@@ -1230,7 +1229,6 @@ mod audience {
             async fn start(listener: std::net::TcpListener) -> Self {
                 listener.set_nonblocking(true).unwrap();
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                let port = listener.local_addr().unwrap().port();
                 let (to_bridge, mut lines_in) = tokio::sync::mpsc::unbounded_channel::<String>();
                 let (sent_out, from_bridge) = tokio::sync::mpsc::unbounded_channel::<String>();
                 tokio::spawn(async move {
@@ -1248,10 +1246,8 @@ mod audience {
                                         Some(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands".to_owned())
                                     } else if let Some(nick) = line.strip_prefix("NICK ") {
                                         Some(format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!"))
-                                    } else if let Some(channel) = line.strip_prefix("JOIN ") {
-                                        Some(format!(":justinfan1!justinfan1@justinfan1.tmi.twitch.tv JOIN {channel}"))
                                     } else {
-                                        None
+                                        line.strip_prefix("JOIN ").map(|channel| format!(":justinfan1!justinfan1@justinfan1.tmi.twitch.tv JOIN {channel}"))
                                     };
                                     if let Some(reply) = reply && write.write_all(format!("{reply}\r\n").as_bytes()).await.is_err() {
                                         break;
@@ -1268,7 +1264,7 @@ mod audience {
                         }
                     }
                 });
-                Self { port, to_bridge, from_bridge }
+                Self { to_bridge, from_bridge }
             }
 
             fn send(&self, line: &str) {
@@ -1286,6 +1282,53 @@ mod audience {
             }
         }
 
+        #[test]
+        fn the_bridge_also_speaks_irc_over_websocket_several_lines_per_message() {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut config = TwitchConfig::new("parvis");
+            config.endpoint = format!("ws://127.0.0.1:{port}/").parse().unwrap();
+            let bridge = TwitchBridge::new(config).unwrap();
+            let app = with_venue_started(
+                default_scene(),
+                |_, _| {},
+                move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"),
+                Box::new(move |addr| {
+                    Box::pin(async move {
+                        listener.set_nonblocking(true).unwrap();
+                        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                        let (stream, _) = listener.accept().await.unwrap();
+                        let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+                        let mut said = Vec::new();
+                        // Login: each text message from the bridge is one IRC line.
+                        while !said.iter().any(|l: &String| l.starts_with("JOIN")) {
+                            let Some(Ok(Message::Text(line))) = socket.next().await else { panic!("bridge closed: {said:?}") };
+                            let line = line.as_str().to_owned();
+                            if line.starts_with("CAP REQ") {
+                                socket.send(Message::text(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands")).await.unwrap();
+                            } else if let Some(nick) = line.strip_prefix("NICK ") {
+                                socket.send(Message::text(format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!"))).await.unwrap();
+                            }
+                            said.push(line);
+                        }
+                        assert!(said.contains(&"CAP END".to_owned()), "{said:?}");
+                        let mut watcher = Client::join(addr, "Watcher").await;
+                        // Twitch's WebSocket batches lines into one message, \r\n apart.
+                        let batch = format!(
+                            "{}\r\n{}\r\n",
+                            twitch_privmsg("w1", "2001", "Une", "", "", "!light #112233"),
+                            twitch_privmsg("w2", "2002", "Deux", "", "", "!sky nuit")
+                        );
+                        socket.send(Message::text(batch)).await.unwrap();
+                        watcher.expect(|m| m["type"] == "effect" && m["by"] == "Une").await;
+                        watcher.expect(|m| m["type"] == "effect" && m["by"] == "Deux").await;
+                    })
+                }),
+            );
+            let from_twitch = log_of(&app).into_iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u.starts_with("twitch:200"))).count();
+            assert_eq!(from_twitch, 2);
+        }
+
         fn twitch_privmsg(id: &str, user_id: &str, name: &str, badges: &str, extra: &str, text: &str) -> String {
             format!(
                 "@badge-info=;badges={badges};color=#1E90FF;display-name={name};emotes=;first-msg=0;flags=;id={id};mod=0;room-id=1;subscriber={};tmi-sent-ts=1700000000000;turbo=0;user-id={user_id};user-type={extra} :{login}!{login}@{login}.tmi.twitch.tv PRIVMSG #parvis :{text}",
@@ -1295,7 +1338,7 @@ mod audience {
         }
 
         #[test]
-        fn twitch_tags_roles_bits_retractions_and_stream_delay_reach_the_pipeline() {
+        fn twitch_tags_roles_bits_retractions_and_a_measured_stream_delay_reach_the_pipeline() {
             // Fog for subscribers only, and a short poll weighted by bits.
             let mut scene = scene_with(&[r#"(name: "subfog", trigger: Command("subfog"), param: "fog", value: Some("0.1"), only: [Subscriber])"#], &[]);
             scene.polls.push(ron::from_str(r#"(name: "quick", question: "Quick?", options: [(id: "yes", label: "Yes"), (id: "no", label: "No")], seconds: 5.0, min_votes: 1, bits_per_vote: 100)"#).unwrap());
@@ -1311,10 +1354,7 @@ mod audience {
             let app = with_venue_started(
                 scene,
                 |_, _| {},
-                move |server, app| {
-                    parvis::bridge::start(server, Box::new(bridge), Duration::from_millis(1500), "twitch:");
-                    app.world_mut().resource_mut::<parvis::audience::Audience>().stream_delay = Duration::from_millis(1500);
-                },
+                move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"),
                 Box::new(move |addr| {
                     Box::pin(async move {
                         let mut replay = TwitchReplay::start(listener).await;
@@ -1325,6 +1365,18 @@ mod audience {
                         replay.send("PING :tmi.twitch.tv");
                         replay.expect_from_bridge(|l| l == "PONG :tmi.twitch.tv").await;
                         let mut watcher = Client::join(addr, "Watcher").await;
+
+                        // The stream's delay, measured: a code shown on stage, typed back by a
+                        // viewer 1.5 s later.
+                        let mut moderator = Client::moderator(addr).await;
+                        moderator.send(r#"{"type":"measure_delay"}"#).await;
+                        let probe = moderator.expect(|m| m["type"] == "delay_probe").await;
+                        let code = probe["code"].as_str().unwrap().to_owned();
+                        tokio::time::sleep(Duration::from_millis(1500)).await;
+                        replay.send(&twitch_privmsg("m0", "1004", "Early", "", "", &format!("je vois {code} !")));
+                        let measured = moderator.expect(|m| m["type"] == "stream_delay").await;
+                        let seconds = measured["seconds"].as_f64().unwrap();
+                        assert!((1.5..2.5).contains(&seconds), "{measured}");
 
                         // A malformed line is skipped and counted; the next one still works.
                         replay.send("@badges=broken :x PRIVMSG");
@@ -1342,7 +1394,6 @@ mod audience {
 
                         // A poll closes on stage after 5 s; the stream's viewers, 1.5 s behind,
                         // still vote on it, and bits weigh: 300 bits make 4 votes against 1.
-                        let mut moderator = Client::moderator(addr).await;
                         moderator.send(r#"{"type":"command","command":{"type":"open_poll","poll":"quick"}}"#).await;
                         watcher.expect(|m| m["type"] == "poll" && m["phase"] == "open").await;
                         watcher.send(r#"{"type":"vote","poll":"quick","option":"no"}"#).await;
@@ -1373,6 +1424,7 @@ mod audience {
             assert_eq!(origin_of("twitch:1001"), 0, "the non-subscriber changed nothing");
             assert_eq!(origin_of("twitch:1002"), 2, "the subscriber's fog and light");
             assert!(log.iter().any(|e| matches!(e.command, VenueCommand::HideText { id: Some(_) })), "CLEARMSG hid the panel: {log:?}");
+            assert!(log.iter().any(|e| matches!(&e.command, VenueCommand::ShowText { text, .. } if text.starts_with("Stream check"))), "the code was shown on stage");
         }
     }
 

@@ -81,6 +81,8 @@ pub struct Audience {
     seeds: crate::effects::SeededRng,
     /// Chat lines shown in the current second: (second start, count).
     shown_this_second: (Option<Instant>, u32),
+    /// A code shown on stage to measure the stream's delay, and when it was shown.
+    delay_probe: Option<(String, Instant)>,
     /// When the latest venue frames began to read audience events, newest last, so that
     /// latency can be counted in frames as well as in time.
     frame_starts: VecDeque<Instant>,
@@ -113,6 +115,7 @@ impl Default for Audience {
             seeds: crate::effects::SeededRng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)),
             shown_this_second: (None, 0),
             frame_starts: VecDeque::with_capacity(FRAMES_REMEMBERED),
+            delay_probe: None,
         }
     }
 }
@@ -236,6 +239,8 @@ fn receive_audience_events(mut server: ResMut<AudienceServer>, mut audience: Res
         audience.frame_starts.pop_front();
     }
     audience.frame_starts.push_back(now);
+    // Chat bridges stamp their lines with the delay as the venue knows it now.
+    server.shared.stream_delay_ms.store(audience.stream_delay.as_millis() as u64, Ordering::Relaxed);
     let mut taken = 0;
     let mut lively = 0u32;
     while taken < EVENTS_PER_FRAME {
@@ -290,6 +295,9 @@ fn apply_audience_rules(
     for AudienceInput(event) in input.read() {
         match event {
             AudienceEvent::Chat { user, name, text, received, staff, meta } => {
+                if meta.from_stream {
+                    answer_delay_probe(audience, shared, name, text, *received);
+                }
                 audience.next_message_id += 1;
                 let id = audience.next_message_id;
                 let line = ServerMessage::Chat {
@@ -331,10 +339,7 @@ fn apply_audience_rules(
             }
             AudienceEvent::Moderator { moderator, action: ModeratorAction::Say(text) } => {
                 // A moderator speaking on stage: through the rules like anyone, without limits.
-                let fired = match match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) {
-                    Ok(Some(f)) => f,
-                    _ => continue,
-                };
+                let Ok(Some(fired)) = match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) else { continue };
                 let name: Arc<str> = Arc::from(format!("{moderator} (moderator)"));
                 audience.next_message_id += 1;
                 let from = Firing { user: moderator, name: &name, line: audience.next_message_id, received: now, staff: true, meta: ChatMeta::default() };
@@ -346,7 +351,7 @@ fn apply_audience_rules(
                 }
             }
             AudienceEvent::Moderator { moderator, action } => {
-                submit.write_batch(moderate_venue(audience, &server, &shown, moderator, action));
+                submit.write_batch(moderate_venue(audience, &server, &shown, &scene.0, moderator, action));
             }
             AudienceEvent::Joined { .. } | AudienceEvent::Left { .. } => {}
         }
@@ -436,8 +441,29 @@ fn cast_vote(audience: &mut Audience, scene: &SceneFile, user: &UserId, poll: &s
     Ok(())
 }
 
+/// A stream viewer typed the code shown on stage: the time since it was shown is the stream's
+/// delay (plus the viewer's reaction, about a second, which errs on the side of longer windows).
+fn answer_delay_probe(audience: &mut Audience, shared: &server::Shared, name: &str, text: &str, received: Instant) {
+    let Some((code, shown_at)) = &audience.delay_probe else { return };
+    if !text.split(|c: char| !c.is_ascii_digit()).any(|word| word == code) {
+        return;
+    }
+    let delay = received.saturating_duration_since(*shown_at).min(Duration::from_secs(600));
+    audience.stream_delay = delay;
+    audience.delay_probe = None;
+    let message = serde_json::json!({"type": "stream_delay", "seconds": delay.as_secs_f64(), "by": name}).to_string();
+    let _ = shared.moderators.send(message.into());
+}
+
 /// What a moderator's request does in the venue; returns a command to submit, if any.
-fn moderate_venue(audience: &mut Audience, server: &AudienceServer, shown: &ShownTexts, moderator: &Arc<str>, action: &ModeratorAction) -> Vec<SubmitCommand> {
+fn moderate_venue(
+    audience: &mut Audience,
+    server: &AudienceServer,
+    shown: &ShownTexts,
+    scene: &SceneFile,
+    moderator: &Arc<str>,
+    action: &ModeratorAction,
+) -> Vec<SubmitCommand> {
     let origin = CommandOrigin::Moderator(moderator.to_string());
     match action {
         ModeratorAction::Pause(paused) => {
@@ -495,6 +521,21 @@ fn moderate_venue(audience: &mut Audience, server: &AudienceServer, shown: &Show
         ModeratorAction::Command(command) => vec![SubmitCommand { origin, command: command.clone() }],
         // Handled with the chat in `apply_audience_rules`.
         ModeratorAction::Say(_) => Vec::new(),
+        ModeratorAction::MeasureDelay => {
+            let code = format!("{}", 1000 + audience.seed() % 9000);
+            audience.next_message_id += 1;
+            let id = audience.next_message_id;
+            audience.delay_probe = Some((code.clone(), Instant::now()));
+            let message = serde_json::json!({"type": "delay_probe", "code": code}).to_string();
+            let _ = server.shared.moderators.send(message.into());
+            // Where the scene shows audience texts, else above the venue's origin.
+            let at = scene.rules.iter().find_map(|r| match r.action {
+                ActionDef::Show { at, .. } => Some(at),
+                _ => None,
+            });
+            let text = format!("Stream check: type {code} in the chat · Tapez {code} dans le chat");
+            vec![SubmitCommand { origin, command: VenueCommand::ShowText { id, text, by: "Parvis".into(), seconds: 30.0, at: at.unwrap_or([0.0, 3.0, 0.0]) } }]
+        }
     }
 }
 

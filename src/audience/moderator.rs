@@ -72,6 +72,9 @@ pub enum ModeratorRequest {
         /// The chat line.
         text: String,
     },
+    /// Measure the stream's delay: a code is shown on stage, and the first chat-platform line
+    /// that repeats it sets the delay.
+    MeasureDelay,
 }
 
 /// Requests that need the venue's state, passed on to it.
@@ -98,6 +101,8 @@ pub enum ModeratorAction {
     Reject(u64),
     /// A staff chat line for the rules.
     Say(String),
+    /// Show a code on stage and time the stream's viewers typing it back.
+    MeasureDelay,
 }
 
 /// Compares two secrets in time that depends only on their lengths, not on where they differ.
@@ -242,6 +247,7 @@ fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared, events: &m
                 .map_err(|e| (e.code(), e.to_string()))?;
             ("say", Some(ModeratorAction::Say(text)))
         }
+        ModeratorRequest::MeasureDelay => ("measure_delay", Some(ModeratorAction::MeasureDelay)),
     };
     if let Some(action) = action {
         // Moderators must never be dropped silently: wait briefly for room rather than drop.

@@ -122,6 +122,8 @@ pub struct ChatMeta {
     /// How far the sender's view lags the stage (the stream's delay): their votes count for
     /// windows as they saw them.
     pub behind: Duration,
+    /// Whether the line comes from a stream's chat (and may answer a delay probe).
+    pub from_stream: bool,
 }
 
 /// How the edge is set up.
@@ -206,6 +208,9 @@ pub struct Shared {
     pub stopping: AtomicBool,
     /// Messages for every moderator connection (the approval queue).
     pub moderators: broadcast::Sender<Arc<str>>,
+    /// The stream's delay in milliseconds, as the venue knows it (declared or measured); chat
+    /// bridges stamp their lines with it.
+    pub stream_delay_ms: AtomicU64,
     /// Plain-text announcements for chat platforms (poll results, acknowledgements).
     pub platform_out: broadcast::Sender<Arc<str>>,
     /// The latest approval queue, sent to every moderator who authenticates.
@@ -340,6 +345,7 @@ impl AudienceServer {
             stopping: AtomicBool::new(false),
             moderators: broadcast::channel(64).0,
             platform_out: broadcast::channel(64).0,
+            stream_delay_ms: AtomicU64::new(0),
             approvals_json: RwLock::new(Arc::from(r#"{"type":"approvals","items":[]}"#)),
             addresses: Mutex::default(),
             config,

@@ -88,21 +88,18 @@ pub struct BridgeSink {
     name: Arc<str>,
     /// Id prefix of this platform's members, e.g. `twitch:`.
     prefix: Arc<str>,
-    /// How far this platform's stream lags the stage.
-    behind: Duration,
     buckets: Arc<Mutex<HashMap<String, TokenBucket>>>,
 }
 
 impl BridgeSink {
-    /// A sink into a running audience server, for members ids starting with `prefix`, whose
-    /// view lags the stage by `behind`.
-    pub fn new(server: &AudienceServer, name: &str, prefix: &str, behind: Duration) -> Self {
+    /// A sink into a running audience server, for members ids starting with `prefix`. Their
+    /// lines carry the venue's stream delay (`Audience::stream_delay`, declared or measured).
+    pub fn new(server: &AudienceServer, name: &str, prefix: &str) -> Self {
         Self {
             shared: server.shared.clone(),
             events: server.events_sender(),
             name: name.into(),
             prefix: prefix.into(),
-            behind,
             buckets: Arc::default(),
         }
     }
@@ -160,7 +157,8 @@ impl BridgeSink {
             roles: chat.roles,
             bits: chat.bits,
             platform_id: chat.platform_id.map(Into::into),
-            behind: self.behind,
+            behind: Duration::from_millis(self.shared.stream_delay_ms.load(Ordering::Relaxed)),
+            from_stream: true,
         };
         let event = match vote_option(&text) {
             Some(option) => AudienceEvent::Vote { user, poll: String::new(), option: option.to_owned(), received: chat.received, meta },
@@ -315,10 +313,10 @@ impl OutboundLimiter {
     }
 }
 
-/// Starts a bridge on the audience server's runtime.
-pub fn start(server: &AudienceServer, bridge: Box<dyn ChatBridge>, behind: Duration, prefix: &str) {
+/// Starts a bridge on the audience server's runtime; its members' ids start with `prefix`.
+pub fn start(server: &AudienceServer, bridge: Box<dyn ChatBridge>, prefix: &str) {
     let name = bridge.name();
-    let sink = BridgeSink::new(server, &name, prefix, behind);
+    let sink = BridgeSink::new(server, &name, prefix);
     let outbound = server.shared.platform_out.subscribe();
     server.spawn(bridge.run(sink, outbound));
 }

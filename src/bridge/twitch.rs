@@ -295,15 +295,24 @@ impl Writer {
 /// A received line, or why one was skipped.
 type Line = Result<String, &'static str>;
 
+/// The reader task of a connection, stopped when the session ends (even if the server is mute).
+struct Reader(tokio::task::JoinHandle<()>);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Connects and starts a reader task that delivers lines.
-async fn connect(endpoint: &Endpoint) -> Result<(Writer, mpsc::Receiver<Line>), String> {
+async fn connect(endpoint: &Endpoint) -> Result<(Writer, mpsc::Receiver<Line>, Reader), String> {
     let (tx, rx) = mpsc::channel::<Line>(1024);
     match endpoint {
         Endpoint::Tcp { host, port } => {
             let stream = TcpStream::connect((host.as_str(), *port)).await.map_err(|e| format!("cannot connect: {e}"))?;
             let _ = stream.set_nodelay(true);
             let (mut read, write) = stream.into_split();
-            tokio::spawn(async move {
+            let reader = tokio::spawn(async move {
                 let mut buf: Vec<u8> = Vec::with_capacity(4096);
                 let mut chunk = vec![0u8; 8192];
                 let mut skipping = false;
@@ -335,7 +344,7 @@ async fn connect(endpoint: &Endpoint) -> Result<(Writer, mpsc::Receiver<Line>), 
                     }
                 }
             });
-            Ok((Writer::Tcp(write), rx))
+            Ok((Writer::Tcp(write), rx, Reader(reader)))
         }
         Endpoint::WebSocket { url, host } => {
             let port = url.split("://").nth(1).and_then(|r| r.split('/').next()).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok()).unwrap_or(80);
@@ -345,7 +354,7 @@ async fn connect(endpoint: &Endpoint) -> Result<(Writer, mpsc::Receiver<Line>), 
                 .max_frame_size(Some(64 << 10));
             let (socket, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config)).await.map_err(|e| format!("WebSocket handshake failed: {e}"))?;
             let (write, mut read) = socket.split();
-            tokio::spawn(async move {
+            let reader = tokio::spawn(async move {
                 while let Some(Ok(message)) = read.next().await {
                     let text = match message {
                         Message::Text(text) => text,
@@ -366,7 +375,7 @@ async fn connect(endpoint: &Endpoint) -> Result<(Writer, mpsc::Receiver<Line>), 
                     }
                 }
             });
-            Ok((Writer::WebSocket(write), rx))
+            Ok((Writer::WebSocket(write), rx, Reader(reader)))
         }
     }
 }
@@ -381,7 +390,7 @@ async fn session(
     seed: u64,
 ) -> SessionEnd {
     let metrics = &sink.shared().metrics;
-    let (mut writer, mut lines) = match tokio::time::timeout(config.connect_timeout, connect(&config.endpoint)).await {
+    let (mut writer, mut lines, _reader) = match tokio::time::timeout(config.connect_timeout, connect(&config.endpoint)).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(why)) => return SessionEnd::Lost(why),
         Err(_) => return SessionEnd::Lost("connection timed out".into()),

@@ -557,6 +557,12 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
         if rule.queue > 0 && rule.mutex.is_empty() {
             c.report(format!("{path}.queue"), anchor, "a queue needs a `mutex` group to wait for");
         }
+        if !rule.only.is_empty() && matches!(rule.trigger, TriggerDef::PollOutcome(_) | TriggerDef::CrowdEnergy { .. }) {
+            c.report(format!("{path}.only"), anchor, "`only` limits members' own messages; this trigger is the whole audience's, so it would never fire");
+        }
+        if rule.bits_per_vote > 0 && !matches!(rule.mode, RuleMode::Democracy { .. }) {
+            c.report(format!("{path}.bits_per_vote"), anchor, "bits weigh votes only in democracy mode");
+        }
         if let RuleMode::Democracy { window, min_share, .. } = &rule.mode {
             if !matches!(rule.trigger, TriggerDef::Command(_)) || !takes_value {
                 c.report(format!("{path}.mode"), anchor, "democracy votes need a `Command` trigger and a `Set` or `Animate` action (the audience votes on the word)");
