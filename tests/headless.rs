@@ -1237,6 +1237,7 @@ mod audience {
                         let Ok((stream, _)) = listener.accept().await else { return };
                         let (read, mut write) = stream.into_split();
                         let mut lines = BufReader::new(read).lines();
+                        let mut nick = String::from("justinfan1");
                         loop {
                             tokio::select! {
                                 line = lines.next_line() => {
@@ -1244,10 +1245,11 @@ mod audience {
                                     let _ = sent_out.send(line.clone());
                                     let reply = if line.starts_with("CAP REQ") {
                                         Some(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands".to_owned())
-                                    } else if let Some(nick) = line.strip_prefix("NICK ") {
+                                    } else if let Some(given) = line.strip_prefix("NICK ") {
+                                        nick = given.to_owned();
                                         Some(format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!"))
                                     } else {
-                                        line.strip_prefix("JOIN ").map(|channel| format!(":justinfan1!justinfan1@justinfan1.tmi.twitch.tv JOIN {channel}"))
+                                        line.strip_prefix("JOIN ").map(|channel| format!(":{nick}!{nick}@{nick}.tmi.twitch.tv JOIN {channel}"))
                                     };
                                     if let Some(reply) = reply && write.write_all(format!("{reply}\r\n").as_bytes()).await.is_err() {
                                         break;
@@ -1327,6 +1329,47 @@ mod audience {
             );
             let from_twitch = log_of(&app).into_iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u.starts_with("twitch:200"))).count();
             assert_eq!(from_twitch, 2);
+        }
+
+        #[test]
+        fn a_bot_account_logs_in_with_its_token_and_posts_poll_news_within_the_limit() {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let mut config = TwitchConfig::new("parvis");
+            config.endpoint = format!("irc://127.0.0.1:{port}").parse().unwrap();
+            config.login = Some(parvis::bridge::twitch::Login::new("ParvisBot", "oauth:t0k3n"));
+            assert!(!format!("{config:?}").contains("t0k3n"), "the token never shows in logs");
+            let bridge = TwitchBridge::new(config).unwrap();
+            let mut scene = default_scene();
+            scene.polls[0].seconds = 5.0;
+            let app = with_venue_started(
+                scene,
+                |_, _| {},
+                move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"),
+                Box::new(move |addr| {
+                    Box::pin(async move {
+                        let mut replay = TwitchReplay::start(listener).await;
+                        replay.expect_from_bridge(|l| l == "PASS oauth:t0k3n").await;
+                        replay.expect_from_bridge(|l| l == "NICK parvisbot").await;
+                        replay.expect_from_bridge(|l| l == "JOIN #parvis").await;
+                        // The poll is announced to the channel, and its result after it closes.
+                        let mut watcher = Client::join(addr, "Watcher").await;
+                        let mut moderator = Client::moderator(addr).await;
+                        moderator.send(r#"{"type":"command","command":{"type":"open_poll","poll":"finale"}}"#).await;
+                        let open = replay.expect_from_bridge(|l| l.starts_with("PRIVMSG #parvis :")).await;
+                        assert!(open.contains("!vote stars") && open.contains("!vote dawn"), "{open}");
+                        replay.send(&twitch_privmsg("p1", "3001", "Une", "", "", "!vote stars"));
+                        replay.send(&twitch_privmsg("p2", "3002", "Deux", "", "", "!vote stars"));
+                        let stars = |m: &serde_json::Value| m["options"].as_array().and_then(|o| o.iter().find(|o| o["id"] == "stars")).and_then(|o| o["votes"].as_u64());
+                        watcher.expect(|m| m["type"] == "poll" && stars(m) == Some(2)).await;
+                        moderator.send(r#"{"type":"command","command":{"type":"close_poll","poll":"finale"}}"#).await;
+                        let result = replay.expect_from_bridge(|l| l.starts_with("PRIVMSG #parvis :") && l.contains("Poll closed")).await;
+                        assert!(result.contains("Nuit étoilée") && result.contains("2 of 2 votes"), "{result}");
+                    })
+                }),
+            );
+            let closed = log_of(&app).iter().any(|e| matches!(&e.command, VenueCommand::ClosePoll { poll } if poll == "finale"));
+            assert!(closed);
         }
 
         fn twitch_privmsg(id: &str, user_id: &str, name: &str, badges: &str, extra: &str, text: &str) -> String {
