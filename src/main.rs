@@ -35,7 +35,7 @@ struct Cli {
 enum Command {
     /// Show a venue: in a window when a display is available (DISPLAY set), otherwise headless.
     /// Saving the scene file updates the running venue; a broken save keeps the last good one.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check scene files without rendering. Exit 0 when all are valid; otherwise print one line
     /// per problem (file:line:column or field path, what was expected, what was found) and exit 1.
     Check(CheckArgs),
@@ -185,10 +185,15 @@ struct RunArgs {
     /// through the same moderation and rules as the audience page's, as `twitch:USER-ID`.
     #[arg(long, value_name = "CHANNEL[,CHANNEL]")]
     twitch: Option<String>,
-    /// The chat server for --twitch: irc://HOST:PORT or ws://HOST:PORT/PATH (any IRC server works;
-    /// tags such as roles and bits come from Twitch's) [default: irc://irc.chat.twitch.tv:6667].
+    /// The chat server for --twitch: ircs://HOST:PORT or wss://HOST:PORT/PATH, or unencrypted
+    /// irc:// and ws:// (any IRC server works; roles and bits come from Twitch's tags)
+    /// [default: ircs://irc.chat.twitch.tv:6697].
     #[arg(long, value_name = "URL", requires = "twitch")]
     twitch_server: Option<String>,
+    /// Also trust the certificate authorities in this PEM file for --twitch-server (a private
+    /// relay's); the public ones are always trusted.
+    #[arg(long, value_name = "FILE.pem", requires = "twitch")]
+    twitch_ca: Option<PathBuf>,
     /// The bot account's login, to post poll results and acknowledgements; its OAuth token is
     /// read from the PARVIS_TWITCH_TOKEN environment variable, never from the command line.
     #[arg(long, value_name = "LOGIN", requires = "twitch")]
@@ -238,7 +243,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => return check(&args),
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Render(args) => render(args),
         Command::Replay(args) => replay(&args),
         Command::Loadgen(args) => loadgen(&args),
@@ -426,6 +431,10 @@ fn twitch_config(args: &RunArgs) -> Result<Option<parvis::bridge::twitch::Twitch
     let mut config = TwitchConfig::new(channels);
     if let Some(server) = &args.twitch_server {
         config.endpoint = server.parse().context("--twitch-server")?;
+    }
+    if let Some(path) = &args.twitch_ca {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        config.trust_pem(&pem).with_context(|| format!("--twitch-ca {}", path.display()))?;
     }
     let token = std::env::var("PARVIS_TWITCH_TOKEN").ok().filter(|t| !t.trim().is_empty());
     config.login = match (&args.twitch_nick, token) {

@@ -310,7 +310,14 @@ fn saving_the_scene_file_updates_the_running_venue_and_a_broken_save_keeps_the_l
 // ---------------------------------------------------------------- command line
 
 fn parvis(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_parvis")).args(args).current_dir(root()).output().unwrap();
+    // Hermetic: secrets a developer may have exported do not change what is tested.
+    let out = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(args)
+        .current_dir(root())
+        .env_remove("PARVIS_TWITCH_TOKEN")
+        .env_remove("PARVIS_MOD_TOKEN")
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -373,6 +380,19 @@ fn run_without_rendering_keeps_state_and_log_and_replays_the_same() {
     let (code, out, err) = parvis(&["replay", log_arg]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("fog = 0.15"), "the setting made without a renderer is in the log:\n{out}");
+    // Bad chat bridge settings are refused before anything starts, each with its reason.
+    for (args, expected) in [
+        (&["--twitch", "bad-name"][..], "is not a channel name"),
+        (&["--twitch", "parvis", "--twitch-server", "http://example.org:80"], "is not a chat server address"),
+        (&["--twitch", "parvis", "--twitch-nick", "bot"], "PARVIS_TWITCH_TOKEN"),
+        (&["--twitch", "parvis", "--twitch-ca", "Cargo.toml"], "no certificate in it"),
+    ] {
+        let mut all = vec!["run", "--no-render", "--frames", "1", "--audience", "127.0.0.1:0"];
+        all.extend_from_slice(args);
+        let (code, _, err) = parvis(&all);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
     // It draws nothing, so asking for a screenshot is refused up front.
     let (code, _, err) = parvis(&["run", "--no-render", "--headless"]);
     assert_eq!(code, 2, "{err}");
@@ -1370,6 +1390,82 @@ mod audience {
             );
             let closed = log_of(&app).iter().any(|e| matches!(&e.command, VenueCommand::ClosePoll { poll } if poll == "finale"));
             assert!(closed);
+        }
+
+        #[test]
+        fn over_tls_the_bridge_checks_the_server_and_sends_its_token_encrypted() {
+            use rustls::pki_types::pem::PemObject;
+            let dir = root().join("tests/data/tls");
+            let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+            let server_config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(certs, key)
+                .unwrap();
+            let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            // Two bridges: one trusts the test authority, one only the public ones.
+            let mut trusting = TwitchConfig::new("parvis");
+            trusting.endpoint = format!("ircs://localhost:{port}").parse().unwrap();
+            trusting.login = Some(parvis::bridge::twitch::Login::new("parvisbot", "s3cret"));
+            trusting.trust_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
+            trusting.validate().unwrap();
+            let mut wary = trusting.clone();
+            wary.extra_roots.clear();
+            wary.backoff = (Duration::from_millis(50), Duration::from_millis(100));
+            let app = with_venue_started(
+                default_scene(),
+                |_, _| {},
+                move |server, _| {
+                    parvis::bridge::start(server, Box::new(TwitchBridge::new(wary).unwrap()), "twitch:");
+                    parvis::bridge::start(server, Box::new(TwitchBridge::new(trusting).unwrap()), "twitch:");
+                },
+                Box::new(move |addr| {
+                    Box::pin(async move {
+                        listener.set_nonblocking(true).unwrap();
+                        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                        let mut watcher = Client::join(addr, "Watcher").await;
+                        // Handshakes that fail (the wary bridge refuses our certificate) are
+                        // skipped; the trusting bridge's connection is the one served.
+                        let (tls_tx, mut tls_rx) = tokio::sync::mpsc::unbounded_channel();
+                        tokio::spawn(async move {
+                            while let Ok((tcp, _)) = listener.accept().await {
+                                let acceptor = acceptor.clone();
+                                let tls_tx = tls_tx.clone();
+                                tokio::spawn(async move {
+                                    if let Ok(tls) = acceptor.accept(tcp).await {
+                                        let _ = tls_tx.send(tls);
+                                    }
+                                });
+                            }
+                        });
+                        let tls = tokio::time::timeout(Duration::from_secs(10), tls_rx.recv()).await.unwrap().unwrap();
+                        let (read, mut write) = tokio::io::split(tls);
+                        let mut read = BufReader::new(read).lines();
+                        let mut said = Vec::new();
+                        while !said.iter().any(|l: &String| l.starts_with("JOIN")) {
+                            let line = tokio::time::timeout(Duration::from_secs(10), read.next_line()).await.unwrap().unwrap().unwrap();
+                            if line.starts_with("NICK") {
+                                write.write_all(b":tmi.twitch.tv 001 parvisbot :Welcome, GLHF!\r\n").await.unwrap();
+                            }
+                            said.push(line);
+                        }
+                        assert!(said.contains(&"PASS oauth:s3cret".to_owned()), "{said:?}");
+                        write.write_all(format!("{}\r\n", twitch_privmsg("t1", "4001", "Chiffrée", "", "", "!light #445566")).as_bytes()).await.unwrap();
+                        let effect = watcher.expect(|m| m["type"] == "effect").await;
+                        assert_eq!(effect["by"], "Chiffrée");
+                        // The wary bridge kept failing its handshake and retrying.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        let metrics = http_get(addr, "/metrics").await;
+                        let reconnects: u64 = metrics.lines().find_map(|l| l.strip_prefix("parvis_bridge_reconnects_total ")).and_then(|v| v.parse().ok()).unwrap();
+                        assert!(reconnects >= 2, "{metrics}");
+                    })
+                }),
+            );
+            assert_eq!(log_of(&app).iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u == "twitch:4001")).count(), 1);
         }
 
         fn twitch_privmsg(id: &str, user_id: &str, name: &str, badges: &str, extra: &str, text: &str) -> String {

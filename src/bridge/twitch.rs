@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Message;
@@ -35,59 +35,65 @@ const MAX_POST: usize = 450;
 
 /// Where to connect.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    /// IRC over TCP: `irc://host:port`.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port.
-        port: u16,
-    },
-    /// IRC over WebSocket, one or more lines per text message: `ws://host:port/path`.
-    WebSocket {
-        /// The URL.
-        url: String,
-        /// Host name or address.
-        host: String,
-    },
+pub struct Endpoint {
+    /// IRC lines straight over the connection, or inside WebSocket messages.
+    pub transport: Transport,
+    /// Host name or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Whether the connection is encrypted (TLS, the server's certificate checked).
+    pub tls: bool,
+    /// The WebSocket URL path (with its query), `/` for plain IRC.
+    pub path: String,
+}
+
+/// How IRC lines travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// One line per `\r\n`: `irc://` and `ircs://`.
+    Tcp,
+    /// One or more lines per text message: `ws://` and `wss://`.
+    WebSocket,
 }
 
 impl Endpoint {
-    /// Twitch's plain IRC endpoint (read-only use; see `TwitchConfig::validate`).
+    /// Twitch's encrypted IRC endpoint.
     pub fn twitch() -> Self {
-        Endpoint::Tcp { host: "irc.chat.twitch.tv".into(), port: 6667 }
-    }
-
-    fn host(&self) -> &str {
-        match self {
-            Endpoint::Tcp { host, .. } | Endpoint::WebSocket { host, .. } => host,
-        }
+        "ircs://irc.chat.twitch.tv:6697".parse().expect("a valid address")
     }
 
     fn is_loopback(&self) -> bool {
-        let host = self.host().trim_start_matches('[').trim_end_matches(']');
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
         host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    }
+
+    fn url(&self) -> String {
+        let scheme = match (self.transport, self.tls) {
+            (Transport::Tcp, false) => "irc",
+            (Transport::Tcp, true) => "ircs",
+            (Transport::WebSocket, false) => "ws",
+            (Transport::WebSocket, true) => "wss",
+        };
+        match self.transport {
+            Transport::Tcp => format!("{scheme}://{}:{}", self.host, self.port),
+            Transport::WebSocket => format!("{scheme}://{}:{}{}", self.host, self.port, self.path),
+        }
     }
 }
 
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Endpoint::Tcp { host, port } => write!(f, "irc://{host}:{port}"),
-            Endpoint::WebSocket { url, .. } => f.write_str(url),
-        }
+        f.write_str(&self.url())
     }
 }
 
 /// A bad bridge setting.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TwitchConfigError {
-    /// The endpoint is not `irc://HOST:PORT` or `ws://HOST:PORT/PATH`.
-    #[error("{0:?} is not a chat server address: use irc://HOST:PORT or ws://HOST:PORT/PATH")]
+    /// Not `irc[s]://HOST:PORT` or `ws[s]://HOST:PORT/PATH`.
+    #[error("{0:?} is not a chat server address: use ircs://HOST:PORT, wss://HOST:PORT/PATH, or irc:// and ws:// unencrypted")]
     BadEndpoint(String),
-    /// An encrypted endpoint: TLS is not built into Parvis yet.
-    #[error("{0:?}: encrypted connections (ircs://, wss://) are not built in yet; read anonymously over irc:// or ws://")]
-    NoTls(String),
     /// No channel to join.
     #[error("no channel given: name at least one, e.g. --twitch mychannel")]
     NoChannels,
@@ -95,11 +101,14 @@ pub enum TwitchConfigError {
     #[error("{0:?} is not a channel name (letters, digits and _ only, at most 25)")]
     BadChannel(String),
     /// A token would cross the network unencrypted.
-    #[error("an OAuth token is only sent over an encrypted connection, which is not built in yet; {0} is not on this machine. Read anonymously (no token) instead")]
+    #[error("an OAuth token is only sent over an encrypted connection (ircs:// or wss://), or to this machine; {0} is neither")]
     TokenNeedsTls(String),
     /// A token without the account's login.
     #[error("a token needs the bot account's login too (--twitch-nick)")]
     NickRequired,
+    /// Extra root certificates that cannot be read.
+    #[error("cannot read the certificate authority file: {0}")]
+    BadCertificates(String),
 }
 
 /// The bot account, for posting announcements.
@@ -139,6 +148,8 @@ pub struct TwitchConfig {
     pub backoff: (Duration, Duration),
     /// Time allowed to connect.
     pub connect_timeout: Duration,
+    /// Certificate authorities trusted besides the usual public ones (a private relay's).
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl TwitchConfig {
@@ -151,7 +162,21 @@ impl TwitchConfig {
             keepalive: Duration::from_secs(240),
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
             connect_timeout: Duration::from_secs(10),
+            extra_roots: Vec::new(),
         }
+    }
+
+    /// Trusts the certificate authorities in a PEM file too.
+    pub fn trust_pem(&mut self, pem: &[u8]) -> Result<(), TwitchConfigError> {
+        use rustls::pki_types::pem::PemObject;
+        let before = self.extra_roots.len();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+            self.extra_roots.push(cert.map_err(|e| TwitchConfigError::BadCertificates(e.to_string()))?);
+        }
+        if self.extra_roots.len() == before {
+            return Err(TwitchConfigError::BadCertificates("no certificate in it".into()));
+        }
+        Ok(())
     }
 
     /// Checks the settings before anything connects.
@@ -166,7 +191,7 @@ impl TwitchConfig {
             if login.nick.is_empty() {
                 return Err(TwitchConfigError::NickRequired);
             }
-            if !self.endpoint.is_loopback() {
+            if !self.endpoint.tls && !self.endpoint.is_loopback() {
                 return Err(TwitchConfigError::TokenNeedsTls(self.endpoint.to_string()));
             }
         }
@@ -179,21 +204,24 @@ impl FromStr for Endpoint {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let bad = || TwitchConfigError::BadEndpoint(s.to_owned());
-        if s.starts_with("ircs://") || s.starts_with("wss://") {
-            return Err(TwitchConfigError::NoTls(s.to_owned()));
-        }
         let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
-        let authority = rest.split('/').next().unwrap_or_default();
+        let (transport, tls) = match scheme {
+            "irc" | "tcp" => (Transport::Tcp, false),
+            "ircs" => (Transport::Tcp, true),
+            "ws" => (Transport::WebSocket, false),
+            "wss" => (Transport::WebSocket, true),
+            _ => return Err(bad()),
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(at) => (&rest[..at], &rest[at..]),
+            None => (rest, "/"),
+        };
         let (host, port) = authority.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         if host.is_empty() || port == 0 {
             return Err(bad());
         }
-        match scheme {
-            "irc" | "tcp" => Ok(Endpoint::Tcp { host: host.to_owned(), port }),
-            "ws" => Ok(Endpoint::WebSocket { url: s.to_owned(), host: host.to_owned() }),
-            _ => Err(bad()),
-        }
+        Ok(Endpoint { transport, host: host.to_owned(), port, tls, path: path.to_owned() })
     }
 }
 
@@ -272,10 +300,16 @@ async fn run(config: TwitchConfig, sink: BridgeSink, mut outbound: broadcast::Re
     }
 }
 
+/// A connection's byte stream, plain or encrypted.
+trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+type Stream = Box<dyn Io>;
+
 /// The sending half of a connection.
 enum Writer {
-    Tcp(tokio::net::tcp::OwnedWriteHalf),
-    WebSocket(futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<TcpStream>, Message>),
+    Tcp(tokio::io::WriteHalf<Stream>),
+    WebSocket(futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<Stream>, Message>),
 }
 
 impl Writer {
@@ -285,7 +319,8 @@ impl Writer {
                 let mut bytes = Vec::with_capacity(line.len() + 2);
                 bytes.extend_from_slice(line.as_bytes());
                 bytes.extend_from_slice(b"\r\n");
-                w.write_all(&bytes).await.map_err(|e| e.to_string())
+                w.write_all(&bytes).await.map_err(|e| e.to_string())?;
+                w.flush().await.map_err(|e| e.to_string())
             }
             Writer::WebSocket(w) => w.send(Message::text(line)).await.map_err(|e| e.to_string()),
         }
@@ -304,14 +339,36 @@ impl Drop for Reader {
     }
 }
 
+/// TCP, then TLS when asked, checking the server's certificate against the public roots and
+/// any extra ones.
+async fn open_stream(endpoint: &Endpoint, extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Stream, String> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await.map_err(|e| format!("cannot connect: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    if !endpoint.tls {
+        return Ok(Box::new(tcp));
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_roots {
+        roots.add(cert.clone()).map_err(|e| format!("unusable extra certificate: {e}"))?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(endpoint.host.trim_start_matches('[').trim_end_matches(']').to_owned()).map_err(|e| format!("{}: {e}", endpoint.host))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+    Ok(Box::new(tls))
+}
+
 /// Connects and starts a reader task that delivers lines.
-async fn connect(endpoint: &Endpoint) -> Result<(Writer, mpsc::Receiver<Line>, Reader), String> {
+async fn connect(endpoint: &Endpoint, extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<(Writer, mpsc::Receiver<Line>, Reader), String> {
     let (tx, rx) = mpsc::channel::<Line>(1024);
-    match endpoint {
-        Endpoint::Tcp { host, port } => {
-            let stream = TcpStream::connect((host.as_str(), *port)).await.map_err(|e| format!("cannot connect: {e}"))?;
-            let _ = stream.set_nodelay(true);
-            let (mut read, write) = stream.into_split();
+    let stream = open_stream(endpoint, extra_roots).await?;
+    match endpoint.transport {
+        Transport::Tcp => {
+            let (mut read, write) = tokio::io::split(stream);
             let reader = tokio::spawn(async move {
                 let mut buf: Vec<u8> = Vec::with_capacity(4096);
                 let mut chunk = vec![0u8; 8192];
@@ -346,13 +403,13 @@ async fn connect(endpoint: &Endpoint) -> Result<(Writer, mpsc::Receiver<Line>, R
             });
             Ok((Writer::Tcp(write), rx, Reader(reader)))
         }
-        Endpoint::WebSocket { url, host } => {
-            let port = url.split("://").nth(1).and_then(|r| r.split('/').next()).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| p.parse::<u16>().ok()).unwrap_or(80);
-            let stream = TcpStream::connect((host.as_str(), port)).await.map_err(|e| format!("cannot connect: {e}"))?;
+        Transport::WebSocket => {
             let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
                 .max_message_size(Some(64 << 10))
                 .max_frame_size(Some(64 << 10));
-            let (socket, _) = tokio_tungstenite::client_async_with_config(url.as_str(), stream, Some(config)).await.map_err(|e| format!("WebSocket handshake failed: {e}"))?;
+            // The URL only names the resource: the stream is already connected (and encrypted).
+            let url = format!("ws://{}:{}{}", endpoint.host, endpoint.port, endpoint.path);
+            let (socket, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.map_err(|e| format!("WebSocket handshake failed: {e}"))?;
             let (write, mut read) = socket.split();
             let reader = tokio::spawn(async move {
                 while let Some(Ok(message)) = read.next().await {
@@ -390,7 +447,7 @@ async fn session(
     seed: u64,
 ) -> SessionEnd {
     let metrics = &sink.shared().metrics;
-    let (mut writer, mut lines, _reader) = match tokio::time::timeout(config.connect_timeout, connect(&config.endpoint)).await {
+    let (mut writer, mut lines, _reader) = match tokio::time::timeout(config.connect_timeout, connect(&config.endpoint, &config.extra_roots)).await {
         Ok(Ok(connection)) => connection,
         Ok(Err(why)) => return SessionEnd::Lost(why),
         Err(_) => return SessionEnd::Lost("connection timed out".into()),
@@ -614,10 +671,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoints_parse_and_refuse_what_is_not_built_in() {
-        assert_eq!("irc://127.0.0.1:6667".parse::<Endpoint>(), Ok(Endpoint::Tcp { host: "127.0.0.1".into(), port: 6667 }));
-        assert!(matches!("ws://irc-ws.chat.twitch.tv:80/".parse::<Endpoint>(), Ok(Endpoint::WebSocket { .. })));
-        assert!(matches!("wss://irc-ws.chat.twitch.tv:443".parse::<Endpoint>(), Err(TwitchConfigError::NoTls(_))));
+    fn endpoints_parse_with_their_transport_and_encryption() {
+        let e: Endpoint = "irc://127.0.0.1:6667".parse().unwrap();
+        assert_eq!((e.transport, e.tls, e.host.as_str(), e.port), (Transport::Tcp, false, "127.0.0.1", 6667));
+        let e: Endpoint = "wss://irc-ws.chat.twitch.tv:443".parse().unwrap();
+        assert_eq!((e.transport, e.tls, e.path.as_str()), (Transport::WebSocket, true, "/"));
+        assert_eq!(e.to_string(), "wss://irc-ws.chat.twitch.tv:443/");
+        assert_eq!(Endpoint::twitch().to_string(), "ircs://irc.chat.twitch.tv:6697");
         for bad in ["irc.chat.twitch.tv", "irc://host", "irc://:6667", "http://h:1", "irc://h:0", "irc://h:99999"] {
             assert!(matches!(bad.parse::<Endpoint>(), Err(TwitchConfigError::BadEndpoint(_))), "{bad}");
         }
@@ -630,9 +690,12 @@ mod tests {
         assert!(matches!(TwitchConfig::new("bad-name").validate(), Err(TwitchConfigError::BadChannel(_))));
         let mut config = TwitchConfig::new("parvis");
         config.login = Some(Login::new("parvisbot", "oauth:secret"));
+        assert_eq!(config.validate(), Ok(()), "Twitch's own endpoint is encrypted");
+        config.endpoint = "irc://irc.chat.twitch.tv:6667".parse().unwrap();
         assert!(matches!(config.validate(), Err(TwitchConfigError::TokenNeedsTls(_))));
         config.endpoint = "irc://127.0.0.1:6667".parse().unwrap();
-        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.validate(), Ok(()), "this machine");
+        assert!(matches!(config.trust_pem(b"not a certificate"), Err(TwitchConfigError::BadCertificates(_))));
         let shown = format!("{config:?}");
         assert!(!shown.contains("secret") && shown.contains("redacted"), "{shown}");
     }
