@@ -15,6 +15,7 @@ pub mod camera;
 pub mod command;
 pub mod effects;
 pub mod environment;
+pub mod heritage;
 pub mod hud;
 pub mod loadgen;
 pub mod output;

@@ -1,0 +1,311 @@
+//! The level-of-detail octree of a point cloud, as Potree builds them: each node keeps an even
+//! subsample of the points in its cube (one per cell of a grid) and passes the rest down to
+//! its eight children, so drawing the nodes from the root down refines the picture, and the
+//! renderer can stop wherever its point budget or the screen-space error says.
+
+use super::Point;
+
+/// Cells per axis of a node's sampling grid: a surface crossing a node fills about this
+/// squared of them, which is of the order of the per-node budget.
+const GRID: u32 = 128;
+
+/// How an octree is built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OctreeConfig {
+    /// Most points one node holds.
+    pub max_points_per_node: usize,
+    /// Deepest level; points still over the budget there are duplicates (or as good as).
+    pub max_depth: u8,
+}
+
+impl Default for OctreeConfig {
+    fn default() -> Self {
+        Self { max_points_per_node: 20_000, max_depth: 16 }
+    }
+}
+
+/// An axis-aligned cube.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Cube {
+    /// Lowest corner.
+    pub min: [f32; 3],
+    /// Edge length.
+    pub size: f32,
+}
+
+impl Cube {
+    /// The smallest cube around `points` (a unit cube at the origin for none), a little larger
+    /// so that the points on its far faces are inside.
+    pub fn around(points: &[Point]) -> Cube {
+        let Some(first) = points.first() else { return Cube { min: [0.0; 3], size: 1.0 } };
+        let (mut lo, mut hi) = (first.position, first.position);
+        for p in points {
+            for a in 0..3 {
+                lo[a] = lo[a].min(p.position[a]);
+                hi[a] = hi[a].max(p.position[a]);
+            }
+        }
+        let size = (0..3).map(|a| hi[a] - lo[a]).fold(0.0f32, f32::max).max(1e-3) * 1.0001;
+        Cube { min: lo, size }
+    }
+
+    /// Whether a position is inside (lower faces included, upper excluded).
+    pub fn contains(&self, p: [f32; 3]) -> bool {
+        (0..3).all(|a| p[a] >= self.min[a] && p[a] < self.min[a] + self.size)
+    }
+
+    /// The octant `i` (bit 0: x, bit 1: y, bit 2: z).
+    pub fn child(&self, i: usize) -> Cube {
+        let half = self.size / 2.0;
+        let mut min = self.min;
+        for (a, m) in min.iter_mut().enumerate() {
+            if i >> a & 1 == 1 {
+                *m += half;
+            }
+        }
+        Cube { min, size: half }
+    }
+
+    fn octant(&self, p: [f32; 3]) -> usize {
+        let half = self.size / 2.0;
+        (0..3).map(|a| usize::from(p[a] >= self.min[a] + half) << a).sum()
+    }
+
+    fn center(&self) -> [f32; 3] {
+        self.min.map(|m| m + self.size / 2.0)
+    }
+}
+
+/// One node: its cube, its own points, and its children's indices in [`Octree::nodes`].
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// The cube the node covers.
+    pub cube: Cube,
+    /// Depth (0: the root).
+    pub depth: u8,
+    /// The node's subsample.
+    pub points: Vec<Point>,
+    /// Children by octant.
+    pub children: [Option<u32>; 8],
+}
+
+impl Node {
+    /// Distance between neighbouring points at this level: the sampling cell's edge.
+    pub fn spacing(&self) -> f32 {
+        self.cube.size / GRID as f32
+    }
+}
+
+/// A built octree.
+#[derive(Debug, Clone)]
+pub struct Octree {
+    /// Nodes, the root first, every parent before its children.
+    pub nodes: Vec<Node>,
+    /// Points left out because a deepest node was full: exact or near duplicates.
+    pub dropped: u64,
+}
+
+impl Octree {
+    /// Builds the octree of `points`.
+    pub fn build(points: Vec<Point>, config: OctreeConfig) -> Octree {
+        let root = Cube::around(&points);
+        let mut tree = Octree { nodes: Vec::new(), dropped: 0 };
+        let mut grid = vec![0u64; (GRID as usize).pow(3).div_ceil(64)];
+        // Depth-first with an explicit stack: deep trees do not grow the call stack.
+        let mut stack = vec![(None::<(u32, usize)>, root, 0u8, points)];
+        while let Some((parent, cube, depth, points)) = stack.pop() {
+            let index = tree.nodes.len() as u32;
+            if let Some((parent, octant)) = parent {
+                tree.nodes[parent as usize].children[octant] = Some(index);
+            }
+            let max = config.max_points_per_node.max(1);
+            if points.len() <= max {
+                tree.nodes.push(Node { cube, depth, points, children: [None; 8] });
+                continue;
+            }
+            let (own, rest) = subsample(&cube, points, max, &mut grid);
+            tree.nodes.push(Node { cube, depth, points: own, children: [None; 8] });
+            if depth >= config.max_depth {
+                tree.dropped += rest.len() as u64;
+                continue;
+            }
+            let mut octants: [Vec<Point>; 8] = Default::default();
+            for p in rest {
+                octants[cube.octant(p.position)].push(p);
+            }
+            for (i, points) in octants.into_iter().enumerate().rev() {
+                if !points.is_empty() {
+                    stack.push((Some((index, i)), cube.child(i), depth + 1, points));
+                }
+            }
+        }
+        tree
+    }
+
+    /// Points held in all nodes.
+    pub fn point_count(&self) -> u64 {
+        self.nodes.iter().map(|n| n.points.len() as u64).sum()
+    }
+
+    /// The nodes to draw from `eye` with a vertical field of view `fov_y` (radians) on a
+    /// screen `height` pixels tall: the root down, most visible first, while a node's point
+    /// spacing covers more than `max_error_px` pixels, stopping before `point_budget` points.
+    pub fn select(&self, eye: [f32; 3], fov_y: f32, height: f32, max_error_px: f32, point_budget: u64) -> Vec<u32> {
+        let Some(root) = self.nodes.first() else { return Vec::new() };
+        let pixels_per_unit_at_1m = height / (2.0 * (fov_y / 2.0).tan());
+        let projected = |node: &Node| {
+            let c = node.cube.center();
+            let radius = node.cube.size * 0.866;
+            let distance = ((0..3).map(|a| (c[a] - eye[a]).powi(2)).sum::<f32>().sqrt() - radius).max(0.01);
+            node.spacing() * pixels_per_unit_at_1m / distance
+        };
+        let mut chosen = Vec::new();
+        let mut used = 0u64;
+        let mut queue = std::collections::BinaryHeap::new();
+        queue.push((ordered(projected(root)), 0u32));
+        while let Some((error, index)) = queue.pop() {
+            let node = &self.nodes[index as usize];
+            if used + node.points.len() as u64 > point_budget {
+                break;
+            }
+            used += node.points.len() as u64;
+            chosen.push(index);
+            for child in node.children.iter().flatten() {
+                let child_error = projected(&self.nodes[*child as usize]);
+                // A child refines its parent only while the parent's points are visibly apart.
+                if f32::from_bits(error.0) > max_error_px {
+                    queue.push((ordered(child_error), *child));
+                }
+            }
+        }
+        chosen
+    }
+}
+
+/// A positive f32 ordered by its bits (which sort as the numbers do for non-negative values).
+fn ordered(v: f32) -> (u32,) {
+    (v.max(0.0).to_bits(),)
+}
+
+/// Keeps the first point of each grid cell (at most `max`), returns (kept, the rest).
+fn subsample(cube: &Cube, points: Vec<Point>, max: usize, grid: &mut [u64]) -> (Vec<Point>, Vec<Point>) {
+    let scale = GRID as f32 / cube.size;
+    let mut touched = Vec::new();
+    let mut own = Vec::with_capacity(max.min(points.len()));
+    let mut rest = Vec::with_capacity(points.len().saturating_sub(max));
+    for p in points {
+        let cell = |a: usize| (((p.position[a] - cube.min[a]) * scale) as u32).min(GRID - 1);
+        let index = ((cell(2) * GRID + cell(1)) * GRID + cell(0)) as usize;
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        if own.len() < max && grid[word] & bit == 0 {
+            grid[word] |= bit;
+            touched.push(word);
+            own.push(p);
+        } else {
+            rest.push(p);
+        }
+    }
+    for word in touched {
+        grid[word] = 0;
+    }
+    (own, rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic scan: a floor, two walls and a dome, sampled with a fixed seed.
+    fn scan(n: usize) -> Vec<Point> {
+        let mut rng = crate::effects::SeededRng::new(42);
+        (0..n)
+            .map(|i| {
+                let (u, v) = (rng.unit() * 20.0 - 10.0, rng.unit() * 20.0 - 10.0);
+                let position = match i % 4 {
+                    0 => [u, 0.0, v],
+                    1 => [u, (v + 10.0) / 2.0, -10.0],
+                    2 => [-10.0, (u + 10.0) / 2.0, v],
+                    _ => {
+                        let (a, b) = (u * 0.157, (v + 10.0) * 0.0785);
+                        [4.0 * b.cos() * a.cos(), 10.0 + 4.0 * b.sin(), 4.0 * b.cos() * a.sin()]
+                    }
+                };
+                Point { position, colour: [(i % 251) as u8, 90, 60], intensity: (i % 65_000) as u16, class: (i % 7) as u8 }
+            })
+            .collect()
+    }
+
+    fn key(p: &Point) -> ([u32; 3], [u8; 3], u16, u8) {
+        (p.position.map(f32::to_bits), p.colour, p.intensity, p.class)
+    }
+
+    #[test]
+    fn every_point_lands_in_exactly_one_node_within_its_cube_and_budget() {
+        let input = scan(200_000);
+        let config = OctreeConfig { max_points_per_node: 5_000, max_depth: 12 };
+        let tree = Octree::build(input.clone(), config);
+        assert_eq!(tree.dropped, 0);
+        let mut stored: Vec<_> = tree.nodes.iter().flat_map(|n| n.points.iter().map(key)).collect();
+        let mut expected: Vec<_> = input.iter().map(key).collect();
+        stored.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(stored, expected, "the nodes hold the input exactly: none lost, none twice");
+        for (i, node) in tree.nodes.iter().enumerate() {
+            assert!(node.points.len() <= config.max_points_per_node, "node {i} holds {}", node.points.len());
+            assert!(node.points.iter().all(|p| node.cube.contains(p.position)), "node {i} holds a point outside its cube");
+            for (octant, child) in node.children.iter().enumerate() {
+                if let Some(child) = child {
+                    assert!(*child as usize > i, "parents come before their children");
+                    let child = &tree.nodes[*child as usize];
+                    assert_eq!((child.cube, child.depth), (node.cube.child(octant), node.depth + 1));
+                }
+            }
+        }
+        assert!(tree.nodes.len() > 40, "a real hierarchy: {} nodes", tree.nodes.len());
+        // The root is an even sample of the whole, not the first points of the file.
+        let root = &tree.nodes[0];
+        let kinds = (0..4).map(|k| root.points.iter().filter(|p| usize::from(p.colour[0]) % 4 == k).count()).collect::<Vec<_>>();
+        assert!(kinds.iter().all(|k| *k > 200), "{kinds:?}");
+        // The same input builds the same tree.
+        let again = Octree::build(input, config);
+        assert_eq!(again.nodes.len(), tree.nodes.len());
+        assert!(again.nodes.iter().zip(&tree.nodes).all(|(a, b)| a.points == b.points));
+    }
+
+    #[test]
+    fn duplicates_are_dropped_at_the_deepest_level_and_counted() {
+        let same = Point { position: [1.0, 2.0, 3.0], colour: [1, 2, 3], intensity: 0, class: 0 };
+        let mut input = vec![same; 50_000];
+        input.extend(scan(1_000));
+        let config = OctreeConfig { max_points_per_node: 1_000, max_depth: 6 };
+        let tree = Octree::build(input, config);
+        assert_eq!(tree.point_count() + tree.dropped, 51_000);
+        assert!(tree.dropped > 40_000, "{}", tree.dropped);
+        assert!(tree.nodes.iter().all(|n| n.points.len() <= 1_000 && n.depth <= 6));
+        // Nothing at all, and one point, are trees too.
+        assert_eq!(Octree::build(Vec::new(), config).point_count(), 0);
+        assert_eq!(Octree::build(vec![same], config).nodes.len(), 1);
+    }
+
+    #[test]
+    fn selection_respects_the_budget_and_refines_near_the_eye() {
+        let tree = Octree::build(scan(300_000), OctreeConfig { max_points_per_node: 4_000, max_depth: 12 });
+        for budget in [1_000u64, 20_000, 100_000] {
+            let chosen = tree.select([0.0, 1.7, 8.0], 1.0, 1080.0, 1.0, budget);
+            let used: u64 = chosen.iter().map(|i| tree.nodes[*i as usize].points.len() as u64).sum();
+            assert!(used <= budget, "{used} points for a budget of {budget}");
+            // A chosen node's parent is chosen too: the picture refines, it never has holes.
+            for i in &chosen {
+                if *i != 0 {
+                    let parent = tree.nodes.iter().position(|n| n.children.contains(&Some(*i))).unwrap() as u32;
+                    assert!(chosen.contains(&parent));
+                }
+            }
+        }
+        let near = tree.select([0.0, 1.7, 0.0], 1.0, 1080.0, 1.0, 60_000);
+        let far = tree.select([0.0, 1.7, 2_000.0], 1.0, 1080.0, 1.0, 60_000);
+        let deepest = |chosen: &[u32]| chosen.iter().map(|i| tree.nodes[*i as usize].depth).max().unwrap();
+        assert!(deepest(&near) > deepest(&far), "near {} vs far {}", deepest(&near), deepest(&far));
+        assert!(far.len() < near.len(), "far away, coarse levels are enough: {} vs {}", far.len(), near.len());
+    }
+}
