@@ -2,6 +2,7 @@
 //! organised in a level-of-detail octree. Import to a cache, LAS/LAZ, meshes with LOD,
 //! streaming and rendering come next (docs/heritage.md).
 
+pub mod las;
 pub mod octree;
 pub mod ply;
 
