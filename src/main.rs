@@ -48,6 +48,22 @@ enum Command {
     /// Load-test a running venue's audience server on this machine: N connections sending chat
     /// at a set rate for a bounded time; prints a Markdown report. Loopback addresses only.
     Loadgen(LoadgenArgs),
+    /// Import a scan (a PLY, LAS or LAZ point cloud) into the cache a viewer streams from: a
+    /// level-of-detail octree in a folder named by the file's content hash, so the same scan is
+    /// imported once. Prints what was imported and where.
+    Import(ImportArgs),
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// The scan: .ply, .las or .laz.
+    input: PathBuf,
+    /// Folder of imported scans [default: .parvis-cache next to the scan].
+    #[arg(long, value_name = "DIR")]
+    cache: Option<PathBuf>,
+    /// Most points per octree node (the unit a viewer streams).
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    points_per_node: usize,
 }
 
 #[derive(Args)]
@@ -247,6 +263,7 @@ fn main() -> ExitCode {
         Command::Render(args) => render(args),
         Command::Replay(args) => replay(&args),
         Command::Loadgen(args) => loadgen(&args),
+        Command::Import(args) => import(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -570,6 +587,41 @@ fn loadgen(args: &LoadgenArgs) -> Result<()> {
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    Ok(())
+}
+
+fn import(args: &ImportArgs) -> Result<()> {
+    let cache = match &args.cache {
+        Some(dir) => dir.clone(),
+        None => args.input.parent().unwrap_or(std::path::Path::new(".")).join(".parvis-cache"),
+    };
+    let config = parvis::heritage::octree::OctreeConfig { max_points_per_node: args.points_per_node.clamp(100, 1_000_000), ..Default::default() };
+    let started = Instant::now();
+    let imported = parvis::heritage::import(&args.input, &cache, config, |phase| eprintln!("parvis: import: {phase} ({:.1} s)", started.elapsed().as_secs_f32()))?;
+    let index = &imported.index;
+    if imported.cached {
+        println!("{} was imported before: {}", args.input.display(), imported.dir.display());
+    } else {
+        let [read, built, written] = imported.timings.map(|d| d.as_secs_f64());
+        let rate = index.points as f64 / read.max(1e-9);
+        println!(
+            "imported {} points into {} nodes in {}: read {read:.2} s ({rate:.0} points/s), octree {built:.2} s, written {written:.2} s{}",
+            index.points,
+            index.nodes.len(),
+            imported.dir.display(),
+            if index.dropped > 0 { format!("; {} duplicate points left out", index.dropped) } else { String::new() },
+        );
+    }
+    let depth = index.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+    println!(
+        "origin {:?}; {} levels; colour {}, intensity {}, classification {}",
+        index.origin,
+        depth + 1,
+        index.attributes.colour,
+        index.attributes.intensity,
+        index.attributes.classification
+    );
+    println!("(Drawing imported clouds in a venue comes with the point-cloud renderer; the scene format has no field for them yet.)");
     Ok(())
 }
 

@@ -401,6 +401,58 @@ fn run_without_rendering_keeps_state_and_log_and_replays_the_same() {
 }
 
 #[test]
+fn scans_of_every_format_import_once_into_the_cache_and_bad_ones_say_why() {
+    use parvis::heritage::{las::write_las, ply::write_ply, sample::sample_scene};
+    let dir = std::env::temp_dir().join(format!("parvis-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A synthetic scan of the built-in cloister, placed where a survey would put it (UTM).
+    let scan = sample_scene(&default_scene(), 60_000, 11);
+    write_las(&scan, [652_000.0, 6_862_000.0, 35.0], &dir.join("cloister.las")).unwrap();
+    write_las(&scan, [652_000.0, 6_862_000.0, 35.0], &dir.join("cloister.laz")).unwrap();
+    write_ply(&scan, std::fs::File::create(dir.join("cloister.ply")).unwrap()).unwrap();
+    let cache = dir.join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    for name in ["cloister.las", "cloister.laz", "cloister.ply"] {
+        let input = dir.join(name);
+        let (code, out, err) = parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "5000"]);
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(out.contains("imported 60000 points into"), "{name}: {out}");
+        assert!(err.contains("building the octree"), "{name}: progress is reported: {err}");
+        let (code, out, _) = parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg]);
+        assert_eq!(code, 0);
+        assert!(out.contains("was imported before"), "{name}: {out}");
+    }
+    // Three files, three imports (the contents differ); each index is complete.
+    let imports: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(imports.len(), 3);
+    for dir in &imports {
+        let index = parvis::heritage::cache::read_index(dir).unwrap();
+        assert_eq!(index.points, 60_000);
+        assert!(index.nodes.iter().all(|n| n.count <= 5000));
+    }
+    // Broken and unsupported inputs.
+    let bytes = std::fs::read(dir.join("cloister.laz")).unwrap();
+    std::fs::write(dir.join("cut.laz"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(dir.join("model.glb"), b"glTF").unwrap();
+    std::fs::write(dir.join("scan.xyz"), b"1 2 3").unwrap();
+    std::fs::write(dir.join("empty.ply"), b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\nend_header\n").unwrap();
+    for (name, expected) in [
+        ("cut.laz", "cut.laz: not a readable LAS/LAZ file: truncated"),
+        ("model.glb", "meshes (glTF) are not imported yet"),
+        ("scan.xyz", "unknown kind of scan"),
+        ("empty.ply", "the scan has no points"),
+        ("missing.las", "missing.las: No such file or directory"),
+    ] {
+        let (code, _, err) = parvis(&["import", dir.join(name).to_str().unwrap(), "--cache", cache_arg]);
+        assert_eq!(code, 1, "{name}: {err}");
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn help_documents_every_command() {
     let (code, out, _) = parvis(&["--help"]);
     assert_eq!(code, 0);

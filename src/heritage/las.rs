@@ -65,7 +65,16 @@ pub struct LasCloud {
 
 /// Reads a LAS or LAZ file (the `laz` compression is detected from the header).
 pub fn read_las(path: &Path, max_points: u64) -> Result<LasCloud, LasError> {
-    let mut reader = las::Reader::from_path(path).map_err(|e| LasError::Open(e.to_string()))?;
+    std::fs::metadata(path).map_err(|e| LasError::Open(format!("cannot open it: {e}")))?;
+    let mut reader = las::Reader::from_path(path).map_err(|e| {
+        let why = e.to_string();
+        // LAZ keeps its chunk table at the end: a cut file fails here already.
+        if why.contains("failed to fill whole buffer") {
+            LasError::Open("truncated: the file ends before its header, point tables or compressed chunks do".into())
+        } else {
+            LasError::Open(why)
+        }
+    })?;
     let header = reader.header().clone();
     let announced = header.number_of_points();
     if announced > max_points {
