@@ -419,7 +419,7 @@ fn scans_of_every_format_import_once_into_the_cache_and_bad_ones_say_why() {
         assert_eq!(code, 0, "{name}: {err}");
         assert!(out.contains("imported 60000 points into"), "{name}: {out}");
         assert!(err.contains("building the octree"), "{name}: progress is reported: {err}");
-        let (code, out, _) = parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg]);
+        let (code, out, _) = parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "5000"]);
         assert_eq!(code, 0);
         assert!(out.contains("was imported before"), "{name}: {out}");
     }
@@ -431,6 +431,11 @@ fn scans_of_every_format_import_once_into_the_cache_and_bad_ones_say_why() {
         assert_eq!(index.points, 60_000);
         assert!(index.nodes.iter().all(|n| n.count <= 5000));
     }
+    // Other octree settings make another import of the same scan.
+    let (code, out, _) = parvis(&["import", dir.join("cloister.ply").to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "2000"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("imported 60000 points"), "{out}");
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 4);
     // Broken and unsupported inputs.
     let bytes = std::fs::read(dir.join("cloister.laz")).unwrap();
     std::fs::write(dir.join("cut.laz"), &bytes[..bytes.len() / 2]).unwrap();
@@ -1564,7 +1569,9 @@ mod audience {
                         let probe = moderator.expect(|m| m["type"] == "delay_probe").await;
                         let code = probe["code"].as_str().unwrap().to_owned();
                         tokio::time::sleep(Duration::from_millis(1500)).await;
-                        replay.send(&twitch_privmsg("m0", "1004", "Early", "", "", &format!("je vois {code} !")));
+                        // A line that merely contains the code is not an answer; the code alone is.
+                        replay.send(&twitch_privmsg("m00", "1005", "Lister", "", "", &format!("1 2 {code} 4")));
+                        replay.send(&twitch_privmsg("m0", "1004", "Early", "", "", &code));
                         let measured = moderator.expect(|m| m["type"] == "stream_delay").await;
                         let seconds = measured["seconds"].as_f64().unwrap();
                         assert!((1.5..2.5).contains(&seconds), "{measured}");

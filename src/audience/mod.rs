@@ -405,7 +405,7 @@ fn vote_weight(bits_per_vote: u32, meta: &ChatMeta) -> u32 {
 /// Whether a message sent at `received` by someone `behind` the stage falls in a window that
 /// closed on stage at `closes_at`: what they saw on their (delayed) stream counts.
 fn within_window(closes_at: Instant, received: Instant, meta: &ChatMeta) -> bool {
-    received.checked_sub(meta.behind).unwrap_or(received) < closes_at
+    received < closes_at + meta.behind
 }
 
 /// Records a vote in the open poll (`poll` empty: whichever is open) or in a democracy vote
@@ -441,11 +441,20 @@ fn cast_vote(audience: &mut Audience, scene: &SceneFile, user: &UserId, poll: &s
     Ok(())
 }
 
+/// How long a delay probe waits for its answer (longer than any stream's delay).
+const DELAY_PROBE_LIFETIME: Duration = Duration::from_secs(120);
+
 /// A stream viewer typed the code shown on stage: the time since it was shown is the stream's
 /// delay (plus the viewer's reaction, about a second, which errs on the side of longer windows).
 fn answer_delay_probe(audience: &mut Audience, shared: &server::Shared, name: &str, text: &str, received: Instant) {
     let Some((code, shown_at)) = &audience.delay_probe else { return };
-    if !text.split(|c: char| !c.is_ascii_digit()).any(|word| word == code) {
+    // A probe nobody answered is forgotten, so a number typed much later sets nothing.
+    if received.saturating_duration_since(*shown_at) > DELAY_PROBE_LIFETIME {
+        audience.delay_probe = None;
+        return;
+    }
+    // The line must be the code alone: a viewer typing lists of numbers cannot pick the delay.
+    if text.trim() != code {
         return;
     }
     let delay = received.saturating_duration_since(*shown_at).min(Duration::from_secs(600));

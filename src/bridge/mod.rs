@@ -152,7 +152,16 @@ impl BridgeSink {
         };
         // A name the blocklist refuses is replaced, not the line: the platform allowed it.
         let name: Arc<str> = moderate(&chat.name, 32, self.shared.blocklist()).unwrap_or_else(|_| "viewer".to_owned()).into();
-        self.shared.moderation.lock().expect("moderation").last_chat.insert(user.clone(), chat.received);
+        {
+            let mut moderation = self.shared.moderation.lock().expect("moderation");
+            // A platform can bring any number of distinct senders: forget those whose slow-mode
+            // interval is over before the map grows large.
+            if moderation.last_chat.len() >= MAX_TRACKED_MEMBERS {
+                let keep = moderation.slow_mode.unwrap_or(Duration::ZERO);
+                moderation.last_chat.retain(|_, at| chat.received.saturating_duration_since(*at) < keep);
+            }
+            moderation.last_chat.insert(user.clone(), chat.received);
+        }
         let meta = ChatMeta {
             roles: chat.roles,
             bits: chat.bits,
@@ -276,7 +285,7 @@ impl OutboundLimiter {
 
     /// Queues an announcement.
     pub fn push(&mut self, text: Arc<str>) {
-        if self.queue.len() == self.max_queue {
+        if self.queue.len() >= self.max_queue.max(1) {
             self.queue.pop_front();
             self.dropped += 1;
         }

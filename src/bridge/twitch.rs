@@ -272,10 +272,14 @@ async fn run(config: TwitchConfig, sink: BridgeSink, mut outbound: broadcast::Re
         let end = session(&config, &sink, &mut outbound, &mut limiter, &mut joined, seed.wrapping_add(attempt)).await;
         let wait = match &end {
             SessionEnd::Stopped => return,
-            SessionEnd::Reconnect => {
+            // At once after a working session; a server that asks again and again waits
+            // like any other failure.
+            SessionEnd::Reconnect if joined => {
                 bevy::log::info!("chat bridge {}: the server asked to reconnect", config.endpoint);
+                backoff.reset();
                 Duration::from_millis(50)
             }
+            SessionEnd::Reconnect => backoff.next_wait(),
             SessionEnd::AuthFailed(why) => {
                 bevy::log::error!("chat bridge {}: login refused ({why}); check the token and --twitch-nick", config.endpoint);
                 config.backoff.1
@@ -312,8 +316,18 @@ enum Writer {
     WebSocket(futures_util::stream::SplitSink<tokio_tungstenite::WebSocketStream<Stream>, Message>),
 }
 
+/// Longest a write may wait: a server that stops reading must not freeze the bridge.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Writer {
     async fn send(&mut self, line: &str) -> Result<(), String> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.send_now(line)).await {
+            Ok(result) => result,
+            Err(_) => Err(format!("the server took no data for {} s", WRITE_TIMEOUT.as_secs())),
+        }
+    }
+
+    async fn send_now(&mut self, line: &str) -> Result<(), String> {
         match self {
             Writer::Tcp(w) => {
                 let mut bytes = Vec::with_capacity(line.len() + 2);
@@ -452,7 +466,7 @@ async fn session(
         Ok(Err(why)) => return SessionEnd::Lost(why),
         Err(_) => return SessionEnd::Lost("connection timed out".into()),
     };
-    let nick = match &config.login {
+    let mut nick = match &config.login {
         Some(login) => login.nick.clone(),
         None => format!("justinfan{}", 10_000 + seed % 89_999),
     };
@@ -504,10 +518,22 @@ async fn session(
                         cap_done = true;
                         Some("CAP END".to_owned())
                     }
-                    "001" => Some(format!("JOIN {}", config.channels.iter().map(|c| format!("#{c}")).collect::<Vec<_>>().join(","))),
+                    "001" => {
+                        // The server may have changed or truncated the nick we asked for.
+                        if let Some(given) = message.params.get(0).filter(|n| !n.is_empty() && n.len() <= 64) {
+                            nick = given.to_owned();
+                        }
+                        Some(format!("JOIN {}", config.channels.iter().map(|c| format!("#{c}")).collect::<Vec<_>>().join(",")))
+                    }
+                    // A server that does not know CAP: end the negotiation so registration goes on.
+                    "410" | "421" if !cap_done && message.params.iter().any(|p| p.eq_ignore_ascii_case("CAP")) => {
+                        cap_done = true;
+                        Some("CAP END".to_owned())
+                    }
                     "JOIN" => {
                         if let (Some(prefix), Some(channel)) = (message.prefix, message.params.get(0))
                             && prefix.nick.eq_ignore_ascii_case(&nick)
+                            && want.contains(&channel.to_ascii_lowercase())
                         {
                             in_channels.insert(channel.to_ascii_lowercase());
                             if !*joined && want.iter().all(|c| in_channels.contains(c)) {
@@ -521,7 +547,9 @@ async fn session(
                     "RECONNECT" => return SessionEnd::Reconnect,
                     // Nick refused or taken: an anonymous bridge takes another number next time.
                     "432" | "433" => return SessionEnd::Lost(format!("the server refused the nick {nick}: {}", message.params.trailing().unwrap_or_default())),
-                    "NOTICE" if message.params.get(1).is_some_and(|t| t.contains("authentication failed") || t.contains("Improperly formatted auth")) => {
+                    // Only the server's own notice (no user prefix): a user's cannot stop the bridge.
+                    "NOTICE" if message.prefix.is_none_or(|p| p.user.is_none() && !p.raw.contains('!'))
+                        && message.params.get(1).is_some_and(|t| t.contains("authentication failed") || t.contains("Improperly formatted auth")) => {
                         return SessionEnd::AuthFailed(message.params.get(1).unwrap_or_default().to_owned());
                     }
                     "USERSTATE" => {
@@ -570,22 +598,22 @@ async fn session(
                 Ok(text) => {
                     let text: String = text.chars().filter(|c| !c.is_control()).collect();
                     let text = truncate(&text, MAX_POST);
+                    let dropped_before = limiter.dropped;
                     for channel in &config.channels {
                         limiter.push(format!("PRIVMSG #{channel} :{text}").into());
                     }
+                    metrics.bridge_post_dropped.fetch_add(limiter.dropped - dropped_before, Ordering::Relaxed);
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => { metrics.bridge_post_dropped.fetch_add(n, Ordering::Relaxed); }
                 Err(broadcast::error::RecvError::Closed) => return SessionEnd::Stopped,
             },
             _ = sleep_until_opt(post_at), if *joined => {
-                let dropped_before = limiter.dropped;
                 while let Some(line) = limiter.pop_ready(Instant::now()) {
                     if let Err(e) = writer.send(&line).await {
                         return SessionEnd::Lost(format!("cannot write: {e}"));
                     }
                     metrics.bridge_posted.fetch_add(1, Ordering::Relaxed);
                 }
-                metrics.bridge_post_dropped.fetch_add(limiter.dropped - dropped_before, Ordering::Relaxed);
             }
             _ = tick.tick() => {
                 if sink.stopping() {

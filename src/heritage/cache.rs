@@ -166,6 +166,12 @@ pub fn read_index(dir: &Path) -> Result<CloudIndex, CacheError> {
     if !children_ok || index.nodes.iter().any(|n| !(n.size.is_finite() && n.size > 0.0)) {
         return Err(CacheError::BadIndex { path, why: "inconsistent hierarchy".into() });
     }
+    // Every node's points must lie within the data file: `read_node` can then trust them.
+    let data = dir.join("points.bin");
+    let stored = std::fs::metadata(&data).map_err(|error| CacheError::Io { path: data.clone(), error })?.len() / POINT_BYTES as u64;
+    if let Some((node, n)) = index.nodes.iter().enumerate().find(|(_, n)| n.offset.checked_add(u64::from(n.count)).is_none_or(|end| end > stored)) {
+        return Err(CacheError::MissingPoints { path: data, node, offset: n.offset, count: n.count });
+    }
     Ok(index)
 }
 
@@ -173,7 +179,9 @@ pub fn read_index(dir: &Path) -> Result<CloudIndex, CacheError> {
 pub fn read_node(dir: &Path, index: &CloudIndex, node: usize) -> Result<Vec<Point>, CacheError> {
     let path = dir.join("points.bin");
     let io = |error| CacheError::Io { path: path.clone(), error };
-    let stored = &index.nodes[node];
+    let Some(stored) = index.nodes.get(node) else {
+        return Err(CacheError::BadIndex { path, why: format!("no node {node}; the cloud has {}", index.nodes.len()) });
+    };
     let mut file = std::fs::File::open(&path).map_err(io)?;
     file.seek(SeekFrom::Start(stored.offset * POINT_BYTES as u64)).map_err(io)?;
     let mut bytes = vec![0u8; stored.count as usize * POINT_BYTES];
@@ -231,6 +239,10 @@ mod tests {
         let last = index.nodes.len() - 1;
         let e = read_node(&dir, &index, last).unwrap_err();
         assert!(matches!(e, CacheError::MissingPoints { node, .. } if node == last), "{e}");
+        // Reading the index again finds it too, before any node is read.
+        let e = read_index(&dir).unwrap_err();
+        assert!(matches!(e, CacheError::MissingPoints { .. }), "{e}");
+        assert!(matches!(read_node(&dir, &index, 1_000_000), Err(CacheError::BadIndex { .. })));
         // Another layout version, or a broken index, is refused with the reason.
         let json = std::fs::read_to_string(dir.join("cloud.json")).unwrap().replacen("\"version\": 1", "\"version\": 99", 1);
         std::fs::write(dir.join("cloud.json"), json).unwrap();

@@ -78,7 +78,8 @@ pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, mut
         return Err(ImportError::UnknownKind(input.to_owned()));
     }
     progress("hashing");
-    let key = cache::content_key(input)?;
+    // The same scan built with other settings is another import.
+    let key = format!("{}-n{}-d{}", cache::content_key(input)?, config.max_points_per_node, config.max_depth);
     let dir = cache_root.join(&key);
     if let Ok(index) = cache::read_index(&dir) {
         return Ok(Imported { dir, index, cached: true, timings: [Duration::ZERO; 3] });

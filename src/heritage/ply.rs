@@ -183,7 +183,9 @@ pub fn read_ply(mut input: impl BufRead, max_points: u64) -> Result<PlyCloud, Pl
             let mut lines = input.lines();
             for (count, _) in &header.before {
                 for _ in 0..*count {
-                    lines.next().transpose()?;
+                    if lines.next().transpose()?.is_none() {
+                        return Err(PlyError::Truncated { announced: header.vertices, read: 0 });
+                    }
                 }
             }
             for vertex in 0..header.vertices {
@@ -204,7 +206,10 @@ pub fn read_ply(mut input: impl BufRead, max_points: u64) -> Result<PlyCloud, Pl
             let big = header.format == Format::BinaryBig;
             for (count, scalars) in &header.before {
                 let size: u64 = scalars.iter().map(|s| s.size() as u64).sum();
-                std::io::copy(&mut (&mut input).take(count * size), &mut std::io::sink())?;
+                let skip = count.checked_mul(size).ok_or(PlyError::Truncated { announced: header.vertices, read: 0 })?;
+                if std::io::copy(&mut (&mut input).take(skip), &mut std::io::sink())? < skip {
+                    return Err(PlyError::Truncated { announced: header.vertices, read: 0 });
+                }
             }
             let stride: usize = header.properties.iter().map(|(s, _)| s.size()).sum();
             let mut record = vec![0u8; stride];
@@ -432,6 +437,11 @@ mod tests {
         // An endless header is refused at its limit.
         let endless = format!("ply\n{}", "comment x\n".repeat(10_000));
         assert!(matches!(read_ply(endless.as_bytes(), 100), Err(PlyError::NoEndHeader)));
+        // Elements before the vertices that announce more than the file holds end early.
+        let e = read_ply(&b"ply\nformat ascii 1.0\nelement cam 18446744073709551615\nproperty float a\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\nend_header\n1\n"[..], 100).unwrap_err();
+        assert!(matches!(e, PlyError::Truncated { .. }), "{e}");
+        let e = read_ply(&b"ply\nformat binary_little_endian 1.0\nelement cam 4611686018427387904\nproperty double a\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\nend_header\n"[..], 100).unwrap_err();
+        assert!(matches!(e, PlyError::Truncated { .. }), "{e}");
         // An empty cloud is a cloud with no points, not an error.
         let empty = read_ply(&b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\nend_header\n"[..], 100).unwrap();
         assert!(empty.points.is_empty());
