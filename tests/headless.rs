@@ -1157,6 +1157,12 @@ mod audience {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         use tokio::net::TcpStream;
 
+        /// The venue with a chat bridge set up by `config`, while `script` plays around it.
+        fn with_bridged_venue(scene: SceneFile, config: TwitchConfig, script: Script) -> App {
+            let bridge = TwitchBridge::new(config).unwrap();
+            with_venue_started(scene, |_, _| {}, move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"), script)
+        }
+
         /// An ngircd on loopback, stopped when dropped.
         struct Ngircd {
             child: Child,
@@ -1255,12 +1261,10 @@ mod audience {
             let mut config = TwitchConfig::new("parvis");
             config.endpoint = format!("irc://127.0.0.1:{port}").parse().unwrap();
             config.backoff = (Duration::from_millis(100), Duration::from_millis(800));
-            let bridge = TwitchBridge::new(config).unwrap();
             let irc_server = server.clone();
-            let app = with_venue_started(
+            let app = with_bridged_venue(
                 default_scene(),
-                |_, _| {},
-                move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"),
+                config,
                 Box::new(move |addr| {
                     Box::pin(async move {
                         let mut watcher = Client::join(addr, "Watcher").await;
@@ -1367,11 +1371,9 @@ mod audience {
             let port = listener.local_addr().unwrap().port();
             let mut config = TwitchConfig::new("parvis");
             config.endpoint = format!("ws://127.0.0.1:{port}/").parse().unwrap();
-            let bridge = TwitchBridge::new(config).unwrap();
-            let app = with_venue_started(
+            let app = with_bridged_venue(
                 default_scene(),
-                |_, _| {},
-                move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"),
+                config,
                 Box::new(move |addr| {
                     Box::pin(async move {
                         listener.set_nonblocking(true).unwrap();
@@ -1416,13 +1418,11 @@ mod audience {
             config.endpoint = format!("irc://127.0.0.1:{port}").parse().unwrap();
             config.login = Some(parvis::bridge::twitch::Login::new("ParvisBot", "oauth:t0k3n"));
             assert!(!format!("{config:?}").contains("t0k3n"), "the token never shows in logs");
-            let bridge = TwitchBridge::new(config).unwrap();
             let mut scene = default_scene();
             scene.polls[0].seconds = 5.0;
-            let app = with_venue_started(
+            let app = with_bridged_venue(
                 scene,
-                |_, _| {},
-                move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"),
+                config,
                 Box::new(move |addr| {
                     Box::pin(async move {
                         let mut replay = TwitchReplay::start(listener).await;
@@ -1546,11 +1546,9 @@ mod audience {
             let mut config = TwitchConfig::new("parvis");
             config.endpoint = format!("irc://127.0.0.1:{port}").parse().unwrap();
             config.backoff = (Duration::from_millis(50), Duration::from_millis(200));
-            let bridge = TwitchBridge::new(config).unwrap();
-            let app = with_venue_started(
+            let app = with_bridged_venue(
                 scene,
-                |_, _| {},
-                move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"),
+                config,
                 Box::new(move |addr| {
                     Box::pin(async move {
                         let mut replay = TwitchReplay::start(listener).await;
