@@ -194,6 +194,53 @@ pub struct ModerationState {
     pub last_chat: HashMap<UserId, Instant>,
 }
 
+/// Senders remembered for slow mode before those whose interval is over are forgotten.
+const MAX_LAST_CHAT: usize = 50_000;
+
+/// Why moderators' decisions hold a member's message back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    /// Timed out for this much longer.
+    TimedOut(Duration),
+    /// Slow mode, at one chat line per this interval.
+    SlowMode(Duration),
+}
+
+impl Held {
+    /// The protocol's error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Held::TimedOut(_) => "timed_out",
+            Held::SlowMode(_) => "slow_mode",
+        }
+    }
+}
+
+impl ModerationState {
+    /// Whether `user`'s message at `now` is held back: by a time-out (forgotten here once
+    /// over), or by slow mode when `slowed` (chat lines of members who are not staff).
+    pub fn held(&mut self, user: &UserId, now: Instant, slowed: bool) -> Option<Held> {
+        if let Some(until) = self.timed_out.get(user).copied() {
+            if now < until {
+                return Some(Held::TimedOut(until - now));
+            }
+            self.timed_out.remove(user);
+        }
+        let interval = self.slow_mode.filter(|_| slowed)?;
+        self.last_chat.get(user).is_some_and(|last| now.duration_since(*last) < interval).then_some(Held::SlowMode(interval))
+    }
+
+    /// Records a chat line for slow mode. Audiences churn and platforms bring any number of
+    /// senders: beyond a bound, those whose slow-mode interval is over are forgotten.
+    pub fn record_chat(&mut self, user: UserId, now: Instant) {
+        if self.last_chat.len() >= MAX_LAST_CHAT {
+            let keep = self.slow_mode.unwrap_or(Duration::ZERO);
+            self.last_chat.retain(|_, at| now.saturating_duration_since(*at) < keep);
+        }
+        self.last_chat.insert(user, now);
+    }
+}
+
 /// State shared by the edge's tasks and the venue.
 pub struct Shared {
     /// Counters and histograms for `/metrics`.
@@ -788,23 +835,14 @@ fn handle_text(
             return Some(ServerMessage::error(e.code(), e.to_string()));
         }
     };
-    {
-        let mut moderation = shared.moderation.lock().expect("moderation");
-        if let Some(until) = moderation.timed_out.get(user).copied() {
-            if received < until {
-                metrics.reject(Rejection::TimedOut);
-                let left = until - received;
-                return Some(ServerMessage::error("timed_out", format!("a moderator timed you out for {} more seconds", left.as_secs() + 1)));
-            }
-            moderation.timed_out.remove(user);
-        }
-        if let (ClientMessage::Chat { .. }, Some(interval)) = (&message, moderation.slow_mode)
-            && let Some(last) = moderation.last_chat.get(user)
-            && received.duration_since(*last) < interval
-        {
-                metrics.reject(Rejection::SlowMode);
-            return Some(ServerMessage::error("slow_mode", format!("slow mode: one message every {} s", interval.as_secs())));
-        }
+    let held = shared.moderation.lock().expect("moderation").held(user, received, matches!(message, ClientMessage::Chat { .. }));
+    if let Some(held) = held {
+        metrics.reject(Rejection::from_code(held.code()));
+        let text = match held {
+            Held::TimedOut(left) => format!("a moderator timed you out for {} more seconds", left.as_secs() + 1),
+            Held::SlowMode(interval) => format!("slow mode: one message every {} s", interval.as_secs()),
+        };
+        return Some(ServerMessage::error(held.code(), text));
     }
     let event = match message {
         ClientMessage::Hello { .. } => {
@@ -819,7 +857,7 @@ fn handle_text(
                     return Some(ServerMessage::error(e.code(), e.to_string()));
                 }
             };
-            shared.moderation.lock().expect("moderation").last_chat.insert(user.clone(), received);
+            shared.moderation.lock().expect("moderation").record_chat(user.clone(), received);
             AudienceEvent::Chat { user: user.clone(), name: name.clone(), text, received, staff: false, meta: ChatMeta::default() }
         }
         ClientMessage::React { emoji } => {

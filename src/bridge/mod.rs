@@ -129,17 +129,8 @@ impl BridgeSink {
             if moderation.banned.contains(&user) {
                 return refuse("banned");
             }
-            if let Some(until) = moderation.timed_out.get(&user).copied() {
-                if chat.received < until {
-                    return refuse("timed_out");
-                }
-                moderation.timed_out.remove(&user);
-            }
-            if let Some(interval) = moderation.slow_mode
-                && !staff
-                && moderation.last_chat.get(&user).is_some_and(|last| chat.received.duration_since(*last) < interval)
-            {
-                return refuse("slow_mode");
+            if let Some(held) = moderation.held(&user, chat.received, !staff) {
+                return refuse(held.code());
             }
         }
         if !staff && !self.take_token(&chat.user, chat.received) {
@@ -152,16 +143,7 @@ impl BridgeSink {
         };
         // A name the blocklist refuses is replaced, not the line: the platform allowed it.
         let name: Arc<str> = moderate(&chat.name, 32, self.shared.blocklist()).unwrap_or_else(|_| "viewer".to_owned()).into();
-        {
-            let mut moderation = self.shared.moderation.lock().expect("moderation");
-            // A platform can bring any number of distinct senders: forget those whose slow-mode
-            // interval is over before the map grows large.
-            if moderation.last_chat.len() >= MAX_TRACKED_MEMBERS {
-                let keep = moderation.slow_mode.unwrap_or(Duration::ZERO);
-                moderation.last_chat.retain(|_, at| chat.received.saturating_duration_since(*at) < keep);
-            }
-            moderation.last_chat.insert(user.clone(), chat.received);
-        }
+        self.shared.moderation.lock().expect("moderation").record_chat(user.clone(), chat.received);
         let meta = ChatMeta {
             roles: chat.roles,
             bits: chat.bits,
