@@ -16,6 +16,7 @@ use crate::assets_root::AssetsRoot;
 use crate::camera::{AwaitingViewpoint, CameraPlugin, CameraRig, StartViewpoint};
 use crate::command::{CommandLogFile, SubmitCommand, VenueCommand};
 use crate::environment::VenueCamera;
+use crate::heritage::cloud::PointCloudPlugin;
 use crate::hud::HudPlugin;
 use crate::stage_text::StageTextRenderPlugin;
 use crate::scene::format::SceneFile;
@@ -149,7 +150,7 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
             })
             .set(asset_plugin(&setup.assets)),
     )
-    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin));
+    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin, PointCloudPlugin));
     add_venue(&mut app, setup);
     if let Some(limit) = limit {
         app.insert_resource(limit).add_systems(Last, stop_after_frame_limit);
@@ -184,7 +185,7 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
             .disable::<WinitPlugin>()
             .disable::<PipelinedRenderingPlugin>(),
     )
-    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin));
+    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin, PointCloudPlugin));
     add_venue(&mut app, setup);
     app.finish();
     app.cleanup();

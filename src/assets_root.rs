@@ -66,6 +66,15 @@ impl AssetsRoot {
     /// Checks that `relative` is a plain relative path and names an existing file inside the
     /// root, and returns that file's absolute path.
     pub fn resolve(&self, relative: &str) -> Result<PathBuf, AssetPathError> {
+        let file = self.resolve_entry(relative)?;
+        if !file.is_file() {
+            return Err(AssetPathError::Missing { path: relative.to_owned(), root: self.dir.display().to_string() });
+        }
+        Ok(file)
+    }
+
+    /// Like [`AssetsRoot::resolve`], for a file or a folder (an imported point cloud).
+    pub fn resolve_entry(&self, relative: &str) -> Result<PathBuf, AssetPathError> {
         check_relative(relative)?;
         let missing = || AssetPathError::Missing {
             path: relative.to_owned(),
@@ -75,9 +84,6 @@ impl AssetsRoot {
         let root = self.dir.canonicalize().map_err(|_| missing())?;
         if !file.starts_with(&root) {
             return Err(AssetPathError::Escapes(relative.to_owned()));
-        }
-        if !file.is_file() {
-            return Err(missing());
         }
         Ok(file)
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bevy::asset::RecursiveDependencyLoadState;
 use bevy::camera::{RenderTarget, ShadowLodOrigin};
 use bevy::prelude::*;
+
 use bevy::render::render_resource::{PollType, TextureFormat, TextureUsages};
 use bevy::render::renderer::RenderDevice;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
@@ -18,6 +19,7 @@ use crate::app::{VenueSetup, headless_render_app};
 use crate::camera::{AwaitingViewpoint, CameraRig};
 use crate::command::{CurrentScene, RejectedCommand, SubmitCommand, VenueCommand};
 use crate::environment::VenueCamera;
+use crate::heritage::cloud::{CloudPhase, CloudStatus, PointCloud};
 
 /// Why headless rendering failed.
 #[derive(Debug, Error)]
@@ -148,6 +150,14 @@ impl HeadlessRenderer {
                     }
                     _ => pending = true,
                 }
+            }
+            let mut clouds = world.try_query::<(&PointCloud, &CloudStatus)>().expect("component registered");
+            for (cloud, status) in clouds.iter(world) {
+                if let CloudPhase::Failed(reason) = &status.phase {
+                    return Err(OutputError::AssetFailed { path: cloud.def.path.clone(), reason: reason.clone() });
+                }
+                // The picture is final once every node the view calls for is drawn.
+                pending |= !status.settled();
             }
             if !pending {
                 // Let the spawned models' meshes and materials reach the GPU.

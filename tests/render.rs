@@ -345,3 +345,115 @@ fn audience_texts_and_effects_show_in_the_venue_and_go_when_hidden() {
     }).count();
     assert!(diff.pixels_over > 20 && pinker * 2 > diff.pixels_over, "{pinker} of {} changed pixels are petal-coloured", diff.pixels_over);
 }
+
+/// A venue made of a synthetic scan of the cloister (no meshes), in a temporary assets root.
+fn cloud_venue(name: &str, points: usize) -> (PathBuf, parvis::scene::format::SceneFile) {
+    use parvis::heritage::{ply::write_ply, sample::sample_scene};
+    let dir = std::env::temp_dir().join(format!("parvis-cloud-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("scans")).unwrap();
+    let assets = AssetsRoot::new(root().join("assets"));
+    let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
+    let scan = sample_scene(&scene, points, 5);
+    write_ply(&scan, std::io::BufWriter::new(std::fs::File::create(dir.join("scans/cloister.ply")).unwrap())).unwrap();
+    scene.assets.clear();
+    scene.primitives.clear();
+    scene.params.clear();
+    scene.rules.clear();
+    scene.polls.clear();
+    scene.effects.clear();
+    let text = r#"(name: "cloister scan", path: "scans/cloister.ply", credit: (author: "Parvis tests", licence: "CC0-1.0"))"#;
+    scene.clouds.push(ron::from_str(text).unwrap());
+    (dir, scene)
+}
+
+fn cloud_status(renderer: &mut HeadlessRenderer) -> parvis::heritage::cloud::CloudStatus {
+    let world = renderer.app_mut().world_mut();
+    world.query::<&parvis::heritage::cloud::CloudStatus>().single(world).unwrap().clone()
+}
+
+fn compare_with_golden(image: &image::RgbaImage, name: &str) {
+    let golden_path = root().join("tests/golden").join(name);
+    save_png(image, &out_dir().join(name)).unwrap();
+    if std::env::var_os("PARVIS_UPDATE_GOLDEN").is_some() {
+        save_png(image, &golden_path).unwrap();
+    }
+    let golden = image::open(&golden_path).expect("golden image committed").to_rgba8();
+    let diff = diff_images(&golden, image, 24).expect("same size as the golden image");
+    let share = diff.pixels_over as f64 / f64::from(SIZE.x * SIZE.y);
+    if diff.mean_abs > 1.5 || share > 0.005 {
+        save_png(&diff.heatmap, &out_dir().join(format!("diff-{name}"))).unwrap();
+        panic!("render differs from {}: mean |Δ| {:.3}, {} pixels over 24; see {}", golden_path.display(), diff.mean_abs, diff.pixels_over, out_dir().display());
+    }
+}
+
+#[test]
+fn a_point_cloud_renders_with_eye_dome_lighting_and_its_colour_modes() {
+    use parvis::scene::format::CloudColouring;
+    let (dir, scene) = cloud_venue("modes", 300_000);
+    let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene.clone(), AssetsRoot::new(&dir)), SIZE);
+    renderer.wait_until_ready().expect("the scan imports and streams");
+    let lit = renderer.capture().unwrap();
+    compare_with_golden(&lit, "cloud_rgb_edl_320x180.png");
+    let status = cloud_status(&mut renderer);
+    assert!(status.settled() && status.drawn_points > 50_000, "{status:?}");
+    assert!(status.resident_bytes <= status.budget_bytes);
+
+    // The same scan without eye-dome lighting: EDL only ever darkens, and it darkens edges.
+    let mut reload = |renderer: &mut HeadlessRenderer, change: &dyn Fn(&mut parvis::scene::format::CloudDef)| {
+        let mut scene = scene.clone();
+        change(&mut scene.clouds[0]);
+        renderer.submit(VenueCommand::LoadScene { scene: Box::new(scene) });
+        renderer.wait_until_ready().expect("the cached scan streams again");
+        renderer.capture().unwrap()
+    };
+    let flat = reload(&mut renderer, &|c| c.eye_dome_lighting = false);
+    save_png(&flat, &out_dir().join("cloud-flat.png")).unwrap();
+    let diff = diff_images(&flat, &lit, 24).unwrap();
+    assert!(diff.pixels_over > 500, "eye-dome lighting changed only {} pixels", diff.pixels_over);
+    let luma = |p: &image::Rgba<u8>| u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2]);
+    let brighter = lit.pixels().zip(flat.pixels()).filter(|(a, b)| luma(a) > luma(b) + 24).count();
+    assert!(brighter * 100 < diff.pixels_over as usize, "{brighter} pixels got brighter with EDL");
+
+    // Classification: floors are ground (brown), the rest building (orange-red).
+    let classes = reload(&mut renderer, &|c| c.colouring = CloudColouring::Classification);
+    save_png(&classes, &out_dir().join("cloud-classes.png")).unwrap();
+    let reddish = classes.pixels().filter(|p| i32::from(p[0]) > i32::from(p[2]) + 40 && p[0] > p[1]).count();
+    assert!(reddish > 3_000, "{reddish} ground or building pixels");
+    // Elevation: a ramp from blue (floor) to red (roofs); both ends show.
+    let heights = reload(&mut renderer, &|c| c.colouring = CloudColouring::Elevation);
+    save_png(&heights, &out_dir().join("cloud-elevation.png")).unwrap();
+    let blue = heights.pixels().filter(|p| i32::from(p[2]) > i32::from(p[0]) + 60).count();
+    let warm = heights.pixels().filter(|p| i32::from(p[0]) > i32::from(p[2]) + 60).count();
+    assert!(blue > 500 && warm > 500, "blue {blue}, warm {warm}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_point_cloud_keeps_to_its_budgets_while_the_camera_moves() {
+    let (dir, mut scene) = cloud_venue("budget", 400_000);
+    // Room for about 160 000 points: less than the scan.
+    scene.clouds[0].memory_budget_mb = 16;
+    let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene, AssetsRoot::new(&dir)), SIZE);
+    renderer.wait_until_ready().expect("the scan imports and streams");
+    let start = cloud_status(&mut renderer);
+    assert!(start.total_points > 350_000 && start.drawn_points > 0, "{start:?}");
+    let camera = renderer.camera();
+    let mut evicted_seen = false;
+    for (i, eye) in [Vec3::new(-6.0, 1.7, -6.0), Vec3::new(6.0, 1.7, 6.0), Vec3::new(0.0, 30.0, 40.0), Vec3::new(-5.0, 2.0, 5.0)].into_iter().enumerate() {
+        renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::camera::CameraRig::looking(eye, Vec3::new(0.0, 2.0, 0.0)));
+        for _ in 0..200 {
+            renderer.step();
+            let status = cloud_status(&mut renderer);
+            assert!(status.resident_bytes <= status.budget_bytes, "view {i}: {} bytes held for a budget of {}", status.resident_bytes, status.budget_bytes);
+            if status.settled() {
+                break;
+            }
+        }
+        let status = cloud_status(&mut renderer);
+        assert!(status.settled(), "view {i}: {status:?}");
+        evicted_seen |= status.evicted > 0;
+    }
+    assert!(evicted_seen, "moving around a scan larger than the budget dropped nodes");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

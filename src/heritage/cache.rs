@@ -201,17 +201,22 @@ pub fn read_node(dir: &Path, index: &CloudIndex, node: usize) -> Result<Vec<Poin
         .collect())
 }
 
-impl StoredNode {
-    /// The node's cube.
-    pub fn cube(&self) -> Cube {
+impl super::octree::LodNode for StoredNode {
+    fn cube(&self) -> Cube {
         Cube { min: self.min, size: self.size }
+    }
+    fn point_count(&self) -> u64 {
+        u64::from(self.count)
+    }
+    fn children(&self) -> &[Option<u32>; 8] {
+        &self.children
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::heritage::octree::OctreeConfig;
+    use crate::heritage::octree::{LodNode, OctreeConfig};
 
     fn points(n: u32) -> Vec<Point> {
         (0..n)

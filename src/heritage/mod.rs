@@ -1,12 +1,15 @@
-//! Heritage twins from scans (issue #6, first part): point clouds read from PLY, LAS and LAZ
-//! files, organised in a level-of-detail octree and imported into a content-addressed cache
-//! that a viewer can stream node by node. Meshes with LOD, streaming and rendering come next
-//! (docs/heritage.md).
+//! Heritage twins from scans: point clouds read from PLY, LAS and LAZ files, organised in a
+//! level-of-detail octree, imported into a content-addressed cache (`import`), and streamed
+//! node by node into the venue under point and memory budgets (`cloud`), drawn by our own
+//! shaders with eye-dome lighting (`points`, `edl`). See docs/heritage.md.
 
 pub mod cache;
+pub mod cloud;
+pub mod edl;
 pub mod las;
 pub mod octree;
 pub mod ply;
+pub mod points;
 pub mod sample;
 
 use std::path::{Path, PathBuf};

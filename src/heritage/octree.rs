@@ -71,7 +71,8 @@ impl Cube {
         (0..3).map(|a| usize::from(p[a] >= self.min[a] + half) << a).sum()
     }
 
-    fn center(&self) -> [f32; 3] {
+    /// The cube's centre.
+    pub fn center(&self) -> [f32; 3] {
         self.min.map(|m| m + self.size / 2.0)
     }
 }
@@ -148,38 +149,95 @@ impl Octree {
     }
 
     /// The nodes to draw from `eye` with a vertical field of view `fov_y` (radians) on a
-    /// screen `height` pixels tall: the root down, most visible first, while a node's point
-    /// spacing covers more than `max_error_px` pixels, stopping before `point_budget` points.
+    /// screen `height` pixels tall; see [`select`].
     pub fn select(&self, eye: [f32; 3], fov_y: f32, height: f32, max_error_px: f32, point_budget: u64) -> Vec<u32> {
-        let Some(root) = self.nodes.first() else { return Vec::new() };
-        let pixels_per_unit_at_1m = height / (2.0 * (fov_y / 2.0).tan());
-        let projected = |node: &Node| {
-            let c = node.cube.center();
-            let radius = node.cube.size * 0.866;
-            let distance = ((0..3).map(|a| (c[a] - eye[a]).powi(2)).sum::<f32>().sqrt() - radius).max(0.01);
-            node.spacing() * pixels_per_unit_at_1m / distance
-        };
-        let mut chosen = Vec::new();
-        let mut used = 0u64;
-        let mut queue = std::collections::BinaryHeap::new();
-        queue.push((ordered(projected(root)), 0u32));
-        while let Some((error, index)) = queue.pop() {
-            let node = &self.nodes[index as usize];
-            if used + node.points.len() as u64 > point_budget {
-                break;
-            }
-            used += node.points.len() as u64;
-            chosen.push(index);
-            for child in node.children.iter().flatten() {
-                let child_error = projected(&self.nodes[*child as usize]);
-                // A child refines its parent only while the parent's points are visibly apart.
-                if f32::from_bits(error.0) > max_error_px {
-                    queue.push((ordered(child_error), *child));
-                }
+        select(&self.nodes, &LodView { eye, fov_y, height, max_error_px, point_budget }, |_| true)
+    }
+}
+
+/// What choosing nodes needs to know of one, whether it is in memory or in the cache.
+pub trait LodNode {
+    /// The node's cube.
+    fn cube(&self) -> Cube;
+    /// Points the node holds.
+    fn point_count(&self) -> u64;
+    /// Children by octant.
+    fn children(&self) -> &[Option<u32>; 8];
+}
+
+impl LodNode for Node {
+    fn cube(&self) -> Cube {
+        self.cube
+    }
+    fn point_count(&self) -> u64 {
+        self.points.len() as u64
+    }
+    fn children(&self) -> &[Option<u32>; 8] {
+        &self.children
+    }
+}
+
+/// Where a cloud is seen from, in the cloud's own coordinates, and what may be drawn.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LodView {
+    /// The eye.
+    pub eye: [f32; 3],
+    /// Vertical field of view, radians.
+    pub fov_y: f32,
+    /// Screen height, pixels.
+    pub height: f32,
+    /// Refine a node while its point spacing covers more pixels than this.
+    pub max_error_px: f32,
+    /// Most points drawn.
+    pub point_budget: u64,
+}
+
+/// Distance between neighbouring points of a node in `cube`: its sampling cell's edge.
+pub fn spacing(cube: &Cube) -> f32 {
+    cube.size / GRID as f32
+}
+
+/// The nodes to draw: the root down, most visible first (largest projected point spacing),
+/// while a node's spacing covers more than `max_error_px` pixels, stopping before
+/// `point_budget` points. Nodes for which `visible` is false (outside the view frustum) are
+/// left out with their subtrees. A chosen node's parent is always chosen: no holes.
+pub fn select<N: LodNode>(nodes: &[N], view: &LodView, visible: impl Fn(&Cube) -> bool) -> Vec<u32> {
+    let Some(root) = nodes.first() else { return Vec::new() };
+    let eye = view.eye;
+    let pixels_per_unit_at_1m = view.height / (2.0 * (view.fov_y / 2.0).tan());
+    let projected = |node: &N| {
+        let cube = node.cube();
+        let c = cube.center();
+        let radius = cube.size * 0.866;
+        let distance = ((0..3).map(|a| (c[a] - eye[a]).powi(2)).sum::<f32>().sqrt() - radius).max(0.01);
+        spacing(&cube) * pixels_per_unit_at_1m / distance
+    };
+    let mut chosen = Vec::new();
+    if !visible(&root.cube()) {
+        return chosen;
+    }
+    let mut used = 0u64;
+    let mut queue = std::collections::BinaryHeap::new();
+    queue.push((ordered(projected(root)), 0u32));
+    while let Some((error, index)) = queue.pop() {
+        let node = &nodes[index as usize];
+        if used + node.point_count() > view.point_budget {
+            break;
+        }
+        used += node.point_count();
+        chosen.push(index);
+        // A child refines its parent only while the parent's points are visibly apart.
+        if f32::from_bits(error.0) <= view.max_error_px {
+            continue;
+        }
+        for child in node.children().iter().flatten() {
+            let Some(child_node) = nodes.get(*child as usize) else { continue };
+            if visible(&child_node.cube()) {
+                queue.push((ordered(projected(child_node)), *child));
             }
         }
-        chosen
     }
+    chosen
 }
 
 /// A positive f32 ordered by its bits (which sort as the numbers do for non-negative values).

@@ -24,6 +24,9 @@ pub struct SceneFile {
     /// glTF/GLB models placed in the venue.
     #[serde(default)]
     pub assets: Vec<AssetDef>,
+    /// Point clouds (LiDAR or photogrammetry scans), streamed by level of detail.
+    #[serde(default)]
+    pub clouds: Vec<CloudDef>,
     /// Simple shapes used to block out a venue.
     #[serde(default)]
     pub primitives: Vec<PrimitiveDef>,
@@ -410,6 +413,69 @@ pub struct AssetDef {
     pub transform: TransformDef,
     /// Credit and licence of the model; required, cultural content must be credited.
     pub credit: CreditDef,
+}
+
+/// A point cloud placed in the venue: a scan imported with `parvis import` (or imported when
+/// the venue loads), streamed in and out by level of detail within its budgets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudDef {
+    /// Unique name.
+    pub name: String,
+    /// A `.ply`, `.las` or `.laz` scan, or a folder `parvis import` wrote, relative to the
+    /// assets root. A scan is imported into `.parvis-cache` next to it on first use.
+    pub path: String,
+    /// Placement of the scan's own coordinates (relative to its georeferenced origin).
+    /// A Z-up scan needs `rotation: (-90, 0, 0)`.
+    #[serde(default)]
+    pub transform: TransformDef,
+    /// What the points' colour shows.
+    #[serde(default)]
+    pub colouring: CloudColouring,
+    /// Smallest point size on screen, in pixels; points grow to close the gaps between them.
+    #[serde(default = "default_point_size")]
+    pub point_size: f32,
+    /// Most points drawn at once.
+    #[serde(default = "default_point_budget")]
+    pub point_budget: u64,
+    /// Most memory the cloud's loaded points may take, in MiB (drawn or kept for reuse).
+    #[serde(default = "default_cloud_memory")]
+    pub memory_budget_mb: u32,
+    /// Finer levels load while points are more than this many pixels apart.
+    #[serde(default = "default_max_error")]
+    pub max_error_px: f32,
+    /// Eye-dome lighting: shades by depth discontinuities, which shows the shape of a
+    /// cloud that has no normals.
+    #[serde(default = "yes")]
+    pub eye_dome_lighting: bool,
+    /// Credit and licence of the scan; required, cultural content must be credited.
+    pub credit: CreditDef,
+}
+
+fn default_point_size() -> f32 {
+    2.0
+}
+fn default_point_budget() -> u64 {
+    3_000_000
+}
+fn default_cloud_memory() -> u32 {
+    512
+}
+fn default_max_error() -> f32 {
+    2.0
+}
+/// What a point cloud's colours show.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloudColouring {
+    /// The scan's own colours (grey where it has none).
+    #[default]
+    Rgb,
+    /// The laser return's intensity, as grey.
+    Intensity,
+    /// The ASPRS class (ground, vegetation, building, water …) in a fixed palette.
+    Classification,
+    /// Height, as a colour ramp from the cloud's lowest to highest point.
+    Elevation,
 }
 
 /// A simple shape with a material.

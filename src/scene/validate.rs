@@ -200,6 +200,43 @@ pub fn entity_names(scene: &SceneFile) -> HashMap<String, EntityKind> {
     names
 }
 
+/// Smallest memory budget of a point cloud, MiB: the root level and a few children.
+pub const MIN_CLOUD_MEMORY_MB: u32 = 16;
+
+fn check_cloud(c: &mut Checker, path: &str, cloud: &CloudDef, assets: &AssetsRoot) {
+    let anchor = Some(cloud.name.as_str());
+    c.transform(&format!("{path}.transform"), anchor, &cloud.transform);
+    c.credit(&format!("{path}.credit"), anchor, &cloud.credit);
+    c.in_range(&format!("{path}.point_size"), anchor, cloud.point_size, 0.5, 64.0);
+    c.in_range(&format!("{path}.max_error_px"), anchor, cloud.max_error_px, 0.25, 100.0);
+    if !(1_000..=1_000_000_000).contains(&cloud.point_budget) {
+        c.report(format!("{path}.point_budget"), anchor, format!("expected from 1000 to 1000000000 points, found {}", cloud.point_budget));
+    }
+    if !(MIN_CLOUD_MEMORY_MB..=1 << 20).contains(&cloud.memory_budget_mb) {
+        c.report(format!("{path}.memory_budget_mb"), anchor, format!("expected from {MIN_CLOUD_MEMORY_MB} to 1048576 MiB, found {}", cloud.memory_budget_mb));
+    }
+    match assets.resolve_entry(&cloud.path) {
+        Err(e) => {
+            let anchor = match e {
+                AssetPathError::Empty => anchor,
+                _ => Some(cloud.path.as_str()),
+            };
+            c.report(format!("{path}.path"), anchor, e.to_string());
+        }
+        Ok(resolved) => {
+            let lower = cloud.path.to_ascii_lowercase();
+            let scan = [".ply", ".las", ".laz"].iter().any(|e| lower.ends_with(e));
+            if (scan && !resolved.is_file()) || (!scan && !resolved.join("cloud.json").is_file()) {
+                c.report(
+                    format!("{path}.path"),
+                    Some(cloud.path.as_str()),
+                    format!("expected a .ply, .las or .laz scan, or a folder written by `parvis import`, found {:?}", cloud.path),
+                );
+            }
+        }
+    }
+}
+
 /// Most copies one `repeat` may make.
 pub const MAX_REPEAT: u32 = 1000;
 
@@ -419,6 +456,12 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
             };
             c.report(format!("{path}.path"), anchor, e.to_string());
         }
+    }
+    for (i, cloud) in scene.clouds.iter().enumerate() {
+        let path = format!("clouds[{i}]");
+        c.name(&format!("{path}.name"), &cloud.name);
+        unique(&mut c, &path, &cloud.name);
+        check_cloud(&mut c, &path, cloud, assets);
     }
     for (i, prim) in scene.primitives.iter().enumerate() {
         let path = format!("primitives[{i}]");
