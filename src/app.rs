@@ -18,6 +18,9 @@ use crate::command::{CommandLogFile, SubmitCommand, VenueCommand};
 use crate::environment::VenueCamera;
 use crate::heritage::cloud::PointCloudPlugin;
 use crate::hud::HudPlugin;
+use crate::visit::narration::Narrator;
+use crate::visit::ui::VisitUiPlugin;
+use crate::visit::VisitorLanguage;
 use crate::stage_text::StageTextRenderPlugin;
 use crate::scene::format::SceneFile;
 use crate::scene::watch::SceneWatcher;
@@ -37,6 +40,8 @@ pub struct VenueSetup {
     pub initial_commands: Vec<SubmitCommand>,
     /// File to append every applied command to, as JSON lines.
     pub command_log: Option<PathBuf>,
+    /// The visitor's language (BCP 47); `None` for the venue's first.
+    pub language: Option<String>,
 }
 
 impl VenueSetup {
@@ -49,6 +54,7 @@ impl VenueSetup {
             viewpoint: None,
             initial_commands: Vec::new(),
             command_log: None,
+            language: None,
         }
     }
 }
@@ -64,7 +70,8 @@ fn asset_plugin(assets: &AssetsRoot) -> AssetPlugin {
 fn add_venue(app: &mut App, setup: VenueSetup) {
     app.add_plugins(VenueCorePlugin)
         .insert_resource(setup.assets.clone())
-        .insert_resource(StartViewpoint(setup.viewpoint.clone()));
+        .insert_resource(StartViewpoint(setup.viewpoint.clone()))
+        .insert_resource(VisitorLanguage(setup.language.clone().unwrap_or_default()));
     let world = app.world_mut();
     world.write_message(SubmitCommand::local(VenueCommand::LoadScene {
         scene: Box::new(setup.scene),
@@ -150,8 +157,10 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
             })
             .set(asset_plugin(&setup.assets)),
     )
-    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin, PointCloudPlugin));
+    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin, PointCloudPlugin, VisitUiPlugin { interactive: true }));
     add_venue(&mut app, setup);
+    // The desktop visitor hears the narration (the core runs a silent mixer).
+    app.insert_resource(Narrator::new(true));
     if let Some(limit) = limit {
         app.insert_resource(limit).add_systems(Last, stop_after_frame_limit);
     }
@@ -185,7 +194,7 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
             .disable::<WinitPlugin>()
             .disable::<PipelinedRenderingPlugin>(),
     )
-    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin, PointCloudPlugin));
+    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin, PointCloudPlugin, VisitUiPlugin { interactive: false }));
     add_venue(&mut app, setup);
     app.finish();
     app.cleanup();

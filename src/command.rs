@@ -85,6 +85,21 @@ pub enum VenueCommand {
         /// Poll name.
         poll: String,
     },
+    /// Open a hotspot's panel and play its audio description (`name: null` closes it).
+    ShowHotspot {
+        /// Hotspot name, from the scene's `hotspots`.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Start a guided tour (`tour: null` stops the one playing).
+    PlayTour {
+        /// Tour name, from the scene's `tours`.
+        #[serde(default)]
+        tour: Option<String>,
+        /// The visitor's language (a BCP 47 tag); unchanged if absent.
+        #[serde(default)]
+        language: Option<String>,
+    },
 }
 
 /// Longest text a panel shows, in characters.
@@ -103,6 +118,10 @@ impl VenueCommand {
             VenueCommand::HideText { id: None } => "hide all texts".into(),
             VenueCommand::OpenPoll { poll } => format!("open poll {poll}"),
             VenueCommand::ClosePoll { poll } => format!("close poll {poll}"),
+            VenueCommand::ShowHotspot { name: Some(name) } => format!("show hotspot {name}"),
+            VenueCommand::ShowHotspot { name: None } => "close the hotspot panel".into(),
+            VenueCommand::PlayTour { tour: Some(tour), language } => format!("play tour {tour} in {}", language.as_deref().unwrap_or("the current language")),
+            VenueCommand::PlayTour { tour: None, .. } => "stop the tour".into(),
         }
     }
 }
@@ -154,7 +173,11 @@ impl CommandOrigin {
             | VenueCommand::AnimateParam { .. }
             | VenueCommand::SpawnEffect { .. }
             | VenueCommand::ShowText { .. } => true,
-            VenueCommand::HideText { .. } | VenueCommand::OpenPoll { .. } | VenueCommand::ClosePoll { .. } => {
+            VenueCommand::HideText { .. }
+            | VenueCommand::OpenPoll { .. }
+            | VenueCommand::ClosePoll { .. }
+            | VenueCommand::ShowHotspot { .. }
+            | VenueCommand::PlayTour { .. } => {
                 !matches!(self, CommandOrigin::Audience(_))
             }
             VenueCommand::LoadScene { .. } => matches!(self, CommandOrigin::Local | CommandOrigin::Curator(_)),
@@ -403,8 +426,12 @@ fn apply_commands(
     mut commands: Commands,
     time: Res<Time>,
 ) {
+    // A scene loaded earlier in this batch is the one later commands refer to (start-up
+    // commands follow the first `LoadScene` in the same frame).
+    let mut latest: Option<Arc<SceneFile>> = scene.as_deref().map(|s| s.0.clone());
     for SubmitCommand { origin, command } in submitted.read() {
         let now = time.elapsed_secs_f64();
+        let scene_now = latest.clone();
         let result = origin.may_issue(command).and_then(|()| match command {
             VenueCommand::SetParam { name, value } => {
                 // Write through `ResMut` only when the value differs, so that systems reacting
@@ -428,7 +455,7 @@ fn apply_commands(
                 Ok(())
             }
             VenueCommand::SpawnEffect { effect, .. } => {
-                let known = scene.as_deref().is_some_and(|s| s.0.effects.iter().any(|e| &e.name == effect));
+                let known = scene_now.as_deref().is_some_and(|s| s.effects.iter().any(|e| &e.name == effect));
                 if known { Ok(()) } else { Err(CommandError::Invalid(format!("no effect named {effect:?} in this venue"))) }
             }
             VenueCommand::ShowText { text, seconds, at, .. } => {
@@ -442,8 +469,26 @@ fn apply_commands(
             }
             VenueCommand::HideText { .. } => Ok(()),
             VenueCommand::OpenPoll { poll } | VenueCommand::ClosePoll { poll } => {
-                let known = scene.as_deref().is_some_and(|s| s.0.polls.iter().any(|p| &p.name == poll));
+                let known = scene_now.as_deref().is_some_and(|s| s.polls.iter().any(|p| &p.name == poll));
                 if known { Ok(()) } else { Err(CommandError::Invalid(format!("no poll named {poll:?} in this venue"))) }
+            }
+            VenueCommand::ShowHotspot { name } => {
+                let known = name.as_ref().is_none_or(|n| scene_now.as_deref().is_some_and(|s| s.hotspots.iter().any(|h| &h.name == n)));
+                if known { Ok(()) } else { Err(CommandError::Invalid(format!("no hotspot named {:?} in this venue", name.as_deref().unwrap_or_default()))) }
+            }
+            VenueCommand::PlayTour { tour, language } => {
+                if let Some(language) = language
+                    && !crate::visit::lang::is_language_tag(language)
+                {
+                    return Err(CommandError::Invalid(format!("expected a language tag such as \"fr\" or \"en-GB\", found {language:?}")));
+                }
+                let known = tour.as_ref().is_none_or(|t| scene_now.as_deref().is_some_and(|s| s.tours.iter().any(|d| &d.name == t)));
+                if known {
+                    Ok(())
+                } else {
+                    let tours = scene_now.as_deref().map(|s| s.tours.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
+                    Err(CommandError::Invalid(format!("no tour named {:?} in this venue; tours: {}", tour.as_deref().unwrap_or_default(), if tours.is_empty() { "(none)" } else { &tours })))
+                }
             }
             VenueCommand::LoadScene { scene: new_scene } => {
                 if let Some(assets) = assets.as_deref() {
@@ -454,6 +499,7 @@ fn apply_commands(
                 }
                 *params = StageParams::from_scene(new_scene);
                 let new_scene = CurrentScene(Arc::new((**new_scene).clone()));
+                latest = Some(new_scene.0.clone());
                 match scene.as_deref_mut() {
                     Some(current) => *current = new_scene,
                     None => commands.insert_resource(new_scene),

@@ -22,6 +22,7 @@ pub mod output;
 pub mod params;
 pub mod scene;
 pub mod stage_text;
+pub mod visit;
 
 use bevy::prelude::*;
 
@@ -64,6 +65,7 @@ impl Plugin for VenueCorePlugin {
             audience::AudiencePlugin,
             effects::EffectsPlugin,
             stage_text::StageTextPlugin,
+            visit::VisitPlugin { audio: false },
         ));
     }
 }

@@ -139,6 +139,12 @@ struct VenueArgs {
     /// Append every applied command to this file (JSON lines), for `parvis replay`.
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Play this guided tour from the scene's `tours`.
+    #[arg(long, value_name = "NAME")]
+    tour: Option<String>,
+    /// The visitor's language (e.g. fr, en-GB); texts fall back in the venue's declared order.
+    #[arg(long, value_name = "TAG")]
+    lang: Option<String>,
 }
 
 #[derive(Args)]
@@ -359,7 +365,19 @@ fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
         let known: Vec<&str> = scene.viewpoints.iter().map(|v| v.name.as_str()).collect();
         bail!("no viewpoint named {name:?}; the scene has: {}", known.join(", "));
     }
-    let initial_commands = parse_sets(&scene, &args.sets)?;
+    let mut initial_commands = parse_sets(&scene, &args.sets)?;
+    if let Some(lang) = &args.lang
+        && !parvis::visit::lang::is_language_tag(lang)
+    {
+        bail!("--lang {lang:?}: expected a language tag such as fr or en-GB");
+    }
+    if let Some(tour) = &args.tour {
+        if !scene.tours.iter().any(|t| &t.name == tour) {
+            let known: Vec<&str> = scene.tours.iter().map(|t| t.name.as_str()).collect();
+            bail!("no tour named {tour:?}; the scene has: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") });
+        }
+        initial_commands.push(VenueCommand::PlayTour { tour: Some(tour.clone()), language: args.lang.clone() });
+    }
     if let Some(log) = &args.log {
         // Open it once here so that an unwritable path is reported before anything starts.
         CommandLogFile::append_to(log).with_context(|| format!("cannot open the command log {}", log.display()))?;
@@ -369,6 +387,7 @@ fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
     setup.viewpoint = args.viewpoint.clone();
     setup.initial_commands = initial_commands.into_iter().map(SubmitCommand::local).collect();
     setup.command_log = args.log.clone();
+    setup.language = args.lang.clone();
     Ok(setup)
 }
 

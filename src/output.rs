@@ -85,6 +85,9 @@ impl HeadlessRenderer {
                 // With no window, Bevy cannot guess which camera's position should decide
                 // the level of detail of point and spot light shadows.
                 ShadowLodOrigin,
+                // Overlays (subtitles, hotspot panels) draw on the captured picture, as a
+                // stream would show them.
+                IsDefaultUiCamera,
                 VenueCamera,
                 CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO),
                 AwaitingViewpoint,

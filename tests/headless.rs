@@ -1685,3 +1685,184 @@ fn animations_are_refused_for_enums_and_the_state_hash_uses_their_target() {
     assert_eq!(app.world().resource::<StageParams>().value("fog"), Some(&ParamValue::Float(0.1)));
     assert_eq!(moving, parvis::command::venue_state_hash(app.world()));
 }
+
+mod visit {
+    use super::*;
+    use bevy::time::TimeUpdateStrategy;
+    use parvis::camera::CameraRig;
+    use parvis::environment::VenueCamera;
+    use parvis::visit::narration::{Narrator, SoundKind};
+    use parvis::visit::{ActiveTour, OpenHotspot, Subtitles};
+
+    /// A mono 16-bit WAV of `seconds` of a quiet tone: a real file for kira to decode.
+    fn write_wav(path: &std::path::Path, seconds: f32) {
+        let rate = 8_000u32;
+        let samples: Vec<i16> = (0..(seconds * rate as f32) as u32).map(|i| ((i as f32 * 0.05).sin() * 3_000.0) as i16).collect();
+        let data_len = samples.len() as u32 * 2;
+        let mut bytes = Vec::new();
+        bytes.extend(b"RIFF");
+        bytes.extend((36 + data_len).to_le_bytes());
+        bytes.extend(b"WAVEfmt ");
+        bytes.extend(16u32.to_le_bytes());
+        bytes.extend(1u16.to_le_bytes());
+        bytes.extend(1u16.to_le_bytes());
+        bytes.extend(rate.to_le_bytes());
+        bytes.extend((rate * 2).to_le_bytes());
+        bytes.extend(2u16.to_le_bytes());
+        bytes.extend(16u16.to_le_bytes());
+        bytes.extend(b"data");
+        bytes.extend(data_len.to_le_bytes());
+        for s in samples {
+            bytes.extend(s.to_le_bytes());
+        }
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    const TOUR_SCENE: &str = r#"(
+        version: 1,
+        venue: (title: "Abbaye", languages: ["fr", "en"]),
+        viewpoints: [
+            (name: "porch", position: (0.0, 1.7, 20.0), look_at: (0.0, 1.7, 0.0)),
+            (name: "nave", position: (0.0, 1.7, 5.0), look_at: (0.0, 3.0, -10.0), fov: 60.0),
+            (name: "choir", position: (6.0, 2.0, -8.0), look_at: (0.0, 2.0, -12.0)),
+        ],
+        hotspots: [
+            (name: "font", position: (1.0, 1.0, 4.0), radius: 0.6,
+                title: {"fr": "Les fonts baptismaux", "en": "The font"},
+                text: {"fr": "Une cuve du XIIe siècle.", "en": "A twelfth-century basin."},
+                audio: {"fr": "audio/font-fr.wav"}),
+            (name: "altar", position: (0.0, 1.2, -12.0), title: {"fr": "L'autel"}),
+        ],
+        tours: [
+            (name: "abbey", stops: [
+                (viewpoint: "nave", hotspot: Some("font"), travel: 2.0, seconds: 3.0,
+                    narration: {"fr": "Voici la nef. Elle mesure quarante mètres.", "en": "This is the nave. It is forty metres long."},
+                    audio: {"fr": "audio/nave-fr.wav", "en": "audio/nave-en.wav"}),
+                (viewpoint: "choir", travel: 1.0, seconds: 2.0, narration: {"fr": "Le chœur, où chantaient les moines."}),
+            ]),
+        ],
+    )"#;
+
+    fn tour_app(language: Option<&str>) -> (App, Entity, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!("parvis-tour-{}-{}", std::process::id(), language.unwrap_or("none")));
+        let _ = std::fs::remove_dir_all(&dir);
+        write_wav(&dir.join("audio/font-fr.wav"), 1.0);
+        write_wav(&dir.join("audio/nave-fr.wav"), 5.0);
+        write_wav(&dir.join("audio/nave-en.wav"), 4.0);
+        let assets = AssetsRoot::new(&dir);
+        let scene = load_scene_str(TOUR_SCENE, "abbey.ron", &assets).unwrap();
+        let mut setup = VenueSetup::new(scene, assets);
+        setup.language = language.map(str::to_owned);
+        let mut app = core_app(setup);
+        app.init_resource::<Refused>().add_systems(Last, collect_refusals);
+        app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(100)));
+        let camera = app.world_mut().spawn((VenueCamera, CameraRig::looking(Vec3::new(0.0, 1.7, 20.0), Vec3::ZERO), Projection::default(), Transform::default())).id();
+        app.update();
+        (app, camera, dir)
+    }
+
+    fn eye(app: &App, camera: Entity) -> Vec3 {
+        app.world().get::<CameraRig>(camera).unwrap().transform().translation
+    }
+
+    fn run_for(app: &mut App, seconds: f32) {
+        for _ in 0..(seconds * 10.0).round() as u32 {
+            app.update();
+        }
+    }
+
+    #[test]
+    fn a_tour_travels_smoothly_narrates_in_the_visitors_language_and_waits_for_its_audio() {
+        let (mut app, camera, dir) = tour_app(None);
+        submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: Some("abbey".into()), language: Some("en".into()) });
+        assert!(rejections(&app).is_empty(), "{:?}", rejections(&app));
+        let start = eye(&app, camera);
+        // Halfway through the 2 s travel, the camera is between the porch and the nave, and
+        // no subtitle shows yet.
+        run_for(&mut app, 1.0);
+        let mid = eye(&app, camera);
+        let nave = Vec3::new(0.0, 1.7, 5.0);
+        assert!(mid.distance(start) > 1.0 && mid.distance(nave) > 1.0, "between: {start} → {mid} → {nave}");
+        assert_eq!(app.world().resource::<Subtitles>().text, None);
+        run_for(&mut app, 1.2);
+        assert!(eye(&app, camera).distance(nave) < 1e-3, "at the nave: {}", eye(&app, camera));
+        let fov = match app.world().get::<Projection>(camera).unwrap() {
+            Projection::Perspective(p) => p.fov,
+            _ => unreachable!(),
+        };
+        assert!((fov - 60f32.to_radians()).abs() < 1e-4, "the viewpoint's field of view");
+        // English narration: subtitles, audio; the hotspot of the stop opens, in English.
+        let subtitles = app.world().resource::<Subtitles>().clone();
+        assert_eq!(subtitles.text.as_deref(), Some("This is the nave."));
+        assert_eq!(subtitles.language, "en");
+        let open = app.world().resource::<OpenHotspot>().clone();
+        assert_eq!((open.name.as_deref(), open.title.as_str(), open.text.as_str()), (Some("font"), "The font", "A twelfth-century basin."));
+        let played = app.world().resource::<Narrator>().played.clone();
+        let narration = played.iter().find(|p| p.kind == SoundKind::Narration).expect("narration played");
+        assert!(narration.path.ends_with("audio/nave-en.wav") && narration.language == "en", "{narration:?}");
+        assert!((narration.duration.as_secs_f32() - 4.0).abs() < 0.01);
+        // The font's audio description exists only in French: the fallback order gives it,
+        // from where the font stands.
+        let description = played.iter().find(|p| p.kind == SoundKind::Description).expect("description played");
+        assert!(description.path.ends_with("audio/font-fr.wav") && description.language == "fr");
+        assert_eq!(description.at, Some(Vec3::new(1.0, 1.0, 4.0)));
+        // The second sentence follows; the stop lasts the audio's 4 s, not its own 3 s.
+        run_for(&mut app, 2.5);
+        assert_eq!(app.world().resource::<Subtitles>().text.as_deref(), Some("It is forty metres long."));
+        run_for(&mut app, 1.0);
+        assert!(eye(&app, camera).distance(nave) < 1e-3, "still at the nave after 3.5 s: the audio lasts 4 s");
+        // The choir's narration has no English: the French text is shown, said to be French.
+        run_for(&mut app, 2.0);
+        let choir = Vec3::new(6.0, 2.0, -8.0);
+        assert!(eye(&app, camera).distance(choir) < 1e-3, "{}", eye(&app, camera));
+        let subtitles = app.world().resource::<Subtitles>().clone();
+        assert_eq!((subtitles.text.as_deref(), subtitles.language.as_str()), (Some("Le chœur, où chantaient les moines."), "fr"));
+        run_for(&mut app, 2.5);
+        assert_eq!(app.world().resource::<ActiveTour>().name, None, "the tour ended");
+        assert_eq!(app.world().resource::<Subtitles>().text, None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_start_language_comes_from_the_command_line_then_the_venues_order() {
+        // `--lang de`: nothing is in German, so the venue's first language, French.
+        let (mut app, _, dir) = tour_app(Some("de"));
+        submit(&mut app, CommandOrigin::Local, VenueCommand::ShowHotspot { name: Some("font".into()) });
+        let open = app.world().resource::<OpenHotspot>().clone();
+        assert_eq!((open.title.as_str(), open.language.as_str()), ("Les fonts baptismaux", "fr"));
+        let (mut app, _, dir2) = tour_app(Some("en"));
+        submit(&mut app, CommandOrigin::Local, VenueCommand::ShowHotspot { name: Some("font".into()) });
+        assert_eq!(app.world().resource::<OpenHotspot>().title, "The font");
+        // A hotspot with only a French title still opens for an English visitor.
+        submit(&mut app, CommandOrigin::Local, VenueCommand::ShowHotspot { name: Some("altar".into()) });
+        assert_eq!(app.world().resource::<OpenHotspot>().title, "L'autel");
+        submit(&mut app, CommandOrigin::Local, VenueCommand::ShowHotspot { name: None });
+        assert_eq!(app.world().resource::<OpenHotspot>().name, None);
+        for dir in [dir, dir2] {
+            std::fs::remove_dir_all(dir).unwrap();
+        }
+    }
+
+    #[test]
+    fn audiences_cannot_drive_visits_and_unknown_names_are_refused() {
+        let (mut app, _, dir) = tour_app(None);
+        submit(&mut app, CommandOrigin::Audience("viewer-1".into()), VenueCommand::PlayTour { tour: Some("abbey".into()), language: None });
+        assert!(matches!(rejections(&app)[..], [CommandError::NotAllowed { .. }]), "{:?}", rejections(&app));
+        submit(&mut app, CommandOrigin::Audience("viewer-1".into()), VenueCommand::ShowHotspot { name: Some("font".into()) });
+        assert!(matches!(rejections(&app)[..], [CommandError::NotAllowed { .. }]));
+        assert_eq!(app.world().resource::<OpenHotspot>().name, None);
+        submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: Some("crypt".into()), language: None });
+        assert!(rejections(&app)[0].to_string().contains("no tour named \"crypt\" in this venue; tours: abbey"), "{:?}", rejections(&app));
+        submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: Some("abbey".into()), language: Some("<script>".into()) });
+        assert!(rejections(&app)[0].to_string().contains("expected a language tag"));
+        submit(&mut app, CommandOrigin::Moderator("mod".into()), VenueCommand::ShowHotspot { name: Some("nowhere".into()) });
+        assert!(rejections(&app)[0].to_string().contains("no hotspot named \"nowhere\""));
+        // Stopping a tour that plays.
+        submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: Some("abbey".into()), language: None });
+        assert_eq!(app.world().resource::<ActiveTour>().name.as_deref(), Some("abbey"));
+        submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: None, language: None });
+        assert_eq!(app.world().resource::<ActiveTour>().name, None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

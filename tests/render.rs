@@ -400,7 +400,7 @@ fn a_point_cloud_renders_with_eye_dome_lighting_and_its_colour_modes() {
     assert!(status.resident_bytes <= status.budget_bytes);
 
     // The same scan without eye-dome lighting: EDL only ever darkens, and it darkens edges.
-    let mut reload = |renderer: &mut HeadlessRenderer, change: &dyn Fn(&mut parvis::scene::format::CloudDef)| {
+    let reload = |renderer: &mut HeadlessRenderer, change: &dyn Fn(&mut parvis::scene::format::CloudDef)| {
         let mut scene = scene.clone();
         change(&mut scene.clouds[0]);
         renderer.submit(VenueCommand::LoadScene { scene: Box::new(scene) });
@@ -456,4 +456,51 @@ fn a_point_cloud_keeps_to_its_budgets_while_the_camera_moves() {
     }
     assert!(evicted_seen, "moving around a scan larger than the budget dropped nodes");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_tour_shows_its_subtitles_and_hotspot_panel_on_screen() {
+    use parvis::visit::Subtitles;
+    let assets = AssetsRoot::new(root().join("assets"));
+    let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
+    // Arrive at once: the subtitles show on the first frame of the tour.
+    scene.tours[0].stops[0].travel = 0.0;
+    let size = UVec2::new(640, 360);
+    let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene, assets), size);
+    renderer.wait_until_ready().unwrap();
+    renderer.submit(VenueCommand::PlayTour { tour: Some("highlights".into()), language: Some("fr".into()) });
+    renderer.step();
+    let subtitle = renderer.app_mut().world().resource::<Subtitles>().text.clone();
+    assert!(subtitle.as_deref().is_some_and(|s| s.starts_with("Bienvenue dans le cloître.")), "{subtitle:?}");
+    let with_ui = renderer.capture().unwrap();
+    save_png(&with_ui, &out_dir().join("tour-fr.png")).unwrap();
+    // The same view with the tour stopped and the panel closed: only the overlays differ.
+    renderer.submit(VenueCommand::PlayTour { tour: None, language: None });
+    renderer.submit(VenueCommand::ShowHotspot { name: None });
+    renderer.step();
+    let without = renderer.capture().unwrap();
+    save_png(&without, &out_dir().join("tour-stopped.png")).unwrap();
+    let (w, h) = (size.x, size.y);
+    let mut subtitle_band = 0;
+    let mut panel_corner = 0;
+    let mut elsewhere = 0;
+    for (x, y, p) in with_ui.enumerate_pixels() {
+        let q = without.get_pixel(x, y);
+        if p.0[..3].iter().zip(&q.0[..3]).all(|(a, b)| a.abs_diff(*b) <= 8) {
+            continue;
+        }
+        if y + 4 > h * 2 / 3 && x > w / 10 && x < w * 9 / 10 {
+            subtitle_band += 1;
+        } else if x < w * 3 / 4 && y < h * 2 / 3 {
+            panel_corner += 1;
+        } else {
+            elsewhere += 1;
+        }
+    }
+    assert!(subtitle_band > 2_000, "subtitle pixels: {subtitle_band}");
+    assert!(panel_corner > 2_000, "hotspot panel pixels: {panel_corner}");
+    assert!(elsewhere < 50, "{elsewhere} pixels changed outside the subtitles and the panel");
+    // White text on the dark subtitle box: the band holds light pixels on a darkened picture.
+    let light = (h * 2 / 3..h).flat_map(|y| (0..w).map(move |x| (x, y))).filter(|&(x, y)| with_ui.get_pixel(x, y).0[..3].iter().all(|c| *c > 220)).count();
+    assert!(light > 200, "{light} light subtitle pixels");
 }

@@ -312,7 +312,6 @@ fn plan(
     plan
 }
 
-#[allow(clippy::too_many_arguments)]
 fn stream_clouds(
     mut commands: Commands,
     cameras: Query<(&Camera, &GlobalTransform, &Projection, &Frustum), With<VenueCamera>>,

@@ -51,6 +51,87 @@ pub struct SceneFile {
     /// Physical effects (petals, confetti) that rules can release.
     #[serde(default)]
     pub effects: Vec<EffectDef>,
+    /// Points of interest a visitor can open: a title, a text and an audio description per
+    /// language.
+    #[serde(default)]
+    pub hotspots: Vec<HotspotDef>,
+    /// Guided tours: ordered stops with narration.
+    #[serde(default)]
+    pub tours: Vec<TourDef>,
+}
+
+/// A text in several languages, keyed by language tag: `{"en": "The well", "fr": "Le puits"}`.
+/// Which one a visitor gets follows the venue's `languages` (see `visit::lang`).
+pub type Localized = std::collections::BTreeMap<String, String>;
+
+/// A point of interest. Desktop visitors click it; headset visitors point at it and pull the
+/// trigger. Its panel shows the title and text in the visitor's language, and its audio
+/// description plays from where it stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HotspotDef {
+    /// Unique name.
+    pub name: String,
+    /// Where it is, metres.
+    pub position: [f32; 3],
+    /// Radius of the sphere that picks it, metres.
+    #[serde(default = "default_hotspot_radius")]
+    pub radius: f32,
+    /// Title per language.
+    pub title: Localized,
+    /// Text per language.
+    #[serde(default)]
+    pub text: Localized,
+    /// Audio description per language: a sound file relative to the assets root.
+    #[serde(default)]
+    pub audio: Localized,
+}
+
+fn default_hotspot_radius() -> f32 {
+    0.5
+}
+
+/// A guided tour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TourDef {
+    /// Unique name, as given to `parvis run --tour`.
+    pub name: String,
+    /// Title per language.
+    #[serde(default)]
+    pub title: Localized,
+    /// The stops, in order.
+    pub stops: Vec<TourStopDef>,
+}
+
+/// One stop of a tour: the camera travels to a viewpoint, then the narration plays.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TourStopDef {
+    /// The viewpoint to go to.
+    pub viewpoint: String,
+    /// A hotspot whose panel opens at the stop.
+    #[serde(default)]
+    pub hotspot: Option<String>,
+    /// Narration per language, shown as subtitles.
+    #[serde(default)]
+    pub narration: Localized,
+    /// Narration audio per language (sound files relative to the assets root).
+    #[serde(default)]
+    pub audio: Localized,
+    /// Seconds at the stop; longer if the narration's audio is longer.
+    #[serde(default = "default_stop_seconds")]
+    pub seconds: f32,
+    /// Seconds of travel from the previous stop (or from where the visitor was).
+    #[serde(default = "default_travel_seconds")]
+    pub travel: f32,
+}
+
+fn default_stop_seconds() -> f32 {
+    8.0
+}
+fn default_travel_seconds() -> f32 {
+    3.0
 }
 
 /// An audience rule: when a chat line, reaction, poll or the crowd's energy matches the trigger,

@@ -476,6 +476,7 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
         check_light(&mut c, &path, light);
     }
     check_viewpoints(&mut c, scene);
+    check_visits(&mut c, scene, assets);
     check_params(&mut c, scene);
     check_polls(&mut c, scene);
     check_effects(&mut c, scene);
@@ -779,6 +780,85 @@ fn check_viewpoints(c: &mut Checker, scene: &SceneFile) {
         && !names.contains(spawn.as_str())
     {
         c.report("spawn", Some(spawn), format!("no viewpoint named {spawn:?}; viewpoints are: {}", list(scene.viewpoints.iter().map(|v| v.name.as_str()))));
+    }
+}
+
+/// Longest hotspot or narration text, characters: a panel or subtitles, not a book.
+pub const MAX_VISIT_TEXT_CHARS: usize = 4_000;
+
+/// Hotspots and tours: names, positions, texts in the venue's languages, sound files, and the
+/// viewpoints and hotspots tours refer to.
+fn check_visits(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
+    let languages = &scene.venue.languages;
+    let texts = |c: &mut Checker, path: &str, anchor: Option<&str>, texts: &Localized, required: bool| {
+        if required && texts.values().all(|t| t.trim().is_empty()) {
+            c.report(path, anchor, "expected a text in at least one language, found none");
+        }
+        for (lang, text) in texts {
+            if !languages.is_empty() && !languages.contains(lang) {
+                c.report(format!("{path}.{lang}"), anchor, format!("language {lang:?} is not one of the venue's languages ({})", languages.join(", ")));
+            }
+            let chars = text.chars().count();
+            if chars > MAX_VISIT_TEXT_CHARS {
+                c.report(format!("{path}.{lang}"), anchor, format!("text of {chars} characters; at most {MAX_VISIT_TEXT_CHARS}"));
+            }
+        }
+    };
+    let sounds = |c: &mut Checker, path: &str, anchor: Option<&str>, files: &Localized| {
+        for (lang, file) in files {
+            if !languages.is_empty() && !languages.contains(lang) {
+                c.report(format!("{path}.{lang}"), anchor, format!("language {lang:?} is not one of the venue's languages ({})", languages.join(", ")));
+            }
+            let lower = file.to_ascii_lowercase();
+            if ![".ogg", ".wav", ".mp3", ".flac"].iter().any(|e| lower.ends_with(e)) {
+                c.report(format!("{path}.{lang}"), Some(file), format!("expected an .ogg, .wav, .mp3 or .flac file, found {file:?}"));
+            } else if let Err(e) = assets.resolve(file) {
+                c.report(format!("{path}.{lang}"), Some(file), e.to_string());
+            }
+        }
+    };
+    let mut hotspots = HashSet::new();
+    for (i, h) in scene.hotspots.iter().enumerate() {
+        let path = format!("hotspots[{i}]");
+        let anchor = Some(h.name.as_str());
+        c.name(&format!("{path}.name"), &h.name);
+        if !hotspots.insert(h.name.as_str()) {
+            c.report_at(format!("{path}.name"), Some(Anchor::Name(&h.name, 2)), format!("duplicate hotspot name {:?}", h.name));
+        }
+        c.finite(&format!("{path}.position"), anchor, &h.position);
+        c.in_range(&format!("{path}.radius"), anchor, h.radius, 0.05, 20.0);
+        texts(c, &format!("{path}.title"), anchor, &h.title, true);
+        texts(c, &format!("{path}.text"), anchor, &h.text, false);
+        sounds(c, &format!("{path}.audio"), anchor, &h.audio);
+    }
+    let viewpoints: HashSet<&str> = scene.viewpoints.iter().map(|v| v.name.as_str()).collect();
+    let mut tours = HashSet::new();
+    for (i, tour) in scene.tours.iter().enumerate() {
+        let path = format!("tours[{i}]");
+        let anchor = Some(tour.name.as_str());
+        c.name(&format!("{path}.name"), &tour.name);
+        if !tours.insert(tour.name.as_str()) {
+            c.report_at(format!("{path}.name"), Some(Anchor::Name(&tour.name, 2)), format!("duplicate tour name {:?}", tour.name));
+        }
+        texts(c, &format!("{path}.title"), anchor, &tour.title, false);
+        if tour.stops.is_empty() {
+            c.report(format!("{path}.stops"), anchor, "a tour needs at least one stop");
+        }
+        for (j, stop) in tour.stops.iter().enumerate() {
+            let path = format!("{path}.stops[{j}]");
+            if !viewpoints.contains(stop.viewpoint.as_str()) {
+                c.report(format!("{path}.viewpoint"), Some(&stop.viewpoint), format!("no viewpoint named {:?}; viewpoints are: {}", stop.viewpoint, list(scene.viewpoints.iter().map(|v| v.name.as_str()))));
+            }
+            if let Some(h) = &stop.hotspot
+                && !hotspots.contains(h.as_str())
+            {
+                c.report(format!("{path}.hotspot"), Some(h), format!("no hotspot named {h:?}; hotspots are: {}", list(scene.hotspots.iter().map(|h| h.name.as_str()))));
+            }
+            texts(c, &format!("{path}.narration"), anchor, &stop.narration, false);
+            sounds(c, &format!("{path}.audio"), anchor, &stop.audio);
+            c.in_range(&format!("{path}.seconds"), anchor, stop.seconds, 0.5, 600.0);
+            c.in_range(&format!("{path}.travel"), anchor, stop.travel, 0.0, 120.0);
+        }
     }
 }
 
