@@ -31,7 +31,7 @@ fn main() {
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let cache = dir.join("cache");
             let _ = std::fs::remove_dir_all(&cache);
-            let imported = parvis::heritage::import(&path, &cache, OctreeConfig::default(), |_| {}).expect("import");
+            let imported = parvis::heritage::import(&path, &cache, OctreeConfig::default(), &Default::default()).expect("import");
             let [read, built, written] = imported.timings.map(|d| d.as_secs_f64());
             let total = read + built + written;
             println!(

@@ -615,8 +615,17 @@ fn import(args: &ImportArgs) -> Result<()> {
         None => args.input.parent().unwrap_or(std::path::Path::new(".")).join(".parvis-cache"),
     };
     let config = parvis::heritage::octree::OctreeConfig { max_points_per_node: args.points_per_node.clamp(100, 1_000_000), ..Default::default() };
-    let started = Instant::now();
-    let imported = parvis::heritage::import(&args.input, &cache, config, |phase| eprintln!("parvis: import: {phase} ({:.1} s)", started.elapsed().as_secs_f32()))?;
+    let progress = std::sync::Arc::new(parvis::heritage::Progress::default());
+    let imported = {
+        let shown = progress.clone();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let finished = done.clone();
+        let bar = std::thread::spawn(move || show_progress(&shown, &finished));
+        let result = parvis::heritage::import(&args.input, &cache, config, &progress);
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = bar.join();
+        result?
+    };
     let index = &imported.index;
     if imported.cached {
         println!("{} was imported before: {}", args.input.display(), imported.dir.display());
@@ -640,8 +649,65 @@ fn import(args: &ImportArgs) -> Result<()> {
         index.attributes.intensity,
         index.attributes.classification
     );
-    println!("(Drawing imported clouds in a venue comes with the point-cloud renderer; the scene format has no field for them yet.)");
+    // A scene entry to paste: the folder works as `path` too, relative to the assets root.
+    let name = args.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scan".into());
+    println!();
+    println!("Paste into the scene's `clouds: [...]` (path relative to the assets root; fill in the credit):");
+    println!("        (name: {name:?}, path: {:?},", args.input.to_string_lossy());
+    println!("            transform: (translation: (0.0, 0.0, 0.0)), // a Z-up scan needs rotation: (-90.0, 0.0, 0.0)");
+    println!("            colouring: {}, point_budget: 3000000, memory_budget_mb: 512,", if index.attributes.colour { "Rgb" } else { "Intensity" });
+    println!("            credit: (author: \"\", licence: \"\", source: \"\")),");
     Ok(())
+}
+
+/// The import's progress on stderr: a bar redrawn in place on a terminal, a line per step
+/// in a log.
+fn show_progress(progress: &parvis::heritage::Progress, done: &std::sync::atomic::AtomicBool) {
+    use std::io::{IsTerminal, Write};
+    let terminal = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut seen = 0;
+    let mut last_tenth = None;
+    loop {
+        let finished = done.load(std::sync::atomic::Ordering::Relaxed);
+        let step = progress.step();
+        let fraction = progress.fraction();
+        let elapsed = started.elapsed().as_secs_f32();
+        let steps = progress.steps();
+        if steps.len() > seen {
+            if terminal && seen > 0 {
+                eprintln!();
+            }
+            for begun in &steps[seen..] {
+                if !terminal || begun != &step {
+                    eprintln!("parvis: import: {begun} ({elapsed:.1} s)");
+                }
+            }
+            seen = steps.len();
+            last_tenth = None;
+        }
+        if let Some(f) = fraction {
+            let tenth = (f * 10.0) as u32;
+            if terminal {
+                let filled = (f * 30.0) as usize;
+                eprint!("\rparvis: import: {step:<20} [{}{}] {:>3.0} % ({elapsed:.1} s)", "#".repeat(filled), "-".repeat(30 - filled), f * 100.0);
+                let _ = std::io::stderr().flush();
+            } else if last_tenth != Some(tenth) && tenth > 0 {
+                eprintln!("parvis: import: {step} {:.0} % ({elapsed:.1} s)", f * 100.0);
+                last_tenth = Some(tenth);
+            }
+        } else if terminal && !step.is_empty() {
+            eprint!("\rparvis: import: {step:<20} ({elapsed:.1} s)");
+            let _ = std::io::stderr().flush();
+        }
+        if finished {
+            if terminal {
+                eprintln!();
+            }
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn replay(args: &ReplayArgs) -> Result<()> {

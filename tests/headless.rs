@@ -419,6 +419,9 @@ fn scans_of_every_format_import_once_into_the_cache_and_bad_ones_say_why() {
         assert_eq!(code, 0, "{name}: {err}");
         assert!(out.contains("imported 60000 points into"), "{name}: {out}");
         assert!(err.contains("building the octree"), "{name}: progress is reported: {err}");
+        assert!(err.contains("import: reading"), "{name}: {err}");
+        // A scene entry to paste, naming the scan and asking for its credit.
+        assert!(out.contains("(name: \"cloister\", path: ") && out.contains("credit: (author: \"\", licence: \"\""), "{name}: {out}");
         let (code, out, _) = parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "5000"]);
         assert_eq!(code, 0);
         assert!(out.contains("was imported before"), "{name}: {out}");

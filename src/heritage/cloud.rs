@@ -111,13 +111,13 @@ impl CloudStatus {
     }
 }
 
-enum ImportMessage {
-    Step(String),
-    Done(Result<(PathBuf, CloudIndex), String>),
-}
+type ImportResult = Result<(PathBuf, CloudIndex), String>;
 
 #[derive(Component)]
-struct CloudImport(Mutex<mpsc::Receiver<ImportMessage>>);
+struct CloudImport {
+    done: Mutex<mpsc::Receiver<ImportResult>>,
+    progress: Arc<super::Progress>,
+}
 
 struct Resident {
     entity: Entity,
@@ -157,7 +157,9 @@ fn sync_clouds(mut commands: Commands, scene: Res<CurrentScene>, assets: Res<Ass
         let mut entity = commands.spawn((Name::new(def.name.clone()), to_transform(&def.transform)));
         match assets.resolve_entry(&def.path) {
             Ok(path) => {
-                entity.insert(CloudImport(Mutex::new(start_import(def.name.clone(), path))));
+                let progress = Arc::new(super::Progress::default());
+                let done = start_import(def.name.clone(), path, progress.clone());
+                entity.insert(CloudImport { done: Mutex::new(done), progress });
             }
             Err(e) => {
                 error!("cloud {:?}: {e}", def.name);
@@ -170,21 +172,18 @@ fn sync_clouds(mut commands: Commands, scene: Res<CurrentScene>, assets: Res<Ass
 
 /// Imports a scan into `.parvis-cache` next to it (or opens an imported folder) on a thread:
 /// a large scan takes minutes, and the venue keeps running meanwhile.
-fn start_import(name: String, path: PathBuf) -> mpsc::Receiver<ImportMessage> {
+fn start_import(name: String, path: PathBuf, progress: Arc<super::Progress>) -> mpsc::Receiver<ImportResult> {
     let (send, receive) = mpsc::channel();
     let spawned = std::thread::Builder::new().name(format!("import {name}")).spawn(move || {
         let result = if path.is_dir() {
             cache::read_index(&path).map(|index| (path.clone(), index)).map_err(|e| e.to_string())
         } else {
             let cache_root = path.parent().unwrap_or(&path).join(".parvis-cache");
-            let steps = send.clone();
-            super::import(&path, &cache_root, OctreeConfig::default(), |step| {
-                let _ = steps.send(ImportMessage::Step(step.to_owned()));
-            })
+            super::import(&path, &cache_root, OctreeConfig::default(), &progress)
             .map(|imported| (imported.dir, imported.index))
             .map_err(|e| e.to_string())
         };
-        let _ = send.send(ImportMessage::Done(result));
+        let _ = send.send(result);
     });
     if let Err(e) = spawned {
         error!("cloud {name}: cannot start its import: {e}");
@@ -198,11 +197,18 @@ fn receive_imports(
     mut materials: ResMut<Assets<PointMaterial>>,
 ) {
     for (entity, cloud, import, mut status) in &mut clouds {
-        let receiver = import.0.lock().expect("import channel");
+        let receiver = import.done.lock().expect("import channel");
+        let step = import.progress.step();
+        let step = match import.progress.fraction() {
+            Some(f) => format!("{step} {:.0} %", f * 100.0),
+            None => step.to_owned(),
+        };
+        if status.step != step {
+            status.step = step;
+        }
         loop {
             match receiver.try_recv() {
-                Ok(ImportMessage::Step(step)) => status.step = step,
-                Ok(ImportMessage::Done(Ok((dir, index)))) => {
+                Ok(Ok((dir, index))) => {
                     info!("cloud {:?}: {} points in {} nodes from {}", cloud.def.name, index.points, index.nodes.len(), dir.display());
                     let levels = index.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
                     let root_size = index.nodes.first().map_or(1.0, |n| n.size);
@@ -237,7 +243,7 @@ fn receive_imports(
                     });
                     break;
                 }
-                Ok(ImportMessage::Done(Err(e))) => {
+                Ok(Err(e)) => {
                     error!("cloud {:?}: {e}", cloud.def.name);
                     status.phase = CloudPhase::Failed(e);
                     commands.entity(entity).remove::<CloudImport>();

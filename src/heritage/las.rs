@@ -65,8 +65,13 @@ pub struct LasCloud {
 
 /// Reads a LAS or LAZ file (the `laz` compression is detected from the header).
 pub fn read_las(path: &Path, max_points: u64) -> Result<LasCloud, LasError> {
-    std::fs::metadata(path).map_err(|e| LasError::Open(format!("cannot open it: {e}")))?;
-    let mut reader = las::Reader::from_path(path).map_err(|e| {
+    let file = std::fs::File::open(path).map_err(|e| LasError::Open(format!("cannot open it: {e}")))?;
+    read_las_from(std::io::BufReader::new(file), max_points)
+}
+
+/// Reads a LAS or LAZ cloud from any seekable reader (a file, a counting wrapper).
+pub fn read_las_from(input: impl std::io::Read + std::io::Seek + Send + Sync + std::fmt::Debug + 'static, max_points: u64) -> Result<LasCloud, LasError> {
+    let mut reader = las::Reader::new(input).map_err(|e| {
         let why = e.to_string();
         // LAZ keeps its chunk table at the end: a cut file fails here already.
         if why.contains("failed to fill whole buffer") {

@@ -12,7 +12,10 @@ pub mod ply;
 pub mod points;
 pub mod sample;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -70,9 +73,83 @@ pub struct Imported {
     pub timings: [Duration; 3],
 }
 
-/// Imports a scan into `cache_root/<content key>/`, or finds it there. `progress` hears about
-/// each phase as it starts.
-pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, mut progress: impl FnMut(&str)) -> Result<Imported, ImportError> {
+/// How an import is going: its step, and how far into it (bytes read, nodes written). Shared
+/// with whoever shows it (a progress bar, the venue's status) while the import runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Steps begun, in order; the last is under way.
+    steps: Mutex<Vec<&'static str>>,
+    done: AtomicU64,
+    total: AtomicU64,
+}
+
+impl Progress {
+    fn begin(&self, step: &'static str, total: u64) {
+        self.steps.lock().expect("progress steps").push(step);
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total, Ordering::Relaxed);
+    }
+
+    fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The step under way ("" before the start).
+    pub fn step(&self) -> &'static str {
+        self.steps.lock().expect("progress steps").last().copied().unwrap_or("")
+    }
+
+    /// Every step begun so far, in order (a fast step may come and go between two looks).
+    pub fn steps(&self) -> Vec<&'static str> {
+        self.steps.lock().expect("progress steps").clone()
+    }
+
+    /// Share of the step done, for steps that can tell.
+    pub fn fraction(&self) -> Option<f32> {
+        let total = self.total.load(Ordering::Relaxed);
+        (total > 0).then(|| (self.done.load(Ordering::Relaxed) as f64 / total as f64).min(1.0) as f32)
+    }
+}
+
+/// Counts the bytes a reader hands out into a [`Progress`].
+struct Counting<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.add(n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: std::io::BufRead> std::io::BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amount: usize) {
+        self.progress.add(amount as u64);
+        self.inner.consume(amount);
+    }
+}
+
+impl<R: std::io::Seek> std::io::Seek for Counting<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
+impl<R> std::fmt::Debug for Counting<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Counting")
+    }
+}
+
+/// Imports a scan into `cache_root/<content key>/`, or finds it there, reporting into
+/// `progress` as it goes.
+pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, progress: &Arc<Progress>) -> Result<Imported, ImportError> {
     let extension = input.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     if matches!(extension.as_str(), "gltf" | "glb") {
         return Err(ImportError::MeshNotYet(input.to_owned()));
@@ -80,22 +157,26 @@ pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, mut
     if !matches!(extension.as_str(), "ply" | "las" | "laz") {
         return Err(ImportError::UnknownKind(input.to_owned()));
     }
-    progress("hashing");
+    let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+    progress.begin("hashing", 0);
     // The same scan built with other settings is another import.
     let key = format!("{}-n{}-d{}", cache::content_key(input)?, config.max_points_per_node, config.max_depth);
     let dir = cache_root.join(&key);
     if let Ok(index) = cache::read_index(&dir) {
         return Ok(Imported { dir, index, cached: true, timings: [Duration::ZERO; 3] });
     }
-    progress("reading");
+    progress.begin("reading", size);
     let start = Instant::now();
     let (points, origin, attributes) = if extension == "ply" {
         let file = std::fs::File::open(input).map_err(|e| ImportError::Ply(input.to_owned(), e.into()))?;
-        let cloud = ply::read_ply(std::io::BufReader::new(file), MAX_IMPORT_POINTS).map_err(|e| ImportError::Ply(input.to_owned(), e))?;
+        let reader = Counting { inner: std::io::BufReader::new(file), progress: progress.clone() };
+        let cloud = ply::read_ply(reader, MAX_IMPORT_POINTS).map_err(|e| ImportError::Ply(input.to_owned(), e))?;
         let attributes = cache::Attributes { colour: cloud.has_colour, intensity: cloud.has_intensity, classification: cloud.has_classification };
         (cloud.points, [0.0; 3], attributes)
     } else {
-        let cloud = las::read_las(input, MAX_IMPORT_POINTS).map_err(|e| ImportError::Las(input.to_owned(), e))?;
+        let file = std::fs::File::open(input).map_err(|e| ImportError::Las(input.to_owned(), las::LasError::Open(format!("cannot open it: {e}"))))?;
+        let reader = Counting { inner: std::io::BufReader::new(file), progress: progress.clone() };
+        let cloud = las::read_las_from(reader, MAX_IMPORT_POINTS).map_err(|e| ImportError::Las(input.to_owned(), e))?;
         // LAS always has intensity and class fields; they may be zero.
         (cloud.points, cloud.origin, cache::Attributes { colour: cloud.has_colour, intensity: true, classification: true })
     };
@@ -103,13 +184,38 @@ pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, mut
         return Err(ImportError::Empty(input.to_owned()));
     }
     let read = start.elapsed();
-    progress("building the octree");
+    progress.begin("building the octree", 0);
     let start = Instant::now();
     let tree = octree::Octree::build(points, config);
     let built = start.elapsed();
-    progress("writing");
+    progress.begin("writing", 0);
     let start = Instant::now();
     let source = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let index = cache::write_cloud(&dir, &tree, &source, &key, origin, attributes)?;
     Ok(Imported { dir, index, cached: false, timings: [read, built, start.elapsed()] })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_counts_the_bytes_read_through_both_read_paths() {
+        let progress = Arc::new(Progress::default());
+        progress.begin("reading", 1000);
+        assert_eq!(progress.fraction(), Some(0.0));
+        let data = vec![7u8; 1000];
+        let mut counting = Counting { inner: std::io::BufReader::with_capacity(64, &data[..]), progress: progress.clone() };
+        let mut first = [0u8; 100];
+        counting.read_exact(&mut first).unwrap();
+        assert_eq!(progress.fraction(), Some(0.1));
+        // Line-oriented reading goes through fill_buf/consume: counted once, not twice.
+        let mut rest = Vec::new();
+        std::io::BufRead::read_until(&mut counting, b'\n', &mut rest).unwrap();
+        assert_eq!(progress.fraction(), Some(1.0));
+        progress.begin("building the octree", 0);
+        assert_eq!(progress.fraction(), None, "a step that cannot tell");
+        assert_eq!(progress.steps(), vec!["reading", "building the octree"]);
+        assert_eq!(progress.step(), "building the octree");
+    }
 }
