@@ -206,55 +206,50 @@ fn receive_imports(
         if status.step != step {
             status.step = step;
         }
-        loop {
-            match receiver.try_recv() {
-                Ok(Ok((dir, index))) => {
-                    info!("cloud {:?}: {} points in {} nodes from {}", cloud.def.name, index.points, index.nodes.len(), dir.display());
-                    let levels = index.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
-                    let root_size = index.nodes.first().map_or(1.0, |n| n.size);
-                    let def = &cloud.def;
-                    let materials = (0..=levels)
-                        .map(|depth| {
-                            materials.add(PointMaterial {
-                                settings: PointSettings {
-                                    colouring: colouring_index(def.colouring),
-                                    min_px: def.point_size,
-                                    max_px: MAX_POINT_PX.max(def.point_size),
-                                    spacing: octree::spacing(&octree::Cube { min: [0.0; 3], size: root_size / (1u32 << depth.min(31)) as f32 }),
-                                    low: 0.0,
-                                    high: 1.0,
-                                    intensity_scale: 1.0 / 65_535.0,
-                                    has_colour: u32::from(index.attributes.colour),
-                                },
-                            })
+        match receiver.try_recv() {
+            Ok(Ok((dir, index))) => {
+                info!("cloud {:?}: {} points in {} nodes from {}", cloud.def.name, index.points, index.nodes.len(), dir.display());
+                let levels = index.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
+                let root_size = index.nodes.first().map_or(1.0, |n| n.size);
+                let def = &cloud.def;
+                let materials = (0..=levels)
+                    .map(|depth| {
+                        materials.add(PointMaterial {
+                            settings: PointSettings {
+                                colouring: colouring_index(def.colouring),
+                                min_px: def.point_size,
+                                max_px: MAX_POINT_PX.max(def.point_size),
+                                spacing: octree::spacing(&octree::Cube { min: [0.0; 3], size: root_size / (1u32 << depth.min(31)) as f32 }),
+                                low: 0.0,
+                                high: 1.0,
+                                intensity_scale: 1.0 / 65_535.0,
+                                has_colour: u32::from(index.attributes.colour),
+                            },
                         })
-                        .collect();
-                    status.phase = CloudPhase::Ready;
-                    status.step = "streaming".into();
-                    status.nodes = index.nodes.len();
-                    status.total_points = index.points;
-                    commands.entity(entity).remove::<CloudImport>().insert(CloudStream {
-                        dir,
-                        index: Arc::new(index),
-                        materials,
-                        resident: HashMap::new(),
-                        loading: HashMap::new(),
-                        frame: 0,
-                    });
-                    break;
-                }
-                Ok(Err(e)) => {
-                    error!("cloud {:?}: {e}", cloud.def.name);
-                    status.phase = CloudPhase::Failed(e);
-                    commands.entity(entity).remove::<CloudImport>();
-                    break;
-                }
-                Err(mpsc::TryRecvError::Empty) => break,
-                Err(mpsc::TryRecvError::Disconnected) => {
-                    status.phase = CloudPhase::Failed("the import stopped without a result".into());
-                    commands.entity(entity).remove::<CloudImport>();
-                    break;
-                }
+                    })
+                    .collect();
+                status.phase = CloudPhase::Ready;
+                status.step = "streaming".into();
+                status.nodes = index.nodes.len();
+                status.total_points = index.points;
+                commands.entity(entity).remove::<CloudImport>().insert(CloudStream {
+                    dir,
+                    index: Arc::new(index),
+                    materials,
+                    resident: HashMap::new(),
+                    loading: HashMap::new(),
+                    frame: 0,
+                });
+            }
+            Ok(Err(e)) => {
+                error!("cloud {:?}: {e}", cloud.def.name);
+                status.phase = CloudPhase::Failed(e);
+                commands.entity(entity).remove::<CloudImport>();
+            }
+            Err(mpsc::TryRecvError::Empty) => {}
+            Err(mpsc::TryRecvError::Disconnected) => {
+                status.phase = CloudPhase::Failed("the import stopped without a result".into());
+                commands.entity(entity).remove::<CloudImport>();
             }
         }
     }
