@@ -17,6 +17,7 @@ use crate::camera::{AwaitingViewpoint, CameraPlugin, CameraRig, StartViewpoint};
 use crate::command::{CommandLogFile, SubmitCommand, VenueCommand};
 use crate::environment::VenueCamera;
 use crate::heritage::cloud::PointCloudPlugin;
+use crate::heritage::lod::MeshLodPlugin;
 use crate::hud::HudPlugin;
 use crate::visit::narration::Narrator;
 use crate::visit::ui::VisitUiPlugin;
@@ -157,7 +158,7 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
             })
             .set(asset_plugin(&setup.assets)),
     )
-    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin, PointCloudPlugin, VisitUiPlugin { interactive: true }));
+    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: true }));
     add_venue(&mut app, setup);
     // The desktop visitor hears the narration (the core runs a silent mixer).
     app.insert_resource(Narrator::new(true));
@@ -194,7 +195,7 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
             .disable::<WinitPlugin>()
             .disable::<PipelinedRenderingPlugin>(),
     )
-    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin, PointCloudPlugin, VisitUiPlugin { interactive: false }));
+    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: false }));
     add_venue(&mut app, setup);
     app.finish();
     app.cleanup();

@@ -48,9 +48,10 @@ enum Command {
     /// Load-test a running venue's audience server on this machine: N connections sending chat
     /// at a set rate for a bounded time; prints a Markdown report. Loopback addresses only.
     Loadgen(LoadgenArgs),
-    /// Import a scan (a PLY, LAS or LAZ point cloud) into the cache a viewer streams from: a
-    /// level-of-detail octree in a folder named by the file's content hash, so the same scan is
-    /// imported once. Prints what was imported and where.
+    /// Import a scan into the cache a viewer streams from, in a folder named by the file's
+    /// content hash so that the same scan is imported once: a PLY, LAS or LAZ point cloud
+    /// becomes a level-of-detail octree; a glTF/GLB mesh becomes chunks with simplified
+    /// levels and downscaled textures. Prints what was imported, where, and a scene entry.
     Import(ImportArgs),
 }
 
@@ -614,18 +615,13 @@ fn import(args: &ImportArgs) -> Result<()> {
         Some(dir) => dir.clone(),
         None => args.input.parent().unwrap_or(std::path::Path::new(".")).join(".parvis-cache"),
     };
+    let extension = args.input.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+    if matches!(extension.as_str(), "glb" | "gltf") {
+        return import_mesh(args, &cache);
+    }
     let config = parvis::heritage::octree::OctreeConfig { max_points_per_node: args.points_per_node.clamp(100, 1_000_000), ..Default::default() };
     let progress = std::sync::Arc::new(parvis::heritage::Progress::default());
-    let imported = {
-        let shown = progress.clone();
-        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let finished = done.clone();
-        let bar = std::thread::spawn(move || show_progress(&shown, &finished));
-        let result = parvis::heritage::import(&args.input, &cache, config, &progress);
-        done.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = bar.join();
-        result?
-    };
+    let imported = with_progress(&progress, || parvis::heritage::import(&args.input, &cache, config, &progress))?;
     let index = &imported.index;
     if imported.cached {
         println!("{} was imported before: {}", args.input.display(), imported.dir.display());
@@ -656,6 +652,50 @@ fn import(args: &ImportArgs) -> Result<()> {
     println!("        (name: {name:?}, path: {:?},", args.input.to_string_lossy());
     println!("            transform: (translation: (0.0, 0.0, 0.0)), // a Z-up scan needs rotation: (-90.0, 0.0, 0.0)");
     println!("            colouring: {}, point_budget: 3000000, memory_budget_mb: 512,", if index.attributes.colour { "Rgb" } else { "Intensity" });
+    println!("            credit: (author: \"\", licence: \"\", source: \"\")),");
+    Ok(())
+}
+
+/// Runs `f` while a thread draws `progress` on stderr.
+fn with_progress<T>(progress: &std::sync::Arc<parvis::heritage::Progress>, f: impl FnOnce() -> T) -> T {
+    let shown = progress.clone();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let finished = done.clone();
+    let bar = std::thread::spawn(move || show_progress(&shown, &finished));
+    let result = f();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = bar.join();
+    result
+}
+
+fn import_mesh(args: &ImportArgs, cache: &std::path::Path) -> Result<()> {
+    let progress = std::sync::Arc::new(parvis::heritage::Progress::default());
+    let started = Instant::now();
+    let imported = with_progress(&progress, || parvis::heritage::mesh::import_mesh(&args.input, cache, &progress))?;
+    let index = &imported.index;
+    if imported.cached {
+        println!("{} was imported before: {}", args.input.display(), imported.dir.display());
+    } else {
+        let chunks: usize = index.parts.iter().map(|p| p.chunks.len()).sum();
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "imported {} triangles in {} parts, {chunks} chunks, into {} in {seconds:.2} s ({:.0} triangles/s)",
+            index.triangles,
+            index.parts.len(),
+            imported.dir.display(),
+            index.triangles as f64 / seconds.max(1e-9)
+        );
+    }
+    let deepest = index.parts.iter().flat_map(|p| &p.chunks).map(|c| c.levels.len()).max().unwrap_or(0);
+    let coarsest: u64 = index.parts.iter().flat_map(|p| &p.chunks).map(|c| u64::from(c.levels.last().map_or(0, |l| l.triangles))).sum();
+    println!("{deepest} levels of detail; the coarsest has {coarsest} triangles");
+    for note in &index.notes {
+        println!("note: {note}");
+    }
+    let name = args.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scan".into());
+    println!();
+    println!("Paste into the scene's `meshes: [...]` (path relative to the assets root; fill in the credit):");
+    println!("        (name: {name:?}, path: {:?}, max_error_px: 1.0,", args.input.to_string_lossy());
     println!("            credit: (author: \"\", licence: \"\", source: \"\")),");
     Ok(())
 }

@@ -19,7 +19,8 @@ use crate::app::{VenueSetup, headless_render_app};
 use crate::camera::{AwaitingViewpoint, CameraRig};
 use crate::command::{CurrentScene, RejectedCommand, SubmitCommand, VenueCommand};
 use crate::environment::VenueCamera;
-use crate::heritage::cloud::{CloudPhase, CloudStatus, PointCloud};
+use crate::heritage::cloud::{CloudStatus, PointCloud, ScanPhase};
+use crate::heritage::lod::{MeshScan, MeshScanStatus};
 
 /// Why headless rendering failed.
 #[derive(Debug, Error)]
@@ -156,11 +157,20 @@ impl HeadlessRenderer {
             }
             let mut clouds = world.try_query::<(&PointCloud, &CloudStatus)>().expect("component registered");
             for (cloud, status) in clouds.iter(world) {
-                if let CloudPhase::Failed(reason) = &status.phase {
+                if let ScanPhase::Failed(reason) = &status.phase {
                     return Err(OutputError::AssetFailed { path: cloud.def.path.clone(), reason: reason.clone() });
                 }
                 // The picture is final once every node the view calls for is drawn.
                 pending |= !status.settled();
+            }
+            let mut scans = world.try_query::<(&MeshScan, &MeshScanStatus)>().expect("component registered");
+            for (scan, status) in scans.iter(world) {
+                match &status.phase {
+                    ScanPhase::Failed(reason) => return Err(OutputError::AssetFailed { path: scan.def.path.clone(), reason: reason.clone() }),
+                    ScanPhase::Importing => pending = true,
+                    // Levels are picked in the frame after the chunks spawn.
+                    ScanPhase::Ready => pending |= status.levels_shown.is_empty(),
+                }
             }
             if !pending {
                 // Let the spawned models' meshes and materials reach the GPU.

@@ -447,7 +447,7 @@ fn scans_of_every_format_import_once_into_the_cache_and_bad_ones_say_why() {
     std::fs::write(dir.join("empty.ply"), b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\nend_header\n").unwrap();
     for (name, expected) in [
         ("cut.laz", "cut.laz: not a readable LAS/LAZ file: truncated"),
-        ("model.glb", "meshes (glTF) are not imported yet"),
+        ("model.glb", "not a valid glTF/GLB file"),
         ("scan.xyz", "unknown kind of scan"),
         ("empty.ply", "the scan has no points"),
         ("missing.las", "missing.las: No such file or directory"),
@@ -1868,4 +1868,66 @@ mod visit {
         assert_eq!(app.world().resource::<ActiveTour>().name, None);
         std::fs::remove_dir_all(dir).unwrap();
     }
+}
+
+#[test]
+fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
+    use parvis::heritage::mesh::{generate_scan_grid, read_mesh_index, write_glb};
+    let dir = std::env::temp_dir().join(format!("parvis-mesh-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (positions, normals, uvs, indices) = generate_scan_grid(260, 40.0);
+    let texture = image::RgbaImage::from_fn(512, 256, |x, y| image::Rgba([(x / 2) as u8, (y / 2) as u8, 120, 255]));
+    let mut png = Vec::new();
+    texture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let glb = dir.join("terrace.glb");
+    write_glb(&positions, &normals, &uvs, &indices, Some(&png), &glb).unwrap();
+    let cache = dir.join("cache");
+    let (code, out, err) = parvis(&["import", glb.to_str().unwrap(), "--cache", cache.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("imported 135200 triangles in 1 parts"), "{out}");
+    assert!(out.contains("(name: \"terrace\", path: ") && out.contains("max_error_px"), "{out}");
+    assert!(err.contains("building levels of detail"), "{err}");
+    let folder = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+    let index = read_mesh_index(&folder).unwrap();
+    assert_eq!(index.triangles, 135_200);
+    let part = &index.parts[0];
+    assert!(part.chunks.len() >= 5 && part.chunks.iter().all(|c| c.levels[0].triangles as usize <= parvis::heritage::mesh::MAX_CHUNK_TRIANGLES));
+    let finest: u32 = part.chunks.iter().map(|c| c.levels[0].triangles).sum();
+    let coarsest: u32 = part.chunks.iter().map(|c| c.levels.last().unwrap().triangles).sum();
+    assert_eq!(u64::from(finest), index.triangles, "level 0 is the scan");
+    assert!(coarsest * 10 < finest, "the coarsest level is over 10× lighter: {coarsest} of {finest}");
+    // One texture per level, halving.
+    assert_eq!(part.texture_sizes[0], [512, 256]);
+    assert_eq!(part.texture_sizes[1], [256, 128]);
+    assert!(part.textures.iter().all(|t| folder.join(t).is_file()));
+    let (code, out, _) = parvis(&["import", glb.to_str().unwrap(), "--cache", cache.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains("was imported before"), "{out}");
+
+    // Broken files: cut, with a missing external buffer, with an index past its vertices.
+    let bytes = std::fs::read(&glb).unwrap();
+    std::fs::write(dir.join("cut.glb"), &bytes[..bytes.len() / 2]).unwrap();
+    let gltf_text = r#"{"asset":{"version":"2.0"},"buffers":[{"uri":"missing.bin","byteLength":36}],
+        "bufferViews":[{"buffer":0,"byteLength":36}],
+        "accessors":[{"bufferView":0,"componentType":5126,"count":3,"type":"VEC3","min":[0,0,0],"max":[1,1,0]}],
+        "meshes":[{"primitives":[{"attributes":{"POSITION":0}}]}],"nodes":[{"mesh":0}],"scenes":[{"nodes":[0]}]}"#;
+    std::fs::write(dir.join("missing.gltf"), gltf_text).unwrap();
+    std::fs::write(dir.join("escape.gltf"), gltf_text.replace("missing.bin", "../../etc/passwd")).unwrap();
+    let mut big = vec![0.0f32, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0e30, 0.0];
+    let absurd: Vec<u8> = big.drain(..).flat_map(f32::to_le_bytes).collect();
+    std::fs::write(dir.join("absurd.bin"), &absurd).unwrap();
+    std::fs::write(dir.join("absurd.gltf"), gltf_text.replace("missing.bin", "absurd.bin").replace("[1,1,0]", "[1,1e30,0]")).unwrap();
+    for (name, expected) in [
+        ("cut.glb", "not a valid glTF/GLB file"),
+        ("missing.gltf", "buffer 0: "),
+        ("escape.gltf", "must be relative to the assets root"),
+        ("absurd.gltf", "has an absurd position"),
+    ] {
+        let (code, _, err) = parvis(&["import", dir.join(name).to_str().unwrap(), "--cache", cache.to_str().unwrap()]);
+        assert_ne!(code, 0, "{name} was accepted");
+        assert!(err.contains(expected), "{name}: expected {expected:?} in {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -504,3 +504,66 @@ fn a_tour_shows_its_subtitles_and_hotspot_panel_on_screen() {
     let light = (h * 2 / 3..h).flat_map(|y| (0..w).map(move |x| (x, y))).filter(|&(x, y)| with_ui.get_pixel(x, y).0[..3].iter().all(|c| *c > 220)).count();
     assert!(light > 200, "{light} light subtitle pixels");
 }
+
+#[test]
+fn a_scanned_mesh_shows_coarser_levels_from_afar_and_matches_golden() {
+    use parvis::heritage::lod::MeshScanStatus;
+    use parvis::heritage::mesh::{generate_scan_grid, write_glb};
+    let dir = std::env::temp_dir().join(format!("parvis-lod-render-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("scans")).unwrap();
+    let (positions, normals, uvs, indices) = generate_scan_grid(300, 40.0);
+    let texture = image::RgbaImage::from_fn(256, 256, |x, y| if (x / 32 + y / 32) % 2 == 0 { image::Rgba([190, 160, 110, 255]) } else { image::Rgba([120, 90, 60, 255]) });
+    let mut png = Vec::new();
+    texture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    write_glb(&positions, &normals, &uvs, &indices, Some(&png), &dir.join("scans/terrace.glb")).unwrap();
+    let assets = AssetsRoot::new(root().join("assets"));
+    let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
+    scene.assets.clear();
+    scene.primitives.clear();
+    scene.params.clear();
+    scene.rules.clear();
+    scene.polls.clear();
+    scene.effects.clear();
+    scene.hotspots.clear();
+    scene.tours.clear();
+    let text = r#"(name: "terrace", path: "scans/terrace.glb", credit: (author: "Parvis tests", licence: "CC0-1.0"))"#;
+    scene.meshes.push(ron::from_str(text).unwrap());
+    let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene, AssetsRoot::new(&dir)), SIZE);
+    renderer.wait_until_ready().expect("the scan imports and shows");
+    let picture = renderer.capture().unwrap();
+    compare_with_golden(&picture, "mesh_lod_320x180.png");
+    let status = |r: &mut HeadlessRenderer| {
+        let world = r.app_mut().world_mut();
+        world.query::<&MeshScanStatus>().single(world).unwrap().clone()
+    };
+    let overview = status(&mut renderer);
+    assert_eq!(overview.source_triangles, 180_000);
+    // Close to the ground, the chunks underfoot are at their finest; far away, all coarse.
+    let camera = renderer.camera();
+    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::camera::CameraRig::looking(Vec3::new(2.0, 1.8, 2.0), Vec3::new(0.0, 0.0, -8.0)));
+    renderer.step();
+    renderer.step();
+    let near = status(&mut renderer);
+    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::camera::CameraRig::looking(Vec3::new(0.0, 300.0, 400.0), Vec3::ZERO));
+    renderer.step();
+    renderer.step();
+    let far = status(&mut renderer);
+    assert!(near.levels_shown.first().copied().unwrap_or(0) > 0, "near: {near:?}");
+    assert!(far.levels_shown.first().copied().unwrap_or(0) == 0 && far.drawn_triangles * 8 < near.drawn_triangles, "far {far:?} vs near {near:?}");
+    let far_picture = renderer.capture().unwrap();
+    save_png(&far_picture, &out_dir().join("mesh-lod-far.png")).unwrap();
+    // The levels chosen at 1 px of error look like the finer ones chosen at 0.25 px: the
+    // simplification is invisible where it is used.
+    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::camera::CameraRig::looking(Vec3::new(18.0, 16.0, 26.0), Vec3::new(-1.5, 2.5, -2.5)));
+    let mut finer = renderer.app_mut().world().resource::<parvis::command::CurrentScene>().0.as_ref().clone();
+    finer.meshes[0].max_error_px = 0.25;
+    renderer.submit(VenueCommand::LoadScene { scene: Box::new(finer) });
+    renderer.wait_until_ready().unwrap();
+    let fine_status = status(&mut renderer);
+    assert!(fine_status.drawn_triangles > overview.drawn_triangles, "{fine_status:?} vs {overview:?}");
+    let fine_picture = renderer.capture().unwrap();
+    let diff = diff_images(&picture, &fine_picture, 24).unwrap();
+    assert!(diff.mean_abs < 2.0 && diff.pixels_over < 200, "coarser levels show: mean {} and {} pixels over 24", diff.mean_abs, diff.pixels_over);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

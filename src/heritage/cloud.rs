@@ -57,7 +57,7 @@ pub struct CloudNode {
 
 /// Where a cloud is.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub enum CloudPhase {
+pub enum ScanPhase {
     /// Being imported or read from the cache; the text says which step.
     #[default]
     Importing,
@@ -71,7 +71,7 @@ pub enum CloudPhase {
 #[derive(Component, Debug, Clone, Default)]
 pub struct CloudStatus {
     /// Import or streaming.
-    pub phase: CloudPhase,
+    pub phase: ScanPhase,
     /// The import step under way.
     pub step: String,
     /// Nodes in the octree.
@@ -107,7 +107,7 @@ pub struct CloudStatus {
 impl CloudStatus {
     /// Whether everything chosen is drawn and nothing is loading: the picture is final.
     pub fn settled(&self) -> bool {
-        self.phase == CloudPhase::Ready && self.missing_nodes == 0 && self.in_flight == 0
+        self.phase == ScanPhase::Ready && self.missing_nodes == 0 && self.in_flight == 0
     }
 }
 
@@ -163,7 +163,7 @@ fn sync_clouds(mut commands: Commands, scene: Res<CurrentScene>, assets: Res<Ass
             }
             Err(e) => {
                 error!("cloud {:?}: {e}", def.name);
-                status.phase = CloudPhase::Failed(e.to_string());
+                status.phase = ScanPhase::Failed(e.to_string());
             }
         }
         entity.insert((PointCloud { def: def.clone() }, status));
@@ -228,7 +228,7 @@ fn receive_imports(
                         })
                     })
                     .collect();
-                status.phase = CloudPhase::Ready;
+                status.phase = ScanPhase::Ready;
                 status.step = "streaming".into();
                 status.nodes = index.nodes.len();
                 status.total_points = index.points;
@@ -243,12 +243,12 @@ fn receive_imports(
             }
             Ok(Err(e)) => {
                 error!("cloud {:?}: {e}", cloud.def.name);
-                status.phase = CloudPhase::Failed(e);
+                status.phase = ScanPhase::Failed(e);
                 commands.entity(entity).remove::<CloudImport>();
             }
             Err(mpsc::TryRecvError::Empty) => {}
             Err(mpsc::TryRecvError::Disconnected) => {
-                status.phase = CloudPhase::Failed("the import stopped without a result".into());
+                status.phase = ScanPhase::Failed("the import stopped without a result".into());
                 commands.entity(entity).remove::<CloudImport>();
             }
         }
@@ -459,7 +459,7 @@ fn sync_eye_dome_lighting(
     clouds: Query<(&PointCloud, &CloudStatus)>,
     cameras: Query<(Entity, Has<EyeDomeLighting>), With<VenueCamera>>,
 ) {
-    let wanted = clouds.iter().any(|(c, s)| c.def.eye_dome_lighting && s.phase == CloudPhase::Ready);
+    let wanted = clouds.iter().any(|(c, s)| c.def.eye_dome_lighting && s.phase == ScanPhase::Ready);
     for (camera, has) in &cameras {
         if wanted && !has {
             commands.entity(camera).insert(EyeDomeLighting::default());

@@ -7,6 +7,8 @@ pub mod cache;
 pub mod cloud;
 pub mod edl;
 pub mod las;
+pub mod lod;
+pub mod mesh;
 pub mod octree;
 pub mod ply;
 pub mod points;
@@ -41,11 +43,11 @@ pub const MAX_IMPORT_POINTS: u64 = 400_000_000;
 #[derive(Debug, Error)]
 pub enum ImportError {
     /// The file's kind is not known from its extension.
-    #[error("{0}: unknown kind of scan; Parvis imports .ply, .las and .laz point clouds")]
+    #[error("{0}: unknown kind of scan; Parvis imports .ply, .las and .laz point clouds and .glb/.gltf meshes")]
     UnknownKind(PathBuf),
-    /// Meshes are not imported yet.
-    #[error("{0}: meshes (glTF) are not imported yet; place them in the scene's `assets` as they are")]
-    MeshNotYet(PathBuf),
+    /// A glTF problem.
+    #[error("{0}: {1}")]
+    Mesh(PathBuf, mesh::MeshError),
     /// A PLY problem.
     #[error("{0}: {1}")]
     Ply(PathBuf, ply::PlyError),
@@ -152,7 +154,8 @@ impl<R> std::fmt::Debug for Counting<R> {
 pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, progress: &Arc<Progress>) -> Result<Imported, ImportError> {
     let extension = input.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     if matches!(extension.as_str(), "gltf" | "glb") {
-        return Err(ImportError::MeshNotYet(input.to_owned()));
+        // Meshes have their own import (`mesh::import_mesh`).
+        return Err(ImportError::UnknownKind(input.to_owned()));
     }
     if !matches!(extension.as_str(), "ply" | "las" | "laz") {
         return Err(ImportError::UnknownKind(input.to_owned()));

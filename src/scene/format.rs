@@ -27,6 +27,9 @@ pub struct SceneFile {
     /// Point clouds (LiDAR or photogrammetry scans), streamed by level of detail.
     #[serde(default)]
     pub clouds: Vec<CloudDef>,
+    /// Scanned meshes (photogrammetry glTF/GLB), drawn with levels of detail.
+    #[serde(default)]
+    pub meshes: Vec<MeshScanDef>,
     /// Simple shapes used to block out a venue.
     #[serde(default)]
     pub primitives: Vec<PrimitiveDef>,
@@ -545,6 +548,30 @@ fn default_cloud_memory() -> u32 {
 fn default_max_error() -> f32 {
     2.0
 }
+/// A scanned mesh placed in the venue: a glTF/GLB scan that `parvis import` (or the venue, on
+/// first use) cut into chunks with a chain of simplified levels each; every frame each chunk
+/// shows the coarsest level whose error is invisible from where the visitor stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeshScanDef {
+    /// Unique name.
+    pub name: String,
+    /// A `.glb` or `.gltf` scan, or a folder `parvis import` wrote, relative to the assets root.
+    pub path: String,
+    /// Placement.
+    #[serde(default)]
+    pub transform: TransformDef,
+    /// A coarser level shows once its geometric error covers at most this many pixels.
+    #[serde(default = "default_mesh_error")]
+    pub max_error_px: f32,
+    /// Credit and licence of the scan; required.
+    pub credit: CreditDef,
+}
+
+fn default_mesh_error() -> f32 {
+    1.0
+}
+
 /// What a point cloud's colours show.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CloudColouring {

@@ -215,23 +215,25 @@ fn check_cloud(c: &mut Checker, path: &str, cloud: &CloudDef, assets: &AssetsRoo
     if !(MIN_CLOUD_MEMORY_MB..=1 << 20).contains(&cloud.memory_budget_mb) {
         c.report(format!("{path}.memory_budget_mb"), anchor, format!("expected from {MIN_CLOUD_MEMORY_MB} to 1048576 MiB, found {}", cloud.memory_budget_mb));
     }
-    match assets.resolve_entry(&cloud.path) {
+    check_scan_path(c, &format!("{path}.path"), &cloud.path, &[".ply", ".las", ".laz"], "cloud.json", assets);
+}
+
+/// A scan's path: a file with one of `extensions`, or a folder an import wrote (`index` in it).
+fn check_scan_path(c: &mut Checker, path: &str, value: &str, extensions: &[&str], index: &str, assets: &AssetsRoot) {
+    match assets.resolve_entry(value) {
         Err(e) => {
             let anchor = match e {
-                AssetPathError::Empty => anchor,
-                _ => Some(cloud.path.as_str()),
+                AssetPathError::Empty => None,
+                _ => Some(value),
             };
-            c.report(format!("{path}.path"), anchor, e.to_string());
+            c.report(path, anchor, e.to_string());
         }
         Ok(resolved) => {
-            let lower = cloud.path.to_ascii_lowercase();
-            let scan = [".ply", ".las", ".laz"].iter().any(|e| lower.ends_with(e));
-            if (scan && !resolved.is_file()) || (!scan && !resolved.join("cloud.json").is_file()) {
-                c.report(
-                    format!("{path}.path"),
-                    Some(cloud.path.as_str()),
-                    format!("expected a .ply, .las or .laz scan, or a folder written by `parvis import`, found {:?}", cloud.path),
-                );
+            let lower = value.to_ascii_lowercase();
+            let scan = extensions.iter().any(|e| lower.ends_with(e));
+            if (scan && !resolved.is_file()) || (!scan && !resolved.join(index).is_file()) {
+                let kinds = extensions.join(", ");
+                c.report(path, Some(value), format!("expected a {kinds} scan, or a folder written by `parvis import`, found {value:?}"));
             }
         }
     }
@@ -462,6 +464,16 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
         c.name(&format!("{path}.name"), &cloud.name);
         unique(&mut c, &path, &cloud.name);
         check_cloud(&mut c, &path, cloud, assets);
+    }
+    for (i, mesh) in scene.meshes.iter().enumerate() {
+        let path = format!("meshes[{i}]");
+        c.name(&format!("{path}.name"), &mesh.name);
+        unique(&mut c, &path, &mesh.name);
+        let anchor = Some(mesh.name.as_str());
+        c.transform(&format!("{path}.transform"), anchor, &mesh.transform);
+        c.credit(&format!("{path}.credit"), anchor, &mesh.credit);
+        c.in_range(&format!("{path}.max_error_px"), anchor, mesh.max_error_px, 0.25, 100.0);
+        check_scan_path(&mut c, &format!("{path}.path"), &mesh.path, &[".glb", ".gltf"], "mesh.json", assets);
     }
     for (i, prim) in scene.primitives.iter().enumerate() {
         let path = format!("primitives[{i}]");
