@@ -13,9 +13,8 @@ struct Edl {
 };
 
 @group(0) @binding(0) var screen: texture_2d<f32>;
-@group(0) @binding(1) var screen_sampler: sampler;
-@group(0) @binding(2) var<uniform> edl: Edl;
-@group(0) @binding(3) var depth: texture_depth_2d;
+@group(0) @binding(1) var<uniform> edl: Edl;
+@group(0) @binding(2) var depth: texture_depth_2d;
 
 fn depth_at(p: vec2<i32>, size: vec2<i32>) -> f32 {
     return textureLoad(depth, clamp(p, vec2(0), size - vec2(1)), 0);

@@ -325,14 +325,18 @@ fn check(args: &CheckArgs) -> ExitCode {
     for path in &args.scenes {
         match load_scene_file(path, &assets) {
             Ok(scene) => println!(
-                "{}: ok — \"{}\": {} assets, {} primitives, {} lights, {} viewpoints, {} stage parameters",
+                "{}: ok — \"{}\": {} assets, {} primitives, {} lights, {} viewpoints, {} stage parameters, {} clouds, {} meshes, {} hotspots, {} tours",
                 path.display(),
                 scene.venue.title,
                 scene.assets.len(),
                 scene.primitives.len(),
                 scene.lights.len(),
                 scene.viewpoints.len(),
-                scene.params.len()
+                scene.params.len(),
+                scene.clouds.len(),
+                scene.meshes.len(),
+                scene.hotspots.len(),
+                scene.tours.len()
             ),
             Err(e) => {
                 failed = true;
@@ -648,10 +652,16 @@ fn import(args: &ImportArgs) -> Result<()> {
     // A scene entry to paste: the folder works as `path` too, relative to the assets root.
     let name = args.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scan".into());
     println!();
-    println!("Paste into the scene's `clouds: [...]` (path relative to the assets root; fill in the credit):");
+    println!("Paste into the scene's `clouds: [...]` (path relative to the assets root; the venue finds this import");
+    println!("in .parvis-cache next to the scan, or give the import's folder as the path; fill in the credit):");
     println!("        (name: {name:?}, path: {:?},", args.input.to_string_lossy());
     println!("            transform: (translation: (0.0, 0.0, 0.0)), // a Z-up scan needs rotation: (-90.0, 0.0, 0.0)");
-    println!("            colouring: {}, point_budget: 3000000, memory_budget_mb: 512,", if index.attributes.colour { "Rgb" } else { "Intensity" });
+    println!("            colouring: {}, point_budget: 3000000, memory_budget_mb: 512,", match (index.attributes.colour, index.attributes.intensity) {
+        (true, _) => "Rgb",
+        (false, true) => "Intensity",
+        // Nothing but positions: height shows the shape.
+        (false, false) => "Elevation",
+    });
     println!("            credit: (author: \"\", licence: \"\", source: \"\")),");
     Ok(())
 }

@@ -68,6 +68,8 @@ pub struct HeadlessRenderer {
 
 /// Frames allowed for models to load before giving up.
 const LOAD_FRAMES: u32 = 600;
+/// Longest wait for scans to import.
+const IMPORT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl HeadlessRenderer {
     /// Builds the app and its offscreen target. The scene is loaded on the first frame.
@@ -128,7 +130,16 @@ impl HeadlessRenderer {
     /// Fails on the first model that cannot load, or on a refused command.
     pub fn wait_until_ready(&mut self) -> Result<(), OutputError> {
         let mut rejected_cursor = self.app.world().resource::<Messages<RejectedCommand>>().get_cursor();
-        for _ in 0..LOAD_FRAMES {
+        let started = std::time::Instant::now();
+        let mut frames = 0;
+        loop {
+            // Frames bound model loading; a scan's import runs on its own thread at its own
+            // pace (minutes for a large one) and is bounded in time instead.
+            let importing = self.importing();
+            if (frames >= LOAD_FRAMES && !importing) || started.elapsed() > IMPORT_TIMEOUT {
+                break;
+            }
+            frames += 1;
             self.step();
             let world = self.app.world();
             if let Some(r) = rejected_cursor.read(world.resource::<Messages<RejectedCommand>>()).next() {
@@ -180,9 +191,16 @@ impl HeadlessRenderer {
             }
         }
         Err(OutputError::Timeout {
-            what: "loading the scene's models",
-            frames: LOAD_FRAMES,
+            what: "loading the scene's models and scans",
+            frames,
         })
+    }
+
+    /// Whether a point cloud or mesh scan is still being imported.
+    fn importing(&mut self) -> bool {
+        let world = self.app.world_mut();
+        let clouds = world.query::<&CloudStatus>().iter(world).any(|s| s.phase == ScanPhase::Importing);
+        clouds || world.query::<&MeshScanStatus>().iter(world).any(|s| s.phase == ScanPhase::Importing)
     }
 
     /// Renders a frame and reads it back as RGBA pixels.

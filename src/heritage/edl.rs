@@ -9,11 +9,10 @@ use bevy::core_pipeline::tonemapping::tonemapping;
 use bevy::core_pipeline::{Core3d, Core3dSystems, FullscreenShader};
 use bevy::prelude::*;
 use bevy::render::extract_component::{ComponentUniforms, DynamicUniformIndex, ExtractComponent, ExtractComponentPlugin, UniformComponentPlugin};
-use bevy::render::render_resource::binding_types::{sampler, texture_2d, texture_depth_2d, uniform_buffer};
+use bevy::render::render_resource::binding_types::{texture_2d, texture_depth_2d, uniform_buffer};
 use bevy::render::render_resource::{
     BindGroupEntries, BindGroupLayoutDescriptor, BindGroupLayoutEntries, CachedRenderPipelineId, ColorTargetState, ColorWrites, FragmentState,
-    Operations, PipelineCache, RenderPassColorAttachment, RenderPassDescriptor, RenderPipelineDescriptor, Sampler, SamplerBindingType,
-    SamplerDescriptor, ShaderStages, ShaderType, SpecializedRenderPipeline, SpecializedRenderPipelines, TextureFormat, TextureSampleType,
+    Operations, PipelineCache, RenderPassColorAttachment, RenderPassDescriptor, RenderPipelineDescriptor, ShaderStages, ShaderType, SpecializedRenderPipeline, SpecializedRenderPipelines, TextureFormat, TextureSampleType,
     TextureUsages, VertexState,
 };
 use bevy::render::renderer::{RenderContext, RenderDevice, ViewQuery};
@@ -66,7 +65,6 @@ fn prepare_camera(add: On<Add, EyeDomeLighting>, mut cameras: Query<(&mut Camera
 #[derive(Resource)]
 struct EdlPipeline {
     layout: BindGroupLayoutDescriptor,
-    sampler: Sampler,
     vertex: VertexState,
 }
 
@@ -88,21 +86,19 @@ impl SpecializedRenderPipeline for EdlPipeline {
     }
 }
 
-fn init_pipeline(mut commands: Commands, device: Res<RenderDevice>, fullscreen: Res<FullscreenShader>) {
+fn init_pipeline(mut commands: Commands, fullscreen: Res<FullscreenShader>) {
     let layout = BindGroupLayoutDescriptor::new(
         "eye-dome lighting",
         &BindGroupLayoutEntries::sequential(
             ShaderStages::FRAGMENT,
             (
-                texture_2d(TextureSampleType::Float { filterable: true }),
-                sampler(SamplerBindingType::Filtering),
+                texture_2d(TextureSampleType::Float { filterable: false }),
                 uniform_buffer::<EyeDomeLighting>(true),
                 texture_depth_2d(),
             ),
         ),
     );
-    let sampler = device.create_sampler(&SamplerDescriptor::default());
-    commands.insert_resource(EdlPipeline { layout, sampler, vertex: fullscreen.to_vertex_state() });
+    commands.insert_resource(EdlPipeline { layout, vertex: fullscreen.to_vertex_state() });
 }
 
 #[derive(Component)]
@@ -140,7 +136,7 @@ fn edl_pass(
     let bind_group = device.create_bind_group(
         "eye-dome lighting",
         &cache.get_bind_group_layout(&pipeline.layout),
-        &BindGroupEntries::sequential((post.source, &pipeline.sampler, binding, depth.view())),
+        &BindGroupEntries::sequential((post.source, binding, depth.view())),
     );
     let mut pass = ctx.command_encoder().begin_render_pass(&RenderPassDescriptor {
         label: Some("eye-dome lighting"),

@@ -75,7 +75,7 @@ pub struct Imported {
     pub timings: [Duration; 3],
 }
 
-/// How an import is going: its step, and how far into it (bytes read, nodes written). Shared
+/// How an import is going: its step, and how far into it (bytes read, chunks simplified). Shared
 /// with whoever shows it (a progress bar, the venue's status) while the import runs.
 #[derive(Debug, Default)]
 pub struct Progress {

@@ -673,9 +673,7 @@ fn check_venue(c: &mut Checker, venue: &VenueInfo) {
     }
     let mut langs = HashSet::new();
     for (i, lang) in venue.languages.iter().enumerate() {
-        let ok = (2..=35).contains(&lang.len())
-            && lang.split('-').all(|part| !part.is_empty() && part.chars().all(|ch| ch.is_ascii_alphanumeric()));
-        if !ok {
+        if !crate::visit::lang::is_language_tag(lang) {
             c.report(format!("venue.languages[{i}]"), Some(lang), format!("expected a language tag such as \"fr\" or \"en-GB\", found {lang:?}"));
         }
         if !langs.insert(lang.to_ascii_lowercase()) {

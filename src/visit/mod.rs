@@ -73,9 +73,14 @@ pub struct ActiveTour {
     /// Its name; `None` when no tour plays.
     pub name: Option<String>,
     player: Option<TourPlayer>,
+    /// The tour as it was when it started: a new version of the venue stops it only if the
+    /// tour itself changed.
+    def: Option<TourDef>,
     /// The camera's rig and field of view when travel to the current stop began.
     from: Option<(CameraRig, f32)>,
     cues: Vec<String>,
+    /// Seconds the current stop's subtitles are spread over: its recording, else the stop.
+    cue_seconds: f32,
 }
 
 impl ActiveTour {
@@ -117,7 +122,9 @@ pub fn pick_hotspot(origin: Vec3, direction: Vec3, hotspots: &[HotspotDef]) -> O
         .map(|(_, i)| i)
 }
 
-fn open_hotspot(name: Option<&str>, scene: &SceneFile, language: &VisitorLanguage, assets: Option<&AssetsRoot>, open: &mut OpenHotspot, narrator: &mut Narrator) {
+/// Opens (or with `None` closes) a hotspot's panel; with `describe`, its audio description
+/// plays too.
+fn open_hotspot(name: Option<&str>, scene: &SceneFile, language: &VisitorLanguage, assets: Option<&AssetsRoot>, open: &mut OpenHotspot, narrator: &mut Narrator, describe: bool) {
     narrator.stop_description();
     let Some(def) = name.and_then(|n| scene.hotspots.iter().find(|h| h.name == n)) else {
         *open = OpenHotspot::default();
@@ -126,6 +133,9 @@ fn open_hotspot(name: Option<&str>, scene: &SceneFile, language: &VisitorLanguag
     let (title_lang, title) = localise(&def.title, language, scene).unwrap_or(("", ""));
     let text = localise(&def.text, language, scene).map_or("", |(_, t)| t);
     *open = OpenHotspot { name: Some(def.name.clone()), title: title.to_owned(), text: text.to_owned(), language: title_lang.to_owned() };
+    if !describe {
+        return;
+    }
     if let (Some((audio_lang, file)), Some(assets)) = (localise(&def.audio, language, scene), assets) {
         match assets.resolve(file) {
             Ok(path) => {
@@ -138,16 +148,25 @@ fn open_hotspot(name: Option<&str>, scene: &SceneFile, language: &VisitorLanguag
     }
 }
 
-/// A new version of the venue closes a panel whose hotspot is gone and stops a tour that
-/// changed (its stops may no longer exist).
-fn follow_scene_changes(scene: Res<CurrentScene>, mut open: ResMut<OpenHotspot>, mut active: ResMut<ActiveTour>, mut subtitles: ResMut<Subtitles>, mut narrator: ResMut<Narrator>) {
-    if let Some(name) = &open.name
-        && !scene.0.hotspots.iter().any(|h| &h.name == name)
-    {
-        *open = OpenHotspot::default();
-        narrator.stop_description();
+/// A new version of the venue refreshes an open panel's texts (or closes it if its hotspot is
+/// gone) and stops the tour only if that tour changed: its stops may no longer exist.
+fn follow_scene_changes(
+    scene: Res<CurrentScene>,
+    language: Res<VisitorLanguage>,
+    mut open: ResMut<OpenHotspot>,
+    mut active: ResMut<ActiveTour>,
+    mut subtitles: ResMut<Subtitles>,
+    mut narrator: ResMut<Narrator>,
+) {
+    if let Some(name) = open.name.clone() {
+        let still_there = scene.0.hotspots.iter().any(|h| h.name == name);
+        // Without its audio: the description that plays goes on (or stops with the close).
+        open_hotspot(still_there.then_some(name.as_str()), &scene.0, &language, None, &mut open, &mut narrator, false);
     }
-    if active.name.is_some() {
+    if let Some(name) = &active.name
+        && scene.0.tours.iter().find(|t| &t.name == name) != active.def.as_ref()
+    {
+        info!("tour {name:?} stopped: the venue's new version changed it");
         *active = ActiveTour::default();
         *subtitles = Subtitles::default();
         narrator.stop_narration();
@@ -168,7 +187,7 @@ fn apply_visit_commands(
     let Some(scene) = scene else { return };
     for entry in applied.read() {
         match &entry.command {
-            VenueCommand::ShowHotspot { name } => open_hotspot(name.as_deref(), &scene.0, &language, assets.as_deref(), &mut open, &mut narrator),
+            VenueCommand::ShowHotspot { name } => open_hotspot(name.as_deref(), &scene.0, &language, assets.as_deref(), &mut open, &mut narrator, true),
             VenueCommand::PlayTour { tour, language: asked } => {
                 if let Some(asked) = asked {
                     language.0 = asked.clone();
@@ -179,7 +198,7 @@ fn apply_visit_commands(
                 let Some(def) = tour.as_deref().and_then(|t| scene.0.tours.iter().find(|d| d.name == t)) else { continue };
                 info!("tour {:?} starts, {} stops, in {:?}", def.name, def.stops.len(), lang::visitor_language(Some(&language.0), &scene.0.venue.languages));
                 let timings = def.stops.iter().map(|s| StopTiming { travel: s.travel, dwell: s.seconds }).collect();
-                *active = ActiveTour { name: Some(def.name.clone()), player: Some(TourPlayer::new(timings)), from: None, cues: Vec::new() };
+                *active = ActiveTour { name: Some(def.name.clone()), player: Some(TourPlayer::new(timings)), def: Some(def.clone()), ..default() };
             }
             _ => {}
         }
@@ -212,8 +231,9 @@ fn advance_tour(
                 debug!("tour {name:?}: to stop {stop}");
             }
             TourEvent::Arrive(stop) => {
-                let dwell = arrive(def, stop, &scene.0, &language, assets.as_deref(), &mut open, &mut narrator, &mut subtitles);
-                player.extend_dwell(stop, dwell);
+                let recording = arrive(def, stop, &scene.0, &language, assets.as_deref(), &mut open, &mut narrator, &mut subtitles);
+                player.extend_dwell(stop, recording);
+                active.cue_seconds = if recording > 0.0 { recording } else { def.stops[stop].seconds };
                 active.cues = localise(&def.stops[stop].narration, &language, &scene.0).map(|(_, t)| tour::subtitle_cues(t)).unwrap_or_default();
             }
             TourEvent::Finished => {
@@ -235,13 +255,14 @@ fn advance_tour(
                 }
             }
         }
-        TourPhase::AtStop { stop, elapsed, dwell } => {
+        TourPhase::AtStop { stop, elapsed, .. } => {
             if let Some(target) = scene.0.viewpoints.iter().find(|v| v.name == def.stops[stop].viewpoint) {
                 for (mut rig, mut projection) in &mut cameras {
                     crate::camera::apply_viewpoint(&mut rig, &mut projection, target);
                 }
             }
-            let cue = tour::cue_at(&active.cues, elapsed, dwell).map(str::to_owned);
+            // Subtitles follow the recording; a stop held longer than it shows nothing after.
+            let cue = tour::cue_at(&active.cues, elapsed, active.cue_seconds).map(str::to_owned);
             if subtitles.text != cue {
                 subtitles.text = cue;
             }
@@ -285,7 +306,9 @@ fn arrive(
 ) -> f32 {
     let stop_def = &def.stops[stop];
     if let Some(hotspot) = &stop_def.hotspot {
-        open_hotspot(Some(hotspot), scene, language, assets, open, narrator);
+        // One voice at a time: the hotspot's description plays only at a stop without its own.
+        let narrated = localise(&stop_def.audio, language, scene).is_some();
+        open_hotspot(Some(hotspot), scene, language, assets, open, narrator, !narrated);
     }
     subtitles.language = localise(&stop_def.narration, language, scene).map(|(l, _)| l.to_owned()).unwrap_or_default();
     let Some((audio_lang, file)) = localise(&stop_def.audio, language, scene) else { return 0.0 };
