@@ -82,7 +82,7 @@ fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
             ..default()
         },
         BackgroundColor(panel),
-        Text::new("drag: orbit · right-drag: pan · wheel: zoom · WASD/arrows: walk · Q/E: down/up · Shift: faster · 1–9: viewpoints · click a gold marker: its story · Esc: close"),
+        Text::new("drag: orbit · right-drag: pan · wheel: zoom · WASD/arrows: walk · Q/E: down/up · Shift: faster · 1–9: viewpoints · click a gold marker: its story · Esc: close · M: measure"),
         font(13.0),
     ));
     commands.spawn((

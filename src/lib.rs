@@ -66,6 +66,7 @@ impl Plugin for VenueCorePlugin {
             effects::EffectsPlugin,
             stage_text::StageTextPlugin,
             visit::VisitPlugin { audio: false },
+            heritage::measure::MeasurePlugin,
         ));
     }
 }

@@ -1940,3 +1940,43 @@ fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_measuring_tape_picks_surfaces_and_says_the_distance_in_metres() {
+    use parvis::heritage::measure::{MeasureRay, Measurement};
+    let text = r#"(
+        version: 1,
+        venue: (title: "Tape"),
+        primitives: [
+            (name: "west_block", shape: Box(size: (1.0, 2.0, 1.0)), transform: (translation: (-5.0, 1.0, 0.0))),
+            (name: "east_block", shape: Box(size: (1.0, 2.0, 1.0)), transform: (translation: (5.0, 1.0, 0.0))),
+            (name: "hidden_block", shape: Box(size: (1.0, 1.0, 1.0)), transform: (translation: (0.0, 5.0, 0.0)), visible: false),
+        ],
+    )"#;
+    let scene = load_scene_str(text, "tape.ron", &assets()).unwrap();
+    let mut app = core_app(VenueSetup::new(scene, assets()));
+    app.update();
+    app.update();
+    let mut shoot = |app: &mut App, origin: Vec3, direction: Vec3| {
+        app.world_mut().write_message(MeasureRay { ray: Ray3d::new(origin, Dir3::new(direction).unwrap()), tolerance: 0.002 });
+        app.update();
+        app.world().resource::<Measurement>().clone()
+    };
+    // Down onto each block's top (y = 2), the ray passing through the hidden block first.
+    let m = shoot(&mut app, Vec3::new(-5.0, 10.0, 0.2), Vec3::NEG_Y);
+    let a = m.a.clone().expect("the west block's top");
+    assert!((a.position - Vec3::new(-5.0, 2.0, 0.2)).length() < 1e-4 && a.on == "west_block", "{a:?}");
+    let m = shoot(&mut app, Vec3::new(0.0, 10.0, 0.0), Vec3::NEG_Y);
+    assert!(m.missed && m.b.is_none(), "the hidden block is not measured: {m:?}");
+    // Slanted, onto the east block's west face (x = 4.5).
+    let m = shoot(&mut app, Vec3::new(0.0, 1.5, 0.2), Vec3::X);
+    let b = m.b.clone().expect("the east block's face");
+    assert!((b.position - Vec3::new(4.5, 1.5, 0.2)).length() < 1e-4 && b.on == "east_block", "{b:?}");
+    let (distance, uncertainty) = m.distance().unwrap();
+    assert!((distance - Vec3::new(-5.0, 2.0, 0.2).distance(Vec3::new(4.5, 1.5, 0.2))).abs() < 1e-3);
+    assert_eq!(uncertainty, 0.0, "scene primitives are exact");
+    assert_eq!(m.label(), format!("{distance:.2} m"));
+    // A third point starts a new measure.
+    let m = shoot(&mut app, Vec3::new(5.0, 10.0, 0.0), Vec3::NEG_Y);
+    assert!(m.a.is_some() && m.b.is_none());
+}

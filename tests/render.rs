@@ -367,6 +367,20 @@ fn cloud_venue(name: &str, points: usize) -> (PathBuf, parvis::scene::format::Sc
     (dir, scene)
 }
 
+/// Picks the first point of a measure straight down from `from`.
+fn measure_down(renderer: &mut HeadlessRenderer, from: Vec3) -> parvis::heritage::measure::Measurement {
+    use parvis::heritage::measure::{MeasureRay, Measurement};
+    let world = renderer.app_mut().world_mut();
+    *world.resource_mut::<Measurement>() = Measurement { active: true, ..Default::default() };
+    world.write_message(MeasureRay { ray: Ray3d::new(from, Dir3::NEG_Y), tolerance: 0.01 });
+    renderer.step();
+    let tape = renderer.app_mut().world().resource::<Measurement>().clone();
+    // Put the tape away: its markers and reading would show in later pictures.
+    *renderer.app_mut().world_mut().resource_mut::<Measurement>() = Measurement::default();
+    renderer.step();
+    tape
+}
+
 fn cloud_status(renderer: &mut HeadlessRenderer) -> parvis::heritage::cloud::CloudStatus {
     let world = renderer.app_mut().world_mut();
     world.query::<&parvis::heritage::cloud::CloudStatus>().single(world).unwrap().clone()
@@ -455,6 +469,11 @@ fn a_point_cloud_keeps_to_its_budgets_while_the_camera_moves() {
         evicted_seen |= status.evicted > 0;
     }
     assert!(evicted_seen, "moving around a scan larger than the budget dropped nodes");
+    // The measuring tape picks the scan's loaded points: straight down onto the paving
+    // (y = 0), within the level's point spacing.
+    let tape = measure_down(&mut renderer, Vec3::new(15.0, 20.0, 15.0));
+    let a = tape.a.expect("a point of the scan under the ray");
+    assert!(a.on == "cloister scan" && a.position.y.abs() < 0.2 && a.uncertainty > 0.0, "{a:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -562,6 +581,10 @@ fn a_scanned_mesh_shows_coarser_levels_from_afar_and_matches_golden() {
     renderer.wait_until_ready().unwrap();
     let fine_status = status(&mut renderer);
     assert!(fine_status.drawn_triangles > overview.drawn_triangles, "{fine_status:?} vs {overview:?}");
+    // The tape picks the level shown; its error is the reading's uncertainty.
+    let tape = measure_down(&mut renderer, Vec3::new(0.0, 50.0, 0.0));
+    let a = tape.a.expect("the scan under the ray");
+    assert!(a.on == "terrace" && a.position.y.abs() <= 0.1 + a.uncertainty, "{a:?}");
     let fine_picture = renderer.capture().unwrap();
     let diff = diff_images(&picture, &fine_picture, 24).unwrap();
     assert!(diff.mean_abs < 2.0 && diff.pixels_over < 200, "coarser levels show: mean {} and {} pixels over 24", diff.mean_abs, diff.pixels_over);

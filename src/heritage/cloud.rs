@@ -15,6 +15,7 @@ use bevy::tasks::{IoTaskPool, Task, block_on};
 use super::cache::{self, CacheError, CloudIndex};
 use super::edl::{EyeDomeLighting, EyeDomeLightingPlugin};
 use super::octree::{self, LodView, OctreeConfig};
+use super::measure::PickPoints;
 use super::points::{GPU_BYTES_PER_POINT, PointMaterial, PointMaterialPlugin, PointSettings, colouring_index, node_mesh};
 use crate::VenueSystems;
 use crate::assets_root::AssetsRoot;
@@ -28,6 +29,9 @@ use crate::scene::spawn::to_transform;
 const MAX_IN_FLIGHT: usize = 4;
 /// Largest point size, pixels.
 const MAX_POINT_PX: f32 = 24.0;
+/// Memory one loaded point takes: its quad on the GPU, and its position kept for the
+/// measuring tape. Memory budgets count in these.
+pub const BYTES_PER_POINT: u64 = GPU_BYTES_PER_POINT + 12;
 
 /// Streams the venue's point clouds and draws them with eye-dome lighting.
 pub struct PointCloudPlugin;
@@ -127,6 +131,7 @@ struct Resident {
 
 struct LoadedNode {
     mesh: Mesh,
+    positions: Arc<Vec<Vec3>>,
     min: Vec3,
     max: Vec3,
     max_intensity: u16,
@@ -276,7 +281,7 @@ fn plan(
     budget_bytes: u64,
     max_in_flight: usize,
 ) -> Plan {
-    let bytes = |points: u64| points * GPU_BYTES_PER_POINT;
+    let bytes = |points: u64| points * BYTES_PER_POINT;
     let mut used: u64 = resident.values().map(|(p, _)| bytes(*p)).sum::<u64>() + loading.values().map(|p| bytes(*p)).sum::<u64>();
     let wanted: HashSet<u32> = selected.iter().copied().collect();
     let mut spare: Vec<(u64, u32)> = resident.iter().filter(|(n, _)| !wanted.contains(n)).map(|(n, (_, last))| (*last, *n)).collect();
@@ -339,10 +344,12 @@ fn stream_clouds(
                     if node == 0 {
                         tune_materials(&stream.materials, &mut materials, &loaded, &affine);
                     }
+                    let spacing = octree::spacing(&super::octree::LodNode::cube(&stream.index.nodes[node as usize]));
                     let child = commands
                         .spawn((
                             Name::new(format!("{} node {node}", def.name)),
                             CloudNode { node },
+                            PickPoints { positions: loaded.positions, spacing },
                             Mesh3d(meshes.add(loaded.mesh)),
                             MeshMaterial3d(stream.materials[depth.min(stream.materials.len() - 1)].clone()),
                             Transform::IDENTITY,
@@ -374,7 +381,7 @@ fn stream_clouds(
                     _ => std::f32::consts::FRAC_PI_4,
                 };
                 let height = camera.physical_viewport_size().map_or(720.0, |s| s.y as f32);
-                let point_budget = def.point_budget.min(budget_bytes / GPU_BYTES_PER_POINT);
+                let point_budget = def.point_budget.min(budget_bytes / BYTES_PER_POINT);
                 let view = LodView { eye: eye.to_array(), fov_y, height, max_error_px: def.max_error_px, point_budget };
                 octree::select(&stream.index.nodes, &view, |cube| {
                     let min = Vec3::from(cube.min);
@@ -419,7 +426,7 @@ fn stream_clouds(
         status.resident_nodes = stream.resident.len();
         status.resident_points = stream.resident.values().map(|r| r.points).sum();
         status.in_flight = stream.loading.len();
-        status.resident_bytes = (status.resident_points + stream.loading.keys().map(|n| points_of(*n)).sum::<u64>()) * GPU_BYTES_PER_POINT;
+        status.resident_bytes = (status.resident_points + stream.loading.keys().map(|n| points_of(*n)).sum::<u64>()) * BYTES_PER_POINT;
         status.budget_bytes = budget_bytes;
     }
 }
@@ -433,7 +440,8 @@ fn read_node(dir: &std::path::Path, index: &CloudIndex, node: u32) -> Result<Loa
         max = max.max(Vec3::from(p.position));
         max_intensity = max_intensity.max(p.intensity);
     }
-    Ok(LoadedNode { mesh: node_mesh(&points), min, max, max_intensity })
+    let positions = Arc::new(points.iter().map(|p| Vec3::from(p.position)).collect());
+    Ok(LoadedNode { mesh: node_mesh(&points), positions, min, max, max_intensity })
 }
 
 /// The root is an even sample of the whole scan: its height range and brightest return set
@@ -485,7 +493,7 @@ mod tests {
 
     #[test]
     fn room_is_made_from_the_least_recently_used_unselected_nodes_only() {
-        let per = GPU_BYTES_PER_POINT * 100;
+        let per = BYTES_PER_POINT * 100;
         // Four nodes resident, budget for four: loading node 5 must drop one.
         let held = resident(&[(0, 100, 9), (7, 100, 3), (8, 100, 5), (9, 100, 8)]);
         let p = plan(&[0, 5], &held, &HashMap::new(), |_| 100, 4 * per, 4);
@@ -502,7 +510,7 @@ mod tests {
     fn memory_in_use_never_exceeds_the_budget() {
         // A walk through a made-up hierarchy: whatever is selected, resident + loading stays
         // within the budget after each plan.
-        let budget = GPU_BYTES_PER_POINT * 1_000;
+        let budget = BYTES_PER_POINT * 1_000;
         let points_of = |n: u32| 50 + u64::from(n % 7) * 40;
         let mut held: HashMap<u32, (u64, u64)> = HashMap::new();
         let mut rng = crate::effects::SeededRng::new(7);
@@ -521,7 +529,7 @@ mod tests {
                     r.1 = frame;
                 }
             }
-            let used: u64 = held.values().map(|(p, _)| p * GPU_BYTES_PER_POINT).sum();
+            let used: u64 = held.values().map(|(p, _)| p * BYTES_PER_POINT).sum();
             assert!(used <= budget, "frame {frame}: {used} bytes for a budget of {budget}");
         }
     }

@@ -15,6 +15,7 @@ use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy::render::renderer::RenderDevice;
 
 use super::cloud::ScanPhase;
+use super::measure::PickTriangles;
 use super::mesh::{self, Level, MeshIndex};
 use crate::VenueSystems;
 use crate::assets_root::AssetsRoot;
@@ -208,8 +209,11 @@ fn receive_mesh_scans(
                 let chunk = commands.spawn((Name::new(format!("{} chunk {chunks}", scan.def.name)), Transform::IDENTITY, Visibility::Inherited, ChildOf(entity))).id();
                 let mut entries = Vec::new();
                 for (i, (level, (error, triangles))) in levels.into_iter().zip(errors).enumerate() {
+                    // The measuring tape picks on the level shown: a copy of its triangles.
+                    let pick = PickTriangles { positions: Arc::new(level.positions.iter().map(|p| Vec3::from(*p)).collect()), indices: Arc::new(level.indices.clone()), error };
                     let child = commands
                         .spawn((
+                            pick,
                             Mesh3d(meshes.add(level_mesh(level))),
                             MeshMaterial3d(level_materials[i.min(level_materials.len() - 1)].clone()),
                             Transform::IDENTITY,

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cloud;
 pub mod edl;
 pub mod las;
+pub mod measure;
 pub mod lod;
 pub mod mesh;
 pub mod octree;

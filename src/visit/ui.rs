@@ -7,6 +7,7 @@ use bevy::window::PrimaryWindow;
 use super::{OpenHotspot, Subtitles, pick_hotspot};
 use crate::command::{CurrentScene, SubmitCommand, VenueCommand};
 use crate::environment::VenueCamera;
+use crate::heritage::measure::{MeasureRay, Measurement, NotMeasured};
 use crate::hud::HUD_FONT;
 
 /// Hotspot markers, panels and subtitles; with `interactive`, the mouse opens hotspots.
@@ -25,8 +26,9 @@ impl Plugin for VisitUiPlugin {
                     .chain()
                     .after(crate::VenueSystems::Present),
             );
+        app.add_systems(Update, show_measurement.after(crate::VenueSystems::Simulate));
         if self.interactive {
-            app.add_systems(Update, (hover_and_click, close_with_escape).in_set(crate::VenueSystems::Ingest));
+            app.add_systems(Update, (toggle_measuring, hover_and_click, close_with_escape).chain().in_set(crate::VenueSystems::Ingest));
         }
     }
 }
@@ -50,9 +52,61 @@ struct PanelText;
 #[derive(Component)]
 struct SubtitleRoot;
 #[derive(Component)]
+struct MeasureText;
+#[derive(Component)]
+struct MeasureMarker;
+#[derive(Component)]
 struct SubtitleText;
 
 const MARKER_COLOUR: Color = Color::srgb(1.0, 0.78, 0.25);
+const MEASURE_COLOUR: Color = Color::srgb(0.3, 0.9, 1.0);
+
+/// The tape's two ends as small spheres, and its reading.
+fn show_measurement(
+    mut commands: Commands,
+    measurement: Res<Measurement>,
+    markers: Query<Entity, With<MeasureMarker>>,
+    mut text: Single<(&mut Text, &mut Node), With<MeasureText>>,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<StandardMaterial>>,
+) {
+    if !measurement.is_changed() {
+        return;
+    }
+    for marker in &markers {
+        commands.entity(marker).despawn();
+    }
+    let (text, node) = &mut *text;
+    node.display = if measurement.active { Display::Flex } else { Display::None };
+    let mut label = measurement.label();
+    if measurement.missed {
+        label.push_str(" (nothing there)");
+    }
+    text.0 = label;
+    let ends: Vec<Vec3> = [&measurement.a, &measurement.b].into_iter().flatten().map(|p| p.position).collect();
+    if ends.is_empty() {
+        return;
+    }
+    let material = materials.add(StandardMaterial { base_color: MEASURE_COLOUR, unlit: true, ..default() });
+    let dot = meshes.add(Sphere::new(0.06).mesh().ico(2).expect("a small icosphere"));
+    for end in &ends {
+        commands.spawn((MeasureMarker,
+            NotMeasured, Mesh3d(dot.clone()), MeshMaterial3d(material.clone()), Transform::from_translation(*end), bevy::light::NotShadowCaster));
+    }
+    if let [a, b] = ends[..] {
+        let length = a.distance(b);
+        let line = meshes.add(Cylinder::new(0.015, length.max(1e-3)));
+        let rotation = Quat::from_rotation_arc(Vec3::Y, (b - a).normalize_or(Vec3::Y));
+        commands.spawn((
+            MeasureMarker,
+            NotMeasured,
+            Mesh3d(line),
+            MeshMaterial3d(material),
+            Transform::from_translation((a + b) / 2.0).with_rotation(rotation),
+            bevy::light::NotShadowCaster,
+        ));
+    }
+}
 
 fn spawn_overlays(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
     let handle = fonts.add(Font::from_bytes(HUD_FONT.to_vec()));
@@ -77,6 +131,21 @@ fn spawn_overlays(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
             panel.spawn((Text::new(""), font(20.0), TextColor(MARKER_COLOUR), PanelTitle));
             panel.spawn((Text::new(""), font(15.0), PanelText));
         });
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            right: Val::Px(12.0),
+            bottom: Val::Px(48.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            display: Display::None,
+            ..default()
+        },
+        BackgroundColor(Color::srgba(0.03, 0.03, 0.06, 0.8)),
+        Text::new(""),
+        font(18.0),
+        TextColor(MEASURE_COLOUR),
+        MeasureText,
+    ));
     commands
         .spawn((
             Node {
@@ -118,6 +187,7 @@ fn spawn_markers(
         commands.spawn((
             Name::new(format!("hotspot {}", hotspot.name)),
             HotspotMarker { name: hotspot.name.clone(), material: material.clone() },
+            NotMeasured,
             Mesh3d(mesh.clone()),
             MeshMaterial3d(material),
             Transform::from_translation(Vec3::from(hotspot.position)),
@@ -126,20 +196,45 @@ fn spawn_markers(
     }
 }
 
-/// Pointing at a hotspot lights it; a click (not a drag, which orbits) opens it.
+/// M starts and stops the measuring tape.
+fn toggle_measuring(keys: Res<ButtonInput<KeyCode>>, mut measurement: ResMut<Measurement>) {
+    if keys.just_pressed(KeyCode::KeyM) {
+        let active = !measurement.active;
+        *measurement = Measurement { active, ..default() };
+    }
+}
+
+/// Pointing at a hotspot lights it; a click (not a drag, which orbits) opens it, or, while
+/// measuring, picks a point.
+#[allow(clippy::too_many_arguments, reason = "a Bevy system: each argument is a query or resource it needs")]
 fn hover_and_click(
     window: Option<Single<&Window, With<PrimaryWindow>>>,
-    cameras: Query<(&Camera, &GlobalTransform), With<VenueCamera>>,
+    cameras: Query<(&Camera, &GlobalTransform, &Projection), With<VenueCamera>>,
     scene: Option<Res<CurrentScene>>,
     buttons: Res<ButtonInput<MouseButton>>,
+    measurement: Res<Measurement>,
     mut pressed_at: Local<Option<Vec2>>,
     mut hovered: ResMut<HoveredHotspot>,
     mut submit: MessageWriter<SubmitCommand>,
+    mut measure: MessageWriter<MeasureRay>,
 ) {
     let (Some(window), Some(scene)) = (window, scene) else { return };
     let Some(cursor) = window.cursor_position() else { return };
-    let Some((camera, transform)) = cameras.iter().find(|(c, _)| c.is_active) else { return };
+    let Some((camera, transform, projection)) = cameras.iter().find(|(c, ..)| c.is_active) else { return };
     let Ok(ray) = camera.viewport_to_world(transform, cursor) else { return };
+    if measurement.active {
+        hovered.set_if_neq(HoveredHotspot(None));
+        if buttons.just_pressed(MouseButton::Left) {
+            *pressed_at = Some(cursor);
+        }
+        if buttons.just_released(MouseButton::Left) && pressed_at.take().is_some_and(|p| p.distance(cursor) < 5.0) {
+            // Points within three pixels of the pointer count as under it.
+            let fov = if let Projection::Perspective(p) = projection { p.fov } else { 1.0 };
+            let tolerance = 3.0 * 2.0 * (fov / 2.0).tan() / window.height().max(1.0);
+            measure.write(MeasureRay { ray, tolerance });
+        }
+        return;
+    }
     let hit = pick_hotspot(ray.origin, *ray.direction, &scene.0.hotspots).map(|i| scene.0.hotspots[i].name.clone());
     hovered.set_if_neq(HoveredHotspot(hit.clone()));
     if buttons.just_pressed(MouseButton::Left) {
