@@ -1957,7 +1957,7 @@ fn the_measuring_tape_picks_surfaces_and_says_the_distance_in_metres() {
     let mut app = core_app(VenueSetup::new(scene, assets()));
     app.update();
     app.update();
-    let mut shoot = |app: &mut App, origin: Vec3, direction: Vec3| {
+    let shoot = |app: &mut App, origin: Vec3, direction: Vec3| {
         app.world_mut().write_message(MeasureRay { ray: Ray3d::new(origin, Dir3::new(direction).unwrap()), tolerance: 0.002 });
         app.update();
         app.world().resource::<Measurement>().clone()
