@@ -4,6 +4,8 @@
 use bevy::prelude::*;
 
 use crate::command::CurrentScene;
+use crate::heritage::cloud::{CloudStatus, PointCloud, ScanPhase};
+use crate::heritage::lod::{MeshScan, MeshScanStatus};
 use crate::params::StageParams;
 use crate::scene::SceneStatus;
 
@@ -23,7 +25,7 @@ impl Plugin for HudPlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(PreStartup, load_hud_font).add_systems(Startup, spawn_hud).add_systems(
             Update,
-            (update_title, update_params, update_problems).after(crate::VenueSystems::Present),
+            (update_title, update_params, update_problems, update_scans).after(crate::VenueSystems::Present),
         );
     }
 }
@@ -34,6 +36,8 @@ struct TitleText;
 struct ParamsText;
 #[derive(Component)]
 struct ProblemText;
+#[derive(Component)]
+struct ScanText;
 
 fn load_hud_font(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
     let handle = fonts.add(Font::from_bytes(HUD_FONT.to_vec()));
@@ -88,6 +92,20 @@ fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
     commands.spawn((
         Node {
             position_type: PositionType::Absolute,
+            left: Val::Percent(35.0),
+            top: Val::Px(12.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            display: Display::None,
+            ..default()
+        },
+        BackgroundColor(panel),
+        Text::new(""),
+        font(14.0),
+        ScanText,
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
             left: Val::Px(12.0),
             right: Val::Px(12.0),
             bottom: Val::Px(48.0),
@@ -138,5 +156,33 @@ fn update_problems(status: Res<SceneStatus>, mut node: Single<(&mut Text, &mut N
             node.display = Display::Flex;
         }
         None => node.display = Display::None,
+    }
+}
+
+/// Scans still importing, or that failed: a large one takes minutes, and the visitor should
+/// know why it is not there yet.
+fn update_scans(
+    clouds: Query<(&PointCloud, &CloudStatus)>,
+    meshes: Query<(&MeshScan, &MeshScanStatus)>,
+    mut node: Single<(&mut Text, &mut Node), With<ScanText>>,
+) {
+    let describe = |kind: &str, name: &str, phase: &ScanPhase, step: &str| match phase {
+        ScanPhase::Importing => Some(format!("{kind} “{name}”: importing — {step}")),
+        ScanPhase::Failed(reason) => Some(format!("{kind} “{name}” failed: {reason}")),
+        ScanPhase::Ready => None,
+    };
+    let lines: Vec<String> = clouds
+        .iter()
+        .filter_map(|(c, s)| describe("cloud", &c.def.name, &s.phase, &s.step))
+        .chain(meshes.iter().filter_map(|(m, s)| describe("mesh", &m.def.name, &s.phase, "reading and building levels")))
+        .collect();
+    let (text, node) = &mut *node;
+    let display = if lines.is_empty() { Display::None } else { Display::Flex };
+    if node.display != display {
+        node.display = display;
+    }
+    let joined = lines.join("\n");
+    if text.0 != joined {
+        text.0 = joined;
     }
 }
