@@ -180,7 +180,7 @@ impl HeadlessRenderer {
                     ScanPhase::Failed(reason) => return Err(OutputError::AssetFailed { path: scan.def.path.clone(), reason: reason.clone() }),
                     ScanPhase::Importing => pending = true,
                     // Levels are picked in the frame after the chunks spawn.
-                    ScanPhase::Ready => pending |= status.levels_shown.is_empty(),
+                    ScanPhase::Ready => pending |= status.levels_shown.is_empty() && status.groups_shown == 0,
                 }
             }
             if !pending {

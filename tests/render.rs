@@ -570,6 +570,8 @@ fn a_scanned_mesh_shows_coarser_levels_from_afar_and_matches_golden() {
     let far = status(&mut renderer);
     assert!(near.levels_shown.first().copied().unwrap_or(0) > 0, "near: {near:?}");
     assert!(far.levels_shown.first().copied().unwrap_or(0) == 0 && far.drawn_triangles * 8 < near.drawn_triangles, "far {far:?} vs near {near:?}");
+    // So far away, the chunks' group stands in for them: one draw.
+    assert!(far.groups_shown == 1 && far.levels_shown.is_empty() && near.groups_shown == 0, "far {far:?} vs near {near:?}");
     let far_picture = renderer.capture().unwrap();
     save_png(&far_picture, &out_dir().join("mesh-lod-far.png")).unwrap();
     // The levels chosen at 1 px of error look like the finer ones chosen at 0.25 px: the

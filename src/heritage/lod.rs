@@ -54,8 +54,10 @@ pub struct MeshScanStatus {
     pub drawn_triangles: u64,
     /// Chunks.
     pub chunks: usize,
-    /// Chunks showing each level (index = level).
+    /// Chunks showing each level (index = level), not counting chunks drawn by their group.
     pub levels_shown: Vec<usize>,
+    /// Groups drawn as one mesh in place of their chunks.
+    pub groups_shown: usize,
     /// What the import left out or degraded.
     pub notes: Vec<String>,
 }
@@ -69,10 +71,20 @@ pub struct LodChunk {
     shown: Option<usize>,
 }
 
+/// A group of neighbouring chunks and its merged levels.
+#[derive(Component, Debug, Clone)]
+pub struct LodGroup {
+    chunks: Vec<Entity>,
+    levels: Vec<(Entity, f32, u32)>,
+    centre: Vec3,
+    radius: f32,
+}
+
 struct LoadedPart {
     colour: [f32; 4],
     textures: Vec<image::RgbaImage>,
     chunks: Vec<(Vec3, Vec3, Vec<Level>)>,
+    groups: Vec<(u32, u32, Vec3, Vec3, Vec<Level>)>,
 }
 
 type Loaded = Result<(MeshIndex, Vec<LoadedPart>), String>;
@@ -128,7 +140,12 @@ fn start_load(name: String, path: PathBuf) -> mpsc::Receiver<Loaded> {
                     let levels = chunk.levels.iter().map(|l| mesh::read_level(&dir, l)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
                     chunks.push((Vec3::from(chunk.min), Vec3::from(chunk.max), levels));
                 }
-                parts.push(LoadedPart { colour: part.colour, textures, chunks });
+                let mut groups = Vec::new();
+                for group in &part.groups {
+                    let levels = group.levels.iter().map(|l| mesh::read_level(&dir, l)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+                    groups.push((group.first, group.count, Vec3::from(group.min), Vec3::from(group.max), levels));
+                }
+                parts.push(LoadedPart { colour: part.colour, textures, chunks, groups });
             }
             Ok((index, parts))
         })();
@@ -204,6 +221,7 @@ fn receive_mesh_scans(
                     materials.add(StandardMaterial { base_color: Color::linear_rgba(r, g, b, a), base_color_texture: texture, perceptual_roughness: 0.9, ..default() })
                 })
                 .collect();
+            let mut chunk_entities = Vec::new();
             for (min, max, levels) in part.chunks {
                 let errors: Vec<(f32, u32)> = levels.iter().map(|l| (l.error, (l.indices.len() / 3) as u32)).collect();
                 let chunk = commands.spawn((Name::new(format!("{} chunk {chunks}", scan.def.name)), Transform::IDENTITY, Visibility::Inherited, ChildOf(entity))).id();
@@ -224,7 +242,22 @@ fn receive_mesh_scans(
                     entries.push((child, error, triangles));
                 }
                 commands.entity(chunk).insert(LodChunk { levels: entries, centre: (min + max) / 2.0, radius: (max - min).length() / 2.0, shown: None });
+                chunk_entities.push(chunk);
                 chunks += 1;
+            }
+            for (first, count, min, max, levels) in part.groups {
+                let members = chunk_entities.get(first as usize..(first + count) as usize).map(<[Entity]>::to_vec).unwrap_or_default();
+                let group = commands.spawn((Name::new(format!("{} group {first}", scan.def.name)), Transform::IDENTITY, Visibility::Inherited, ChildOf(entity))).id();
+                let mut entries = Vec::new();
+                for level in levels {
+                    let (error, triangles) = (level.error, (level.indices.len() / 3) as u32);
+                    let pick = PickTriangles { positions: Arc::new(level.positions.iter().map(|p| Vec3::from(*p)).collect()), indices: Arc::new(level.indices.clone()), error };
+                    // A group stands for its chunks' coarsest levels: it uses the coarsest material.
+                    let material = level_materials[level_materials.len() - 1].clone();
+                    let child = commands.spawn((pick, Mesh3d(meshes.add(level_mesh(level))), MeshMaterial3d(material), Transform::IDENTITY, Visibility::Hidden, ChildOf(group))).id();
+                    entries.push((child, error, triangles));
+                }
+                commands.entity(group).insert(LodGroup { chunks: members, levels: entries, centre: (min + max) / 2.0, radius: (max - min).length() / 2.0 });
             }
         }
         info!("mesh {:?}: {} triangles in {chunks} chunks", scan.def.name, index.triangles);
@@ -235,7 +268,8 @@ fn receive_mesh_scans(
 fn pick_levels(
     cameras: Query<(&Camera, &GlobalTransform, &Projection), With<VenueCamera>>,
     mut scans: Query<(&MeshScan, &GlobalTransform, &mut MeshScanStatus, &Children)>,
-    mut chunks: Query<&mut LodChunk>,
+    mut chunks: Query<(&mut LodChunk, &mut Visibility)>,
+    groups: Query<&LodGroup>,
     mut visibility: Query<&mut Visibility, Without<LodChunk>>,
 ) {
     let Some((camera, eye, projection)) = cameras.iter().find(|(c, ..)| c.is_active) else { return };
@@ -248,19 +282,44 @@ fn pick_levels(
     let eye = eye.translation();
     for (scan, transform, mut status, children) in &mut scans {
         let scale = transform.scale().abs().max_element();
+        let distance_to = |centre: Vec3, radius: f32| (transform.transform_point(centre).distance(eye) - radius * scale).max(0.01);
+        let show = |visibility: &mut Query<&mut Visibility, Without<LodChunk>>, levels: &[(Entity, f32, u32)], shown: Option<usize>| {
+            for (i, (entity, _, _)) in levels.iter().enumerate() {
+                if let Ok(mut v) = visibility.get_mut(*entity) {
+                    v.set_if_neq(if Some(i) == shown { Visibility::Inherited } else { Visibility::Hidden });
+                }
+            }
+        };
         let mut drawn = 0u64;
+        let mut groups_shown = 0;
+        // A group stands in for its chunks when even its merged coarse level is invisible
+        // from here: one draw instead of sixteen.
+        let mut grouped = HashSet::new();
+        for child in children {
+            let Ok(group) = groups.get(*child) else { continue };
+            let errors: Vec<f32> = group.levels.iter().map(|(_, e, _)| e * scale).collect();
+            let distance = distance_to(group.centre, group.radius);
+            let fits = errors.first().is_some_and(|e| e * pixels_per_metre_at_1m / distance <= scan.def.max_error_px);
+            let level = fits.then(|| mesh::pick_level(&errors, distance, pixels_per_metre_at_1m, scan.def.max_error_px));
+            show(&mut visibility, &group.levels, level);
+            if let Some(level) = level {
+                grouped.extend(group.chunks.iter().copied());
+                drawn += u64::from(group.levels[level].2);
+                groups_shown += 1;
+            }
+        }
         let mut histogram = Vec::new();
         for child in children {
-            let Ok(mut chunk) = chunks.get_mut(*child) else { continue };
-            let distance = (transform.transform_point(chunk.centre).distance(eye) - chunk.radius * scale).max(0.01);
+            let Ok((mut chunk, mut chunk_visibility)) = chunks.get_mut(*child) else { continue };
+            if grouped.contains(child) {
+                chunk_visibility.set_if_neq(Visibility::Hidden);
+                continue;
+            }
+            chunk_visibility.set_if_neq(Visibility::Inherited);
             let errors: Vec<f32> = chunk.levels.iter().map(|(_, e, _)| e * scale).collect();
-            let level = mesh::pick_level(&errors, distance, pixels_per_metre_at_1m, scan.def.max_error_px);
+            let level = mesh::pick_level(&errors, distance_to(chunk.centre, chunk.radius), pixels_per_metre_at_1m, scan.def.max_error_px);
             if chunk.shown != Some(level) {
-                for (i, (entity, _, _)) in chunk.levels.iter().enumerate() {
-                    if let Ok(mut v) = visibility.get_mut(*entity) {
-                        *v = if i == level { Visibility::Inherited } else { Visibility::Hidden };
-                    }
-                }
+                show(&mut visibility, &chunk.levels, Some(level));
                 chunk.shown = Some(level);
             }
             drawn += u64::from(chunk.levels[level].2);
@@ -271,5 +330,6 @@ fn pick_levels(
         }
         status.drawn_triangles = drawn;
         status.levels_shown = histogram;
+        status.groups_shown = groups_shown;
     }
 }

@@ -17,7 +17,7 @@ use thiserror::Error;
 use super::Progress;
 
 /// The mesh cache layout's version; another one is imported again.
-pub const MESH_CACHE_VERSION: u32 = 1;
+pub const MESH_CACHE_VERSION: u32 = 2;
 /// Most triangles in one chunk: small enough for culling and per-chunk detail, large enough
 /// that draw calls stay few.
 pub const MAX_CHUNK_TRIANGLES: usize = 32_768;
@@ -27,6 +27,9 @@ pub const MAX_TRIANGLES: u64 = 200_000_000;
 pub const MAX_TEXTURE_EDGE: u32 = 8_192;
 /// Most levels per chunk.
 const MAX_LEVELS: usize = 8;
+/// Neighbouring chunks merged into one group, drawn as one mesh when all of it is far: far
+/// views then cost a draw per group, not per chunk.
+pub const GROUP_CHUNKS: usize = 16;
 /// Bytes per stored vertex: position, normal (3 × f32 each), uv (2 × f32).
 pub const VERTEX_BYTES: usize = 32;
 
@@ -368,6 +371,47 @@ pub fn level_chain(part: &Part, triangles: &[u32]) -> Vec<Level> {
     levels
 }
 
+/// The levels of a group of chunks: their coarsest levels merged (welded where chunk borders
+/// meet, so the seams can simplify away), then halved while simplification goes on, with the
+/// group's outer border locked so that it meets its neighbours.
+pub fn group_chain(members: &[Level]) -> Vec<Level> {
+    let mut merged = Level { positions: Vec::new(), normals: Vec::new(), uvs: Vec::new(), indices: Vec::new(), error: 0.0 };
+    let mut welded: HashMap<[u32; 3], u32> = HashMap::new();
+    for level in members {
+        merged.error = merged.error.max(level.error);
+        let map: Vec<u32> = (0..level.positions.len())
+            .map(|v| {
+                *welded.entry(level.positions[v].map(f32::to_bits)).or_insert_with(|| {
+                    merged.positions.push(level.positions[v]);
+                    merged.normals.push(level.normals[v]);
+                    merged.uvs.push(level.uvs[v]);
+                    (merged.positions.len() - 1) as u32
+                })
+            })
+            .collect();
+        merged.indices.extend(level.indices.iter().map(|i| map[*i as usize]));
+    }
+    let part = Part { positions: merged.positions.clone(), normals: merged.normals.clone(), uvs: merged.uvs.clone(), ..Part::default() };
+    let mut levels = vec![compact(&part, &merged.indices, merged.error)];
+    while levels.len() < MAX_LEVELS {
+        let previous = levels.last().expect("level 0 exists");
+        if previous.indices.len() / 3 < 128 {
+            break;
+        }
+        let Ok(adapter) = meshopt::VertexDataAdapter::new(meshopt::typed_to_bytes(&previous.positions), 12, 0) else { break };
+        let target = previous.indices.len() / 2 / 3 * 3;
+        let mut relative = 0.0f32;
+        let simplified = meshopt::simplify(&previous.indices, &adapter, target, 1.0, meshopt::SimplifyOptions::LockBorder, Some(&mut relative));
+        if simplified.len() * 10 > previous.indices.len() * 8 || simplified.is_empty() {
+            break;
+        }
+        let error = previous.error + relative * meshopt::simplify_scale(&adapter);
+        let prev_part = Part { positions: previous.positions.clone(), normals: previous.normals.clone(), uvs: previous.uvs.clone(), ..Part::default() };
+        levels.push(compact(&prev_part, &simplified, error));
+    }
+    levels
+}
+
 /// One stored level.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredLevel {
@@ -392,6 +436,22 @@ pub struct StoredChunk {
     pub levels: Vec<StoredLevel>,
 }
 
+/// Neighbouring chunks (`first..first + count` of the part's) that are drawn as one mesh,
+/// at one of its own levels, when the whole group is far enough.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredGroup {
+    /// First chunk.
+    pub first: u32,
+    /// Chunks.
+    pub count: u32,
+    /// Lowest corner of its box.
+    pub min: [f32; 3],
+    /// Highest corner.
+    pub max: [f32; 3],
+    /// Levels, finest first; the first is its chunks' coarsest levels merged.
+    pub levels: Vec<StoredLevel>,
+}
+
 /// One stored part (material).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredPart {
@@ -403,6 +463,8 @@ pub struct StoredPart {
     pub texture_sizes: Vec<[u32; 2]>,
     /// Chunks.
     pub chunks: Vec<StoredChunk>,
+    /// Groups of neighbouring chunks.
+    pub groups: Vec<StoredGroup>,
 }
 
 /// `mesh.json`: an imported mesh scan.
@@ -457,10 +519,12 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
     let mut offset = 0u64;
     let mut parts = Vec::new();
     for (p, (part, chunks)) in source.parts.iter().zip(&chunked).enumerate() {
-        let mut stored = StoredPart { colour: part.colour, textures: Vec::new(), texture_sizes: Vec::new(), chunks: Vec::new() };
+        let mut stored = StoredPart { colour: part.colour, textures: Vec::new(), texture_sizes: Vec::new(), chunks: Vec::new(), groups: Vec::new() };
         let mut deepest = 0;
+        let mut coarsest: Vec<Level> = Vec::new();
         for triangles in chunks {
             let levels = level_chain(part, triangles);
+            coarsest.push(levels.last().expect("level 0 exists").clone());
             deepest = deepest.max(levels.len());
             let (mut lo, mut hi) = ([f32::MAX; 3], [f32::MIN; 3]);
             for v in &levels[0].positions {
@@ -477,6 +541,26 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
             }
             stored.chunks.push(chunk);
             progress.add(1);
+        }
+        // Chunks come out of the split depth first: consecutive ones are neighbours.
+        if chunks.len() > 1 {
+            for (g, members) in coarsest.chunks(GROUP_CHUNKS).enumerate() {
+                let levels = group_chain(members);
+                let (mut lo, mut hi) = ([f32::MAX; 3], [f32::MIN; 3]);
+                for c in &stored.chunks[g * GROUP_CHUNKS..g * GROUP_CHUNKS + members.len()] {
+                    for a in 0..3 {
+                        lo[a] = lo[a].min(c.min[a]);
+                        hi[a] = hi[a].max(c.max[a]);
+                    }
+                }
+                let mut group = StoredGroup { first: (g * GROUP_CHUNKS) as u32, count: members.len() as u32, min: lo, max: hi, levels: Vec::new() };
+                for level in &levels {
+                    write_level(&mut out, level).map_err(|e| super::ImportError::Mesh(input.to_owned(), io(&data_path)(e)))?;
+                    group.levels.push(StoredLevel { triangles: (level.indices.len() / 3) as u32, vertices: level.positions.len() as u32, error: level.error, offset });
+                    offset += (level.positions.len() * VERTEX_BYTES + level.indices.len() * 4) as u64;
+                }
+                stored.groups.push(group);
+            }
         }
         if let Some(texture) = &part.texture {
             // One texture per level, each half the previous one's size (down to 64 pixels):
@@ -529,7 +613,12 @@ pub fn read_mesh_index(dir: &Path) -> Result<MeshIndex, MeshError> {
     }
     let data = dir.join("mesh.bin");
     let stored = std::fs::metadata(&data).map_err(io(&data))?.len();
-    let fits = index.parts.iter().flat_map(|p| &p.chunks).flat_map(|c| &c.levels).all(|l| {
+    let groups_ok = index.parts.iter().all(|p| p.groups.iter().all(|g| g.count > 0 && (g.first as usize).checked_add(g.count as usize).is_some_and(|end| end <= p.chunks.len())));
+    if !groups_ok {
+        return Err(MeshError::BadIndex { path, why: "a group names chunks the part does not have".into() });
+    }
+    let levels = index.parts.iter().flat_map(|p| p.chunks.iter().flat_map(|c| &c.levels).chain(p.groups.iter().flat_map(|g| &g.levels)));
+    let fits = levels.into_iter().all(|l| {
         let size = u64::from(l.vertices) * VERTEX_BYTES as u64 + u64::from(l.triangles) * 12;
         l.offset.checked_add(size).is_some_and(|end| end <= stored)
     });
@@ -726,6 +815,36 @@ mod tests {
         let finest = border(&levels[0]);
         for level in &levels[1..] {
             assert_eq!(border(level), finest);
+        }
+    }
+
+    #[test]
+    fn a_group_merges_its_chunks_coarse_levels_and_keeps_the_outer_border() {
+        let (positions, normals, uvs, indices) = generate_scan_grid(160, 40.0);
+        let part = Part { colour: [1.0; 4], texture: None, positions, normals, uvs, indices };
+        let chunks = chunk_triangles(&part.positions, &part.indices, 4_000);
+        let coarsest: Vec<Level> = chunks[..GROUP_CHUNKS.min(chunks.len())].iter().map(|c| level_chain(&part, c).pop().unwrap()).collect();
+        let total: usize = coarsest.iter().map(|l| l.indices.len() / 3).sum();
+        let levels = group_chain(&coarsest);
+        assert_eq!(levels[0].indices.len() / 3, total, "level 0 is the chunks' coarsest levels merged");
+        assert!(levels[0].positions.len() < coarsest.iter().map(|l| l.positions.len()).sum::<usize>(), "shared border vertices are welded");
+        assert!(levels.len() >= 2, "once welded, the seams simplify: {} levels", levels.len());
+        let open_border = |level: &Level| {
+            let mut edges: HashMap<(u32, u32), u32> = HashMap::new();
+            for t in level.indices.chunks_exact(3) {
+                for (a, b) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
+                    *edges.entry((a.min(b), a.max(b))).or_default() += 1;
+                }
+            }
+            let mut points: Vec<[u32; 3]> = edges.iter().filter(|(_, n)| **n == 1).flat_map(|((a, b), _)| [*a, *b]).map(|v| level.positions[v as usize].map(f32::to_bits)).collect();
+            points.sort_unstable();
+            points.dedup();
+            points
+        };
+        let outer = open_border(&levels[0]);
+        for level in &levels[1..] {
+            assert_eq!(open_border(level), outer, "the group's outer border stays: no cracks with its neighbours");
+            assert!(level.error >= levels[0].error);
         }
     }
 
