@@ -62,7 +62,9 @@ impl Plugin for EffectsPlugin {
         .init_resource::<LivePieces>()
         .add_systems(
             Update,
-            (add_venue_colliders, release_effects, expire_pieces).chain().in_set(VenueSystems::Simulate),
+            // After the venue is rebuilt (with its commands applied): colliders go on this
+            // version's primitives, not on the ones being replaced.
+            (add_venue_colliders.after(crate::scene::spawn::rebuild_venue), release_effects, expire_pieces).chain().in_set(VenueSystems::Simulate),
         );
     }
 }
@@ -163,7 +165,7 @@ fn add_venue_colliders(mut commands: Commands, primitives: Query<(Entity, &Venue
                 ])
             }
         };
-        commands.entity(entity).insert((RigidBody::Fixed, collider));
+        commands.entity(entity).try_insert((RigidBody::Fixed, collider));
     }
 }
 

@@ -135,8 +135,11 @@ impl HeadlessRenderer {
         loop {
             // Frames bound model loading; a scan's import runs on its own thread at its own
             // pace (minutes for a large one) and is bounded in time instead.
-            let importing = self.importing();
-            if (frames >= LOAD_FRAMES && !importing) || started.elapsed() > IMPORT_TIMEOUT {
+            if self.importing() {
+                // The frames for loading count from the end of the imports.
+                frames = 0;
+            }
+            if frames >= LOAD_FRAMES || started.elapsed() > IMPORT_TIMEOUT {
                 break;
             }
             frames += 1;

@@ -163,7 +163,16 @@ pub fn read_index(dir: &Path) -> Result<CloudIndex, CacheError> {
         return Err(CacheError::BadIndex { path, why: format!("layout version {} instead of {CACHE_VERSION}; import the scan again", index.version) });
     }
     let children_ok = index.nodes.iter().enumerate().all(|(i, n)| n.children.iter().flatten().all(|c| (*c as usize) > i && (*c as usize) < index.nodes.len()));
-    if !children_ok || index.nodes.iter().any(|n| !(n.size.is_finite() && n.size > 0.0)) {
+    // A tree: every node but the root has exactly one parent (a node reachable twice would
+    // make selection walk it twice, or explode on a crafted index).
+    let mut parents = vec![0u32; index.nodes.len()];
+    for child in index.nodes.iter().flat_map(|n| n.children.iter().flatten()) {
+        if let Some(p) = parents.get_mut(*child as usize) {
+            *p += 1;
+        }
+    }
+    let tree = parents.first().is_none_or(|root| *root == 0) && parents.iter().skip(1).all(|p| *p == 1);
+    if !children_ok || !tree || index.nodes.iter().any(|n| !(n.size.is_finite() && n.size > 0.0) || n.count == 0) {
         return Err(CacheError::BadIndex { path, why: "inconsistent hierarchy".into() });
     }
     // Every node's points must lie within the data file: `read_node` can then trust them.

@@ -40,7 +40,16 @@ impl Plugin for PointCloudPlugin {
     fn build(&self, app: &mut App) {
         app.add_plugins((PointMaterialPlugin, EyeDomeLightingPlugin))
             .add_systems(Update, sync_clouds.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate))
-            .add_systems(Update, (receive_imports, stream_clouds, sync_eye_dome_lighting).chain().in_set(VenueSystems::Present));
+            .add_systems(Update, receive_imports.in_set(VenueSystems::Present))
+            // With this frame's camera: after transforms and frusta are updated, before
+            // visibility is worked out, so what is chosen is what this frame draws.
+            .add_systems(
+                PostUpdate,
+                (stream_clouds, sync_eye_dome_lighting)
+                    .chain()
+                    .after(bevy::camera::visibility::VisibilitySystems::UpdateFrusta)
+                    .before(bevy::camera::visibility::VisibilitySystems::VisibilityPropagate),
+            );
     }
 }
 
@@ -212,6 +221,17 @@ fn receive_imports(
             status.step = step;
         }
         match receiver.try_recv() {
+            Ok(Ok((dir, index))) if index.nodes.first().is_some_and(|root| u64::from(root.count) * BYTES_PER_POINT > u64::from(cloud.def.memory_budget_mb) << 20) => {
+                let root = u64::from(index.nodes[0].count);
+                let why = format!(
+                    "its coarsest level alone ({root} points, {} MiB) is over the memory budget of {} MiB; raise memory_budget_mb or import with a smaller --points-per-node",
+                    (root * BYTES_PER_POINT) >> 20,
+                    cloud.def.memory_budget_mb
+                );
+                error!("cloud {:?}: {why} ({})", cloud.def.name, dir.display());
+                status.phase = ScanPhase::Failed(why);
+                commands.entity(entity).remove::<CloudImport>();
+            }
             Ok(Ok((dir, index))) => {
                 info!("cloud {:?}: {} points in {} nodes from {}", cloud.def.name, index.points, index.nodes.len(), dir.display());
                 let levels = index.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
@@ -296,15 +316,23 @@ fn plan(
         if resident.contains_key(node) || loading.contains_key(node) {
             continue;
         }
-        let need = bytes(points_of(*node));
-        while used + need > budget_bytes {
-            let Some((_, victim)) = spare.next() else { break };
-            used -= bytes(resident[&victim].0);
-            plan.evict.push(victim);
+        if plan.load.contains(node) {
+            continue;
         }
-        if used + need > budget_bytes {
+        let need = bytes(points_of(*node));
+        // Make room only if it then fits: the cache is not emptied for nothing.
+        let mut freed = 0;
+        let mut victims = Vec::new();
+        while used + need > budget_bytes + freed {
+            let Some((_, victim)) = spare.next() else { break };
+            freed += bytes(resident[&victim].0);
+            victims.push(victim);
+        }
+        if used + need > budget_bytes + freed {
             break;
         }
+        used -= freed;
+        plan.evict.extend(victims);
         used += need;
         in_flight += 1;
         plan.load.push(*node);
@@ -504,6 +532,18 @@ mod tests {
         // A smaller budget trims the cache even with nothing to load.
         let p = plan(&[0], &held, &HashMap::new(), |_| 100, 2 * per, 4);
         assert_eq!(p, Plan { load: vec![], evict: vec![7, 8] });
+    }
+
+    #[test]
+    fn nodes_being_read_count_and_nothing_is_dropped_for_a_load_that_cannot_fit() {
+        let per = BYTES_PER_POINT * 100;
+        // Two nodes resident, one being read, budget for four: one more fits, not two.
+        let held = resident(&[(1, 100, 1), (2, 100, 2)]);
+        let p = plan(&[1, 2, 5, 6, 6], &held, &HashMap::from([(3, 100)]), |_| 100, 4 * per, 8);
+        assert_eq!(p, Plan { load: vec![5], evict: vec![] });
+        // A node bigger than all the room there could be: nothing is evicted for it.
+        let p = plan(&[9], &held, &HashMap::new(), |n| if n == 9 { 1_000 } else { 100 }, 4 * per, 8);
+        assert_eq!(p, Plan::default());
     }
 
     #[test]

@@ -119,7 +119,7 @@ fn specialize_pipelines(
 }
 
 fn edl_pass(
-    view: ViewQuery<(&ViewTarget, &ViewDepthTexture, &DynamicUniformIndex<EyeDomeLighting>, &EdlPipelineId, &Msaa)>,
+    view: ViewQuery<(&ViewTarget, &ViewDepthTexture, &DynamicUniformIndex<EyeDomeLighting>, &EdlPipelineId, &Msaa), With<EyeDomeLighting>>,
     cache: Res<PipelineCache>,
     pipeline: Res<EdlPipeline>,
     uniforms: Res<ComponentUniforms<EyeDomeLighting>>,

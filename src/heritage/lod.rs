@@ -31,7 +31,14 @@ pub struct MeshLodPlugin;
 impl Plugin for MeshLodPlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(Update, sync_mesh_scans.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate))
-            .add_systems(Update, (receive_mesh_scans, pick_levels).chain().in_set(VenueSystems::Present));
+            .add_systems(Update, receive_mesh_scans.in_set(VenueSystems::Present))
+            // With this frame's camera, before visibility is worked out.
+            .add_systems(
+                PostUpdate,
+                pick_levels
+                    .after(bevy::camera::visibility::VisibilitySystems::UpdateFrusta)
+                    .before(bevy::camera::visibility::VisibilitySystems::VisibilityPropagate),
+            );
     }
 }
 

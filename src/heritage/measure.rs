@@ -182,7 +182,8 @@ fn cast(
     meshes: &Assets<Mesh>,
     shown: &dyn Fn(Entity) -> bool,
 ) -> Option<(Vec3, f32, Entity)> {
-    let mut best: Option<(f32, f32, Entity)> = None;
+    // (distance along the ray, the point in world space, uncertainty, entity)
+    let mut best: Option<(f32, Vec3, f32, Entity)> = None;
     let origin = request.ray.origin;
     let direction = *request.ray.direction;
     for (entity, mesh, triangles, points, transform) in pickable {
@@ -194,23 +195,24 @@ fn cast(
         let local_direction = to_local.transform_vector3(direction);
         // Distances along the local ray are in local units; convert back through a point.
         let to_world_t = |t: f32| transform.transform_point(local_origin + local_direction * t).distance(origin);
-        let mut consider = |t_local: f32, uncertainty: f32| {
+        let mut consider = |t_local: f32, point: Vec3, uncertainty: f32| {
             let t = to_world_t(t_local);
-            if best.is_none_or(|(b, _, _)| t < b) {
-                best = Some((t, uncertainty, entity));
+            if best.is_none_or(|(b, ..)| t < b) {
+                best = Some((t, point, uncertainty, entity));
             }
         };
         if let Some(points) = points {
             let scale = local_direction.length();
             let dir = local_direction / scale;
-            if let Some((t, _)) = ray_points(local_origin, dir, &points.positions, request.tolerance) {
-                consider(t / scale, points.spacing * transform.scale().max_element());
+            // The scan's own point, not where the ray passes by it.
+            if let Some((t, point)) = ray_points(local_origin, dir, &points.positions, request.tolerance) {
+                consider(t / scale, transform.transform_point(point), points.spacing * transform.scale().max_element());
             }
         } else if let Some(pick) = triangles {
             for tri in pick.indices.chunks_exact(3) {
                 let [a, b, c] = [tri[0], tri[1], tri[2]].map(|i| pick.positions[i as usize]);
                 if let Some(t) = ray_triangle(local_origin, local_direction, a, b, c) {
-                    consider(t, pick.error * transform.scale().max_element());
+                    consider(t, origin + direction * to_world_t(t), pick.error * transform.scale().max_element());
                 }
             }
         } else if let Some(mesh) = mesh.and_then(|m| meshes.get(&m.0))
@@ -218,12 +220,12 @@ fn cast(
         {
             for [a, b, c] in tris {
                 if let Some(t) = ray_triangle(local_origin, local_direction, a, b, c) {
-                    consider(t, 0.0);
+                    consider(t, origin + direction * to_world_t(t), 0.0);
                 }
             }
         }
     }
-    best.map(|(t, u, e)| (origin + direction * t, u, e))
+    best.map(|(_, point, u, e)| (point, u, e))
 }
 
 #[cfg(test)]

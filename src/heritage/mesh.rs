@@ -227,10 +227,34 @@ fn read_relative(dir: &Path, uri: &str) -> Result<Vec<u8>, String> {
     if uri.starts_with("data:") {
         return Err("embedded data URIs are not supported; export the scan as GLB".into());
     }
-    let decoded = uri.replace("%20", " ");
+    let decoded = percent_decode(uri).ok_or_else(|| format!("{uri:?} is not a valid URI"))?;
     crate::assets_root::check_relative(&decoded).map_err(|e| e.to_string())?;
     let path = dir.join(&decoded);
-    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+    // Through a link, a file may still lie elsewhere: it must resolve inside the scan's folder.
+    let real = path.canonicalize().map_err(|e| format!("{}: {e}", path.display()))?;
+    let root = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
+    if !real.starts_with(&root) {
+        return Err(format!("{decoded:?} leads outside the scan's folder"));
+    }
+    std::fs::read(&real).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// `%XX` escapes decoded, as glTF URIs are written; `None` for a bad escape or non-UTF-8.
+fn percent_decode(uri: &str) -> Option<String> {
+    let bytes = uri.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn load_image(image: &gltf::Image, buffers: &[Vec<u8>], dir: &Path) -> Result<image::RgbaImage, String> {
@@ -376,12 +400,17 @@ pub fn level_chain(part: &Part, triangles: &[u32]) -> Vec<Level> {
 /// group's outer border locked so that it meets its neighbours.
 pub fn group_chain(members: &[Level]) -> Vec<Level> {
     let mut merged = Level { positions: Vec::new(), normals: Vec::new(), uvs: Vec::new(), indices: Vec::new(), error: 0.0 };
-    let mut welded: HashMap<[u32; 3], u32> = HashMap::new();
+    // Welded on position, normal and uv: a texture seam (same position, other uv) stays a
+    // seam, so coarse levels keep sampling the right part of the atlas.
+    let mut welded: HashMap<[u32; 8], u32> = HashMap::new();
     for level in members {
         merged.error = merged.error.max(level.error);
         let map: Vec<u32> = (0..level.positions.len())
             .map(|v| {
-                *welded.entry(level.positions[v].map(f32::to_bits)).or_insert_with(|| {
+                let [x, y, z] = level.positions[v].map(f32::to_bits);
+                let [nx, ny, nz] = level.normals[v].map(f32::to_bits);
+                let [u, w] = level.uvs[v].map(f32::to_bits);
+                *welded.entry([x, y, z, nx, ny, nz, u, w]).or_insert_with(|| {
                     merged.positions.push(level.positions[v]);
                     merged.normals.push(level.normals[v]);
                     merged.uvs.push(level.uvs[v]);
@@ -512,6 +541,8 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
     let chunked: Vec<Vec<Vec<u32>>> = source.parts.iter().map(|p| chunk_triangles(&p.positions, &p.indices, MAX_CHUNK_TRIANGLES)).collect();
     let total_chunks: usize = chunked.iter().map(Vec::len).sum();
     progress.begin("building levels of detail", total_chunks as u64);
+    let final_dir = dir;
+    let dir = super::staging_dir(&final_dir);
     std::fs::create_dir_all(&dir).map_err(|e| super::ImportError::Mesh(input.to_owned(), io(&dir)(e)))?;
     let data_path = dir.join("mesh.bin");
     let file = std::fs::File::create(&data_path).map_err(|e| super::ImportError::Mesh(input.to_owned(), io(&data_path)(e)))?;
@@ -588,7 +619,8 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
     let index_path = dir.join("mesh.json");
     // Written last: a folder with an index is a complete import.
     std::fs::write(&index_path, serde_json::to_vec_pretty(&index).expect("plain data")).map_err(|e| super::ImportError::Mesh(input.to_owned(), io(&index_path)(e)))?;
-    Ok(ImportedMesh { dir, index, cached: false })
+    let index = super::publish(&dir, &final_dir, || read_mesh_index(&final_dir).ok())?.unwrap_or(index);
+    Ok(ImportedMesh { dir: final_dir, index, cached: false })
 }
 
 fn write_level(out: &mut impl Write, level: &Level) -> std::io::Result<()> {
@@ -613,6 +645,16 @@ pub fn read_mesh_index(dir: &Path) -> Result<MeshIndex, MeshError> {
     }
     let data = dir.join("mesh.bin");
     let stored = std::fs::metadata(&data).map_err(io(&data))?.len();
+    // A folder named in a scene may come from anywhere: its index is checked before use.
+    let plain = |name: &str| !name.is_empty() && !name.contains(['/', '\\']) && name != ".." && name != ".";
+    for part in &index.parts {
+        if part.textures.len() != part.texture_sizes.len() || !part.textures.iter().all(|t| plain(t)) {
+            return Err(MeshError::BadIndex { path, why: "texture names must be plain file names, one size each".into() });
+        }
+        if part.chunks.iter().any(|c| c.levels.is_empty()) || part.groups.iter().any(|g| g.levels.is_empty()) {
+            return Err(MeshError::BadIndex { path, why: "a chunk or group without levels".into() });
+        }
+    }
     let groups_ok = index.parts.iter().all(|p| p.groups.iter().all(|g| g.count > 0 && (g.first as usize).checked_add(g.count as usize).is_some_and(|end| end <= p.chunks.len())));
     if !groups_ok {
         return Err(MeshError::BadIndex { path, why: "a group names chunks the part does not have".into() });
@@ -624,6 +666,17 @@ pub fn read_mesh_index(dir: &Path) -> Result<MeshIndex, MeshError> {
     });
     if !fits {
         return Err(MeshError::BadIndex { path, why: "a level lies past the end of mesh.bin".into() });
+    }
+    // Levels may not overlap into more data than the file holds: what is loaded is bounded
+    // by the file's size.
+    let total: u64 = index
+        .parts
+        .iter()
+        .flat_map(|p| p.chunks.iter().flat_map(|c| &c.levels).chain(p.groups.iter().flat_map(|g| &g.levels)))
+        .map(|l| u64::from(l.vertices) * VERTEX_BYTES as u64 + u64::from(l.triangles) * 12)
+        .sum();
+    if total > stored {
+        return Err(MeshError::BadIndex { path, why: format!("its levels add up to {total} bytes but mesh.bin holds {stored}") });
     }
     Ok(index)
 }
@@ -846,6 +899,15 @@ mod tests {
             assert_eq!(open_border(level), outer, "the group's outer border stays: no cracks with its neighbours");
             assert!(level.error >= levels[0].error);
         }
+    }
+
+    #[test]
+    fn uris_are_percent_decoded_and_bad_escapes_refused() {
+        assert_eq!(percent_decode("t%C3%AAte%20nord.png").as_deref(), Some("tête nord.png"));
+        assert_eq!(percent_decode("plain.bin").as_deref(), Some("plain.bin"));
+        assert_eq!(percent_decode("bad%2"), None);
+        assert_eq!(percent_decode("bad%zz"), None);
+        assert_eq!(percent_decode("%FF"), None, "not UTF-8");
     }
 
     #[test]

@@ -195,8 +195,34 @@ pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, pro
     progress.begin("writing", 0);
     let start = Instant::now();
     let source = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let index = cache::write_cloud(&dir, &tree, &source, &key, origin, attributes)?;
+    let staging = staging_dir(&dir);
+    let index = cache::write_cloud(&staging, &tree, &source, &key, origin, attributes)?;
+    let index = publish(&staging, &dir, || cache::read_index(&dir).ok())?.unwrap_or(index);
     Ok(Imported { dir, index, cached: false, timings: [read, built, start.elapsed()] })
+}
+
+/// A private folder next to `dir` to write an import into: a viewer streaming from `dir`, or
+/// another import of the same scan, never sees a half-written file.
+pub(crate) fn staging_dir(dir: &Path) -> PathBuf {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dir.with_file_name(format!("{name}.partial-{}-{n}", std::process::id()))
+}
+
+/// Moves a finished import into place. If another import of the same scan got there first,
+/// ours is thrown away and theirs (`existing`) is used.
+pub(crate) fn publish<T>(staging: &Path, dir: &Path, existing: impl FnOnce() -> Option<T>) -> Result<Option<T>, cache::CacheError> {
+    match std::fs::rename(staging, dir) {
+        Ok(()) => Ok(None),
+        Err(error) => {
+            let _ = std::fs::remove_dir_all(staging);
+            match existing() {
+                Some(theirs) => Ok(Some(theirs)),
+                None => Err(cache::CacheError::Io { path: dir.to_owned(), error }),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
