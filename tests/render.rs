@@ -346,6 +346,20 @@ fn audience_texts_and_effects_show_in_the_venue_and_go_when_hidden() {
     assert!(diff.pixels_over > 20 && pinker * 2 > diff.pixels_over, "{pinker} of {} changed pixels are petal-coloured", diff.pixels_over);
 }
 
+/// The built-in cloister's sky, lights and viewpoints, without its content: a stage for a scan.
+fn bare_cloister() -> parvis::scene::format::SceneFile {
+    let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &AssetsRoot::new(root().join("assets"))).unwrap();
+    scene.assets.clear();
+    scene.primitives.clear();
+    scene.params.clear();
+    scene.rules.clear();
+    scene.polls.clear();
+    scene.effects.clear();
+    scene.hotspots.clear();
+    scene.tours.clear();
+    scene
+}
+
 /// A venue made of a synthetic scan of the cloister (no meshes), in a temporary assets root.
 fn cloud_venue(name: &str, points: usize) -> (PathBuf, parvis::scene::format::SceneFile) {
     use parvis::heritage::{ply::write_ply, sample::sample_scene};
@@ -353,15 +367,9 @@ fn cloud_venue(name: &str, points: usize) -> (PathBuf, parvis::scene::format::Sc
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("scans")).unwrap();
     let assets = AssetsRoot::new(root().join("assets"));
-    let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
-    let scan = sample_scene(&scene, points, 5);
+    let scan = sample_scene(&load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap(), points, 5);
     write_ply(&scan, std::io::BufWriter::new(std::fs::File::create(dir.join("scans/cloister.ply")).unwrap())).unwrap();
-    scene.assets.clear();
-    scene.primitives.clear();
-    scene.params.clear();
-    scene.rules.clear();
-    scene.polls.clear();
-    scene.effects.clear();
+    let mut scene = bare_cloister();
     let text = r#"(name: "cloister scan", path: "scans/cloister.ply", credit: (author: "Parvis tests", licence: "CC0-1.0"))"#;
     scene.clouds.push(ron::from_str(text).unwrap());
     (dir, scene)
@@ -536,16 +544,7 @@ fn a_scanned_mesh_shows_coarser_levels_from_afar_and_matches_golden() {
     let mut png = Vec::new();
     texture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
     write_glb(&positions, &normals, &uvs, &indices, Some(&png), &dir.join("scans/terrace.glb")).unwrap();
-    let assets = AssetsRoot::new(root().join("assets"));
-    let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
-    scene.assets.clear();
-    scene.primitives.clear();
-    scene.params.clear();
-    scene.rules.clear();
-    scene.polls.clear();
-    scene.effects.clear();
-    scene.hotspots.clear();
-    scene.tours.clear();
+    let mut scene = bare_cloister();
     let text = r#"(name: "terrace", path: "scans/terrace.glb", credit: (author: "Parvis tests", licence: "CC0-1.0"))"#;
     scene.meshes.push(ron::from_str(text).unwrap());
     let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene, AssetsRoot::new(&dir)), SIZE);

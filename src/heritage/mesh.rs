@@ -374,7 +374,13 @@ fn compact(part: &Part, indices: &[u32], error: f32) -> Level {
 /// (locked borders) or the chunk is tiny.
 pub fn level_chain(part: &Part, triangles: &[u32]) -> Vec<Level> {
     let indices: Vec<u32> = triangles.iter().flat_map(|t| part.indices[*t as usize * 3..*t as usize * 3 + 3].iter().copied()).collect();
-    let mut levels = vec![compact(part, &indices, 0.0)];
+    halve_until_stalled(vec![compact(part, &indices, 0.0)])
+}
+
+/// Adds levels after the last one, each about half its triangles, with open borders locked
+/// (so that what it meets still fits whatever their level), until simplification stalls, the
+/// level is tiny, or there are [`MAX_LEVELS`]. Errors add up along the chain.
+fn halve_until_stalled(mut levels: Vec<Level>) -> Vec<Level> {
     while levels.len() < MAX_LEVELS {
         let previous = levels.last().expect("level 0 exists");
         if previous.indices.len() / 3 < 128 {
@@ -383,7 +389,6 @@ pub fn level_chain(part: &Part, triangles: &[u32]) -> Vec<Level> {
         let Ok(adapter) = meshopt::VertexDataAdapter::new(meshopt::typed_to_bytes(&previous.positions), 12, 0) else { break };
         let target = previous.indices.len() / 2 / 3 * 3;
         let mut relative = 0.0f32;
-        // Borders are locked so that a chunk meets its neighbours whatever their level.
         let simplified = meshopt::simplify(&previous.indices, &adapter, target, 1.0, meshopt::SimplifyOptions::LockBorder, Some(&mut relative));
         if simplified.len() * 10 > previous.indices.len() * 8 || simplified.is_empty() {
             break;
@@ -421,24 +426,7 @@ pub fn group_chain(members: &[Level]) -> Vec<Level> {
         merged.indices.extend(level.indices.iter().map(|i| map[*i as usize]));
     }
     let part = Part { positions: merged.positions.clone(), normals: merged.normals.clone(), uvs: merged.uvs.clone(), ..Part::default() };
-    let mut levels = vec![compact(&part, &merged.indices, merged.error)];
-    while levels.len() < MAX_LEVELS {
-        let previous = levels.last().expect("level 0 exists");
-        if previous.indices.len() / 3 < 128 {
-            break;
-        }
-        let Ok(adapter) = meshopt::VertexDataAdapter::new(meshopt::typed_to_bytes(&previous.positions), 12, 0) else { break };
-        let target = previous.indices.len() / 2 / 3 * 3;
-        let mut relative = 0.0f32;
-        let simplified = meshopt::simplify(&previous.indices, &adapter, target, 1.0, meshopt::SimplifyOptions::LockBorder, Some(&mut relative));
-        if simplified.len() * 10 > previous.indices.len() * 8 || simplified.is_empty() {
-            break;
-        }
-        let error = previous.error + relative * meshopt::simplify_scale(&adapter);
-        let prev_part = Part { positions: previous.positions.clone(), normals: previous.normals.clone(), uvs: previous.uvs.clone(), ..Part::default() };
-        levels.push(compact(&prev_part, &simplified, error));
-    }
-    levels
+    halve_until_stalled(vec![compact(&part, &merged.indices, merged.error)])
 }
 
 /// One stored level.

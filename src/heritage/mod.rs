@@ -230,6 +230,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_second_import_of_the_same_scan_yields_to_the_first() {
+        let root = std::env::temp_dir().join(format!("parvis-publish-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let dir = root.join("abc-n20000-d16");
+        let (ours, theirs) = (staging_dir(&dir), staging_dir(&dir));
+        assert_ne!(ours, theirs, "each import writes a folder of its own");
+        for (staging, who) in [(&ours, "first"), (&theirs, "second")] {
+            std::fs::create_dir_all(staging).unwrap();
+            std::fs::write(staging.join("cloud.json"), who).unwrap();
+        }
+        assert_eq!(publish(&ours, &dir, || Some("unused")).unwrap(), None, "the first moves into place");
+        // The second finds the place taken: its folder goes, the first's import is used.
+        let used = publish(&theirs, &dir, || std::fs::read_to_string(dir.join("cloud.json")).ok()).unwrap();
+        assert_eq!(used.as_deref(), Some("first"));
+        assert!(!theirs.exists());
+        assert_eq!(std::fs::read_dir(&root).unwrap().count(), 1, "no partial folder left");
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn progress_counts_the_bytes_read_through_both_read_paths() {
         let progress = Arc::new(Progress::default());
         progress.begin("reading", 1000);
