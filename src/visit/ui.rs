@@ -88,14 +88,17 @@ fn show_measurement(
         return;
     }
     let material = materials.add(StandardMaterial { base_color: MEASURE_COLOUR, unlit: true, ..default() });
-    let dot = meshes.add(Sphere::new(0.06).mesh().ico(2).expect("a small icosphere"));
+    // Sized with the measure: visible on a 30 m span, not in the way of a 1 m one.
+    let span = if let [a, b] = ends[..] { a.distance(b) } else { 1.0 };
+    let thickness = (span * 0.006).clamp(0.01, 0.08);
+    let dot = meshes.add(Sphere::new(thickness * 2.5).mesh().ico(2).expect("a small icosphere"));
     for end in &ends {
         commands.spawn((MeasureMarker,
             NotMeasured, Mesh3d(dot.clone()), MeshMaterial3d(material.clone()), Transform::from_translation(*end), bevy::light::NotShadowCaster));
     }
     if let [a, b] = ends[..] {
         let length = a.distance(b);
-        let line = meshes.add(Cylinder::new(0.015, length.max(1e-3)));
+        let line = meshes.add(Cylinder::new(thickness, length.max(1e-3)));
         let rotation = Quat::from_rotation_arc(Vec3::Y, (b - a).normalize_or(Vec3::Y));
         commands.spawn((
             MeasureMarker,
