@@ -419,6 +419,8 @@ fn a_point_cloud_renders_with_eye_dome_lighting_and_its_colour_modes() {
     compare_with_golden(&lit, "cloud_rgb_edl_320x180.png");
     let status = cloud_status(&mut renderer);
     assert!(status.settled() && status.drawn_points > 50_000, "{status:?}");
+    let camera = renderer.camera();
+    assert_eq!(renderer.app_mut().world().get::<Msaa>(camera), Some(&Msaa::Off), "the pass reads one depth sample a pixel");
     assert!(status.resident_bytes <= status.budget_bytes);
 
     // The same scan without eye-dome lighting: EDL only ever darkens, and it darkens edges.
@@ -431,6 +433,7 @@ fn a_point_cloud_renders_with_eye_dome_lighting_and_its_colour_modes() {
     };
     let flat = reload(&mut renderer, &|c| c.eye_dome_lighting = false);
     save_png(&flat, &out_dir().join("cloud-flat.png")).unwrap();
+    assert_eq!(renderer.app_mut().world().get::<Msaa>(camera), Some(&Msaa::default()), "the camera's anti-aliasing is back");
     let diff = diff_images(&flat, &lit, 24).unwrap();
     assert!(diff.pixels_over > 500, "eye-dome lighting changed only {} pixels", diff.pixels_over);
     let luma = |p: &image::Rgba<u8>| u32::from(p[0]) + u32::from(p[1]) + u32::from(p[2]);

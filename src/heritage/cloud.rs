@@ -500,7 +500,8 @@ fn sync_eye_dome_lighting(
         if wanted && !has {
             commands.entity(camera).insert(EyeDomeLighting::default());
         } else if !wanted && has {
-            commands.entity(camera).remove::<EyeDomeLighting>().insert(Msaa::default());
+            // The pass's observer gives the camera its own anti-aliasing back.
+            commands.entity(camera).remove::<EyeDomeLighting>();
         }
     }
 }

@@ -44,7 +44,8 @@ impl Plugin for EyeDomeLightingPlugin {
     fn build(&self, app: &mut App) {
         load_internal_asset!(app, EDL_SHADER, "../../shaders/edl.wgsl", Shader::from_wgsl);
         app.add_plugins((ExtractComponentPlugin::<EyeDomeLighting>::default(), UniformComponentPlugin::<EyeDomeLighting>::default()))
-            .add_observer(prepare_camera);
+            .add_observer(prepare_camera)
+            .add_observer(restore_camera);
         let Some(render_app) = app.get_sub_app_mut(RenderApp) else { return };
         render_app
             .init_resource::<SpecializedRenderPipelines<EdlPipeline>>()
@@ -54,12 +55,23 @@ impl Plugin for EyeDomeLightingPlugin {
     }
 }
 
+/// A camera's anti-aliasing before eye-dome lighting turned it off, given back on removal.
+#[derive(Component, Debug, Clone, Copy)]
+struct MsaaBeforeEdl(Msaa);
+
 /// The pass samples the depth buffer, one sample per pixel.
-fn prepare_camera(add: On<Add, EyeDomeLighting>, mut cameras: Query<(&mut Camera3d, &mut Msaa)>) {
+fn prepare_camera(add: On<Add, EyeDomeLighting>, mut commands: Commands, mut cameras: Query<(&mut Camera3d, &mut Msaa)>) {
     let Ok((mut camera, mut msaa)) = cameras.get_mut(add.entity) else { return };
     let usage = TextureUsages::from(camera.depth_texture_usages) | TextureUsages::TEXTURE_BINDING;
     camera.depth_texture_usages = Camera3dDepthTextureUsage::from(usage);
+    commands.entity(add.entity).insert(MsaaBeforeEdl(*msaa));
     *msaa = Msaa::Off;
+}
+
+fn restore_camera(remove: On<Remove, EyeDomeLighting>, mut commands: Commands, before: Query<&MsaaBeforeEdl>) {
+    if let Ok(MsaaBeforeEdl(msaa)) = before.get(remove.entity) {
+        commands.entity(remove.entity).try_insert(*msaa).try_remove::<MsaaBeforeEdl>();
+    }
 }
 
 #[derive(Resource)]
