@@ -1980,3 +1980,38 @@ fn the_measuring_tape_picks_surfaces_and_says_the_distance_in_metres() {
     let m = shoot(&mut app, Vec3::new(5.0, 10.0, 0.0), Vec3::NEG_Y);
     assert!(m.a.is_some() && m.b.is_none());
 }
+
+#[test]
+fn scans_too_large_for_memory_import_out_of_core_into_the_same_cloud() {
+    use parvis::heritage::cache::{read_index, read_node};
+    use parvis::heritage::octree::OctreeConfig;
+    use parvis::heritage::{import_with, las::write_las, ply::write_ply, sample::sample_scene};
+    let dir = std::env::temp_dir().join(format!("parvis-ooc-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let scan = sample_scene(&default_scene(), 80_000, 3);
+    write_ply(&scan, std::fs::File::create(dir.join("cloister.ply")).unwrap()).unwrap();
+    write_las(&scan, [652_000.0, 6_862_000.0, 35.0], &dir.join("cloister.laz")).unwrap();
+    let config = OctreeConfig { max_points_per_node: 3_000, max_depth: 16 };
+    let all_points = |folder: &std::path::Path| {
+        let index = read_index(folder).unwrap();
+        assert!(index.nodes.iter().all(|n| n.count <= 3_000));
+        let mut points: Vec<_> = (0..index.nodes.len()).flat_map(|i| read_node(folder, &index, i).unwrap()).map(|p| (p.position.map(f32::to_bits), p.colour, p.intensity, p.class)).collect();
+        points.sort_unstable();
+        (index, points)
+    };
+    for name in ["cloister.ply", "cloister.laz"] {
+        // A limit of 0 bytes: this small file is imported as a huge one would be.
+        let progress = std::sync::Arc::default();
+        let outside = import_with(&dir.join(name), &dir.join("out-of-core"), config, &progress, 0).unwrap();
+        assert!(progress.steps().contains(&"building the octree"));
+        let inside = import_with(&dir.join(name), &dir.join("in-memory"), config, &Default::default(), u64::MAX).unwrap();
+        let (index, points) = all_points(&outside.dir);
+        let (reference, expected) = all_points(&inside.dir);
+        assert_eq!(index.points + index.dropped, 80_000, "{name}");
+        assert_eq!(index.origin, reference.origin, "{name}");
+        // The same points, to the bit, as the in-memory import of the same file.
+        assert_eq!(points, expected, "{name}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -154,6 +154,23 @@ pub fn write_cloud(dir: &Path, tree: &Octree, source: &str, key: &str, origin: [
     Ok(index)
 }
 
+/// Appends one node's points to `points.bin`; returns its first point's number.
+pub(crate) fn write_points(data: &mut impl Write, points: &[Point], offset: &mut u64) -> std::io::Result<u64> {
+    let first = *offset;
+    let mut record = [0u8; POINT_BYTES];
+    for p in points {
+        for (k, v) in p.position.iter().enumerate() {
+            record[k * 4..k * 4 + 4].copy_from_slice(&v.to_le_bytes());
+        }
+        record[12..15].copy_from_slice(&p.colour);
+        record[15] = p.class;
+        record[16..18].copy_from_slice(&p.intensity.to_le_bytes());
+        data.write_all(&record)?;
+    }
+    *offset += points.len() as u64;
+    Ok(first)
+}
+
 /// Reads `cloud.json` from an imported cloud's folder.
 pub fn read_index(dir: &Path) -> Result<CloudIndex, CacheError> {
     let path = dir.join("cloud.json");

@@ -71,6 +71,22 @@ pub fn read_las(path: &Path, max_points: u64) -> Result<LasCloud, LasError> {
 
 /// Reads a LAS or LAZ cloud from any seekable reader (a file, a counting wrapper).
 pub fn read_las_from(input: impl std::io::Read + std::io::Seek + Send + Sync + std::fmt::Debug + 'static, max_points: u64) -> Result<LasCloud, LasError> {
+    let mut points = Vec::new();
+    let mut cloud = read_las_each(input, max_points, |_, p| {
+        points.push(p);
+        Ok(())
+    })?;
+    cloud.points = points;
+    Ok(cloud)
+}
+
+/// Reads a LAS or LAZ cloud point by point into `sink`, holding none of them; the sink also
+/// gets the cloud's origin and bounds (relative to it) first thing, from the header.
+pub fn read_las_each(
+    input: impl std::io::Read + std::io::Seek + Send + Sync + std::fmt::Debug + 'static,
+    max_points: u64,
+    mut sink: impl FnMut(&LasBounds, Point) -> std::io::Result<()>,
+) -> Result<LasCloud, LasError> {
     let mut reader = las::Reader::new(input).map_err(|e| {
         let why = e.to_string();
         // LAZ keeps its chunk table at the end: a cut file fails here already.
@@ -91,7 +107,9 @@ pub fn read_las_from(input: impl std::io::Read + std::io::Seek + Send + Sync + s
         return Err(LasError::Open(format!("the header's bounds are not finite: {origin:?}")));
     }
     let has_colour = header.point_format().has_color;
-    let mut cloud = LasCloud { origin, points: Vec::with_capacity(announced.min(1 << 22) as usize), has_colour };
+    let cloud = LasCloud { origin, points: Vec::new(), has_colour };
+    let extent = [bounds.max.x - origin[0], bounds.max.y - origin[1], bounds.max.z - origin[2]];
+    let las_bounds = LasBounds { origin, max: extent.map(|v| v as f32) };
     let mut index = 0u64;
     loop {
         let data = reader.read_points(CHUNK).map_err(|e| {
@@ -112,7 +130,8 @@ pub fn read_las_from(input: impl std::io::Read + std::io::Seek + Send + Sync + s
                 return Err(LasError::BadCoordinate { index, position: [point.x, point.y, point.z] });
             }
             let colour = point.color.map_or([160, 160, 160], |c| [(c.red >> 8) as u8, (c.green >> 8) as u8, (c.blue >> 8) as u8]);
-            cloud.points.push(Point { position: relative.map(|v| v as f32), colour, intensity: point.intensity, class: u8::from(point.classification) });
+            let point = Point { position: relative.map(|v| v as f32), colour, intensity: point.intensity, class: u8::from(point.classification) };
+            sink(&las_bounds, point).map_err(|e| LasError::Open(format!("cannot keep point {index}: {e}")))?;
             index += 1;
         }
     }
@@ -120,6 +139,15 @@ pub fn read_las_from(input: impl std::io::Read + std::io::Seek + Send + Sync + s
         return Err(LasError::Truncated { announced, read: index });
     }
     Ok(cloud)
+}
+
+/// What a LAS header says of where its points are.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LasBounds {
+    /// The lowest corner, georeferenced.
+    pub origin: [f64; 3],
+    /// The highest corner, relative to `origin`.
+    pub max: [f32; 3],
 }
 
 /// Writes points (placed at `origin`) as LAS 1.4 with colours, compressed when `path` ends in

@@ -36,8 +36,8 @@ pub struct Point {
     pub class: u8,
 }
 
-/// Most points one import accepts: 2 billion points (about 40 GB to hold) is beyond this
-/// machine's memory; larger scans need the out-of-core builder that is not written yet.
+/// Most points an in-memory import accepts (20 bytes a point: 8 GB). Files over
+/// [`IN_MEMORY_BYTES`] are imported out of core instead, up to [`MAX_OUT_OF_CORE_POINTS`].
 pub const MAX_IMPORT_POINTS: u64 = 400_000_000;
 
 /// Why an import failed.
@@ -153,6 +153,15 @@ impl<R> std::fmt::Debug for Counting<R> {
 /// Imports a scan into `cache_root/<content key>/`, or finds it there, reporting into
 /// `progress` as it goes.
 pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, progress: &Arc<Progress>) -> Result<Imported, ImportError> {
+    import_with(input, cache_root, config, progress, IN_MEMORY_BYTES)
+}
+
+/// Scans larger than this (bytes of file) are imported out of core: 1 GiB is some 40 to 130
+/// million points, 1 to 3 GB in memory.
+pub const IN_MEMORY_BYTES: u64 = 1 << 30;
+
+/// [`import`], importing out of core any file larger than `in_memory_bytes`.
+pub fn import_with(input: &Path, cache_root: &Path, config: octree::OctreeConfig, progress: &Arc<Progress>, in_memory_bytes: u64) -> Result<Imported, ImportError> {
     let extension = input.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     if matches!(extension.as_str(), "gltf" | "glb") {
         // Meshes have their own import (`mesh::import_mesh`).
@@ -168,6 +177,9 @@ pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, pro
     let dir = cache_root.join(&key);
     if let Ok(index) = cache::read_index(&dir) {
         return Ok(Imported { dir, index, cached: true, timings: [Duration::ZERO; 3] });
+    }
+    if size > in_memory_bytes {
+        return import_out_of_core(input, &extension, dir, &key, config, progress);
     }
     progress.begin("reading", size);
     let start = Instant::now();
@@ -199,6 +211,102 @@ pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, pro
     let index = cache::write_cloud(&staging, &tree, &source, &key, origin, attributes)?;
     let index = publish(&staging, &dir, || cache::read_index(&dir).ok())?.unwrap_or(index);
     Ok(Imported { dir, index, cached: false, timings: [read, built, start.elapsed()] })
+}
+
+/// Points a scan larger than [`MAX_IMPORT_POINTS`] may have out of core: what the cache's
+/// 32-bit node counts and a disk of this size can hold.
+pub const MAX_OUT_OF_CORE_POINTS: u64 = 20_000_000_000;
+
+/// Imports a scan without holding it: the points go once through the octree's upper levels
+/// into per-node bucket files (for a PLY, after a first pass that finds the bounds; a LAS
+/// header has them), then each bucket's subtree is built in memory on its own.
+fn import_out_of_core(input: &Path, extension: &str, dir: PathBuf, key: &str, config: octree::OctreeConfig, progress: &Arc<Progress>) -> Result<Imported, ImportError> {
+    use std::io::Write as _;
+    let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
+    let staging = staging_dir(&dir);
+    let buckets = staging.join("buckets");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |error: std::io::Error| ImportError::Cache(cache::CacheError::Io { path, error })
+    };
+    let open = || std::fs::File::open(input).map(std::io::BufReader::new);
+    let start = Instant::now();
+    let mut count = 0u64;
+    let (origin, attributes, builder) = if extension == "ply" {
+        progress.begin("measuring", size);
+        let (mut lo, mut hi) = ([f32::MAX; 3], [f32::MIN; 3]);
+        let reader = Counting { inner: open().map_err(|e| ImportError::Ply(input.to_owned(), e.into()))?, progress: progress.clone() };
+        let cloud = ply::read_ply_each(reader, MAX_OUT_OF_CORE_POINTS, |p| {
+            for a in 0..3 {
+                lo[a] = lo[a].min(p.position[a]);
+                hi[a] = hi[a].max(p.position[a]);
+            }
+            Ok(())
+        })
+        .map_err(|e| ImportError::Ply(input.to_owned(), e))?;
+        let size_of_cube = (0..3).map(|a| hi[a] - lo[a]).fold(0.0f32, f32::max).max(1e-3) * 1.0001;
+        let cube = octree::Cube { min: lo, size: size_of_cube };
+        let mut builder = octree::OutOfCore::new(cube, config, bucket_depth(size / 15), &buckets).map_err(io(&buckets))?;
+        progress.begin("reading", size);
+        let reader = Counting { inner: open().map_err(|e| ImportError::Ply(input.to_owned(), e.into()))?, progress: progress.clone() };
+        ply::read_ply_each(reader, MAX_OUT_OF_CORE_POINTS, |p| {
+            count += 1;
+            builder.insert(p)
+        })
+        .map_err(|e| ImportError::Ply(input.to_owned(), e))?;
+        let attributes = cache::Attributes { colour: cloud.has_colour, intensity: cloud.has_intensity, classification: cloud.has_classification };
+        ([0.0; 3], attributes, builder)
+    } else {
+        progress.begin("reading", size);
+        let file = std::fs::File::open(input).map_err(|e| ImportError::Las(input.to_owned(), las::LasError::Open(format!("cannot open it: {e}"))))?;
+        let reader = Counting { inner: std::io::BufReader::new(file), progress: progress.clone() };
+        let mut builder: Option<octree::OutOfCore> = None;
+        let cloud = las::read_las_each(reader, MAX_OUT_OF_CORE_POINTS, |bounds, p| {
+            let b = match builder.as_mut() {
+                Some(b) => b,
+                None => {
+                    let size_of_cube = bounds.max.iter().fold(0.0f32, |m, v| m.max(*v)).max(1e-3) * 1.0001;
+                    builder.insert(octree::OutOfCore::new(octree::Cube { min: [0.0; 3], size: size_of_cube }, config, bucket_depth(size / 8), &buckets)?)
+                }
+            };
+            // The header's bounds place the octree: a point outside them is a lying header.
+            let outside = (0..3).any(|a| p.position[a] < -1e-3 || p.position[a] > bounds.max[a] + 1e-3);
+            if outside {
+                return Err(std::io::Error::other(format!("point {count} at {:?} lies outside the header's bounds", p.position)));
+            }
+            count += 1;
+            b.insert(p)
+        })
+        .map_err(|e| ImportError::Las(input.to_owned(), e))?;
+        let Some(builder) = builder else { return Err(ImportError::Empty(input.to_owned())) };
+        (cloud.origin, cache::Attributes { colour: cloud.has_colour, intensity: true, classification: true }, builder)
+    };
+    if count == 0 {
+        return Err(ImportError::Empty(input.to_owned()));
+    }
+    let read = start.elapsed();
+    progress.begin("building the octree", 0);
+    let start = Instant::now();
+    let data_path = staging.join("points.bin");
+    let mut data = std::io::BufWriter::new(std::fs::File::create(&data_path).map_err(io(&data_path))?);
+    let (nodes, points, dropped) = builder.finish(&mut data).map_err(io(&data_path))?;
+    data.flush().map_err(io(&data_path))?;
+    let built = start.elapsed();
+    let source = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let index = cache::CloudIndex { version: cache::CACHE_VERSION, source, key: key.to_owned(), origin, points, dropped, attributes, nodes };
+    let index_path = staging.join("cloud.json");
+    std::fs::write(&index_path, serde_json::to_vec_pretty(&index).expect("plain data")).map_err(io(&index_path))?;
+    let index = publish(&staging, &dir, || cache::read_index(&dir).ok())?.unwrap_or(index);
+    Ok(Imported { dir, index, cached: false, timings: [read, built, Duration::ZERO] })
+}
+
+/// Depth of the bucket files: about 2 to 20 million points each for a scan of `points`.
+fn bucket_depth(points: u64) -> u8 {
+    match points {
+        0..=20_000_000 => 1,
+        20_000_001..=160_000_000 => 2,
+        _ => 3,
+    }
 }
 
 /// A private folder next to `dir` to write an import into: a viewer streaming from `dir`, or

@@ -110,10 +110,15 @@ impl Octree {
     /// Builds the octree of `points`.
     pub fn build(points: Vec<Point>, config: OctreeConfig) -> Octree {
         let root = Cube::around(&points);
+        Self::build_in(points, root, 0, config)
+    }
+
+    /// Builds the subtree of `points`, all inside `root`, whose root is at `depth`.
+    pub fn build_in(points: Vec<Point>, root: Cube, depth: u8, config: OctreeConfig) -> Octree {
         let mut tree = Octree { nodes: Vec::new(), dropped: 0 };
         let mut grid = vec![0u64; (GRID as usize).pow(3).div_ceil(64)];
         // Depth-first with an explicit stack: deep trees do not grow the call stack.
-        let mut stack = vec![(None::<(u32, usize)>, root, 0u8, points)];
+        let mut stack = vec![(None::<(u32, usize)>, root, depth, points)];
         while let Some((parent, cube, depth, points)) = stack.pop() {
             let index = tree.nodes.len() as u32;
             if let Some((parent, octant)) = parent {
@@ -153,6 +158,157 @@ impl Octree {
     pub fn select(&self, eye: [f32; 3], fov_y: f32, height: f32, max_error_px: f32, point_budget: u64) -> Vec<u32> {
         select(&self.nodes, &LodView { eye, fov_y, height, max_error_px, point_budget }, |_| true)
     }
+}
+
+/// A node of the upper levels of an out-of-core build.
+struct UpperNode {
+    cube: Cube,
+    depth: u8,
+    points: Vec<Point>,
+    children: [Option<u32>; 8],
+    grid: Vec<u64>,
+    /// At the bucket depth: the file its points wait in, and how many.
+    bucket: Option<(std::io::BufWriter<std::fs::File>, u64)>,
+}
+
+/// Builds the octree of a scan larger than memory. Points arrive one at a time in the file's
+/// order and go down the upper levels as [`Octree::build`] sends them (a node keeps the first
+/// point of each empty grid cell until it is full); what reaches `bucket_depth` waits in a
+/// file per node there. [`OutOfCore::finish`] then builds each bucket's subtree in memory, one
+/// at a time, writing nodes straight to the cache: memory holds the upper levels and one
+/// bucket, not the scan.
+pub struct OutOfCore {
+    config: OctreeConfig,
+    bucket_depth: u8,
+    nodes: Vec<UpperNode>,
+    dir: std::path::PathBuf,
+    dropped: u64,
+}
+
+impl OutOfCore {
+    /// A build of points inside `cube`, with buckets in `dir` (created; removed by `finish`).
+    pub fn new(cube: Cube, config: OctreeConfig, bucket_depth: u8, dir: &std::path::Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let root = UpperNode { cube, depth: 0, points: Vec::new(), children: [None; 8], grid: Vec::new(), bucket: None };
+        Ok(Self { config, bucket_depth: bucket_depth.min(config.max_depth), nodes: vec![root], dir: dir.to_owned(), dropped: 0 })
+    }
+
+    /// Sends one point down.
+    pub fn insert(&mut self, p: Point) -> std::io::Result<()> {
+        let max = self.config.max_points_per_node.max(1);
+        let mut index = 0usize;
+        loop {
+            let node = &mut self.nodes[index];
+            if node.depth >= self.bucket_depth {
+                if node.bucket.is_none() {
+                    let file = std::fs::File::create(self.dir.join(format!("bucket-{index}.bin")))?;
+                    node.bucket = Some((std::io::BufWriter::with_capacity(1 << 16, file), 0));
+                }
+                let (file, count) = node.bucket.as_mut().expect("just made");
+                let mut offset = 0;
+                super::cache::write_points(file, &[p], &mut offset)?;
+                *count += 1;
+                return Ok(());
+            }
+            if node.points.len() < max {
+                if node.grid.is_empty() {
+                    node.grid = vec![0u64; (GRID as usize).pow(3).div_ceil(64)];
+                }
+                let scale = GRID as f32 / node.cube.size;
+                let cell = |a: usize| (((p.position[a] - node.cube.min[a]) * scale) as u32).min(GRID - 1);
+                let cell = ((cell(2) * GRID + cell(1)) * GRID + cell(0)) as usize;
+                let (word, bit) = (cell / 64, 1u64 << (cell % 64));
+                if node.grid[word] & bit == 0 {
+                    node.grid[word] |= bit;
+                    node.points.push(p);
+                    if node.points.len() == max {
+                        // Full for good: its grid is no longer needed.
+                        node.grid = Vec::new();
+                    }
+                    return Ok(());
+                }
+            }
+            if node.depth >= self.config.max_depth {
+                self.dropped += 1;
+                return Ok(());
+            }
+            let octant = node.cube.octant(p.position);
+            index = match node.children[octant] {
+                Some(child) => child as usize,
+                None => {
+                    let cube = node.cube.child(octant);
+                    let depth = node.depth + 1;
+                    let child = self.nodes.len();
+                    self.nodes[index].children[octant] = Some(child as u32);
+                    self.nodes.push(UpperNode { cube, depth, points: Vec::new(), children: [None; 8], grid: Vec::new(), bucket: None });
+                    child
+                }
+            };
+        }
+    }
+
+    /// Points held in the upper levels now (the rest wait in buckets).
+    pub fn points_in_memory(&self) -> usize {
+        self.nodes.iter().map(|n| n.points.len()).sum()
+    }
+
+    /// Builds each bucket's subtree and writes every node to `data` (`points.bin`), returning
+    /// the stored nodes (parents before children), points written and points dropped.
+    pub fn finish(mut self, data: &mut impl std::io::Write) -> std::io::Result<(Vec<super::cache::StoredNode>, u64, u64)> {
+        use super::cache::{StoredNode, write_points};
+        use std::io::Write as _;
+        let mut offset = 0u64;
+        let mut stored: Vec<StoredNode> = Vec::with_capacity(self.nodes.len());
+        let mut buckets = Vec::new();
+        for (i, node) in self.nodes.iter_mut().enumerate() {
+            let first = write_points(data, &node.points, &mut offset)?;
+            stored.push(StoredNode { min: node.cube.min, size: node.cube.size, depth: node.depth, children: node.children, offset: first, count: node.points.len() as u32 });
+            node.points = Vec::new();
+            if let Some((mut file, count)) = node.bucket.take() {
+                file.flush()?;
+                buckets.push((i, count));
+            }
+        }
+        for (i, count) in buckets {
+            let path = self.dir.join(format!("bucket-{i}.bin"));
+            let points = read_points(&path, count)?;
+            std::fs::remove_file(&path)?;
+            let upper = &self.nodes[i];
+            let sub = Octree::build_in(points, upper.cube, upper.depth, self.config);
+            self.dropped += sub.dropped;
+            // The bucket's node becomes the subtree's root; the rest follow, renumbered.
+            let base = stored.len() as u32 - 1;
+            let renumber = |c: [Option<u32>; 8]| c.map(|c| c.map(|c| c + base));
+            for (k, node) in sub.nodes.iter().enumerate() {
+                let first = write_points(data, &node.points, &mut offset)?;
+                let entry = StoredNode { min: node.cube.min, size: node.cube.size, depth: node.depth, children: renumber(node.children), offset: first, count: node.points.len() as u32 };
+                if k == 0 {
+                    stored[i] = entry;
+                } else {
+                    stored.push(entry);
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        Ok((stored, offset, self.dropped))
+    }
+}
+
+fn read_points(path: &std::path::Path, count: u64) -> std::io::Result<Vec<Point>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    let size = super::cache::POINT_BYTES;
+    if bytes.len() as u64 != count * size as u64 {
+        return Err(std::io::Error::other(format!("{}: {} bytes for {count} points", path.display(), bytes.len())));
+    }
+    Ok(bytes
+        .chunks_exact(size)
+        .map(|r| {
+            let f = |k: usize| f32::from_le_bytes([r[k], r[k + 1], r[k + 2], r[k + 3]]);
+            Point { position: [f(0), f(4), f(8)], colour: [r[12], r[13], r[14]], class: r[15], intensity: u16::from_le_bytes([r[16], r[17]]) }
+        })
+        .collect())
 }
 
 /// What choosing nodes needs to know of one, whether it is in memory or in the cache.
@@ -328,6 +484,59 @@ mod tests {
         let again = Octree::build(input, config);
         assert_eq!(again.nodes.len(), tree.nodes.len());
         assert!(again.nodes.iter().zip(&tree.nodes).all(|(a, b)| a.points == b.points));
+    }
+
+    #[test]
+    fn an_out_of_core_build_holds_every_point_once_in_a_valid_tree_without_holding_the_scan() {
+        let input = scan(200_000);
+        let config = OctreeConfig { max_points_per_node: 5_000, max_depth: 12 };
+        let dir = std::env::temp_dir().join(format!("parvis-ooc-{}", std::process::id()));
+        let mut builder = OutOfCore::new(Cube::around(&input), config, 2, &dir).unwrap();
+        let mut most_held = 0;
+        for p in &input {
+            builder.insert(*p).unwrap();
+            most_held = most_held.max(builder.points_in_memory());
+        }
+        // Only the root and its eight children hold points while reading: 9 nodes at most.
+        assert!(most_held <= 9 * 5_000, "{most_held} points held while reading");
+        let mut data = Vec::new();
+        let (nodes, written, dropped) = builder.finish(&mut data).unwrap();
+        assert_eq!((written, dropped), (200_000, 0));
+        assert!(!dir.exists(), "bucket files are removed");
+        let size = super::super::cache::POINT_BYTES;
+        let read = |n: &super::super::cache::StoredNode| -> Vec<Point> {
+            data[n.offset as usize * size..(n.offset as usize + n.count as usize) * size]
+                .chunks_exact(size)
+                .map(|r| {
+                    let f = |k: usize| f32::from_le_bytes([r[k], r[k + 1], r[k + 2], r[k + 3]]);
+                    Point { position: [f(0), f(4), f(8)], colour: [r[12], r[13], r[14]], class: r[15], intensity: u16::from_le_bytes([r[16], r[17]]) }
+                })
+                .collect()
+        };
+        let mut stored: Vec<_> = nodes.iter().flat_map(|n| read(n).iter().map(key).collect::<Vec<_>>()).collect();
+        let mut expected: Vec<_> = input.iter().map(key).collect();
+        stored.sort_unstable();
+        expected.sort_unstable();
+        assert_eq!(stored, expected, "every point exactly once");
+        let mut parents = vec![0; nodes.len()];
+        for (i, n) in nodes.iter().enumerate() {
+            let cube = Cube { min: n.min, size: n.size };
+            assert!(n.count as usize <= 5_000 && n.count > 0, "node {i} holds {}", n.count);
+            assert!(read(n).iter().all(|p| cube.contains(p.position)), "node {i} holds a point outside its cube");
+            for (octant, child) in n.children.iter().enumerate() {
+                if let Some(c) = child {
+                    assert!(*c as usize > i, "parents come before children");
+                    parents[*c as usize] += 1;
+                    assert_eq!((Cube { min: nodes[*c as usize].min, size: nodes[*c as usize].size }, nodes[*c as usize].depth), (cube.child(octant), n.depth + 1));
+                }
+            }
+        }
+        assert!(parents[0] == 0 && parents[1..].iter().all(|p| *p == 1), "a tree");
+        assert!(nodes.len() > 40);
+        // As deep as the in-memory build: the buckets' subtrees continue below depth 2.
+        let in_memory = Octree::build(input, config);
+        let deepest = |d: &mut dyn Iterator<Item = u8>| d.max().unwrap();
+        assert_eq!(deepest(&mut nodes.iter().map(|n| n.depth)), deepest(&mut in_memory.nodes.iter().map(|n| n.depth)));
     }
 
     #[test]

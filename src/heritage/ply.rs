@@ -166,13 +166,25 @@ pub struct PlyCloud {
 }
 
 /// Reads a whole PLY point cloud. `max_points` bounds what a header may make us allocate.
-pub fn read_ply(mut input: impl BufRead, max_points: u64) -> Result<PlyCloud, PlyError> {
+pub fn read_ply(input: impl BufRead, max_points: u64) -> Result<PlyCloud, PlyError> {
+    let mut points = Vec::new();
+    let mut cloud = read_ply_each(input, max_points, |p| {
+        points.push(p);
+        Ok(())
+    })?;
+    cloud.points = points;
+    Ok(cloud)
+}
+
+/// Reads a PLY point cloud point by point into `sink`, holding none of them: for scans larger
+/// than memory. The returned cloud has no points, only what the file has.
+pub fn read_ply_each(mut input: impl BufRead, max_points: u64, mut sink: impl FnMut(Point) -> std::io::Result<()>) -> Result<PlyCloud, PlyError> {
     let header = read_header(&mut input)?;
     if header.vertices > max_points {
         return Err(PlyError::Header { line: 0, why: format!("{} vertices is over the limit of {max_points}", header.vertices) });
     }
-    let mut cloud = PlyCloud {
-        points: Vec::with_capacity(header.vertices.min(1 << 20) as usize),
+    let cloud = PlyCloud {
+        points: Vec::new(),
         has_colour: header.properties.iter().any(|(_, r)| *r == Role::Red),
         has_intensity: header.properties.iter().any(|(_, r)| *r == Role::Intensity),
         has_classification: header.properties.iter().any(|(_, r)| *r == Role::Classification),
@@ -199,7 +211,7 @@ pub fn read_ply(mut input: impl BufRead, max_points: u64) -> Result<PlyCloud, Pl
                     };
                     *value = word.parse().map_err(|_| PlyError::BadNumber { vertex, value: word.chars().take(32).collect() })?;
                 }
-                cloud.points.push(to_point(&header, &values, vertex)?);
+                sink(to_point(&header, &values, vertex)?)?;
             }
         }
         Format::BinaryLittle | Format::BinaryBig => {
@@ -222,7 +234,7 @@ pub fn read_ply(mut input: impl BufRead, max_points: u64) -> Result<PlyCloud, Pl
                     *value = scalar.read(&record[at..], big);
                     at += scalar.size();
                 }
-                cloud.points.push(to_point(&header, &values, vertex)?);
+                sink(to_point(&header, &values, vertex)?)?;
             }
         }
     }
