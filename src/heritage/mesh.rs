@@ -17,7 +17,7 @@ use thiserror::Error;
 use super::Progress;
 
 /// The mesh cache layout's version; another one is imported again.
-pub const MESH_CACHE_VERSION: u32 = 2;
+pub const MESH_CACHE_VERSION: u32 = 3;
 /// Most triangles in one chunk: small enough for culling and per-chunk detail, large enough
 /// that draw calls stay few.
 pub const MAX_CHUNK_TRIANGLES: usize = 32_768;
@@ -400,7 +400,7 @@ fn halve_until_stalled(mut levels: Vec<Level>) -> Vec<Level> {
     levels
 }
 
-/// The levels of a group of chunks: their coarsest levels merged (welded where chunk borders
+/// The levels of a group of chunks: the given levels of its chunks merged (welded where borders
 /// meet, so the seams can simplify away), then halved while simplification goes on, with the
 /// group's outer border locked so that it meets its neighbours.
 pub fn group_chain(members: &[Level]) -> Vec<Level> {
@@ -465,7 +465,7 @@ pub struct StoredGroup {
     pub min: [f32; 3],
     /// Highest corner.
     pub max: [f32; 3],
-    /// Levels, finest first; the first is its chunks' coarsest levels merged.
+    /// Levels, finest first; the first is its chunks' levels two above their coarsest, merged.
     pub levels: Vec<StoredLevel>,
 }
 
@@ -540,10 +540,12 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
     for (p, (part, chunks)) in source.parts.iter().zip(&chunked).enumerate() {
         let mut stored = StoredPart { colour: part.colour, textures: Vec::new(), texture_sizes: Vec::new(), chunks: Vec::new(), groups: Vec::new() };
         let mut deepest = 0;
-        let mut coarsest: Vec<Level> = Vec::new();
+        let mut group_sources: Vec<Level> = Vec::new();
         for triangles in chunks {
             let levels = level_chain(part, triangles);
-            coarsest.push(levels.last().expect("level 0 exists").clone());
+            // Groups start two levels finer than a chunk's coarsest, so that they stand in
+            // from mid distance, not only from far away; their own levels go coarser still.
+            group_sources.push(levels[levels.len().saturating_sub(3)].clone());
             deepest = deepest.max(levels.len());
             let (mut lo, mut hi) = ([f32::MAX; 3], [f32::MIN; 3]);
             for v in &levels[0].positions {
@@ -563,7 +565,7 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
         }
         // Chunks come out of the split depth first: consecutive ones are neighbours.
         if chunks.len() > 1 {
-            for (g, members) in coarsest.chunks(GROUP_CHUNKS).enumerate() {
+            for (g, members) in group_sources.chunks(GROUP_CHUNKS).enumerate() {
                 let levels = group_chain(members);
                 let (mut lo, mut hi) = ([f32::MAX; 3], [f32::MIN; 3]);
                 for c in &stored.chunks[g * GROUP_CHUNKS..g * GROUP_CHUNKS + members.len()] {
