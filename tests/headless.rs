@@ -1748,7 +1748,10 @@ mod visit {
     )"#;
 
     fn tour_app(language: Option<&str>) -> (App, Entity, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("parvis-tour-{}-{}", std::process::id(), language.unwrap_or("none")));
+        // One folder per app: tests run in parallel threads of one process.
+        static APPS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = APPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("parvis-tour-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         write_wav(&dir.join("audio/font-fr.wav"), 1.0);
         write_wav(&dir.join("audio/nave-fr.wav"), 5.0);
