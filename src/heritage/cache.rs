@@ -218,13 +218,18 @@ pub fn read_node(dir: &Path, index: &CloudIndex, node: usize) -> Result<Vec<Poin
             CacheError::Io { path: path.clone(), error: e }
         }
     })?;
-    Ok(bytes
+    Ok(decode_points(&bytes))
+}
+
+/// Points from their stored records ([`POINT_BYTES`] each; a partial record is ignored).
+pub(crate) fn decode_points(bytes: &[u8]) -> Vec<Point> {
+    bytes
         .chunks_exact(POINT_BYTES)
         .map(|r| {
             let f = |k: usize| f32::from_le_bytes([r[k], r[k + 1], r[k + 2], r[k + 3]]);
             Point { position: [f(0), f(4), f(8)], colour: [r[12], r[13], r[14]], class: r[15], intensity: u16::from_le_bytes([r[16], r[17]]) }
         })
-        .collect())
+        .collect()
 }
 
 impl super::octree::LodNode for StoredNode {

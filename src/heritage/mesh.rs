@@ -818,6 +818,20 @@ pub fn generate_scan_grid(n: u32, size: f32) -> (Vec<[f32; 3]>, Vec<[f32; 3]>, V
 mod tests {
     use super::*;
 
+    /// The positions of a level's open-border vertices (on edges of one triangle), sorted.
+    fn open_border(level: &Level) -> Vec<[u32; 3]> {
+        let mut edges: HashMap<(u32, u32), u32> = HashMap::new();
+        for t in level.indices.chunks_exact(3) {
+            for (a, b) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
+                *edges.entry((a.min(b), a.max(b))).or_default() += 1;
+            }
+        }
+        let mut points: Vec<[u32; 3]> = edges.iter().filter(|(_, n)| **n == 1).flat_map(|((a, b), _)| [*a, *b]).map(|v| level.positions[v as usize].map(f32::to_bits)).collect();
+        points.sort_unstable();
+        points.dedup();
+        points
+    }
+
     #[test]
     fn chunks_cover_every_triangle_once_and_keep_to_their_size() {
         let (positions, _, _, indices) = generate_scan_grid(200, 50.0);
@@ -843,21 +857,9 @@ mod tests {
         }
         assert!(levels.last().unwrap().error < 2.0, "a coarse level of a 30 m scan stays within metres: {}", levels.last().unwrap().error);
         // The chunk's border vertices are all still there at every level: no cracks.
-        let border = |level: &Level| {
-            let mut edges: HashMap<(u32, u32), u32> = HashMap::new();
-            for t in level.indices.chunks_exact(3) {
-                for (a, b) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
-                    *edges.entry((a.min(b), a.max(b))).or_default() += 1;
-                }
-            }
-            let mut points: Vec<[u32; 3]> = edges.iter().filter(|(_, n)| **n == 1).flat_map(|((a, b), _)| [*a, *b]).map(|v| level.positions[v as usize].map(f32::to_bits)).collect();
-            points.sort_unstable();
-            points.dedup();
-            points
-        };
-        let finest = border(&levels[0]);
+        let finest = open_border(&levels[0]);
         for level in &levels[1..] {
-            assert_eq!(border(level), finest);
+            assert_eq!(open_border(level), finest);
         }
     }
 
@@ -872,18 +874,6 @@ mod tests {
         assert_eq!(levels[0].indices.len() / 3, total, "level 0 is the chunks' coarsest levels merged");
         assert!(levels[0].positions.len() < coarsest.iter().map(|l| l.positions.len()).sum::<usize>(), "shared border vertices are welded");
         assert!(levels.len() >= 2, "once welded, the seams simplify: {} levels", levels.len());
-        let open_border = |level: &Level| {
-            let mut edges: HashMap<(u32, u32), u32> = HashMap::new();
-            for t in level.indices.chunks_exact(3) {
-                for (a, b) in [(t[0], t[1]), (t[1], t[2]), (t[2], t[0])] {
-                    *edges.entry((a.min(b), a.max(b))).or_default() += 1;
-                }
-            }
-            let mut points: Vec<[u32; 3]> = edges.iter().filter(|(_, n)| **n == 1).flat_map(|((a, b), _)| [*a, *b]).map(|v| level.positions[v as usize].map(f32::to_bits)).collect();
-            points.sort_unstable();
-            points.dedup();
-            points
-        };
         let outer = open_border(&levels[0]);
         for level in &levels[1..] {
             assert_eq!(open_border(level), outer, "the group's outer border stays: no cracks with its neighbours");

@@ -302,13 +302,7 @@ fn read_points(path: &std::path::Path, count: u64) -> std::io::Result<Vec<Point>
     if bytes.len() as u64 != count * size as u64 {
         return Err(std::io::Error::other(format!("{}: {} bytes for {count} points", path.display(), bytes.len())));
     }
-    Ok(bytes
-        .chunks_exact(size)
-        .map(|r| {
-            let f = |k: usize| f32::from_le_bytes([r[k], r[k + 1], r[k + 2], r[k + 3]]);
-            Point { position: [f(0), f(4), f(8)], colour: [r[12], r[13], r[14]], class: r[15], intensity: u16::from_le_bytes([r[16], r[17]]) }
-        })
-        .collect())
+    Ok(super::cache::decode_points(&bytes))
 }
 
 /// What choosing nodes needs to know of one, whether it is in memory or in the cache.
@@ -504,15 +498,7 @@ mod tests {
         assert_eq!((written, dropped), (200_000, 0));
         assert!(!dir.exists(), "bucket files are removed");
         let size = super::super::cache::POINT_BYTES;
-        let read = |n: &super::super::cache::StoredNode| -> Vec<Point> {
-            data[n.offset as usize * size..(n.offset as usize + n.count as usize) * size]
-                .chunks_exact(size)
-                .map(|r| {
-                    let f = |k: usize| f32::from_le_bytes([r[k], r[k + 1], r[k + 2], r[k + 3]]);
-                    Point { position: [f(0), f(4), f(8)], colour: [r[12], r[13], r[14]], class: r[15], intensity: u16::from_le_bytes([r[16], r[17]]) }
-                })
-                .collect()
-        };
+        let read = |n: &super::super::cache::StoredNode| super::super::cache::decode_points(&data[n.offset as usize * size..(n.offset as usize + n.count as usize) * size]);
         let mut stored: Vec<_> = nodes.iter().flat_map(|n| read(n).iter().map(key).collect::<Vec<_>>()).collect();
         let mut expected: Vec<_> = input.iter().map(key).collect();
         stored.sort_unstable();
