@@ -8,6 +8,7 @@
 //!
 //! `cargo bench --bench scan_frames -- clouds 1000000 10000000` or `-- meshes 1000000`;
 //! no arguments runs clouds at 1 M and 10 M and meshes at 1 M and 10 M.
+//! `PARVIS_BENCH_POINT_BUDGET=500000` sets the clouds' point budget (2 M by default).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -150,7 +151,8 @@ fn child_cloud(dir: &Path, n: u64) {
             }
         }
     });
-    let entry = format!(r#"(name: "scan", path: "scans/{file}", point_budget: 2000000, memory_budget_mb: 320, credit: (author: "bench", licence: "CC0-1.0"))"#);
+    let budget: u64 = std::env::var("PARVIS_BENCH_POINT_BUDGET").ok().and_then(|b| b.parse().ok()).unwrap_or(2_000_000);
+    let entry = format!(r#"(name: "scan", path: "scans/{file}", point_budget: {budget}, memory_budget_mb: 320, credit: (author: "bench", licence: "CC0-1.0"))"#);
     let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene_with(&entry, "clouds"), AssetsRoot::new(dir)), SIZE);
     renderer.wait_until_ready().expect("the cloud streams");
     let status = |r: &mut HeadlessRenderer| {
@@ -162,7 +164,7 @@ fn child_cloud(dir: &Path, n: u64) {
         (s.drawn_points, s.settled())
     });
     let s = status(&mut renderer);
-    report(&format!("cloud {:>4} M points", n / 1_000_000), &views, "points", resident_mib(), &format!(", cloud holds {:.0} MiB of its {:.0} MiB budget", s.resident_bytes as f64 / 1048576.0, s.budget_bytes as f64 / 1048576.0));
+    report(&format!("cloud {:>4} M points, budget {budget}", n / 1_000_000), &views, "points", resident_mib(), &format!(", cloud holds {:.0} MiB of its {:.0} MiB budget", s.resident_bytes as f64 / 1048576.0, s.budget_bytes as f64 / 1048576.0));
 }
 
 fn child_mesh(dir: &Path, triangles: u64) {
