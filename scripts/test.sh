@@ -2,7 +2,8 @@
 # Sets everything up on a fresh Debian/Ubuntu machine and runs the whole test suite:
 # unit tests, scene and command tests, command-line tests, rendering tests on lavapipe
 # (golden images), a real window under Xvfb, the audience server with real WebSocket
-# clients, and the audience page in a real Chromium. Extra arguments go to `cargo test`.
+# clients, the audience page in a real Chromium, and headset sessions against a real OpenXR
+# runtime (Monado). Extra arguments go to `cargo test`.
 source "$(dirname "$0")/common.sh"
 # Xvfb for the window test; Debian's Chromium for the audience page test, driven by
 # playwright-core from npm (1.60, which runs on the Node.js 18 of Debian 12 and anything newer);
@@ -14,6 +15,9 @@ if [ ! -d tests/e2e/node_modules/playwright-core ] || [ tests/e2e/package-lock.j
     say "installing the browser test's npm packages (playwright-core)"
     (cd tests/e2e && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# A real OpenXR runtime for the headset session tests: Monado in a Debian 13 root folder,
+# made once (about 3 minutes, 1.1 GB) in /var/cache/parvis/monado-trixie and reused.
+scripts/xr-runtime.sh prepare
 ensure_rust
 export PARVIS_FORCE_LAVAPIPE=1
 use_lavapipe_if_needed

@@ -43,6 +43,9 @@ pub struct VenueSetup {
     pub command_log: Option<PathBuf>,
     /// The visitor's language (BCP 47); `None` for the venue's first.
     pub language: Option<String>,
+    /// Applied commands not to write to `command_log` again: the first ones, when the
+    /// initial commands restore a show from that same log.
+    pub log_skip: usize,
 }
 
 impl VenueSetup {
@@ -56,6 +59,7 @@ impl VenueSetup {
             initial_commands: Vec::new(),
             command_log: None,
             language: None,
+            log_skip: 0,
         }
     }
 }
@@ -83,7 +87,7 @@ fn add_venue(app: &mut App, setup: VenueSetup) {
     if let Some(path) = &setup.command_log {
         match CommandLogFile::append_to(path) {
             Ok(file) => {
-                world.insert_resource(file);
+                world.insert_resource(file.skipping(setup.log_skip));
             }
             Err(e) => error!("cannot open the command log {}: {e}", path.display()),
         }
@@ -199,5 +203,83 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
     add_venue(&mut app, setup);
     app.finish();
     app.cleanup();
+    app
+}
+
+/// How a headset visit's app is put together.
+#[derive(Debug, Clone, Default)]
+pub struct XrAppOptions {
+    /// Comfort, teleport, spectator, frame limit and report.
+    pub settings: crate::xr::XrVisitSettings,
+    /// What [`crate::xr::probe`] found.
+    pub runtime: Option<crate::xr::RuntimeInfo>,
+    /// Show the spectator view in a desktop window; without one (no display) it is drawn
+    /// into an image of `spectator_size`, saved to `spectator_out` if given.
+    pub window: bool,
+    /// Size of the headless spectator image.
+    pub spectator_size: UVec2,
+    /// Where to save the headless spectator view at the end of a `frames` run.
+    pub spectator_out: Option<PathBuf>,
+}
+
+/// The headset app: OpenXR renders the venue to both eyes (bevy_mod_openxr), and the desktop
+/// shows the spectator view. Built only after [`crate::xr::probe`] found a runtime and a
+/// headset; if the runtime still fails, OpenXR's plugins fall back to a plain renderer.
+pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
+    use bevy::app::ScheduleRunnerPlugin;
+    use bevy_mod_openxr::init::OxrInitPlugin;
+    use bevy_mod_openxr::types::AppInfo;
+
+    crate::xr::SESSION_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut app = App::new();
+    let title = format!("Parvis — {} (spectator)", setup.scene.venue.title);
+    let window = if options.window {
+        WindowPlugin {
+            primary_window: Some(Window { title, resolution: (1280, 720).into(), ..default() }),
+            ..default()
+        }
+    } else {
+        WindowPlugin { primary_window: None, exit_condition: ExitCondition::DontExit, ..default() }
+    };
+    // The headset's compositor paces frames (xrWaitFrame); pipelined rendering would add a
+    // frame of latency between head motion and picture.
+    let mut plugins = DefaultPlugins.set(window).set(asset_plugin(&setup.assets)).disable::<PipelinedRenderingPlugin>().build();
+    if !options.window {
+        plugins = plugins.disable::<WinitPlugin>().add(ScheduleRunnerPlugin::run_loop(std::time::Duration::ZERO));
+    }
+    let plugins = bevy_mod_openxr::add_xr_plugins(plugins).set(OxrInitPlugin {
+        app_info: AppInfo { name: "Parvis".into(), ..default() },
+        ..default()
+    });
+    app.add_plugins(plugins)
+        .add_plugins((CameraPlugin { interactive: options.window }, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: options.window }))
+        .add_plugins(crate::xr::XrVisitPlugin { settings: options.settings.clone(), runtime: options.runtime.clone() });
+    if options.window {
+        app.add_plugins(HudPlugin);
+    }
+    add_venue(&mut app, setup);
+    app.insert_resource(Narrator::new(true));
+    let spectator = app
+        .world_mut()
+        .spawn((
+            Name::new("spectator camera"),
+            Camera3d::default(),
+            VenueCamera,
+            crate::xr::spectator::SpectatorCamera,
+            Transform::from_xyz(0.0, 5.0, 15.0).looking_at(Vec3::ZERO, Vec3::Y),
+        ))
+        .id();
+    if !options.window {
+        use bevy::camera::RenderTarget;
+        use bevy::render::render_resource::{TextureFormat, TextureUsages};
+        let size = options.spectator_size.max(UVec2::ONE);
+        let mut image = Image::new_target_texture(size.x, size.y, TextureFormat::Rgba8UnormSrgb, None);
+        image.texture_descriptor.usage |= TextureUsages::COPY_SRC;
+        let target = app.world_mut().resource_mut::<Assets<Image>>().add(image);
+        app.world_mut().entity_mut(spectator).insert((RenderTarget::Image(target.into()), IsDefaultUiCamera, bevy::camera::ShadowLodOrigin));
+        if let Some(path) = options.spectator_out {
+            app.insert_resource(crate::xr::spectator::SpectatorCapture(path));
+        }
+    }
     app
 }

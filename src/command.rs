@@ -313,6 +313,7 @@ pub struct CommandLogFile {
     path: String,
     writer: BufWriter<File>,
     failed: bool,
+    skip: usize,
 }
 
 impl CommandLogFile {
@@ -323,7 +324,15 @@ impl CommandLogFile {
             path: path.display().to_string(),
             writer: BufWriter::new(file),
             failed: false,
+            skip: 0,
         })
+    }
+
+    /// Leaves the next `n` applied commands out of the file: a show restored from this log
+    /// applies its entries again, and they are in the file already.
+    pub fn skipping(mut self, n: usize) -> Self {
+        self.skip = n;
+        self
     }
 }
 
@@ -335,6 +344,10 @@ fn write_command_log_file(mut applied: MessageReader<LoggedCommand>, file: Optio
     let file = &mut *file;
     let mut result = Ok(());
     for entry in applied.read() {
+        if file.skip > 0 {
+            file.skip -= 1;
+            continue;
+        }
         result = serde_json::to_writer(&mut file.writer, entry)
             .map_err(std::io::Error::from)
             .and_then(|()| file.writer.write_all(b"\n"));

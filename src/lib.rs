@@ -23,6 +23,7 @@ pub mod params;
 pub mod scene;
 pub mod stage_text;
 pub mod visit;
+pub mod xr;
 
 use bevy::prelude::*;
 

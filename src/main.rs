@@ -225,6 +225,65 @@ struct RunArgs {
     /// votes stay open that much longer for them, and their votes count for what they saw.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     stream_delay: f64,
+    #[command(flatten)]
+    xr: XrArgs,
+}
+
+/// What `--xr` does without a headset.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum XrModeArg {
+    /// Say what is missing and carry on at the desktop.
+    Prefer,
+    /// Say what is missing and exit with an error.
+    Require,
+}
+
+/// What the desktop shows during a headset session.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum SpectatorArg {
+    /// The visitor's view, smoothed and level.
+    FirstPerson,
+    /// From behind and above the visitor.
+    ThirdPerson,
+    /// The desktop camera stays put.
+    Off,
+}
+
+#[derive(Args)]
+#[command(next_help_heading = "Headset (OpenXR)")]
+struct XrArgs {
+    /// Visit in a headset through OpenXR. Without a runtime or headset, `--xr` (`--xr=prefer`)
+    /// says what is missing and carries on at the desktop; `--xr=require` exits with an error.
+    /// A runtime that goes away mid-session ends the visit the same way.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "prefer", value_enum)]
+    xr: Option<XrModeArg>,
+    /// Snap turn angle in degrees (0: no snap turns).
+    #[arg(long, value_name = "DEGREES", default_value_t = 30.0)]
+    snap_turn: f32,
+    /// Turn smoothly with the right stick instead of in snaps.
+    #[arg(long)]
+    smooth_turn: bool,
+    /// Walking speed with the left stick in metres per second (0: teleport only).
+    #[arg(long, value_name = "M/S", default_value_t = 1.4)]
+    walk_speed: f32,
+    /// The visitor is seated: raise the view to a standing eye height.
+    #[arg(long)]
+    seated: bool,
+    /// No continuous motion: snap turns only, no walking, a brief blink around each jump.
+    #[arg(long)]
+    reduced_motion: bool,
+    /// No vignette while walking or turning smoothly.
+    #[arg(long)]
+    no_vignette: bool,
+    /// What the desktop shows meanwhile.
+    #[arg(long, value_enum, default_value = "first-person")]
+    spectator: SpectatorArg,
+    /// Without a display: save the spectator view to this PNG before a --frames run ends.
+    #[arg(long, value_name = "FILE.png")]
+    spectator_out: Option<PathBuf>,
+    /// Write the headset session's log (states, frames, frame times, poses) as JSON on exit.
+    #[arg(long, value_name = "FILE.json")]
+    xr_report: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -292,6 +351,12 @@ fn install_panic_message() {
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown error".into());
         let place = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
+        // bevy_mod_openxr panics when a frame call finds the runtime gone: that is not an
+        // internal error but the headset's runtime stopping (crashed, killed, unplugged).
+        if parvis::xr::SESSION_STARTED.load(std::sync::atomic::Ordering::SeqCst) && place.contains("openxr") {
+            eprintln!("parvis: the OpenXR runtime went away mid-session ({message}); exiting");
+            std::process::exit(i32::from(parvis::xr::EXIT_RUNTIME_LOST));
+        }
         eprintln!("parvis: internal error: {message}{place}");
         if message.contains("GPU") || message.contains("adapter") {
             eprintln!(
@@ -489,12 +554,29 @@ fn twitch_config(args: &RunArgs) -> Result<Option<parvis::bridge::twitch::Twitch
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let setup = venue_setup(&args.venue)?;
+    let mut setup = venue_setup(&args.venue)?;
+    let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
+    if let Some(mode) = args.xr.xr.filter(|_| !args.no_render) {
+        match parvis::xr::probe() {
+            Ok(runtime) => {
+                let child_log = std::env::var_os(XR_CHILD_ENV).map(PathBuf::from);
+                if mode == XrModeArg::Require || child_log.is_some() {
+                    if child_log.is_some() {
+                        setup.command_log = child_log;
+                    }
+                    let audience = start_audience(&args, &setup)?;
+                    return run_xr(setup, audience, &args, runtime, has_display && !args.headless);
+                }
+                supervise_xr(&args, &mut setup)?;
+            }
+            Err(e) if mode == XrModeArg::Require => bail!("--xr=require: {e}"),
+            Err(e) => eprintln!("parvis: no headset session: {e}. Carrying on at the desktop (--xr=require exits instead)."),
+        }
+    }
     let audience = start_audience(&args, &setup)?;
     if args.no_render {
         return run_without_rendering(setup, audience, &args);
     }
-    let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
     if has_display && !args.headless {
         let limit = (args.frames > 0).then(|| FrameLimit {
             frames: args.frames,
@@ -513,6 +595,95 @@ fn run(args: RunArgs) -> Result<()> {
         eprintln!("parvis: no display (DISPLAY is not set): running headless, rendering offscreen at {}x{}", args.size.x, args.size.y);
     }
     run_headless(setup, audience, &args)
+}
+
+/// Set in the child process a `--xr` visit runs in: the command log to write.
+const XR_CHILD_ENV: &str = "PARVIS_XR_CHILD_LOG";
+
+/// Runs the headset session in a child process, so that a runtime that goes away (which
+/// bevy_mod_openxr cannot survive) ends the child, not the visit. When the child ends for that
+/// reason, the show's state is restored from the child's command log into `setup` and the
+/// caller carries the visit on at the desktop; otherwise this process ends with the child's
+/// exit status.
+fn supervise_xr(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let (log, private) = match &args.venue.log {
+        Some(path) => (path.clone(), false),
+        None => (std::env::temp_dir().join(format!("parvis-xr-{}.jsonl", std::process::id())), true),
+    };
+    // The log may hold earlier shows (it is appended to): only the child's part is restored.
+    let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
+    let status = std::process::Command::new(std::env::current_exe().context("cannot find the parvis binary")?)
+        .args(std::env::args_os().skip(1))
+        .env(XR_CHILD_ENV, &log)
+        .status()
+        .context("cannot start the headset session")?;
+    if status.code() != Some(i32::from(parvis::xr::EXIT_RUNTIME_LOST)) {
+        if private {
+            let _ = std::fs::remove_file(&log);
+        }
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    let mut file = std::fs::File::open(&log).with_context(|| format!("cannot read the headset session's command log {}", log.display()))?;
+    file.seek(SeekFrom::Start(start))?;
+    let entries = read_command_log(std::io::BufReader::new(file)).with_context(|| format!("{}", log.display()))?;
+    if private {
+        let _ = std::fs::remove_file(&log);
+    }
+    if let Some(scene) = entries.iter().rev().find_map(|e| match &e.command {
+        VenueCommand::LoadScene { scene } => Some((**scene).clone()),
+        _ => None,
+    }) {
+        setup.scene = scene;
+    }
+    // Every applied command again, with its origin, so the stage is as the headset left it.
+    setup.initial_commands = entries.iter().map(|e| SubmitCommand { origin: e.origin.clone(), command: e.command.clone() }).collect();
+    // The venue's own first load plus the restored ones are in the user's log already.
+    setup.log_skip = entries.len() + 1;
+    eprintln!("parvis: the headset session is over (its runtime went away); the visit carries on at the desktop with the show's state restored ({} commands)", entries.len());
+    Ok(())
+}
+
+fn run_xr(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs, runtime: parvis::xr::RuntimeInfo, window: bool) -> Result<()> {
+    use parvis::xr::locomotion::{ComfortSettings, Posture};
+    use parvis::xr::spectator::SpectatorMode;
+    use parvis::xr::{XrMode, XrVisitSettings};
+    let xr = &args.xr;
+    eprintln!("parvis: headset session through {} on {}", runtime.runtime, runtime.system);
+    let comfort = ComfortSettings {
+        snap_turn_degrees: xr.snap_turn,
+        smooth_turn: xr.smooth_turn,
+        walk_speed: xr.walk_speed,
+        vignette: !xr.no_vignette,
+        posture: if xr.seated { Posture::Seated { raise: 0.45 } } else { Posture::Standing },
+        reduced_motion: xr.reduced_motion,
+        ..Default::default()
+    };
+    let settings = XrVisitSettings {
+        comfort,
+        spectator: match xr.spectator {
+            SpectatorArg::FirstPerson => SpectatorMode::FirstPerson,
+            SpectatorArg::ThirdPerson => SpectatorMode::ThirdPerson,
+            SpectatorArg::Off => SpectatorMode::Off,
+        },
+        frames: args.frames,
+        report: xr.xr_report.clone(),
+        mode: if xr.xr == Some(XrModeArg::Require) { XrMode::Require } else { XrMode::Prefer },
+        ..Default::default()
+    };
+    let options = parvis::app::XrAppOptions { settings, runtime: Some(runtime), window, spectator_size: args.size, spectator_out: xr.spectator_out.clone() };
+    let mut app = parvis::app::xr_app(setup, options);
+    if let Some(server) = audience {
+        attach_audience(&mut app, server, args);
+    }
+    match app.run() {
+        bevy::app::AppExit::Success => Ok(()),
+        bevy::app::AppExit::Error(code) if code.get() == parvis::xr::EXIT_RUNTIME_LOST => {
+            eprintln!("parvis: the OpenXR runtime went away mid-session; exiting");
+            std::process::exit(i32::from(parvis::xr::EXIT_RUNTIME_LOST));
+        }
+        bevy::app::AppExit::Error(code) => bail!("the headset session stopped with error code {code}"),
+    }
 }
 
 /// Paces frames at `fps`, and reports the median frame time every 5 seconds.

@@ -42,6 +42,10 @@ pub struct SceneFile {
     /// Name of the viewpoint a visit starts at (defaults to the first viewpoint).
     #[serde(default)]
     pub spawn: Option<String>,
+    /// Name of the viewpoint a headset visitor starts at, standing on the floor below it
+    /// (defaults to `spawn`: a desktop overview in the air suits a headset badly).
+    #[serde(default)]
+    pub xr_spawn: Option<String>,
     /// Named, typed stage parameters that commands change at run time.
     #[serde(default)]
     pub params: Vec<StageParamDef>,
@@ -609,6 +613,11 @@ pub struct PrimitiveDef {
     /// Whether the shape is shown when the venue loads (default true).
     #[serde(default = "yes")]
     pub visible: bool,
+    /// Whether a headset visitor may teleport onto it. Unset: its faces that point up (no
+    /// steeper than the teleport's slope limit) are walkable. `false` for a roof, a balustrade
+    /// or an altar; `true` adds nothing beyond the slope rule, which always applies.
+    #[serde(default)]
+    pub walkable: Option<bool>,
 }
 
 fn yes() -> bool {

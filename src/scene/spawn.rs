@@ -27,6 +27,8 @@ pub struct VenuePrimitive {
     pub material: MaterialDef,
     /// The shape, for physics colliders.
     pub shape: ShapeDef,
+    /// Whether a headset visitor may teleport onto it (`None`: by slope).
+    pub walkable: Option<bool>,
 }
 
 /// A light's intensity as written (or last set by a binding), before the environment's scaling.
@@ -155,7 +157,7 @@ pub(crate) fn rebuild_venue(
             let mut entity = commands.spawn((
                 Name::new(name.clone()),
                 VenueEntity { name: name.clone() },
-                VenuePrimitive { material: prim.material, shape: prim.shape },
+                VenuePrimitive { material: prim.material, shape: prim.shape, walkable: prim.walkable },
                 Mesh3d(mesh.clone()),
                 MeshMaterial3d(material),
                 transform,

@@ -791,6 +791,11 @@ fn check_viewpoints(c: &mut Checker, scene: &SceneFile) {
     {
         c.report("spawn", Some(spawn), format!("no viewpoint named {spawn:?}; viewpoints are: {}", list(scene.viewpoints.iter().map(|v| v.name.as_str()))));
     }
+    if let Some(spawn) = &scene.xr_spawn
+        && !names.contains(spawn.as_str())
+    {
+        c.report("xr_spawn", Some(spawn), format!("no viewpoint named {spawn:?}; viewpoints are: {}", list(scene.viewpoints.iter().map(|v| v.name.as_str()))));
+    }
 }
 
 /// Longest hotspot or narration text, characters: a panel or subtitles, not a book.

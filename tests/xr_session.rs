@@ -1,0 +1,198 @@
+//! A real OpenXR session: the `parvis` binary against Monado's service (null compositor,
+//! simulated headset and controllers), both in the Debian 13 root folder that
+//! `scripts/xr-runtime.sh` makes once and keeps. Also what `--xr` does with no runtime at all.
+//!
+//! These tests start the runtime themselves; they need root (or sudo) for the root folder's
+//! mounts, like `scripts/test.sh`'s package installs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+/// One session at a time under `cargo test`'s threads: each has its own Monado service in its
+/// own mount namespace, but two lavapipe sessions on two cores slow each other to a crawl.
+static RUNTIME: Mutex<()> = Mutex::new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh folder inside the cargo target folder, which the root folder sees too.
+fn out_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_BIN_EXE_parvis")).parent().expect("target folder").join("xr-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("test folder");
+    dir
+}
+
+/// Runs `parvis ARGS` next to a running Monado service.
+fn with_monado(command: &[&str]) -> Output {
+    let output = Command::new(repo().join("scripts/xr-runtime.sh")).arg("run").args(command).current_dir(repo()).output().expect("scripts/xr-runtime.sh runs");
+    eprintln!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    output
+}
+
+fn report(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the session wrote its report")).expect("the report is JSON")
+}
+
+fn points(value: &Value) -> Vec<[f32; 3]> {
+    value.as_array().expect("an array").iter().map(|p| {
+        let p = p.as_array().expect("a point");
+        [p[0].as_f64().unwrap() as f32, p[1].as_f64().unwrap() as f32, p[2].as_f64().unwrap() as f32]
+    }).collect()
+}
+
+fn spread(points: &[[f32; 3]]) -> f32 {
+    let mut widest: f32 = 0.0;
+    for a in points {
+        for b in points {
+            widest = widest.max(((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt());
+        }
+    }
+    widest
+}
+
+#[test]
+fn a_headset_session_runs_renders_both_eyes_follows_the_head_and_ends_cleanly() {
+    let _one = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = out_dir("session");
+    let report_path = dir.join("report.json");
+    let spectator = dir.join("spectator.png");
+    const FRAMES: u64 = 120;
+    let output = with_monado(&[
+        env!("CARGO_BIN_EXE_parvis"),
+        "run",
+        "--xr=require",
+        "--no-audience",
+        "--frames",
+        &FRAMES.to_string(),
+        "--size",
+        "320x180",
+        "--xr-report",
+        report_path.to_str().unwrap(),
+        "--spectator-out",
+        spectator.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "the session ran and exited cleanly");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("headset session through Monado"), "the runtime is named");
+    let r = report(&report_path);
+    let states: Vec<&str> = r["states"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+    for wanted in ["Ready", "Running", "Stopping"] {
+        assert!(states.contains(&wanted), "state {wanted} in {states:?}");
+    }
+    assert!(states.iter().any(|s| s.starts_with("Exiting")), "{states:?}");
+    assert!(r["ended_cleanly"].as_bool().unwrap(), "the session went through its end");
+    assert!(r["frames_rendered"].as_u64().unwrap() >= FRAMES, "{}", r["frames_rendered"]);
+    assert_eq!(r["eye_cameras"].as_u64(), Some(2), "both eyes draw");
+    let resolution = r["eye_resolution"].as_array().expect("resolution");
+    assert!(resolution.iter().all(|v| v.as_u64().unwrap() > 0));
+    assert!(r["runtime"]["system"].as_str().unwrap().contains("Monado"));
+    // The simulated headset sways its head; the eye camera in the venue moves with it, at the
+    // spawn point (the courtyard, where the cloister's xr_spawn stands) and at real scale.
+    let head = points(&r["head_in_play_space"]);
+    let eye = points(&r["eye_in_venue"]);
+    assert!(head.len() >= 10 && head.len() == eye.len());
+    assert!(spread(&head) > 0.01, "the simulated head moves: {head:?}");
+    assert!((spread(&eye) - spread(&head)).abs() < 0.01, "the eye in the venue moves as much as the head (scale 1)");
+    let spawn = points(&serde_json::json!([r["spawn"]]))[0];
+    assert!((spawn[0] + 1.3).abs() < 1.0 && (spawn[2] - 7.0).abs() < 1.0 && spawn[1].abs() < 0.2, "on the courtyard's floor: {spawn:?}");
+    for e in &eye {
+        assert!((e[1] - 1.6).abs() < 0.5, "eye height above the floor: {e:?}");
+    }
+    // Frame timing is reported.
+    assert!(r["frame_ms"].as_array().unwrap().len() as u64 >= FRAMES - 2);
+    // The spectator view shows the venue: not one flat colour.
+    let picture = image::open(&spectator).expect("the spectator view was saved").to_rgba8();
+    let first = picture.get_pixel(0, 0);
+    assert!(picture.pixels().filter(|p| *p != first).count() > picture.len() / 16, "the spectator image has content");
+}
+
+#[test]
+fn without_a_runtime_require_fails_with_what_to_install_and_prefer_carries_on() {
+    let dir = out_dir("no-runtime");
+    let parvis = env!("CARGO_BIN_EXE_parvis");
+    // No runtime here: the host has no OpenXR loader, or a manifest that does not exist.
+    let missing = dir.join("no-such-runtime.json");
+    let run = |mode: &str| {
+        Command::new(parvis)
+            .args(["run", mode, "--no-audience", "--headless", "--frames", "2", "--size", "64x36"])
+            .env("XR_RUNTIME_JSON", &missing)
+            .env_remove("DISPLAY")
+            .output()
+            .expect("parvis runs")
+    };
+    let require = run("--xr=require");
+    let message = String::from_utf8_lossy(&require.stderr);
+    assert!(!require.status.success(), "--xr=require exits with an error");
+    assert!(message.contains("--xr=require") && message.contains("OpenXR") && message.contains("install"), "{message}");
+    let prefer = run("--xr");
+    let message = String::from_utf8_lossy(&prefer.stderr);
+    assert!(prefer.status.success(), "--xr carries on: {message}");
+    assert!(message.contains("no headset session") && message.contains("Carrying on at the desktop"), "{message}");
+}
+
+/// Starts a session, waits until it runs, kills the Monado service, and returns the exit
+/// status and the whole log.
+fn kill_runtime_mid_session(mode: &str, dir: &Path) -> (std::process::ExitStatus, String) {
+    use std::io::{BufRead, BufReader};
+    let pid_file = dir.join("monado.pid");
+    let mut child = Command::new(repo().join("scripts/xr-runtime.sh"))
+        .args(["run", "sh", "-c", r#"echo "$PARVIS_XR_MONADO_PID" > "$0"; exec "$@""#, pid_file.to_str().unwrap()])
+        .args([env!("CARGO_BIN_EXE_parvis"), "run", mode, "--no-audience", "--size", "160x90", "--frames", "40", "--set", "stage_light=#ff0000"])
+        .current_dir(repo())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("scripts/xr-runtime.sh runs");
+    let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+    let mut seen = String::new();
+    // Wait for the session to run, let it draw a little, then take the runtime away.
+    let mut running = false;
+    for line in lines.by_ref() {
+        let line = line.expect("utf-8 log");
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.contains("headset session: Running") {
+            running = true;
+            break;
+        }
+    }
+    assert!(running, "the session ran before the runtime was killed:\n{seen}");
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let pid = std::fs::read_to_string(&pid_file).expect("the service's pid");
+    let killed = Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill runs");
+    assert!(killed.success(), "the Monado service was killed");
+    for line in lines {
+        seen.push_str(&line.unwrap_or_default());
+        seen.push('\n');
+    }
+    let status = child.wait().expect("the session ends");
+    eprintln!("--- stderr\n{seen}");
+    (status, seen)
+}
+
+#[test]
+fn a_runtime_killed_mid_session_returns_the_visit_to_the_desktop_with_its_state() {
+    let _one = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (status, log) = kill_runtime_mid_session("--xr", &out_dir("killed-prefer"));
+    assert!(status.success(), "the visit carried on and ended normally");
+    assert!(!log.contains("internal error") && !log.contains("panicked"), "no crash report");
+    assert!(log.contains("went away mid-session"), "the reason is given");
+    // The first load and the --set were applied in the headset session, and again at the desktop.
+    assert!(log.contains("carries on at the desktop with the show's state restored (2 commands)"), "the state is restored");
+    assert!(log.contains("running headless"), "the desktop visit ran (headless here: no display)");
+}
+
+#[test]
+fn a_runtime_killed_mid_session_ends_a_required_visit_with_a_message() {
+    let _one = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let (status, log) = kill_runtime_mid_session("--xr=require", &out_dir("killed-require"));
+    assert_eq!(status.code(), Some(i32::from(parvis::xr::EXIT_RUNTIME_LOST)), "the engine exits with the runtime-lost status");
+    assert!(!log.contains("internal error") && !log.contains("panicked"), "no crash report");
+    assert!(log.contains("went away mid-session") && log.contains("exiting"), "the reason is given");
+    assert!(!log.contains("carries on at the desktop"));
+}
