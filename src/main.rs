@@ -143,6 +143,9 @@ struct VenueArgs {
     /// Play this guided tour from the scene's `tours`.
     #[arg(long, value_name = "NAME")]
     tour: Option<String>,
+    /// Open this hotspot's panel at the start (to preview a hotspot's texts and audio).
+    #[arg(long, value_name = "NAME")]
+    hotspot: Option<String>,
     /// The visitor's language (e.g. fr, en-GB); texts fall back in the venue's declared order.
     #[arg(long, value_name = "TAG")]
     lang: Option<String>,
@@ -447,6 +450,13 @@ fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
             bail!("no tour named {tour:?}; the scene has: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") });
         }
         initial_commands.push(VenueCommand::PlayTour { tour: Some(tour.clone()), language: args.lang.clone() });
+    }
+    if let Some(hotspot) = &args.hotspot {
+        if !scene.hotspots.iter().any(|h| &h.name == hotspot) {
+            let known: Vec<&str> = scene.hotspots.iter().map(|h| h.name.as_str()).collect();
+            bail!("no hotspot named {hotspot:?}; the scene has: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") });
+        }
+        initial_commands.push(VenueCommand::ShowHotspot { name: Some(hotspot.clone()) });
     }
     if let Some(log) = &args.log {
         // Open it once here so that an unwritable path is reported before anything starts.

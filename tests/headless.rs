@@ -348,7 +348,8 @@ fn check_accepts_good_scenes_and_lists_every_problem_of_bad_ones() {
 
 #[test]
 fn bad_command_line_values_get_clear_errors_before_anything_renders() {
-    let cases: [(&[&str], &str); 5] = [
+    let cases: [(&[&str], &str); 6] = [
+        (&["render", "--out", "/tmp/x.png", "--hotspot", "crypt"], "no hotspot named \"crypt\"; the scene has: fountain, tower, stage"),
         (&["render", "--out", "/tmp/x.png", "--set", "ghost=1"], "no stage parameter named \"ghost\""),
         (&["render", "--out", "/tmp/x.png", "--set", "fog=3"], "stage parameter \"fog\" takes 0 to 0.2, not 3"),
         (&["render", "--out", "/tmp/x.png", "--set", "stage_light=red"], "needs a colour like #ff8800, found \"red\""),
@@ -361,6 +362,9 @@ fn bad_command_line_values_get_clear_errors_before_anything_renders() {
         assert!(err.contains(expected), "{args:?}:\n{err}");
         assert!(!err.contains("panicked"), "{err}");
     }
+    let (code, _, err) = parvis(&["run", "--no-render", "--xr=always"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("invalid value 'always'") && err.contains("prefer") && err.contains("require"), "{err}");
     let (code, _, err) = parvis(&["render", "--out", "/tmp/x.png", "--size", "0x0"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("expected width and height from 16 to 8192"), "{err}");

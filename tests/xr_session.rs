@@ -75,6 +75,8 @@ fn a_headset_session_runs_renders_both_eyes_follows_the_head_and_ends_cleanly() 
         report_path.to_str().unwrap(),
         "--spectator-out",
         spectator.to_str().unwrap(),
+        "--hotspot",
+        "fountain",
     ]);
     assert!(output.status.success(), "the session ran and exited cleanly");
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -105,10 +107,26 @@ fn a_headset_session_runs_renders_both_eyes_follows_the_head_and_ends_cleanly() 
     }
     // Frame timing is reported.
     assert!(r["frame_ms"].as_array().unwrap().len() as u64 >= FRAMES - 2);
-    // The spectator view shows the venue: not one flat colour.
+    // The spectator view shows the venue (not one flat colour) and, in front of the visitor,
+    // the open hotspot's panel: the world-space panel the headset shows, dark with light text.
     let picture = image::open(&spectator).expect("the spectator view was saved").to_rgba8();
     let first = picture.get_pixel(0, 0);
-    assert!(picture.pixels().filter(|p| *p != first).count() > picture.len() / 16, "the spectator image has content");
+    assert!(picture.pixels().filter(|p| *p != first).count() > picture.len() as usize / 64, "the spectator image has content");
+    let (w, h) = picture.dimensions();
+    // The fountain is ahead of the courtyard's spawn, a little to the right: so is the panel,
+    // above the screen overlay's band at the bottom. Without it this region is lit stone and
+    // garden (measured: 2 % of it darker than 80 of 255); with it, mostly the panel's ground.
+    let region: Vec<f32> = (h / 4..h * 3 / 5)
+        .flat_map(|y| (w * 3 / 10..w * 4 / 5).map(move |x| (x, y)))
+        .map(|(x, y)| {
+            let p = picture.get_pixel(x, y);
+            0.3 * f32::from(p[0]) + 0.59 * f32::from(p[1]) + 0.11 * f32::from(p[2])
+        })
+        .collect();
+    let dark = region.iter().filter(|l| **l < 80.0).count();
+    let light = region.iter().filter(|l| **l > 170.0).count();
+    assert!(dark > region.len() / 2, "the panel's dark ground fills the region: {dark} of {}", region.len());
+    assert!(light > 0, "with text on it");
 }
 
 #[test]

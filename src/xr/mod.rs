@@ -10,6 +10,7 @@
 
 pub mod controllers;
 pub mod locomotion;
+pub mod panel;
 pub mod spectator;
 
 use std::path::PathBuf;
@@ -154,6 +155,8 @@ pub struct XrSessionLog {
     pub lost: Option<String>,
     #[serde(skip)]
     last_frame: Option<Instant>,
+    #[serde(skip)]
+    spawned_at_frame: u64,
 }
 
 impl XrSessionLog {
@@ -202,7 +205,7 @@ impl Plugin for XrVisitPlugin {
             .add_systems(XrFirst, watch_the_runtime.before(XrHandleEvents::Poll))
             .add_systems(Update, place_at_spawn.in_set(XrVisitSystems::Move))
             .add_systems(Last, write_report_on_exit)
-            .add_plugins((controllers::ControllersPlugin, spectator::SpectatorPlugin));
+            .add_plugins((controllers::ControllersPlugin, spectator::SpectatorPlugin, panel::HotspotPanelPlugin));
     }
 }
 
@@ -232,12 +235,13 @@ fn dress_eye_cameras(mut commands: Commands, mut eyes: Query<(Entity, &XrCamera,
     }
 }
 
-fn follow_head(eyes: Query<(&XrCamera, &Camera, &GlobalTransform)>, mut head: ResMut<XrHead>) {
+fn follow_head(eyes: Query<(&XrCamera, &Camera, &Transform, &GlobalTransform)>, mut head: ResMut<XrHead>) {
     let mut sum = Vec3::ZERO;
     let mut rotation = None;
     let mut n = 0;
-    for (eye, camera, transform) in &eyes {
-        if !camera.is_active {
+    for (eye, camera, local, transform) in &eyes {
+        // An eye the runtime has not located yet sits at the play space's origin.
+        if !camera.is_active || *local == Transform::IDENTITY {
             continue;
         }
         sum += transform.translation();
@@ -269,7 +273,11 @@ fn count_frames(
     log.display_period_ms = Some(frame.predicted_display_period.as_nanos() as f64 / 1e6);
     log.frames_rendered += 1;
     log.eye_cameras = eyes.iter().filter(|(_, c, ..)| c.is_active).count();
-    if log.frames_rendered % 10 == 1
+    // Sampled once the visitor stands at the spawn point (and its transforms have propagated),
+    // so every sample is at the same placement.
+    if log.spawn.is_some()
+        && log.frames_rendered > log.spawned_at_frame + 1
+        && log.frames_rendered % 10 == 0
         && let Some((_, _, local, global)) = eyes.iter().find(|(e, ..)| e.0 == 0)
     {
         let head = local.translation.to_array();
@@ -451,6 +459,7 @@ fn place_at_spawn(
     root.rotation = rotation;
     root.translation = Vec3::new(eye.x - offset.x, floor + comfort.floor_offset(), eye.z - offset.z);
     log.spawn = Some(root.translation.to_array());
+    log.spawned_at_frame = log.frames_rendered;
     info!("headset: visitor placed at ({:.2}, {:.2}, {:.2}), floor at {floor:.2} m", eye.x, floor, eye.z);
 }
 
