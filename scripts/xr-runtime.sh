@@ -39,7 +39,12 @@ prepare() {
     fi
     as_root rm -rf "$ROOT.partial"
     as_root mkdir -p "$(dirname "$ROOT")"
-    as_root debootstrap --variant=minbase trixie "$ROOT.partial" http://deb.debian.org/debian >/dev/null
+    local keyring=()
+    [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] && keyring=(--keyring /usr/share/keyrings/debian-archive-keyring.gpg)
+    as_root debootstrap "${keyring[@]}" --variant=minbase trixie "$ROOT.partial" http://deb.debian.org/debian >/dev/null
+    # Packages' install scripts must not start services inside the root folder.
+    printf '#!/bin/sh\nexit 101\n' | as_root tee "$ROOT.partial/usr/sbin/policy-rc.d" >/dev/null
+    as_root chmod 755 "$ROOT.partial/usr/sbin/policy-rc.d"
     as_root unshare --mount --propagation private sh -euc '
         mount --rbind /proc "$1/proc"; mount --rbind /dev "$1/dev"; mount --rbind /sys "$1/sys"
         cp /etc/resolv.conf "$1/etc/resolv.conf"
@@ -47,7 +52,8 @@ prepare() {
         chroot "$0" sh -euc "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $* >/dev/null"
     ' "$ROOT.partial" "$ROOT.partial" "${PACKAGES[@]}"
     as_root touch "$ROOT.partial/.parvis-ready"
-    as_root mv "$ROOT.partial" "$ROOT"
+    as_root rm -rf "$ROOT"
+    as_root mv -T "$ROOT.partial" "$ROOT"
 }
 
 run() {
@@ -66,12 +72,14 @@ run() {
         mkdir -p "$root/tmp/xr" && chmod 700 "$root/tmp/xr"
         chroot "$root" monado-service >"$root/tmp/monado.log" 2>&1 &
         monado=$!
+        # Whatever ends this script (the command, an interrupt, a time-out), the service goes too.
+        trap '\''kill "$monado" 2>/dev/null || true; wait "$monado" 2>/dev/null || true'\'' EXIT
+        trap '\''exit 130'\'' INT TERM
         for _ in $(seq 100); do [ -S "$root/tmp/xr/monado_comp_ipc" ] && break; sleep 0.1; done
+        if ! kill -0 "$monado" 2>/dev/null; then echo "monado-service did not start:" >&2; cat "$root/tmp/monado.log" >&2; exit 1; fi
         export PARVIS_XR_MONADO_PID=$monado
         status=0
         chroot "$root" /usr/bin/env --chdir="$PWD" "$@" || status=$?
-        kill "$monado" 2>/dev/null || true
-        wait "$monado" 2>/dev/null || true
         if [ "$status" -ne 0 ]; then echo "--- monado-service log ---" >&2; tail -n 40 "$root/tmp/monado.log" >&2; fi
         exit $status
     ' bash "$ROOT" "$REPO" "$TARGET" "$@"

@@ -245,7 +245,9 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     // frame of latency between head motion and picture.
     let mut plugins = DefaultPlugins.set(window).set(asset_plugin(&setup.assets)).disable::<PipelinedRenderingPlugin>().build();
     if !options.window {
-        plugins = plugins.disable::<WinitPlugin>().add(ScheduleRunnerPlugin::run_loop(std::time::Duration::ZERO));
+        // The runtime paces frames while a session runs; before and after, a short wait keeps
+        // the loop from spinning a core that lavapipe and the runtime need.
+        plugins = plugins.disable::<WinitPlugin>().add(ScheduleRunnerPlugin::run_loop(std::time::Duration::from_millis(2)));
     }
     let plugins = bevy_mod_openxr::add_xr_plugins(plugins).set(OxrInitPlugin {
         app_info: AppInfo { name: "Parvis".into(), ..default() },
@@ -261,14 +263,14 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     app.insert_resource(Narrator::new(true));
     let spectator = app
         .world_mut()
-        .spawn((
-            Name::new("spectator camera"),
-            Camera3d::default(),
-            VenueCamera,
-            crate::xr::spectator::SpectatorCamera,
-            Transform::from_xyz(0.0, 5.0, 15.0).looking_at(Vec3::ZERO, Vec3::Y),
-        ))
+        .spawn((Name::new("spectator camera"), Camera3d::default(), VenueCamera, Transform::from_xyz(0.0, 5.0, 15.0).looking_at(Vec3::ZERO, Vec3::Y)))
         .id();
+    if options.settings.spectator == crate::xr::spectator::SpectatorMode::Off {
+        // Not following the head: the desktop's own camera, starting at the venue's viewpoint.
+        app.world_mut().entity_mut(spectator).insert((CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO), AwaitingViewpoint));
+    } else {
+        app.world_mut().entity_mut(spectator).insert(crate::xr::spectator::SpectatorCamera);
+    }
     if !options.window {
         use bevy::camera::RenderTarget;
         use bevy::render::render_resource::{TextureFormat, TextureUsages};

@@ -258,16 +258,16 @@ struct XrArgs {
     /// Visit in a headset through OpenXR. Without a runtime or headset, `--xr` (`--xr=prefer`)
     /// says what is missing and carries on at the desktop; `--xr=require` exits with an error.
     /// A runtime that goes away mid-session ends the visit the same way.
-    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "prefer", value_enum)]
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "prefer", value_enum, conflicts_with = "no_render")]
     xr: Option<XrModeArg>,
-    /// Snap turn angle in degrees (0: no snap turns).
-    #[arg(long, value_name = "DEGREES", default_value_t = 30.0)]
+    /// Snap turn angle in degrees, 0 to 180 (0: no snap turns).
+    #[arg(long, value_name = "DEGREES", default_value_t = 30.0, value_parser = parse_snap_turn)]
     snap_turn: f32,
     /// Turn smoothly with the right stick instead of in snaps.
     #[arg(long)]
     smooth_turn: bool,
-    /// Walking speed with the left stick in metres per second (0: teleport only).
-    #[arg(long, value_name = "M/S", default_value_t = 1.4)]
+    /// Walking speed with the left stick in metres per second, 0 to 5 (0: teleport only).
+    #[arg(long, value_name = "M/S", default_value_t = 1.4, value_parser = parse_walk_speed)]
     walk_speed: f32,
     /// The visitor is seated: raise the view to a standing eye height.
     #[arg(long)]
@@ -314,6 +314,21 @@ struct RenderArgs {
     frames: u32,
 }
 
+fn parse_in_range(text: &str, low: f32, high: f32) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if (low..=high).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number from {low} to {high}")),
+    }
+}
+
+fn parse_snap_turn(text: &str) -> Result<f32, String> {
+    parse_in_range(text, 0.0, 180.0)
+}
+
+fn parse_walk_speed(text: &str) -> Result<f32, String> {
+    parse_in_range(text, 0.0, 5.0)
+}
+
 fn parse_size(text: &str) -> Result<UVec2, String> {
     let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| format!("expected WIDTHxHEIGHT such as 1280x720, found {text:?}"))?;
     let parse = |v: &str| v.trim().parse::<u32>().ok().filter(|v| (16..=8192).contains(v));
@@ -356,7 +371,8 @@ fn install_panic_message() {
         let place = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
         // bevy_mod_openxr panics when a frame call finds the runtime gone: that is not an
         // internal error but the headset's runtime stopping (crashed, killed, unplugged).
-        if parvis::xr::SESSION_STARTED.load(std::sync::atomic::Ordering::SeqCst) && place.contains("openxr") {
+        let lost = ["ERROR_INSTANCE_LOST", "ERROR_SESSION_LOST", "ERROR_RUNTIME_FAILURE"].iter().any(|e| message.contains(e));
+        if parvis::xr::SESSION_STARTED.load(std::sync::atomic::Ordering::SeqCst) && place.contains("bevy_mod_openxr") && lost {
             eprintln!("parvis: the OpenXR runtime went away mid-session ({message}); exiting");
             std::process::exit(i32::from(parvis::xr::EXIT_RUNTIME_LOST));
         }
@@ -616,41 +632,77 @@ const XR_CHILD_ENV: &str = "PARVIS_XR_CHILD_LOG";
 /// caller carries the visit on at the desktop; otherwise this process ends with the child's
 /// exit status.
 fn supervise_xr(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
-    use std::io::{Seek, SeekFrom};
-    let (log, private) = match &args.venue.log {
-        Some(path) => (path.clone(), false),
-        None => (std::env::temp_dir().join(format!("parvis-xr-{}.jsonl", std::process::id())), true),
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::process::ExitStatusExt;
+    // Without --log, the child logs into a folder only this user can enter, made fresh (a
+    // file another user could have planted would be replayed with the origins it claims).
+    let private_dir = if args.venue.log.is_none() {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let dir = std::env::temp_dir().join(format!("parvis-xr-{}-{nanos:08x}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("cannot make a private folder {}", dir.display()))?;
+        Some(dir)
+    } else {
+        None
+    };
+    let log = match (&args.venue.log, &private_dir) {
+        (Some(path), _) => path.clone(),
+        (None, Some(dir)) => dir.join("session.jsonl"),
+        (None, None) => unreachable!("a private folder is made when there is no --log"),
+    };
+    let cleanup = || {
+        if let Some(dir) = &private_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     };
     // The log may hold earlier shows (it is appended to): only the child's part is restored.
     let start = std::fs::metadata(&log).map(|m| m.len()).unwrap_or(0);
     let status = std::process::Command::new(std::env::current_exe().context("cannot find the parvis binary")?)
         .args(std::env::args_os().skip(1))
         .env(XR_CHILD_ENV, &log)
-        .status()
-        .context("cannot start the headset session")?;
-    if status.code() != Some(i32::from(parvis::xr::EXIT_RUNTIME_LOST)) {
-        if private {
-            let _ = std::fs::remove_file(&log);
+        .status();
+    let status = match status {
+        Ok(status) => status,
+        Err(e) => {
+            cleanup();
+            bail!("cannot start the headset session: {e}");
+        }
+    };
+    // A crash of the runtime's client library or the driver (when the service dies under it)
+    // is a lost runtime too; an interrupt or a kill by the user ends the visit.
+    let crashed = matches!(status.signal(), Some(6 | 7 | 11));
+    if status.code() != Some(i32::from(parvis::xr::EXIT_RUNTIME_LOST)) && !crashed {
+        cleanup();
+        if let Some(signal) = status.signal() {
+            eprintln!("parvis: the headset session was stopped by signal {signal}");
+            std::process::exit(128 + signal);
         }
         std::process::exit(status.code().unwrap_or(1));
     }
     let mut file = std::fs::File::open(&log).with_context(|| format!("cannot read the headset session's command log {}", log.display()))?;
     file.seek(SeekFrom::Start(start))?;
-    let entries = read_command_log(std::io::BufReader::new(file)).with_context(|| format!("{}", log.display()))?;
-    if private {
-        let _ = std::fs::remove_file(&log);
-    }
+    let mut text = String::new();
+    file.read_to_string(&mut text).with_context(|| format!("cannot read {}", log.display()))?;
+    cleanup();
+    // A line the child was writing when it died is cut short: only whole lines count.
+    let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+    let entries = read_command_log(whole.as_bytes()).with_context(|| format!("{}", log.display()))?;
     if let Some(scene) = entries.iter().rev().find_map(|e| match &e.command {
         VenueCommand::LoadScene { scene } => Some((**scene).clone()),
         _ => None,
     }) {
         setup.scene = scene;
     }
-    // Every applied command again, with its origin, so the stage is as the headset left it.
-    setup.initial_commands = entries.iter().map(|e| SubmitCommand { origin: e.origin.clone(), command: e.command.clone() }).collect();
+    // Every applied command again, with its origin, so the stage is as the headset left it;
+    // not the passing ones (bursts, audience texts, tours), which would all replay at once.
+    let lasting: Vec<_> = entries
+        .iter()
+        .filter(|e| !matches!(e.command, VenueCommand::SpawnEffect { .. } | VenueCommand::ShowText { .. } | VenueCommand::HideText { .. } | VenueCommand::PlayTour { .. }))
+        .collect();
+    setup.initial_commands = lasting.iter().map(|e| SubmitCommand { origin: e.origin.clone(), command: e.command.clone() }).collect();
     // The venue's own first load plus the restored ones are in the user's log already.
-    setup.log_skip = entries.len() + 1;
-    eprintln!("parvis: the headset session is over (its runtime went away); the visit carries on at the desktop with the show's state restored ({} commands)", entries.len());
+    setup.log_skip = lasting.len() + 1;
+    eprintln!("parvis: the headset session is over (its runtime went away); the visit carries on at the desktop with the show's state restored ({} commands)", lasting.len());
     Ok(())
 }
 
@@ -683,6 +735,12 @@ fn run_xr(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs, r
     };
     let options = parvis::app::XrAppOptions { settings, runtime: Some(runtime), window, spectator_size: args.size, spectator_out: xr.spectator_out.clone() };
     let mut app = parvis::app::xr_app(setup, options);
+    // The probe passed but OpenXR's own start failed (it fell back to a plain renderer): this
+    // process cannot show a headset; the supervisor (with --xr) carries on at the desktop.
+    if matches!(app.world().get_resource::<bevy_mod_xr::session::XrState>(), Some(bevy_mod_xr::session::XrState::Unavailable)) {
+        eprintln!("parvis: OpenXR could not start a session on this runtime (see the log above); exiting");
+        std::process::exit(i32::from(parvis::xr::EXIT_RUNTIME_LOST));
+    }
     if let Some(server) = audience {
         attach_audience(&mut app, server, args);
     }

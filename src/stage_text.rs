@@ -230,8 +230,9 @@ fn sync_panels(
 }
 
 /// Turns panels towards the viewer (about the vertical axis only, so they stay upright).
-fn face_the_camera(viewers: Query<&GlobalTransform, With<VenueCamera>>, mut panels: Query<&mut Transform, With<Panel>>) {
-    let Some(eye) = viewers.iter().next().map(GlobalTransform::translation) else { return };
+fn face_the_camera(viewers: Query<(&Camera, &GlobalTransform), With<VenueCamera>>, mut panels: Query<&mut Transform, With<Panel>>) {
+    // The leading view: a headset's eyes (higher order) before the desktop's spectator.
+    let Some(eye) = viewers.iter().filter(|(c, _)| c.is_active).max_by_key(|(c, _)| c.order).map(|(_, t)| t.translation()) else { return };
     for mut transform in &mut panels {
         let to_eye = Vec3::new(eye.x - transform.translation.x, 0.0, eye.z - transform.translation.z);
         if to_eye.length_squared() > 1e-6 {

@@ -98,17 +98,26 @@ fn stick(app: &mut App, hand: usize, value: Vec2) {
     app.world_mut().resource_mut::<HandInputs>().0[hand].stick = value;
 }
 
+/// Lets the stick go back to rest and waits out the jump's short delay.
+fn release(app: &mut App) {
+    stick(app, RIGHT, Vec2::ZERO);
+    for _ in 0..10 {
+        app.update();
+    }
+}
+
 /// Aims a teleport from `at` along `direction` and returns the verdict (without jumping).
 fn aim(app: &mut App, at: Vec3, direction: Vec3) -> Result<Vec3, TeleportRefusal> {
     point_hand(app, RIGHT, at, direction);
     stick(app, RIGHT, Vec2::new(0.0, 1.0));
     app.update();
     let verdict = app.world().resource::<TeleportAim>().target.as_ref().expect("aiming").verdict.clone();
-    // Cancel without jumping: pull the stick back, then let go.
-    stick(app, RIGHT, Vec2::new(0.0, -1.0));
-    app.update();
-    stick(app, RIGHT, Vec2::ZERO);
-    app.update();
+    // Cancel without jumping: sweep the stick back through rest, as a thumb does, then let go.
+    for y in [0.5, 0.1, -0.3, -0.8] {
+        stick(app, RIGHT, Vec2::new(0.0, y));
+        app.update();
+    }
+    release(app);
     verdict
 }
 
@@ -126,9 +135,12 @@ fn a_teleport_lands_on_the_floor_and_brings_the_head_there() {
     assert!(target.arc.len() > 3 && target.arc.windows(2).all(|w| w[1].z <= w[0].z + 1e-4), "the arc is drawn forward");
     // Nothing moves while aiming.
     assert_eq!(head(&app).translation, start);
+    // Let go: the view closes at once, the jump follows a tenth of a second later.
     stick(&mut app, RIGHT, Vec2::ZERO);
     app.update();
-    app.update();
+    assert_eq!(head(&app).translation, start, "not yet");
+    assert_eq!(app.world().resource::<VignetteState>().strength, 1.0, "the view is closed before the jump");
+    release(&mut app);
     let now = head(&app).translation;
     assert!((now.x - landing.x).abs() < 1e-3 && (now.z - landing.z).abs() < 1e-3, "the head is above the landing: {now} vs {landing}");
     assert!((now.y - 1.6).abs() < 0.02, "the eye height is kept (the floor's collider is 1 cm thick): {now}");
@@ -169,15 +181,46 @@ fn walls_roofs_low_ceilings_columns_and_range_refuse_a_teleport_with_the_reason(
 }
 
 #[test]
-fn releasing_on_a_refused_target_does_not_move() {
+fn releasing_on_a_refused_target_or_pulling_back_does_not_move() {
     let mut app = course();
     point_hand(&mut app, RIGHT, Vec3::new(8.0, 4.5, 0.5), Vec3::NEG_Y);
     stick(&mut app, RIGHT, Vec2::new(0.0, 1.0));
     app.update();
-    stick(&mut app, RIGHT, Vec2::ZERO);
-    app.update();
+    release(&mut app);
     assert_eq!(root(&mut app), Transform::default());
     assert_eq!(app.world().resource::<TeleportAim>().last_refusal, Some(TeleportRefusal::NotWalkable("roof".into())));
+    // A good target, then the stick swept back through rest to cancel: no jump.
+    point_hand(&mut app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
+    for y in [1.0, 0.5, 0.1, -0.3, -0.8] {
+        stick(&mut app, RIGHT, Vec2::new(0.0, y));
+        app.update();
+    }
+    release(&mut app);
+    assert_eq!(root(&mut app), Transform::default(), "cancelled");
+    assert_eq!(app.world().resource::<TeleportAim>().jumps, 0);
+}
+
+#[test]
+fn a_turn_in_the_frame_of_a_jump_turns_about_the_head_where_it_landed() {
+    let mut app = course();
+    point_hand(&mut app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
+    stick(&mut app, RIGHT, Vec2::new(0.0, 1.0));
+    app.update();
+    let landing = app.world().resource::<TeleportAim>().target.clone().unwrap().verdict.unwrap();
+    stick(&mut app, RIGHT, Vec2::ZERO);
+    for _ in 0..20 {
+        if app.world().resource::<TeleportAim>().settling.is_some_and(|t| t + 1.0 / 60.0 >= parvis::xr::locomotion::RELEASE_SETTLE) {
+            break;
+        }
+        app.update();
+    }
+    // The jump happens on this frame; the thumb rolls to the side on the same frame.
+    stick(&mut app, RIGHT, Vec2::new(1.0, 0.0));
+    app.update();
+    app.update();
+    assert_eq!(app.world().resource::<TeleportAim>().jumps, 1);
+    let now = head(&app).translation;
+    assert!((now.x - landing.x).abs() < 1e-3 && (now.z - landing.z).abs() < 1e-3, "turned on the landing spot: {now} vs {landing}");
 }
 
 #[test]
@@ -299,18 +342,24 @@ fn comfort_settings_change_walking_vignette_and_height() {
     point_hand(&mut app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
     stick(&mut app, RIGHT, Vec2::new(0.0, 1.0));
     app.update();
-    stick(&mut app, RIGHT, Vec2::ZERO);
-    app.update();
+    release(&mut app);
     assert!((root(&mut app).translation.y - 0.45).abs() < 0.02, "{}", root(&mut app).translation);
     // Reduced motion blinks on a jump.
     let mut app = app_for(COURSE, ComfortSettings { reduced_motion: true, ..default() });
     point_hand(&mut app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
     stick(&mut app, RIGHT, Vec2::new(0.0, 1.0));
     app.update();
-    stick(&mut app, RIGHT, Vec2::ZERO);
+    release(&mut app);
+    assert_eq!(app.world().resource::<TeleportAim>().jumps, 1);
+    assert!(app.world().resource::<VignetteState>().strength > 0.5, "a blink hides the jump");
+    // With neither the vignette nor reduced motion, a jump does not blink.
+    let mut app = app_for(COURSE, ComfortSettings { vignette: false, ..default() });
+    point_hand(&mut app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
+    stick(&mut app, RIGHT, Vec2::new(0.0, 1.0));
     app.update();
-    app.update();
-    assert!(app.world().resource::<VignetteState>().strength > 0.1, "a blink hides the jump");
+    release(&mut app);
+    assert_eq!(app.world().resource::<TeleportAim>().jumps, 1);
+    assert_eq!(app.world().resource::<VignetteState>().strength, 0.0);
 }
 
 #[test]

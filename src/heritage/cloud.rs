@@ -354,7 +354,8 @@ fn stream_clouds(
     mut meshes: ResMut<Assets<Mesh>>,
     mut materials: ResMut<Assets<PointMaterial>>,
 ) {
-    let camera = cameras.iter().find(|(c, ..)| c.is_active);
+    // The leading view: a headset's eyes (higher order) before the desktop's spectator.
+    let camera = cameras.iter().filter(|(c, ..)| c.is_active).max_by_key(|(c, ..)| c.order);
     for (entity, cloud, transform, mut stream, mut status) in &mut clouds {
         let stream = &mut *stream;
         stream.frame += 1;

@@ -279,7 +279,8 @@ fn pick_levels(
     groups: Query<&LodGroup>,
     mut visibility: Query<&mut Visibility, Without<LodChunk>>,
 ) {
-    let Some((camera, eye, projection)) = cameras.iter().find(|(c, ..)| c.is_active) else { return };
+    // The leading view: a headset's eyes (higher order) before the desktop's spectator.
+    let Some((camera, eye, projection)) = cameras.iter().filter(|(c, ..)| c.is_active).max_by_key(|(c, ..)| c.order) else { return };
     let fov = match projection {
         Projection::Perspective(p) => p.fov,
         _ => std::f32::consts::FRAC_PI_4,

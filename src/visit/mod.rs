@@ -323,9 +323,9 @@ fn arrive(
     }
 }
 
-/// The listener follows the first venue camera.
-fn move_listener(mut narrator: ResMut<Narrator>, cameras: Query<&GlobalTransform, (With<VenueCamera>, Changed<GlobalTransform>)>) {
-    if let Some(transform) = cameras.iter().next() {
+/// The listener follows the leading venue camera (a headset's eyes before the desktop's).
+fn move_listener(mut narrator: ResMut<Narrator>, cameras: Query<(&Camera, &GlobalTransform), With<VenueCamera>>) {
+    if let Some((_, transform)) = cameras.iter().filter(|(c, _)| c.is_active).max_by_key(|(c, _)| c.order) {
         narrator.set_listener(transform);
     }
 }

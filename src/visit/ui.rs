@@ -223,7 +223,8 @@ fn hover_and_click(
 ) {
     let (Some(window), Some(scene)) = (window, scene) else { return };
     let Some(cursor) = window.cursor_position() else { return };
-    let Some((camera, transform, projection)) = cameras.iter().find(|(c, ..)| c.is_active) else { return };
+    // The window's camera: the lowest order (a headset's eyes come after it).
+    let Some((camera, transform, projection)) = cameras.iter().filter(|(c, ..)| c.is_active).min_by_key(|(c, ..)| c.order) else { return };
     let Ok(ray) = camera.viewport_to_world(transform, cursor) else { return };
     if measurement.active {
         hovered.set_if_neq(HoveredHotspot(None));

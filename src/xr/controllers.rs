@@ -99,7 +99,8 @@ fn create_actions(instance: Res<OxrInstance>, mut commands: Commands) {
 /// Bindings per interaction profile: (profile, trigger, grip, stick); `None` where the
 /// controller has no such input. Every profile has aim poses.
 const PROFILES: [(&str, &str, Option<&str>, Option<&str>); 5] = [
-    ("/interaction_profiles/khr/simple_controller", "select/click", None, None),
+    // No stick or grip: the left hand's select aims a teleport (as a grip does elsewhere).
+    ("/interaction_profiles/khr/simple_controller", "select/click", Some("select/click"), None),
     ("/interaction_profiles/oculus/touch_controller", "trigger/value", Some("squeeze/value"), Some("thumbstick")),
     ("/interaction_profiles/valve/index_controller", "trigger/value", Some("squeeze/value"), Some("thumbstick")),
     ("/interaction_profiles/microsoft/motion_controller", "trigger/value", Some("squeeze/click"), Some("thumbstick")),
@@ -164,7 +165,7 @@ fn spawn_hands(actions: Option<Res<ControllerActions>>, session: Res<OxrSession>
 fn read_hands(
     actions: Option<Res<ControllerActions>>,
     session: Res<OxrSession>,
-    spaces: Query<(&AimSpace, &Transform), Without<XrTrackingRoot>>,
+    spaces: Query<(&AimSpace, &Transform, &bevy_mod_xr::spaces::XrSpaceLocationFlags), Without<XrTrackingRoot>>,
     roots: Query<&Transform, With<XrTrackingRoot>>,
     mut hands: ResMut<HandInputs>,
 ) {
@@ -176,7 +177,8 @@ fn read_hands(
         input.trigger = float(&actions.trigger[hand]);
         input.grip = float(&actions.grip[hand]);
         input.stick = actions.stick[hand].state(&session, openxr::Path::NULL).ok().filter(|s| s.is_active).map_or(Vec2::ZERO, |s| Vec2::new(s.current_state.x, s.current_state.y));
-        input.aim = spaces.iter().find(|(s, _)| s.0 == hand).map(|(_, local)| root.mul_transform(*local));
+        // An untracked controller has no pose to point or aim from.
+        input.aim = spaces.iter().find(|(s, _, flags)| s.0 == hand && flags.position_tracked && flags.rotation_tracked).map(|(_, local, _)| root.mul_transform(*local));
     }
 }
 
@@ -243,7 +245,7 @@ fn draw_arc(aim: Res<TeleportAim>, mut dots: Query<(&ArcDot, &mut Transform, &mu
     }
 }
 
-/// The vignette is a ring just in front of the left eye (both eyes see it): clear inside
+/// The vignette is a ring just in front of each eye (each eye sees its own): clear inside
 /// radius 1, fading to black at 1.5, black out to 40. Scaled, its clear middle shrinks while
 /// its black stays wider than the view.
 fn vignette_ring() -> Mesh {
@@ -274,14 +276,26 @@ fn vignette_ring() -> Mesh {
         .with_inserted_indices(bevy::mesh::Indices::U32(indices))
 }
 
+/// Render layer of the left eye's vignette ring (the right eye's is the next one): each eye
+/// sees only its own ring, centred on it, and the spectator sees neither.
+pub const VIGNETTE_LAYER: usize = 20;
+
 fn spawn_vignette(eyes: Query<(Entity, &XrCamera), Added<XrCamera>>, mut commands: Commands, mut meshes: ResMut<Assets<Mesh>>, mut materials: ResMut<Assets<StandardMaterial>>) {
     for (entity, eye) in &eyes {
-        if eye.0 != 0 {
-            continue;
-        }
+        let layer = VIGNETTE_LAYER + eye.0 as usize;
+        commands.entity(entity).insert(bevy::camera::visibility::RenderLayers::from_layers(&[0, layer]));
         let material = materials.add(StandardMaterial { base_color: Color::WHITE, unlit: true, alpha_mode: AlphaMode::Blend, double_sided: true, cull_mode: None, ..default() });
         let ring = commands
-            .spawn((Name::new("comfort vignette"), VignetteQuad, Mesh3d(meshes.add(vignette_ring())), MeshMaterial3d(material), NotShadowCaster, Visibility::Hidden, Transform::from_xyz(0.0, 0.0, -0.12)))
+            .spawn((
+                Name::new("comfort vignette"),
+                VignetteQuad,
+                Mesh3d(meshes.add(vignette_ring())),
+                MeshMaterial3d(material),
+                NotShadowCaster,
+                Visibility::Hidden,
+                Transform::from_xyz(0.0, 0.0, -0.12),
+                bevy::camera::visibility::RenderLayers::layer(layer),
+            ))
             .id();
         commands.entity(entity).add_child(ring);
     }

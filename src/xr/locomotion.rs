@@ -202,7 +202,11 @@ pub fn check_teleport(world: &impl Surroundings, origin: Vec3, direction: Vec3, 
 }
 
 fn judge_landing(world: &impl Surroundings, entity: Entity, point: Vec3, normal: Vec3, feet: Vec3, rules: &TeleportRules) -> Result<Vec3, TeleportRefusal> {
-    let degrees = normal.normalize_or(Vec3::Y).dot(Vec3::Y).clamp(-1.0, 1.0).acos().to_degrees();
+    // A ray that starts inside a collider has no normal: no place to stand there.
+    let Some(normal) = normal.try_normalize() else {
+        return Err(TeleportRefusal::TooNarrow { radius: rules.body_radius });
+    };
+    let degrees = normal.dot(Vec3::Y).clamp(-1.0, 1.0).acos().to_degrees();
     if degrees > rules.max_slope_degrees {
         return Err(TeleportRefusal::TooSteep { degrees, limit: rules.max_slope_degrees });
     }
@@ -290,8 +294,9 @@ pub fn smooth_turn(stick_x: f32, dt: f32, settings: &ComfortSettings) -> f32 {
 }
 
 /// Walks the play space with the stick, in the direction the head faces (level), for `dt`
-/// seconds. Walls stop the body; the floor is followed up steps and down slopes; a move that
-/// would leave the floor (off a ledge) or has no floor under it does not happen.
+/// seconds. Walls and low beams stop the body; the floor is followed up steps and down slopes;
+/// a move that would leave the floor (off a ledge), onto a surface the scene marks not
+/// walkable, or with no floor under it does not happen.
 pub fn walk(world: &impl Surroundings, root: &Transform, head: Vec3, facing: Vec3, stick: Vec2, dt: f32, settings: &ComfortSettings, rules: &TeleportRules) -> Option<Transform> {
     let speed = settings.walking_speed();
     if speed <= 0.0 || stick.length() < DEAD_ZONE {
@@ -305,16 +310,18 @@ pub fn walk(world: &impl Surroundings, root: &Transform, head: Vec3, facing: Vec
     let amount = ((stick.length() - DEAD_ZONE) / (1.0 - DEAD_ZONE)).min(1.0);
     let motion = (forward * stick.y + right * stick.x).normalize_or_zero() * speed * amount * dt;
     let floor = root.translation.y - settings.floor_offset();
-    // The body is swept as a sphere at waist height: walls, columns and balustrades stop it.
+    // The body is swept as spheres at waist and head height: walls, columns, balustrades and
+    // low beams stop it.
     let waist = Vec3::new(head.x, floor + rules.step_height + rules.body_radius + 0.05, head.z);
-    let free = world.sweep(waist, motion, rules.body_radius);
+    let crown = Vec3::new(head.x, floor + rules.body_height - rules.body_radius, head.z);
+    let free = world.sweep(waist, motion, rules.body_radius).min(world.sweep(crown, motion, rules.body_radius));
     let step = motion * (free - 0.01).max(0.0);
     if step.length_squared() < 1e-8 {
         return None;
     }
     let to = Vec3::new(head.x, floor, head.z) + step;
-    let (_, ground, normal) = world.cast(to + Vec3::Y * rules.step_height, to - Vec3::Y * rules.step_height)?;
-    if normal.y < rules.max_slope_degrees.to_radians().cos() {
+    let (entity, ground, normal) = world.cast(to + Vec3::Y * rules.step_height, to - Vec3::Y * rules.step_height)?;
+    if normal.y < rules.max_slope_degrees.to_radians().cos() || world.walkable(entity).0 == Some(false) {
         return None;
     }
     let mut moved = *root;
@@ -395,9 +402,10 @@ pub const LEFT: usize = 0;
 /// Right hand index in [`HandInputs`].
 pub const RIGHT: usize = 1;
 
-/// The teleport being aimed (right stick pushed forward, or the left grip held; released, the
-/// visitor jumps; pulled back, the aim is cancelled), and the last
-/// one refused or made, for the arc's drawing and for tests.
+/// The teleport being aimed (right stick pushed forward, or the left grip held), and the last
+/// one refused or made, for the arc's drawing and for tests. Letting the stick go back to rest
+/// jumps, after the stick has rested for [`RELEASE_SETTLE`] (so a stick swept on to the back,
+/// which cancels, passes through rest without jumping).
 #[derive(Debug, Clone, Default, PartialEq, Resource)]
 pub struct TeleportAim {
     /// Aiming now: the arc and its verdict.
@@ -406,7 +414,12 @@ pub struct TeleportAim {
     pub jumps: u32,
     /// The last refusal, for the log.
     pub last_refusal: Option<TeleportRefusal>,
+    /// Seconds the stick has rested since aiming, while a jump waits.
+    pub settling: Option<f32>,
 }
+
+/// How long the stick must rest after aiming before the jump, seconds; the view closes meanwhile.
+pub const RELEASE_SETTLE: f32 = 0.1;
 
 /// How closed the comfort vignette is now (0 open, 1 black).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Resource)]
@@ -450,12 +463,23 @@ fn lookup<'a>(primitives: &'a PrimitiveQuery) -> impl Fn(Entity) -> (Option<bool
     }
 }
 
+/// Moves the play space and keeps the head with it, so later systems this frame see where
+/// the head now is (the runtime's pose only arrives next frame).
+pub(crate) fn move_root(root: &mut Transform, head: &mut super::XrHead, to: Transform) {
+    if let Some(h) = head.0.as_mut() {
+        let change = to.compute_affine() * root.compute_affine().inverse();
+        *h = Transform::from_matrix(Mat4::from(change) * h.to_matrix());
+    }
+    *root = to;
+}
+
 #[allow(clippy::too_many_arguments, reason = "a Bevy system: each argument is a query or resource it needs")]
 fn aim_and_teleport(
     hands: Res<HandInputs>,
-    head: Res<super::XrHead>,
+    mut head: ResMut<super::XrHead>,
     rules: Res<TeleportRules>,
     comfort: Res<ComfortSettings>,
+    time: Res<Time>,
     rapier: ReadRapierContext,
     primitives: PrimitiveQuery,
     mut roots: RootQuery,
@@ -464,14 +488,15 @@ fn aim_and_teleport(
 ) {
     let right = hands.0[RIGHT];
     let left = hands.0[LEFT];
-    let (Some(head), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
-    // Pulling the stick back cancels the aim.
+    let (Some(eyes), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
+    // Pulling the stick back cancels the aim, also during the wait before a jump.
     if right.stick.y < -AIM_START {
         aim.target = None;
+        aim.settling = None;
         return;
     }
     // Aim with the right stick pushed forward, or hold the left grip (controllers with no stick).
-    let (aiming, hand) = if right.stick.y > AIM_START || (aim.target.is_some() && right.stick.y > AIM_RELEASE) {
+    let (aiming, hand) = if right.stick.y > AIM_START || (aim.target.is_some() && aim.settling.is_none() && right.stick.y > AIM_RELEASE) {
         (true, right)
     } else if left.grip > 0.5 {
         (true, left)
@@ -479,9 +504,10 @@ fn aim_and_teleport(
         (false, right)
     };
     if aiming {
+        aim.settling = None;
         let Some(pose) = hand.aim else { return };
         let Ok(context) = rapier.single() else { return };
-        let feet = Vec3::new(head.translation.x, root.translation.y - comfort.floor_offset(), head.translation.z);
+        let feet = Vec3::new(eyes.translation.x, root.translation.y - comfort.floor_offset(), eyes.translation.z);
         let target = context.with_query_pipeline(QueryFilter::only_fixed(), |pipeline| {
             let world = RapierSurroundings { pipeline, lookup: lookup(&primitives) };
             check_teleport(&world, pose.translation, *pose.forward(), feet, &rules)
@@ -489,27 +515,37 @@ fn aim_and_teleport(
         aim.target = Some(target);
         return;
     }
-    // Released: jump if the last aimed target was good.
-    let Some(target) = aim.target.take() else { return };
-    match target.verdict {
-        Ok(point) => {
-            *root = teleport_root(&root, head.translation, point, comfort.floor_offset());
-            aim.jumps += 1;
-            aim.last_refusal = None;
+    let Some(target) = aim.target.as_ref() else { return };
+    let Ok(point) = target.verdict.clone() else {
+        let refusal = target.verdict.clone().err();
+        debug!("teleport refused: {refusal:?}");
+        aim.last_refusal = refusal;
+        aim.target = None;
+        return;
+    };
+    // Released on a good target: wait for the stick to rest (closing the view if wanted), then jump.
+    let waited = aim.settling.map_or(0.0, |t| t + time.delta_secs());
+    let blinks = comfort.vignette || comfort.reduced_motion;
+    if waited < RELEASE_SETTLE {
+        aim.settling = Some(waited);
+        if blinks {
             vignette.blink = 1.0;
-            debug!("teleport to ({:.2}, {:.2}, {:.2})", point.x, point.y, point.z);
         }
-        Err(refusal) => {
-            debug!("teleport refused: {refusal}");
-            aim.last_refusal = Some(refusal);
-        }
+        return;
     }
+    let landed = teleport_root(&root, eyes.translation, point, comfort.floor_offset());
+    move_root(&mut root, &mut head, landed);
+    aim.target = None;
+    aim.settling = None;
+    aim.jumps += 1;
+    aim.last_refusal = None;
+    debug!("teleport to ({:.2}, {:.2}, {:.2})", point.x, point.y, point.z);
 }
 
 #[allow(clippy::too_many_arguments, reason = "a Bevy system: each argument is a query or resource it needs")]
 fn turn(
     hands: Res<HandInputs>,
-    head: Res<super::XrHead>,
+    mut head: ResMut<super::XrHead>,
     comfort: Res<ComfortSettings>,
     time: Res<Time>,
     aim: Res<TeleportAim>,
@@ -517,14 +553,16 @@ fn turn(
     mut snap: Local<SnapTurn>,
     mut vignette: ResMut<VignetteState>,
 ) {
-    let (Some(head), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
+    let (Some(eyes), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
     // While aiming a teleport the stick's sideways wobble must not turn the visitor.
     let x = if aim.target.is_some() { 0.0 } else { hands.0[RIGHT].stick.x };
     let radians = if comfort.turns_smoothly() { smooth_turn(x, time.delta_secs(), &comfort) } else { snap.update(x, &comfort).unwrap_or(0.0) };
     if radians != 0.0 {
-        *root = turn_about(&root, head.translation, radians);
+        let turned = turn_about(&root, eyes.translation, radians);
+        move_root(&mut root, &mut head, turned);
         if !comfort.turns_smoothly() && comfort.reduced_motion {
             vignette.blink = 1.0;
+            vignette.strength = 1.0;
         }
     }
 }
@@ -532,7 +570,7 @@ fn turn(
 #[allow(clippy::too_many_arguments, reason = "a Bevy system: each argument is a query or resource it needs")]
 fn walk_with_stick(
     hands: Res<HandInputs>,
-    head: Res<super::XrHead>,
+    mut head: ResMut<super::XrHead>,
     comfort: Res<ComfortSettings>,
     rules: Res<TeleportRules>,
     time: Res<Time>,
@@ -543,22 +581,25 @@ fn walk_with_stick(
 ) {
     let stick = hands.0[LEFT].stick;
     let turning = comfort.turns_smoothly() && hands.0[RIGHT].stick.x.abs() >= DEAD_ZONE;
-    let (Some(head), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
+    let (Some(eyes), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
     let Ok(context) = rapier.single() else { return };
     let moved = context.with_query_pipeline(QueryFilter::only_fixed(), |pipeline| {
         let world = RapierSurroundings { pipeline, lookup: lookup(&primitives) };
-        walk(&world, &root, head.translation, *head.forward(), stick, time.delta_secs(), &comfort, &rules)
+        walk(&world, &root, eyes.translation, *eyes.forward(), stick, time.delta_secs(), &comfort, &rules)
     });
     if let Some(moved) = moved {
-        *root = moved;
+        move_root(&mut root, &mut head, moved);
     }
     let target = vignette_target(moved.is_some(), turning, &comfort);
-    vignette.strength = ease_vignette(vignette.strength, target.max(vignette.blink), time.delta_secs());
+    // A blink closes the view at once; otherwise the vignette eases.
+    vignette.strength = ease_vignette(vignette.strength, target, time.delta_secs()).max(vignette.blink);
 }
 
-fn ease_vignette_system(time: Res<Time>, mut vignette: ResMut<VignetteState>) {
-    // A blink fades over a fifth of a second.
-    vignette.blink = (vignette.blink - time.delta_secs() * 5.0).max(0.0);
+fn ease_vignette_system(time: Res<Time>, aim: Res<TeleportAim>, mut vignette: ResMut<VignetteState>) {
+    // A blink holds while a jump waits, then fades over a fifth of a second.
+    if aim.settling.is_none() {
+        vignette.blink = (vignette.blink - time.delta_secs() * 5.0).max(0.0);
+    }
 }
 
 #[cfg(test)]

@@ -203,7 +203,7 @@ impl Plugin for XrVisitPlugin {
                 (log_states, dress_eye_cameras, follow_head, count_frames, leave_after_frames, exit_when_session_ends).chain().in_set(XrVisitSystems::Track),
             )
             .add_systems(XrFirst, watch_the_runtime.before(XrHandleEvents::Poll))
-            .add_systems(Update, place_at_spawn.in_set(XrVisitSystems::Move))
+            .add_systems(Update, place_at_spawn.in_set(XrVisitSystems::Track).after(follow_head))
             .add_systems(Last, write_report_on_exit)
             .add_plugins((controllers::ControllersPlugin, spectator::SpectatorPlugin, panel::HotspotPanelPlugin));
     }
@@ -277,7 +277,7 @@ fn count_frames(
     // so every sample is at the same placement.
     if log.spawn.is_some()
         && log.frames_rendered > log.spawned_at_frame + 1
-        && log.frames_rendered % 10 == 0
+        && log.frames_rendered.is_multiple_of(10)
         && let Some((_, _, local, global)) = eyes.iter().find(|(e, ..)| e.0 == 0)
     {
         let head = local.translation.to_array();
@@ -292,7 +292,11 @@ fn count_frames(
 struct ExitPlan {
     requested_at: Option<Instant>,
     ran: bool,
+    started: Option<Instant>,
 }
+
+/// How long a session may take to reach `Running` (lavapipe compiles pipelines slowly).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// How long the runtime gets to end a session before the app exits anyway.
 const END_TIMEOUT: Duration = Duration::from_secs(10);
@@ -320,6 +324,25 @@ fn exit_when_session_ends(
         plan.ran = true;
     }
     let ended = destroyed.read().count() > 0;
+    // The runtime's loss-pending end (mapped to `Exiting { should_restart: true }`) is a lost
+    // runtime, not a visit ending: the supervising process takes over.
+    if plan.ran && log.lost.is_none() && log.states.iter().any(|s| s.contains("should_restart: true")) {
+        log.lost = Some("the OpenXR runtime is losing the session (loss pending)".into());
+        error!("the OpenXR runtime is losing the session; exiting");
+        exit.write(AppExit::from_code(EXIT_RUNTIME_LOST));
+        return;
+    }
+    // A session that never runs (the runtime stalls, or OpenXR's start failed after the probe)
+    // counts as lost too, so the visit is not left frozen.
+    if !plan.ran && log.lost.is_none() {
+        let since = *plan.started.get_or_insert_with(Instant::now);
+        if since.elapsed() > START_TIMEOUT {
+            log.lost = Some(format!("the headset session did not start within {START_TIMEOUT:?}"));
+            error!("the headset session did not start within {START_TIMEOUT:?}; exiting");
+            exit.write(AppExit::from_code(EXIT_RUNTIME_LOST));
+            return;
+        }
+    }
     if ended && plan.ran {
         log.ended_cleanly = log.states.iter().any(|s| s == "Stopping") && log.states.iter().any(|s| s.starts_with("Exiting"));
         info!("headset session ended");
@@ -423,7 +446,7 @@ const EYE_HEIGHT: f32 = 1.65;
 fn place_at_spawn(
     scene: Option<Res<CurrentScene>>,
     start: Option<Res<StartViewpoint>>,
-    head: Res<XrHead>,
+    mut xr_head: ResMut<XrHead>,
     comfort: Res<ComfortSettings>,
     rapier: ReadRapierContext,
     mut roots: Query<&mut Transform, With<XrTrackingRoot>>,
@@ -433,7 +456,7 @@ fn place_at_spawn(
     if log.spawn.is_some() {
         return;
     }
-    let (Some(scene), Some(head)) = (scene, head.0) else { return };
+    let (Some(scene), Some(head)) = (scene, xr_head.0) else { return };
     let Ok(mut root) = roots.single_mut() else { return };
     let requested = start.as_ref().and_then(|s| s.0.as_deref()).or(scene.0.xr_spawn.as_deref());
     let (eye, look) = match pick_viewpoint(&scene.0, requested) {
@@ -456,8 +479,8 @@ fn place_at_spawn(
     let head_local = root.compute_affine().inverse().transform_point3(head.translation);
     let rotation = Quat::from_rotation_y(yaw);
     let offset = rotation * Vec3::new(head_local.x, 0.0, head_local.z);
-    root.rotation = rotation;
-    root.translation = Vec3::new(eye.x - offset.x, floor + comfort.floor_offset(), eye.z - offset.z);
+    let placed = Transform { translation: Vec3::new(eye.x - offset.x, floor + comfort.floor_offset(), eye.z - offset.z), rotation, scale: root.scale };
+    locomotion::move_root(&mut root, &mut xr_head, placed);
     log.spawn = Some(root.translation.to_array());
     log.spawned_at_frame = log.frames_rendered;
     info!("headset: visitor placed at ({:.2}, {:.2}, {:.2}), floor at {floor:.2} m", eye.x, floor, eye.z);
