@@ -21,5 +21,5 @@ scripts/xr-runtime.sh prepare
 ensure_rust
 export PARVIS_FORCE_LAVAPIPE=1
 use_lavapipe_if_needed
-say "building and running the tests (a cold build takes 15-25 minutes on 2 cores)"
+say "building and running the tests (a cold build takes 25-30 minutes on 2 cores)"
 cargo test --locked "$@"

@@ -17,7 +17,10 @@ use parvis::visit::OpenHotspot;
 use parvis::visit::ui::HoveredHotspot;
 use parvis::xr::XrHead;
 use parvis::xr::controllers::PointingPlugin;
-use parvis::xr::locomotion::{ComfortSettings, HandInputs, LEFT, LocomotionPlugin, Posture, RIGHT, TeleportAim, TeleportRefusal, TeleportRules, VignetteState};
+use parvis::command::{SubmitCommand, VenueCommand};
+use parvis::visit::ActiveTour;
+use parvis::visit::tour::TourPhase;
+use parvis::xr::locomotion::{ComfortSettings, HandInputs, LEFT, LocomotionPlugin, Posture, RIGHT, TeleportAim, TeleportRefusal, TeleportRules, TourInHeadsetPlugin, VignetteState};
 
 /// A floor with obstacles of every kind a teleport or a walk must respect.
 const COURSE: &str = r##"(
@@ -59,7 +62,7 @@ fn track(tracked: Res<Tracked>, roots: Query<&Transform, With<XrTrackingRoot>>, 
 fn app_for(scene: &str, comfort: ComfortSettings) -> App {
     let scene = parse_scene(scene).expect("the test scene is valid");
     let mut app = core_app(VenueSetup::new(scene, assets()));
-    app.add_plugins((LocomotionPlugin, PointingPlugin))
+    app.add_plugins((LocomotionPlugin, PointingPlugin, TourInHeadsetPlugin))
         .insert_resource(comfort)
         .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(1.0 / 60.0)))
         .insert_resource(Tracked { head: Transform::from_xyz(0.0, 1.6, 0.0), hands: [None, None] })
@@ -395,4 +398,31 @@ fn the_cloister_roofs_are_not_walkable_and_its_courtyard_is() {
     assert_eq!(aim(&mut app, Vec3::new(0.0, 8.0, -9.75), Vec3::NEG_Y), Err(TeleportRefusal::NotWalkable("roof_north".into())));
     let on_path = aim(&mut app, Vec3::new(0.0, 1.5, 4.0), Vec3::NEG_Y).expect("the path is walkable");
     assert!((on_path.y - 0.12).abs() < 0.01, "{on_path}");
+}
+
+#[test]
+fn a_tour_puts_the_visitor_at_each_stop_behind_a_blink() {
+    let mut app = app_for(DEFAULT_SCENE, ComfortSettings::default());
+    app.world_mut().write_message(SubmitCommand::local(VenueCommand::PlayTour { tour: Some("highlights".into()), language: Some("en".into()) }));
+    let start = head(&app).translation;
+    // Stops: the courtyard (-1.3, 7.0) on the garden (0.1 m), then the gallery (-9.7, 9.5) on the
+    // paving (its collider 1 cm thick), both looking north; the head is 1.6 m above the floor.
+    for (stop, x, z, floor) in [(0, -1.3, 7.0, 0.1), (1, -9.7, 9.5, 0.01)] {
+        let mut frames = 0;
+        while !matches!(app.world().resource::<ActiveTour>().phase(), Some(TourPhase::AtStop { stop: s, .. }) if s == stop) {
+            app.update();
+            frames += 1;
+            assert!(frames < 60 * 30, "stop {stop} reached");
+            if stop == 0 {
+                assert_eq!(head(&app).translation, start, "no flying while the tour travels");
+            }
+        }
+        app.update();
+        app.update();
+        let now = head(&app);
+        assert!((now.translation.x - x).abs() < 1e-3 && (now.translation.z - z).abs() < 1e-3, "stop {stop}: {}", now.translation);
+        assert!((now.translation.y - 1.6 - floor).abs() < 0.005, "standing on the floor there: {}", now.translation);
+        assert!(now.forward().z < -0.99, "facing where the viewpoint looks");
+        assert!(app.world().resource::<VignetteState>().strength > 0.5, "behind a blink");
+    }
 }

@@ -602,6 +602,67 @@ fn ease_vignette_system(time: Res<Time>, aim: Res<TeleportAim>, mut vignette: Re
     }
 }
 
+/// Where the play space goes so that the head stands at `eye`'s place (on the floor at
+/// `floor`, raised by `floor_offset`), facing `look` (level): the head's offset in the play
+/// space is taken off, so the head, not the play space's corner, lands on the spot.
+pub fn stand_at(root: &Transform, head: Vec3, eye: Vec3, look: Vec3, floor: f32, floor_offset: f32) -> Transform {
+    let towards = Vec3::new(look.x - eye.x, 0.0, look.z - eye.z).normalize_or(Vec3::NEG_Z);
+    let rotation = Quat::from_rotation_y((-towards.x).atan2(-towards.z));
+    let head_local = root.compute_affine().inverse().transform_point3(head);
+    let offset = rotation * Vec3::new(head_local.x, 0.0, head_local.z);
+    Transform { translation: Vec3::new(eye.x - offset.x, floor + floor_offset, eye.z - offset.z), rotation, scale: root.scale }
+}
+
+/// The floor under `eye`: the first fixed collider straight below, within 50 m.
+pub fn floor_below(rapier: &ReadRapierContext, eye: Vec3) -> Option<f32> {
+    let context = rapier.single().ok()?;
+    context.with_query_pipeline(QueryFilter::only_fixed(), |pipeline| pipeline.cast_ray(eye, Vec3::NEG_Y, 50.0, true).map(|(_, toi)| eye.y - toi))
+}
+
+/// Guided tours in a headset: flying the visitor's view from stop to stop would sicken, so on
+/// arriving at a stop the visitor is put on the floor below the stop's viewpoint, facing where
+/// it looks, behind a blink; the narration, subtitles and hotspot panels are the tour's own.
+pub struct TourInHeadsetPlugin;
+
+impl Plugin for TourInHeadsetPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(Update, follow_the_tour.in_set(super::XrVisitSystems::Move).before(aim_and_teleport));
+    }
+}
+
+#[allow(clippy::too_many_arguments, reason = "a Bevy system: each argument is a query or resource it needs")]
+fn follow_the_tour(
+    active: Res<crate::visit::ActiveTour>,
+    scene: Option<Res<crate::command::CurrentScene>>,
+    comfort: Res<ComfortSettings>,
+    rapier: ReadRapierContext,
+    mut head: ResMut<super::XrHead>,
+    mut roots: RootQuery,
+    mut vignette: ResMut<VignetteState>,
+    mut at: Local<Option<(String, usize)>>,
+) {
+    let (Some(name), Some(scene)) = (active.name.clone(), scene) else {
+        *at = None;
+        return;
+    };
+    let Some(crate::visit::tour::TourPhase::AtStop { stop, .. }) = active.phase() else { return };
+    if at.as_ref() == Some(&(name.clone(), stop)) {
+        return;
+    }
+    let (Some(eyes), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
+    let viewpoint = scene.0.tours.iter().find(|t| t.name == name).and_then(|t| t.stops.get(stop)).and_then(|s| scene.0.viewpoints.iter().find(|v| v.name == s.viewpoint));
+    *at = Some((name, stop));
+    let Some(viewpoint) = viewpoint else { return };
+    let (eye, look) = (Vec3::from(viewpoint.position), Vec3::from(viewpoint.look_at));
+    let floor = floor_below(&rapier, eye).unwrap_or(eye.y - 1.65);
+    let placed = stand_at(&root, eyes.translation, eye, look, floor, comfort.floor_offset());
+    move_root(&mut root, &mut head, placed);
+    if comfort.vignette || comfort.reduced_motion {
+        vignette.blink = 1.0;
+        vignette.strength = 1.0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

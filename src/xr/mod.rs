@@ -22,7 +22,7 @@ use bevy_mod_openxr::session::OxrSession;
 use bevy_mod_xr::camera::XrCamera;
 use bevy_mod_xr::session::{XrFirst, XrHandleEvents, XrRequestExitMessage, XrSessionDestroyedMessage, XrState, XrStateChanged, XrTrackingRoot};
 use bevy_mod_xr::spaces::XrPrimaryReferenceSpace;
-use bevy_rapier3d::prelude::{QueryFilter, ReadRapierContext};
+use bevy_rapier3d::prelude::ReadRapierContext;
 use serde::Serialize;
 use thiserror::Error;
 
@@ -205,7 +205,7 @@ impl Plugin for XrVisitPlugin {
             .add_systems(XrFirst, watch_the_runtime.before(XrHandleEvents::Poll))
             .add_systems(Update, place_at_spawn.in_set(XrVisitSystems::Track).after(follow_head))
             .add_systems(Last, write_report_on_exit)
-            .add_plugins((controllers::ControllersPlugin, spectator::SpectatorPlugin, panel::HotspotPanelPlugin));
+            .add_plugins((controllers::ControllersPlugin, spectator::SpectatorPlugin, panel::HotspotPanelPlugin, locomotion::TourInHeadsetPlugin));
     }
 }
 
@@ -464,22 +464,13 @@ fn place_at_spawn(
         None => (Vec3::new(0.0, EYE_HEIGHT, 5.0), Vec3::new(0.0, EYE_HEIGHT, 0.0)),
     };
     // Colliders join rapier's query structures at the next physics step: give them a few frames.
-    let floor = rapier.single().ok().and_then(|context| {
-        context.with_query_pipeline(QueryFilter::only_fixed(), |pipeline| pipeline.cast_ray(eye, Vec3::NEG_Y, 50.0, true).map(|(_, toi)| eye.y - toi))
-    });
+    let floor = locomotion::floor_below(&rapier, eye);
     *tries += 1;
     if floor.is_none() && *tries < 60 {
         return;
     }
     let floor = floor.unwrap_or(eye.y - EYE_HEIGHT);
-    let towards = Vec3::new(look.x - eye.x, 0.0, look.z - eye.z).normalize_or(Vec3::NEG_Z);
-    let yaw = (-towards.x).atan2(-towards.z);
-    // The head's offset in the play space, turned with it, is taken off so the head (not the
-    // play space's corner) stands on the viewpoint.
-    let head_local = root.compute_affine().inverse().transform_point3(head.translation);
-    let rotation = Quat::from_rotation_y(yaw);
-    let offset = rotation * Vec3::new(head_local.x, 0.0, head_local.z);
-    let placed = Transform { translation: Vec3::new(eye.x - offset.x, floor + comfort.floor_offset(), eye.z - offset.z), rotation, scale: root.scale };
+    let placed = locomotion::stand_at(&root, head.translation, eye, look, floor, comfort.floor_offset());
     locomotion::move_root(&mut root, &mut xr_head, placed);
     log.spawn = Some(root.translation.to_array());
     log.spawned_at_frame = log.frames_rendered;
