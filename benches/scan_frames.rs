@@ -86,15 +86,7 @@ fn prepare(dir: &Path, file: &str, write: impl FnOnce(&Path)) -> PathBuf {
 }
 
 fn scene_with(entry: &str, field: &str) -> parvis::scene::format::SceneFile {
-    let mut scene = parse_scene(DEFAULT_SCENE).expect("built-in scene");
-    scene.assets.clear();
-    scene.primitives.clear();
-    scene.params.clear();
-    scene.rules.clear();
-    scene.polls.clear();
-    scene.effects.clear();
-    scene.hotspots.clear();
-    scene.tours.clear();
+    let mut scene = parse_scene(DEFAULT_SCENE).expect("built-in scene").stage_only();
     match field {
         "clouds" => scene.clouds.push(ron::from_str(entry).expect("cloud entry")),
         _ => scene.meshes.push(ron::from_str(entry).expect("mesh entry")),

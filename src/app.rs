@@ -273,11 +273,7 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     }
     if !options.window {
         use bevy::camera::RenderTarget;
-        use bevy::render::render_resource::{TextureFormat, TextureUsages};
-        let size = options.spectator_size.max(UVec2::ONE);
-        let mut image = Image::new_target_texture(size.x, size.y, TextureFormat::Rgba8UnormSrgb, None);
-        image.texture_descriptor.usage |= TextureUsages::COPY_SRC;
-        let target = app.world_mut().resource_mut::<Assets<Image>>().add(image);
+        let target = crate::output::readable_target(&mut app.world_mut().resource_mut::<Assets<Image>>(), options.spectator_size.max(UVec2::ONE));
         app.world_mut().entity_mut(spectator).insert((RenderTarget::Image(target.into()), IsDefaultUiCamera, bevy::camera::ShadowLodOrigin));
         if let Some(path) = options.spectator_out {
             app.insert_resource(crate::xr::spectator::SpectatorCapture(path));

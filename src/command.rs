@@ -225,6 +225,14 @@ pub struct LoggedCommand {
     pub command: VenueCommand,
 }
 
+impl LoggedCommand {
+    /// The same command asked again by the same origin, so that permissions apply exactly as
+    /// they did when it was logged (replay, a show restored from its log).
+    pub fn resubmit(&self) -> SubmitCommand {
+        SubmitCommand { origin: self.origin.clone(), command: self.command.clone() }
+    }
+}
+
 /// A command that was refused, and why.
 #[derive(Debug, Clone, Message)]
 pub struct RejectedCommand {

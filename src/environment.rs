@@ -11,6 +11,13 @@ use crate::scene::spawn::{VenueLight, to_color};
 #[derive(Debug, Clone, Copy, Default, Component)]
 pub struct VenueCamera;
 
+/// Of several views of the venue, the one that leads what depends on where the visitor looks
+/// (levels of detail, panels turned to face them, the listener): the active one drawn last,
+/// which puts a headset's eyes (ordered after it) before the desktop's spectator.
+pub fn leading_view<T>(views: impl IntoIterator<Item = T>, camera: impl Fn(&T) -> &Camera) -> Option<T> {
+    views.into_iter().filter(|v| camera(v).is_active).max_by_key(|v| camera(v).order)
+}
+
 /// The environment as the venue currently wants it.
 #[derive(Debug, Clone, Copy, PartialEq, Resource)]
 pub struct EnvironmentState {

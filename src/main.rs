@@ -13,7 +13,7 @@ use parvis::assets_root::AssetsRoot;
 use parvis::audience::moderation::Blocklist;
 use parvis::audience::server::{AudienceConfig, AudienceServer};
 use parvis::camera::pick_viewpoint;
-use parvis::command::{CommandLog, CommandLogFile, SubmitCommand, VenueCommand, read_command_log, venue_state_hash};
+use parvis::command::{CommandLog, CommandLogFile, LoggedCommand, SubmitCommand, VenueCommand, read_command_log, venue_state_hash};
 use parvis::output::{HeadlessRenderer, save_png};
 use parvis::params::StageParams;
 use parvis::scene::format::SceneFile;
@@ -637,18 +637,14 @@ fn supervise_xr(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
     use std::os::unix::process::ExitStatusExt;
     // Without --log, the child logs into a folder only this user can enter, made fresh (a
     // file another user could have planted would be replayed with the origins it claims).
-    let private_dir = if args.venue.log.is_none() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("parvis-xr-{}-{nanos:08x}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("cannot make a private folder {}", dir.display()))?;
-        Some(dir)
-    } else {
-        None
-    };
-    let log = match (&args.venue.log, &private_dir) {
-        (Some(path), _) => path.clone(),
-        (None, Some(dir)) => dir.join("session.jsonl"),
-        (None, None) => unreachable!("a private folder is made when there is no --log"),
+    let (log, private_dir) = match &args.venue.log {
+        Some(path) => (path.clone(), None),
+        None => {
+            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let dir = std::env::temp_dir().join(format!("parvis-xr-{}-{nanos:08x}", std::process::id()));
+            std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("cannot make a private folder {}", dir.display()))?;
+            (dir.join("session.jsonl"), Some(dir))
+        }
     };
     let cleanup = || {
         if let Some(dir) = &private_dir {
@@ -699,7 +695,7 @@ fn supervise_xr(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
         .iter()
         .filter(|e| !matches!(e.command, VenueCommand::SpawnEffect { .. } | VenueCommand::ShowText { .. } | VenueCommand::HideText { .. } | VenueCommand::PlayTour { .. }))
         .collect();
-    setup.initial_commands = lasting.iter().map(|e| SubmitCommand { origin: e.origin.clone(), command: e.command.clone() }).collect();
+    setup.initial_commands = lasting.iter().map(|e| e.resubmit()).collect();
     // The venue's own first load plus the restored ones are in the user's log already.
     setup.log_skip = lasting.len() + 1;
     eprintln!("parvis: the headset session is over (its runtime went away); the visit carries on at the desktop with the show's state restored ({} commands)", lasting.len());
@@ -1012,13 +1008,7 @@ fn replay(args: &ReplayArgs) -> Result<()> {
     let mut setup = VenueSetup::new(scene, assets);
     setup.viewpoint = args.viewpoint.clone();
     // Every entry keeps its origin, so permissions apply exactly as they did live.
-    setup.initial_commands = entries
-        .iter()
-        .map(|e| SubmitCommand {
-            origin: e.origin.clone(),
-            command: e.command.clone(),
-        })
-        .collect();
+    setup.initial_commands = entries.iter().map(LoggedCommand::resubmit).collect();
     let mut renderer = args.out.as_ref().map(|_| HeadlessRenderer::new(setup.clone(), args.size));
     let mut core = match renderer {
         Some(_) => None,

@@ -22,6 +22,13 @@ use crate::environment::VenueCamera;
 use crate::heritage::cloud::{CloudStatus, PointCloud, ScanPhase};
 use crate::heritage::lod::{MeshScan, MeshScanStatus};
 
+/// An image a camera can render into and the CPU can read back (screenshots of it).
+pub fn readable_target(images: &mut Assets<Image>, size: UVec2) -> Handle<Image> {
+    let mut image = Image::new_target_texture(size.x, size.y, TextureFormat::Rgba8UnormSrgb, None);
+    image.texture_descriptor.usage |= TextureUsages::COPY_SRC;
+    images.add(image)
+}
+
 /// Why headless rendering failed.
 #[derive(Debug, Error)]
 pub enum OutputError {
@@ -76,9 +83,7 @@ impl HeadlessRenderer {
     pub fn new(setup: VenueSetup, size: UVec2) -> Self {
         let mut app = headless_render_app(setup);
         app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(1.0 / 60.0)));
-        let mut image = Image::new_target_texture(size.x, size.y, TextureFormat::Rgba8UnormSrgb, None);
-        image.texture_descriptor.usage |= TextureUsages::COPY_SRC;
-        let target = app.world_mut().resource_mut::<Assets<Image>>().add(image);
+        let target = readable_target(&mut app.world_mut().resource_mut::<Assets<Image>>(), size);
         let camera = app
             .world_mut()
             .spawn((

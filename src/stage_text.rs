@@ -16,7 +16,7 @@ use bevy::render::render_resource::TextureFormat;
 
 use crate::VenueSystems;
 use crate::command::{LoggedCommand, VenueCommand};
-use crate::environment::VenueCamera;
+use crate::environment::{VenueCamera, leading_view};
 
 /// Most texts shown at once; a new one replaces the oldest.
 pub const MAX_PANELS: usize = 8;
@@ -231,8 +231,7 @@ fn sync_panels(
 
 /// Turns panels towards the viewer (about the vertical axis only, so they stay upright).
 fn face_the_camera(viewers: Query<(&Camera, &GlobalTransform), With<VenueCamera>>, mut panels: Query<&mut Transform, With<Panel>>) {
-    // The leading view: a headset's eyes (higher order) before the desktop's spectator.
-    let Some(eye) = viewers.iter().filter(|(c, _)| c.is_active).max_by_key(|(c, _)| c.order).map(|(_, t)| t.translation()) else { return };
+    let Some(eye) = leading_view(viewers.iter(), |(c, _)| c).map(|(_, t)| t.translation()) else { return };
     for mut transform in &mut panels {
         let to_eye = Vec3::new(eye.x - transform.translation.x, 0.0, eye.z - transform.translation.z);
         if to_eye.length_squared() > 1e-6 {

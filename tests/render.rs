@@ -348,16 +348,7 @@ fn audience_texts_and_effects_show_in_the_venue_and_go_when_hidden() {
 
 /// The built-in cloister's sky, lights and viewpoints, without its content: a stage for a scan.
 fn bare_cloister() -> parvis::scene::format::SceneFile {
-    let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &AssetsRoot::new(root().join("assets"))).unwrap();
-    scene.assets.clear();
-    scene.primitives.clear();
-    scene.params.clear();
-    scene.rules.clear();
-    scene.polls.clear();
-    scene.effects.clear();
-    scene.hotspots.clear();
-    scene.tours.clear();
-    scene
+    load_scene_str(DEFAULT_SCENE, "cloister.ron", &AssetsRoot::new(root().join("assets"))).unwrap().stage_only()
 }
 
 /// A venue made of a synthetic scan of the cloister (no meshes), in a temporary assets root.

@@ -109,6 +109,14 @@ fn release(app: &mut App) {
     }
 }
 
+/// Aims at the open floor ahead and lets go: a teleport of about two metres.
+fn jump_ahead(app: &mut App) {
+    point_hand(app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
+    stick(app, RIGHT, Vec2::new(0.0, 1.0));
+    app.update();
+    release(app);
+}
+
 /// Aims a teleport from `at` along `direction` and returns the verdict (without jumping).
 fn aim(app: &mut App, at: Vec3, direction: Vec3) -> Result<Vec3, TeleportRefusal> {
     point_hand(app, RIGHT, at, direction);
@@ -342,25 +350,16 @@ fn comfort_settings_change_walking_vignette_and_height() {
     assert_eq!(app.world().resource::<VignetteState>().strength, 0.0);
     // Seated: a teleport puts the play space's floor 0.45 m above the landing.
     let mut app = app_for(COURSE, ComfortSettings { posture: Posture::Seated { raise: 0.45 }, ..default() });
-    point_hand(&mut app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
-    stick(&mut app, RIGHT, Vec2::new(0.0, 1.0));
-    app.update();
-    release(&mut app);
+    jump_ahead(&mut app);
     assert!((root(&mut app).translation.y - 0.45).abs() < 0.02, "{}", root(&mut app).translation);
     // Reduced motion blinks on a jump.
     let mut app = app_for(COURSE, ComfortSettings { reduced_motion: true, ..default() });
-    point_hand(&mut app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
-    stick(&mut app, RIGHT, Vec2::new(0.0, 1.0));
-    app.update();
-    release(&mut app);
+    jump_ahead(&mut app);
     assert_eq!(app.world().resource::<TeleportAim>().jumps, 1);
     assert!(app.world().resource::<VignetteState>().strength > 0.5, "a blink hides the jump");
     // With neither the vignette nor reduced motion, a jump does not blink.
     let mut app = app_for(COURSE, ComfortSettings { vignette: false, ..default() });
-    point_hand(&mut app, RIGHT, Vec3::new(0.2, 1.3, -0.3), Vec3::new(0.0, -0.5, -1.0));
-    stick(&mut app, RIGHT, Vec2::new(0.0, 1.0));
-    app.update();
-    release(&mut app);
+    jump_ahead(&mut app);
     assert_eq!(app.world().resource::<TeleportAim>().jumps, 1);
     assert_eq!(app.world().resource::<VignetteState>().strength, 0.0);
 }

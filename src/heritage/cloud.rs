@@ -20,7 +20,7 @@ use super::points::{GPU_BYTES_PER_POINT, PointMaterial, PointMaterialPlugin, Poi
 use crate::VenueSystems;
 use crate::assets_root::AssetsRoot;
 use crate::command::CurrentScene;
-use crate::environment::VenueCamera;
+use crate::environment::{VenueCamera, leading_view};
 use crate::scene::format::CloudDef;
 use crate::scene::spawn::to_transform;
 
@@ -354,8 +354,7 @@ fn stream_clouds(
     mut meshes: ResMut<Assets<Mesh>>,
     mut materials: ResMut<Assets<PointMaterial>>,
 ) {
-    // The leading view: a headset's eyes (higher order) before the desktop's spectator.
-    let camera = cameras.iter().filter(|(c, ..)| c.is_active).max_by_key(|(c, ..)| c.order);
+    let camera = leading_view(cameras.iter(), |(c, ..)| c);
     for (entity, cloud, transform, mut stream, mut status) in &mut clouds {
         let stream = &mut *stream;
         stream.frame += 1;

@@ -20,7 +20,7 @@ use super::mesh::{self, Level, MeshIndex};
 use crate::VenueSystems;
 use crate::assets_root::AssetsRoot;
 use crate::command::CurrentScene;
-use crate::environment::VenueCamera;
+use crate::environment::{VenueCamera, leading_view};
 use crate::scene::format::MeshScanDef;
 use crate::scene::spawn::to_transform;
 
@@ -279,8 +279,7 @@ fn pick_levels(
     groups: Query<&LodGroup>,
     mut visibility: Query<&mut Visibility, Without<LodChunk>>,
 ) {
-    // The leading view: a headset's eyes (higher order) before the desktop's spectator.
-    let Some((camera, eye, projection)) = cameras.iter().filter(|(c, ..)| c.is_active).max_by_key(|(c, ..)| c.order) else { return };
+    let Some((camera, eye, projection)) = leading_view(cameras.iter(), |(c, ..)| c) else { return };
     let fov = match projection {
         Projection::Perspective(p) => p.fov,
         _ => std::f32::consts::FRAC_PI_4,

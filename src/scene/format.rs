@@ -67,6 +67,23 @@ pub struct SceneFile {
     pub tours: Vec<TourDef>,
 }
 
+impl SceneFile {
+    /// The venue's stage without its content: its environment, lights and viewpoints, with no
+    /// models, shapes, parameters, audience rules, polls, effects, hotspots or tours. A stage to
+    /// show a scan on, in tests and benchmarks.
+    pub fn stage_only(mut self) -> Self {
+        self.assets.clear();
+        self.primitives.clear();
+        self.params.clear();
+        self.rules.clear();
+        self.polls.clear();
+        self.effects.clear();
+        self.hotspots.clear();
+        self.tours.clear();
+        self
+    }
+}
+
 /// A text in several languages, keyed by language tag: `{"en": "The well", "fr": "Le puits"}`.
 /// Which one a visitor gets follows the venue's `languages` (see `visit::lang`).
 pub type Localized = std::collections::BTreeMap<String, String>;

@@ -323,10 +323,14 @@ fn arrive(
     }
 }
 
-/// The listener follows the leading venue camera (a headset's eyes before the desktop's).
-fn move_listener(mut narrator: ResMut<Narrator>, cameras: Query<(&Camera, &GlobalTransform), With<VenueCamera>>) {
-    if let Some((_, transform)) = cameras.iter().filter(|(c, _)| c.is_active).max_by_key(|(c, _)| c.order) {
+/// The listener follows the leading venue camera (a headset's eyes before the desktop's),
+/// and is told only when it moved.
+fn move_listener(mut narrator: ResMut<Narrator>, cameras: Query<(&Camera, &GlobalTransform), With<VenueCamera>>, mut last: Local<Option<GlobalTransform>>) {
+    if let Some((_, transform)) = crate::environment::leading_view(cameras.iter(), |(c, _)| c)
+        && *last != Some(*transform)
+    {
         narrator.set_listener(transform);
+        *last = Some(*transform);
     }
 }
 

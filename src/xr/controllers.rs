@@ -7,11 +7,11 @@ use bevy::prelude::*;
 use bevy_mod_openxr::action_binding::{OxrSendActionBindings, OxrSuggestActionBinding};
 use bevy_mod_openxr::action_set_attaching::OxrAttachActionSet;
 use bevy_mod_openxr::action_set_syncing::{OxrActionSetSyncSet, OxrSyncActionSet};
-use bevy_mod_openxr::openxr_session_running;
+use bevy_mod_openxr::{openxr_session_available, openxr_session_running};
 use bevy_mod_openxr::resources::OxrInstance;
 use bevy_mod_openxr::session::OxrSession;
 use bevy_mod_xr::camera::XrCamera;
-use bevy_mod_xr::session::{XrSessionCreated, XrTrackingRoot, session_available};
+use bevy_mod_xr::session::{XrSessionCreated, XrTrackingRoot};
 
 use super::locomotion::{HandInputs, LEFT, LocomotionPlugin, RIGHT, TeleportAim, VignetteState};
 use crate::command::{CurrentScene, SubmitCommand, VenueCommand};
@@ -50,7 +50,7 @@ pub struct ControllersPlugin;
 impl Plugin for ControllersPlugin {
     fn build(&self, app: &mut App) {
         app.add_plugins((LocomotionPlugin, PointingPlugin))
-            .add_systems(Startup, create_actions.run_if(session_available).run_if(super::xr_instance_exists))
+            .add_systems(Startup, create_actions.run_if(openxr_session_available))
             .add_systems(OxrSendActionBindings, suggest_bindings)
             .add_systems(XrSessionCreated, (attach_actions, spawn_hands))
             .add_systems(PreUpdate, sync_actions.before(OxrActionSetSyncSet).run_if(openxr_session_running))

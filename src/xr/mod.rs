@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
-use bevy_mod_openxr::resources::{OxrCurrentSessionConfig, OxrFrameState, OxrInstance, OxrSessionStarted, OxrSystemId};
+use bevy_mod_openxr::resources::{OxrCurrentSessionConfig, OxrFrameState, OxrSessionStarted};
 use bevy_mod_openxr::session::OxrSession;
 use bevy_mod_xr::camera::XrCamera;
 use bevy_mod_xr::session::{XrFirst, XrHandleEvents, XrRequestExitMessage, XrSessionDestroyedMessage, XrState, XrStateChanged, XrTrackingRoot};
@@ -140,7 +140,7 @@ pub struct XrSessionLog {
     /// Eye cameras seen drawing in the last frame.
     pub eye_cameras: usize,
     /// Time between headset frames, milliseconds (at most the last 10 000).
-    pub frame_ms: Vec<f64>,
+    pub frame_ms: std::collections::VecDeque<f64>,
     /// The runtime's predicted display period, milliseconds.
     pub display_period_ms: Option<f64>,
     /// The head's position in the play space (from the runtime), sampled every 10th frame.
@@ -165,7 +165,7 @@ impl XrSessionLog {
         if self.frame_ms.is_empty() {
             return None;
         }
-        let mut sorted = self.frame_ms.clone();
+        let mut sorted: Vec<f64> = self.frame_ms.iter().copied().collect();
         sorted.sort_by(f64::total_cmp);
         let at = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
         Some((at(0.5), at(0.99)))
@@ -266,9 +266,9 @@ fn count_frames(
     let now = Instant::now();
     if let Some(last) = log.last_frame.replace(now) {
         if log.frame_ms.len() >= 10_000 {
-            log.frame_ms.remove(0);
+            log.frame_ms.pop_front();
         }
-        log.frame_ms.push(now.duration_since(last).as_secs_f64() * 1000.0);
+        log.frame_ms.push_back(now.duration_since(last).as_secs_f64() * 1000.0);
     }
     log.display_period_ms = Some(frame.predicted_display_period.as_nanos() as f64 / 1e6);
     log.frames_rendered += 1;
@@ -475,9 +475,4 @@ fn place_at_spawn(
     log.spawn = Some(root.translation.to_array());
     log.spawned_at_frame = log.frames_rendered;
     info!("headset: visitor placed at ({:.2}, {:.2}, {:.2}), floor at {floor:.2} m", eye.x, floor, eye.z);
-}
-
-/// Whether the OpenXR instance is there (a session can be made); for run conditions.
-pub fn xr_instance_exists(instance: Option<Res<OxrInstance>>, system: Option<Res<OxrSystemId>>) -> bool {
-    instance.is_some() && system.is_some()
 }
