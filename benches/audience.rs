@@ -6,13 +6,13 @@
 
 use std::time::Instant;
 
-use parvis::audience::moderation::{Blocklist, moderate};
-use parvis::audience::protocol::{ClientMessage, parse_client_message};
-use parvis::audience::rules::match_chat;
-use parvis::bridge::irc::{TwitchEvent, parse_twitch};
-use parvis::params::StageParams;
-use parvis::scene::DEFAULT_SCENE;
-use parvis::scene::validate::parse_scene;
+use parvis::model::audience::moderation::{Blocklist, moderate};
+use parvis::model::audience::protocol::{ClientMessage, parse_client_message};
+use parvis::model::audience::rules::match_chat;
+use parvis::model::irc::{TwitchEvent, parse_twitch};
+use parvis::model::params::StageParams;
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::validate::parse_scene;
 
 fn main() {
     let scene = parse_scene(DEFAULT_SCENE).expect("built-in scene");
@@ -68,7 +68,7 @@ fn main() {
 /// parser's tests: all of it (edge cases weighing as much as plain chat, among them a line at
 /// Twitch's 500-character limit), then a busy channel's mix (nine chat lines of at most 200
 /// bytes for each other event).
-fn twitch_lines(scene: &parvis::scene::format::SceneFile, params: &StageParams, blocklist: &Blocklist) {
+fn twitch_lines(scene: &parvis::model::scene::format::SceneFile, params: &StageParams, blocklist: &Blocklist) {
     let corpus = include_str!("../tests/data/twitch/corpus.txt");
     let valid: Vec<&str> = corpus.lines().filter_map(|l| l.strip_prefix("ok ")).filter_map(|l| l.split_once(' ')).map(|(_, line)| line).collect();
     let text_len = |line: &str| line.split_once(" PRIVMSG ").and_then(|(_, rest)| rest.split_once(" :")).map_or(0, |(_, text)| text.len());
@@ -83,7 +83,7 @@ fn twitch_lines(scene: &parvis::scene::format::SceneFile, params: &StageParams, 
     }
 }
 
-fn run_twitch(what: &str, lines: &[&str], scene: &parvis::scene::format::SceneFile, params: &StageParams, blocklist: &Blocklist) {
+fn run_twitch(what: &str, lines: &[&str], scene: &parvis::model::scene::format::SceneFile, params: &StageParams, blocklist: &Blocklist) {
     let rounds = 5;
     let per_round = 300_000;
     let mut parse_rates = Vec::new();

@@ -4,12 +4,12 @@
 
 use std::time::Instant;
 
-use parvis::heritage::las::write_las;
-use parvis::heritage::octree::OctreeConfig;
-use parvis::heritage::ply::write_ply;
-use parvis::heritage::sample::sample_scene;
-use parvis::scene::DEFAULT_SCENE;
-use parvis::scene::validate::parse_scene;
+use parvis::engine::heritage::las::write_las;
+use parvis::engine::heritage::octree::OctreeConfig;
+use parvis::engine::heritage::ply::write_ply;
+use parvis::engine::heritage::sample::sample_scene;
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::validate::parse_scene;
 
 fn main() {
     let scene = parse_scene(DEFAULT_SCENE).expect("built-in scene");
@@ -31,7 +31,7 @@ fn main() {
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let cache = dir.join("cache");
             let _ = std::fs::remove_dir_all(&cache);
-            let imported = parvis::heritage::import(&path, &cache, OctreeConfig::default(), &Default::default()).expect("import");
+            let imported = parvis::engine::heritage::import(&path, &cache, OctreeConfig::default(), &Default::default()).expect("import");
             let [read, built, written] = imported.timings.map(|d| d.as_secs_f64());
             let total = read + built + written;
             println!(

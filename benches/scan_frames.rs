@@ -16,13 +16,13 @@ use std::time::Instant;
 
 use bevy::prelude::*;
 use parvis::app::VenueSetup;
-use parvis::assets_root::AssetsRoot;
-use parvis::camera::CameraRig;
-use parvis::heritage::cloud::CloudStatus;
-use parvis::heritage::lod::MeshScanStatus;
-use parvis::output::HeadlessRenderer;
-use parvis::scene::DEFAULT_SCENE;
-use parvis::scene::validate::parse_scene;
+use parvis::model::assets_root::AssetsRoot;
+use parvis::engine::camera::CameraRig;
+use parvis::engine::heritage::cloud::CloudStatus;
+use parvis::engine::heritage::lod::MeshScanStatus;
+use parvis::app::headless::HeadlessRenderer;
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::validate::parse_scene;
 
 const SIZE: UVec2 = UVec2::new(640, 360);
 const FRAMES: usize = 20;
@@ -85,7 +85,7 @@ fn prepare(dir: &Path, file: &str, write: impl FnOnce(&Path)) -> PathBuf {
     path
 }
 
-fn scene_with(entry: &str, field: &str) -> parvis::scene::format::SceneFile {
+fn scene_with(entry: &str, field: &str) -> parvis::model::scene::format::SceneFile {
     let mut scene = parse_scene(DEFAULT_SCENE).expect("built-in scene").stage_only();
     match field {
         "clouds" => scene.clouds.push(ron::from_str(entry).expect("cloud entry")),
@@ -133,7 +133,7 @@ fn child_cloud(dir: &Path, n: u64) {
         std::io::Write::write_all(&mut out, header.as_bytes()).expect("write");
         for s in 0..slices {
             let count = (n - s * 10_000_000).min(10_000_000) as usize;
-            for p in parvis::heritage::sample::sample_scene(&scene, count, 1 + s) {
+            for p in parvis::engine::heritage::sample::sample_scene(&scene, count, 1 + s) {
                 let mut record = Vec::with_capacity(15);
                 for v in p.position {
                     record.extend(v.to_le_bytes());
@@ -163,11 +163,11 @@ fn child_mesh(dir: &Path, triangles: u64) {
     let grid = ((triangles / 2) as f64).sqrt().round() as u32;
     let file = format!("terrace-{triangles}.glb");
     prepare(dir, &file, |path| {
-        let (positions, normals, uvs, indices) = parvis::heritage::mesh::generate_scan_grid(grid, 60.0);
+        let (positions, normals, uvs, indices) = parvis::engine::heritage::mesh::generate_scan_grid(grid, 60.0);
         let texture = image::RgbaImage::from_fn(1024, 1024, |x, y| image::Rgba([(x / 4) as u8, (y / 4) as u8, 128, 255]));
         let mut png = Vec::new();
         texture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).expect("png");
-        parvis::heritage::mesh::write_glb(&positions, &normals, &uvs, &indices, Some(&png), path).expect("glb");
+        parvis::engine::heritage::mesh::write_glb(&positions, &normals, &uvs, &indices, Some(&png), path).expect("glb");
     });
     let entry = format!(r#"(name: "scan", path: "scans/{file}", credit: (author: "bench", licence: "CC0-1.0"))"#);
     let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene_with(&entry, "meshes"), AssetsRoot::new(dir)), SIZE);

@@ -9,10 +9,10 @@ use std::time::Instant;
 
 use bevy::prelude::UVec2;
 use parvis::app::VenueSetup;
-use parvis::assets_root::AssetsRoot;
-use parvis::output::HeadlessRenderer;
-use parvis::scene::DEFAULT_SCENE;
-use parvis::scene::validate::{load_scene_str, parse_scene};
+use parvis::model::assets_root::AssetsRoot;
+use parvis::app::headless::HeadlessRenderer;
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::validate::{load_scene_str, parse_scene};
 
 fn stats(label: &str, unit: &str, mut samples: Vec<f64>) {
     samples.sort_by(f64::total_cmp);

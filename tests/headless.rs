@@ -6,14 +6,17 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use parvis::app::{VenueSetup, core_app};
-use parvis::assets_root::AssetsRoot;
-use parvis::command::{CommandError, CommandLog, CommandOrigin, CurrentScene, RejectedCommand, SubmitCommand, VenueCommand};
-use parvis::environment::EnvironmentState;
-use parvis::params::{ParamError, ParamValue, StageParams};
-use parvis::scene::format::{Colour, EnvironmentPreset, SceneFile};
-use parvis::scene::spawn::{VenueEntity, VenueIndex};
-use parvis::scene::validate::{load_scene_file, load_scene_str, parse_scene};
-use parvis::scene::{DEFAULT_SCENE, SceneStatus};
+use parvis::model::assets_root::AssetsRoot;
+use parvis::model::command::{CommandError, CommandOrigin, VenueCommand};
+use parvis::engine::command::{CommandLog, CurrentScene, RejectedCommand, SubmitCommand};
+use parvis::engine::environment::EnvironmentState;
+use parvis::model::params::{ParamError, ParamValue};
+use parvis::engine::command::VenueParams;
+use parvis::model::scene::format::{Colour, EnvironmentPreset, SceneFile};
+use parvis::engine::scene::{venue::VenueEntity, venue::VenueIndex};
+use parvis::model::scene::validate::{load_scene_file, load_scene_str, parse_scene};
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::engine::scene::SceneStatus;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -78,7 +81,7 @@ fn scene_files_round_trip_through_ron() {
 #[test]
 fn numbers_may_be_written_without_a_decimal_point() {
     let scene = parse_scene(r#"(version: 1, venue: (title: "x"), primitives: [(name: "b", shape: Sphere(radius: 2))])"#).unwrap();
-    assert_eq!(scene.primitives[0].shape, parvis::scene::format::ShapeDef::Sphere { radius: 2.0 });
+    assert_eq!(scene.primitives[0].shape, parvis::model::scene::format::ShapeDef::Sphere { radius: 2.0 });
 }
 
 #[test]
@@ -137,7 +140,7 @@ fn loading_builds_the_venue_from_the_scene() {
     assert_eq!(index.get("fountain").len(), 1);
     let copies: Vec<Vec3> = index.get("arcade_north").iter().map(|e| app.world().get::<Transform>(*e).unwrap().translation).collect();
     assert_eq!(copies[1] - copies[0], Vec3::new(3.2, 0.0, 0.0));
-    let params = app.world().resource::<StageParams>();
+    let params = app.world().resource::<VenueParams>();
     assert_eq!(params.value("sky"), Some(&ParamValue::Enum("day".into())));
     assert_eq!(app.world().resource::<CommandLog>().applied(), 1, "the load itself is a logged command");
 }
@@ -163,7 +166,7 @@ fn set_param_changes_only_the_bound_properties() {
     let env = *app.world().resource::<EnvironmentState>();
     assert_eq!(env.preset, EnvironmentPreset::Night);
     assert_ne!(env.sky, before.sky);
-    assert_eq!(app.world().resource::<ClearColor>().0, parvis::scene::spawn::to_color(env.sky));
+    assert_eq!(app.world().resource::<ClearColor>().0, parvis::engine::scene::venue::to_color(env.sky));
     let sun = entity(&app, "sun");
     assert!(app.world().get::<DirectionalLight>(sun).unwrap().illuminance < 4000.0 * 0.1, "night dims the sun");
     set(&mut app, "fog", ParamValue::Float(0.05));
@@ -184,7 +187,7 @@ fn set_param_changes_only_the_bound_properties() {
 #[test]
 fn invalid_commands_are_refused_with_a_reason_and_change_nothing() {
     let mut app = venue_app();
-    let before = app.world().resource::<StageParams>().clone();
+    let before = app.world().resource::<VenueParams>().clone();
     let cases = [
         ("ghost", ParamValue::Bool(true)),
         ("banner", ParamValue::Float(1.0)),
@@ -204,7 +207,7 @@ fn invalid_commands_are_refused_with_a_reason_and_change_nothing() {
         };
         assert!(expected, "{name}: {}", errors[0]);
     }
-    assert_eq!(*app.world().resource::<StageParams>(), before);
+    assert_eq!(*app.world().resource::<VenueParams>(), before);
     assert_eq!(app.world().resource::<CommandLog>().applied(), 1, "refused commands are not logged as applied");
 }
 
@@ -245,7 +248,7 @@ fn reloading_replaces_entities_without_leaking_and_resets_params() {
         submit(&mut app, CommandOrigin::Local, VenueCommand::LoadScene { scene: Box::new(default_scene()) });
     }
     assert_eq!(count(&mut app), first);
-    assert_eq!(app.world().resource::<StageParams>().value("banner"), Some(&ParamValue::Bool(true)));
+    assert_eq!(app.world().resource::<VenueParams>().value("banner"), Some(&ParamValue::Bool(true)));
     let banner = entity(&app, "banner");
     assert_eq!(app.world().get::<Visibility>(banner), Some(&Visibility::Inherited));
 }
@@ -406,7 +409,9 @@ fn run_without_rendering_keeps_state_and_log_and_replays_the_same() {
 
 #[test]
 fn scans_of_every_format_import_once_into_the_cache_and_bad_ones_say_why() {
-    use parvis::heritage::{las::write_las, ply::write_ply, sample::sample_scene};
+    use parvis::engine::heritage::las::write_las;
+use parvis::engine::heritage::ply::write_ply;
+use parvis::engine::heritage::sample::sample_scene;
     let dir = std::env::temp_dir().join(format!("parvis-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -434,7 +439,7 @@ fn scans_of_every_format_import_once_into_the_cache_and_bad_ones_say_why() {
     let imports: Vec<_> = std::fs::read_dir(&cache).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(imports.len(), 3);
     for dir in &imports {
-        let index = parvis::heritage::cache::read_index(dir).unwrap();
+        let index = parvis::engine::heritage::cache::read_index(dir).unwrap();
         assert_eq!(index.points, 60_000);
         assert!(index.nodes.iter().all(|n| n.count <= 5000));
     }
@@ -481,7 +486,7 @@ fn help_documents_every_command() {
 fn an_oversized_scene_file_is_refused_before_it_is_read() {
     let file = std::env::temp_dir().join(format!("parvis-huge-{}.ron", std::process::id()));
     let f = std::fs::File::create(&file).unwrap();
-    f.set_len(parvis::scene::validate::MAX_SCENE_BYTES + 1).unwrap();
+    f.set_len(parvis::model::scene::validate::MAX_SCENE_BYTES + 1).unwrap();
     let error = load_scene_file(&file, &assets()).unwrap_err().to_string();
     assert!(error.contains("scene files are limited to 16777216 bytes"), "{error}");
     std::fs::remove_file(&file).unwrap();
@@ -493,7 +498,7 @@ fn an_oversized_scene_file_is_refused_before_it_is_read() {
 fn the_camera_starts_at_the_spawn_viewpoint_walks_with_keys_and_jumps_to_viewpoints() {
     use bevy::input::InputPlugin;
     use bevy::time::TimeUpdateStrategy;
-    use parvis::camera::{AwaitingViewpoint, CameraPlugin, CameraRig};
+    use parvis::engine::camera::{AwaitingViewpoint, CameraPlugin, CameraRig};
 
     let mut app = core_app(VenueSetup::new(default_scene(), assets()));
     app.add_plugins((InputPlugin, CameraPlugin { interactive: true }))
@@ -533,7 +538,8 @@ fn the_camera_starts_at_the_spawn_viewpoint_walks_with_keys_and_jumps_to_viewpoi
 
 #[test]
 fn a_replayed_log_gives_the_same_venue_state_as_the_live_show() {
-    use parvis::command::{CommandLogFile, read_command_log, venue_state_hash};
+    use parvis::engine::command::{CommandLogFile, venue_state_hash};
+use parvis::model::command::read_command_log;
     let path = std::env::temp_dir().join(format!("parvis-log-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let mut app = venue_app();
@@ -580,7 +586,8 @@ fn a_replayed_log_gives_the_same_venue_state_as_the_live_show() {
 mod audience {
     use super::*;
     use futures_util::{SinkExt, StreamExt};
-    use parvis::audience::server::{AudienceConfig, AudienceServer};
+    use parvis::edges::audience::server::AudienceServer;
+    use parvis::edges::audience::shared::AudienceConfig;
     use std::net::SocketAddr;
     use tokio_tungstenite::tungstenite::Message;
 
@@ -679,7 +686,7 @@ mod audience {
         let mut scene = default_scene();
         scene.rules.extend(rules.iter().map(|r| ron::from_str(r).unwrap_or_else(|e| panic!("test rule {r}: {e}"))));
         scene.effects.extend(effects.iter().map(|r| ron::from_str(r).unwrap_or_else(|e| panic!("test effect {r}: {e}"))));
-        let problems = parvis::scene::validate::validate_scene(&scene, "", &assets());
+        let problems = parvis::model::scene::validate::validate_scene(&scene, "", &assets());
         assert!(problems.is_empty(), "{problems:?}");
         scene
     }
@@ -710,7 +717,7 @@ mod audience {
         started(&server, &mut app);
         app.init_resource::<Refused>().add_systems(Last, collect_refusals);
         app.update();
-        app.insert_resource(server);
+        server.attach(&mut app);
         let client = std::thread::spawn(move || {
             tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(script(addr));
         });
@@ -763,7 +770,7 @@ mod audience {
                 eve.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000").await;
             })
         });
-        assert_eq!(app.world().resource::<StageParams>().value("stage_light"), Some(&ParamValue::Colour(Colour::parse("#ff0000").unwrap())));
+        assert_eq!(app.world().resource::<VenueParams>().value("stage_light"), Some(&ParamValue::Colour(Colour::parse("#ff0000").unwrap())));
         let log: Vec<_> = app.world().resource::<CommandLog>().recent().cloned().collect();
         assert!(matches!(&log.last().unwrap().origin, CommandOrigin::Audience(id) if id.starts_with('a')), "{log:?}");
         assert_eq!(log.len(), 2, "only the load and Ana's command were applied: {log:?}");
@@ -910,11 +917,11 @@ mod audience {
         });
         let log: Vec<_> = app.world().resource::<CommandLog>().recent().cloned().collect();
         assert!(matches!(&log.last().unwrap().origin, CommandOrigin::Moderator(_)), "{log:?}");
-        assert_eq!(app.world().resource::<StageParams>().value("sky"), Some(&ParamValue::Enum("night".into())));
+        assert_eq!(app.world().resource::<VenueParams>().value("sky"), Some(&ParamValue::Enum("night".into())));
         assert_eq!(log.len(), 2, "the paused audience command was not applied: {log:?}");
     }
 
-    fn log_of(app: &App) -> Vec<parvis::command::LoggedCommand> {
+    fn log_of(app: &App) -> Vec<parvis::model::command::LoggedCommand> {
         app.world().resource::<CommandLog>().recent().cloned().collect()
     }
 
@@ -962,7 +969,7 @@ mod audience {
             })
         });
         let log = log_of(&app);
-        assert_eq!(app.world().resource::<StageParams>().value("sky"), Some(&ParamValue::Enum("night".into())), "the second poll changed nothing");
+        assert_eq!(app.world().resource::<VenueParams>().value("sky"), Some(&ParamValue::Enum("night".into())), "the second poll changed nothing");
         let poll_effects: Vec<_> = log.iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(id) if id == "poll:finale")).collect();
         assert_eq!(poll_effects.len(), 1, "{log:?}");
         assert_eq!(log.iter().filter(|e| matches!(e.command, VenueCommand::OpenPoll { .. })).count(), 2);
@@ -1041,7 +1048,7 @@ mod audience {
         }).collect();
         assert_eq!(shows, [("Bravo <b>à tous</b> !".to_owned(), "Ana".to_owned())], "exactly the approved text, as typed");
         assert!(log.iter().any(|e| matches!(e.command, VenueCommand::HideText { id: Some(_) })), "{log:?}");
-        assert!(app.world().resource::<parvis::stage_text::ShownTexts>().texts.is_empty());
+        assert!(app.world().resource::<parvis::engine::stage_text::ShownTexts>().texts.is_empty());
     }
 
     #[test]
@@ -1100,7 +1107,7 @@ mod audience {
         }));
         let fired = log_of(&app).iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(id) if id == "energy:heat")).count();
         assert_eq!(fired, 1, "one rise, one firing");
-        assert_eq!(app.world().resource::<StageParams>().value("banner"), Some(&ParamValue::Bool(false)));
+        assert_eq!(app.world().resource::<VenueParams>().value("banner"), Some(&ParamValue::Bool(false)));
     }
 
     #[test]
@@ -1110,7 +1117,7 @@ mod audience {
             |c, app| {
                 c.max_connections_per_address = 3;
                 c.messages_per_10s_per_address = 8;
-                app.world_mut().resource_mut::<parvis::audience::Audience>().chat_lines_per_second = 2;
+                app.world_mut().resource_mut::<parvis::engine::audience::Audience>().chat_lines_per_second = 2;
             },
             Box::new(|addr| {
                 Box::pin(async move {
@@ -1159,7 +1166,7 @@ mod audience {
     /// Twitch's dialect, tags included.
     mod bridge {
         use super::*;
-        use parvis::bridge::twitch::{TwitchBridge, TwitchConfig};
+        use parvis::edges::bridge::twitch::{TwitchBridge, TwitchConfig};
         use std::process::{Child, Stdio};
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
         use tokio::net::TcpStream;
@@ -1167,7 +1174,7 @@ mod audience {
         /// The venue with a chat bridge set up by `config`, while `script` plays around it.
         fn with_bridged_venue(scene: SceneFile, config: TwitchConfig, script: Script) -> App {
             let bridge = TwitchBridge::new(config).unwrap();
-            with_venue_started(scene, |_, _| {}, move |server, _| parvis::bridge::start(server, Box::new(bridge), "twitch:"), script)
+            with_venue_started(scene, |_, _| {}, move |server, _| parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:"), script)
         }
 
         /// An ngircd on loopback, stopped when dropped.
@@ -1423,7 +1430,7 @@ mod audience {
             let port = listener.local_addr().unwrap().port();
             let mut config = TwitchConfig::new("parvis");
             config.endpoint = format!("irc://127.0.0.1:{port}").parse().unwrap();
-            config.login = Some(parvis::bridge::twitch::Login::new("ParvisBot", "oauth:t0k3n"));
+            config.login = Some(parvis::edges::bridge::twitch::Login::new("ParvisBot", "oauth:t0k3n"));
             assert!(!format!("{config:?}").contains("t0k3n"), "the token never shows in logs");
             let mut scene = default_scene();
             scene.polls[0].seconds = 5.0;
@@ -1474,7 +1481,7 @@ mod audience {
             // Two bridges: one trusts the test authority, one only the public ones.
             let mut trusting = TwitchConfig::new("parvis");
             trusting.endpoint = format!("ircs://localhost:{port}").parse().unwrap();
-            trusting.login = Some(parvis::bridge::twitch::Login::new("parvisbot", "s3cret"));
+            trusting.login = Some(parvis::edges::bridge::twitch::Login::new("parvisbot", "s3cret"));
             trusting.trust_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap();
             trusting.validate().unwrap();
             let mut wary = trusting.clone();
@@ -1484,8 +1491,8 @@ mod audience {
                 default_scene(),
                 |_, _| {},
                 move |server, _| {
-                    parvis::bridge::start(server, Box::new(TwitchBridge::new(wary).unwrap()), "twitch:");
-                    parvis::bridge::start(server, Box::new(TwitchBridge::new(trusting).unwrap()), "twitch:");
+                    parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(TwitchBridge::new(wary).unwrap()), "twitch:");
+                    parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(TwitchBridge::new(trusting).unwrap()), "twitch:");
                 },
                 Box::new(move |addr| {
                     Box::pin(async move {
@@ -1545,7 +1552,7 @@ mod audience {
             // Fog for subscribers only, and a short poll weighted by bits.
             let mut scene = scene_with(&[r#"(name: "subfog", trigger: Command("subfog"), param: "fog", value: Some("0.1"), only: [Subscriber])"#], &[]);
             scene.polls.push(ron::from_str(r#"(name: "quick", question: "Quick?", options: [(id: "yes", label: "Yes"), (id: "no", label: "No")], seconds: 5.0, min_votes: 1, bits_per_vote: 100)"#).unwrap());
-            let problems = parvis::scene::validate::validate_scene(&scene, "", &assets());
+            let problems = parvis::model::scene::validate::validate_scene(&scene, "", &assets());
             assert!(problems.is_empty(), "{problems:?}");
             // The replay server runs on the script's runtime; the bridge needs its port first.
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -1648,7 +1655,7 @@ fn effect_app(seed: u64) -> App {
 }
 
 fn piece_positions(app: &mut App) -> Vec<Vec3> {
-    let mut q = app.world_mut().query_filtered::<&Transform, With<parvis::effects::EffectPiece>>();
+    let mut q = app.world_mut().query_filtered::<&Transform, With<parvis::engine::effects::EffectPiece>>();
     let mut v: Vec<Vec3> = q.iter(app.world()).map(|t| t.translation).collect();
     v.sort_by(|a, b| a.x.total_cmp(&b.x).then(a.z.total_cmp(&b.z)));
     v
@@ -1681,25 +1688,25 @@ fn animations_are_refused_for_enums_and_the_state_hash_uses_their_target() {
     let mut app = venue_app();
     submit(&mut app, CommandOrigin::Local, VenueCommand::AnimateParam { name: "sky".into(), to: ParamValue::Enum("night".into()), seconds: 2.0, easing: Default::default() });
     assert!(rejections(&app).iter().any(|e| e.to_string().contains("cannot be animated")), "{:?}", rejections(&app));
-    let before = parvis::command::venue_state_hash(app.world());
+    let before = parvis::engine::command::venue_state_hash(app.world());
     submit(&mut app, CommandOrigin::Local, VenueCommand::AnimateParam { name: "fog".into(), to: ParamValue::Float(0.1), seconds: 600.0, easing: Default::default() });
     assert!(rejections(&app).is_empty());
-    let moving = parvis::command::venue_state_hash(app.world());
+    let moving = parvis::engine::command::venue_state_hash(app.world());
     app.update();
-    assert_eq!(moving, parvis::command::venue_state_hash(app.world()), "the hash does not change while the value moves");
+    assert_eq!(moving, parvis::engine::command::venue_state_hash(app.world()), "the hash does not change while the value moves");
     assert_ne!(before, moving);
-    app.world_mut().resource_mut::<StageParams>().settle();
-    assert_eq!(app.world().resource::<StageParams>().value("fog"), Some(&ParamValue::Float(0.1)));
-    assert_eq!(moving, parvis::command::venue_state_hash(app.world()));
+    app.world_mut().resource_mut::<VenueParams>().settle();
+    assert_eq!(app.world().resource::<VenueParams>().value("fog"), Some(&ParamValue::Float(0.1)));
+    assert_eq!(moving, parvis::engine::command::venue_state_hash(app.world()));
 }
 
 mod visit {
     use super::*;
     use bevy::time::TimeUpdateStrategy;
-    use parvis::camera::CameraRig;
-    use parvis::environment::VenueCamera;
-    use parvis::visit::narration::{Narrator, SoundKind};
-    use parvis::visit::{ActiveTour, OpenHotspot, Subtitles};
+    use parvis::engine::camera::CameraRig;
+    use parvis::engine::environment::VenueCamera;
+    use parvis::engine::visit::narration::{Narrator, SoundKind};
+    use parvis::engine::visit::{ActiveTour, OpenHotspot, Subtitles};
 
     /// A mono 16-bit WAV of `seconds` of a quiet tone: a real file for kira to decode.
     fn write_wav(path: &std::path::Path, seconds: f32) {
@@ -1888,7 +1895,7 @@ mod visit {
 
 #[test]
 fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
-    use parvis::heritage::mesh::{generate_scan_grid, read_mesh_index, write_glb};
+    use parvis::engine::heritage::mesh::{generate_scan_grid, read_mesh_index, write_glb};
     let dir = std::env::temp_dir().join(format!("parvis-mesh-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -1908,7 +1915,7 @@ fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
     let index = read_mesh_index(&folder).unwrap();
     assert_eq!(index.triangles, 135_200);
     let part = &index.parts[0];
-    assert!(part.chunks.len() >= 5 && part.chunks.iter().all(|c| c.levels[0].triangles as usize <= parvis::heritage::mesh::MAX_CHUNK_TRIANGLES));
+    assert!(part.chunks.len() >= 5 && part.chunks.iter().all(|c| c.levels[0].triangles as usize <= parvis::engine::heritage::mesh::MAX_CHUNK_TRIANGLES));
     let finest: u32 = part.chunks.iter().map(|c| c.levels[0].triangles).sum();
     let coarsest: u32 = part.chunks.iter().map(|c| c.levels.last().unwrap().triangles).sum();
     assert_eq!(u64::from(finest), index.triangles, "level 0 is the scan");
@@ -1950,7 +1957,7 @@ fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
 
 #[test]
 fn the_measuring_tape_picks_surfaces_and_says_the_distance_in_metres() {
-    use parvis::heritage::measure::{MeasureRay, Measurement};
+    use parvis::engine::heritage::measure::{MeasureRay, Measurement};
     let text = r#"(
         version: 1,
         venue: (title: "Tape"),
@@ -1990,9 +1997,12 @@ fn the_measuring_tape_picks_surfaces_and_says_the_distance_in_metres() {
 
 #[test]
 fn scans_too_large_for_memory_import_out_of_core_into_the_same_cloud() {
-    use parvis::heritage::cache::{read_index, read_node};
-    use parvis::heritage::octree::OctreeConfig;
-    use parvis::heritage::{import_with, las::write_las, ply::write_ply, sample::sample_scene};
+    use parvis::engine::heritage::cache::{read_index, read_node};
+    use parvis::engine::heritage::octree::OctreeConfig;
+    use parvis::engine::heritage::import::import_with;
+use parvis::engine::heritage::las::write_las;
+use parvis::engine::heritage::ply::write_ply;
+use parvis::engine::heritage::sample::sample_scene;
     let dir = std::env::temp_dir().join(format!("parvis-ooc-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -6,14 +6,15 @@ use std::process::Command;
 
 use bevy::prelude::*;
 use parvis::app::VenueSetup;
-use parvis::assets_root::AssetsRoot;
-use parvis::command::VenueCommand;
-use parvis::output::{HeadlessRenderer, diff_images, save_png};
-use parvis::params::ParamValue;
-use parvis::scene::DEFAULT_SCENE;
-use parvis::scene::format::Colour;
-use parvis::scene::spawn::VenueIndex;
-use parvis::scene::validate::load_scene_str;
+use parvis::model::assets_root::AssetsRoot;
+use parvis::model::command::VenueCommand;
+use parvis::app::headless::HeadlessRenderer;
+use parvis::engine::output::{diff_images, save_png};
+use parvis::model::params::ParamValue;
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::format::Colour;
+use parvis::engine::scene::venue::VenueIndex;
+use parvis::model::scene::validate::load_scene_str;
 
 const SIZE: UVec2 = UVec2::new(320, 180);
 
@@ -347,13 +348,14 @@ fn audience_texts_and_effects_show_in_the_venue_and_go_when_hidden() {
 }
 
 /// The built-in cloister's sky, lights and viewpoints, without its content: a stage for a scan.
-fn bare_cloister() -> parvis::scene::format::SceneFile {
+fn bare_cloister() -> parvis::model::scene::format::SceneFile {
     load_scene_str(DEFAULT_SCENE, "cloister.ron", &AssetsRoot::new(root().join("assets"))).unwrap().stage_only()
 }
 
 /// A venue made of a synthetic scan of the cloister (no meshes), in a temporary assets root.
-fn cloud_venue(name: &str, points: usize) -> (PathBuf, parvis::scene::format::SceneFile) {
-    use parvis::heritage::{ply::write_ply, sample::sample_scene};
+fn cloud_venue(name: &str, points: usize) -> (PathBuf, parvis::model::scene::format::SceneFile) {
+    use parvis::engine::heritage::ply::write_ply;
+use parvis::engine::heritage::sample::sample_scene;
     let dir = std::env::temp_dir().join(format!("parvis-cloud-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("scans")).unwrap();
@@ -367,8 +369,8 @@ fn cloud_venue(name: &str, points: usize) -> (PathBuf, parvis::scene::format::Sc
 }
 
 /// Picks the first point of a measure straight down from `from`.
-fn measure_down(renderer: &mut HeadlessRenderer, from: Vec3) -> parvis::heritage::measure::Measurement {
-    use parvis::heritage::measure::{MeasureRay, Measurement};
+fn measure_down(renderer: &mut HeadlessRenderer, from: Vec3) -> parvis::engine::heritage::measure::Measurement {
+    use parvis::engine::heritage::measure::{MeasureRay, Measurement};
     let world = renderer.app_mut().world_mut();
     *world.resource_mut::<Measurement>() = Measurement { active: true, ..Default::default() };
     world.write_message(MeasureRay { ray: Ray3d::new(from, Dir3::NEG_Y), tolerance: 0.01 });
@@ -380,9 +382,9 @@ fn measure_down(renderer: &mut HeadlessRenderer, from: Vec3) -> parvis::heritage
     tape
 }
 
-fn cloud_status(renderer: &mut HeadlessRenderer) -> parvis::heritage::cloud::CloudStatus {
+fn cloud_status(renderer: &mut HeadlessRenderer) -> parvis::engine::heritage::cloud::CloudStatus {
     let world = renderer.app_mut().world_mut();
-    world.query::<&parvis::heritage::cloud::CloudStatus>().single(world).unwrap().clone()
+    world.query::<&parvis::engine::heritage::cloud::CloudStatus>().single(world).unwrap().clone()
 }
 
 fn compare_with_golden(image: &image::RgbaImage, name: &str) {
@@ -402,7 +404,7 @@ fn compare_with_golden(image: &image::RgbaImage, name: &str) {
 
 #[test]
 fn a_point_cloud_renders_with_eye_dome_lighting_and_its_colour_modes() {
-    use parvis::scene::format::CloudColouring;
+    use parvis::model::scene::format::CloudColouring;
     let (dir, scene) = cloud_venue("modes", 300_000);
     let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene.clone(), AssetsRoot::new(&dir)), SIZE);
     renderer.wait_until_ready().expect("the scan imports and streams");
@@ -415,7 +417,7 @@ fn a_point_cloud_renders_with_eye_dome_lighting_and_its_colour_modes() {
     assert!(status.resident_bytes <= status.budget_bytes);
 
     // The same scan without eye-dome lighting: EDL only ever darkens, and it darkens edges.
-    let reload = |renderer: &mut HeadlessRenderer, change: &dyn Fn(&mut parvis::scene::format::CloudDef)| {
+    let reload = |renderer: &mut HeadlessRenderer, change: &dyn Fn(&mut parvis::model::scene::format::CloudDef)| {
         let mut scene = scene.clone();
         change(&mut scene.clouds[0]);
         renderer.submit(VenueCommand::LoadScene { scene: Box::new(scene) });
@@ -457,7 +459,7 @@ fn a_point_cloud_keeps_to_its_budgets_while_the_camera_moves() {
     let camera = renderer.camera();
     let mut evicted_seen = false;
     for (i, eye) in [Vec3::new(-6.0, 1.7, -6.0), Vec3::new(6.0, 1.7, 6.0), Vec3::new(0.0, 30.0, 40.0), Vec3::new(-5.0, 2.0, 5.0)].into_iter().enumerate() {
-        renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::camera::CameraRig::looking(eye, Vec3::new(0.0, 2.0, 0.0)));
+        renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::engine::camera::CameraRig::looking(eye, Vec3::new(0.0, 2.0, 0.0)));
         for _ in 0..200 {
             renderer.step();
             let status = cloud_status(&mut renderer);
@@ -481,7 +483,7 @@ fn a_point_cloud_keeps_to_its_budgets_while_the_camera_moves() {
 
 #[test]
 fn a_tour_shows_its_subtitles_and_hotspot_panel_on_screen() {
-    use parvis::visit::Subtitles;
+    use parvis::engine::visit::Subtitles;
     let assets = AssetsRoot::new(root().join("assets"));
     let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
     // Arrive at once: the subtitles show on the first frame of the tour.
@@ -528,8 +530,8 @@ fn a_tour_shows_its_subtitles_and_hotspot_panel_on_screen() {
 
 #[test]
 fn a_scanned_mesh_shows_coarser_levels_from_afar_and_matches_golden() {
-    use parvis::heritage::lod::MeshScanStatus;
-    use parvis::heritage::mesh::{generate_scan_grid, write_glb};
+    use parvis::engine::heritage::lod::MeshScanStatus;
+    use parvis::engine::heritage::mesh::{generate_scan_grid, write_glb};
     let dir = std::env::temp_dir().join(format!("parvis-lod-render-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(dir.join("scans")).unwrap();
@@ -553,11 +555,11 @@ fn a_scanned_mesh_shows_coarser_levels_from_afar_and_matches_golden() {
     assert_eq!(overview.source_triangles, 180_000);
     // Close to the ground, the chunks underfoot are at their finest; far away, all coarse.
     let camera = renderer.camera();
-    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::camera::CameraRig::looking(Vec3::new(2.0, 1.8, 2.0), Vec3::new(0.0, 0.0, -8.0)));
+    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::engine::camera::CameraRig::looking(Vec3::new(2.0, 1.8, 2.0), Vec3::new(0.0, 0.0, -8.0)));
     renderer.step();
     renderer.step();
     let near = status(&mut renderer);
-    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::camera::CameraRig::looking(Vec3::new(0.0, 300.0, 400.0), Vec3::ZERO));
+    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::engine::camera::CameraRig::looking(Vec3::new(0.0, 300.0, 400.0), Vec3::ZERO));
     renderer.step();
     renderer.step();
     let far = status(&mut renderer);
@@ -569,8 +571,8 @@ fn a_scanned_mesh_shows_coarser_levels_from_afar_and_matches_golden() {
     save_png(&far_picture, &out_dir().join("mesh-lod-far.png")).unwrap();
     // The levels chosen at 1 px of error look like the finer ones chosen at 0.25 px: the
     // simplification is invisible where it is used.
-    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::camera::CameraRig::looking(Vec3::new(18.0, 16.0, 26.0), Vec3::new(-1.5, 2.5, -2.5)));
-    let mut finer = renderer.app_mut().world().resource::<parvis::command::CurrentScene>().0.as_ref().clone();
+    renderer.app_mut().world_mut().entity_mut(camera).insert(parvis::engine::camera::CameraRig::looking(Vec3::new(18.0, 16.0, 26.0), Vec3::new(-1.5, 2.5, -2.5)));
+    let mut finer = renderer.app_mut().world().resource::<parvis::engine::command::CurrentScene>().0.as_ref().clone();
     finer.meshes[0].max_error_px = 0.25;
     renderer.submit(VenueCommand::LoadScene { scene: Box::new(finer) });
     renderer.wait_until_ready().unwrap();

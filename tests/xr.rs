@@ -10,17 +10,18 @@ use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_mod_xr::session::XrTrackingRoot;
 use parvis::app::{VenueSetup, core_app};
-use parvis::assets_root::AssetsRoot;
-use parvis::scene::DEFAULT_SCENE;
-use parvis::scene::validate::parse_scene;
-use parvis::visit::OpenHotspot;
-use parvis::visit::ui::HoveredHotspot;
-use parvis::xr::XrHead;
-use parvis::xr::controllers::PointingPlugin;
-use parvis::command::{SubmitCommand, VenueCommand};
-use parvis::visit::ActiveTour;
-use parvis::visit::tour::TourPhase;
-use parvis::xr::locomotion::{ComfortSettings, HandInputs, LEFT, LocomotionPlugin, Posture, RIGHT, TeleportAim, TeleportRefusal, TeleportRules, TourInHeadsetPlugin, VignetteState};
+use parvis::model::assets_root::AssetsRoot;
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::validate::parse_scene;
+use parvis::engine::visit::OpenHotspot;
+use parvis::engine::visit::ui::HoveredHotspot;
+use parvis::engine::xr::XrHead;
+use parvis::engine::xr::controllers::PointingPlugin;
+use parvis::engine::command::SubmitCommand;
+use parvis::model::command::VenueCommand;
+use parvis::engine::visit::ActiveTour;
+use parvis::engine::visit::tour::TourPhase;
+use parvis::engine::xr::locomotion::{ComfortSettings, HandInputs, LEFT, LocomotionPlugin, Posture, RIGHT, TeleportAim, TeleportRefusal, TeleportRules, TourInHeadsetPlugin, VignetteState};
 
 /// A floor with obstacles of every kind a teleport or a walk must respect.
 const COURSE: &str = r##"(
@@ -220,7 +221,7 @@ fn a_turn_in_the_frame_of_a_jump_turns_about_the_head_where_it_landed() {
     let landing = app.world().resource::<TeleportAim>().target.clone().unwrap().verdict.unwrap();
     stick(&mut app, RIGHT, Vec2::ZERO);
     for _ in 0..20 {
-        if app.world().resource::<TeleportAim>().settling.is_some_and(|t| t + 1.0 / 60.0 >= parvis::xr::locomotion::RELEASE_SETTLE) {
+        if app.world().resource::<TeleportAim>().settling.is_some_and(|t| t + 1.0 / 60.0 >= parvis::engine::xr::locomotion::RELEASE_SETTLE) {
             break;
         }
         app.update();

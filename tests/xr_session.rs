@@ -213,7 +213,7 @@ fn a_runtime_killed_mid_session_returns_the_visit_to_the_desktop_with_its_state(
 fn a_runtime_killed_mid_session_ends_a_required_visit_with_a_message() {
     let _one = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     let (status, log) = kill_runtime_mid_session("--xr=require", 1_000_000, &out_dir("killed-require"));
-    assert_eq!(status.code(), Some(i32::from(parvis::xr::EXIT_RUNTIME_LOST)), "the engine exits with the runtime-lost status");
+    assert_eq!(status.code(), Some(i32::from(parvis::engine::xr::EXIT_RUNTIME_LOST)), "the engine exits with the runtime-lost status");
     assert!(!log.contains("internal error") && !log.contains("panicked"), "no crash report");
     assert!(log.contains("went away mid-session") && log.contains("exiting"), "the reason is given");
     assert!(!log.contains("carries on at the desktop"));

@@ -1,0 +1,257 @@
+//! Venue commands: the only way a venue changes once loaded, as plain data that can be
+//! logged, replayed and sent to other nodes; who may issue which ([`CommandOrigin::may_issue`]);
+//! the command log's lines and how they are read back; and the venue's state fingerprint.
+
+use std::io::BufRead;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::params::{ParamError, ParamValue, StageParams};
+use crate::scene::format::{Easing, SceneFile};
+use crate::scene::validate::SceneProblem;
+
+/// A change to the venue. Plain data: it can be logged, replayed and sent to other nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum VenueCommand {
+    /// Set a stage parameter to a new value.
+    SetParam {
+        /// Parameter name.
+        name: String,
+        /// New value; must match the parameter's type and range.
+        value: ParamValue,
+    },
+    /// Replace the whole venue with a new scene (a curator saved the file, or a show starts).
+    /// Stage parameters return to the new scene's defaults.
+    LoadScene {
+        /// The new scene.
+        scene: Box<SceneFile>,
+    },
+    /// Move a float or colour stage parameter to a new value over time.
+    AnimateParam {
+        /// Parameter name.
+        name: String,
+        /// Value at the end of the move.
+        to: ParamValue,
+        /// Duration in seconds (0 to 600).
+        seconds: f32,
+        /// Shape of the move.
+        #[serde(default)]
+        easing: Easing,
+    },
+    /// Release one of the scene's effects. The seed fixes every piece's start, so a replay
+    /// releases the same pieces.
+    SpawnEffect {
+        /// Effect name, from the scene's `effects`.
+        effect: String,
+        /// Random seed for the pieces.
+        seed: u64,
+    },
+    /// Show a text panel in the venue (an audience member's moderated words).
+    ShowText {
+        /// Id of the chat line it comes from, so that a retraction can hide it.
+        id: u64,
+        /// The text, at most [`MAX_SHOWN_CHARS`] characters.
+        text: String,
+        /// Who wrote it (display name).
+        by: String,
+        /// Seconds shown (1 to 120).
+        seconds: f32,
+        /// Where, in metres.
+        at: [f32; 3],
+    },
+    /// Hide a shown text panel (`id`), or all of them (`id: null`).
+    HideText {
+        /// The chat line id; `None` hides every panel.
+        #[serde(default)]
+        id: Option<u64>,
+    },
+    /// Open one of the scene's polls.
+    OpenPoll {
+        /// Poll name.
+        poll: String,
+    },
+    /// Close the open poll now and announce its result.
+    ClosePoll {
+        /// Poll name.
+        poll: String,
+    },
+    /// Open a hotspot's panel and play its audio description (`name: null` closes it).
+    ShowHotspot {
+        /// Hotspot name, from the scene's `hotspots`.
+        #[serde(default)]
+        name: Option<String>,
+    },
+    /// Start a guided tour (`tour: null` stops the one playing).
+    PlayTour {
+        /// Tour name, from the scene's `tours`.
+        #[serde(default)]
+        tour: Option<String>,
+        /// The visitor's language (a BCP 47 tag); unchanged if absent.
+        #[serde(default)]
+        language: Option<String>,
+    },
+}
+
+/// Longest text a panel shows, in characters.
+pub const MAX_SHOWN_CHARS: usize = 120;
+
+impl VenueCommand {
+    /// A short description for logs, without the payload of large commands.
+    pub fn summary(&self) -> String {
+        match self {
+            VenueCommand::SetParam { name, value } => format!("set {name} = {value}"),
+            VenueCommand::LoadScene { scene } => format!("load scene {:?}", scene.venue.title),
+            VenueCommand::AnimateParam { name, to, seconds, .. } => format!("animate {name} to {to} over {seconds} s"),
+            VenueCommand::SpawnEffect { effect, seed } => format!("spawn {effect} (seed {seed})"),
+            VenueCommand::ShowText { id, by, .. } => format!("show text #{id} by {by:?}"),
+            VenueCommand::HideText { id: Some(id) } => format!("hide text #{id}"),
+            VenueCommand::HideText { id: None } => "hide all texts".into(),
+            VenueCommand::OpenPoll { poll } => format!("open poll {poll}"),
+            VenueCommand::ClosePoll { poll } => format!("close poll {poll}"),
+            VenueCommand::ShowHotspot { name: Some(name) } => format!("show hotspot {name}"),
+            VenueCommand::ShowHotspot { name: None } => "close the hotspot panel".into(),
+            VenueCommand::PlayTour { tour: Some(tour), language } => format!("play tour {tour} in {}", language.as_deref().unwrap_or("the current language")),
+            VenueCommand::PlayTour { tour: None, .. } => "stop the tour".into(),
+        }
+    }
+}
+
+/// Who asked for a command. Recorded in the log; decides what the command may do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum CommandOrigin {
+    /// The operator on this machine: command line, start-up.
+    Local,
+    /// A curator, through a scene file or an editor; the id names the file or person.
+    Curator(String),
+    /// A moderator of the live audience.
+    Moderator(String),
+    /// An audience member (pseudonymous id), through the venue's rules.
+    Audience(String),
+}
+
+/// Why a command was not applied.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum CommandError {
+    /// The origin may not issue this command.
+    #[error("{origin:?} may not {what}")]
+    NotAllowed {
+        /// Who asked.
+        origin: CommandOrigin,
+        /// What was refused.
+        what: String,
+    },
+    /// A stage parameter refused the value.
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    /// A scene sent by command did not validate.
+    #[error("scene rejected: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    InvalidScene(Vec<SceneProblem>),
+    /// The command names something the scene does not have, or is out of bounds.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl CommandOrigin {
+    /// Whether this origin may issue `command` at all. Audience members may only change stage
+    /// parameters; replacing the venue is for the operator and curators.
+    pub fn may_issue(&self, command: &VenueCommand) -> Result<(), CommandError> {
+        // The audience reaches the venue only through the scene's rules, which build these
+        // commands; running the show (polls, retractions) is staff work.
+        let allowed = match command {
+            VenueCommand::SetParam { .. }
+            | VenueCommand::AnimateParam { .. }
+            | VenueCommand::SpawnEffect { .. }
+            | VenueCommand::ShowText { .. } => true,
+            VenueCommand::HideText { .. }
+            | VenueCommand::OpenPoll { .. }
+            | VenueCommand::ClosePoll { .. }
+            | VenueCommand::ShowHotspot { .. }
+            | VenueCommand::PlayTour { .. } => {
+                !matches!(self, CommandOrigin::Audience(_))
+            }
+            VenueCommand::LoadScene { .. } => matches!(self, CommandOrigin::Local | CommandOrigin::Curator(_)),
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(CommandError::NotAllowed {
+                origin: self.clone(),
+                what: command.summary(),
+            })
+        }
+    }
+}
+
+/// A command that was applied, with its place in the log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LoggedCommand {
+    /// Sequence number, from 1, without gaps.
+    pub seq: u64,
+    /// Wall-clock time in milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Who asked.
+    pub origin: CommandOrigin,
+    /// What was done.
+    pub command: VenueCommand,
+}
+
+/// A line of a command log that could not be read.
+#[derive(Debug, Error)]
+#[error("line {line}: {message}")]
+pub struct LogLineError {
+    /// 1-based line number.
+    pub line: usize,
+    /// What was wrong.
+    pub message: String,
+}
+
+/// Reads a command log. Blank lines are skipped; any other unreadable line is an error, since
+/// replaying around a hole would give a different show.
+pub fn read_command_log(reader: impl BufRead) -> Result<Vec<LoggedCommand>, LogLineError> {
+    let mut entries = Vec::new();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| LogLineError {
+            line: i + 1,
+            message: e.to_string(),
+        })?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let entry = serde_json::from_str(&line).map_err(|e| LogLineError {
+            line: i + 1,
+            message: format!("not a logged command: {e}"),
+        })?;
+        entries.push(entry);
+    }
+    Ok(entries)
+}
+
+/// A fingerprint of a venue's state: its scene and every stage parameter value (where a
+/// parameter is animating, the value it is moving to, so the fingerprint does not depend on
+/// the frame it is taken in). Two venues with the same fingerprint show the same thing, so
+/// replay and sync can be checked cheaply. FNV-1a over JSON: stable across runs, platforms and
+/// Rust versions, unlike `DefaultHasher`.
+pub fn state_hash(scene: Option<&SceneFile>, params: Option<&StageParams>) -> u64 {
+    let scene = scene.map(|s| serde_json::to_string(s).unwrap_or_default());
+    let params: Vec<(String, String)> = params
+        .map(|p| p.iter_settled().map(|(d, v)| (d.name.clone(), serde_json::to_string(v).unwrap_or_default())).collect())
+        .unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        hash ^= 0xff;
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    };
+    feed(scene.unwrap_or_default().as_bytes());
+    for (name, value) in &params {
+        feed(name.as_bytes());
+        feed(value.as_bytes());
+    }
+    hash
+}

@@ -1,0 +1,318 @@
+//! The app layer owns assembling the engine's plugins into an app — with a window
+//! ([`windowed_app`]), headless for rendering to images ([`headless_render_app`],
+//! [`headless::HeadlessRenderer`]), in a headset ([`xr_app`]), or with no rendering at all for
+//! tests, replay and servers ([`core_app`]). Edges are attached to an app by their own
+//! `attach` (e.g. `AudienceServer::attach`); the `parvis` binary parses the command line and
+//! calls these.
+//!
+//! What it may use: everything below it (model, engine, edges). Nothing imports it but the
+//! binary, the tests and the benchmarks.
+
+pub mod headless;
+
+use std::path::PathBuf;
+
+use bevy::asset::AssetPlugin;
+use bevy::prelude::*;
+use bevy::render::RenderPlugin;
+use bevy::render::pipelined_rendering::PipelinedRenderingPlugin;
+use bevy::window::ExitCondition;
+use bevy::winit::WinitPlugin;
+use bevy::world_serialization::WorldAsset;
+
+use crate::engine::audience::AudiencePlugin;
+use crate::engine::camera::{AwaitingViewpoint, CameraPlugin, CameraRig, StartViewpoint};
+use crate::engine::command::{CommandLogFile, CommandPlugin, SubmitCommand, VenueAssets};
+use crate::engine::effects::EffectsPlugin;
+use crate::engine::environment::{EnvironmentPlugin, VenueCamera};
+use crate::engine::heritage::cloud::PointCloudPlugin;
+use crate::engine::heritage::lod::MeshLodPlugin;
+use crate::engine::heritage::measure::MeasurePlugin;
+use crate::engine::hud::HudPlugin;
+use crate::engine::scene::ScenePlugin;
+use crate::engine::scene::watch::SceneWatcher;
+use crate::engine::schedule::VenueSchedulePlugin;
+use crate::engine::stage_text::{StageTextPlugin, StageTextRenderPlugin};
+use crate::engine::visit::narration::Narrator;
+use crate::engine::visit::ui::VisitUiPlugin;
+use crate::engine::visit::{VisitPlugin, VisitorLanguage};
+use crate::model::assets_root::AssetsRoot;
+use crate::model::command::VenueCommand;
+use crate::model::scene::format::SceneFile;
+
+/// The venue's core, with no rendering: the frame's order, commands, stage parameters, the
+/// scene and its environment, the audience's venue side, effects, stage texts, visits and
+/// measuring. Needs `AssetPlugin` and the `Mesh` and `StandardMaterial` asset types.
+pub struct VenueCorePlugin;
+
+impl Plugin for VenueCorePlugin {
+    fn build(&self, app: &mut App) {
+        app.add_plugins((
+            VenueSchedulePlugin,
+            CommandPlugin,
+            ScenePlugin,
+            EnvironmentPlugin,
+            AudiencePlugin,
+            EffectsPlugin,
+            StageTextPlugin,
+            VisitPlugin { audio: false },
+            MeasurePlugin,
+        ));
+    }
+}
+
+/// What a venue app starts with.
+#[derive(Debug, Clone)]
+pub struct VenueSetup {
+    /// The scene to load first.
+    pub scene: SceneFile,
+    /// A scene file to watch for changes (hot reload); `None` for the built-in scene.
+    pub watch: Option<PathBuf>,
+    /// The folder asset paths are relative to.
+    pub assets: AssetsRoot,
+    /// Viewpoint to start at, instead of the scene's spawn.
+    pub viewpoint: Option<String>,
+    /// Commands applied right after the scene loads (e.g. `--set`, or a replayed log).
+    pub initial_commands: Vec<SubmitCommand>,
+    /// File to append every applied command to, as JSON lines.
+    pub command_log: Option<PathBuf>,
+    /// The visitor's language (BCP 47); `None` for the venue's first.
+    pub language: Option<String>,
+    /// Applied commands not to write to `command_log` again: the first ones, when the
+    /// initial commands restore a show from that same log.
+    pub log_skip: usize,
+}
+
+impl VenueSetup {
+    /// A setup for `scene` with the project's assets root and nothing else.
+    pub fn new(scene: SceneFile, assets: AssetsRoot) -> Self {
+        Self {
+            scene,
+            watch: None,
+            assets,
+            viewpoint: None,
+            initial_commands: Vec::new(),
+            command_log: None,
+            language: None,
+            log_skip: 0,
+        }
+    }
+}
+
+fn asset_plugin(assets: &AssetsRoot) -> AssetPlugin {
+    AssetPlugin {
+        file_path: assets.dir().to_string_lossy().into_owned(),
+        ..default()
+    }
+}
+
+/// Loads the scene and queues the initial commands: all of it through the command pipeline.
+fn add_venue(app: &mut App, setup: VenueSetup) {
+    app.add_plugins(VenueCorePlugin)
+        .insert_resource(VenueAssets(setup.assets.clone()))
+        .insert_resource(StartViewpoint(setup.viewpoint.clone()))
+        .insert_resource(VisitorLanguage(setup.language.clone().unwrap_or_default()));
+    let world = app.world_mut();
+    world.write_message(SubmitCommand::local(VenueCommand::LoadScene {
+        scene: Box::new(setup.scene),
+    }));
+    for command in setup.initial_commands {
+        world.write_message(command);
+    }
+    if let Some(path) = &setup.command_log {
+        match CommandLogFile::append_to(path) {
+            Ok(file) => {
+                world.insert_resource(file.skipping(setup.log_skip));
+            }
+            Err(e) => error!("cannot open the command log {}: {e}", path.display()),
+        }
+    }
+    if let Some(path) = setup.watch {
+        match SceneWatcher::spawn(&path, setup.assets) {
+            Ok(watcher) => {
+                world.insert_resource(watcher);
+            }
+            Err(e) => warn!("cannot watch {} for changes: {e}", path.display()),
+        }
+    }
+}
+
+/// An app with the venue's logic and no rendering: for tests, replay and servers.
+pub fn core_app(setup: VenueSetup) -> App {
+    let mut app = App::new();
+    app.add_plugins((MinimalPlugins, TransformPlugin, asset_plugin(&setup.assets)))
+        .init_asset::<Mesh>()
+        .init_asset::<StandardMaterial>()
+        .init_asset::<WorldAsset>()
+        .init_asset::<Image>();
+    add_venue(&mut app, setup);
+    app
+}
+
+/// Ends a windowed session after a number of frames, optionally saving the window first.
+#[derive(Debug, Clone, Default, Resource)]
+pub struct FrameLimit {
+    /// Frames to show before exiting.
+    pub frames: u64,
+    /// PNG file to save the window to, a few frames before the end.
+    pub screenshot: Option<PathBuf>,
+}
+
+/// Frames between the screenshot request and the exit, so that the readback can complete.
+const SCREENSHOT_LEAD: u64 = 5;
+
+fn stop_after_frame_limit(
+    limit: Res<FrameLimit>,
+    mut frame: Local<u64>,
+    mut commands: Commands,
+    mut exit: MessageWriter<AppExit>,
+) {
+    *frame += 1;
+    if let Some(path) = &limit.screenshot
+        && *frame + SCREENSHOT_LEAD == limit.frames.max(SCREENSHOT_LEAD + 1)
+    {
+        commands
+            .spawn(bevy::render::view::screenshot::Screenshot::primary_window())
+            .observe(bevy::render::view::screenshot::save_to_disk(path.clone()));
+    }
+    if *frame >= limit.frames.max(SCREENSHOT_LEAD + 1) {
+        exit.write(AppExit::Success);
+    }
+}
+
+/// The desktop app: a window with the venue, a mouse-and-keyboard camera and an overlay.
+/// With a [`FrameLimit`], it exits by itself.
+pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
+    let mut app = App::new();
+    let title = format!("Parvis — {}", setup.scene.venue.title);
+    app.add_plugins(
+        DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: Some(Window {
+                    title,
+                    resolution: (1280, 720).into(),
+                    ..default()
+                }),
+                ..default()
+            })
+            .set(asset_plugin(&setup.assets)),
+    )
+    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: true }));
+    add_venue(&mut app, setup);
+    // The desktop visitor hears the narration (the core runs a silent mixer).
+    app.insert_resource(Narrator::new(true));
+    if let Some(limit) = limit {
+        app.insert_resource(limit).add_systems(Last, stop_after_frame_limit);
+    }
+    app.world_mut().spawn((
+        Name::new("visitor camera"),
+        Camera3d::default(),
+        VenueCamera,
+        CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO),
+        AwaitingViewpoint,
+    ));
+    app
+}
+
+/// An app that renders without a window or an event loop; the caller drives its frames.
+/// `finish` and `cleanup` have been called.
+pub fn headless_render_app(setup: VenueSetup) -> App {
+    let mut app = App::new();
+    app.add_plugins(
+        DefaultPlugins
+            .set(WindowPlugin {
+                primary_window: None,
+                exit_condition: ExitCondition::DontExit,
+                ..default()
+            })
+            .set(RenderPlugin {
+                // Every pipeline is ready on the frame that needs it: no pop-in in captures.
+                synchronous_pipeline_compilation: true,
+                ..default()
+            })
+            .set(asset_plugin(&setup.assets))
+            .disable::<WinitPlugin>()
+            .disable::<PipelinedRenderingPlugin>(),
+    )
+    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: false }));
+    add_venue(&mut app, setup);
+    app.finish();
+    app.cleanup();
+    app
+}
+
+/// How a headset visit's app is put together.
+#[derive(Debug, Clone, Default)]
+pub struct XrAppOptions {
+    /// Comfort, teleport, spectator, frame limit and report.
+    pub settings: crate::engine::xr::XrVisitSettings,
+    /// What [`crate::engine::xr::probe`] found.
+    pub runtime: Option<crate::engine::xr::RuntimeInfo>,
+    /// Show the spectator view in a desktop window; without one (no display) it is drawn
+    /// into an image of `spectator_size`, saved to `spectator_out` if given.
+    pub window: bool,
+    /// Size of the headless spectator image.
+    pub spectator_size: UVec2,
+    /// Where to save the headless spectator view at the end of a `frames` run.
+    pub spectator_out: Option<PathBuf>,
+}
+
+/// The headset app: OpenXR renders the venue to both eyes (bevy_mod_openxr), and the desktop
+/// shows the spectator view. Built only after [`crate::engine::xr::probe`] found a runtime and a
+/// headset; if the runtime still fails, OpenXR's plugins fall back to a plain renderer.
+pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
+    use bevy::app::ScheduleRunnerPlugin;
+    use bevy_mod_openxr::init::OxrInitPlugin;
+    use bevy_mod_openxr::types::AppInfo;
+
+    crate::engine::xr::SESSION_STARTED.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut app = App::new();
+    let title = format!("Parvis — {} (spectator)", setup.scene.venue.title);
+    let window = if options.window {
+        WindowPlugin {
+            primary_window: Some(Window { title, resolution: (1280, 720).into(), ..default() }),
+            ..default()
+        }
+    } else {
+        WindowPlugin { primary_window: None, exit_condition: ExitCondition::DontExit, ..default() }
+    };
+    // The headset's compositor paces frames (xrWaitFrame); pipelined rendering would add a
+    // frame of latency between head motion and picture.
+    let mut plugins = DefaultPlugins.set(window).set(asset_plugin(&setup.assets)).disable::<PipelinedRenderingPlugin>().build();
+    if !options.window {
+        // The runtime paces frames while a session runs; before and after, a short wait keeps
+        // the loop from spinning a core that lavapipe and the runtime need.
+        plugins = plugins.disable::<WinitPlugin>().add(ScheduleRunnerPlugin::run_loop(std::time::Duration::from_millis(2)));
+    }
+    let plugins = bevy_mod_openxr::add_xr_plugins(plugins).set(OxrInitPlugin {
+        app_info: AppInfo { name: "Parvis".into(), ..default() },
+        ..default()
+    });
+    app.add_plugins(plugins)
+        .add_plugins((CameraPlugin { interactive: options.window }, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: options.window }))
+        .add_plugins(crate::engine::xr::XrVisitPlugin { settings: options.settings.clone(), runtime: options.runtime.clone() });
+    if options.window {
+        app.add_plugins(HudPlugin);
+    }
+    add_venue(&mut app, setup);
+    app.insert_resource(Narrator::new(true));
+    let spectator = app
+        .world_mut()
+        .spawn((Name::new("spectator camera"), Camera3d::default(), VenueCamera, Transform::from_xyz(0.0, 5.0, 15.0).looking_at(Vec3::ZERO, Vec3::Y)))
+        .id();
+    if options.settings.spectator == crate::engine::xr::spectator::SpectatorMode::Off {
+        // Not following the head: the desktop's own camera, starting at the venue's viewpoint.
+        app.world_mut().entity_mut(spectator).insert((CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO), AwaitingViewpoint));
+    } else {
+        app.world_mut().entity_mut(spectator).insert(crate::engine::xr::spectator::SpectatorCamera);
+    }
+    if !options.window {
+        use bevy::camera::RenderTarget;
+        let target = crate::engine::output::readable_target(&mut app.world_mut().resource_mut::<Assets<Image>>(), options.spectator_size.max(UVec2::ONE));
+        app.world_mut().entity_mut(spectator).insert((RenderTarget::Image(target.into()), IsDefaultUiCamera, bevy::camera::ShadowLodOrigin));
+        if let Some(path) = options.spectator_out {
+            app.insert_resource(crate::engine::xr::spectator::SpectatorCapture(path));
+        }
+    }
+    app
+}

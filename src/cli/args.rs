@@ -1,0 +1,305 @@
+//! The command line's arguments, per subcommand (clap), and the parsers of their values.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use bevy::prelude::UVec2;
+use clap::Args;
+
+
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The scan: .ply, .las or .laz.
+    pub input: PathBuf,
+    /// Folder of imported scans [default: .parvis-cache next to the scan].
+    #[arg(long, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Most points per octree node (the unit a viewer streams).
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub points_per_node: usize,
+}
+
+
+#[derive(Args)]
+pub struct LoadgenArgs {
+    /// Audience server address (loopback only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    pub addr: std::net::SocketAddr,
+    /// Connections that send chat.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub active: u32,
+    /// Connections that only say hello and stay idle.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub idle: u32,
+    /// Chat lines per second per active connection.
+    #[arg(long, value_name = "R", default_value_t = 0.5)]
+    pub rate: f64,
+    /// Seconds of load.
+    #[arg(long, value_name = "S", default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Share of lines that are venue commands (0 to 1).
+    #[arg(long, value_name = "F", default_value_t = 0.05)]
+    pub command_share: f64,
+    /// The command line to send.
+    #[arg(long, value_name = "TEXT", default_value = "!fog 0.1")]
+    pub command: String,
+    /// Seconds to open all connections.
+    #[arg(long, value_name = "S", default_value_t = 2.0)]
+    pub ramp: f64,
+    /// Server process id, to report its memory (resident set) per connection.
+    #[arg(long, value_name = "PID")]
+    pub server_pid: Option<u32>,
+    /// Connections per local source address (127.1.0.x), to stay under the server's
+    /// per-address limits; 0 uses 127.0.0.1 for all.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub per_source_address: u32,
+    /// Also write the report as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+}
+
+
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// Command log: JSON lines written by `parvis run --log`.
+    pub log: PathBuf,
+    /// Folder that asset paths are relative to (see `run --help`).
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<PathBuf>,
+    /// Render the final state to this PNG file.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: Option<PathBuf>,
+    /// Image size, with --out.
+    #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
+    pub size: UVec2,
+    /// Viewpoint, with --out.
+    #[arg(long, value_name = "NAME")]
+    pub viewpoint: Option<String>,
+}
+
+
+#[derive(Args)]
+pub struct VenueArgs {
+    /// Scene file (RON). Omit for the built-in venue.
+    pub scene: Option<PathBuf>,
+    /// Folder that asset paths in the scene are relative to
+    /// [default: $PARVIS_ASSETS, else ./assets, else the project's assets folder].
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<PathBuf>,
+    /// Start at this viewpoint instead of the scene's spawn viewpoint.
+    #[arg(long, value_name = "NAME")]
+    pub viewpoint: Option<String>,
+    /// Set a stage parameter after loading, e.g. --set stage_light=#ff2200 --set fog=0.05.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub sets: Vec<String>,
+    /// Append every applied command to this file (JSON lines), for `parvis replay`.
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Play this guided tour from the scene's `tours`.
+    #[arg(long, value_name = "NAME")]
+    pub tour: Option<String>,
+    /// Open this hotspot's panel at the start (to preview a hotspot's texts and audio).
+    #[arg(long, value_name = "NAME")]
+    pub hotspot: Option<String>,
+    /// The visitor's language (e.g. fr, en-GB); texts fall back in the venue's declared order.
+    #[arg(long, value_name = "TAG")]
+    pub lang: Option<String>,
+}
+
+
+#[derive(Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub venue: VenueArgs,
+    /// Render offscreen even if a display is available.
+    #[arg(long)]
+    pub headless: bool,
+    /// Keep the venue's state, command log and audience server running but draw nothing: a
+    /// state or edge node, and the way to measure the audience path without the renderer.
+    #[arg(long, conflicts_with_all = ["headless", "screenshot"])]
+    pub no_render: bool,
+    /// Headless only: size of the offscreen frame.
+    #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
+    pub size: UVec2,
+    /// Stop after this many frames (0 = run until closed or interrupted).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub frames: u64,
+    /// Window only, with --frames: save the window as a PNG just before stopping.
+    #[arg(long, value_name = "FILE.png", requires = "frames")]
+    pub screenshot: Option<PathBuf>,
+    /// Headless and --no-render: frames per second to aim for.
+    #[arg(long, value_name = "FPS", default_value_t = 30.0)]
+    pub fps: f64,
+    /// Address of the audience server (page, WebSocket and metrics); port 0 picks a free port.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7878")]
+    pub audience: std::net::SocketAddr,
+    /// Do not start the audience server.
+    #[arg(long)]
+    pub no_audience: bool,
+    /// Token for the moderators' channel (/mod); prefer the PARVIS_MOD_TOKEN environment
+    /// variable, which other users of the machine cannot read in the process list.
+    #[arg(long, value_name = "TOKEN", env = "PARVIS_MOD_TOKEN", hide_env_values = true)]
+    pub mod_token: Option<String>,
+    /// More words to refuse in audience names and chat: a text file, one word or phrase per
+    /// line, `#` starts a comment. Matching resists leetspeak, spacing and look-alike letters.
+    #[arg(long, value_name = "FILE")]
+    pub blocklist: Vec<PathBuf>,
+    /// Do not use the built-in French and English blocklist (only --blocklist files).
+    #[arg(long)]
+    pub no_default_blocklist: bool,
+    /// Chat lines each member may send per 10 seconds (reactions and votes count too).
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub rate: u32,
+    /// Messages per 10 seconds from one network address, all its connections together (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub address_rate: u32,
+    /// Most audience connections from one network address (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_per_address: u32,
+    /// Most audience connections in all.
+    #[arg(long, value_name = "N", default_value_t = 20_000)]
+    pub max_connections: u32,
+    /// Chat lines shown to everyone per second; faster chat is still read by the rules, and
+    /// each line beyond this is shown to its sender only.
+    #[arg(long, value_name = "N", default_value_t = 25)]
+    pub chat_display_rate: u32,
+    /// Also read the chat of these Twitch channels (comma-separated): their viewers' chat goes
+    /// through the same moderation and rules as the audience page's, as `twitch:USER-ID`.
+    #[arg(long, value_name = "CHANNEL[,CHANNEL]")]
+    pub twitch: Option<String>,
+    /// The chat server for --twitch: ircs://HOST:PORT or wss://HOST:PORT/PATH, or unencrypted
+    /// irc:// and ws:// (any IRC server works; roles and bits come from Twitch's tags)
+    /// [default: ircs://irc.chat.twitch.tv:6697].
+    #[arg(long, value_name = "URL", requires = "twitch")]
+    pub twitch_server: Option<String>,
+    /// Also trust the certificate authorities in this PEM file for --twitch-server (a private
+    /// relay's); the public ones are always trusted.
+    #[arg(long, value_name = "FILE.pem", requires = "twitch")]
+    pub twitch_ca: Option<PathBuf>,
+    /// The bot account's login, to post poll results and acknowledgements; its OAuth token is
+    /// read from the PARVIS_TWITCH_TOKEN environment variable, never from the command line.
+    #[arg(long, value_name = "LOGIN", requires = "twitch")]
+    pub twitch_nick: Option<String>,
+    /// How many seconds the stream's viewers see the stage late (the stream's delay): polls and
+    /// votes stay open that much longer for them, and their votes count for what they saw.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    pub stream_delay: f64,
+    #[command(flatten)]
+    pub xr: XrArgs,
+}
+
+
+/// What `--xr` does without a headset.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum XrModeArg {
+    /// Say what is missing and carry on at the desktop.
+    Prefer,
+    /// Say what is missing and exit with an error.
+    Require,
+}
+
+
+/// What the desktop shows during a headset session.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SpectatorArg {
+    /// The visitor's view, smoothed and level.
+    FirstPerson,
+    /// From behind and above the visitor.
+    ThirdPerson,
+    /// The desktop camera stays put.
+    Off,
+}
+
+
+#[derive(Args)]
+#[command(next_help_heading = "Headset (OpenXR)")]
+pub struct XrArgs {
+    /// Visit in a headset through OpenXR. Without a runtime or headset, `--xr` (`--xr=prefer`)
+    /// says what is missing and carries on at the desktop; `--xr=require` exits with an error.
+    /// A runtime that goes away mid-session ends the visit the same way.
+    #[arg(long, value_name = "MODE", num_args = 0..=1, require_equals = true, default_missing_value = "prefer", value_enum, conflicts_with = "no_render")]
+    pub xr: Option<XrModeArg>,
+    /// Snap turn angle in degrees, 0 to 180 (0: no snap turns).
+    #[arg(long, value_name = "DEGREES", default_value_t = 30.0, value_parser = parse_snap_turn)]
+    pub snap_turn: f32,
+    /// Turn smoothly with the right stick instead of in snaps.
+    #[arg(long)]
+    pub smooth_turn: bool,
+    /// Walking speed with the left stick in metres per second, 0 to 5 (0: teleport only).
+    #[arg(long, value_name = "M/S", default_value_t = 1.4, value_parser = parse_walk_speed)]
+    pub walk_speed: f32,
+    /// The visitor is seated: raise the view to a standing eye height.
+    #[arg(long)]
+    pub seated: bool,
+    /// No continuous motion: snap turns only, no walking, a brief blink around each jump.
+    #[arg(long)]
+    pub reduced_motion: bool,
+    /// No vignette while walking or turning smoothly.
+    #[arg(long)]
+    pub no_vignette: bool,
+    /// What the desktop shows meanwhile.
+    #[arg(long, value_enum, default_value = "first-person")]
+    pub spectator: SpectatorArg,
+    /// Without a display: save the spectator view to this PNG before a --frames run ends.
+    #[arg(long, value_name = "FILE.png")]
+    pub spectator_out: Option<PathBuf>,
+    /// Write the headset session's log (states, frames, frame times, poses) as JSON on exit.
+    #[arg(long, value_name = "FILE.json")]
+    pub xr_report: Option<PathBuf>,
+}
+
+
+#[derive(Args)]
+pub struct CheckArgs {
+    /// Scene files to check.
+    #[arg(required = true)]
+    pub scenes: Vec<PathBuf>,
+    /// Folder that asset paths are relative to (see `run --help`).
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<PathBuf>,
+}
+
+
+#[derive(Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub venue: VenueArgs,
+    /// PNG file to write.
+    #[arg(long, value_name = "FILE.png")]
+    pub out: PathBuf,
+    /// Image size.
+    #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
+    pub size: UVec2,
+    /// Frames to render after the venue has loaded, before the capture.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub frames: u32,
+}
+
+
+pub fn parse_in_range(text: &str, low: f32, high: f32) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if (low..=high).contains(&v) => Ok(v),
+        _ => Err(format!("expected a number from {low} to {high}")),
+    }
+}
+
+
+pub fn parse_snap_turn(text: &str) -> Result<f32, String> {
+    parse_in_range(text, 0.0, 180.0)
+}
+
+
+pub fn parse_walk_speed(text: &str) -> Result<f32, String> {
+    parse_in_range(text, 0.0, 5.0)
+}
+
+
+pub fn parse_size(text: &str) -> Result<UVec2, String> {
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| format!("expected WIDTHxHEIGHT such as 1280x720, found {text:?}"))?;
+    let parse = |v: &str| v.trim().parse::<u32>().ok().filter(|v| (16..=8192).contains(v));
+    match (parse(w), parse(h)) {
+        (Some(w), Some(h)) => Ok(UVec2::new(w, h)),
+        _ => Err(format!("expected width and height from 16 to 8192, found {text:?}")),
+    }
+}

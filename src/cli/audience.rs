@@ -1,0 +1,90 @@
+//! Wiring the audience's edges for `parvis run`: the web server, the Twitch bridge, and their settings from the command line and the environment.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use parvis::app::VenueSetup;
+use parvis::model::audience::moderation::Blocklist;
+use parvis::edges::audience::server::AudienceServer;
+use parvis::edges::audience::shared::AudienceConfig;
+use super::args::*;
+
+
+/// Starts the audience edge and says where the page is.
+pub fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<AudienceServer>> {
+    let twitch = twitch_config(args)?;
+    if args.no_audience {
+        if twitch.is_some() {
+            bail!("--twitch feeds the audience pipeline, which --no-audience turns off");
+        }
+        return Ok(None);
+    }
+    let web_root = setup.assets.dir().join("web");
+    let mut config = AudienceConfig::new(args.audience, web_root, setup.scene.venue.title.clone());
+    config.mod_token = args.mod_token.clone().filter(|t| !t.is_empty());
+    if args.no_default_blocklist {
+        config.blocklist = Blocklist::new(std::iter::empty::<&str>());
+    }
+    for path in &args.blocklist {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the blocklist {}", path.display()))?;
+        for line in text.lines() {
+            let word = line.split('#').next().unwrap_or_default().trim();
+            if !word.is_empty() {
+                config.blocklist.insert(word);
+            }
+        }
+    }
+    config.limits.messages_per_10s = args.rate.max(1);
+    config.messages_per_10s_per_address = args.address_rate;
+    config.max_connections_per_address = args.max_per_address;
+    config.max_connections = args.max_connections;
+    let server = AudienceServer::start(config).with_context(|| {
+        format!("cannot start the audience server on {} (choose another address with --audience, or --no-audience)", args.audience)
+    })?;
+    eprintln!("parvis: audience page at http://{}/ (WebSocket /ws, metrics /metrics)", server.local_addr);
+    if let Some(config) = twitch {
+        let what = format!("{} on {}{}", config.channels.join(", "), config.endpoint, if config.login.is_some() { "" } else { ", read-only" });
+        let bridge = parvis::edges::bridge::twitch::TwitchBridge::new(config)?;
+        parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:");
+        eprintln!("parvis: reading the chat of {what}");
+    }
+    Ok(Some(server))
+}
+
+
+pub fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &RunArgs) {
+    server.attach(app);
+    let mut audience = app.world_mut().resource_mut::<parvis::engine::audience::Audience>();
+    audience.chat_lines_per_second = args.chat_display_rate;
+    audience.stream_delay = stream_delay(args);
+}
+
+
+pub fn stream_delay(args: &RunArgs) -> Duration {
+    Duration::from_secs_f64(if args.stream_delay.is_finite() { args.stream_delay.clamp(0.0, 600.0) } else { 0.0 })
+}
+
+
+/// The Twitch bridge's settings from the command line and the environment, checked.
+pub fn twitch_config(args: &RunArgs) -> Result<Option<parvis::edges::bridge::twitch::TwitchConfig>> {
+    use parvis::edges::bridge::twitch::{Login, TwitchConfig};
+    let Some(channels) = &args.twitch else { return Ok(None) };
+    let mut config = TwitchConfig::new(channels);
+    if let Some(server) = &args.twitch_server {
+        config.endpoint = server.parse().context("--twitch-server")?;
+    }
+    if let Some(path) = &args.twitch_ca {
+        let pem = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        config.trust_pem(&pem).with_context(|| format!("--twitch-ca {}", path.display()))?;
+    }
+    let token = std::env::var("PARVIS_TWITCH_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    config.login = match (&args.twitch_nick, token) {
+        (Some(nick), Some(token)) => Some(Login::new(nick, &token)),
+        (Some(_), None) => bail!("--twitch-nick needs the bot's OAuth token in the PARVIS_TWITCH_TOKEN environment variable"),
+        (None, Some(_)) => bail!("PARVIS_TWITCH_TOKEN is set: name the bot account with --twitch-nick too, or unset it to read anonymously"),
+        (None, None) => None,
+    };
+    config.validate().context("--twitch")?;
+    Ok(Some(config))
+}

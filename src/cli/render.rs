@@ -1,0 +1,23 @@
+//! `parvis render`: one frame of a venue, headless, into a PNG.
+
+
+use anyhow::{Context, Result};
+
+use parvis::app::headless::HeadlessRenderer;
+use parvis::engine::output::save_png;
+use super::args::*;
+use super::venue::venue_setup;
+
+
+pub fn render(args: RenderArgs) -> Result<()> {
+    let setup = venue_setup(&args.venue)?;
+    let mut renderer = HeadlessRenderer::new(setup, args.size);
+    renderer.wait_until_ready().context("the venue did not load")?;
+    for _ in 0..args.frames {
+        renderer.step();
+    }
+    let image = renderer.capture()?;
+    save_png(&image, &args.out)?;
+    eprintln!("parvis: wrote {} ({}x{})", args.out.display(), image.width(), image.height());
+    Ok(())
+}

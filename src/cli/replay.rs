@@ -1,0 +1,65 @@
+//! `parvis replay`: re-applies a command log and prints the final state and its hash; with `--out`, renders it.
+
+
+use anyhow::{Context, Result, bail};
+
+use parvis::app::VenueSetup;
+use parvis::app::headless::HeadlessRenderer;
+use parvis::engine::command::{CommandLog, SubmitCommand, VenueParams, venue_state_hash};
+use parvis::model::command::{VenueCommand, read_command_log};
+use parvis::engine::output::save_png;
+use super::args::*;
+use super::venue::assets_root;
+
+
+pub fn replay(args: &ReplayArgs) -> Result<()> {
+    let assets = assets_root(args.assets.as_deref())?;
+    let file = std::fs::File::open(&args.log).with_context(|| format!("cannot open {}", args.log.display()))?;
+    let entries = read_command_log(std::io::BufReader::new(file)).with_context(|| format!("{}", args.log.display()))?;
+    let Some(scene) = entries.iter().find_map(|e| match &e.command {
+        VenueCommand::LoadScene { scene } => Some((**scene).clone()),
+        _ => None,
+    }) else {
+        bail!("{}: the log has no load_scene command, so there is no venue to replay onto", args.log.display());
+    };
+    let mut setup = VenueSetup::new(scene, assets);
+    setup.viewpoint = args.viewpoint.clone();
+    // Every entry keeps its origin, so permissions apply exactly as they did live.
+    setup.initial_commands = entries.iter().map(SubmitCommand::from).collect();
+    let mut renderer = args.out.as_ref().map(|_| HeadlessRenderer::new(setup.clone(), args.size));
+    let mut core = match renderer {
+        Some(_) => None,
+        None => Some(parvis::app::core_app(setup)),
+    };
+    // Animations end on their value at once: a replay's final state does not wait for them.
+    let world = if let Some(r) = renderer.as_mut() {
+        r.wait_until_ready().context("the venue did not load")?;
+        r.app_mut().world_mut().resource_mut::<VenueParams>().settle();
+        r.step();
+        r.app_mut().world_mut()
+    } else {
+        let app = core.as_mut().expect("one of the two");
+        app.update();
+        app.world_mut().resource_mut::<VenueParams>().settle();
+        app.world_mut()
+    };
+    let log = world.resource::<CommandLog>();
+    // The setup's own load of the first scene is one more applied command than the log holds.
+    let (applied, refused) = (log.applied().saturating_sub(1), log.refused());
+    println!("replayed {} entries: {applied} applied, {refused} refused", entries.len());
+    if let Some(params) = world.get_resource::<VenueParams>() {
+        for (def, value) in params.iter() {
+            println!("  {} = {value}", def.name);
+        }
+    }
+    println!("state hash {:016x}", venue_state_hash(world));
+    if let (Some(r), Some(out)) = (renderer.as_mut(), &args.out) {
+        let image = r.capture()?;
+        save_png(&image, out)?;
+        eprintln!("parvis: wrote {} ({}x{})", out.display(), image.width(), image.height());
+    }
+    if refused > 0 {
+        bail!("{refused} logged commands were refused on replay: the replayed show differs from the live one");
+    }
+    Ok(())
+}

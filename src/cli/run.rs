@@ -1,0 +1,129 @@
+//! `parvis run`: a venue in a window, headless, or with no rendering, with its edges attached.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use parvis::app::{FrameLimit, VenueSetup, windowed_app};
+use parvis::app::headless::HeadlessRenderer;
+use parvis::edges::audience::server::AudienceServer;
+use super::args::*;
+use super::audience::{attach_audience, start_audience};
+use super::venue::venue_setup;
+use super::xr::{XR_CHILD_ENV, run_xr, supervise_xr};
+
+
+pub fn run(args: RunArgs) -> Result<()> {
+    let mut setup = venue_setup(&args.venue)?;
+    let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
+    if let Some(mode) = args.xr.xr.filter(|_| !args.no_render) {
+        match parvis::engine::xr::probe() {
+            Ok(runtime) => {
+                let child_log = std::env::var_os(XR_CHILD_ENV).map(PathBuf::from);
+                if mode == XrModeArg::Require || child_log.is_some() {
+                    if child_log.is_some() {
+                        setup.command_log = child_log;
+                    }
+                    let audience = start_audience(&args, &setup)?;
+                    return run_xr(setup, audience, &args, runtime, has_display && !args.headless);
+                }
+                supervise_xr(&args, &mut setup)?;
+            }
+            Err(e) if mode == XrModeArg::Require => bail!("--xr=require: {e}"),
+            Err(e) => eprintln!("parvis: no headset session: {e}. Carrying on at the desktop (--xr=require exits instead)."),
+        }
+    }
+    let audience = start_audience(&args, &setup)?;
+    if args.no_render {
+        return run_without_rendering(setup, audience, &args);
+    }
+    if has_display && !args.headless {
+        let limit = (args.frames > 0).then(|| FrameLimit {
+            frames: args.frames,
+            screenshot: args.screenshot.clone(),
+        });
+        let mut app = windowed_app(setup, limit);
+        if let Some(server) = audience {
+            attach_audience(&mut app, server, &args);
+        }
+        return match app.run() {
+            bevy::app::AppExit::Success => Ok(()),
+            bevy::app::AppExit::Error(code) => bail!("the window closed with error code {code}"),
+        };
+    }
+    if !args.headless {
+        eprintln!("parvis: no display (DISPLAY is not set): running headless, rendering offscreen at {}x{}", args.size.x, args.size.y);
+    }
+    run_headless(setup, audience, &args)
+}
+
+
+/// Paces frames at `fps`, and reports the median frame time every 5 seconds.
+pub struct FramePacer {
+    budget: Duration,
+    times: Vec<f64>,
+    last_report: Instant,
+    frame: u64,
+    label: &'static str,
+}
+
+
+impl FramePacer {
+    fn new(fps: f64, label: &'static str) -> Self {
+        Self { budget: Duration::from_secs_f64(1.0 / fps.max(1.0)), times: Vec::new(), last_report: Instant::now(), frame: 0, label }
+    }
+
+    fn frame(&mut self, step: impl FnOnce()) {
+        let start = Instant::now();
+        step();
+        let took = start.elapsed();
+        self.times.push(took.as_secs_f64() * 1000.0);
+        self.frame += 1;
+        if self.last_report.elapsed() >= Duration::from_secs(5) {
+            self.times.sort_by(f64::total_cmp);
+            eprintln!("parvis: {} frame {}: median {:.2} ms over the last {} frames", self.label, self.frame, self.times[self.times.len() / 2], self.times.len());
+            self.times.clear();
+            self.last_report = Instant::now();
+        }
+        if let Some(rest) = self.budget.checked_sub(took) {
+            std::thread::sleep(rest);
+        }
+    }
+}
+
+
+pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
+    let mut app = parvis::app::core_app(setup);
+    if let Some(server) = audience {
+        attach_audience(&mut app, server, args);
+    }
+    app.finish();
+    app.cleanup();
+    eprintln!("parvis: running without rendering at {} frames per second", args.fps);
+    let mut pacer = FramePacer::new(args.fps, "state");
+    while args.frames == 0 || pacer.frame < args.frames {
+        pacer.frame(|| app.update());
+        if let Some(exit) = app.should_exit() {
+            return match exit {
+                bevy::app::AppExit::Success => Ok(()),
+                bevy::app::AppExit::Error(code) => bail!("the venue stopped with error code {code}"),
+            };
+        }
+    }
+    Ok(())
+}
+
+
+pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
+    let mut renderer = HeadlessRenderer::new(setup, args.size);
+    if let Some(server) = audience {
+        attach_audience(renderer.app_mut(), server, args);
+    }
+    renderer.wait_until_ready().context("the venue did not load")?;
+    let mut pacer = FramePacer::new(args.fps, "headless");
+    while args.frames == 0 || pacer.frame < args.frames {
+        pacer.frame(|| renderer.step());
+    }
+    Ok(())
+}

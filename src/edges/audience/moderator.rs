@@ -1,0 +1,180 @@
+//! The moderators' channel (`/mod`): authenticated by a shared token, it bans, times out,
+//! slows down and retracts, pauses audience effects, and issues venue commands directly.
+//! Audience connections speak another protocol on another path and can never reach this one.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use super::shared::{Shared, close_gracefully, socket_config};
+use crate::model::audience::event::{AudienceEvent, UserId};
+use crate::model::audience::moderation::moderate;
+use crate::model::audience::moderator::{ModeratorAction, ModeratorRequest, parse_request};
+use crate::model::audience::protocol::ServerMessage;
+
+/// Compares two secrets in time that depends only on their lengths, not on where they differ.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = given.len() ^ expected.len();
+    for i in 0..given.len().max(expected.len()) {
+        let a = given.get(i).copied().unwrap_or(0);
+        let b = expected.get(i).copied().unwrap_or(0);
+        diff |= usize::from(a ^ b);
+    }
+    diff == 0
+}
+
+static NEXT_MODERATOR: AtomicU64 = AtomicU64::new(1);
+
+fn reply(kind: &str, detail: &str) -> Message {
+    Message::text(match kind {
+        "ok" => serde_json::json!({"type": "ok", "of": detail}).to_string(),
+        "authed" => serde_json::json!({"type": "authed", "id": detail}).to_string(),
+        _ => serde_json::json!({"type": "error", "code": kind, "message": detail}).to_string(),
+    })
+}
+
+/// Serves one moderator connection (after the HTTP head has been read).
+pub async fn serve_moderator_socket<S>(stream: S, shared: &Arc<Shared>, events: mpsc::Sender<AudienceEvent>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
+        return;
+    };
+    let (mut sink, mut source) = socket.split();
+    let timeout = shared.config().hello_timeout;
+    let auth = tokio::time::timeout(timeout, source.next()).await;
+    let token = match auth {
+        Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<serde_json::Value>(t.as_str())
+            .ok()
+            .filter(|v| v["type"] == "auth")
+            .and_then(|v| v["token"].as_str().map(str::to_owned)),
+        _ => None,
+    };
+    let authed = match (&shared.config().mod_token, token) {
+        (Some(expected), Some(given)) => same_secret(given.as_bytes(), expected.as_bytes()),
+        _ => false,
+    };
+    if !authed {
+        shared.hub.metrics.moderator_auth_failures.fetch_add(1, Ordering::Relaxed);
+        let why = if shared.config().mod_token.is_none() { "no moderator token is configured on this venue" } else { "authentication failed" };
+        let _ = sink.send(reply("not_allowed", why)).await;
+        close_gracefully(&mut sink, &mut source, CloseCode::Policy, "not authenticated").await;
+        return;
+    }
+    let moderator = format!("mod{}", NEXT_MODERATOR.fetch_add(1, Ordering::Relaxed));
+    if sink.send(reply("authed", &moderator)).await.is_err() {
+        return;
+    }
+    let mut updates = shared.hub.moderators.subscribe();
+    let approvals = shared.hub.approvals_json.read().expect("approvals snapshot").clone();
+    if sink.send(Message::text(approvals.to_string())).await.is_err() {
+        return;
+    }
+    loop {
+        let frame = tokio::select! {
+            frame = source.next() => frame,
+            update = updates.recv() => {
+                match update {
+                    Ok(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break },
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        // Too far behind: send the whole current queue instead.
+                        let json = shared.hub.approvals_json.read().expect("approvals snapshot").clone();
+                        if sink.send(Message::text(json.to_string())).await.is_err() { break }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                }
+                continue;
+            }
+        };
+        let Some(Ok(frame)) = frame else { break };
+        let Message::Text(text) = frame else {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+            continue;
+        };
+        let answer = match parse_request(text.as_str()) {
+            Ok(request) => apply(request, &moderator, shared, &events),
+            Err(e) => Err(("bad_field", e)),
+        };
+        let message = match answer {
+            Ok(of) => reply("ok", of),
+            Err((code, why)) => reply(code, &why),
+        };
+        if sink.send(message).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// Applies a request at the edge, or passes it to the venue. Returns the request type.
+fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared, events: &mpsc::Sender<AudienceEvent>) -> Result<&'static str, (&'static str, String)> {
+    let now = Instant::now();
+    let (of, action) = match request {
+        ModeratorRequest::Ban { user } => {
+            let user: UserId = user.into();
+            shared.hub.moderation.lock().expect("moderation").banned.insert(user.clone());
+            shared.hub.send_to(&user, &ServerMessage::error("banned", "a moderator banned you from this venue"));
+            ("ban", None)
+        }
+        ModeratorRequest::Timeout { user, seconds } => {
+            if !(1..=86_400).contains(&seconds) {
+                return Err(("bad_field", "seconds must be from 1 to 86400".into()));
+            }
+            shared.hub.moderation.lock().expect("moderation").timed_out.insert(user.into(), now + Duration::from_secs(seconds));
+            ("timeout", None)
+        }
+        ModeratorRequest::SlowMode { seconds } => {
+            if seconds > 3600 {
+                return Err(("bad_field", "seconds must be from 0 to 3600".into()));
+            }
+            shared.hub.moderation.lock().expect("moderation").slow_mode = (seconds > 0).then(|| Duration::from_secs(seconds));
+            ("slow_mode", None)
+        }
+        ModeratorRequest::Clear { id, user } => {
+            if id.is_none() && user.is_none() {
+                return Err(("bad_field", "clear needs an `id` or a `user`".into()));
+            }
+            ("clear", Some(ModeratorAction::Clear { id, user, platform_id: None, user_prefix: None }))
+        }
+        ModeratorRequest::Pause { paused } => ("pause", Some(ModeratorAction::Pause(paused))),
+        ModeratorRequest::Command { command } => ("command", Some(ModeratorAction::Command(command))),
+        ModeratorRequest::Approve { id } => ("approve", Some(ModeratorAction::Approve(id))),
+        ModeratorRequest::Reject { id } => ("reject", Some(ModeratorAction::Reject(id))),
+        ModeratorRequest::Say { text } => {
+            let text = moderate(&text, shared.limits().max_chars, shared.blocklist())
+                .map_err(|e| (e.code(), e.to_string()))?;
+            ("say", Some(ModeratorAction::Say(text)))
+        }
+        ModeratorRequest::MeasureDelay => ("measure_delay", Some(ModeratorAction::MeasureDelay)),
+    };
+    if let Some(action) = action {
+        // Moderators must never be dropped silently: wait briefly for room rather than drop.
+        let event = AudienceEvent::Moderator { moderator: moderator.into(), action };
+        if events.try_send(event).is_err() {
+            return Err(("busy", "the venue is busy; try again".into()));
+        }
+    }
+    Ok(of)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"s3cret-token", b"s3cret-token"));
+        assert!(!same_secret(b"s3cret-tokem", b"s3cret-token"));
+        assert!(!same_secret(b"s3cret", b"s3cret-token"));
+        assert!(!same_secret(b"", b"x"));
+        assert!(!same_secret(b"s3cret-token-and-more", b"s3cret-token"));
+    }
+
+}

@@ -1,0 +1,487 @@
+//! The audience edge: a tokio runtime on its own thread serving the audience page, the
+//! WebSocket (`/ws`) and metrics. It never touches the ECS: accepted input goes out through a
+//! bounded channel (full → dropped and counted), and everything the venue says comes back
+//! through a bounded broadcast channel (a slow client skips messages instead of growing memory).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{broadcast, mpsc};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::moderator;
+use super::shared::{AudienceConfig, Shared, close_gracefully, socket_config};
+use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
+use crate::engine::audience::metrics::Rejection;
+use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
+use crate::model::audience::moderation::{Held, TokenBucket, moderate};
+use crate::model::audience::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, parse_client_message};
+use crate::model::assets_root::check_relative;
+
+/// A running audience edge. [`AudienceServer::attach`] connects it to a venue app.
+#[derive(bevy::prelude::Resource)]
+pub struct AudienceServer {
+    /// The address actually bound.
+    pub local_addr: SocketAddr,
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// The venue's end of the hub, until the server is attached to an app.
+    link: Option<AudienceLink>,
+    /// The edge's runtime, where chat bridges run too.
+    runtime: tokio::runtime::Handle,
+}
+
+impl AudienceServer {
+    /// The venue's hub this edge feeds (chat bridges feed it too).
+    pub fn hub(&self) -> &Arc<AudienceHub> {
+        &self.shared.hub
+    }
+
+    /// The edge's runtime, where chat bridges run too; its tasks stop with the server.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
+    /// Connects the edge to a venue app: the venue's audience systems drain its input from
+    /// the next frame, and the server lives as long as the app.
+    pub fn attach(mut self, app: &mut bevy::app::App) {
+        if let Some(link) = self.link.take() {
+            app.insert_resource(link);
+        }
+        app.insert_resource(self);
+    }
+}
+
+/// Largest HTTP request head accepted.
+const MAX_HEAD: usize = 8 * 1024;
+/// Messages refused for rate in a row before the connection is closed for flooding.
+const FLOOD_STRIKES: u32 = 50;
+
+impl AudienceServer {
+    /// Binds the address and starts the edge on a runtime thread of its own.
+    pub fn start(config: AudienceConfig) -> std::io::Result<Self> {
+        let std_listener = std::net::TcpListener::bind(config.addr)?;
+        std_listener.set_nonblocking(true)?;
+        let local_addr = std_listener.local_addr()?;
+        let link = AudienceLink::new(ModerationPolicy { blocklist: config.blocklist.clone(), limits: config.limits }, config.event_capacity);
+        let shared = Arc::new(Shared::new(link.hub.clone(), config));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("parvis-audience")
+            .enable_all()
+            .build()?;
+        let task_shared = shared.clone();
+        let task_broadcast = link.hub.broadcast.clone();
+        let handle = runtime.handle().clone();
+        let task_events = link.hub.events.clone();
+        std::thread::Builder::new().name("parvis-audience-rt".into()).spawn(move || {
+            runtime.block_on(async move {
+                match TcpListener::from_std(std_listener) {
+                    Ok(listener) => accept_loop(listener, task_shared, task_events, task_broadcast).await,
+                    Err(e) => bevy::log::error!("audience server cannot listen: {e}"),
+                }
+            });
+        })?;
+        Ok(Self { local_addr, shared, link: Some(link), runtime: handle })
+    }
+}
+
+impl Drop for AudienceServer {
+    fn drop(&mut self) {
+        self.shared.hub.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    events: mpsc::Sender<AudienceEvent>,
+    broadcast: broadcast::Sender<Arc<str>>,
+) {
+    let connections = Arc::new(AtomicU32::new(0));
+    while !shared.hub.stopping() {
+        let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::from_millis(250), listener.accept()).await else {
+            continue;
+        };
+        if connections.load(Ordering::Relaxed) >= shared.config().max_connections {
+            shared.hub.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        let ip = peer.ip();
+        if !shared.admit_address(ip) {
+            shared.hub.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        connections.fetch_add(1, Ordering::Relaxed);
+        let (shared, events, broadcast, connections) = (shared.clone(), events.clone(), broadcast.clone(), connections.clone());
+        tokio::spawn(async move {
+            serve_connection(stream, ip, &shared, events, broadcast).await;
+            shared.release_address(ip);
+            connections.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// A stream that first yields bytes already read (the HTTP head), then the socket.
+struct Replayed {
+    head: Vec<u8>,
+    pos: usize,
+    inner: TcpStream,
+}
+
+impl AsyncRead for Replayed {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.pos < self.head.len() {
+            let n = (self.head.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.head[start..start + n]);
+            self.pos += n;
+            if self.pos == self.head.len() {
+                self.head = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Replayed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads the HTTP request head (up to the blank line), within size and time limits.
+async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let read = async {
+        loop {
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            head.extend_from_slice(&chunk[..n]);
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                return Some(());
+            }
+            if head.len() > MAX_HEAD {
+                return None;
+            }
+        }
+    };
+    tokio::time::timeout(timeout, read).await.ok()??;
+    Some(head)
+}
+
+async fn serve_connection(
+    mut stream: TcpStream,
+    ip: std::net::IpAddr,
+    shared: &Arc<Shared>,
+    events: mpsc::Sender<AudienceEvent>,
+    broadcast: broadcast::Sender<Arc<str>>,
+) {
+    let Some(head) = read_head(&mut stream, shared.config().hello_timeout).await else {
+        shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let text = String::from_utf8_lossy(&head);
+    let mut words = text.lines().next().unwrap_or_default().split_whitespace();
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let path = target.split(['?', '#']).next().unwrap_or_default().to_owned();
+    let upgrade = text.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("upgrade:") && l.contains("websocket")
+    });
+    match (method, path.as_str(), upgrade) {
+        ("GET", "/ws", true) => serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events, broadcast).await,
+        ("GET", "/mod", true) => moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, shared, events).await,
+        ("GET", "/metrics", false) => {
+            let body = shared.hub.metrics.render(shared.hub.direct.lock().map(|d| d.len()).unwrap_or(0));
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes()).await;
+        }
+        ("GET", _, false) => serve_static(&mut stream, &shared.config().web_root, &path).await,
+        _ => respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await,
+    }
+}
+
+async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
+         X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(body).await;
+    let _ = stream.shutdown().await;
+}
+
+/// Serves a file from the web root; paths that could leave it are refused.
+async fn serve_static(stream: &mut TcpStream, root: &std::path::Path, path: &str) {
+    let relative = match path.trim_start_matches('/') {
+        "" => "index.html",
+        other => other,
+    };
+    if check_relative(relative).is_err() {
+        respond(stream, "404 Not Found", "text/plain", b"not found\n").await;
+        return;
+    }
+    let file = root.join(relative);
+    let inside = match (file.canonicalize(), root.canonicalize()) {
+        (Ok(f), Ok(r)) => f.starts_with(r) && f.is_file(),
+        _ => false,
+    };
+    if !inside {
+        respond(stream, "404 Not Found", "text/plain", b"not found\n").await;
+        return;
+    }
+    let content_type = match file.extension().and_then(|e| e.to_str()) {
+        Some("html") => "text/html; charset=utf-8",
+        Some("js" | "mjs") => "text/javascript; charset=utf-8",
+        Some("css") => "text/css; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("png") => "image/png",
+        Some("json") => "application/json",
+        _ => "application/octet-stream",
+    };
+    match tokio::task::spawn_blocking(move || std::fs::read(file)).await {
+        Ok(Ok(body)) => respond(stream, "200 OK", content_type, &body).await,
+        _ => respond(stream, "404 Not Found", "text/plain", b"not found\n").await,
+    }
+}
+
+async fn serve_audience_socket(
+    stream: Replayed,
+    ip: std::net::IpAddr,
+    shared: &Arc<Shared>,
+    events: mpsc::Sender<AudienceEvent>,
+    broadcast: broadcast::Sender<Arc<str>>,
+) {
+    let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
+        shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    let (mut sink, mut source) = socket.split();
+    let metrics = &shared.hub.metrics;
+    let send = |m: &ServerMessage| Message::text(m.to_json());
+
+    // The first message must be a hello, within the handshake time.
+    let hello = tokio::time::timeout(shared.config().hello_timeout, source.next()).await;
+    let name = match hello {
+        Ok(Some(Ok(Message::Text(text)))) => match parse_client_message(text.as_str()) {
+            Ok(ClientMessage::Hello { v, name, .. }) if v == PROTOCOL_VERSION => {
+                match moderate(&name, 32, shared.blocklist()) {
+                    Ok(name) => name,
+                    Err(e) => {
+                        metrics.reject(Rejection::from_code(e.code()));
+                        let _ = sink.send(send(&ServerMessage::error(e.code(), format!("name refused: {e}")))).await;
+                        let _ = sink.close().await;
+                        return;
+                    }
+                }
+            }
+            Ok(ClientMessage::Hello { v, .. }) => {
+                let _ = sink.send(send(&ServerMessage::error("bad_field", format!("protocol version {v} is not supported; this venue speaks {PROTOCOL_VERSION}")))).await;
+                return;
+            }
+            Ok(_) => {
+                metrics.reject(Rejection::HelloRequired);
+                let _ = sink.send(send(&ServerMessage::error("hello_required", "send hello first"))).await;
+                return;
+            }
+            Err(e) => {
+                metrics.reject(Rejection::from_code(e.code()));
+                let _ = sink.send(send(&ServerMessage::error(e.code(), e.to_string()))).await;
+                return;
+            }
+        },
+        _ => {
+            metrics.reject(Rejection::HelloRequired);
+            close_gracefully(&mut sink, &mut source, CloseCode::Policy, "no hello").await;
+            return;
+        }
+    };
+    let name: Arc<str> = name.into();
+    let user = shared.new_user_id();
+    let mailbox = Arc::new(Mailbox::default());
+    shared.hub.direct.lock().expect("direct map").insert(user.clone(), mailbox.clone());
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+    let mut updates = broadcast.subscribe();
+    let config = shared.config();
+    let welcome = ServerMessage::Welcome {
+        v: PROTOCOL_VERSION,
+        id: user.to_string(),
+        venue: config.venue_title.clone(),
+        reactions: config.reactions.clone(),
+        limits: shared.limits(),
+    };
+    let state: Arc<str> = shared.hub.state_json.read().expect("state snapshot").clone();
+    if sink.send(send(&welcome)).await.is_err() || sink.send(Message::text(state.to_string())).await.is_err() {
+        shared.hub.direct.lock().expect("direct map").remove(&user);
+        return;
+    }
+    if events.try_send(AudienceEvent::Joined { user: user.clone(), name: name.clone() }).is_err() {
+        metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+    }
+
+    let limits = shared.limits();
+    let mut bucket = TokenBucket::new(f64::from(limits.messages_per_10s), f64::from(limits.messages_per_10s) / 10.0);
+    let mut strikes = 0u32;
+    let close_reason = loop {
+        tokio::select! {
+            frame = source.next() => {
+                let received = Instant::now();
+                let reply = match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+                        if !bucket.try_take(received, 1.0) || !shared.address_allows(ip, received) {
+                            strikes += 1;
+                            metrics.reject(Rejection::RateLimited);
+                            if strikes >= FLOOD_STRIKES {
+                                break Some((CloseCode::Policy, "flooding"));
+                            }
+                            let wait = bucket.retry_after(received, 1.0);
+                            Some(ServerMessage::error("rate_limited", format!("too many messages; retry in {:.1} s", wait.as_secs_f32())))
+                        } else {
+                            strikes = 0;
+                            handle_text(text.as_str(), &user, &name, received, shared, &events)
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        metrics.reject(Rejection::Binary);
+                        Some(ServerMessage::error("binary_not_supported", "send JSON text frames"))
+                    }
+                    Some(Ok(Message::Close(_))) | None => break None,
+                    Some(Ok(_)) => None, // ping/pong: tungstenite answers pings itself
+                    Some(Err(e)) => {
+                        use tokio_tungstenite::tungstenite::Error as E;
+                        let reason = match e {
+                            E::Capacity(_) => { metrics.reject(Rejection::TooBig); Some((CloseCode::Size, "message too big")) }
+                            E::Utf8(_) => { metrics.reject(Rejection::BadJson); Some((CloseCode::Invalid, "invalid UTF-8")) }
+                            _ => None,
+                        };
+                        break reason;
+                    }
+                };
+                if let Some(reply) = reply
+                    && sink.send(send(&reply)).await.is_err()
+                {
+                    break None;
+                }
+                if shared.hub.moderation.lock().expect("moderation").banned.contains(&user) {
+                    break Some((CloseCode::Policy, "banned"));
+                }
+            }
+            update = updates.recv() => match update {
+                Ok(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break None },
+                Err(broadcast::error::RecvError::Lagged(n)) => { metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed); }
+                Err(broadcast::error::RecvError::Closed) => break None,
+            },
+            json = mailbox.next() => {
+                if sink.send(Message::text(json.to_string())).await.is_err() {
+                    break None;
+                }
+                // A ban arrives this way too: close at once, even if the member is idle.
+                if shared.hub.moderation.lock().expect("moderation").banned.contains(&user) {
+                    break Some((CloseCode::Policy, "banned"));
+                }
+            }
+        }
+    };
+    if let Some((code, reason)) = close_reason {
+        close_gracefully(&mut sink, &mut source, code, reason).await;
+    }
+    shared.hub.direct.lock().expect("direct map").remove(&user);
+    if events.try_send(AudienceEvent::Left { user }).is_err() {
+        metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Checks one text frame from a member who said hello; returns the reply to send, if any.
+fn handle_text(
+    text: &str,
+    user: &UserId,
+    name: &Arc<str>,
+    received: Instant,
+    shared: &Shared,
+    events: &mpsc::Sender<AudienceEvent>,
+) -> Option<ServerMessage> {
+    let metrics = &shared.hub.metrics;
+    let message = match parse_client_message(text) {
+        Ok(m) => m,
+        Err(e) => {
+            metrics.reject(Rejection::from_code(e.code()));
+            return Some(ServerMessage::error(e.code(), e.to_string()));
+        }
+    };
+    let held = shared.hub.moderation.lock().expect("moderation").held(user, received, matches!(message, ClientMessage::Chat { .. }));
+    if let Some(held) = held {
+        metrics.reject(Rejection::from_code(held.code()));
+        let text = match held {
+            Held::TimedOut(left) => format!("a moderator timed you out for {} more seconds", left.as_secs() + 1),
+            Held::SlowMode(interval) => format!("slow mode: one message every {} s", interval.as_secs()),
+        };
+        return Some(ServerMessage::error(held.code(), text));
+    }
+    let event = match message {
+        ClientMessage::Hello { .. } => {
+            metrics.reject(Rejection::BadField);
+            return Some(ServerMessage::error("bad_field", "already said hello"));
+        }
+        ClientMessage::Chat { text } => {
+            let text = match moderate(&text, shared.limits().max_chars, shared.blocklist()) {
+                Ok(t) => t,
+                Err(e) => {
+                    metrics.reject(Rejection::from_code(e.code()));
+                    return Some(ServerMessage::error(e.code(), e.to_string()));
+                }
+            };
+            shared.hub.moderation.lock().expect("moderation").record_chat(user.clone(), received);
+            AudienceEvent::Chat { user: user.clone(), name: name.clone(), text, received, staff: false, meta: ChatMeta::default() }
+        }
+        ClientMessage::React { emoji } => {
+            if !shared.config().reactions.contains(&emoji) {
+                metrics.reject(Rejection::BadField);
+                return Some(ServerMessage::error("bad_field", format!("reactions are: {}", shared.config().reactions.join(" "))));
+            }
+            AudienceEvent::React { user: user.clone(), emoji, received }
+        }
+        ClientMessage::Vote { poll, option } => {
+            if poll.len() > 64 || option.len() > 64 {
+                metrics.reject(Rejection::BadField);
+                return Some(ServerMessage::error("bad_field", "poll and option ids are at most 64 bytes"));
+            }
+            AudienceEvent::Vote { user: user.clone(), poll, option, received, meta: ChatMeta::default() }
+        }
+    };
+    match events.try_send(event) {
+        Ok(()) => {
+            metrics.accepted.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+        Err(_) => {
+            metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+            Some(ServerMessage::error("busy", "the venue is busy; message dropped"))
+        }
+    }
+}
+

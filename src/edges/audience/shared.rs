@@ -1,0 +1,192 @@
+//! What the audience edge's tasks share: its configuration, its own bookkeeping (connections
+//! per address, member ids) beside the venue's hub, and the WebSocket settings and closing
+//! handshake both its sockets (`/ws` and `/mod`) use.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+
+use crate::engine::audience::hub::AudienceHub;
+use crate::model::audience::event::UserId;
+use crate::model::audience::moderation::{Blocklist, TokenBucket};
+use crate::model::audience::protocol::Limits;
+
+/// How the edge is set up.
+#[derive(Debug, Clone)]
+pub struct AudienceConfig {
+    /// Address to listen on; port 0 picks a free one.
+    pub addr: SocketAddr,
+    /// Folder with the audience page (`index.html`, …).
+    pub web_root: PathBuf,
+    /// Most simultaneous connections; more are refused at once.
+    pub max_connections: u32,
+    /// Chat limits announced to clients and enforced per connection.
+    pub limits: Limits,
+    /// Allowed reaction emoji.
+    pub reactions: Vec<String>,
+    /// Venue title for `welcome`.
+    pub venue_title: String,
+    /// Capacity of the channel to the venue.
+    pub event_capacity: usize,
+    /// Time allowed for the request head and for `hello`; slower clients are dropped.
+    pub hello_timeout: Duration,
+    /// Token moderators authenticate with on `/mod`; without one, `/mod` is closed.
+    pub mod_token: Option<String>,
+    /// Words refused in names and chat.
+    pub blocklist: Blocklist,
+    /// Most connections from one network address (0: no limit). Several people behind one
+    /// venue Wi-Fi share an address, so keep this generous.
+    pub max_connections_per_address: u32,
+    /// Messages per 10 s from one address, all its connections together (0: no limit), so
+    /// that opening many tabs does not multiply a member's allowance.
+    pub messages_per_10s_per_address: u32,
+}
+
+impl AudienceConfig {
+    /// Defaults that work on a laptop.
+    pub fn new(addr: SocketAddr, web_root: PathBuf, venue_title: String) -> Self {
+        Self {
+            addr,
+            web_root,
+            max_connections: 20_000,
+            limits: Limits {
+                max_chars: 280,
+                messages_per_10s: 10,
+            },
+            reactions: ["👏", "❤️", "🔥", "🌹", "✨", "😮"].map(String::from).to_vec(),
+            venue_title,
+            event_capacity: 65_536,
+            hello_timeout: Duration::from_secs(10),
+            mod_token: None,
+            blocklist: Blocklist::default_fr_en(),
+            max_connections_per_address: 256,
+            messages_per_10s_per_address: 100,
+        }
+    }
+}
+
+/// What the edge's tasks share: the venue's hub, and the edge's own bookkeeping.
+pub struct Shared {
+    /// Where the edge meets the venue: input, broadcasts, mailboxes, moderation, metrics.
+    pub hub: Arc<AudienceHub>,
+    /// Per network address: open connections and the shared message allowance. Addresses are
+    /// kept in memory only, and forgotten when their last connection closes.
+    addresses: Mutex<HashMap<std::net::IpAddr, (u32, TokenBucket)>>,
+    config: AudienceConfig,
+    next_user: AtomicU64,
+    user_salt: u64,
+}
+
+impl Shared {
+    /// The edge's state for `config`, feeding the venue's `hub`.
+    pub fn new(hub: Arc<AudienceHub>, config: AudienceConfig) -> Self {
+        let salt = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(std::process::id().into());
+            h.finish()
+        };
+        Self { hub, addresses: Mutex::default(), config, next_user: AtomicU64::new(1), user_salt: salt }
+    }
+
+    /// The edge's configuration.
+    pub fn config(&self) -> &AudienceConfig {
+        &self.config
+    }
+
+    /// The words refused in names and chat (the venue's policy).
+    pub fn blocklist(&self) -> &Blocklist {
+        &self.hub.policy.blocklist
+    }
+
+    /// Longest line and chat allowance per member (the venue's policy).
+    pub fn limits(&self) -> Limits {
+        self.hub.policy.limits
+    }
+
+    /// Counts a new connection from `ip`; false when the address has too many already.
+    pub fn admit_address(&self, ip: std::net::IpAddr) -> bool {
+        let limit = self.config.max_connections_per_address;
+        let per_10s = f64::from(self.config.messages_per_10s_per_address);
+        let mut addresses = self.addresses.lock().expect("addresses");
+        let (open, _) = addresses.entry(ip).or_insert_with(|| (0, TokenBucket::new(per_10s, per_10s / 10.0)));
+        if limit > 0 && *open >= limit {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    /// Counts a connection from `ip` as closed; the address is forgotten with its last one.
+    pub fn release_address(&self, ip: std::net::IpAddr) {
+        let mut addresses = self.addresses.lock().expect("addresses");
+        if let Some((open, _)) = addresses.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                addresses.remove(&ip);
+            }
+        }
+    }
+
+    /// Takes one message from the address's shared allowance.
+    pub fn address_allows(&self, ip: std::net::IpAddr, now: Instant) -> bool {
+        if self.config.messages_per_10s_per_address == 0 {
+            return true;
+        }
+        self.addresses.lock().expect("addresses").get_mut(&ip).is_none_or(|(_, bucket)| bucket.try_take(now, 1.0))
+    }
+
+    /// A new member id.
+    pub fn new_user_id(&self) -> UserId {
+        // A counter mixed with a per-run random salt: unique, unguessable across runs, and
+        // derived from nothing about the person.
+        let n = self.next_user.fetch_add(1, Ordering::Relaxed);
+        let mut x = n ^ self.user_salt;
+        x ^= x >> 33;
+        x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+        x ^= x >> 33;
+        format!("a{x:016x}").into()
+    }
+}
+
+/// The WebSocket settings of the edge's sockets.
+pub fn socket_config() -> WebSocketConfig {
+    // Audience messages are small: tight limits, and small buffers so that tens of thousands
+    // of idle connections stay cheap (the tungstenite default reads into 128 KiB per socket;
+    // a longer message grows the buffer for as long as it takes to read it).
+    WebSocketConfig::default()
+        .max_message_size(Some(4 << 10))
+        .max_frame_size(Some(4 << 10))
+        .read_buffer_size(1 << 10)
+        .write_buffer_size(0)
+        .max_write_buffer_size(256 << 10)
+}
+
+/// Sends a close frame and waits briefly for the client's answer, so that the client reads
+/// the close code instead of a connection reset.
+pub async fn close_gracefully<Si, St>(sink: &mut Si, source: &mut St, code: CloseCode, reason: &'static str)
+where
+    Si: futures_util::Sink<Message> + Unpin,
+    St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let frame = CloseFrame { code, reason: reason.into() };
+    if sink.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let drain = async {
+        while let Some(Ok(message)) = source.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}

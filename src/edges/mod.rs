@@ -1,0 +1,15 @@
+//! The edges layer: asynchronous I/O at the venue's borders, on tokio, never touching the
+//! `World`.
+//!
+//! What it owns: the audience's web server, WebSocket and moderators' channel
+//! ([`audience`]), and the chat bridges to streaming platforms ([`bridge`]). Later: OSC, NATS
+//! and the broadcast encoder.
+//!
+//! What it may use: the model ([`crate::model`]) for what it parses and checks, and the
+//! engine's published meeting points only — today [`crate::engine::audience::hub`] (bounded
+//! channels into the venue, its broadcasts out, the venue's moderation state and metrics).
+//! It never imports the app, and one edge never imports another: a chat bridge enters through
+//! the hub exactly as the page does.
+
+pub mod audience;
+pub mod bridge;

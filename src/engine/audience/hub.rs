@@ -1,0 +1,185 @@
+//! Where the audience's edges meet the venue. The engine publishes one [`AudienceHub`] per
+//! venue: the bounded channel accepted input arrives on, the broadcast the venue speaks to
+//! everyone through, one mailbox per member for replies, the moderators' feed, the venue's
+//! moderation state and its metrics. Edges (the WebSocket server, chat bridges) hold the hub;
+//! the venue holds the [`AudienceLink`], the hub plus the receiving end of the channel. Neither
+//! side knows the other's code, so a new edge changes nothing here.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bevy::prelude::Resource;
+use tokio::sync::{broadcast, mpsc};
+
+use super::metrics::AudienceMetrics;
+use crate::model::audience::event::{AudienceEvent, UserId};
+use crate::model::audience::moderation::{Blocklist, ModerationState};
+use crate::model::audience::protocol::{Limits, ServerMessage};
+
+/// Messages to everyone waiting for a slow member before they skip ahead.
+const BROADCAST_CAPACITY: usize = 1024;
+
+/// How text from the audience is judged, the same for every edge: the page and each chat
+/// platform.
+#[derive(Debug, Clone)]
+pub struct ModerationPolicy {
+    /// Words refused in names and chat.
+    pub blocklist: Blocklist,
+    /// Longest line and chat allowance per member.
+    pub limits: Limits,
+}
+
+/// What the venue and its audience edges share.
+pub struct AudienceHub {
+    /// Counters and histograms for `/metrics`.
+    pub metrics: AudienceMetrics,
+    /// Accepted input into the venue. Bounded: when full, an edge drops the message, counts it
+    /// and tells the sender `busy`.
+    pub events: mpsc::Sender<AudienceEvent>,
+    /// Everything the venue says to everyone. Bounded: a slow member skips ahead (counted).
+    pub broadcast: broadcast::Sender<Arc<str>>,
+    /// The latest `state` message, sent to every new member.
+    pub state_json: RwLock<Arc<str>>,
+    /// The venue's moderation decisions (bans, time-outs, slow mode), which every edge
+    /// enforces on every message.
+    pub moderation: Mutex<ModerationState>,
+    /// How text is judged.
+    pub policy: ModerationPolicy,
+    /// Per-member mailboxes, to answer one member (errors, notices).
+    pub direct: Mutex<HashMap<UserId, Arc<Mailbox>>>,
+    /// Messages for every moderator connection (the approval queue, delay probes).
+    pub moderators: broadcast::Sender<Arc<str>>,
+    /// The latest approval queue, sent to every moderator who authenticates.
+    pub approvals_json: RwLock<Arc<str>>,
+    /// Plain-text announcements for chat platforms (poll results, acknowledgements).
+    pub platform_out: broadcast::Sender<Arc<str>>,
+    /// The stream's delay in milliseconds, as the venue knows it (declared or measured); chat
+    /// bridges stamp their lines with it.
+    pub stream_delay_ms: AtomicU64,
+    /// Set when the venue stops: edges stop accepting.
+    pub stopping: AtomicBool,
+}
+
+impl AudienceHub {
+    /// Sends `message` to one member, if connected; a full mailbox drops it (counted).
+    pub fn send_to(&self, user: &str, message: &ServerMessage) {
+        let mailbox = self.direct.lock().expect("direct map").get(user).cloned();
+        if let Some(mailbox) = mailbox
+            && !mailbox.push(message.to_json().into())
+        {
+            self.metrics.dropped_outbound.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the venue is stopping.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}
+
+/// The venue's end of the hub: the hub and the receiving end of its input channel. Inserted
+/// as a resource, it turns the venue's audience systems on.
+#[derive(Resource)]
+pub struct AudienceLink {
+    /// The shared hub.
+    pub hub: Arc<AudienceHub>,
+    /// Accepted input, drained each frame.
+    pub events: mpsc::Receiver<AudienceEvent>,
+}
+
+impl AudienceLink {
+    /// A new hub judging text by `policy`, whose input channel holds `capacity` events.
+    pub fn new(policy: ModerationPolicy, capacity: usize) -> Self {
+        let (events_tx, events) = mpsc::channel(capacity.max(1));
+        let hub = Arc::new(AudienceHub {
+            metrics: AudienceMetrics::default(),
+            events: events_tx,
+            broadcast: broadcast::channel(BROADCAST_CAPACITY).0,
+            state_json: RwLock::new(Arc::from("{\"type\":\"state\",\"params\":{},\"poll\":null,\"audience\":0,\"paused\":false,\"energy\":0.0}")),
+            moderation: Mutex::default(),
+            policy,
+            direct: Mutex::default(),
+            moderators: broadcast::channel(64).0,
+            approvals_json: RwLock::new(Arc::from(r#"{"type":"approvals","items":[]}"#)),
+            platform_out: broadcast::channel(64).0,
+            stream_delay_ms: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        });
+        Self { hub, events }
+    }
+}
+
+impl Drop for AudienceLink {
+    fn drop(&mut self) {
+        // The venue is gone: its edges stop accepting.
+        self.hub.stopping.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Replies waiting for one member (errors, a ban notice, their own chat echo), at most this many.
+const MAILBOX_CAPACITY: usize = 32;
+
+/// One member's replies. Unlike a channel it allocates nothing until the first reply, which
+/// matters with tens of thousands of members who mostly only watch.
+#[derive(Debug, Default)]
+pub struct Mailbox {
+    queue: Mutex<VecDeque<Arc<str>>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Mailbox {
+    /// Queues a reply; false (and nothing queued) when the mailbox is full.
+    pub fn push(&self, message: Arc<str>) -> bool {
+        let mut queue = self.queue.lock().expect("mailbox");
+        if queue.len() >= MAILBOX_CAPACITY {
+            return false;
+        }
+        queue.push_back(message);
+        drop(queue);
+        self.ready.notify_one();
+        true
+    }
+
+    /// The next reply, waiting for one. Cancel-safe: a reply is taken only when returned.
+    pub async fn next(&self) -> Arc<str> {
+        loop {
+            if let Some(message) = self.queue.lock().expect("mailbox").pop_front() {
+                return message;
+            }
+            // A push between the check and this wait leaves a permit, so none is missed.
+            self.ready.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn mailbox_holds_at_most_its_capacity_in_order_and_wakes_its_reader() {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let mailbox = Arc::new(Mailbox::default());
+            for i in 0..MAILBOX_CAPACITY {
+                assert!(mailbox.push(i.to_string().into()));
+            }
+            assert!(!mailbox.push("one too many".into()), "full: refused, not grown");
+            for i in 0..MAILBOX_CAPACITY {
+                assert_eq!(&*mailbox.next().await, i.to_string());
+            }
+            // A reader already waiting is woken by the next push.
+            let reader = tokio::spawn({
+                let mailbox = mailbox.clone();
+                async move { mailbox.next().await }
+            });
+            tokio::task::yield_now().await;
+            assert!(mailbox.push("late".into()));
+            let got = tokio::time::timeout(Duration::from_secs(5), reader).await.expect("woken").unwrap();
+            assert_eq!(&*got, "late");
+        });
+    }
+}

@@ -1,0 +1,958 @@
+//! The live audience as the venue sees it: [`AudiencePlugin`] reads what the audience's edges
+//! accepted from the [`hub`], turns chat, reactions and votes into venue commands through the
+//! scene's rules (with cooldowns, democracy votes, approval and mutex groups), runs polls and
+//! crowd energy, applies moderators' requests that need the venue, and tells the audience what
+//! changed. The protocol, moderation and rule matching are the model's
+//! ([`crate::model::audience`]); the metrics every edge counts into are in [`metrics`].
+
+pub mod hub;
+pub mod metrics;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+
+use crate::engine::schedule::VenueSystems;
+use crate::model::command::{CommandOrigin, MAX_SHOWN_CHARS, VenueCommand};
+use crate::engine::command::{AppliedCommand, CurrentScene, RejectedCommand, SubmitCommand, VenueParams};
+use crate::engine::stage_text::ShownTexts;
+use crate::model::scene::format::{ActionDef, AudienceRuleDef, PollDef, RuleMode, SceneFile, TriggerDef};
+use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
+use crate::model::audience::moderator::ModeratorAction;
+use crate::model::audience::polls::{EnergyMeter, Outcome, Tally, energy_edge};
+use crate::model::audience::protocol::{PollOptionView, ServerMessage};
+use crate::model::audience::rules::{self, Cooldowns, Fired, NoFire, match_chat, match_poll_outcome, match_reaction};
+use hub::{AudienceHub, AudienceLink};
+use metrics::Rejection;
+
+/// Most audience events handled in one frame; the rest wait in the channel for the next.
+const EVENTS_PER_FRAME: usize = 50_000;
+/// Least time between two `state` broadcasts.
+const STATE_INTERVAL: Duration = Duration::from_millis(100);
+/// Least time between two `poll` tallies.
+const TALLY_INTERVAL: Duration = Duration::from_millis(250);
+/// Window of the crowd energy shown to everyone.
+const SHOWN_ENERGY_WINDOW: Duration = Duration::from_secs(10);
+/// Texts waiting for a moderator's approval; the oldest is dropped beyond this.
+const MAX_APPROVALS: usize = 100;
+
+/// The audience as the venue sees it.
+#[derive(Debug, Resource)]
+pub struct Audience {
+    /// Connected members and their display names.
+    pub members: HashMap<UserId, Arc<str>>,
+    /// Kill switch: while set, audience messages change nothing.
+    pub paused: bool,
+    /// Chat lines shown to everyone per second at most; beyond it a line goes only to its
+    /// sender (still counted for rules and energy): nobody reads a faster chat, and sending
+    /// every line to every member would cost members × lines.
+    pub chat_lines_per_second: u32,
+    next_message_id: u64,
+    cooldowns: Cooldowns,
+    /// Effects waiting for their command to be applied or refused, in submission order.
+    pending: VecDeque<PendingEffect>,
+    last_state: Option<Instant>,
+    state_dirty: bool,
+    /// Recent chat lines, so a moderator (or a platform's) can retract them.
+    recent_lines: VecDeque<RecentLine>,
+    /// The longest delay of a stream that chat arrives from: windows opened on stage (polls,
+    /// democracy votes) stay open this much longer for the stream's viewers, who see them late.
+    pub stream_delay: Duration,
+    /// The poll open now, if any.
+    poll: Option<OpenPoll>,
+    /// Democracy votes running, by rule name.
+    democracy: HashMap<String, DemocracyVote>,
+    last_tally: Option<Instant>,
+    /// Votes changed since the last tally was sent.
+    tally_dirty: bool,
+    energy: Option<EnergyMeter>,
+    /// Crowd-energy rules ready to fire, by rule name.
+    energy_armed: HashMap<String, bool>,
+    /// Texts waiting for a moderator.
+    approvals: VecDeque<Approval>,
+    approvals_dirty: bool,
+    /// Mutex groups of rules, by name.
+    groups: HashMap<String, MutexGroup>,
+    /// Seeds for effects; logged with the commands they go into.
+    seeds: crate::model::rng::SeededRng,
+    /// Chat lines shown in the current second: (second start, count).
+    shown_this_second: (Option<Instant>, u32),
+    /// A code shown on stage to measure the stream's delay, and when it was shown.
+    delay_probe: Option<(String, Instant)>,
+    /// When the latest venue frames began to read audience events, newest last, so that
+    /// latency can be counted in frames as well as in time.
+    frame_starts: VecDeque<Instant>,
+}
+
+impl Default for Audience {
+    fn default() -> Self {
+        Self {
+            members: HashMap::new(),
+            paused: false,
+            chat_lines_per_second: 25,
+            next_message_id: 0,
+            cooldowns: Cooldowns::default(),
+            pending: VecDeque::new(),
+            last_state: None,
+            state_dirty: false,
+            recent_lines: VecDeque::new(),
+            stream_delay: Duration::ZERO,
+            poll: None,
+            democracy: HashMap::new(),
+            last_tally: None,
+            tally_dirty: false,
+            energy: None,
+            energy_armed: HashMap::new(),
+            approvals: VecDeque::new(),
+            approvals_dirty: false,
+            groups: HashMap::new(),
+            // Seeds are logged with the commands they go into; their start only needs to
+            // differ between shows.
+            seeds: crate::model::rng::SeededRng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)),
+            shown_this_second: (None, 0),
+            frame_starts: VecDeque::with_capacity(FRAMES_REMEMBERED),
+            delay_probe: None,
+        }
+    }
+}
+
+impl Audience {
+    /// The open poll's name, if any.
+    pub fn open_poll(&self) -> Option<&str> {
+        self.poll.as_ref().map(|p| p.def.name.as_str())
+    }
+
+    /// Texts waiting for approval: (line id, author, text).
+    pub fn awaiting_approval(&self) -> impl Iterator<Item = (u64, &str, &str)> {
+        self.approvals.iter().map(|a| (a.id, &*a.by, a.text.as_str()))
+    }
+
+    fn seed(&mut self) -> u64 {
+        self.seeds.next_u64()
+    }
+}
+
+/// Frame starts remembered for latency in frames; a longer wait counts as this many.
+const FRAMES_REMEMBERED: usize = 128;
+
+impl Audience {
+    /// Venue frames begun after `received` (at least 1: the frame applying it began after).
+    fn frames_since(&self, received: Instant) -> u64 {
+        let later = self.frame_starts.iter().rev().take_while(|start| **start >= received).count();
+        later.max(1) as u64
+    }
+}
+
+/// A chat line remembered for retraction.
+#[derive(Debug)]
+struct RecentLine {
+    id: u64,
+    user: UserId,
+    platform_id: Option<Arc<str>>,
+}
+
+/// Chat lines remembered for retraction.
+const RECENT_LINES: usize = 2000;
+
+#[derive(Debug, Clone)]
+struct PendingEffect {
+    /// The command's origin id and the command, to pair it with its log entry or refusal
+    /// (refusals are reported apart from applied commands, so order alone is not enough).
+    user: String,
+    command: VenueCommand,
+    by: Arc<str>,
+    rule: String,
+    received: Instant,
+}
+
+impl Audience {
+    /// Takes the pending effect of the command `command` from `user`.
+    fn take_pending(&mut self, user: &str, command: &VenueCommand) -> Option<PendingEffect> {
+        let i = self.pending.iter().position(|p| p.user == user && &p.command == command)?;
+        self.pending.remove(i)
+    }
+}
+
+#[derive(Debug)]
+struct OpenPoll {
+    def: PollDef,
+    tally: Tally,
+    closes_at: Instant,
+    /// `ClosePoll` submitted, waiting to be applied.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct DemocracyVote {
+    tally: Tally,
+    closes_at: Instant,
+}
+
+#[derive(Debug)]
+struct Approval {
+    id: u64,
+    user: UserId,
+    by: Arc<str>,
+    text: String,
+    rule: String,
+    seconds: f32,
+    at: [f32; 3],
+}
+
+#[derive(Debug, Default)]
+struct MutexGroup {
+    busy_until: Option<Instant>,
+    queue: VecDeque<(SubmitCommand, PendingEffect, Duration)>,
+}
+
+/// Connects the audience's edges to the venue through an [`AudienceLink`] (inserted as a
+/// resource; without one, the venue has no live audience and these systems do not run).
+pub struct AudiencePlugin;
+
+impl Plugin for AudiencePlugin {
+    fn build(&self, app: &mut App) {
+        let live = resource_exists::<AudienceLink>;
+        app.init_resource::<Audience>()
+            .add_message::<AudienceInput>()
+            .add_systems(Update, receive_audience_events.in_set(VenueSystems::Ingest).run_if(live))
+            .add_systems(Update, (apply_audience_rules, run_votes_and_energy, release_mutex_queues).chain().in_set(VenueSystems::Decide).run_if(live))
+            .add_systems(
+                Update,
+                (follow_poll_commands, announce_applied_effects, broadcast_poll_tally, broadcast_state, send_approval_queue)
+                    .chain()
+                    .in_set(VenueSystems::Present)
+                    .run_if(live),
+            );
+    }
+}
+
+/// An audience event, in the frame it arrived.
+#[derive(Debug, Clone, Message)]
+pub struct AudienceInput(pub AudienceEvent);
+
+fn receive_audience_events(mut link: ResMut<AudienceLink>, mut audience: ResMut<Audience>, mut input: MessageWriter<AudienceInput>) {
+    let now = Instant::now();
+    if audience.frame_starts.len() == FRAMES_REMEMBERED {
+        audience.frame_starts.pop_front();
+    }
+    audience.frame_starts.push_back(now);
+    // Chat bridges stamp their lines with the delay as the venue knows it now.
+    link.hub.stream_delay_ms.store(audience.stream_delay.as_millis() as u64, Ordering::Relaxed);
+    let mut taken = 0;
+    let mut lively = 0u32;
+    while taken < EVENTS_PER_FRAME {
+        let Ok(event) = link.events.try_recv() else { break };
+        taken += 1;
+        match &event {
+            AudienceEvent::Joined { user, name } => {
+                audience.members.insert(user.clone(), name.clone());
+                audience.state_dirty = true;
+            }
+            AudienceEvent::Left { user } => {
+                audience.members.remove(user);
+                audience.state_dirty = true;
+            }
+            AudienceEvent::Chat { .. } | AudienceEvent::React { .. } => lively += 1,
+            _ => {}
+        }
+        input.write(AudienceInput(event));
+    }
+    audience.energy.get_or_insert_with(|| EnergyMeter::new(now)).record(now, lively);
+    link.hub.metrics.queue_depth.store(link.events.len() as u64, Ordering::Relaxed);
+}
+
+/// Everything a rule firing needs to know about where it came from.
+struct Firing<'a> {
+    user: &'a UserId,
+    name: &'a Arc<str>,
+    /// Chat line id, for `Show` (0 when there is no line).
+    line: u64,
+    received: Instant,
+    /// Moderators and the streamer: no cooldowns, no vote, no approval.
+    staff: bool,
+    /// Roles, bits and stream delay from a chat platform.
+    meta: ChatMeta,
+}
+
+/// Turns chat, reactions, votes and moderators' requests into venue commands through the
+/// scene's rules.
+fn apply_audience_rules(
+    link: Res<AudienceLink>,
+    mut audience: ResMut<Audience>,
+    mut input: MessageReader<AudienceInput>,
+    scene: Option<Res<CurrentScene>>,
+    params: Res<VenueParams>,
+    shown: Res<ShownTexts>,
+    mut submit: MessageWriter<SubmitCommand>,
+) {
+    let Some(scene) = scene else { return };
+    let shared = &link.hub;
+    let now = Instant::now();
+    let audience = &mut *audience;
+    for AudienceInput(event) in input.read() {
+        match event {
+            AudienceEvent::Chat { user, name, text, received, staff, meta } => {
+                if meta.from_stream {
+                    answer_delay_probe(audience, shared, name, text, *received);
+                }
+                audience.next_message_id += 1;
+                let id = audience.next_message_id;
+                let line = ServerMessage::Chat {
+                    id,
+                    from: name.to_string(),
+                    text: text.clone(),
+                };
+                show_chat_line(audience, &link, user, &line, now);
+                if audience.recent_lines.len() == RECENT_LINES {
+                    audience.recent_lines.pop_front();
+                }
+                audience.recent_lines.push_back(RecentLine { id, user: user.clone(), platform_id: meta.platform_id.clone() });
+                let fired = match match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) {
+                    Ok(Some(f)) => f,
+                    Ok(None) => continue,
+                    Err(why) => {
+                        shared.metrics.reject(Rejection::Rule);
+                        shared.send_to(user, &ServerMessage::error("not_allowed", no_fire_message(&scene.0, why)));
+                        continue;
+                    }
+                };
+                let from = Firing { user, name, line: id, received: *received, staff: *staff || meta.roles.is_staff(), meta: meta.clone() };
+                if let Some(command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
+                    submit.write(command);
+                }
+            }
+            AudienceEvent::React { user, emoji, received } => {
+                let Some(fired) = match_reaction(&scene.0.rules, emoji) else { continue };
+                let name = audience.members.get(user).cloned().unwrap_or_else(|| "?".into());
+                let from = Firing { user, name: &name, line: 0, received: *received, staff: false, meta: ChatMeta::default() };
+                if let Some(command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
+                    submit.write(command);
+                }
+            }
+            AudienceEvent::Vote { user, poll, option, received, meta } => {
+                if let Err((code, message)) = cast_vote(audience, &scene.0, user, poll, option, *received, meta) {
+                    shared.send_to(user, &ServerMessage::error(code, message));
+                }
+            }
+            AudienceEvent::Moderator { moderator, action: ModeratorAction::Say(text) } => {
+                // A moderator speaking on stage: through the rules like anyone, without limits.
+                let Ok(Some(fired)) = match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) else { continue };
+                let name: Arc<str> = Arc::from(format!("{moderator} (moderator)"));
+                audience.next_message_id += 1;
+                let from = Firing { user: moderator, name: &name, line: audience.next_message_id, received: now, staff: true, meta: ChatMeta::default() };
+                if let Some(mut command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
+                    // Logged as the moderator's own command; no audience effect to announce.
+                    audience.take_pending(moderator, &command.command);
+                    command.origin = CommandOrigin::Moderator(moderator.to_string());
+                    submit.write(command);
+                }
+            }
+            AudienceEvent::Moderator { moderator, action } => {
+                submit.write_batch(moderate_venue(audience, &link, &shown, &scene.0, moderator, action));
+            }
+            AudienceEvent::Joined { .. } | AudienceEvent::Left { .. } => {}
+        }
+    }
+    // Now and then, forget members' old cooldowns so a large audience does not grow the map.
+    if audience.next_message_id.is_multiple_of(4096) {
+        audience.cooldowns.prune(now);
+    }
+}
+
+/// Broadcasts a chat line, unless more than the per-second display limit were shown already;
+/// then only its sender sees it.
+fn show_chat_line(audience: &mut Audience, link: &AudienceLink, user: &UserId, line: &ServerMessage, now: Instant) {
+    let (start, shown) = &mut audience.shown_this_second;
+    if start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1)) {
+        *start = Some(now);
+        *shown = 0;
+    }
+    if *shown < audience.chat_lines_per_second {
+        *shown += 1;
+        let _ = link.hub.broadcast.send(line.to_json().into());
+    } else {
+        link.hub.metrics.chat_unshown.fetch_add(1, Ordering::Relaxed);
+        link.hub.send_to(user, line);
+    }
+}
+
+fn no_fire_message(scene: &SceneFile, why: NoFire) -> String {
+    match why {
+        NoFire::UnknownCommand(c) => {
+            let known: Vec<String> = scene
+                .rules
+                .iter()
+                .filter_map(|r| match &r.trigger {
+                    TriggerDef::Command(c) => Some(format!("!{c}")),
+                    _ => None,
+                })
+                .collect();
+            format!("no command !{c}; this venue knows: {}", known.join(" "))
+        }
+        NoFire::MissingValue { command, known } if known.is_empty() => format!("!{command} needs a value"),
+        NoFire::MissingValue { command, known } => format!("!{command} needs one of: {}", known.join(", ")),
+    }
+}
+
+/// How much a vote weighs: 1, plus one per `bits_per_vote` bits cheered with it (at most 100).
+fn vote_weight(bits_per_vote: u32, meta: &ChatMeta) -> u32 {
+    1 + meta.bits.checked_div(bits_per_vote).unwrap_or(0).min(99)
+}
+
+/// Whether a message sent at `received` by someone `behind` the stage falls in a window that
+/// closed on stage at `closes_at`: what they saw on their (delayed) stream counts.
+fn within_window(closes_at: Instant, received: Instant, meta: &ChatMeta) -> bool {
+    received < closes_at + meta.behind
+}
+
+/// Records a vote in the open poll (`poll` empty: whichever is open) or in a democracy vote
+/// (`rule:NAME`).
+fn cast_vote(audience: &mut Audience, scene: &SceneFile, user: &UserId, poll: &str, option: &str, received: Instant, meta: &ChatMeta) -> Result<(), (&'static str, String)> {
+    if let Some(rule) = poll.strip_prefix("rule:") {
+        let vote = audience.democracy.get_mut(rule).ok_or(("no_poll", format!("no vote on !{rule} is open")))?;
+        let Some(def) = scene.rules.iter().find(|r| r.name == rule) else {
+            return Err(("no_poll", format!("no rule {rule}")));
+        };
+        if !within_window(vote.closes_at, received, meta) {
+            return Err(("no_poll", format!("the vote on !{rule} has closed")));
+        }
+        let word = rules::fold(option);
+        if !def.values.is_empty() && !def.values.keys().any(|k| rules::fold(k) == word) {
+            return Err(("bad_option", format!("choose one of: {}", def.values.keys().cloned().collect::<Vec<_>>().join(", "))));
+        }
+        vote.tally.vote(user, &word, vote_weight(def.bits_per_vote, meta)).map_err(|_| ("bad_option", "too many different choices already".to_owned()))?;
+        audience.tally_dirty = true;
+        return Ok(());
+    }
+    let open = audience
+        .poll
+        .as_mut()
+        .filter(|p| (poll.is_empty() || p.def.name == poll) && !p.closing && within_window(p.closes_at, received, meta))
+        .ok_or_else(|| ("no_poll", if poll.is_empty() { "no poll is open".to_owned() } else { format!("no poll {poll:?} is open") }))?;
+    let weight = vote_weight(open.def.bits_per_vote, meta);
+    open.tally.vote(user, option, weight).map_err(|_| {
+        let ids: Vec<&str> = open.def.options.iter().map(|o| o.id.as_str()).collect();
+        ("bad_option", format!("poll {:?} has options: {}", open.def.name, ids.join(", ")))
+    })?;
+    audience.tally_dirty = true;
+    Ok(())
+}
+
+/// How long a delay probe waits for its answer (longer than any stream's delay).
+const DELAY_PROBE_LIFETIME: Duration = Duration::from_secs(120);
+
+/// A stream viewer typed the code shown on stage: the time since it was shown is the stream's
+/// delay (plus the viewer's reaction, about a second, which errs on the side of longer windows).
+fn answer_delay_probe(audience: &mut Audience, shared: &AudienceHub, name: &str, text: &str, received: Instant) {
+    let Some((code, shown_at)) = &audience.delay_probe else { return };
+    // A probe nobody answered is forgotten, so a number typed much later sets nothing.
+    if received.saturating_duration_since(*shown_at) > DELAY_PROBE_LIFETIME {
+        audience.delay_probe = None;
+        return;
+    }
+    // The line must be the code alone: a viewer typing lists of numbers cannot pick the delay.
+    if text.trim() != code {
+        return;
+    }
+    let delay = received.saturating_duration_since(*shown_at).min(Duration::from_secs(600));
+    audience.stream_delay = delay;
+    audience.delay_probe = None;
+    let message = serde_json::json!({"type": "stream_delay", "seconds": delay.as_secs_f64(), "by": name}).to_string();
+    let _ = shared.moderators.send(message.into());
+}
+
+/// What a moderator's request does in the venue; returns a command to submit, if any.
+fn moderate_venue(
+    audience: &mut Audience,
+    link: &AudienceLink,
+    shown: &ShownTexts,
+    scene: &SceneFile,
+    moderator: &Arc<str>,
+    action: &ModeratorAction,
+) -> Vec<SubmitCommand> {
+    let origin = CommandOrigin::Moderator(moderator.to_string());
+    match action {
+        ModeratorAction::Pause(paused) => {
+            audience.paused = *paused;
+            audience.state_dirty = true;
+            let text = if *paused { "audience effects are paused" } else { "audience effects are back on" };
+            let _ = link.hub.broadcast.send(ServerMessage::Notice { text: text.into() }.to_json().into());
+            Vec::new()
+        }
+        ModeratorAction::Clear { id, user, platform_id, user_prefix } => {
+            let ids: Vec<u64> = audience
+                .recent_lines
+                .iter()
+                .filter(|line| {
+                    Some(line.id) == *id
+                        || user.as_deref() == Some(&*line.user)
+                        || platform_id.is_some() && platform_id.as_deref() == line.platform_id.as_deref()
+                        || user_prefix.as_deref().is_some_and(|prefix| line.user.starts_with(prefix))
+                })
+                .map(|line| line.id)
+                .collect();
+            // A line older than the memory can still be retracted by id.
+            let ids = if ids.is_empty() { id.iter().copied().collect() } else { ids };
+            audience.approvals.retain(|a| !ids.contains(&a.id));
+            audience.approvals_dirty = true;
+            for id in &ids {
+                let _ = link.hub.broadcast.send(ServerMessage::Retract { id: *id }.to_json().into());
+            }
+            // A retracted line also leaves the venue if it is shown there.
+            ids.iter()
+                .filter(|id| shown.texts.iter().any(|t| t.id == **id))
+                .map(|id| SubmitCommand { origin: origin.clone(), command: VenueCommand::HideText { id: Some(*id) } })
+                .collect()
+        }
+        ModeratorAction::Approve(id) | ModeratorAction::Reject(id) => {
+            let Some(index) = audience.approvals.iter().position(|a| a.id == *id) else {
+                return Vec::new();
+            };
+            let item = audience.approvals.remove(index).expect("found above");
+            audience.approvals_dirty = true;
+            if matches!(action, ModeratorAction::Reject(_)) {
+                link.hub.send_to(&item.user, &ServerMessage::Notice { text: "a moderator did not put your text on stage".into() });
+                return Vec::new();
+            }
+            let command = VenueCommand::ShowText { id: item.id, text: item.text, by: item.by.to_string(), seconds: item.seconds, at: item.at };
+            audience.pending.push_back(PendingEffect {
+                user: item.user.to_string(),
+                command: command.clone(),
+                by: item.by.clone(),
+                rule: item.rule.clone(),
+                received: Instant::now(),
+            });
+            vec![SubmitCommand { origin: CommandOrigin::Audience(item.user.to_string()), command }]
+        }
+        ModeratorAction::Command(command) => vec![SubmitCommand { origin, command: command.clone() }],
+        // Handled with the chat in `apply_audience_rules`.
+        ModeratorAction::Say(_) => Vec::new(),
+        ModeratorAction::MeasureDelay => {
+            let code = format!("{}", 1000 + audience.seed() % 9000);
+            audience.next_message_id += 1;
+            let id = audience.next_message_id;
+            audience.delay_probe = Some((code.clone(), Instant::now()));
+            let message = serde_json::json!({"type": "delay_probe", "code": code}).to_string();
+            let _ = link.hub.moderators.send(message.into());
+            // Where the scene shows audience texts, else above the venue's origin.
+            let at = scene.rules.iter().find_map(|r| match r.action {
+                ActionDef::Show { at, .. } => Some(at),
+                _ => None,
+            });
+            let text = format!("Stream check: type {code} in the chat · Tapez {code} dans le chat");
+            vec![SubmitCommand { origin, command: VenueCommand::ShowText { id, text, by: "Parvis".into(), seconds: 30.0, at: at.unwrap_or([0.0, 3.0, 0.0]) } }]
+        }
+    }
+}
+
+/// How long an action occupies its rule's mutex group.
+fn action_hold(action: &ActionDef, scene: &SceneFile) -> Duration {
+    let seconds = match action {
+        ActionDef::Set => 0.0,
+        ActionDef::Animate { seconds, .. } | ActionDef::Show { seconds, .. } => *seconds,
+        ActionDef::Spawn(name) => scene.effects.iter().find(|e| &e.name == name).map_or(0.0, |e| e.lifetime),
+    };
+    Duration::from_secs_f32(seconds.max(0.0))
+}
+
+/// Checks pause, cooldowns, votes, approval and mutex groups for a fired rule, and makes its
+/// command. Members are told why when nothing happens.
+fn fire(
+    audience: &mut Audience,
+    shared: &AudienceHub,
+    params: &VenueParams,
+    scene: &SceneFile,
+    from: &Firing<'_>,
+    fired: Fired<'_>,
+    now: Instant,
+) -> Option<SubmitCommand> {
+    if audience.paused {
+        shared.send_to(from.user, &ServerMessage::Notice { text: "audience effects are paused by the moderators".into() });
+        return None;
+    }
+    let rule = fired.rule;
+    if !from.staff && !rule.only.is_empty() && !rule.only.iter().any(|role| role.held_by(from.meta.roles)) {
+        shared.metrics.reject(Rejection::Rule);
+        let who: Vec<&str> = rule.only.iter().map(|r| r.label()).collect();
+        shared.send_to(from.user, &ServerMessage::error("not_allowed", format!("!{} is for {} only", rule.name, who.join(", "))));
+        return None;
+    }
+    if let Some(vote) = audience.democracy.get(&rule.name)
+        && !from.staff
+        && !within_window(vote.closes_at, from.received, &from.meta)
+    {
+        shared.send_to(from.user, &ServerMessage::error("no_poll", format!("the vote on !{} has closed; the result comes as soon as the stream's viewers have voted", rule.name)));
+        return None;
+    }
+    if let Err(wait) = audience.cooldowns.try_fire(rule, from.user, now, audience.members.len(), from.staff) {
+        shared.metrics.reject(Rejection::Rule);
+        shared.send_to(from.user, &ServerMessage::error("rate_limited", format!("!{} is cooling down; retry in {:.0} s", rule.name, wait.as_secs_f32().ceil())));
+        return None;
+    }
+    if let (RuleMode::Democracy { window, .. }, false) = (&rule.mode, from.staff) {
+        let vote = audience.democracy.entry(rule.name.clone()).or_insert_with(|| DemocracyVote {
+            tally: Tally::open_ended(),
+            closes_at: now + Duration::from_secs_f32(window.max(1.0)),
+        });
+        // Members vote on the word they typed (`red`), not on the value it stands for.
+        let choice = rules::fold(if fired.text.is_empty() { &fired.value } else { &fired.text });
+        if vote.tally.vote(from.user, &choice, vote_weight(rule.bits_per_vote, &from.meta)).is_err() {
+            shared.send_to(from.user, &ServerMessage::error("bad_option", "too many different choices already; vote for one of them"));
+        }
+        audience.tally_dirty = true;
+        return None;
+    }
+    let command = match &rule.action {
+        ActionDef::Set | ActionDef::Animate { .. } => {
+            let value = match params.parse_value(&rule.param, &fired.value) {
+                Ok(v) => v,
+                Err(e) => {
+                    shared.metrics.reject(Rejection::Rule);
+                    shared.send_to(from.user, &ServerMessage::error("bad_value", e.to_string()));
+                    return None;
+                }
+            };
+            match &rule.action {
+                ActionDef::Animate { seconds, easing } => VenueCommand::AnimateParam { name: rule.param.clone(), to: value, seconds: *seconds, easing: *easing },
+                _ => VenueCommand::SetParam { name: rule.param.clone(), value },
+            }
+        }
+        ActionDef::Spawn(effect) => VenueCommand::SpawnEffect { effect: effect.clone(), seed: audience.seed() },
+        ActionDef::Show { seconds, approval, at } => {
+            let text: String = fired.text.chars().take(MAX_SHOWN_CHARS).collect();
+            if *approval && !from.staff {
+                if audience.approvals.len() == MAX_APPROVALS {
+                    audience.approvals.pop_front();
+                }
+                audience.approvals.push_back(Approval {
+                    id: from.line,
+                    user: from.user.clone(),
+                    by: from.name.clone(),
+                    text,
+                    rule: rule.name.clone(),
+                    seconds: *seconds,
+                    at: *at,
+                });
+                audience.approvals_dirty = true;
+                shared.send_to(from.user, &ServerMessage::Notice { text: "your text waits for a moderator's approval".into() });
+                return None;
+            }
+            VenueCommand::ShowText { id: from.line, text, by: from.name.to_string(), seconds: *seconds, at: *at }
+        }
+    };
+    let submit = SubmitCommand { origin: CommandOrigin::Audience(from.user.to_string()), command };
+    let effect = PendingEffect {
+        user: from.user.to_string(),
+        command: submit.command.clone(),
+        by: from.name.clone(),
+        rule: rule.name.clone(),
+        received: from.received,
+    };
+    if !rule.mutex.is_empty() {
+        let hold = action_hold(&rule.action, scene);
+        let group = audience.groups.entry(rule.mutex.clone()).or_default();
+        if group.busy_until.is_some_and(|t| t > now) {
+            if group.queue.len() < rule.queue as usize {
+                group.queue.push_back((submit, effect, hold));
+                shared.send_to(from.user, &ServerMessage::Notice { text: format!("!{} is queued (position {})", rule.name, group.queue.len()) });
+            } else {
+                let wait = group.busy_until.map_or(0.0, |t| t.duration_since(now).as_secs_f32());
+                shared.metrics.reject(Rejection::Rule);
+                shared.send_to(from.user, &ServerMessage::error("rate_limited", format!("the stage is busy with another effect; retry in {:.0} s", wait.ceil())));
+            }
+            return None;
+        }
+        group.busy_until = Some(now + hold);
+    }
+    audience.pending.push_back(effect);
+    Some(submit)
+}
+
+/// Closes democracy votes and polls whose time is up, and fires crowd-energy rules.
+fn run_votes_and_energy(
+    link: Res<AudienceLink>,
+    mut audience: ResMut<Audience>,
+    scene: Option<Res<CurrentScene>>,
+    params: Res<VenueParams>,
+    mut submit: MessageWriter<SubmitCommand>,
+) {
+    let Some(scene) = scene else { return };
+    let scene = &scene.0;
+    let shared = &link.hub;
+    let now = Instant::now();
+    let audience = &mut *audience;
+    // Windows close on stage at `closes_at`, and take the stream's viewers' votes until they
+    // have seen that moment too.
+    let delay = audience.stream_delay;
+    if let Some(poll) = audience.poll.as_mut().filter(|p| !p.closing && now >= p.closes_at + delay) {
+        poll.closing = true;
+        submit.write(SubmitCommand::local(VenueCommand::ClosePoll { poll: poll.def.name.clone() }));
+    }
+    let due: Vec<String> = audience.democracy.iter().filter(|(_, v)| now >= v.closes_at + delay).map(|(k, _)| k.clone()).collect();
+    for rule_name in due {
+        let Some(vote) = audience.democracy.remove(&rule_name) else { continue };
+        let Some(rule) = scene.rules.iter().find(|r| r.name == rule_name) else { continue };
+        let RuleMode::Democracy { min_votes, min_share, .. } = &rule.mode else { continue };
+        let outcome = vote.tally.outcome(*min_votes, *min_share, audience.members.len());
+        let _ = link.hub.broadcast.send(tally_view(&format!("rule:{rule_name}"), &format!("!{}", command_word(rule)), &vote.tally, "close", Duration::ZERO, &outcome).to_json().into());
+        let Outcome::Winner(i) = outcome else {
+            let _ = link.hub.broadcast.send(ServerMessage::Notice { text: format!("the vote on !{} did not reach its quorum", command_word(rule)) }.to_json().into());
+            continue;
+        };
+        let word = vote.tally.options()[i].clone();
+        // The winning word is read like a command's word: through `values` or colour names.
+        let line = format!("!{} {word}", command_word(rule));
+        let Ok(Some(mut fired)) = match_chat(std::slice::from_ref(rule), &line, |p| params.get(p).map(|(d, _)| &d.kind)) else { continue };
+        fired.text = word;
+        let crowd: UserId = format!("vote:{rule_name}").into();
+        let name: Arc<str> = Arc::from("the audience");
+        let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: true, meta: ChatMeta::default() };
+        if let Some(command) = fire(audience, shared, &params, scene, &from, fired, now) {
+            submit.write(command);
+        }
+    }
+    let energy_rules: Vec<&AudienceRuleDef> = scene.rules.iter().filter(|r| matches!(r.trigger, TriggerDef::CrowdEnergy { .. })).collect();
+    if energy_rules.is_empty() {
+        return;
+    }
+    let Some(mut meter) = audience.energy.take() else { return };
+    for rule in energy_rules {
+        let TriggerDef::CrowdEnergy { above, window } = rule.trigger else { continue };
+        let rate = meter.rate(now, Duration::from_secs_f32(window.max(0.25)));
+        let armed = audience.energy_armed.entry(rule.name.clone()).or_insert(true);
+        if energy_edge(armed, rate, above) {
+            let crowd: UserId = format!("energy:{}", rule.name).into();
+            let name: Arc<str> = Arc::from("the crowd");
+            let fired = Fired { rule, value: rule.value.clone().unwrap_or_default(), text: String::new() };
+            let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: false, meta: ChatMeta::default() };
+            if let Some(command) = fire(audience, shared, &params, scene, &from, fired, now) {
+                submit.write(command);
+            }
+        }
+    }
+    audience.energy = Some(meter);
+}
+
+fn command_word(rule: &AudienceRuleDef) -> &str {
+    match &rule.trigger {
+        TriggerDef::Command(c) => c,
+        _ => &rule.name,
+    }
+}
+
+/// Starts the next queued effect of each mutex group whose effect is over.
+fn release_mutex_queues(mut audience: ResMut<Audience>, mut submit: MessageWriter<SubmitCommand>) {
+    let now = Instant::now();
+    let audience = &mut *audience;
+    for group in audience.groups.values_mut() {
+        if group.busy_until.is_some_and(|t| t > now) {
+            continue;
+        }
+        if let Some((command, effect, hold)) = group.queue.pop_front() {
+            group.busy_until = Some(now + hold);
+            audience.pending.push_back(effect);
+            submit.write(command);
+        }
+    }
+}
+
+/// A poll as the audience sees it.
+fn tally_view(id: &str, question: &str, tally: &Tally, phase: &str, left: Duration, outcome: &Outcome) -> ServerMessage {
+    ServerMessage::Poll {
+        phase: phase.into(),
+        id: id.into(),
+        question: question.into(),
+        options: tally.options().iter().zip(tally.counts()).map(|(o, c)| PollOptionView { id: o.clone(), label: o.clone(), votes: *c as u32 }).collect(),
+        closes_in_ms: left.as_millis() as u64,
+        winner: match outcome {
+            Outcome::Winner(i) if phase == "close" => tally.options().get(*i).cloned(),
+            _ => None,
+        },
+    }
+}
+
+fn poll_view(poll: &OpenPoll, phase: &str, now: Instant, outcome: &Outcome) -> ServerMessage {
+    let mut view = tally_view(&poll.def.name, &poll.def.question, &poll.tally, phase, poll.closes_at.saturating_duration_since(now), outcome);
+    if let ServerMessage::Poll { options, .. } = &mut view {
+        for (option, def) in options.iter_mut().zip(&poll.def.options) {
+            option.label = def.label.clone();
+        }
+    }
+    view
+}
+
+/// Opens and closes polls as their commands are applied, and fires the rules of a result.
+fn follow_poll_commands(
+    link: Res<AudienceLink>,
+    mut audience: ResMut<Audience>,
+    mut applied: MessageReader<AppliedCommand>,
+    scene: Option<Res<CurrentScene>>,
+    params: Res<VenueParams>,
+    mut submit: MessageWriter<SubmitCommand>,
+) {
+    let Some(scene) = scene else {
+        applied.clear();
+        return;
+    };
+    let scene = &scene.0;
+    let now = Instant::now();
+    let audience = &mut *audience;
+    for entry in applied.read() {
+        match &entry.command {
+            VenueCommand::OpenPoll { poll } => {
+                let Some(def) = scene.polls.iter().find(|p| &p.name == poll) else { continue };
+                let open = OpenPoll {
+                    tally: Tally::new(def.options.iter().map(|o| o.id.clone())),
+                    closes_at: now + Duration::from_secs_f32(def.seconds.max(1.0)),
+                    def: def.clone(),
+                    closing: false,
+                };
+                let _ = link.hub.broadcast.send(poll_view(&open, "open", now, &Outcome::NoQuorum { votes: 0, needed: 1 }).to_json().into());
+                let choices: Vec<String> = def.options.iter().map(|o| format!("!vote {} ({})", o.id, o.label)).collect();
+                let _ = link.hub.platform_out.send(format!("Poll: {} Type {} within {:.0} s.", def.question, choices.join(" or "), def.seconds.max(1.0)).into());
+                audience.poll = Some(open);
+                audience.state_dirty = true;
+            }
+            VenueCommand::ClosePoll { poll } => {
+                let Some(open) = audience.poll.take_if(|p| &p.def.name == poll) else { continue };
+                let outcome = open.tally.outcome(open.def.min_votes, open.def.min_share, audience.members.len());
+                let _ = link.hub.broadcast.send(poll_view(&open, "close", now, &outcome).to_json().into());
+                audience.state_dirty = true;
+                let result = match &outcome {
+                    Outcome::Winner(i) => format!("Poll closed: {} wins ({} of {} votes).", open.def.options[*i].label, open.tally.counts()[*i], open.tally.counts().iter().sum::<u64>()),
+                    _ => "Poll closed without a result: too few votes.".to_owned(),
+                };
+                let _ = link.hub.platform_out.send(format!("{} {result}", open.def.question).into());
+                let Outcome::Winner(i) = outcome else {
+                    let _ = link.hub.broadcast.send(ServerMessage::Notice { text: format!("the poll {:?} did not reach its quorum", open.def.question) }.to_json().into());
+                    continue;
+                };
+                let winner = &open.def.options[i].id;
+                let crowd: UserId = format!("poll:{poll}").into();
+                let name: Arc<str> = Arc::from("the audience");
+                for fired in match_poll_outcome(&scene.rules, poll, winner) {
+                    let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: true, meta: ChatMeta::default() };
+                    if let Some(command) = fire(audience, &link.hub, &params, scene, &from, fired, now) {
+                        submit.write(command);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Tells everyone what the audience changed, once the command is really applied. Many members
+/// firing the same rule in one frame make one announcement, with the count of the others.
+fn announce_applied_effects(
+    link: Res<AudienceLink>,
+    mut audience: ResMut<Audience>,
+    mut applied: MessageReader<AppliedCommand>,
+    mut rejected: MessageReader<RejectedCommand>,
+) {
+    let shared = &link.hub;
+    let mut announcements: Vec<(ServerMessage, u32)> = Vec::new();
+    for entry in applied.read() {
+        let CommandOrigin::Audience(user) = &entry.origin else { continue };
+        let Some(pending) = audience.take_pending(user, &entry.command) else { continue };
+        shared.metrics.commands_applied.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.observe_latency(pending.received.elapsed(), audience.frames_since(pending.received));
+        let (action, param, value) = match &entry.command {
+            VenueCommand::SetParam { name, value } => ("set", name.clone(), value.to_string()),
+            VenueCommand::AnimateParam { name, to, .. } => ("animate", name.clone(), to.to_string()),
+            VenueCommand::SpawnEffect { effect, .. } => ("spawn", String::new(), effect.clone()),
+            VenueCommand::ShowText { text, .. } => ("show", String::new(), text.clone()),
+            _ => continue,
+        };
+        // Chat platforms hear back about their own members' effects (within their post limits).
+        if pending.user.starts_with("twitch:") || pending.user.starts_with("irc:") {
+            let _ = shared.platform_out.send(format!("{} → !{} {value}", pending.by, pending.rule).into());
+        }
+        let effect = ServerMessage::Effect { param, value, by: pending.by.to_string(), rule: Some(pending.rule), action: action.into(), others: 0 };
+        let same_rule = |m: &ServerMessage| matches!((m, &effect), (ServerMessage::Effect { rule: a, .. }, ServerMessage::Effect { rule: b, .. }) if a == b);
+        match announcements.iter_mut().find(|(m, _)| same_rule(m)) {
+            Some((last, others)) => {
+                *last = effect;
+                *others += 1;
+            }
+            None => announcements.push((effect, 0)),
+        }
+        audience.state_dirty = true;
+    }
+    for (mut effect, n) in announcements {
+        if let ServerMessage::Effect { others, .. } = &mut effect {
+            *others = n;
+        }
+        let _ = link.hub.broadcast.send(effect.to_json().into());
+    }
+    for refusal in rejected.read() {
+        if let CommandOrigin::Audience(user) = &refusal.origin {
+            audience.take_pending(user, &refusal.command);
+            shared.send_to(user, &ServerMessage::error("not_allowed", refusal.error.to_string()));
+        }
+    }
+}
+
+/// Sends the open poll's and democracy votes' counts as they change, a few times a second.
+fn broadcast_poll_tally(link: Res<AudienceLink>, mut audience: ResMut<Audience>) {
+    let now = Instant::now();
+    if audience.last_tally.is_some_and(|t| now.duration_since(t) < TALLY_INTERVAL) || !audience.tally_dirty {
+        return;
+    }
+    audience.last_tally = Some(now);
+    audience.tally_dirty = false;
+    // The open poll also travels in `state`, for members who join while it runs.
+    audience.state_dirty = true;
+    let pending = Outcome::NoQuorum { votes: 0, needed: 1 };
+    if let Some(poll) = audience.poll.as_ref().filter(|p| !p.closing) {
+        let _ = link.hub.broadcast.send(poll_view(poll, "tally", now, &pending).to_json().into());
+    }
+    for (rule, vote) in &audience.democracy {
+        let view = tally_view(&format!("rule:{rule}"), &format!("!{rule}"), &vote.tally, "tally", vote.closes_at.saturating_duration_since(now), &pending);
+        let _ = link.hub.broadcast.send(view.to_json().into());
+    }
+}
+
+/// Sends the venue's state to everyone when it changes, at most every [`STATE_INTERVAL`].
+fn broadcast_state(link: Res<AudienceLink>, mut audience: ResMut<Audience>, params: Res<VenueParams>) {
+    if params.is_changed() {
+        audience.state_dirty = true;
+    }
+    let now = Instant::now();
+    if !audience.state_dirty || audience.last_state.is_some_and(|t| now.duration_since(t) < STATE_INTERVAL) {
+        return;
+    }
+    audience.state_dirty = false;
+    audience.last_state = Some(now);
+    let energy = audience.energy.as_mut().map_or(0.0, |m| m.rate(now, SHOWN_ENERGY_WINDOW));
+    let pending = Outcome::NoQuorum { votes: 0, needed: 1 };
+    let state = ServerMessage::State {
+        params: params.iter_settled().map(|(d, v)| (d.name.clone(), v.to_string())).collect::<BTreeMap<_, _>>(),
+        poll: audience.poll.as_ref().map(|p| Box::new(poll_view(p, "tally", now, &pending))),
+        audience: audience.members.len() as u32,
+        paused: audience.paused,
+        energy: (energy * 10.0).round() / 10.0,
+    };
+    let json: Arc<str> = state.to_json().into();
+    *link.hub.state_json.write().expect("state snapshot") = json.clone();
+    let _ = link.hub.broadcast.send(json);
+}
+
+/// Keeps moderators' view of the approval queue current.
+fn send_approval_queue(link: Res<AudienceLink>, mut audience: ResMut<Audience>) {
+    if !audience.approvals_dirty {
+        return;
+    }
+    audience.approvals_dirty = false;
+    let items: Vec<serde_json::Value> = audience
+        .approvals
+        .iter()
+        .map(|a| serde_json::json!({"id": a.id, "user": &*a.user, "from": &*a.by, "text": a.text, "rule": a.rule}))
+        .collect();
+    let json: Arc<str> = serde_json::json!({"type": "approvals", "items": items}).to_string().into();
+    *link.hub.approvals_json.write().expect("approvals snapshot") = json.clone();
+    let _ = link.hub.moderators.send(json);
+}

@@ -1,0 +1,342 @@
+//! Scanned meshes in the venue: each scene `meshes` entry is imported (or found in the cache)
+//! and read on a thread of its own; then every frame each chunk shows the coarsest of its
+//! levels whose geometric error covers at most `max_error_px` pixels from the visitor's eye.
+//! Chunks outside the view are culled by Bevy like any mesh.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, mpsc};
+
+use bevy::asset::RenderAssetUsages;
+use bevy::image::Image;
+use bevy::mesh::{Indices, PrimitiveTopology};
+use bevy::prelude::*;
+use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
+use bevy::render::renderer::RenderDevice;
+
+use super::cloud::ScanPhase;
+use super::measure::PickTriangles;
+use super::mesh::{self, Level, MeshIndex};
+use crate::engine::command::VenueAssets;
+use crate::engine::schedule::VenueSystems;
+use crate::engine::command::CurrentScene;
+use crate::engine::environment::{VenueCamera, leading_view};
+use crate::model::scene::format::MeshScanDef;
+use crate::engine::scene::venue::to_transform;
+
+/// Streams nothing but picks levels: all levels of a scan are on the GPU (about twice the
+/// finest level's memory); per-chunk choice keeps what is drawn small.
+pub struct MeshLodPlugin;
+
+impl Plugin for MeshLodPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(Update, sync_mesh_scans.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate))
+            .add_systems(Update, receive_mesh_scans.in_set(VenueSystems::Present))
+            // With this frame's camera, before visibility is worked out.
+            .add_systems(
+                PostUpdate,
+                pick_levels
+                    .after(bevy::camera::visibility::VisibilitySystems::UpdateFrusta)
+                    .before(bevy::camera::visibility::VisibilitySystems::VisibilityPropagate),
+            );
+    }
+}
+
+/// A scanned mesh as the scene placed it.
+#[derive(Component, Debug, Clone)]
+#[require(Transform, Visibility, MeshScanStatus)]
+pub struct MeshScan {
+    /// Its scene entry.
+    pub def: MeshScanDef,
+}
+
+/// How a scanned mesh is doing.
+#[derive(Component, Debug, Clone, Default)]
+pub struct MeshScanStatus {
+    /// Import or showing.
+    pub phase: ScanPhase,
+    /// Triangles in the scan.
+    pub source_triangles: u64,
+    /// Triangles drawn this frame (chunks in view or not: Bevy culls after).
+    pub drawn_triangles: u64,
+    /// Chunks.
+    pub chunks: usize,
+    /// Chunks showing each level (index = level), not counting chunks drawn by their group.
+    pub levels_shown: Vec<usize>,
+    /// Groups drawn as one mesh in place of their chunks.
+    pub groups_shown: usize,
+    /// What the import left out or degraded.
+    pub notes: Vec<String>,
+}
+
+/// One chunk: its levels' entities and errors.
+#[derive(Component, Debug, Clone)]
+pub struct LodChunk {
+    levels: Vec<(Entity, f32, u32)>,
+    centre: Vec3,
+    radius: f32,
+    shown: Option<usize>,
+}
+
+/// A group of neighbouring chunks and its merged levels.
+#[derive(Component, Debug, Clone)]
+pub struct LodGroup {
+    chunks: Vec<Entity>,
+    levels: Vec<(Entity, f32, u32)>,
+    centre: Vec3,
+    radius: f32,
+}
+
+struct LoadedPart {
+    colour: [f32; 4],
+    textures: Vec<image::RgbaImage>,
+    chunks: Vec<(Vec3, Vec3, Vec<Level>)>,
+    groups: Vec<(u32, u32, Vec3, Vec3, Vec<Level>)>,
+}
+
+type Loaded = Result<(MeshIndex, Vec<LoadedPart>), String>;
+
+#[derive(Component)]
+struct MeshScanLoad(Mutex<mpsc::Receiver<Loaded>>);
+
+fn sync_mesh_scans(mut commands: Commands, scene: Res<CurrentScene>, assets: Res<VenueAssets>, existing: Query<(Entity, &MeshScan)>) {
+    let mut kept = HashSet::new();
+    for (entity, scan) in &existing {
+        if scene.0.meshes.contains(&scan.def) && kept.insert(scan.def.name.clone()) {
+            continue;
+        }
+        commands.entity(entity).despawn();
+    }
+    for def in scene.0.meshes.iter().filter(|d| !kept.contains(&d.name)) {
+        let mut status = MeshScanStatus::default();
+        let mut entity = commands.spawn((Name::new(def.name.clone()), to_transform(&def.transform)));
+        match assets.resolve_entry(&def.path) {
+            Ok(path) => {
+                entity.insert(MeshScanLoad(Mutex::new(start_load(def.name.clone(), path))));
+            }
+            Err(e) => {
+                error!("mesh {:?}: {e}", def.name);
+                status.phase = ScanPhase::Failed(e.to_string());
+            }
+        }
+        entity.insert((MeshScan { def: def.clone() }, status));
+    }
+}
+
+/// Imports (or opens) the scan and reads every level and texture, off the frame.
+fn start_load(name: String, path: PathBuf) -> mpsc::Receiver<Loaded> {
+    let (send, receive) = mpsc::channel();
+    let spawned = std::thread::Builder::new().name(format!("mesh {name}")).spawn(move || {
+        let result = (|| {
+            let (dir, index) = if path.is_dir() {
+                (path.clone(), mesh::read_mesh_index(&path).map_err(|e| e.to_string())?)
+            } else {
+                let cache_root = path.parent().unwrap_or(&path).join(".parvis-cache");
+                let imported = mesh::import_mesh(&path, &cache_root, &Arc::default()).map_err(|e| e.to_string())?;
+                (imported.dir, imported.index)
+            };
+            let mut parts = Vec::new();
+            for part in &index.parts {
+                let mut textures = Vec::new();
+                for name in &part.textures {
+                    let file = dir.join(name);
+                    textures.push(image::open(&file).map_err(|e| format!("{}: {e}", file.display()))?.to_rgba8());
+                }
+                let mut chunks = Vec::new();
+                for chunk in &part.chunks {
+                    let levels = chunk.levels.iter().map(|l| mesh::read_level(&dir, l)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+                    chunks.push((Vec3::from(chunk.min), Vec3::from(chunk.max), levels));
+                }
+                let mut groups = Vec::new();
+                for group in &part.groups {
+                    let levels = group.levels.iter().map(|l| mesh::read_level(&dir, l)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+                    groups.push((group.first, group.count, Vec3::from(group.min), Vec3::from(group.max), levels));
+                }
+                parts.push(LoadedPart { colour: part.colour, textures, chunks, groups });
+            }
+            Ok((index, parts))
+        })();
+        let _ = send.send(result);
+    });
+    if let Err(e) = spawned {
+        error!("mesh {name}: cannot start its import: {e}");
+    }
+    receive
+}
+
+fn level_mesh(level: Level) -> Mesh {
+    Mesh::new(PrimitiveTopology::TriangleList, RenderAssetUsages::RENDER_WORLD)
+        .with_inserted_attribute(Mesh::ATTRIBUTE_POSITION, level.positions)
+        .with_inserted_attribute(Mesh::ATTRIBUTE_NORMAL, level.normals)
+        .with_inserted_attribute(Mesh::ATTRIBUTE_UV_0, level.uvs)
+        .with_inserted_indices(Indices::U32(level.indices))
+}
+
+fn texture_image(texture: &image::RgbaImage) -> Image {
+    Image::new(
+        Extent3d { width: texture.width(), height: texture.height(), depth_or_array_layers: 1 },
+        TextureDimension::D2,
+        texture.as_raw().clone(),
+        TextureFormat::Rgba8UnormSrgb,
+        RenderAssetUsages::RENDER_WORLD,
+    )
+}
+
+#[allow(clippy::too_many_arguments, reason = "a Bevy system: each argument is a query or resource it needs")]
+fn receive_mesh_scans(
+    mut commands: Commands,
+    mut scans: Query<(Entity, &MeshScan, &MeshScanLoad, &mut MeshScanStatus)>,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<StandardMaterial>>,
+    mut images: ResMut<Assets<Image>>,
+    device: Option<Res<RenderDevice>>,
+) {
+    for (entity, scan, load, mut status) in &mut scans {
+        let received = load.0.lock().expect("load channel").try_recv();
+        let (index, parts) = match received {
+            Err(mpsc::TryRecvError::Empty) => continue,
+            Err(mpsc::TryRecvError::Disconnected) => {
+                status.phase = ScanPhase::Failed("the import stopped without a result".into());
+                commands.entity(entity).remove::<MeshScanLoad>();
+                continue;
+            }
+            Ok(Err(e)) => {
+                error!("mesh {:?}: {e}", scan.def.name);
+                status.phase = ScanPhase::Failed(e);
+                commands.entity(entity).remove::<MeshScanLoad>();
+                continue;
+            }
+            Ok(Ok(loaded)) => loaded,
+        };
+        commands.entity(entity).remove::<MeshScanLoad>();
+        let limit = device.as_ref().map_or(u32::MAX, |d| d.limits().max_texture_dimension_2d);
+        let mut notes = index.notes.clone();
+        let mut chunks = 0;
+        for (stored, part) in index.parts.iter().zip(parts) {
+            // A texture too large for this adapter: the finest level that fits, said once.
+            let first = mesh::texture_level_for_limit(&stored.texture_sizes, limit);
+            if !stored.textures.is_empty() && first != Some(0) {
+                let note = format!("a {:?} texture is over this adapter's {limit}-pixel limit; a smaller level is used", stored.texture_sizes[0]);
+                warn!("mesh {:?}: {note}", scan.def.name);
+                notes.push(note);
+            }
+            let textures: Vec<Handle<Image>> = part.textures.iter().map(|t| images.add(texture_image(t))).collect();
+            let level_materials: Vec<Handle<StandardMaterial>> = (0..part.chunks.iter().map(|c| c.2.len()).max().unwrap_or(1).max(1))
+                .map(|level| {
+                    let texture = first.map(|f| level.max(f)).and_then(|l| textures.get(l.min(textures.len().saturating_sub(1))).cloned());
+                    let [r, g, b, a] = part.colour;
+                    materials.add(StandardMaterial { base_color: Color::linear_rgba(r, g, b, a), base_color_texture: texture, perceptual_roughness: 0.9, ..default() })
+                })
+                .collect();
+            let mut chunk_entities = Vec::new();
+            for (min, max, levels) in part.chunks {
+                let errors: Vec<(f32, u32)> = levels.iter().map(|l| (l.error, (l.indices.len() / 3) as u32)).collect();
+                let chunk = commands.spawn((Name::new(format!("{} chunk {chunks}", scan.def.name)), Transform::IDENTITY, Visibility::Inherited, ChildOf(entity))).id();
+                let mut entries = Vec::new();
+                for (i, (level, (error, triangles))) in levels.into_iter().zip(errors).enumerate() {
+                    // The measuring tape picks on the level shown: a copy of its triangles.
+                    let pick = PickTriangles { positions: Arc::new(level.positions.iter().map(|p| Vec3::from(*p)).collect()), indices: Arc::new(level.indices.clone()), error };
+                    let child = commands
+                        .spawn((
+                            pick,
+                            Mesh3d(meshes.add(level_mesh(level))),
+                            MeshMaterial3d(level_materials[i.min(level_materials.len() - 1)].clone()),
+                            Transform::IDENTITY,
+                            Visibility::Hidden,
+                            ChildOf(chunk),
+                        ))
+                        .id();
+                    entries.push((child, error, triangles));
+                }
+                commands.entity(chunk).insert(LodChunk { levels: entries, centre: (min + max) / 2.0, radius: (max - min).length() / 2.0, shown: None });
+                chunk_entities.push(chunk);
+                chunks += 1;
+            }
+            for (first, count, min, max, levels) in part.groups {
+                let members = chunk_entities.get(first as usize..(first + count) as usize).map(<[Entity]>::to_vec).unwrap_or_default();
+                let group = commands.spawn((Name::new(format!("{} group {first}", scan.def.name)), Transform::IDENTITY, Visibility::Inherited, ChildOf(entity))).id();
+                let mut entries = Vec::new();
+                for level in levels {
+                    let (error, triangles) = (level.error, (level.indices.len() / 3) as u32);
+                    let pick = PickTriangles { positions: Arc::new(level.positions.iter().map(|p| Vec3::from(*p)).collect()), indices: Arc::new(level.indices.clone()), error };
+                    // A group stands for its chunks' coarsest levels: it uses the coarsest material.
+                    let material = level_materials[level_materials.len() - 1].clone();
+                    let child = commands.spawn((pick, Mesh3d(meshes.add(level_mesh(level))), MeshMaterial3d(material), Transform::IDENTITY, Visibility::Hidden, ChildOf(group))).id();
+                    entries.push((child, error, triangles));
+                }
+                commands.entity(group).insert(LodGroup { chunks: members, levels: entries, centre: (min + max) / 2.0, radius: (max - min).length() / 2.0 });
+            }
+        }
+        info!("mesh {:?}: {} triangles in {chunks} chunks", scan.def.name, index.triangles);
+        *status = MeshScanStatus { phase: ScanPhase::Ready, source_triangles: index.triangles, chunks, notes, ..default() };
+    }
+}
+
+fn pick_levels(
+    cameras: Query<(&Camera, &GlobalTransform, &Projection), With<VenueCamera>>,
+    mut scans: Query<(&MeshScan, &GlobalTransform, &mut MeshScanStatus, &Children)>,
+    mut chunks: Query<(&mut LodChunk, &mut Visibility)>,
+    groups: Query<&LodGroup>,
+    mut visibility: Query<&mut Visibility, Without<LodChunk>>,
+) {
+    let Some((camera, eye, projection)) = leading_view(cameras.iter(), |(c, ..)| c) else { return };
+    let fov = match projection {
+        Projection::Perspective(p) => p.fov,
+        _ => std::f32::consts::FRAC_PI_4,
+    };
+    let height = camera.physical_viewport_size().map_or(720.0, |s| s.y as f32);
+    let pixels_per_metre_at_1m = height / (2.0 * (fov / 2.0).tan());
+    let eye = eye.translation();
+    for (scan, transform, mut status, children) in &mut scans {
+        let scale = transform.scale().abs().max_element();
+        let distance_to = |centre: Vec3, radius: f32| (transform.transform_point(centre).distance(eye) - radius * scale).max(0.01);
+        let show = |visibility: &mut Query<&mut Visibility, Without<LodChunk>>, levels: &[(Entity, f32, u32)], shown: Option<usize>| {
+            for (i, (entity, _, _)) in levels.iter().enumerate() {
+                if let Ok(mut v) = visibility.get_mut(*entity) {
+                    v.set_if_neq(if Some(i) == shown { Visibility::Inherited } else { Visibility::Hidden });
+                }
+            }
+        };
+        let mut drawn = 0u64;
+        let mut groups_shown = 0;
+        // A group stands in for its chunks when even its merged coarse level is invisible
+        // from here: one draw instead of sixteen.
+        let mut grouped = HashSet::new();
+        for child in children {
+            let Ok(group) = groups.get(*child) else { continue };
+            let errors: Vec<f32> = group.levels.iter().map(|(_, e, _)| e * scale).collect();
+            let distance = distance_to(group.centre, group.radius);
+            let fits = errors.first().is_some_and(|e| e * pixels_per_metre_at_1m / distance <= scan.def.max_error_px);
+            let level = fits.then(|| mesh::pick_level(&errors, distance, pixels_per_metre_at_1m, scan.def.max_error_px));
+            show(&mut visibility, &group.levels, level);
+            if let Some(level) = level {
+                grouped.extend(group.chunks.iter().copied());
+                drawn += u64::from(group.levels[level].2);
+                groups_shown += 1;
+            }
+        }
+        let mut histogram = Vec::new();
+        for child in children {
+            let Ok((mut chunk, mut chunk_visibility)) = chunks.get_mut(*child) else { continue };
+            if grouped.contains(child) {
+                chunk_visibility.set_if_neq(Visibility::Hidden);
+                continue;
+            }
+            chunk_visibility.set_if_neq(Visibility::Inherited);
+            let errors: Vec<f32> = chunk.levels.iter().map(|(_, e, _)| e * scale).collect();
+            let level = mesh::pick_level(&errors, distance_to(chunk.centre, chunk.radius), pixels_per_metre_at_1m, scan.def.max_error_px);
+            if chunk.shown != Some(level) {
+                show(&mut visibility, &chunk.levels, Some(level));
+                chunk.shown = Some(level);
+            }
+            drawn += u64::from(chunk.levels[level].2);
+            if histogram.len() <= level {
+                histogram.resize(level + 1, 0);
+            }
+            histogram[level] += 1;
+        }
+        status.drawn_triangles = drawn;
+        status.levels_shown = histogram;
+        status.groups_shown = groups_shown;
+    }
+}

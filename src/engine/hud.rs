@@ -1,0 +1,184 @@
+//! The desktop overlay: venue title and credits, controls, live stage parameter values, and
+//! the scene file's problems when a save is rejected.
+
+use bevy::prelude::*;
+
+use crate::engine::ui_panel::ui_font;
+use crate::engine::command::CurrentScene;
+use crate::engine::heritage::cloud::{CloudStatus, PointCloud, ScanPhase};
+use crate::engine::heritage::lod::{MeshScan, MeshScanStatus};
+use crate::engine::command::VenueParams;
+use crate::engine::scene::SceneStatus;
+
+/// The overlay's font.
+#[derive(Resource)]
+struct HudFont(Handle<Font>);
+
+/// Shows the overlay on the desktop window.
+pub struct HudPlugin;
+
+impl Plugin for HudPlugin {
+    fn build(&self, app: &mut App) {
+        app.add_systems(PreStartup, load_hud_font).add_systems(Startup, spawn_hud).add_systems(
+            Update,
+            (update_title, update_params, update_problems, update_scans).after(crate::engine::schedule::VenueSystems::Present),
+        );
+    }
+}
+
+#[derive(Component)]
+struct TitleText;
+#[derive(Component)]
+struct ParamsText;
+#[derive(Component)]
+struct ProblemText;
+#[derive(Component)]
+struct ScanText;
+
+fn load_hud_font(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
+    let handle = ui_font(&mut fonts);
+    commands.insert_resource(HudFont(handle));
+}
+
+fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
+    let font = |size: f32| TextFont {
+        font: hud_font.0.clone().into(),
+        font_size: FontSize::Px(size),
+        ..default()
+    };
+    let panel = Color::srgba(0.02, 0.02, 0.05, 0.55);
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            left: Val::Px(12.0),
+            top: Val::Px(12.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            ..default()
+        },
+        BackgroundColor(panel),
+        Text::new(""),
+        font(16.0),
+        TitleText,
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            right: Val::Px(12.0),
+            top: Val::Px(12.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            ..default()
+        },
+        BackgroundColor(panel),
+        Text::new(""),
+        font(14.0),
+        ParamsText,
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            left: Val::Px(12.0),
+            bottom: Val::Px(12.0),
+            padding: UiRect::all(Val::Px(6.0)),
+            ..default()
+        },
+        BackgroundColor(panel),
+        Text::new("drag: orbit · right-drag: pan · wheel: zoom · WASD/arrows: walk · Q/E: down/up · Shift: faster · 1–9: viewpoints · click a gold marker: its story · Esc: close · M: measure"),
+        font(13.0),
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            left: Val::Percent(35.0),
+            top: Val::Px(12.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            display: Display::None,
+            ..default()
+        },
+        BackgroundColor(panel),
+        Text::new(""),
+        font(14.0),
+        ScanText,
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
+            left: Val::Px(12.0),
+            right: Val::Px(12.0),
+            bottom: Val::Px(48.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            display: Display::None,
+            ..default()
+        },
+        BackgroundColor(Color::srgba(0.45, 0.02, 0.02, 0.85)),
+        Text::new(""),
+        font(14.0),
+        ProblemText,
+    ));
+}
+
+fn update_title(scene: Option<Res<CurrentScene>>, mut text: Single<&mut Text, With<TitleText>>) {
+    let Some(scene) = scene.filter(|s| s.is_changed()) else { return };
+    let venue = &scene.0.venue;
+    let mut lines = vec![venue.title.clone()];
+    if !venue.site.is_empty() {
+        lines.push(venue.site.clone());
+    }
+    for credit in &venue.credits {
+        lines.push(format!("{} — {} ({})", credit.work, credit.author, credit.licence));
+    }
+    let viewpoints: Vec<String> = scene.0.viewpoints.iter().enumerate().take(9).map(|(i, v)| format!("{} {}", i + 1, v.name)).collect();
+    if !viewpoints.is_empty() {
+        lines.push(format!("viewpoints: {}", viewpoints.join(" · ")));
+    }
+    text.0 = lines.join("\n");
+}
+
+fn update_params(params: Res<VenueParams>, mut text: Single<&mut Text, With<ParamsText>>) {
+    if !params.is_changed() {
+        return;
+    }
+    let lines: Vec<String> = params.iter().map(|(def, value)| format!("{} = {value}", def.name)).collect();
+    text.0 = if lines.is_empty() { "no stage parameters".into() } else { format!("stage parameters\n{}", lines.join("\n")) };
+}
+
+fn update_problems(status: Res<SceneStatus>, mut node: Single<(&mut Text, &mut Node), With<ProblemText>>) {
+    if !status.is_changed() {
+        return;
+    }
+    let (text, node) = &mut *node;
+    match &status.last_error {
+        Some(error) => {
+            text.0 = format!("Scene file rejected — still showing the last good version:\n{error}");
+            node.display = Display::Flex;
+        }
+        None => node.display = Display::None,
+    }
+}
+
+/// Scans still importing, or that failed: a large one takes minutes, and the visitor should
+/// know why it is not there yet.
+fn update_scans(
+    clouds: Query<(&PointCloud, &CloudStatus)>,
+    meshes: Query<(&MeshScan, &MeshScanStatus)>,
+    mut node: Single<(&mut Text, &mut Node), With<ScanText>>,
+) {
+    let describe = |kind: &str, name: &str, phase: &ScanPhase, step: &str| match phase {
+        ScanPhase::Importing => Some(format!("{kind} “{name}”: importing — {step}")),
+        ScanPhase::Failed(reason) => Some(format!("{kind} “{name}” failed: {reason}")),
+        ScanPhase::Ready => None,
+    };
+    let lines: Vec<String> = clouds
+        .iter()
+        .filter_map(|(c, s)| describe("cloud", &c.def.name, &s.phase, &s.step))
+        .chain(meshes.iter().filter_map(|(m, s)| describe("mesh", &m.def.name, &s.phase, "reading and building levels")))
+        .collect();
+    let (text, node) = &mut *node;
+    let display = if lines.is_empty() { Display::None } else { Display::Flex };
+    if node.display != display {
+        node.display = display;
+    }
+    let joined = lines.join("\n");
+    if text.0 != joined {
+        text.0 = joined;
+    }
+}
