@@ -581,6 +581,21 @@ use parvis::model::command::read_command_log;
     std::fs::remove_file(&path).unwrap();
 }
 
+/// A show logged by the engine before its layers were separated (commit 8bc1238, the built-in
+/// cloister with audience chat, a reaction, a poll and its result, moderators' commands,
+/// tours, hotspots, texts and effects) replays today with every command applied and the state
+/// hash that engine's own replay printed: the log, its commands and the scene format stayed
+/// compatible.
+#[test]
+fn a_log_recorded_before_the_layering_replays_to_the_same_state() {
+    let log = root().join("tests/data/logs/before-layering.jsonl");
+    let (code, out, err) = parvis(&["replay", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("replayed 19 entries: 19 applied, 0 refused"), "{out}");
+    assert!(out.contains("state hash fdccf50a65a7ded7"), "{out}");
+    assert!(out.contains("sky = night") && out.contains("stage_light = #ff0000") && out.contains("banner = false"), "{out}");
+}
+
 // ---------------------------------------------------------------- live audience
 
 mod audience {
