@@ -70,8 +70,15 @@ fn main() {
 /// bytes for each other event).
 fn twitch_lines(scene: &parvis::model::scene::format::SceneFile, params: &StageParams, blocklist: &Blocklist) {
     let corpus = include_str!("../tests/data/twitch/corpus.txt");
-    let valid: Vec<&str> = corpus.lines().filter_map(|l| l.strip_prefix("ok ")).filter_map(|l| l.split_once(' ')).map(|(_, line)| line).collect();
-    let text_len = |line: &str| line.split_once(" PRIVMSG ").and_then(|(_, rest)| rest.split_once(" :")).map_or(0, |(_, text)| text.len());
+    let valid: Vec<&str> = corpus
+        .lines()
+        .filter_map(|l| l.strip_prefix("ok "))
+        .filter_map(|l| l.split_once(' '))
+        .map(|(_, line)| line)
+        .collect();
+    let text_len = |line: &str| {
+        line.split_once(" PRIVMSG ").and_then(|(_, rest)| rest.split_once(" :")).map_or(0, |(_, text)| text.len())
+    };
     let (chat, other): (Vec<&str>, Vec<&str>) = valid.iter().partition(|l| l.contains(" PRIVMSG "));
     let typical_chat: Vec<&str> = chat.iter().copied().filter(|l| text_len(l) <= 200).collect();
     let mut busy: Vec<&str> = Vec::new();
@@ -83,7 +90,13 @@ fn twitch_lines(scene: &parvis::model::scene::format::SceneFile, params: &StageP
     }
 }
 
-fn run_twitch(what: &str, lines: &[&str], scene: &parvis::model::scene::format::SceneFile, params: &StageParams, blocklist: &Blocklist) {
+fn run_twitch(
+    what: &str,
+    lines: &[&str],
+    scene: &parvis::model::scene::format::SceneFile,
+    params: &StageParams,
+    blocklist: &Blocklist,
+) {
     let rounds = 5;
     let per_round = 300_000;
     let mut parse_rates = Vec::new();

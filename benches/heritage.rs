@@ -24,14 +24,17 @@ fn main() {
         for ext in ["ply", "las", "laz"] {
             let path = dir.join(format!("scan-{n}.{ext}"));
             if ext == "ply" {
-                write_ply(&scan, std::io::BufWriter::new(std::fs::File::create(&path).expect("create"))).expect("write ply");
+                write_ply(&scan, std::io::BufWriter::new(std::fs::File::create(&path).expect("create")))
+                    .expect("write ply");
             } else {
                 write_las(&scan, [652_000.0, 6_862_000.0, 35.0], &path).expect("write las");
             }
             let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
             let cache = dir.join("cache");
             let _ = std::fs::remove_dir_all(&cache);
-            let imported = parvis::engine::heritage::import(&path, &cache, OctreeConfig::default(), &Default::default()).expect("import");
+            let imported =
+                parvis::engine::heritage::import(&path, &cache, OctreeConfig::default(), &Default::default())
+                    .expect("import");
             let [read, built, written] = imported.timings.map(|d| d.as_secs_f64());
             let total = read + built + written;
             println!(

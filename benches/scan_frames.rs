@@ -16,11 +16,11 @@ use std::time::Instant;
 
 use bevy::prelude::*;
 use parvis::app::VenueSetup;
-use parvis::model::assets_root::AssetsRoot;
+use parvis::app::headless::HeadlessRenderer;
 use parvis::engine::camera::CameraRig;
 use parvis::engine::heritage::cloud::CloudStatus;
 use parvis::engine::heritage::lod::MeshScanStatus;
-use parvis::app::headless::HeadlessRenderer;
+use parvis::model::assets_root::AssetsRoot;
 use parvis::model::scene::DEFAULT_SCENE;
 use parvis::model::scene::validate::parse_scene;
 
@@ -28,7 +28,11 @@ const SIZE: UVec2 = UVec2::new(640, 360);
 const FRAMES: usize = 20;
 
 /// Where the camera stands: a wide view, inside, and close to a wall.
-const VIEWS: [([f32; 3], [f32; 3]); 3] = [([18.0, 16.0, 26.0], [-1.5, 2.5, -2.5]), ([-1.3, 1.7, 7.0], [0.0, 1.8, -6.0]), ([-9.7, 1.7, 9.5], [-9.7, 1.7, -6.0])];
+const VIEWS: [([f32; 3], [f32; 3]); 3] = [
+    ([18.0, 16.0, 26.0], [-1.5, 2.5, -2.5]),
+    ([-1.3, 1.7, 7.0], [0.0, 1.8, -6.0]),
+    ([-9.7, 1.7, 9.5], [-9.7, 1.7, -6.0]),
+];
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
@@ -46,11 +50,17 @@ fn main() {
         Some("meshes") => sizes.iter().map(|s| ("mesh", *s)).collect(),
         _ => vec![("cloud", 1_000_000), ("cloud", 10_000_000), ("mesh", 1_000_000), ("mesh", 10_000_000)],
     };
-    println!("adapter frames at {}×{}, {FRAMES} frames per view after the view has settled; median ms per frame", SIZE.x, SIZE.y);
+    println!(
+        "adapter frames at {}×{}, {FRAMES} frames per view after the view has settled; median ms per frame",
+        SIZE.x, SIZE.y
+    );
     for (kind, n) in runs {
         let exe = std::env::current_exe().expect("own path");
         let flag = if kind == "cloud" { "--child-cloud" } else { "--child-mesh" };
-        let output = Command::new(exe).args([flag, dir.to_str().expect("utf-8 path"), &n.to_string()]).output().expect("child runs");
+        let output = Command::new(exe)
+            .args([flag, dir.to_str().expect("utf-8 path"), &n.to_string()])
+            .output()
+            .expect("child runs");
         print!("{}", String::from_utf8_lossy(&output.stdout));
         if !output.status.success() {
             eprintln!("{kind} {n}: failed\n{}", String::from_utf8_lossy(&output.stderr));
@@ -60,7 +70,11 @@ fn main() {
 
 fn resident_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok()).map_or(0.0, |kb| kb / 1024.0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -79,7 +93,15 @@ fn prepare(dir: &Path, file: &str, write: impl FnOnce(&Path)) -> PathBuf {
         eprintln!("{file}: written in {:.1} s", start.elapsed().as_secs_f64());
     }
     let start = Instant::now();
-    let status = Command::new(env!("CARGO_BIN_EXE_parvis")).args(["import", path.to_str().expect("utf-8"), "--cache", scans.join(".parvis-cache").to_str().expect("utf-8")]).output().expect("import runs");
+    let status = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args([
+            "import",
+            path.to_str().expect("utf-8"),
+            "--cache",
+            scans.join(".parvis-cache").to_str().expect("utf-8"),
+        ])
+        .output()
+        .expect("import runs");
     assert!(status.status.success(), "import failed: {}", String::from_utf8_lossy(&status.stderr));
     eprintln!("{file}: imported in {:.1} s", start.elapsed().as_secs_f64());
     path
@@ -99,7 +121,11 @@ fn measure(renderer: &mut HeadlessRenderer, drawn: impl Fn(&mut HeadlessRenderer
     let camera = renderer.camera();
     let mut out = Vec::new();
     for (eye, target) in VIEWS {
-        renderer.app_mut().world_mut().entity_mut(camera).insert(CameraRig::looking(Vec3::from(eye), Vec3::from(target)));
+        renderer
+            .app_mut()
+            .world_mut()
+            .entity_mut(camera)
+            .insert(CameraRig::looking(Vec3::from(eye), Vec3::from(target)));
         for _ in 0..3000 {
             renderer.step();
             if drawn(renderer).1 {
@@ -118,7 +144,8 @@ fn measure(renderer: &mut HeadlessRenderer, drawn: impl Fn(&mut HeadlessRenderer
 }
 
 fn report(label: &str, views: &[(f64, u64)], unit: &str, rss: f64, extra: &str) {
-    let per_view: Vec<String> = views.iter().map(|(ms, n)| format!("{ms:.1} ms ({:.2} M {unit})", *n as f64 / 1e6)).collect();
+    let per_view: Vec<String> =
+        views.iter().map(|(ms, n)| format!("{ms:.1} ms ({:.2} M {unit})", *n as f64 / 1e6)).collect();
     println!("{label}: {} | resident {rss:.0} MiB{extra}", per_view.join(", "));
 }
 
@@ -129,7 +156,9 @@ fn child_cloud(dir: &Path, n: u64) {
         // Written in slices: a 100 M point scan need not be held whole while writing.
         let mut out = std::io::BufWriter::new(std::fs::File::create(path).expect("create"));
         let slices = n.div_ceil(10_000_000);
-        let header = format!("ply\nformat binary_little_endian 1.0\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n");
+        let header = format!(
+            "ply\nformat binary_little_endian 1.0\nelement vertex {n}\nproperty float x\nproperty float y\nproperty float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n"
+        );
         std::io::Write::write_all(&mut out, header.as_bytes()).expect("write");
         for s in 0..slices {
             let count = (n - s * 10_000_000).min(10_000_000) as usize;
@@ -144,7 +173,9 @@ fn child_cloud(dir: &Path, n: u64) {
         }
     });
     let budget: u64 = std::env::var("PARVIS_BENCH_POINT_BUDGET").ok().and_then(|b| b.parse().ok()).unwrap_or(2_000_000);
-    let entry = format!(r#"(name: "scan", path: "scans/{file}", point_budget: {budget}, memory_budget_mb: 320, credit: (author: "bench", licence: "CC0-1.0"))"#);
+    let entry = format!(
+        r#"(name: "scan", path: "scans/{file}", point_budget: {budget}, memory_budget_mb: 320, credit: (author: "bench", licence: "CC0-1.0"))"#
+    );
     let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene_with(&entry, "clouds"), AssetsRoot::new(dir)), SIZE);
     renderer.wait_until_ready().expect("the cloud streams");
     let status = |r: &mut HeadlessRenderer| {
@@ -156,7 +187,17 @@ fn child_cloud(dir: &Path, n: u64) {
         (s.drawn_points, s.settled())
     });
     let s = status(&mut renderer);
-    report(&format!("cloud {:>4} M points, budget {budget}", n / 1_000_000), &views, "points", resident_mib(), &format!(", cloud holds {:.0} MiB of its {:.0} MiB budget", s.resident_bytes as f64 / 1048576.0, s.budget_bytes as f64 / 1048576.0));
+    report(
+        &format!("cloud {:>4} M points, budget {budget}", n / 1_000_000),
+        &views,
+        "points",
+        resident_mib(),
+        &format!(
+            ", cloud holds {:.0} MiB of its {:.0} MiB budget",
+            s.resident_bytes as f64 / 1048576.0,
+            s.budget_bytes as f64 / 1048576.0
+        ),
+    );
 }
 
 fn child_mesh(dir: &Path, triangles: u64) {
@@ -164,7 +205,8 @@ fn child_mesh(dir: &Path, triangles: u64) {
     let file = format!("terrace-{triangles}.glb");
     prepare(dir, &file, |path| {
         let (positions, normals, uvs, indices) = parvis::engine::heritage::mesh::generate_scan_grid(grid, 60.0);
-        let texture = image::RgbaImage::from_fn(1024, 1024, |x, y| image::Rgba([(x / 4) as u8, (y / 4) as u8, 128, 255]));
+        let texture =
+            image::RgbaImage::from_fn(1024, 1024, |x, y| image::Rgba([(x / 4) as u8, (y / 4) as u8, 128, 255]));
         let mut png = Vec::new();
         texture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).expect("png");
         parvis::engine::heritage::mesh::write_glb(&positions, &normals, &uvs, &indices, Some(&png), path).expect("glb");
@@ -178,5 +220,11 @@ fn child_mesh(dir: &Path, triangles: u64) {
     };
     let views = measure(&mut renderer, |r| (status(r).drawn_triangles, true));
     let s = status(&mut renderer);
-    report(&format!("mesh  {:>4} M triangles", s.source_triangles as f64 / 1e6), &views, "triangles", resident_mib(), &format!(", {} chunks", s.chunks));
+    report(
+        &format!("mesh  {:>4} M triangles", s.source_triangles as f64 / 1e6),
+        &views,
+        "triangles",
+        resident_mib(),
+        &format!(", {} chunks", s.chunks),
+    );
 }

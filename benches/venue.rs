@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use bevy::prelude::UVec2;
 use parvis::app::VenueSetup;
-use parvis::model::assets_root::AssetsRoot;
 use parvis::app::headless::HeadlessRenderer;
+use parvis::model::assets_root::AssetsRoot;
 use parvis::model::scene::DEFAULT_SCENE;
 use parvis::model::scene::validate::{load_scene_str, parse_scene};
 
@@ -58,7 +58,10 @@ fn main() {
             r.wait_until_ready().expect("venue loads");
             renderer = Some(r);
         });
-        println!("{:<44} {ready:.0} ms (app start, pipeline compilation, models, first frames)", format!("venue ready at {width}x{height}"));
+        println!(
+            "{:<44} {ready:.0} ms (app start, pipeline compilation, models, first frames)",
+            format!("venue ready at {width}x{height}")
+        );
         let mut renderer = renderer.unwrap();
         for _ in 0..5 {
             renderer.step();

@@ -77,8 +77,12 @@ fn install_panic_message() {
         let place = info.location().map(|l| format!(" ({}:{})", l.file(), l.line())).unwrap_or_default();
         // bevy_mod_openxr panics when a frame call finds the runtime gone: that is not an
         // internal error but the headset's runtime stopping (crashed, killed, unplugged).
-        let lost = ["ERROR_INSTANCE_LOST", "ERROR_SESSION_LOST", "ERROR_RUNTIME_FAILURE"].iter().any(|e| message.contains(e));
-        if parvis::engine::xr::SESSION_STARTED.load(std::sync::atomic::Ordering::SeqCst) && place.contains("bevy_mod_openxr") && lost {
+        let lost =
+            ["ERROR_INSTANCE_LOST", "ERROR_SESSION_LOST", "ERROR_RUNTIME_FAILURE"].iter().any(|e| message.contains(e));
+        if parvis::engine::xr::SESSION_STARTED.load(std::sync::atomic::Ordering::SeqCst)
+            && place.contains("bevy_mod_openxr")
+            && lost
+        {
             eprintln!("parvis: the OpenXR runtime went away mid-session ({message}); exiting");
             std::process::exit(i32::from(parvis::engine::xr::EXIT_RUNTIME_LOST));
         }

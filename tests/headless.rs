@@ -6,17 +6,17 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 use parvis::app::{VenueSetup, core_app};
-use parvis::model::assets_root::AssetsRoot;
-use parvis::model::command::{CommandError, CommandOrigin, VenueCommand};
+use parvis::engine::command::VenueParams;
 use parvis::engine::command::{CommandLog, CurrentScene, RejectedCommand, SubmitCommand};
 use parvis::engine::environment::EnvironmentState;
-use parvis::model::params::{ParamError, ParamValue};
-use parvis::engine::command::VenueParams;
-use parvis::model::scene::format::{Colour, EnvironmentPreset, SceneFile};
-use parvis::engine::scene::{venue::VenueEntity, venue::VenueIndex};
-use parvis::model::scene::validate::{load_scene_file, load_scene_str, parse_scene};
-use parvis::model::scene::DEFAULT_SCENE;
 use parvis::engine::scene::SceneStatus;
+use parvis::engine::scene::{venue::VenueEntity, venue::VenueIndex};
+use parvis::model::assets_root::AssetsRoot;
+use parvis::model::command::{CommandError, CommandOrigin, VenueCommand};
+use parvis::model::params::{ParamError, ParamValue};
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::format::{Colour, EnvironmentPreset, SceneFile};
+use parvis::model::scene::validate::{load_scene_file, load_scene_str, parse_scene};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -56,7 +56,11 @@ fn every_bad_scene_is_rejected_with_its_precise_message() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        let expect = text.lines().next().and_then(|l| l.strip_prefix("// expect: ")).unwrap_or_else(|| panic!("{} lacks `// expect:`", path.display()));
+        let expect = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("// expect: "))
+            .unwrap_or_else(|| panic!("{} lacks `// expect:`", path.display()));
         let error = load_scene_file(&path, &assets()).expect_err(&format!("{} should be rejected", path.display()));
         let message = error.to_string();
         if let Some(n) = expect.strip_suffix(" problems") {
@@ -80,7 +84,9 @@ fn scene_files_round_trip_through_ron() {
 
 #[test]
 fn numbers_may_be_written_without_a_decimal_point() {
-    let scene = parse_scene(r#"(version: 1, venue: (title: "x"), primitives: [(name: "b", shape: Sphere(radius: 2))])"#).unwrap();
+    let scene =
+        parse_scene(r#"(version: 1, venue: (title: "x"), primitives: [(name: "b", shape: Sphere(radius: 2))])"#)
+            .unwrap();
     assert_eq!(scene.primitives[0].shape, parvis::model::scene::format::ShapeDef::Sphere { radius: 2.0 });
 }
 
@@ -138,7 +144,8 @@ fn loading_builds_the_venue_from_the_scene() {
     assert_eq!(index.get("arcade_north").len(), 5, "a repeated primitive is known by its base name");
     assert_eq!(index.get("arcade_north[4]").len(), 1);
     assert_eq!(index.get("fountain").len(), 1);
-    let copies: Vec<Vec3> = index.get("arcade_north").iter().map(|e| app.world().get::<Transform>(*e).unwrap().translation).collect();
+    let copies: Vec<Vec3> =
+        index.get("arcade_north").iter().map(|e| app.world().get::<Transform>(*e).unwrap().translation).collect();
     assert_eq!(copies[1] - copies[0], Vec3::new(3.2, 0.0, 0.0));
     let params = app.world().resource::<VenueParams>();
     assert_eq!(params.value("sky"), Some(&ParamValue::Enum("day".into())));
@@ -216,11 +223,19 @@ fn the_audience_cannot_replace_the_venue() {
     let mut app = venue_app();
     let mut other = default_scene();
     other.venue.title = "Hijacked".into();
-    submit(&mut app, CommandOrigin::Audience("anon-1".into()), VenueCommand::LoadScene { scene: Box::new(other.clone()) });
+    submit(
+        &mut app,
+        CommandOrigin::Audience("anon-1".into()),
+        VenueCommand::LoadScene { scene: Box::new(other.clone()) },
+    );
     assert!(matches!(rejections(&app)[..], [CommandError::NotAllowed { .. }]));
     assert_eq!(app.world().resource::<CurrentScene>().0.venue.title, "Cloître du Parvis");
     // An audience member may still change a parameter (the rules decide which, later).
-    submit(&mut app, CommandOrigin::Audience("anon-1".into()), VenueCommand::SetParam { name: "banner".into(), value: ParamValue::Bool(false) });
+    submit(
+        &mut app,
+        CommandOrigin::Audience("anon-1".into()),
+        VenueCommand::SetParam { name: "banner".into(), value: ParamValue::Bool(false) },
+    );
     assert!(rejections(&app).is_empty());
     // A curator may.
     submit(&mut app, CommandOrigin::Curator("editor".into()), VenueCommand::LoadScene { scene: Box::new(other) });
@@ -255,7 +270,10 @@ fn reloading_replaces_entities_without_leaking_and_resets_params() {
 
 #[test]
 fn commands_serialise_as_plain_json() {
-    let command = VenueCommand::SetParam { name: "stage_light".into(), value: ParamValue::Colour(Colour::parse("#ff2200").unwrap()) };
+    let command = VenueCommand::SetParam {
+        name: "stage_light".into(),
+        value: ParamValue::Colour(Colour::parse("#ff2200").unwrap()),
+    };
     let json = serde_json::to_string(&command).unwrap();
     assert_eq!(json, r##"{"type":"set_param","name":"stage_light","value":{"Colour":"#ff2200"}}"##);
     assert_eq!(serde_json::from_str::<VenueCommand>(&json).unwrap(), command);
@@ -290,7 +308,9 @@ fn saving_the_scene_file_updates_the_running_venue_and_a_broken_save_keeps_the_l
     let edited = DEFAULT_SCENE.replace("Cloître du Parvis", "Cloître, version 2");
     std::fs::write(dir.join("venue.ron.tmp"), &edited).unwrap();
     std::fs::rename(dir.join("venue.ron.tmp"), &file).unwrap();
-    let took = wait_for(&mut app, "reload", |app| app.world().resource::<CurrentScene>().0.venue.title == "Cloître, version 2");
+    let took = wait_for(&mut app, "reload", |app| {
+        app.world().resource::<CurrentScene>().0.venue.title == "Cloître, version 2"
+    });
     eprintln!("hot reload applied after {took:?}");
     assert_eq!(app.world().resource::<SceneStatus>().reloads, 1);
 
@@ -334,7 +354,12 @@ fn check_accepts_good_scenes_and_lists_every_problem_of_bad_ones() {
     assert_eq!(code, 0);
     assert!(out.contains("scenes/cloister.ron: ok") && out.contains("7 stage parameters"), "{out}");
 
-    let (code, _, err) = parvis(&["check", "tests/scenes/minimal.ron", "tests/scenes/bad/many_problems.ron", "tests/scenes/bad/missing_asset.ron"]);
+    let (code, _, err) = parvis(&[
+        "check",
+        "tests/scenes/minimal.ron",
+        "tests/scenes/bad/many_problems.ron",
+        "tests/scenes/bad/missing_asset.ron",
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("tests/scenes/bad/many_problems.ron:5:") || err.contains("many_problems.ron:"), "{err}");
     assert!(err.contains("venue.title: expected a title, found nothing"), "{err}");
@@ -352,12 +377,18 @@ fn check_accepts_good_scenes_and_lists_every_problem_of_bad_ones() {
 #[test]
 fn bad_command_line_values_get_clear_errors_before_anything_renders() {
     let cases: [(&[&str], &str); 6] = [
-        (&["render", "--out", "/tmp/x.png", "--hotspot", "crypt"], "no hotspot named \"crypt\"; the scene has: fountain, tower, stage"),
+        (
+            &["render", "--out", "/tmp/x.png", "--hotspot", "crypt"],
+            "no hotspot named \"crypt\"; the scene has: fountain, tower, stage",
+        ),
         (&["render", "--out", "/tmp/x.png", "--set", "ghost=1"], "no stage parameter named \"ghost\""),
         (&["render", "--out", "/tmp/x.png", "--set", "fog=3"], "stage parameter \"fog\" takes 0 to 0.2, not 3"),
         (&["render", "--out", "/tmp/x.png", "--set", "stage_light=red"], "needs a colour like #ff8800, found \"red\""),
         (&["render", "--out", "/tmp/x.png", "--set", "banner"], "expected NAME=VALUE"),
-        (&["render", "--out", "/tmp/x.png", "--viewpoint", "roof"], "no viewpoint named \"roof\"; the scene has: overview, courtyard"),
+        (
+            &["render", "--out", "/tmp/x.png", "--viewpoint", "roof"],
+            "no viewpoint named \"roof\"; the scene has: overview, courtyard",
+        ),
     ];
     for (args, expected) in cases {
         let (code, _, err) = parvis(args);
@@ -381,7 +412,20 @@ fn run_without_rendering_keeps_state_and_log_and_replays_the_same() {
     let log = std::env::temp_dir().join(format!("parvis-norender-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&log);
     let log_arg = log.to_str().unwrap();
-    let (code, _, err) = parvis(&["run", "--no-render", "--frames", "10", "--fps", "200", "--audience", "127.0.0.1:0", "--set", "fog=0.15", "--log", log_arg]);
+    let (code, _, err) = parvis(&[
+        "run",
+        "--no-render",
+        "--frames",
+        "10",
+        "--fps",
+        "200",
+        "--audience",
+        "127.0.0.1:0",
+        "--set",
+        "fog=0.15",
+        "--log",
+        log_arg,
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("running without rendering"), "{err}");
     let (code, out, err) = parvis(&["replay", log_arg]);
@@ -410,8 +454,8 @@ fn run_without_rendering_keeps_state_and_log_and_replays_the_same() {
 #[test]
 fn scans_of_every_format_import_once_into_the_cache_and_bad_ones_say_why() {
     use parvis::engine::heritage::las::write_las;
-use parvis::engine::heritage::ply::write_ply;
-use parvis::engine::heritage::sample::sample_scene;
+    use parvis::engine::heritage::ply::write_ply;
+    use parvis::engine::heritage::sample::sample_scene;
     let dir = std::env::temp_dir().join(format!("parvis-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -424,14 +468,19 @@ use parvis::engine::heritage::sample::sample_scene;
     let cache_arg = cache.to_str().unwrap();
     for name in ["cloister.las", "cloister.laz", "cloister.ply"] {
         let input = dir.join(name);
-        let (code, out, err) = parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "5000"]);
+        let (code, out, err) =
+            parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "5000"]);
         assert_eq!(code, 0, "{name}: {err}");
         assert!(out.contains("imported 60000 points into"), "{name}: {out}");
         assert!(err.contains("building the octree"), "{name}: progress is reported: {err}");
         assert!(err.contains("import: reading"), "{name}: {err}");
         // A scene entry to paste, naming the scan and asking for its credit.
-        assert!(out.contains("(name: \"cloister\", path: ") && out.contains("credit: (author: \"\", licence: \"\""), "{name}: {out}");
-        let (code, out, _) = parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "5000"]);
+        assert!(
+            out.contains("(name: \"cloister\", path: ") && out.contains("credit: (author: \"\", licence: \"\""),
+            "{name}: {out}"
+        );
+        let (code, out, _) =
+            parvis(&["import", input.to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "5000"]);
         assert_eq!(code, 0);
         assert!(out.contains("was imported before"), "{name}: {out}");
     }
@@ -444,7 +493,14 @@ use parvis::engine::heritage::sample::sample_scene;
         assert!(index.nodes.iter().all(|n| n.count <= 5000));
     }
     // Other octree settings make another import of the same scan.
-    let (code, out, _) = parvis(&["import", dir.join("cloister.ply").to_str().unwrap(), "--cache", cache_arg, "--points-per-node", "2000"]);
+    let (code, out, _) = parvis(&[
+        "import",
+        dir.join("cloister.ply").to_str().unwrap(),
+        "--cache",
+        cache_arg,
+        "--points-per-node",
+        "2000",
+    ]);
     assert_eq!(code, 0);
     assert!(out.contains("imported 60000 points"), "{out}");
     assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 4);
@@ -453,7 +509,11 @@ use parvis::engine::heritage::sample::sample_scene;
     std::fs::write(dir.join("cut.laz"), &bytes[..bytes.len() / 2]).unwrap();
     std::fs::write(dir.join("model.glb"), b"glTF").unwrap();
     std::fs::write(dir.join("scan.xyz"), b"1 2 3").unwrap();
-    std::fs::write(dir.join("empty.ply"), b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\nend_header\n").unwrap();
+    std::fs::write(
+        dir.join("empty.ply"),
+        b"ply\nformat ascii 1.0\nelement vertex 0\nproperty float x\nproperty float y\nproperty float z\nend_header\n",
+    )
+    .unwrap();
     for (name, expected) in [
         ("cut.laz", "cut.laz: not a readable LAS/LAZ file: truncated"),
         ("model.glb", "not a valid glTF/GLB file"),
@@ -503,7 +563,8 @@ fn the_camera_starts_at_the_spawn_viewpoint_walks_with_keys_and_jumps_to_viewpoi
     let mut app = core_app(VenueSetup::new(default_scene(), assets()));
     app.add_plugins((InputPlugin, CameraPlugin { interactive: true }))
         .insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(100)));
-    let camera = app.world_mut().spawn((Camera3d::default(), CameraRig::looking(Vec3::ONE, Vec3::ZERO), AwaitingViewpoint)).id();
+    let camera =
+        app.world_mut().spawn((Camera3d::default(), CameraRig::looking(Vec3::ONE, Vec3::ZERO), AwaitingViewpoint)).id();
     app.update();
     app.update();
     let eye = |app: &App| app.world().get::<Transform>(camera).unwrap().translation;
@@ -539,7 +600,7 @@ fn the_camera_starts_at_the_spawn_viewpoint_walks_with_keys_and_jumps_to_viewpoi
 #[test]
 fn a_replayed_log_gives_the_same_venue_state_as_the_live_show() {
     use parvis::engine::command::{CommandLogFile, venue_state_hash};
-use parvis::model::command::read_command_log;
+    use parvis::model::command::read_command_log;
     let path = std::env::temp_dir().join(format!("parvis-log-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let mut app = venue_app();
@@ -547,11 +608,31 @@ use parvis::model::command::read_command_log;
     // The start-up load happened before the file was attached: log it the way a show would.
     submit(&mut app, CommandOrigin::Local, VenueCommand::LoadScene { scene: Box::new(default_scene()) });
     let colour = |hex: &str| ParamValue::Colour(Colour::parse(hex).unwrap());
-    submit(&mut app, CommandOrigin::Audience("a1".into()), VenueCommand::SetParam { name: "stage_light".into(), value: colour("#ff0000") });
-    submit(&mut app, CommandOrigin::Moderator("m".into()), VenueCommand::SetParam { name: "sky".into(), value: ParamValue::Enum("dusk".into()) });
-    submit(&mut app, CommandOrigin::Audience("a2".into()), VenueCommand::SetParam { name: "fog".into(), value: ParamValue::Float(9.0) }); // refused
-    submit(&mut app, CommandOrigin::Audience("a2".into()), VenueCommand::SetParam { name: "fog".into(), value: ParamValue::Float(0.04) });
-    submit(&mut app, CommandOrigin::Local, VenueCommand::SetParam { name: "banner".into(), value: ParamValue::Bool(false) });
+    submit(
+        &mut app,
+        CommandOrigin::Audience("a1".into()),
+        VenueCommand::SetParam { name: "stage_light".into(), value: colour("#ff0000") },
+    );
+    submit(
+        &mut app,
+        CommandOrigin::Moderator("m".into()),
+        VenueCommand::SetParam { name: "sky".into(), value: ParamValue::Enum("dusk".into()) },
+    );
+    submit(
+        &mut app,
+        CommandOrigin::Audience("a2".into()),
+        VenueCommand::SetParam { name: "fog".into(), value: ParamValue::Float(9.0) },
+    ); // refused
+    submit(
+        &mut app,
+        CommandOrigin::Audience("a2".into()),
+        VenueCommand::SetParam { name: "fog".into(), value: ParamValue::Float(0.04) },
+    );
+    submit(
+        &mut app,
+        CommandOrigin::Local,
+        VenueCommand::SetParam { name: "banner".into(), value: ParamValue::Bool(false) },
+    );
     let live = venue_state_hash(app.world());
 
     let entries = read_command_log(std::io::BufReader::new(std::fs::File::open(&path).unwrap())).unwrap();
@@ -593,7 +674,10 @@ fn a_log_recorded_before_the_layering_replays_to_the_same_state() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("replayed 19 entries: 19 applied, 0 refused"), "{out}");
     assert!(out.contains("state hash fdccf50a65a7ded7"), "{out}");
-    assert!(out.contains("sky = night") && out.contains("stage_light = #ff0000") && out.contains("banner = false"), "{out}");
+    assert!(
+        out.contains("sky = night") && out.contains("stage_light = #ff0000") && out.contains("banner = false"),
+        "{out}"
+    );
 }
 
 // ---------------------------------------------------------------- live audience
@@ -689,10 +773,13 @@ mod audience {
         out
     }
 
-    type Script = Box<dyn FnOnce(SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + 'static>;
+    type Script =
+        Box<dyn FnOnce(SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + 'static>;
 
     /// Runs the venue on this thread while `script` plays the audience on another.
-    fn with_venue(script: impl FnOnce(SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + 'static) -> App {
+    fn with_venue(
+        script: impl FnOnce(SocketAddr) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + 'static,
+    ) -> App {
         with_venue_config(default_scene(), |_, _| {}, Box::new(script))
     }
 
@@ -700,13 +787,19 @@ mod audience {
     fn scene_with(rules: &[&str], effects: &[&str]) -> SceneFile {
         let mut scene = default_scene();
         scene.rules.extend(rules.iter().map(|r| ron::from_str(r).unwrap_or_else(|e| panic!("test rule {r}: {e}"))));
-        scene.effects.extend(effects.iter().map(|r| ron::from_str(r).unwrap_or_else(|e| panic!("test effect {r}: {e}"))));
+        scene
+            .effects
+            .extend(effects.iter().map(|r| ron::from_str(r).unwrap_or_else(|e| panic!("test effect {r}: {e}"))));
         let problems = parvis::model::scene::validate::validate_scene(&scene, "", &assets());
         assert!(problems.is_empty(), "{problems:?}");
         scene
     }
 
-    fn with_venue_config(scene: SceneFile, configure: impl FnOnce(&mut AudienceConfig, &mut App), script: Script) -> App {
+    fn with_venue_config(
+        scene: SceneFile,
+        configure: impl FnOnce(&mut AudienceConfig, &mut App),
+        script: Script,
+    ) -> App {
         with_venue_started(scene, configure, |_, _| {}, script)
     }
 
@@ -719,7 +812,8 @@ mod audience {
         script: Script,
     ) -> App {
         let mut app = core_app(VenueSetup::new(scene, assets()));
-        let mut config = AudienceConfig::new("127.0.0.1:0".parse().unwrap(), root().join("assets/web"), "Test venue".into());
+        let mut config =
+            AudienceConfig::new("127.0.0.1:0".parse().unwrap(), root().join("assets/web"), "Test venue".into());
         config.hello_timeout = Duration::from_millis(500);
         // Room for the hostile script's many probes from one connection.
         config.limits.messages_per_10s = 30;
@@ -763,10 +857,15 @@ mod audience {
                 assert_eq!(effect["value"], "#ff0000");
                 assert_eq!(effect["by"], "Ana");
                 assert_eq!(effect["rule"], "light");
-                bob.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000" && m["audience"] == 2).await;
+                bob.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000" && m["audience"] == 2)
+                    .await;
                 // Its latency is recorded in time and in frames: applied in the frame that read it.
                 let metrics = http_get(addr, "/metrics").await;
-                for line in ["parvis_audience_latency_seconds_count 1", "parvis_audience_latency_frames_bucket{le=\"1\"} 1", "parvis_audience_latency_frames_count 1"] {
+                for line in [
+                    "parvis_audience_latency_seconds_count 1",
+                    "parvis_audience_latency_frames_bucket{le=\"1\"} 1",
+                    "parvis_audience_latency_frames_count 1",
+                ] {
                     assert!(metrics.contains(line), "{line} missing from\n{metrics}");
                 }
                 // The same member again, within the rule's 5 s per-member cooldown.
@@ -785,7 +884,10 @@ mod audience {
                 eve.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000").await;
             })
         });
-        assert_eq!(app.world().resource::<VenueParams>().value("stage_light"), Some(&ParamValue::Colour(Colour::parse("#ff0000").unwrap())));
+        assert_eq!(
+            app.world().resource::<VenueParams>().value("stage_light"),
+            Some(&ParamValue::Colour(Colour::parse("#ff0000").unwrap()))
+        );
         let log: Vec<_> = app.world().resource::<CommandLog>().recent().cloned().collect();
         assert!(matches!(&log.last().unwrap().origin, CommandOrigin::Audience(id) if id.starts_with('a')), "{log:?}");
         assert_eq!(log.len(), 2, "only the load and Ana's command were applied: {log:?}");
@@ -822,7 +924,10 @@ mod audience {
                 m.expect_error("too_long").await;
                 m.send(r#"{"type":"chat","text":"espèce de c 0 n n 4 r d"}"#).await;
                 let e = m.expect_error("blocked_word").await;
-                assert!(!e["message"].as_str().unwrap().contains("connard"), "the word is not repeated to the audience: {e}");
+                assert!(
+                    !e["message"].as_str().unwrap().contains("connard"),
+                    "the word is not repeated to the audience: {e}"
+                );
                 m.send(r#"{"type":"react","emoji":"💩"}"#).await;
                 m.expect_error("bad_field").await;
                 m.0.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
@@ -863,7 +968,10 @@ mod audience {
                 ] {
                     assert!(metrics.contains(line), "{line} missing from\n{metrics}");
                 }
-                assert!(metrics.contains("parvis_audience_messages_rejected_total{reason=\"rate_limited\"}"), "{metrics}");
+                assert!(
+                    metrics.contains("parvis_audience_messages_rejected_total{reason=\"rate_limited\"}"),
+                    "{metrics}"
+                );
             })
         });
         assert_eq!(app.world().resource::<CommandLog>().applied(), 1, "no hostile message changed the venue");
@@ -906,7 +1014,8 @@ mod audience {
                 ana.expect(|v| v["type"] == "state" && v["paused"] == false).await;
 
                 // A venue command from the moderator.
-                m.send(r#"{"type":"command","command":{"type":"set_param","name":"sky","value":{"Enum":"night"}}}"#).await;
+                m.send(r#"{"type":"command","command":{"type":"set_param","name":"sky","value":{"Enum":"night"}}}"#)
+                    .await;
                 m.expect(|v| v["type"] == "ok" && v["of"] == "command").await;
                 ana.expect(|v| v["type"] == "state" && v["params"]["sky"] == "night").await;
 
@@ -966,12 +1075,21 @@ mod audience {
                 bob.send(r#"{"type":"vote","poll":"other","option":"stars"}"#).await;
                 bob.expect_error("no_poll").await;
                 // Eve changed her mind: 2 stars, 1 dawn.
-                ana.expect(|v| v["type"] == "poll" && v["phase"] == "tally" && v["options"][0]["votes"] == 2 && v["options"][1]["votes"] == 1).await;
+                ana.expect(|v| {
+                    v["type"] == "poll"
+                        && v["phase"] == "tally"
+                        && v["options"][0]["votes"] == 2
+                        && v["options"][1]["votes"] == 1
+                })
+                .await;
                 m.send(r#"{"type":"command","command":{"type":"close_poll","poll":"finale"}}"#).await;
                 let closed = ana.expect(|v| v["type"] == "poll" && v["phase"] == "close").await;
                 assert_eq!(closed["winner"], "stars", "{closed}");
                 let effect = ana.expect(|v| v["type"] == "effect").await;
-                assert_eq!((effect["param"].as_str(), effect["value"].as_str(), effect["rule"].as_str()), (Some("sky"), Some("night"), Some("finale_sky")));
+                assert_eq!(
+                    (effect["param"].as_str(), effect["value"].as_str(), effect["rule"].as_str()),
+                    (Some("sky"), Some("night"), Some("finale_sky"))
+                );
                 ana.expect(|v| v["type"] == "state" && v["params"]["sky"] == "night" && v["poll"].is_null()).await;
                 // Below the quorum of 2 votes, nothing happens and everyone is told.
                 m.send(r#"{"type":"command","command":{"type":"open_poll","poll":"finale"}}"#).await;
@@ -984,8 +1102,13 @@ mod audience {
             })
         });
         let log = log_of(&app);
-        assert_eq!(app.world().resource::<VenueParams>().value("sky"), Some(&ParamValue::Enum("night".into())), "the second poll changed nothing");
-        let poll_effects: Vec<_> = log.iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(id) if id == "poll:finale")).collect();
+        assert_eq!(
+            app.world().resource::<VenueParams>().value("sky"),
+            Some(&ParamValue::Enum("night".into())),
+            "the second poll changed nothing"
+        );
+        let poll_effects: Vec<_> =
+            log.iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(id) if id == "poll:finale")).collect();
         assert_eq!(poll_effects.len(), 1, "{log:?}");
         assert_eq!(log.iter().filter(|e| matches!(e.command, VenueCommand::OpenPoll { .. })).count(), 2);
     }
@@ -993,37 +1116,54 @@ mod audience {
     #[test]
     fn democracy_mode_applies_the_most_voted_word_after_the_window_and_staff_skip_the_vote() {
         let scene = scene_with(
-            &[r#"(name: "hue", trigger: Command("hue"), action: Animate(seconds: 0.3), param: "lanterns", mode: Democracy(window: 1.5, min_votes: 2))"#],
+            &[
+                r#"(name: "hue", trigger: Command("hue"), action: Animate(seconds: 0.3), param: "lanterns", mode: Democracy(window: 1.5, min_votes: 2))"#,
+            ],
             &[],
         );
-        let app = with_venue_config(scene, |_, _| {}, Box::new(|addr| {
-            Box::pin(async move {
-                let mut ana = Client::join(addr, "Ana").await;
-                let mut bob = Client::join(addr, "Bob").await;
-                let mut eve = Client::join(addr, "Eve").await;
-                ana.send(r#"{"type":"chat","text":"!hue red"}"#).await;
-                let open = bob.expect(|v| v["type"] == "poll" && v["id"] == "rule:hue").await;
-                assert_eq!(open["options"][0]["id"], "red", "{open}");
-                bob.send(r#"{"type":"chat","text":"!hue blue"}"#).await;
-                eve.send(r#"{"type":"chat","text":"!hue Blue"}"#).await;
-                eve.send(r#"{"type":"vote","poll":"rule:hue","option":"blue"}"#).await;
-                let closed = ana.expect(|v| v["type"] == "poll" && v["id"] == "rule:hue" && v["phase"] == "close").await;
-                assert_eq!(closed["winner"], "blue", "{closed}");
-                let effect = ana.expect(|v| v["type"] == "effect" && v["rule"] == "hue").await;
-                assert_eq!((effect["action"].as_str(), effect["value"].as_str(), effect["by"].as_str()), (Some("animate"), Some("#2050ff"), Some("the audience")));
-                ana.expect(|v| v["type"] == "state" && v["params"]["lanterns"] == "#2050ff").await;
-                // A moderator's `say` goes straight through.
-                let mut m = Client::moderator(addr).await;
-                m.send(r#"{"type":"say","text":"!hue green"}"#).await;
-                m.expect(|v| v["type"] == "ok" && v["of"] == "say").await;
-                ana.expect(|v| v["type"] == "state" && v["params"]["lanterns"] == "#00c040").await;
-            })
-        }));
+        let app = with_venue_config(
+            scene,
+            |_, _| {},
+            Box::new(|addr| {
+                Box::pin(async move {
+                    let mut ana = Client::join(addr, "Ana").await;
+                    let mut bob = Client::join(addr, "Bob").await;
+                    let mut eve = Client::join(addr, "Eve").await;
+                    ana.send(r#"{"type":"chat","text":"!hue red"}"#).await;
+                    let open = bob.expect(|v| v["type"] == "poll" && v["id"] == "rule:hue").await;
+                    assert_eq!(open["options"][0]["id"], "red", "{open}");
+                    bob.send(r#"{"type":"chat","text":"!hue blue"}"#).await;
+                    eve.send(r#"{"type":"chat","text":"!hue Blue"}"#).await;
+                    eve.send(r#"{"type":"vote","poll":"rule:hue","option":"blue"}"#).await;
+                    let closed =
+                        ana.expect(|v| v["type"] == "poll" && v["id"] == "rule:hue" && v["phase"] == "close").await;
+                    assert_eq!(closed["winner"], "blue", "{closed}");
+                    let effect = ana.expect(|v| v["type"] == "effect" && v["rule"] == "hue").await;
+                    assert_eq!(
+                        (effect["action"].as_str(), effect["value"].as_str(), effect["by"].as_str()),
+                        (Some("animate"), Some("#2050ff"), Some("the audience"))
+                    );
+                    ana.expect(|v| v["type"] == "state" && v["params"]["lanterns"] == "#2050ff").await;
+                    // A moderator's `say` goes straight through.
+                    let mut m = Client::moderator(addr).await;
+                    m.send(r#"{"type":"say","text":"!hue green"}"#).await;
+                    m.expect(|v| v["type"] == "ok" && v["of"] == "say").await;
+                    ana.expect(|v| v["type"] == "state" && v["params"]["lanterns"] == "#00c040").await;
+                })
+            }),
+        );
         let log = log_of(&app);
-        let hues: Vec<_> = log.iter().filter(|e| matches!(e.command, VenueCommand::AnimateParam { .. })).map(|e| e.origin.clone()).collect();
+        let hues: Vec<_> = log
+            .iter()
+            .filter(|e| matches!(e.command, VenueCommand::AnimateParam { .. }))
+            .map(|e| e.origin.clone())
+            .collect();
         assert_eq!(hues.len(), 2, "{hues:?}");
         assert_eq!(hues[0], CommandOrigin::Audience("vote:hue".into()));
-        assert!(matches!(&hues[1], CommandOrigin::Moderator(id) if id.starts_with("mod")), "a moderator's say is logged as theirs: {hues:?}");
+        assert!(
+            matches!(&hues[1], CommandOrigin::Moderator(id) if id.starts_with("mod")),
+            "a moderator's say is logged as theirs: {hues:?}"
+        );
     }
 
     #[test]
@@ -1036,7 +1176,10 @@ mod audience {
                 ana.expect(|v| v["type"] == "notice" && v["text"].as_str().unwrap().contains("approval")).await;
                 let queue = m.expect(|v| v["type"] == "approvals" && !v["items"].as_array().unwrap().is_empty()).await;
                 let item = &queue["items"][0];
-                assert_eq!((item["from"].as_str(), item["text"].as_str()), (Some("Ana"), Some("Bravo <b>à tous</b> !")));
+                assert_eq!(
+                    (item["from"].as_str(), item["text"].as_str()),
+                    (Some("Ana"), Some("Bravo <b>à tous</b> !"))
+                );
                 m.send(&format!(r#"{{"type":"approve","id":{}}}"#, item["id"])).await;
                 m.expect(|v| v["type"] == "approvals" && v["items"].as_array().unwrap().is_empty()).await;
                 let effect = ana.expect(|v| v["type"] == "effect" && v["rule"] == "say").await;
@@ -1057,11 +1200,18 @@ mod audience {
             })
         });
         let log = log_of(&app);
-        let shows: Vec<_> = log.iter().filter_map(|e| match &e.command {
-            VenueCommand::ShowText { text, by, .. } => Some((text.clone(), by.clone())),
-            _ => None,
-        }).collect();
-        assert_eq!(shows, [("Bravo <b>à tous</b> !".to_owned(), "Ana".to_owned())], "exactly the approved text, as typed");
+        let shows: Vec<_> = log
+            .iter()
+            .filter_map(|e| match &e.command {
+                VenueCommand::ShowText { text, by, .. } => Some((text.clone(), by.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            shows,
+            [("Bravo <b>à tous</b> !".to_owned(), "Ana".to_owned())],
+            "exactly the approved text, as typed"
+        );
         assert!(log.iter().any(|e| matches!(e.command, VenueCommand::HideText { id: Some(_) })), "{log:?}");
         assert!(app.world().resource::<parvis::engine::stage_text::ShownTexts>().texts.is_empty());
     }
@@ -1073,25 +1223,37 @@ mod audience {
                 r#"(name: "a", trigger: Command("a"), action: Spawn("puff"), mutex: "stage", queue: 1)"#,
                 r#"(name: "b", trigger: Command("b"), action: Spawn("puff"), mutex: "stage", queue: 1)"#,
             ],
-            &[r##"(name: "puff", shape: Cube, count: 3, colours: ["#ffffff"], size: 0.1, origin: (0.0, 3.0, 0.0), lifetime: 1.0)"##],
+            &[
+                r##"(name: "puff", shape: Cube, count: 3, colours: ["#ffffff"], size: 0.1, origin: (0.0, 3.0, 0.0), lifetime: 1.0)"##,
+            ],
         );
-        let app = with_venue_config(scene, |_, _| {}, Box::new(|addr| {
-            Box::pin(async move {
-                let mut ana = Client::join(addr, "Ana").await;
-                let mut bob = Client::join(addr, "Bob").await;
-                let mut eve = Client::join(addr, "Eve").await;
-                ana.send(r#"{"type":"chat","text":"!a"}"#).await;
-                let first = eve.expect(|v| v["type"] == "effect").await;
-                assert_eq!((first["by"].as_str(), first["action"].as_str(), first["value"].as_str()), (Some("Ana"), Some("spawn"), Some("puff")));
-                bob.send(r#"{"type":"chat","text":"!b"}"#).await;
-                bob.expect(|v| v["type"] == "notice" && v["text"].as_str().unwrap().contains("queued (position 1)")).await;
-                eve.send(r#"{"type":"chat","text":"!b"}"#).await;
-                let busy = eve.expect_error("rate_limited").await;
-                assert!(busy["message"].as_str().unwrap().contains("busy"), "{busy}");
-                let second = eve.expect(|v| v["type"] == "effect").await;
-                assert_eq!(second["by"], "Bob", "the queued effect runs when the first is over");
-            })
-        }));
+        let app = with_venue_config(
+            scene,
+            |_, _| {},
+            Box::new(|addr| {
+                Box::pin(async move {
+                    let mut ana = Client::join(addr, "Ana").await;
+                    let mut bob = Client::join(addr, "Bob").await;
+                    let mut eve = Client::join(addr, "Eve").await;
+                    ana.send(r#"{"type":"chat","text":"!a"}"#).await;
+                    let first = eve.expect(|v| v["type"] == "effect").await;
+                    assert_eq!(
+                        (first["by"].as_str(), first["action"].as_str(), first["value"].as_str()),
+                        (Some("Ana"), Some("spawn"), Some("puff"))
+                    );
+                    bob.send(r#"{"type":"chat","text":"!b"}"#).await;
+                    bob.expect(|v| {
+                        v["type"] == "notice" && v["text"].as_str().unwrap().contains("queued (position 1)")
+                    })
+                    .await;
+                    eve.send(r#"{"type":"chat","text":"!b"}"#).await;
+                    let busy = eve.expect_error("rate_limited").await;
+                    assert!(busy["message"].as_str().unwrap().contains("busy"), "{busy}");
+                    let second = eve.expect(|v| v["type"] == "effect").await;
+                    assert_eq!(second["by"], "Bob", "the queued effect runs when the first is over");
+                })
+            }),
+        );
         let spawns = log_of(&app).iter().filter(|e| matches!(e.command, VenueCommand::SpawnEffect { .. })).count();
         assert_eq!(spawns, 2);
     }
@@ -1099,28 +1261,37 @@ mod audience {
     #[test]
     fn crowd_energy_fires_once_when_the_chat_heats_up() {
         let scene = scene_with(
-            &[r#"(name: "heat", trigger: CrowdEnergy(above: 4.0, window: 2.0), param: "banner", value: Some("false"))"#],
+            &[
+                r#"(name: "heat", trigger: CrowdEnergy(above: 4.0, window: 2.0), param: "banner", value: Some("false"))"#,
+            ],
             &[],
         );
-        let app = with_venue_config(scene, |_, _| {}, Box::new(|addr| {
-            Box::pin(async move {
-                let mut clients = Vec::new();
-                for n in 0..4 {
-                    clients.push(Client::join(addr, &format!("fan{n}")).await);
-                }
-                let mut watcher = Client::join(addr, "Watcher").await;
-                for round in 0..6 {
-                    for c in &mut clients {
-                        c.send(&format!(r#"{{"type":"chat","text":"bravo {round}"}}"#)).await;
+        let app = with_venue_config(
+            scene,
+            |_, _| {},
+            Box::new(|addr| {
+                Box::pin(async move {
+                    let mut clients = Vec::new();
+                    for n in 0..4 {
+                        clients.push(Client::join(addr, &format!("fan{n}")).await);
                     }
-                    tokio::time::sleep(Duration::from_millis(150)).await;
-                }
-                let effect = watcher.expect(|v| v["type"] == "effect").await;
-                assert_eq!((effect["rule"].as_str(), effect["by"].as_str()), (Some("heat"), Some("the crowd")));
-                watcher.expect(|v| v["type"] == "state" && v["energy"].as_f64().unwrap() > 1.0).await;
-            })
-        }));
-        let fired = log_of(&app).iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(id) if id == "energy:heat")).count();
+                    let mut watcher = Client::join(addr, "Watcher").await;
+                    for round in 0..6 {
+                        for c in &mut clients {
+                            c.send(&format!(r#"{{"type":"chat","text":"bravo {round}"}}"#)).await;
+                        }
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                    }
+                    let effect = watcher.expect(|v| v["type"] == "effect").await;
+                    assert_eq!((effect["rule"].as_str(), effect["by"].as_str()), (Some("heat"), Some("the crowd")));
+                    watcher.expect(|v| v["type"] == "state" && v["energy"].as_f64().unwrap() > 1.0).await;
+                })
+            }),
+        );
+        let fired = log_of(&app)
+            .iter()
+            .filter(|e| matches!(&e.origin, CommandOrigin::Audience(id) if id == "energy:heat"))
+            .count();
         assert_eq!(fired, 1, "one rise, one firing");
         assert_eq!(app.world().resource::<VenueParams>().value("banner"), Some(&ParamValue::Bool(false)));
     }
@@ -1149,7 +1320,11 @@ mod audience {
                     // (the two paths may interleave, so collect in any order).
                     let mut seen = std::collections::BTreeSet::new();
                     while seen.len() < 6 {
-                        let line = ana.expect(|v| v["type"] == "chat" && v["text"].as_str().is_some_and(|t| t.starts_with("line "))).await;
+                        let line = ana
+                            .expect(|v| {
+                                v["type"] == "chat" && v["text"].as_str().is_some_and(|t| t.starts_with("line "))
+                            })
+                            .await;
                         seen.insert(line["text"].as_str().unwrap().to_owned());
                     }
                     // Bob saw only the first two: the display rate of this test is 2 lines/s.
@@ -1189,7 +1364,14 @@ mod audience {
         /// The venue with a chat bridge set up by `config`, while `script` plays around it.
         fn with_bridged_venue(scene: SceneFile, config: TwitchConfig, script: Script) -> App {
             let bridge = TwitchBridge::new(config).unwrap();
-            with_venue_started(scene, |_, _| {}, move |server, _| parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:"), script)
+            with_venue_started(
+                scene,
+                |_, _| {},
+                move |server, _| {
+                    parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:")
+                },
+                script,
+            )
         }
 
         /// An ngircd on loopback, stopped when dropped.
@@ -1211,8 +1393,18 @@ mod audience {
                     ),
                 )
                 .unwrap();
-                let binary = ["/usr/sbin/ngircd", "/usr/bin/ngircd"].into_iter().find(|p| std::path::Path::new(p).exists()).expect("ngircd is installed (scripts/test.sh installs it)");
-                let child = Command::new(binary).arg("-n").arg("-f").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("start ngircd");
+                let binary = ["/usr/sbin/ngircd", "/usr/bin/ngircd"]
+                    .into_iter()
+                    .find(|p| std::path::Path::new(p).exists())
+                    .expect("ngircd is installed (scripts/test.sh installs it)");
+                let child = Command::new(binary)
+                    .arg("-n")
+                    .arg("-f")
+                    .arg(&conf)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start ngircd");
                 let started = Instant::now();
                 while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
                     assert!(started.elapsed() < Duration::from_secs(10), "ngircd did not listen on {port}");
@@ -1260,7 +1452,11 @@ mod audience {
             async fn wait_for(&mut self, want: impl Fn(&str) -> bool) -> String {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 loop {
-                    let line = tokio::time::timeout_at(deadline, self.lines.next_line()).await.expect("IRC line in time").unwrap().expect("IRC connection open");
+                    let line = tokio::time::timeout_at(deadline, self.lines.next_line())
+                        .await
+                        .expect("IRC line in time")
+                        .unwrap()
+                        .expect("IRC connection open");
                     if want(&line) {
                         return line;
                     }
@@ -1301,7 +1497,11 @@ mod audience {
                         alice.wait_for_bridge().await;
                         alice.send("PRIVMSG #parvis :!light red").await;
                         let effect = watcher.expect(|m| m["type"] == "effect").await;
-                        assert_eq!((effect["by"].as_str(), effect["value"].as_str()), (Some("alice"), Some("#ff0000")), "{effect}");
+                        assert_eq!(
+                            (effect["by"].as_str(), effect["value"].as_str()),
+                            (Some("alice"), Some("#ff0000")),
+                            "{effect}"
+                        );
                         // The page sees the IRC line as chat, like its own.
                         // The server goes down and comes back on the same port.
                         drop(alice);
@@ -1315,14 +1515,21 @@ mod audience {
                         let effect = watcher.expect(|m| m["type"] == "effect" && m["by"] == "bob").await;
                         assert_eq!(effect["value"], "#00ff00", "{effect}");
                         let metrics = http_get(addr, "/metrics").await;
-                        let reconnects: u64 = metrics.lines().find_map(|l| l.strip_prefix("parvis_bridge_reconnects_total ")).and_then(|v| v.parse().ok()).unwrap();
+                        let reconnects: u64 = metrics
+                            .lines()
+                            .find_map(|l| l.strip_prefix("parvis_bridge_reconnects_total "))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap();
                         assert!(reconnects >= 1, "{metrics}");
                         drop(restarted);
                         drop(ngircd);
                     })
                 }),
             );
-            let from_irc: Vec<_> = log_of(&app).into_iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u.starts_with("irc:"))).collect();
+            let from_irc: Vec<_> = log_of(&app)
+                .into_iter()
+                .filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u.starts_with("irc:")))
+                .collect();
             assert_eq!(from_irc.len(), 2, "{from_irc:?}");
             assert!(matches!(&from_irc[0].origin, CommandOrigin::Audience(u) if u == "irc:alice"));
             assert!(matches!(&from_irc[1].origin, CommandOrigin::Audience(u) if u == "irc:bob"));
@@ -1386,7 +1593,10 @@ mod audience {
             async fn expect_from_bridge(&mut self, want: impl Fn(&str) -> bool) -> String {
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 loop {
-                    let line = tokio::time::timeout_at(deadline, self.from_bridge.recv()).await.expect("bridge line in time").expect("replay server running");
+                    let line = tokio::time::timeout_at(deadline, self.from_bridge.recv())
+                        .await
+                        .expect("bridge line in time")
+                        .expect("replay server running");
                     if want(&line) {
                         return line;
                     }
@@ -1412,12 +1622,20 @@ mod audience {
                         let mut said = Vec::new();
                         // Login: each text message from the bridge is one IRC line.
                         while !said.iter().any(|l: &String| l.starts_with("JOIN")) {
-                            let Some(Ok(Message::Text(line))) = socket.next().await else { panic!("bridge closed: {said:?}") };
+                            let Some(Ok(Message::Text(line))) = socket.next().await else {
+                                panic!("bridge closed: {said:?}")
+                            };
                             let line = line.as_str().to_owned();
                             if line.starts_with("CAP REQ") {
-                                socket.send(Message::text(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands")).await.unwrap();
+                                socket
+                                    .send(Message::text(":tmi.twitch.tv CAP * ACK :twitch.tv/tags twitch.tv/commands"))
+                                    .await
+                                    .unwrap();
                             } else if let Some(nick) = line.strip_prefix("NICK ") {
-                                socket.send(Message::text(format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!"))).await.unwrap();
+                                socket
+                                    .send(Message::text(format!(":tmi.twitch.tv 001 {nick} :Welcome, GLHF!")))
+                                    .await
+                                    .unwrap();
                             }
                             said.push(line);
                         }
@@ -1435,7 +1653,10 @@ mod audience {
                     })
                 }),
             );
-            let from_twitch = log_of(&app).into_iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u.starts_with("twitch:200"))).count();
+            let from_twitch = log_of(&app)
+                .into_iter()
+                .filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u.starts_with("twitch:200")))
+                .count();
             assert_eq!(from_twitch, 2);
         }
 
@@ -1466,15 +1687,23 @@ mod audience {
                         assert!(open.contains("!vote stars") && open.contains("!vote dawn"), "{open}");
                         replay.send(&twitch_privmsg("p1", "3001", "Une", "", "", "!vote stars"));
                         replay.send(&twitch_privmsg("p2", "3002", "Deux", "", "", "!vote stars"));
-                        let stars = |m: &serde_json::Value| m["options"].as_array().and_then(|o| o.iter().find(|o| o["id"] == "stars")).and_then(|o| o["votes"].as_u64());
+                        let stars = |m: &serde_json::Value| {
+                            m["options"]
+                                .as_array()
+                                .and_then(|o| o.iter().find(|o| o["id"] == "stars"))
+                                .and_then(|o| o["votes"].as_u64())
+                        };
                         watcher.expect(|m| m["type"] == "poll" && stars(m) == Some(2)).await;
                         moderator.send(r#"{"type":"command","command":{"type":"close_poll","poll":"finale"}}"#).await;
-                        let result = replay.expect_from_bridge(|l| l.starts_with("PRIVMSG #parvis :") && l.contains("Poll closed")).await;
+                        let result = replay
+                            .expect_from_bridge(|l| l.starts_with("PRIVMSG #parvis :") && l.contains("Poll closed"))
+                            .await;
                         assert!(result.contains("Nuit étoilée") && result.contains("2 of 2 votes"), "{result}");
                     })
                 }),
             );
-            let closed = log_of(&app).iter().any(|e| matches!(&e.command, VenueCommand::ClosePoll { poll } if poll == "finale"));
+            let closed =
+                log_of(&app).iter().any(|e| matches!(&e.command, VenueCommand::ClosePoll { poll } if poll == "finale"));
             assert!(closed);
         }
 
@@ -1482,14 +1711,19 @@ mod audience {
         fn over_tls_the_bridge_checks_the_server_and_sends_its_token_encrypted() {
             use rustls::pki_types::pem::PemObject;
             let dir = root().join("tests/data/tls");
-            let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem")).unwrap().map(Result::unwrap).collect();
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
-            let server_config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
+            let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("server.pem"))
                 .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(certs, key)
-                .unwrap();
+                .map(Result::unwrap)
+                .collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("server.key")).unwrap();
+            let server_config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap();
             let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server_config));
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let port = listener.local_addr().unwrap().port();
@@ -1506,8 +1740,18 @@ mod audience {
                 default_scene(),
                 |_, _| {},
                 move |server, _| {
-                    parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(TwitchBridge::new(wary).unwrap()), "twitch:");
-                    parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(TwitchBridge::new(trusting).unwrap()), "twitch:");
+                    parvis::edges::bridge::start(
+                        server.runtime(),
+                        server.hub(),
+                        Box::new(TwitchBridge::new(wary).unwrap()),
+                        "twitch:",
+                    );
+                    parvis::edges::bridge::start(
+                        server.runtime(),
+                        server.hub(),
+                        Box::new(TwitchBridge::new(trusting).unwrap()),
+                        "twitch:",
+                    );
                 },
                 Box::new(move |addr| {
                     Box::pin(async move {
@@ -1533,25 +1777,45 @@ mod audience {
                         let mut read = BufReader::new(read).lines();
                         let mut said = Vec::new();
                         while !said.iter().any(|l: &String| l.starts_with("JOIN")) {
-                            let line = tokio::time::timeout(Duration::from_secs(10), read.next_line()).await.unwrap().unwrap().unwrap();
+                            let line = tokio::time::timeout(Duration::from_secs(10), read.next_line())
+                                .await
+                                .unwrap()
+                                .unwrap()
+                                .unwrap();
                             if line.starts_with("NICK") {
                                 write.write_all(b":tmi.twitch.tv 001 parvisbot :Welcome, GLHF!\r\n").await.unwrap();
                             }
                             said.push(line);
                         }
                         assert!(said.contains(&"PASS oauth:s3cret".to_owned()), "{said:?}");
-                        write.write_all(format!("{}\r\n", twitch_privmsg("t1", "4001", "Chiffrée", "", "", "!light #445566")).as_bytes()).await.unwrap();
+                        write
+                            .write_all(
+                                format!("{}\r\n", twitch_privmsg("t1", "4001", "Chiffrée", "", "", "!light #445566"))
+                                    .as_bytes(),
+                            )
+                            .await
+                            .unwrap();
                         let effect = watcher.expect(|m| m["type"] == "effect").await;
                         assert_eq!(effect["by"], "Chiffrée");
                         // The wary bridge kept failing its handshake and retrying.
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         let metrics = http_get(addr, "/metrics").await;
-                        let reconnects: u64 = metrics.lines().find_map(|l| l.strip_prefix("parvis_bridge_reconnects_total ")).and_then(|v| v.parse().ok()).unwrap();
+                        let reconnects: u64 = metrics
+                            .lines()
+                            .find_map(|l| l.strip_prefix("parvis_bridge_reconnects_total "))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap();
                         assert!(reconnects >= 2, "{metrics}");
                     })
                 }),
             );
-            assert_eq!(log_of(&app).iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u == "twitch:4001")).count(), 1);
+            assert_eq!(
+                log_of(&app)
+                    .iter()
+                    .filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u == "twitch:4001"))
+                    .count(),
+                1
+            );
         }
 
         fn twitch_privmsg(id: &str, user_id: &str, name: &str, badges: &str, extra: &str, text: &str) -> String {
@@ -1565,7 +1829,12 @@ mod audience {
         #[test]
         fn twitch_tags_roles_bits_retractions_and_a_measured_stream_delay_reach_the_pipeline() {
             // Fog for subscribers only, and a short poll weighted by bits.
-            let mut scene = scene_with(&[r#"(name: "subfog", trigger: Command("subfog"), param: "fog", value: Some("0.1"), only: [Subscriber])"#], &[]);
+            let mut scene = scene_with(
+                &[
+                    r#"(name: "subfog", trigger: Command("subfog"), param: "fog", value: Some("0.1"), only: [Subscriber])"#,
+                ],
+                &[],
+            );
             scene.polls.push(ron::from_str(r#"(name: "quick", question: "Quick?", options: [(id: "yes", label: "Yes"), (id: "no", label: "No")], seconds: 5.0, min_votes: 1, bits_per_vote: 100)"#).unwrap());
             let problems = parvis::model::scene::validate::validate_scene(&scene, "", &assets());
             assert!(problems.is_empty(), "{problems:?}");
@@ -1630,7 +1899,11 @@ mod audience {
                         // …in time for the stream, which shows the poll 1.5 s late.
                         replay.send(&twitch_privmsg("m4", "1003", "Cheerer", "", ";bits=300", "!vote yes"));
                         let closed = watcher.expect(|m| m["type"] == "poll" && m["phase"] == "close").await;
-                        let votes = |id: &str| closed["options"].as_array().unwrap().iter().find(|o| o["id"] == id).unwrap()["votes"].as_u64().unwrap();
+                        let votes = |id: &str| {
+                            closed["options"].as_array().unwrap().iter().find(|o| o["id"] == id).unwrap()["votes"]
+                                .as_u64()
+                                .unwrap()
+                        };
                         assert_eq!((votes("yes"), votes("no")), (4, 1), "{closed}");
 
                         // Twitch asks to reconnect: the bridge logs in again and keeps working.
@@ -1645,22 +1918,36 @@ mod audience {
                 }),
             );
             let log = log_of(&app);
-            let origin_of = |user: &str| log.iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u == user)).count();
+            let origin_of = |user: &str| {
+                log.iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(u) if u == user)).count()
+            };
             assert_eq!(origin_of("twitch:1001"), 0, "the non-subscriber changed nothing");
             assert_eq!(origin_of("twitch:1002"), 2, "the subscriber's fog and light");
-            assert!(log.iter().any(|e| matches!(e.command, VenueCommand::HideText { id: Some(_) })), "CLEARMSG hid the panel: {log:?}");
-            assert!(log.iter().any(|e| matches!(&e.command, VenueCommand::ShowText { text, .. } if text.starts_with("Stream check"))), "the code was shown on stage");
+            assert!(
+                log.iter().any(|e| matches!(e.command, VenueCommand::HideText { id: Some(_) })),
+                "CLEARMSG hid the panel: {log:?}"
+            );
+            assert!(
+                log.iter().any(
+                    |e| matches!(&e.command, VenueCommand::ShowText { text, .. } if text.starts_with("Stream check"))
+                ),
+                "the code was shown on stage"
+            );
         }
     }
-
 }
 
 // ---------------------------------------------------------------- effects
 
 fn effect_app(seed: u64) -> App {
     let mut scene = default_scene();
-    scene.effects.push(ron::from_str(r##"(name: "drop", shape: Cube, count: 40, colours: ["#ff0000", "#00ff00"], size: 0.2,
-        origin: (0.0, 4.0, 3.0), spread: (1.0, 0.5, 1.0), speed: 1.0, lifetime: 30.0, drag: 0.5)"##).unwrap());
+    scene.effects.push(
+        ron::from_str(
+            r##"(name: "drop", shape: Cube, count: 40, colours: ["#ff0000", "#00ff00"], size: 0.2,
+        origin: (0.0, 4.0, 3.0), spread: (1.0, 0.5, 1.0), speed: 1.0, lifetime: 30.0, drag: 0.5)"##,
+        )
+        .unwrap(),
+    );
     let mut app = core_app(VenueSetup::new(scene, assets()));
     app.insert_resource(bevy::time::TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(1.0 / 60.0)));
     app.init_resource::<Refused>().add_systems(Last, collect_refusals);
@@ -1701,14 +1988,36 @@ fn effects_fall_with_physics_land_on_the_venue_and_replay_identically_from_their
 #[test]
 fn animations_are_refused_for_enums_and_the_state_hash_uses_their_target() {
     let mut app = venue_app();
-    submit(&mut app, CommandOrigin::Local, VenueCommand::AnimateParam { name: "sky".into(), to: ParamValue::Enum("night".into()), seconds: 2.0, easing: Default::default() });
+    submit(
+        &mut app,
+        CommandOrigin::Local,
+        VenueCommand::AnimateParam {
+            name: "sky".into(),
+            to: ParamValue::Enum("night".into()),
+            seconds: 2.0,
+            easing: Default::default(),
+        },
+    );
     assert!(rejections(&app).iter().any(|e| e.to_string().contains("cannot be animated")), "{:?}", rejections(&app));
     let before = parvis::engine::command::venue_state_hash(app.world());
-    submit(&mut app, CommandOrigin::Local, VenueCommand::AnimateParam { name: "fog".into(), to: ParamValue::Float(0.1), seconds: 600.0, easing: Default::default() });
+    submit(
+        &mut app,
+        CommandOrigin::Local,
+        VenueCommand::AnimateParam {
+            name: "fog".into(),
+            to: ParamValue::Float(0.1),
+            seconds: 600.0,
+            easing: Default::default(),
+        },
+    );
     assert!(rejections(&app).is_empty());
     let moving = parvis::engine::command::venue_state_hash(app.world());
     app.update();
-    assert_eq!(moving, parvis::engine::command::venue_state_hash(app.world()), "the hash does not change while the value moves");
+    assert_eq!(
+        moving,
+        parvis::engine::command::venue_state_hash(app.world()),
+        "the hash does not change while the value moves"
+    );
     assert_ne!(before, moving);
     app.world_mut().resource_mut::<VenueParams>().settle();
     assert_eq!(app.world().resource::<VenueParams>().value("fog"), Some(&ParamValue::Float(0.1)));
@@ -1726,7 +2035,8 @@ mod visit {
     /// A mono 16-bit WAV of `seconds` of a quiet tone: a real file for kira to decode.
     fn write_wav(path: &std::path::Path, seconds: f32) {
         let rate = 8_000u32;
-        let samples: Vec<i16> = (0..(seconds * rate as f32) as u32).map(|i| ((i as f32 * 0.05).sin() * 3_000.0) as i16).collect();
+        let samples: Vec<i16> =
+            (0..(seconds * rate as f32) as u32).map(|i| ((i as f32 * 0.05).sin() * 3_000.0) as i16).collect();
         let data_len = samples.len() as u32 * 2;
         let mut bytes = Vec::new();
         bytes.extend(b"RIFF");
@@ -1789,7 +2099,15 @@ mod visit {
         let mut app = core_app(setup);
         app.init_resource::<Refused>().add_systems(Last, collect_refusals);
         app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_millis(100)));
-        let camera = app.world_mut().spawn((VenueCamera, CameraRig::looking(Vec3::new(0.0, 1.7, 20.0), Vec3::ZERO), Projection::default(), Transform::default())).id();
+        let camera = app
+            .world_mut()
+            .spawn((
+                VenueCamera,
+                CameraRig::looking(Vec3::new(0.0, 1.7, 20.0), Vec3::ZERO),
+                Projection::default(),
+                Transform::default(),
+            ))
+            .id();
         app.update();
         (app, camera, dir)
     }
@@ -1807,7 +2125,11 @@ mod visit {
     #[test]
     fn a_tour_travels_smoothly_narrates_in_the_visitors_language_and_waits_for_its_audio() {
         let (mut app, camera, dir) = tour_app(None);
-        submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: Some("abbey".into()), language: Some("en".into()) });
+        submit(
+            &mut app,
+            CommandOrigin::Local,
+            VenueCommand::PlayTour { tour: Some("abbey".into()), language: Some("en".into()) },
+        );
         assert!(rejections(&app).is_empty(), "{:?}", rejections(&app));
         let start = eye(&app, camera);
         // Halfway through the 2 s travel, the camera is between the porch and the nave, and
@@ -1829,7 +2151,10 @@ mod visit {
         assert_eq!(subtitles.text.as_deref(), Some("This is the nave."));
         assert_eq!(subtitles.language, "en");
         let open = app.world().resource::<OpenHotspot>().clone();
-        assert_eq!((open.name.as_deref(), open.title.as_str(), open.text.as_str()), (Some("font"), "The font", "A twelfth-century basin."));
+        assert_eq!(
+            (open.name.as_deref(), open.title.as_str(), open.text.as_str()),
+            (Some("font"), "The font", "A twelfth-century basin.")
+        );
         let played = app.world().resource::<Narrator>().played.clone();
         let narration = played.iter().find(|p| p.kind == SoundKind::Narration).expect("narration played");
         assert!(narration.path.ends_with("audio/nave-en.wav") && narration.language == "en", "{narration:?}");
@@ -1851,7 +2176,10 @@ mod visit {
         let choir = Vec3::new(6.0, 2.0, -8.0);
         assert!(eye(&app, camera).distance(choir) < 1e-3, "{}", eye(&app, camera));
         let subtitles = app.world().resource::<Subtitles>().clone();
-        assert_eq!((subtitles.text.as_deref(), subtitles.language.as_str()), (Some("Le chœur, où chantaient les moines."), "fr"));
+        assert_eq!(
+            (subtitles.text.as_deref(), subtitles.language.as_str()),
+            (Some("Le chœur, où chantaient les moines."), "fr")
+        );
         run_for(&mut app, 2.5);
         assert_eq!(app.world().resource::<ActiveTour>().name, None, "the tour ended");
         assert_eq!(app.world().resource::<Subtitles>().text, None);
@@ -1888,16 +2216,36 @@ mod visit {
     #[test]
     fn audiences_cannot_drive_visits_and_unknown_names_are_refused() {
         let (mut app, _, dir) = tour_app(None);
-        submit(&mut app, CommandOrigin::Audience("viewer-1".into()), VenueCommand::PlayTour { tour: Some("abbey".into()), language: None });
+        submit(
+            &mut app,
+            CommandOrigin::Audience("viewer-1".into()),
+            VenueCommand::PlayTour { tour: Some("abbey".into()), language: None },
+        );
         assert!(matches!(rejections(&app)[..], [CommandError::NotAllowed { .. }]), "{:?}", rejections(&app));
-        submit(&mut app, CommandOrigin::Audience("viewer-1".into()), VenueCommand::ShowHotspot { name: Some("font".into()) });
+        submit(
+            &mut app,
+            CommandOrigin::Audience("viewer-1".into()),
+            VenueCommand::ShowHotspot { name: Some("font".into()) },
+        );
         assert!(matches!(rejections(&app)[..], [CommandError::NotAllowed { .. }]));
         assert_eq!(app.world().resource::<OpenHotspot>().name, None);
         submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: Some("crypt".into()), language: None });
-        assert!(rejections(&app)[0].to_string().contains("no tour named \"crypt\" in this venue; tours: abbey"), "{:?}", rejections(&app));
-        submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: Some("abbey".into()), language: Some("<script>".into()) });
+        assert!(
+            rejections(&app)[0].to_string().contains("no tour named \"crypt\" in this venue; tours: abbey"),
+            "{:?}",
+            rejections(&app)
+        );
+        submit(
+            &mut app,
+            CommandOrigin::Local,
+            VenueCommand::PlayTour { tour: Some("abbey".into()), language: Some("<script>".into()) },
+        );
         assert!(rejections(&app)[0].to_string().contains("expected a language tag"));
-        submit(&mut app, CommandOrigin::Moderator("mod".into()), VenueCommand::ShowHotspot { name: Some("nowhere".into()) });
+        submit(
+            &mut app,
+            CommandOrigin::Moderator("mod".into()),
+            VenueCommand::ShowHotspot { name: Some("nowhere".into()) },
+        );
         assert!(rejections(&app)[0].to_string().contains("no hotspot named \"nowhere\""));
         // Stopping a tour that plays.
         submit(&mut app, CommandOrigin::Local, VenueCommand::PlayTour { tour: Some("abbey".into()), language: None });
@@ -1930,7 +2278,13 @@ fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
     let index = read_mesh_index(&folder).unwrap();
     assert_eq!(index.triangles, 135_200);
     let part = &index.parts[0];
-    assert!(part.chunks.len() >= 5 && part.chunks.iter().all(|c| c.levels[0].triangles as usize <= parvis::engine::heritage::mesh::MAX_CHUNK_TRIANGLES));
+    assert!(
+        part.chunks.len() >= 5
+            && part
+                .chunks
+                .iter()
+                .all(|c| c.levels[0].triangles as usize <= parvis::engine::heritage::mesh::MAX_CHUNK_TRIANGLES)
+    );
     let finest: u32 = part.chunks.iter().map(|c| c.levels[0].triangles).sum();
     let coarsest: u32 = part.chunks.iter().map(|c| c.levels.last().unwrap().triangles).sum();
     assert_eq!(u64::from(finest), index.triangles, "level 0 is the scan");
@@ -1955,7 +2309,11 @@ fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
     let mut big = vec![0.0f32, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0e30, 0.0];
     let absurd: Vec<u8> = big.drain(..).flat_map(f32::to_le_bytes).collect();
     std::fs::write(dir.join("absurd.bin"), &absurd).unwrap();
-    std::fs::write(dir.join("absurd.gltf"), gltf_text.replace("missing.bin", "absurd.bin").replace("[1,1,0]", "[1,1e30,0]")).unwrap();
+    std::fs::write(
+        dir.join("absurd.gltf"),
+        gltf_text.replace("missing.bin", "absurd.bin").replace("[1,1,0]", "[1,1e30,0]"),
+    )
+    .unwrap();
     for (name, expected) in [
         ("cut.glb", "not a valid glTF/GLB file"),
         ("missing.gltf", "buffer 0: "),
@@ -1987,7 +2345,8 @@ fn the_measuring_tape_picks_surfaces_and_says_the_distance_in_metres() {
     app.update();
     app.update();
     let shoot = |app: &mut App, origin: Vec3, direction: Vec3| {
-        app.world_mut().write_message(MeasureRay { ray: Ray3d::new(origin, Dir3::new(direction).unwrap()), tolerance: 0.002 });
+        app.world_mut()
+            .write_message(MeasureRay { ray: Ray3d::new(origin, Dir3::new(direction).unwrap()), tolerance: 0.002 });
         app.update();
         app.world().resource::<Measurement>().clone()
     };
@@ -2013,11 +2372,11 @@ fn the_measuring_tape_picks_surfaces_and_says_the_distance_in_metres() {
 #[test]
 fn scans_too_large_for_memory_import_out_of_core_into_the_same_cloud() {
     use parvis::engine::heritage::cache::{read_index, read_node};
-    use parvis::engine::heritage::octree::OctreeConfig;
     use parvis::engine::heritage::import::import_with;
-use parvis::engine::heritage::las::write_las;
-use parvis::engine::heritage::ply::write_ply;
-use parvis::engine::heritage::sample::sample_scene;
+    use parvis::engine::heritage::las::write_las;
+    use parvis::engine::heritage::octree::OctreeConfig;
+    use parvis::engine::heritage::ply::write_ply;
+    use parvis::engine::heritage::sample::sample_scene;
     let dir = std::env::temp_dir().join(format!("parvis-ooc-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -2028,7 +2387,10 @@ use parvis::engine::heritage::sample::sample_scene;
     let all_points = |folder: &std::path::Path| {
         let index = read_index(folder).unwrap();
         assert!(index.nodes.iter().all(|n| n.count <= 3_000));
-        let mut points: Vec<_> = (0..index.nodes.len()).flat_map(|i| read_node(folder, &index, i).unwrap()).map(|p| (p.position.map(f32::to_bits), p.colour, p.intensity, p.class)).collect();
+        let mut points: Vec<_> = (0..index.nodes.len())
+            .flat_map(|i| read_node(folder, &index, i).unwrap())
+            .map(|p| (p.position.map(f32::to_bits), p.colour, p.intensity, p.class))
+            .collect();
         points.sort_unstable();
         (index, points)
     };
@@ -2037,7 +2399,8 @@ use parvis::engine::heritage::sample::sample_scene;
         let progress = std::sync::Arc::default();
         let outside = import_with(&dir.join(name), &dir.join("out-of-core"), config, &progress, 0).unwrap();
         assert!(progress.steps().contains(&"building the octree"));
-        let inside = import_with(&dir.join(name), &dir.join("in-memory"), config, &Default::default(), u64::MAX).unwrap();
+        let inside =
+            import_with(&dir.join(name), &dir.join("in-memory"), config, &Default::default(), u64::MAX).unwrap();
         let (index, points) = all_points(&outside.dir);
         let (reference, expected) = all_points(&inside.dir);
         assert_eq!(index.points + index.dropped, 80_000, "{name}");

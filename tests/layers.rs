@@ -132,7 +132,11 @@ fn expand_use(tree: &str) -> Vec<String> {
         }
     }
     parts.push(&inner[start..]);
-    parts.into_iter().filter(|p| !p.is_empty()).flat_map(|p| expand_use(p).into_iter().map(move |e| format!("{prefix}{e}"))).collect()
+    parts
+        .into_iter()
+        .filter(|p| !p.is_empty())
+        .flat_map(|p| expand_use(p).into_iter().map(move |e| format!("{prefix}{e}")))
+        .collect()
 }
 
 /// Every path the code names that starts at a crate, a parent module or one of `children`
@@ -151,7 +155,10 @@ fn paths_in(code: &str, children: &[String]) -> Vec<String> {
     }
     // Paths written inline, e.g. `crate::engine::xr::probe()` or `locomotion::floor_below()`.
     let bytes = code.as_bytes();
-    let roots = ["crate::", "super::", "parvis::", "parvis_model::"].map(String::from).into_iter().chain(children.iter().map(|c| format!("{c}::")));
+    let roots = ["crate::", "super::", "parvis::", "parvis_model::"]
+        .map(String::from)
+        .into_iter()
+        .chain(children.iter().map(|c| format!("{c}::")));
     for root in roots {
         let mut from = 0;
         while let Some(found) = code[from..].find(&root) {
@@ -160,7 +167,8 @@ fn paths_in(code: &str, children: &[String]) -> Vec<String> {
             if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_' || bytes[at - 1] == b':') {
                 continue;
             }
-            let len = code[at..].find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(code.len() - at);
+            let len =
+                code[at..].find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(code.len() - at);
             let path = &code[at..at + len];
             // `a::{b, c}` and `a::*` are use trees, read whole above.
             if !path.ends_with("::") {
@@ -191,11 +199,19 @@ fn resolve(from: &Module, path: &str, modules: &BTreeSet<Module>) -> Option<Modu
         }
         &"self" => (from.krate, from.path.clone(), &segments[1..]),
         // A path relative to this module: one of its child modules.
-        child if modules.contains(&Module { krate: from.krate, path: [from.path.clone(), vec![(*child).to_owned()]].concat() }) => (from.krate, from.path.clone(), &segments[..]),
+        child
+            if modules.contains(&Module {
+                krate: from.krate,
+                path: [from.path.clone(), vec![(*child).to_owned()]].concat(),
+            }) =>
+        {
+            (from.krate, from.path.clone(), &segments[..])
+        }
         _ => return None,
     };
     // The library re-exports the model as `model`.
-    let (krate, rest) = if krate == "lib" && rest.first() == Some(&"model") { ("model", &rest[1..]) } else { (krate, rest) };
+    let (krate, rest) =
+        if krate == "lib" && rest.first() == Some(&"model") { ("model", &rest[1..]) } else { (krate, rest) };
     let mut best = Module { krate, path: base.clone() };
     for segment in rest {
         base.push((*segment).to_owned());
@@ -217,19 +233,29 @@ fn problems(sources: &BTreeMap<String, String>) -> Vec<String> {
     for (file, text) in sources {
         let Some(from) = module_of(file) else { continue };
         let targets = imports.entry(from.clone()).or_default();
-        let children: Vec<String> = modules.iter().filter(|m| m.krate == from.krate && m.path.len() == from.path.len() + 1 && m.path.starts_with(&from.path)).map(|m| m.path.last().expect("a child").clone()).collect();
+        let children: Vec<String> = modules
+            .iter()
+            .filter(|m| m.krate == from.krate && m.path.len() == from.path.len() + 1 && m.path.starts_with(&from.path))
+            .map(|m| m.path.last().expect("a child").clone())
+            .collect();
         for path in paths_in(&code_of(text), &children) {
             let Some(to) = resolve(&from, &path, &modules) else { continue };
             if to == from || to.path.is_empty() {
                 continue;
             }
             if to.layer() > from.layer() {
-                problems.push(format!("{file}: the {:?} layer imports the {:?} layer: {path}", from.layer(), to.layer()));
+                problems.push(format!(
+                    "{file}: the {:?} layer imports the {:?} layer: {path}",
+                    from.layer(),
+                    to.layer()
+                ));
             }
             if let (Some(a), Some(b)) = (from.edge(), to.edge())
                 && a != b
             {
-                problems.push(format!("{file}: the {a} edge imports the {b} edge: {path} (edges meet only through the engine)"));
+                problems.push(format!(
+                    "{file}: the {a} edge imports the {b} edge: {path} (edges meet only through the engine)"
+                ));
             }
             targets.insert(to);
         }
@@ -286,7 +312,14 @@ fn circles(imports: &BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<Module>> {
             }
         }
     }
-    let mut walk = Walk { imports, index: BTreeMap::new(), low: BTreeMap::new(), stack: Vec::new(), on_stack: BTreeSet::new(), found: Vec::new() };
+    let mut walk = Walk {
+        imports,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        found: Vec::new(),
+    };
     for v in imports.keys() {
         if !walk.index.contains_key(v) {
             walk.visit(v);
@@ -328,14 +361,24 @@ fn imports_point_down_the_layers_and_never_round_a_circle() {
 #[test]
 fn every_layer_folder_says_what_it_owns_and_may_use() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    for file in ["crates/model/src/lib.rs", "src/lib.rs", "src/engine/mod.rs", "src/edges/mod.rs", "src/app/mod.rs", "src/cli/mod.rs"] {
+    for file in [
+        "crates/model/src/lib.rs",
+        "src/lib.rs",
+        "src/engine/mod.rs",
+        "src/edges/mod.rs",
+        "src/app/mod.rs",
+        "src/cli/mod.rs",
+    ] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         assert!(text.starts_with("//!"), "{file} opens with a //! paragraph");
     }
     for file in ["crates/model/src/lib.rs", "src/engine/mod.rs", "src/edges/mod.rs", "src/app/mod.rs"] {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let head: String = text.lines().take_while(|l| l.starts_with("//!")).collect::<Vec<_>>().join("\n");
-        assert!(head.contains("owns") && head.contains("may use"), "{file} says what it owns and what it may use:\n{head}");
+        assert!(
+            head.contains("owns") && head.contains("may use"),
+            "{file} says what it owns and what it may use:\n{head}"
+        );
     }
 }
 
@@ -356,7 +399,10 @@ fn an_import_up_the_layers_is_found() {
         ("src/edges/server.rs", "use crate::engine::spawn;\n"),
     ]);
     let problems = problems(&bad);
-    assert!(problems.iter().any(|p| p.contains("src/engine/spawn.rs: the Engine layer imports the Edges layer")), "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.contains("src/engine/spawn.rs: the Engine layer imports the Edges layer")),
+        "{problems:#?}"
+    );
     // The same import written inline, with braces, or from the model: all found.
     let inline = tree(&[
         ("crates/model/src/lib.rs", "pub mod scene;"),
@@ -367,8 +413,14 @@ fn an_import_up_the_layers_is_found() {
         ("src/app/mod.rs", "//! app\n"),
     ]);
     let problems = problems_of(&inline);
-    assert!(problems.iter().any(|p| p.starts_with("crates/model/src/scene.rs: the Model layer imports the Engine layer")), "{problems:#?}");
-    assert!(problems.iter().any(|p| p.starts_with("src/engine/spawn.rs: the Engine layer imports the App layer")), "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.starts_with("crates/model/src/scene.rs: the Model layer imports the Engine layer")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.starts_with("src/engine/spawn.rs: the Engine layer imports the App layer")),
+        "{problems:#?}"
+    );
 }
 
 fn problems_of(sources: &BTreeMap<String, String>) -> Vec<String> {
@@ -387,13 +439,25 @@ fn a_circle_and_an_edge_leaning_on_another_are_found() {
         ("src/engine/xr/panel.rs", "use super::XrHead;\n"),
         ("src/edges/mod.rs", "pub mod bridge;\npub mod audience;"),
         ("src/edges/bridge.rs", "use crate::edges::audience::Shared;\n"),
-        ("src/edges/audience.rs", "// use crate::edges::bridge; (a comment is not an import)\nconst S: &str = \"crate::edges::bridge\";\n"),
+        (
+            "src/edges/audience.rs",
+            "// use crate::edges::bridge; (a comment is not an import)\nconst S: &str = \"crate::edges::bridge\";\n",
+        ),
     ]);
     let problems = problems(&bad);
-    assert!(problems.iter().any(|p| p.contains("circle") && p.contains("engine::cache") && p.contains("engine::octree")), "{problems:#?}");
-    assert!(problems.iter().any(|p| p.contains("circle") && p.contains("engine::xr →") && p.contains("engine::xr::panel")), "{problems:#?}");
+    assert!(
+        problems.iter().any(|p| p.contains("circle") && p.contains("engine::cache") && p.contains("engine::octree")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("circle") && p.contains("engine::xr →") && p.contains("engine::xr::panel")),
+        "{problems:#?}"
+    );
     assert!(problems.iter().any(|p| p.contains("the bridge edge imports the audience edge")), "{problems:#?}");
-    assert!(!problems.iter().any(|p| p.contains("the audience edge imports")), "comments and strings are not imports: {problems:#?}");
+    assert!(
+        !problems.iter().any(|p| p.contains("the audience edge imports")),
+        "comments and strings are not imports: {problems:#?}"
+    );
     // A test module may use anything of its own file's parent.
     let tests_only = tree(&[
         ("src/lib.rs", "pub mod engine;"),

@@ -10,18 +10,21 @@ use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use bevy_mod_xr::session::XrTrackingRoot;
 use parvis::app::{VenueSetup, core_app};
-use parvis::model::assets_root::AssetsRoot;
-use parvis::model::scene::DEFAULT_SCENE;
-use parvis::model::scene::validate::parse_scene;
+use parvis::engine::command::SubmitCommand;
+use parvis::engine::visit::ActiveTour;
 use parvis::engine::visit::OpenHotspot;
+use parvis::engine::visit::tour::TourPhase;
 use parvis::engine::visit::ui::HoveredHotspot;
 use parvis::engine::xr::XrHead;
 use parvis::engine::xr::controllers::PointingPlugin;
-use parvis::engine::command::SubmitCommand;
+use parvis::engine::xr::locomotion::{
+    ComfortSettings, HandInputs, LEFT, LocomotionPlugin, Posture, RIGHT, TeleportAim, TeleportRefusal, TeleportRules,
+    TourInHeadsetPlugin, VignetteState,
+};
+use parvis::model::assets_root::AssetsRoot;
 use parvis::model::command::VenueCommand;
-use parvis::engine::visit::ActiveTour;
-use parvis::engine::visit::tour::TourPhase;
-use parvis::engine::xr::locomotion::{ComfortSettings, HandInputs, LEFT, LocomotionPlugin, Posture, RIGHT, TeleportAim, TeleportRefusal, TeleportRules, TourInHeadsetPlugin, VignetteState};
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::validate::parse_scene;
 
 /// A floor with obstacles of every kind a teleport or a walk must respect.
 const COURSE: &str = r##"(
@@ -52,7 +55,12 @@ struct Tracked {
     hands: [Option<Transform>; 2],
 }
 
-fn track(tracked: Res<Tracked>, roots: Query<&Transform, With<XrTrackingRoot>>, mut head: ResMut<XrHead>, mut hands: ResMut<HandInputs>) {
+fn track(
+    tracked: Res<Tracked>,
+    roots: Query<&Transform, With<XrTrackingRoot>>,
+    mut head: ResMut<XrHead>,
+    mut hands: ResMut<HandInputs>,
+) {
     let Ok(root) = roots.single() else { return };
     head.0 = Some(root.mul_transform(tracked.head));
     for hand in [LEFT, RIGHT] {
@@ -89,12 +97,16 @@ fn head(app: &App) -> Transform {
 }
 
 fn set_root(app: &mut App, transform: Transform) {
-    *app.world_mut().query_filtered::<&mut Transform, With<XrTrackingRoot>>().single_mut(app.world_mut()).expect("one play space") = transform;
+    *app.world_mut()
+        .query_filtered::<&mut Transform, With<XrTrackingRoot>>()
+        .single_mut(app.world_mut())
+        .expect("one play space") = transform;
 }
 
 /// A hand at `at` (in the venue, the play space being at the origin) pointing along `direction`.
 fn point_hand(app: &mut App, hand: usize, at: Vec3, direction: Vec3) {
-    let pose = Transform::from_translation(at).looking_to(direction, if direction.cross(Vec3::Y).length() < 1e-3 { Vec3::Z } else { Vec3::Y });
+    let pose = Transform::from_translation(at)
+        .looking_to(direction, if direction.cross(Vec3::Y).length() < 1e-3 { Vec3::Z } else { Vec3::Y });
     app.world_mut().resource_mut::<Tracked>().hands[hand] = Some(pose);
 }
 
@@ -154,7 +166,10 @@ fn a_teleport_lands_on_the_floor_and_brings_the_head_there() {
     assert_eq!(app.world().resource::<VignetteState>().strength, 1.0, "the view is closed before the jump");
     release(&mut app);
     let now = head(&app).translation;
-    assert!((now.x - landing.x).abs() < 1e-3 && (now.z - landing.z).abs() < 1e-3, "the head is above the landing: {now} vs {landing}");
+    assert!(
+        (now.x - landing.x).abs() < 1e-3 && (now.z - landing.z).abs() < 1e-3,
+        "the head is above the landing: {now} vs {landing}"
+    );
     assert!((now.y - 1.6).abs() < 0.02, "the eye height is kept (the floor's collider is 1 cm thick): {now}");
     assert_eq!(app.world().resource::<TeleportAim>().jumps, 1);
 }
@@ -221,7 +236,12 @@ fn a_turn_in_the_frame_of_a_jump_turns_about_the_head_where_it_landed() {
     let landing = app.world().resource::<TeleportAim>().target.clone().unwrap().verdict.unwrap();
     stick(&mut app, RIGHT, Vec2::ZERO);
     for _ in 0..20 {
-        if app.world().resource::<TeleportAim>().settling.is_some_and(|t| t + 1.0 / 60.0 >= parvis::engine::xr::locomotion::RELEASE_SETTLE) {
+        if app
+            .world()
+            .resource::<TeleportAim>()
+            .settling
+            .is_some_and(|t| t + 1.0 / 60.0 >= parvis::engine::xr::locomotion::RELEASE_SETTLE)
+        {
             break;
         }
         app.update();
@@ -232,7 +252,10 @@ fn a_turn_in_the_frame_of_a_jump_turns_about_the_head_where_it_landed() {
     app.update();
     assert_eq!(app.world().resource::<TeleportAim>().jumps, 1);
     let now = head(&app).translation;
-    assert!((now.x - landing.x).abs() < 1e-3 && (now.z - landing.z).abs() < 1e-3, "turned on the landing spot: {now} vs {landing}");
+    assert!(
+        (now.x - landing.x).abs() < 1e-3 && (now.z - landing.z).abs() < 1e-3,
+        "turned on the landing spot: {now} vs {landing}"
+    );
 }
 
 #[test]
@@ -245,9 +268,19 @@ fn a_snap_turn_turns_once_per_push_about_the_head() {
     app.update();
     app.update();
     let turned = head(&app);
-    assert!(turned.translation.distance(before.translation) < 1e-4, "turning on the spot: {} vs {}", turned.translation, before.translation);
+    assert!(
+        turned.translation.distance(before.translation) < 1e-4,
+        "turning on the spot: {} vs {}",
+        turned.translation,
+        before.translation
+    );
     let yaw = |t: &Transform| t.rotation.to_euler(EulerRot::YXZ).0.to_degrees();
-    assert!((yaw(&turned) - yaw(&before) + 30.0).abs() < 0.01, "one 30° turn to the right: {} → {}", yaw(&before), yaw(&turned));
+    assert!(
+        (yaw(&turned) - yaw(&before) + 30.0).abs() < 0.01,
+        "one 30° turn to the right: {} → {}",
+        yaw(&before),
+        yaw(&turned)
+    );
     for _ in 0..10 {
         app.update();
     }
@@ -395,7 +428,10 @@ fn pointing_at_a_hotspot_lights_it_and_the_trigger_opens_it() {
 fn the_cloister_roofs_are_not_walkable_and_its_courtyard_is() {
     let mut app = app_for(DEFAULT_SCENE, ComfortSettings::default());
     // Straight down onto the north gallery's roof, and onto the garden path.
-    assert_eq!(aim(&mut app, Vec3::new(0.0, 8.0, -9.75), Vec3::NEG_Y), Err(TeleportRefusal::NotWalkable("roof_north".into())));
+    assert_eq!(
+        aim(&mut app, Vec3::new(0.0, 8.0, -9.75), Vec3::NEG_Y),
+        Err(TeleportRefusal::NotWalkable("roof_north".into()))
+    );
     let on_path = aim(&mut app, Vec3::new(0.0, 1.5, 4.0), Vec3::NEG_Y).expect("the path is walkable");
     assert!((on_path.y - 0.12).abs() < 0.01, "{on_path}");
 }
@@ -403,13 +439,17 @@ fn the_cloister_roofs_are_not_walkable_and_its_courtyard_is() {
 #[test]
 fn a_tour_puts_the_visitor_at_each_stop_behind_a_blink() {
     let mut app = app_for(DEFAULT_SCENE, ComfortSettings::default());
-    app.world_mut().write_message(SubmitCommand::local(VenueCommand::PlayTour { tour: Some("highlights".into()), language: Some("en".into()) }));
+    app.world_mut().write_message(SubmitCommand::local(VenueCommand::PlayTour {
+        tour: Some("highlights".into()),
+        language: Some("en".into()),
+    }));
     let start = head(&app).translation;
     // Stops: the courtyard (-1.3, 7.0) on the garden (0.1 m), then the gallery (-9.7, 9.5) on the
     // paving (its collider 1 cm thick), both looking north; the head is 1.6 m above the floor.
     for (stop, x, z, floor) in [(0, -1.3, 7.0, 0.1), (1, -9.7, 9.5, 0.01)] {
         let mut frames = 0;
-        while !matches!(app.world().resource::<ActiveTour>().phase(), Some(TourPhase::AtStop { stop: s, .. }) if s == stop) {
+        while !matches!(app.world().resource::<ActiveTour>().phase(), Some(TourPhase::AtStop { stop: s, .. }) if s == stop)
+        {
             app.update();
             frames += 1;
             assert!(frames < 60 * 30, "stop {stop} reached");
@@ -420,7 +460,11 @@ fn a_tour_puts_the_visitor_at_each_stop_behind_a_blink() {
         app.update();
         app.update();
         let now = head(&app);
-        assert!((now.translation.x - x).abs() < 1e-3 && (now.translation.z - z).abs() < 1e-3, "stop {stop}: {}", now.translation);
+        assert!(
+            (now.translation.x - x).abs() < 1e-3 && (now.translation.z - z).abs() < 1e-3,
+            "stop {stop}: {}",
+            now.translation
+        );
         assert!((now.translation.y - 1.6 - floor).abs() < 0.005, "standing on the floor there: {}", now.translation);
         assert!(now.forward().z < -0.99, "facing where the viewpoint looks");
         assert!(app.world().resource::<VignetteState>().strength > 0.5, "behind a blink");

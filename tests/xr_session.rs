@@ -30,20 +30,37 @@ fn out_dir(name: &str) -> PathBuf {
 /// Runs `parvis ARGS` next to a running Monado service.
 fn with_monado(command: &[&str]) -> Output {
     // A session that never gets going must not hang the test run.
-    let output = Command::new("timeout").arg("600").arg(repo().join("scripts/xr-runtime.sh")).arg("run").args(command).current_dir(repo()).output().expect("scripts/xr-runtime.sh runs");
-    eprintln!("--- stdout\n{}\n--- stderr\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    let output = Command::new("timeout")
+        .arg("600")
+        .arg(repo().join("scripts/xr-runtime.sh"))
+        .arg("run")
+        .args(command)
+        .current_dir(repo())
+        .output()
+        .expect("scripts/xr-runtime.sh runs");
+    eprintln!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     output
 }
 
 fn report(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).expect("the session wrote its report")).expect("the report is JSON")
+    serde_json::from_str(&std::fs::read_to_string(path).expect("the session wrote its report"))
+        .expect("the report is JSON")
 }
 
 fn points(value: &Value) -> Vec<[f32; 3]> {
-    value.as_array().expect("an array").iter().map(|p| {
-        let p = p.as_array().expect("a point");
-        [p[0].as_f64().unwrap() as f32, p[1].as_f64().unwrap() as f32, p[2].as_f64().unwrap() as f32]
-    }).collect()
+    value
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|p| {
+            let p = p.as_array().expect("a point");
+            [p[0].as_f64().unwrap() as f32, p[1].as_f64().unwrap() as f32, p[2].as_f64().unwrap() as f32]
+        })
+        .collect()
 }
 
 fn spread(points: &[[f32; 3]]) -> f32 {
@@ -102,7 +119,10 @@ fn a_headset_session_runs_renders_both_eyes_follows_the_head_and_ends_cleanly() 
     assert!(spread(&head) > 0.01, "the simulated head moves: {head:?}");
     assert!((spread(&eye) - spread(&head)).abs() < 0.01, "the eye in the venue moves as much as the head (scale 1)");
     let spawn = points(&serde_json::json!([r["spawn"]]))[0];
-    assert!((spawn[0] + 1.3).abs() < 1.0 && (spawn[2] - 7.0).abs() < 1.0 && spawn[1].abs() < 0.2, "on the courtyard's floor: {spawn:?}");
+    assert!(
+        (spawn[0] + 1.3).abs() < 1.0 && (spawn[2] - 7.0).abs() < 1.0 && spawn[1].abs() < 0.2,
+        "on the courtyard's floor: {spawn:?}"
+    );
     for e in &eye {
         assert!((e[1] - 1.6).abs() < 0.5, "eye height above the floor: {e:?}");
     }
@@ -112,7 +132,10 @@ fn a_headset_session_runs_renders_both_eyes_follows_the_head_and_ends_cleanly() 
     // the open hotspot's panel: the world-space panel the headset shows, dark with light text.
     let picture = image::open(&spectator).expect("the spectator view was saved").to_rgba8();
     let first = picture.get_pixel(0, 0);
-    assert!(picture.pixels().filter(|p| *p != first).count() > picture.len() as usize / 64, "the spectator image has content");
+    assert!(
+        picture.pixels().filter(|p| *p != first).count() > picture.len() as usize / 64,
+        "the spectator image has content"
+    );
     let (w, h) = picture.dimensions();
     // The fountain is ahead of the courtyard's spawn, a little to the right: so is the panel,
     // above the screen overlay's band at the bottom. Without it this region is lit stone and
@@ -164,7 +187,18 @@ fn kill_runtime_mid_session(mode: &str, frames: u32, dir: &Path) -> (std::proces
         .arg("600")
         .arg(repo().join("scripts/xr-runtime.sh"))
         .args(["run", "sh", "-c", r#"echo "$PARVIS_XR_MONADO_PID" > "$0"; exec "$@""#, pid_file.to_str().unwrap()])
-        .args([env!("CARGO_BIN_EXE_parvis"), "run", mode, "--no-audience", "--size", "160x90", "--frames", &frames, "--set", "stage_light=#ff0000"])
+        .args([
+            env!("CARGO_BIN_EXE_parvis"),
+            "run",
+            mode,
+            "--no-audience",
+            "--size",
+            "160x90",
+            "--frames",
+            &frames,
+            "--set",
+            "stage_light=#ff0000",
+        ])
         .current_dir(repo())
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
@@ -205,7 +239,10 @@ fn a_runtime_killed_mid_session_returns_the_visit_to_the_desktop_with_its_state(
     assert!(!log.contains("internal error") && !log.contains("panicked"), "no crash report");
     assert!(log.contains("went away mid-session"), "the reason is given");
     // The first load and the --set were applied in the headset session, and again at the desktop.
-    assert!(log.contains("carries on at the desktop with the show's state restored (2 commands)"), "the state is restored");
+    assert!(
+        log.contains("carries on at the desktop with the show's state restored (2 commands)"),
+        "the state is restored"
+    );
     assert!(log.contains("running headless"), "the desktop visit ran (headless here: no display)");
 }
 
@@ -213,7 +250,11 @@ fn a_runtime_killed_mid_session_returns_the_visit_to_the_desktop_with_its_state(
 fn a_runtime_killed_mid_session_ends_a_required_visit_with_a_message() {
     let _one = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
     let (status, log) = kill_runtime_mid_session("--xr=require", 1_000_000, &out_dir("killed-require"));
-    assert_eq!(status.code(), Some(i32::from(parvis::engine::xr::EXIT_RUNTIME_LOST)), "the engine exits with the runtime-lost status");
+    assert_eq!(
+        status.code(),
+        Some(i32::from(parvis::engine::xr::EXIT_RUNTIME_LOST)),
+        "the engine exits with the runtime-lost status"
+    );
     assert!(!log.contains("internal error") && !log.contains("panicked"), "no crash report");
     assert!(log.contains("went away mid-session") && log.contains("exiting"), "the reason is given");
     assert!(!log.contains("carries on at the desktop"));

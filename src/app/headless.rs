@@ -77,10 +77,7 @@ impl HeadlessRenderer {
         self.app.update();
         if let Some(device) = self.app.world().get_resource::<RenderDevice>() {
             // Waiting keeps frames from piling up on a slow adapter and makes timing honest.
-            let _ = device.wgpu_device().poll(PollType::Wait {
-                submission_index: None,
-                timeout: None,
-            });
+            let _ = device.wgpu_device().poll(PollType::Wait { submission_index: None, timeout: None });
         }
     }
 
@@ -143,7 +140,9 @@ impl HeadlessRenderer {
             let mut scans = world.try_query::<(&MeshScan, &MeshScanStatus)>().expect("component registered");
             for (scan, status) in scans.iter(world) {
                 match &status.phase {
-                    ScanPhase::Failed(reason) => return Err(OutputError::AssetFailed { path: scan.def.path.clone(), reason: reason.clone() }),
+                    ScanPhase::Failed(reason) => {
+                        return Err(OutputError::AssetFailed { path: scan.def.path.clone(), reason: reason.clone() });
+                    }
                     ScanPhase::Importing => pending = true,
                     // Levels are picked in the frame after the chunks spawn.
                     ScanPhase::Ready => pending |= status.levels_shown.is_empty() && status.groups_shown == 0,
@@ -156,10 +155,7 @@ impl HeadlessRenderer {
                 return Ok(());
             }
         }
-        Err(OutputError::Timeout {
-            what: "loading the scene's models and scans",
-            frames,
-        })
+        Err(OutputError::Timeout { what: "loading the scene's models and scans", frames })
     }
 
     /// Whether a point cloud or mesh scan is still being imported.
@@ -173,12 +169,11 @@ impl HeadlessRenderer {
     pub fn capture(&mut self) -> Result<image::RgbaImage, OutputError> {
         let slot: Arc<Mutex<Option<Image>>> = Arc::default();
         let sink = slot.clone();
-        self.app
-            .world_mut()
-            .spawn(Screenshot::image(self.target.clone()))
-            .observe(move |captured: On<ScreenshotCaptured>| {
+        self.app.world_mut().spawn(Screenshot::image(self.target.clone())).observe(
+            move |captured: On<ScreenshotCaptured>| {
                 *sink.lock().expect("capture slot") = Some(captured.image.clone());
-            });
+            },
+        );
         const READBACK_FRAMES: u32 = 8;
         for _ in 0..READBACK_FRAMES {
             self.step();
@@ -187,10 +182,6 @@ impl HeadlessRenderer {
                 return Ok(dynamic.to_rgba8());
             }
         }
-        Err(OutputError::Timeout {
-            what: "reading the frame back",
-            frames: READBACK_FRAMES,
-        })
+        Err(OutputError::Timeout { what: "reading the frame back", frames: READBACK_FRAMES })
     }
 }
-

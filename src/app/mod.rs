@@ -100,10 +100,7 @@ impl VenueSetup {
 }
 
 fn asset_plugin(assets: &AssetsRoot) -> AssetPlugin {
-    AssetPlugin {
-        file_path: assets.dir().to_string_lossy().into_owned(),
-        ..default()
-    }
+    AssetPlugin { file_path: assets.dir().to_string_lossy().into_owned(), ..default() }
 }
 
 /// Loads the scene and queues the initial commands: all of it through the command pipeline.
@@ -113,9 +110,7 @@ fn add_venue(app: &mut App, setup: VenueSetup) {
         .insert_resource(StartViewpoint(setup.viewpoint.clone()))
         .insert_resource(VisitorLanguage(setup.language.clone().unwrap_or_default()));
     let world = app.world_mut();
-    world.write_message(SubmitCommand::local(VenueCommand::LoadScene {
-        scene: Box::new(setup.scene),
-    }));
+    world.write_message(SubmitCommand::local(VenueCommand::LoadScene { scene: Box::new(setup.scene) }));
     for command in setup.initial_commands {
         world.write_message(command);
     }
@@ -188,16 +183,19 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
     app.add_plugins(
         DefaultPlugins
             .set(WindowPlugin {
-                primary_window: Some(Window {
-                    title,
-                    resolution: (1280, 720).into(),
-                    ..default()
-                }),
+                primary_window: Some(Window { title, resolution: (1280, 720).into(), ..default() }),
                 ..default()
             })
             .set(asset_plugin(&setup.assets)),
     )
-    .add_plugins((CameraPlugin { interactive: true }, HudPlugin, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: true }));
+    .add_plugins((
+        CameraPlugin { interactive: true },
+        HudPlugin,
+        StageTextRenderPlugin,
+        PointCloudPlugin,
+        MeshLodPlugin,
+        VisitUiPlugin { interactive: true },
+    ));
     add_venue(&mut app, setup);
     // The desktop visitor hears the narration (the core runs a silent mixer).
     app.insert_resource(Narrator::new(true));
@@ -220,11 +218,7 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
     let mut app = App::new();
     app.add_plugins(
         DefaultPlugins
-            .set(WindowPlugin {
-                primary_window: None,
-                exit_condition: ExitCondition::DontExit,
-                ..default()
-            })
+            .set(WindowPlugin { primary_window: None, exit_condition: ExitCondition::DontExit, ..default() })
             .set(RenderPlugin {
                 // Every pipeline is ready on the frame that needs it: no pop-in in captures.
                 synchronous_pipeline_compilation: true,
@@ -234,7 +228,13 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
             .disable::<WinitPlugin>()
             .disable::<PipelinedRenderingPlugin>(),
     )
-    .add_plugins((CameraPlugin { interactive: false }, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: false }));
+    .add_plugins((
+        CameraPlugin { interactive: false },
+        StageTextRenderPlugin,
+        PointCloudPlugin,
+        MeshLodPlugin,
+        VisitUiPlugin { interactive: false },
+    ));
     add_venue(&mut app, setup);
     app.finish();
     app.cleanup();
@@ -278,19 +278,28 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     };
     // The headset's compositor paces frames (xrWaitFrame); pipelined rendering would add a
     // frame of latency between head motion and picture.
-    let mut plugins = DefaultPlugins.set(window).set(asset_plugin(&setup.assets)).disable::<PipelinedRenderingPlugin>().build();
+    let mut plugins =
+        DefaultPlugins.set(window).set(asset_plugin(&setup.assets)).disable::<PipelinedRenderingPlugin>().build();
     if !options.window {
         // The runtime paces frames while a session runs; before and after, a short wait keeps
         // the loop from spinning a core that lavapipe and the runtime need.
-        plugins = plugins.disable::<WinitPlugin>().add(ScheduleRunnerPlugin::run_loop(std::time::Duration::from_millis(2)));
+        plugins =
+            plugins.disable::<WinitPlugin>().add(ScheduleRunnerPlugin::run_loop(std::time::Duration::from_millis(2)));
     }
-    let plugins = bevy_mod_openxr::add_xr_plugins(plugins).set(OxrInitPlugin {
-        app_info: AppInfo { name: "Parvis".into(), ..default() },
-        ..default()
-    });
+    let plugins = bevy_mod_openxr::add_xr_plugins(plugins)
+        .set(OxrInitPlugin { app_info: AppInfo { name: "Parvis".into(), ..default() }, ..default() });
     app.add_plugins(plugins)
-        .add_plugins((CameraPlugin { interactive: options.window }, StageTextRenderPlugin, PointCloudPlugin, MeshLodPlugin, VisitUiPlugin { interactive: options.window }))
-        .add_plugins(crate::engine::xr::XrVisitPlugin { settings: options.settings.clone(), runtime: options.runtime.clone() });
+        .add_plugins((
+            CameraPlugin { interactive: options.window },
+            StageTextRenderPlugin,
+            PointCloudPlugin,
+            MeshLodPlugin,
+            VisitUiPlugin { interactive: options.window },
+        ))
+        .add_plugins(crate::engine::xr::XrVisitPlugin {
+            settings: options.settings.clone(),
+            runtime: options.runtime.clone(),
+        });
     if options.window {
         app.add_plugins(HudPlugin);
     }
@@ -298,18 +307,32 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     app.insert_resource(Narrator::new(true));
     let spectator = app
         .world_mut()
-        .spawn((Name::new("spectator camera"), Camera3d::default(), VenueCamera, Transform::from_xyz(0.0, 5.0, 15.0).looking_at(Vec3::ZERO, Vec3::Y)))
+        .spawn((
+            Name::new("spectator camera"),
+            Camera3d::default(),
+            VenueCamera,
+            Transform::from_xyz(0.0, 5.0, 15.0).looking_at(Vec3::ZERO, Vec3::Y),
+        ))
         .id();
     if options.settings.spectator == crate::engine::xr::spectator::SpectatorMode::Off {
         // Not following the head: the desktop's own camera, starting at the venue's viewpoint.
-        app.world_mut().entity_mut(spectator).insert((CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO), AwaitingViewpoint));
+        app.world_mut()
+            .entity_mut(spectator)
+            .insert((CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO), AwaitingViewpoint));
     } else {
         app.world_mut().entity_mut(spectator).insert(crate::engine::xr::spectator::SpectatorCamera);
     }
     if !options.window {
         use bevy::camera::RenderTarget;
-        let target = crate::engine::output::readable_target(&mut app.world_mut().resource_mut::<Assets<Image>>(), options.spectator_size.max(UVec2::ONE));
-        app.world_mut().entity_mut(spectator).insert((RenderTarget::Image(target.into()), IsDefaultUiCamera, bevy::camera::ShadowLodOrigin));
+        let target = crate::engine::output::readable_target(
+            &mut app.world_mut().resource_mut::<Assets<Image>>(),
+            options.spectator_size.max(UVec2::ONE),
+        );
+        app.world_mut().entity_mut(spectator).insert((
+            RenderTarget::Image(target.into()),
+            IsDefaultUiCamera,
+            bevy::camera::ShadowLodOrigin,
+        ));
         if let Some(path) = options.spectator_out {
             app.insert_resource(crate::engine::xr::spectator::SpectatorCapture(path));
         }

@@ -6,8 +6,6 @@ use anyhow::Result;
 use bevy::prelude::UVec2;
 use clap::Args;
 
-
-
 #[derive(Args)]
 pub struct ImportArgs {
     /// The scan: .ply, .las or .laz.
@@ -19,7 +17,6 @@ pub struct ImportArgs {
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub points_per_node: usize,
 }
-
 
 #[derive(Args)]
 pub struct LoadgenArgs {
@@ -59,7 +56,6 @@ pub struct LoadgenArgs {
     pub json: Option<PathBuf>,
 }
 
-
 #[derive(Args)]
 pub struct ReplayArgs {
     /// Command log: JSON lines written by `parvis run --log`.
@@ -77,7 +73,6 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "NAME")]
     pub viewpoint: Option<String>,
 }
-
 
 #[derive(Args)]
 pub struct VenueArgs {
@@ -106,7 +101,6 @@ pub struct VenueArgs {
     #[arg(long, value_name = "TAG")]
     pub lang: Option<String>,
 }
-
 
 #[derive(Args)]
 pub struct RunArgs {
@@ -189,7 +183,6 @@ pub struct RunArgs {
     pub xr: XrArgs,
 }
 
-
 /// What `--xr` does without a headset.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum XrModeArg {
@@ -198,7 +191,6 @@ pub enum XrModeArg {
     /// Say what is missing and exit with an error.
     Require,
 }
-
 
 /// What the desktop shows during a headset session.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -210,7 +202,6 @@ pub enum SpectatorArg {
     /// The desktop camera stays put.
     Off,
 }
-
 
 #[derive(Args)]
 #[command(next_help_heading = "Headset (OpenXR)")]
@@ -249,7 +240,6 @@ pub struct XrArgs {
     pub xr_report: Option<PathBuf>,
 }
 
-
 #[derive(Args)]
 pub struct CheckArgs {
     /// Scene files to check.
@@ -259,7 +249,6 @@ pub struct CheckArgs {
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
 }
-
 
 #[derive(Args)]
 pub struct RenderArgs {
@@ -276,7 +265,6 @@ pub struct RenderArgs {
     pub frames: u32,
 }
 
-
 pub fn parse_in_range(text: &str, low: f32, high: f32) -> Result<f32, String> {
     match text.parse::<f32>() {
         Ok(v) if (low..=high).contains(&v) => Ok(v),
@@ -284,19 +272,17 @@ pub fn parse_in_range(text: &str, low: f32, high: f32) -> Result<f32, String> {
     }
 }
 
-
 pub fn parse_snap_turn(text: &str) -> Result<f32, String> {
     parse_in_range(text, 0.0, 180.0)
 }
-
 
 pub fn parse_walk_speed(text: &str) -> Result<f32, String> {
     parse_in_range(text, 0.0, 5.0)
 }
 
-
 pub fn parse_size(text: &str) -> Result<UVec2, String> {
-    let (w, h) = text.split_once(['x', 'X']).ok_or_else(|| format!("expected WIDTHxHEIGHT such as 1280x720, found {text:?}"))?;
+    let (w, h) =
+        text.split_once(['x', 'X']).ok_or_else(|| format!("expected WIDTHxHEIGHT such as 1280x720, found {text:?}"))?;
     let parse = |v: &str| v.trim().parse::<u32>().ok().filter(|v| (16..=8192).contains(v));
     match (parse(w), parse(h)) {
         (Some(w), Some(h)) => Ok(UVec2::new(w, h)),

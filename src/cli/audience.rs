@@ -4,12 +4,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::args::*;
 use parvis::app::VenueSetup;
-use parvis::model::audience::moderation::Blocklist;
 use parvis::edges::audience::server::AudienceServer;
 use parvis::edges::audience::shared::AudienceConfig;
-use super::args::*;
-
+use parvis::model::audience::moderation::Blocklist;
 
 /// Starts the audience edge and says where the page is.
 pub fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<AudienceServer>> {
@@ -27,7 +26,8 @@ pub fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<Audie
         config.blocklist = Blocklist::new(std::iter::empty::<&str>());
     }
     for path in &args.blocklist {
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read the blocklist {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read the blocklist {}", path.display()))?;
         for line in text.lines() {
             let word = line.split('#').next().unwrap_or_default().trim();
             if !word.is_empty() {
@@ -40,18 +40,25 @@ pub fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<Audie
     config.max_connections_per_address = args.max_per_address;
     config.max_connections = args.max_connections;
     let server = AudienceServer::start(config).with_context(|| {
-        format!("cannot start the audience server on {} (choose another address with --audience, or --no-audience)", args.audience)
+        format!(
+            "cannot start the audience server on {} (choose another address with --audience, or --no-audience)",
+            args.audience
+        )
     })?;
     eprintln!("parvis: audience page at http://{}/ (WebSocket /ws, metrics /metrics)", server.local_addr);
     if let Some(config) = twitch {
-        let what = format!("{} on {}{}", config.channels.join(", "), config.endpoint, if config.login.is_some() { "" } else { ", read-only" });
+        let what = format!(
+            "{} on {}{}",
+            config.channels.join(", "),
+            config.endpoint,
+            if config.login.is_some() { "" } else { ", read-only" }
+        );
         let bridge = parvis::edges::bridge::twitch::TwitchBridge::new(config)?;
         parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:");
         eprintln!("parvis: reading the chat of {what}");
     }
     Ok(Some(server))
 }
-
 
 pub fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &RunArgs) {
     server.attach(app);
@@ -60,11 +67,9 @@ pub fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &
     audience.stream_delay = stream_delay(args);
 }
 
-
 pub fn stream_delay(args: &RunArgs) -> Duration {
     Duration::from_secs_f64(if args.stream_delay.is_finite() { args.stream_delay.clamp(0.0, 600.0) } else { 0.0 })
 }
-
 
 /// The Twitch bridge's settings from the command line and the environment, checked.
 pub fn twitch_config(args: &RunArgs) -> Result<Option<parvis::edges::bridge::twitch::TwitchConfig>> {
@@ -81,8 +86,12 @@ pub fn twitch_config(args: &RunArgs) -> Result<Option<parvis::edges::bridge::twi
     let token = std::env::var("PARVIS_TWITCH_TOKEN").ok().filter(|t| !t.trim().is_empty());
     config.login = match (&args.twitch_nick, token) {
         (Some(nick), Some(token)) => Some(Login::new(nick, &token)),
-        (Some(_), None) => bail!("--twitch-nick needs the bot's OAuth token in the PARVIS_TWITCH_TOKEN environment variable"),
-        (None, Some(_)) => bail!("PARVIS_TWITCH_TOKEN is set: name the bot account with --twitch-nick too, or unset it to read anonymously"),
+        (Some(_), None) => {
+            bail!("--twitch-nick needs the bot's OAuth token in the PARVIS_TWITCH_TOKEN environment variable")
+        }
+        (None, Some(_)) => bail!(
+            "PARVIS_TWITCH_TOKEN is set: name the bot account with --twitch-nick too, or unset it to read anonymously"
+        ),
         (None, None) => None,
     };
     config.validate().context("--twitch")?;

@@ -2,11 +2,9 @@
 
 use std::process::ExitCode;
 
-
-use parvis::model::scene::validate::{SceneError, load_scene_file};
 use super::args::*;
 use super::venue::assets_root;
-
+use parvis::model::scene::validate::{SceneError, load_scene_file};
 
 pub fn check(args: &CheckArgs) -> ExitCode {
     let assets = match assets_root(args.assets.as_deref()) {
@@ -41,7 +39,6 @@ pub fn check(args: &CheckArgs) -> ExitCode {
     }
     if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }
-
 
 pub fn report_scene_error(error: &SceneError) {
     eprintln!("{error}");

@@ -6,7 +6,6 @@ use anyhow::Result;
 
 use super::args::*;
 
-
 pub fn import(args: &ImportArgs) -> Result<()> {
     let cache = match &args.cache {
         Some(dir) => dir.clone(),
@@ -16,9 +15,13 @@ pub fn import(args: &ImportArgs) -> Result<()> {
     if matches!(extension.as_str(), "glb" | "gltf") {
         return import_mesh(args, &cache);
     }
-    let config = parvis::engine::heritage::octree::OctreeConfig { max_points_per_node: args.points_per_node.clamp(100, 1_000_000), ..Default::default() };
+    let config = parvis::engine::heritage::octree::OctreeConfig {
+        max_points_per_node: args.points_per_node.clamp(100, 1_000_000),
+        ..Default::default()
+    };
     let progress = std::sync::Arc::new(parvis::engine::heritage::Progress::default());
-    let imported = with_progress(&progress, || parvis::engine::heritage::import(&args.input, &cache, config, &progress))?;
+    let imported =
+        with_progress(&progress, || parvis::engine::heritage::import(&args.input, &cache, config, &progress))?;
     let index = &imported.index;
     if imported.cached {
         println!("{} was imported before: {}", args.input.display(), imported.dir.display());
@@ -49,16 +52,18 @@ pub fn import(args: &ImportArgs) -> Result<()> {
     println!("in .parvis-cache next to the scan, or give the import's folder as the path; fill in the credit):");
     println!("        (name: {name:?}, path: {:?},", args.input.to_string_lossy());
     println!("            transform: (translation: (0.0, 0.0, 0.0)), // a Z-up scan needs rotation: (-90.0, 0.0, 0.0)");
-    println!("            colouring: {}, point_budget: 3000000, memory_budget_mb: 512,", match (index.attributes.colour, index.attributes.intensity) {
-        (true, _) => "Rgb",
-        (false, true) => "Intensity",
-        // Nothing but positions: height shows the shape.
-        (false, false) => "Elevation",
-    });
+    println!(
+        "            colouring: {}, point_budget: 3000000, memory_budget_mb: 512,",
+        match (index.attributes.colour, index.attributes.intensity) {
+            (true, _) => "Rgb",
+            (false, true) => "Intensity",
+            // Nothing but positions: height shows the shape.
+            (false, false) => "Elevation",
+        }
+    );
     println!("            credit: (author: \"\", licence: \"\", source: \"\")),");
     Ok(())
 }
-
 
 /// Runs `f` while a thread draws `progress` on stderr.
 pub fn with_progress<T>(progress: &std::sync::Arc<parvis::engine::heritage::Progress>, f: impl FnOnce() -> T) -> T {
@@ -72,11 +77,11 @@ pub fn with_progress<T>(progress: &std::sync::Arc<parvis::engine::heritage::Prog
     result
 }
 
-
 pub fn import_mesh(args: &ImportArgs, cache: &std::path::Path) -> Result<()> {
     let progress = std::sync::Arc::new(parvis::engine::heritage::Progress::default());
     let started = Instant::now();
-    let imported = with_progress(&progress, || parvis::engine::heritage::mesh::import_mesh(&args.input, cache, &progress))?;
+    let imported =
+        with_progress(&progress, || parvis::engine::heritage::mesh::import_mesh(&args.input, cache, &progress))?;
     let index = &imported.index;
     if imported.cached {
         println!("{} was imported before: {}", args.input.display(), imported.dir.display());
@@ -92,7 +97,8 @@ pub fn import_mesh(args: &ImportArgs, cache: &std::path::Path) -> Result<()> {
         );
     }
     let deepest = index.parts.iter().flat_map(|p| &p.chunks).map(|c| c.levels.len()).max().unwrap_or(0);
-    let coarsest: u64 = index.parts.iter().flat_map(|p| &p.chunks).map(|c| u64::from(c.levels.last().map_or(0, |l| l.triangles))).sum();
+    let coarsest: u64 =
+        index.parts.iter().flat_map(|p| &p.chunks).map(|c| u64::from(c.levels.last().map_or(0, |l| l.triangles))).sum();
     println!("{deepest} levels of detail; the coarsest has {coarsest} triangles");
     for note in &index.notes {
         println!("note: {note}");
@@ -104,7 +110,6 @@ pub fn import_mesh(args: &ImportArgs, cache: &std::path::Path) -> Result<()> {
     println!("            credit: (author: \"\", licence: \"\", source: \"\")),");
     Ok(())
 }
-
 
 /// The import's progress on stderr: a bar redrawn in place on a terminal, a line per step
 /// in a log.
@@ -136,7 +141,12 @@ pub fn show_progress(progress: &parvis::engine::heritage::Progress, done: &std::
             let tenth = (f * 10.0) as u32;
             if terminal {
                 let filled = (f * 30.0) as usize;
-                eprint!("\rparvis: import: {step:<20} [{}{}] {:>3.0} % ({elapsed:.1} s)", "#".repeat(filled), "-".repeat(30 - filled), f * 100.0);
+                eprint!(
+                    "\rparvis: import: {step:<20} [{}{}] {:>3.0} % ({elapsed:.1} s)",
+                    "#".repeat(filled),
+                    "-".repeat(30 - filled),
+                    f * 100.0
+                );
                 let _ = std::io::stderr().flush();
             } else if last_tenth != Some(tenth) && tenth > 0 {
                 eprintln!("parvis: import: {step} {:.0} % ({elapsed:.1} s)", f * 100.0);

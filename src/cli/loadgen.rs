@@ -44,9 +44,9 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::time::{Instant, MissedTickBehavior, timeout, timeout_at};
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message, Utf8Bytes};
 
 /// Time allowed for one connection's TCP connect, WebSocket handshake and `welcome`.
@@ -214,7 +214,8 @@ impl LoadConfig {
         if !(0.0..=1.0).contains(&self.command_share) {
             return invalid("command_share must be between 0 and 1");
         }
-        if self.command_share > 0.0 && (self.command_text.trim().is_empty() || self.command_text.chars().count() > 100) {
+        if self.command_share > 0.0 && (self.command_text.trim().is_empty() || self.command_text.chars().count() > 100)
+        {
             return invalid("command_text must have 1 to 100 characters");
         }
         if self.duration.is_zero() || self.duration > MAX_DURATION {
@@ -454,11 +455,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
         sem: Semaphore::new(cfg.connect_concurrency),
         chat_frames: chat_frames(),
         command_frame: chat_frame(&cfg.command_text),
-        period: if cfg.active > 0 {
-            Duration::from_secs_f64(1.0 / cfg.rate_per_conn)
-        } else {
-            Duration::from_secs(1)
-        },
+        period: if cfg.active > 0 { Duration::from_secs_f64(1.0 / cfg.rate_per_conn) } else { Duration::from_secs(1) },
         command_share: cfg.command_share,
         settle_deadline,
         hard_deadline,
@@ -470,9 +467,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     let mut handles = Tasks(Vec::with_capacity(total as usize));
     for n in 0..total {
         let role = if n < cfg.active {
-            Role::Active {
-                probe: probe_every != u32::MAX && n % probe_every == 0 && n / probe_every < probes,
-            }
+            Role::Active { probe: probe_every != u32::MAX && n % probe_every == 0 && n / probe_every < probes }
         } else {
             Role::Idle
         };
@@ -484,10 +479,7 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
     // Connect phase: wait until every connection is welcomed or has failed.
     let shared = &ctx.shared;
     while shared.settled.load(Ordering::Acquire) < total {
-        if timeout_at(settle_deadline + CONNECT_TIMEOUT, shared.settled_notify.notified())
-            .await
-            .is_err()
-        {
+        if timeout_at(settle_deadline + CONNECT_TIMEOUT, shared.settled_notify.notified()).await.is_err() {
             break;
         }
     }
@@ -520,7 +512,9 @@ pub async fn run(cfg: LoadConfig) -> Result<LoadReport, LoadError> {
 
     let load_s = (end - start).as_secs_f64();
     let server = match (m_start.as_ref().or(m_before_connect.as_ref()), m_end.as_ref()) {
-        (Some(before), Some(after)) => Some(server_deltas(m_before_connect.as_ref().unwrap_or(before), before, after, load_s)),
+        (Some(before), Some(after)) => {
+            Some(server_deltas(m_before_connect.as_ref().unwrap_or(before), before, after, load_s))
+        }
         _ => None,
     };
     let metrics_error = (!metrics_errors.is_empty()).then(|| metrics_errors.join("; "));
@@ -733,7 +727,8 @@ impl LoadReport {
                 );
             }
             None => {
-                let _ = writeln!(out, "| server metrics | unavailable: {} |", self.metrics_error.as_deref().unwrap_or("?"));
+                let _ =
+                    writeln!(out, "| server metrics | unavailable: {} |", self.metrics_error.as_deref().unwrap_or("?"));
             }
         }
         let p = &self.probes;
@@ -763,8 +758,7 @@ impl LoadReport {
                 "| server RSS | {} before, {} connected ({} per connection), {} at the end |",
                 mib(self.rss_before_bytes),
                 mib(self.rss_connected_bytes),
-                self.rss_bytes_per_connection
-                    .map_or_else(|| "n/a".to_owned(), |b| format!("{:.1} KiB", b / 1024.0)),
+                self.rss_bytes_per_connection.map_or_else(|| "n/a".to_owned(), |b| format!("{:.1} KiB", b / 1024.0)),
                 mib(self.rss_end_bytes),
             );
         }
@@ -933,8 +927,7 @@ impl Drop for ConnStats {
         add(&s.send_errors, self.tx.send_errors);
         add(&s.probes_sent, self.tx.probes_sent);
         add(&s.late_ticks, self.tx.late_ticks);
-        s.max_lag_us
-            .fetch_max(u64::try_from(self.tx.max_lag.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        s.max_lag_us.fetch_max(u64::try_from(self.tx.max_lag.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 }
 
@@ -977,11 +970,7 @@ fn spread(n: u32) -> f64 {
 }
 
 async fn connection(n: u32, role: Role, ctx: Arc<Ctx>, slot: Instant, phase: watch::Receiver<Option<Phase>>) {
-    let mut stats = ConnStats {
-        ctx: ctx.clone(),
-        rx: Incoming::default(),
-        tx: Outgoing::default(),
-    };
+    let mut stats = ConnStats { ctx: ctx.clone(), rx: Incoming::default(), tx: Outgoing::default() };
     let shared = &ctx.shared;
     tokio::time::sleep_until(slot).await;
     let Ok(Ok(permit)) = timeout_at(ctx.settle_deadline, ctx.sem.acquire()).await else {
@@ -1021,10 +1010,7 @@ async fn connection(n: u32, role: Role, ctx: Arc<Ctx>, slot: Instant, phase: wat
     }
     match ended {
         ReadEnd::Deadline => {
-            let close = Message::Close(Some(CloseFrame {
-                code: CloseCode::Normal,
-                reason: "load test over".into(),
-            }));
+            let close = Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "load test over".into() }));
             if matches!(timeout(CLOSE_TIMEOUT, sink.send(close)).await, Ok(Ok(()))) {
                 let answer = async {
                     while let Some(Ok(message)) = stream.next().await {
@@ -1313,10 +1299,7 @@ fn frame_head(text: &str) -> Option<Head<'_>> {
             return Some(Head { ty: ty.into(), code: None });
         }
         if let Some(code) = rest[ty.len() + 1..].strip_prefix(r#","code":""#).and_then(quoted) {
-            return Some(Head {
-                ty: ty.into(),
-                code: Some(code.into()),
-            });
+            return Some(Head { ty: ty.into(), code: Some(code.into()) });
         }
     }
     #[derive(Deserialize)]
@@ -1437,9 +1420,7 @@ struct Metrics {
 impl Metrics {
     /// Parses the text exposition format; lines it does not understand are skipped.
     fn parse(text: &str) -> Self {
-        Self {
-            samples: text.lines().filter_map(parse_sample).collect(),
-        }
+        Self { samples: text.lines().filter_map(parse_sample).collect() }
     }
 
     /// The value of an unlabelled metric.
@@ -1508,18 +1489,12 @@ fn parse_sample(line: &str) -> Option<Sample> {
         rest = &inner[end..];
     }
     let value = rest.split_whitespace().next()?.parse().ok()?;
-    Some(Sample {
-        name: name.to_owned(),
-        labels,
-        value,
-    })
+    Some(Sample { name: name.to_owned(), labels, value })
 }
 
 /// Fetches and parses `http://addr/metrics` (plain HTTP/1.1, `Connection: close`).
 async fn scrape_metrics(addr: SocketAddr) -> Result<Metrics, String> {
-    let body = timeout(SCRAPE_TIMEOUT, http_get(addr, "/metrics"))
-        .await
-        .map_err(|_| "timed out".to_owned())??;
+    let body = timeout(SCRAPE_TIMEOUT, http_get(addr, "/metrics")).await.map_err(|_| "timed out".to_owned())??;
     Ok(Metrics::parse(&body))
 }
 
@@ -1528,11 +1503,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> Result<String, String> {
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/plain\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut response = Vec::with_capacity(8192);
-    (&mut stream)
-        .take(SCRAPE_MAX_BYTES)
-        .read_to_end(&mut response)
-        .await
-        .map_err(|e| e.to_string())?;
+    (&mut stream).take(SCRAPE_MAX_BYTES).read_to_end(&mut response).await.map_err(|e| e.to_string())?;
     let split = response.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no HTTP header")?;
     let head = String::from_utf8_lossy(&response[..split]);
     let mut body = &response[split + 4..];
@@ -1560,7 +1531,8 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
     loop {
         let line_end = body.windows(2).position(|w| w == b"\r\n").ok_or("bad chunk")?;
         let size_text = String::from_utf8_lossy(&body[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16).map_err(|_| "bad chunk size")?;
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| "bad chunk size")?;
         body = &body[line_end + 2..];
         if size == 0 {
             return Ok(out);
@@ -1612,7 +1584,10 @@ fn server_deltas(connect: &Metrics, before: &Metrics, after: &Metrics, load_s: f
     let buckets = histogram_delta(&before.by_label(M_LATENCY_BUCKET, "le"), &after.by_label(M_LATENCY_BUCKET, "le"));
     let latency_count = buckets.as_ref().and_then(|b| b.last()).map(|(_, c)| c.round() as u64);
     let quantile = |q| buckets.as_deref().and_then(|b| histogram_quantile(b, q)).map(|s| s * 1000.0);
-    let frame_buckets = histogram_delta(&before.by_label(M_LATENCY_FRAMES_BUCKET, "le"), &after.by_label(M_LATENCY_FRAMES_BUCKET, "le"));
+    let frame_buckets = histogram_delta(
+        &before.by_label(M_LATENCY_FRAMES_BUCKET, "le"),
+        &after.by_label(M_LATENCY_FRAMES_BUCKET, "le"),
+    );
     let frames_quantile = |q| frame_buckets.as_deref().and_then(|b| histogram_upper_bound(b, q));
     let (messages_in, accepted, commands_applied) = (delta(M_MESSAGES), delta(M_ACCEPTED), delta(M_APPLIED));
     ServerDeltas {
@@ -1625,7 +1600,8 @@ fn server_deltas(connect: &Metrics, before: &Metrics, after: &Metrics, load_s: f
         chat_unshown: delta(M_UNSHOWN),
         commands_applied,
         connections: counter_delta(connect, after, M_CONNECTIONS),
-        connections_refused: counter_delta(connect, after, M_REFUSED).or_else(|| counter_delta(connect, after, M_REFUSED_ALT)),
+        connections_refused: counter_delta(connect, after, M_REFUSED)
+            .or_else(|| counter_delta(connect, after, M_REFUSED_ALT)),
         connected_at_start: before.value(M_CONNECTED).map(|v| v.round() as u64),
         queue_depth_end: after.value(M_QUEUE).map(|v| v.round() as u64),
         messages_in_per_s: per_s(messages_in),
@@ -1686,9 +1662,10 @@ fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
 /// interpolating inside a bucket would invent fractions. `+Inf` when it lies beyond them all.
 fn histogram_upper_bound(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
-    (total > 0.0).then(|| buckets.iter().find(|(_, cumulative)| *cumulative >= q * total).map_or(f64::INFINITY, |(bound, _)| *bound))
+    (total > 0.0).then(|| {
+        buckets.iter().find(|(_, cumulative)| *cumulative >= q * total).map_or(f64::INFINITY, |(bound, _)| *bound)
+    })
 }
-
 
 /// `parvis loadgen`: runs the load and prints its report.
 pub fn command(args: &super::args::LoadgenArgs) -> anyhow::Result<()> {
@@ -1707,7 +1684,8 @@ pub fn command(args: &super::args::LoadgenArgs) -> anyhow::Result<()> {
     let report = runtime.block_on(run(config))?;
     println!("{}", report.to_markdown());
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?).with_context(|| format!("cannot write {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
@@ -1739,10 +1717,7 @@ mod tests {
             Some(("error".into(), Some("rate_limited".into())))
         );
         // Other layouts fall back to a minimal parse.
-        assert_eq!(
-            head(r#" { "code": "busy", "type": "error" }"#),
-            Some(("error".into(), Some("busy".into())))
-        );
+        assert_eq!(head(r#" { "code": "busy", "type": "error" }"#), Some(("error".into(), Some("busy".into()))));
         assert_eq!(head(r#"{"type":"error","message":"x"}"#), Some(("error".into(), None)));
         assert_eq!(head("not json"), None);
         let mut rx = Incoming::default();

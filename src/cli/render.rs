@@ -1,13 +1,11 @@
 //! `parvis render`: one frame of a venue, headless, into a PNG.
 
-
 use anyhow::{Context, Result};
 
-use parvis::app::headless::HeadlessRenderer;
-use parvis::engine::output::save_png;
 use super::args::*;
 use super::venue::venue_setup;
-
+use parvis::app::headless::HeadlessRenderer;
+use parvis::engine::output::save_png;
 
 pub fn render(args: RenderArgs) -> Result<()> {
     let setup = venue_setup(&args.venue)?;

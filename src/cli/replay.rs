@@ -1,16 +1,14 @@
 //! `parvis replay`: re-applies a command log and prints the final state and its hash; with `--out`, renders it.
 
-
 use anyhow::{Context, Result, bail};
 
+use super::args::*;
+use super::venue::assets_root;
 use parvis::app::VenueSetup;
 use parvis::app::headless::HeadlessRenderer;
 use parvis::engine::command::{CommandLog, SubmitCommand, VenueParams, venue_state_hash};
-use parvis::model::command::{VenueCommand, read_command_log};
 use parvis::engine::output::save_png;
-use super::args::*;
-use super::venue::assets_root;
-
+use parvis::model::command::{VenueCommand, read_command_log};
 
 pub fn replay(args: &ReplayArgs) -> Result<()> {
     let assets = assets_root(args.assets.as_deref())?;

@@ -5,14 +5,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use parvis::app::{FrameLimit, VenueSetup, windowed_app};
-use parvis::app::headless::HeadlessRenderer;
-use parvis::edges::audience::server::AudienceServer;
 use super::args::*;
 use super::audience::{attach_audience, start_audience};
 use super::venue::venue_setup;
 use super::xr::{XR_CHILD_ENV, run_xr, supervise_xr};
-
+use parvis::app::headless::HeadlessRenderer;
+use parvis::app::{FrameLimit, VenueSetup, windowed_app};
+use parvis::edges::audience::server::AudienceServer;
 
 pub fn run(args: RunArgs) -> Result<()> {
     let mut setup = venue_setup(&args.venue)?;
@@ -31,7 +30,9 @@ pub fn run(args: RunArgs) -> Result<()> {
                 supervise_xr(&args, &mut setup)?;
             }
             Err(e) if mode == XrModeArg::Require => bail!("--xr=require: {e}"),
-            Err(e) => eprintln!("parvis: no headset session: {e}. Carrying on at the desktop (--xr=require exits instead)."),
+            Err(e) => {
+                eprintln!("parvis: no headset session: {e}. Carrying on at the desktop (--xr=require exits instead).")
+            }
         }
     }
     let audience = start_audience(&args, &setup)?;
@@ -39,10 +40,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         return run_without_rendering(setup, audience, &args);
     }
     if has_display && !args.headless {
-        let limit = (args.frames > 0).then(|| FrameLimit {
-            frames: args.frames,
-            screenshot: args.screenshot.clone(),
-        });
+        let limit = (args.frames > 0).then(|| FrameLimit { frames: args.frames, screenshot: args.screenshot.clone() });
         let mut app = windowed_app(setup, limit);
         if let Some(server) = audience {
             attach_audience(&mut app, server, &args);
@@ -53,11 +51,13 @@ pub fn run(args: RunArgs) -> Result<()> {
         };
     }
     if !args.headless {
-        eprintln!("parvis: no display (DISPLAY is not set): running headless, rendering offscreen at {}x{}", args.size.x, args.size.y);
+        eprintln!(
+            "parvis: no display (DISPLAY is not set): running headless, rendering offscreen at {}x{}",
+            args.size.x, args.size.y
+        );
     }
     run_headless(setup, audience, &args)
 }
-
 
 /// Paces frames at `fps`, and reports the median frame time every 5 seconds.
 pub struct FramePacer {
@@ -68,10 +68,15 @@ pub struct FramePacer {
     label: &'static str,
 }
 
-
 impl FramePacer {
     fn new(fps: f64, label: &'static str) -> Self {
-        Self { budget: Duration::from_secs_f64(1.0 / fps.max(1.0)), times: Vec::new(), last_report: Instant::now(), frame: 0, label }
+        Self {
+            budget: Duration::from_secs_f64(1.0 / fps.max(1.0)),
+            times: Vec::new(),
+            last_report: Instant::now(),
+            frame: 0,
+            label,
+        }
     }
 
     fn frame(&mut self, step: impl FnOnce()) {
@@ -82,7 +87,13 @@ impl FramePacer {
         self.frame += 1;
         if self.last_report.elapsed() >= Duration::from_secs(5) {
             self.times.sort_by(f64::total_cmp);
-            eprintln!("parvis: {} frame {}: median {:.2} ms over the last {} frames", self.label, self.frame, self.times[self.times.len() / 2], self.times.len());
+            eprintln!(
+                "parvis: {} frame {}: median {:.2} ms over the last {} frames",
+                self.label,
+                self.frame,
+                self.times[self.times.len() / 2],
+                self.times.len()
+            );
             self.times.clear();
             self.last_report = Instant::now();
         }
@@ -91,7 +102,6 @@ impl FramePacer {
         }
     }
 }
-
 
 pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
     let mut app = parvis::app::core_app(setup);
@@ -113,7 +123,6 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
     }
     Ok(())
 }
-
 
 pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
     let mut renderer = HeadlessRenderer::new(setup, args.size);

@@ -4,17 +4,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
+use super::args::*;
 use parvis::app::VenueSetup;
-use parvis::model::assets_root::AssetsRoot;
 use parvis::engine::camera::pick_viewpoint;
 use parvis::engine::command::{CommandLogFile, SubmitCommand};
+use parvis::model::assets_root::AssetsRoot;
 use parvis::model::command::VenueCommand;
 use parvis::model::params::StageParams;
 use parvis::model::scene::format::SceneFile;
 use parvis::model::scene::validate::{load_scene_file, load_scene_str};
 use parvis::model::scene::{DEFAULT_SCENE, DEFAULT_SCENE_NAME};
-use super::args::*;
-
 
 pub fn assets_root(arg: Option<&Path>) -> Result<AssetsRoot> {
     let root = match arg {
@@ -26,7 +25,6 @@ pub fn assets_root(arg: Option<&Path>) -> Result<AssetsRoot> {
     }
     Ok(root)
 }
-
 
 /// Loads the scene, checks `--viewpoint` and `--set`, and returns what the app starts with.
 pub fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
@@ -52,14 +50,20 @@ pub fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
     if let Some(tour) = &args.tour {
         if !scene.tours.iter().any(|t| &t.name == tour) {
             let known: Vec<&str> = scene.tours.iter().map(|t| t.name.as_str()).collect();
-            bail!("no tour named {tour:?}; the scene has: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") });
+            bail!(
+                "no tour named {tour:?}; the scene has: {}",
+                if known.is_empty() { "(none)".into() } else { known.join(", ") }
+            );
         }
         initial_commands.push(VenueCommand::PlayTour { tour: Some(tour.clone()), language: args.lang.clone() });
     }
     if let Some(hotspot) = &args.hotspot {
         if !scene.hotspots.iter().any(|h| &h.name == hotspot) {
             let known: Vec<&str> = scene.hotspots.iter().map(|h| h.name.as_str()).collect();
-            bail!("no hotspot named {hotspot:?}; the scene has: {}", if known.is_empty() { "(none)".into() } else { known.join(", ") });
+            bail!(
+                "no hotspot named {hotspot:?}; the scene has: {}",
+                if known.is_empty() { "(none)".into() } else { known.join(", ") }
+            );
         }
         initial_commands.push(VenueCommand::ShowHotspot { name: Some(hotspot.clone()) });
     }
@@ -76,20 +80,14 @@ pub fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
     Ok(setup)
 }
 
-
 pub fn parse_sets(scene: &SceneFile, sets: &[String]) -> Result<Vec<VenueCommand>> {
     let params = StageParams::from_scene(scene);
     sets.iter()
         .map(|set| {
-            let (name, text) = set
-                .split_once('=')
-                .with_context(|| format!("--set {set:?}: expected NAME=VALUE"))?;
+            let (name, text) = set.split_once('=').with_context(|| format!("--set {set:?}: expected NAME=VALUE"))?;
             let name = name.trim();
             let value = params.parse_value(name, text).with_context(|| format!("--set {set:?}"))?;
-            Ok(VenueCommand::SetParam {
-                name: name.to_owned(),
-                value,
-            })
+            Ok(VenueCommand::SetParam { name: name.to_owned(), value })
         })
         .collect()
 }

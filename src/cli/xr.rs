@@ -1,19 +1,16 @@
 //! `parvis run --xr`: the headset session, in a supervised child process so that a runtime that goes away ends the child, not the visit.
 
-
 use anyhow::{Context, Result, bail};
 
+use super::args::*;
+use super::audience::attach_audience;
 use parvis::app::VenueSetup;
 use parvis::edges::audience::server::AudienceServer;
 use parvis::engine::command::SubmitCommand;
 use parvis::model::command::{VenueCommand, read_command_log};
-use super::args::*;
-use super::audience::attach_audience;
-
 
 /// Set in the child process a `--xr` visit runs in: the command log to write.
 pub const XR_CHILD_ENV: &str = "PARVIS_XR_CHILD_LOG";
-
 
 /// Runs the headset session in a child process, so that a runtime that goes away (which
 /// bevy_mod_openxr cannot survive) ends the child, not the visit. When the child ends for that
@@ -29,9 +26,13 @@ pub fn supervise_xr(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
     let (log, private_dir) = match &args.venue.log {
         Some(path) => (path.clone(), None),
         None => {
-            let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
             let dir = std::env::temp_dir().join(format!("parvis-xr-{}-{nanos:08x}", std::process::id()));
-            std::fs::DirBuilder::new().mode(0o700).create(&dir).with_context(|| format!("cannot make a private folder {}", dir.display()))?;
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("cannot make a private folder {}", dir.display()))?;
             (dir.join("session.jsonl"), Some(dir))
         }
     };
@@ -64,7 +65,8 @@ pub fn supervise_xr(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
         }
         std::process::exit(status.code().unwrap_or(1));
     }
-    let mut file = std::fs::File::open(&log).with_context(|| format!("cannot read the headset session's command log {}", log.display()))?;
+    let mut file = std::fs::File::open(&log)
+        .with_context(|| format!("cannot read the headset session's command log {}", log.display()))?;
     file.seek(SeekFrom::Start(start))?;
     let mut text = String::new();
     file.read_to_string(&mut text).with_context(|| format!("cannot read {}", log.display()))?;
@@ -82,17 +84,33 @@ pub fn supervise_xr(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
     // not the passing ones (bursts, audience texts, tours), which would all replay at once.
     let lasting: Vec<_> = entries
         .iter()
-        .filter(|e| !matches!(e.command, VenueCommand::SpawnEffect { .. } | VenueCommand::ShowText { .. } | VenueCommand::HideText { .. } | VenueCommand::PlayTour { .. }))
+        .filter(|e| {
+            !matches!(
+                e.command,
+                VenueCommand::SpawnEffect { .. }
+                    | VenueCommand::ShowText { .. }
+                    | VenueCommand::HideText { .. }
+                    | VenueCommand::PlayTour { .. }
+            )
+        })
         .collect();
     setup.initial_commands = lasting.iter().map(|e| SubmitCommand::from(*e)).collect();
     // The venue's own first load plus the restored ones are in the user's log already.
     setup.log_skip = lasting.len() + 1;
-    eprintln!("parvis: the headset session is over (its runtime went away); the visit carries on at the desktop with the show's state restored ({} commands)", lasting.len());
+    eprintln!(
+        "parvis: the headset session is over (its runtime went away); the visit carries on at the desktop with the show's state restored ({} commands)",
+        lasting.len()
+    );
     Ok(())
 }
 
-
-pub fn run_xr(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs, runtime: parvis::engine::xr::RuntimeInfo, window: bool) -> Result<()> {
+pub fn run_xr(
+    setup: VenueSetup,
+    audience: Option<AudienceServer>,
+    args: &RunArgs,
+    runtime: parvis::engine::xr::RuntimeInfo,
+    window: bool,
+) -> Result<()> {
     use parvis::engine::xr::locomotion::{ComfortSettings, Posture};
     use parvis::engine::xr::spectator::SpectatorMode;
     use parvis::engine::xr::{XrMode, XrVisitSettings};
@@ -119,11 +137,20 @@ pub fn run_xr(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArg
         mode: if xr.xr == Some(XrModeArg::Require) { XrMode::Require } else { XrMode::Prefer },
         ..Default::default()
     };
-    let options = parvis::app::XrAppOptions { settings, runtime: Some(runtime), window, spectator_size: args.size, spectator_out: xr.spectator_out.clone() };
+    let options = parvis::app::XrAppOptions {
+        settings,
+        runtime: Some(runtime),
+        window,
+        spectator_size: args.size,
+        spectator_out: xr.spectator_out.clone(),
+    };
     let mut app = parvis::app::xr_app(setup, options);
     // The probe passed but OpenXR's own start failed (it fell back to a plain renderer): this
     // process cannot show a headset; the supervisor (with --xr) carries on at the desktop.
-    if matches!(app.world().get_resource::<bevy_mod_xr::session::XrState>(), Some(bevy_mod_xr::session::XrState::Unavailable)) {
+    if matches!(
+        app.world().get_resource::<bevy_mod_xr::session::XrState>(),
+        Some(bevy_mod_xr::session::XrState::Unavailable)
+    ) {
         eprintln!("parvis: OpenXR could not start a session on this runtime (see the log above); exiting");
         std::process::exit(i32::from(parvis::engine::xr::EXIT_RUNTIME_LOST));
     }

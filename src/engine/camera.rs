@@ -26,12 +26,7 @@ impl CameraRig {
         let offset = eye - target;
         let distance = offset.length().max(0.01);
         let dir = offset / distance;
-        Self {
-            focus: target,
-            yaw: dir.x.atan2(dir.z),
-            pitch: -dir.y.clamp(-1.0, 1.0).asin(),
-            distance,
-        }
+        Self { focus: target, yaw: dir.x.atan2(dir.z), pitch: -dir.y.clamp(-1.0, 1.0).asin(), distance }
     }
 
     /// The camera transform for this rig.

@@ -33,10 +33,7 @@ pub struct SubmitCommand {
 impl SubmitCommand {
     /// A command from the local operator.
     pub fn local(command: VenueCommand) -> Self {
-        Self {
-            origin: CommandOrigin::Local,
-            command,
-        }
+        Self { origin: CommandOrigin::Local, command }
     }
 }
 
@@ -88,18 +85,11 @@ impl CommandLog {
     /// Appends an applied command and returns its log entry.
     fn append(&mut self, origin: CommandOrigin, command: VenueCommand) -> &LoggedCommand {
         self.next_seq += 1;
-        let time_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let time_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         if self.recent.len() == Self::CAPACITY {
             self.recent.pop_front();
         }
-        self.recent.push_back(LoggedCommand {
-            seq: self.next_seq,
-            time_ms,
-            origin,
-            command,
-        });
+        self.recent.push_back(LoggedCommand { seq: self.next_seq, time_ms, origin, command });
         self.recent.back().expect("just pushed")
     }
 
@@ -135,9 +125,7 @@ impl Plugin for CommandPlugin {
             .init_resource::<VenueParams>()
             .add_systems(
                 Update,
-                (apply_commands, advance_param_moves, report_rejected_commands)
-                    .chain()
-                    .in_set(VenueSystems::Apply),
+                (apply_commands, advance_param_moves, report_rejected_commands).chain().in_set(VenueSystems::Apply),
             )
             .add_systems(Update, write_command_log_file.in_set(VenueSystems::Present));
     }
@@ -157,12 +145,7 @@ impl CommandLogFile {
     /// Opens `path` for appending (a restarted show continues its log), creating it if needed.
     pub fn append_to(path: &Path) -> std::io::Result<Self> {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self {
-            path: path.display().to_string(),
-            writer: BufWriter::new(file),
-            failed: false,
-            skip: 0,
-        })
+        Ok(Self { path: path.display().to_string(), writer: BufWriter::new(file), failed: false, skip: 0 })
     }
 
     /// Leaves the next `n` applied commands out of the file: a show restored from this log
@@ -241,9 +224,13 @@ fn apply_commands(
             }
             VenueCommand::AnimateParam { name, to, seconds, easing } => {
                 params.check(name, to)?;
-                let (def, _) = params.get(name).ok_or_else(|| CommandError::Invalid(format!("no stage parameter named {name:?}")))?;
+                let (def, _) = params
+                    .get(name)
+                    .ok_or_else(|| CommandError::Invalid(format!("no stage parameter named {name:?}")))?;
                 if !matches!(def.kind, ParamKind::Float { .. } | ParamKind::Colour { .. }) {
-                    return Err(CommandError::Invalid(format!("stage parameter {name:?} cannot be animated: only floats and colours move smoothly")));
+                    return Err(CommandError::Invalid(format!(
+                        "stage parameter {name:?} cannot be animated: only floats and colours move smoothly"
+                    )));
                 }
                 if !(0.0..=600.0).contains(seconds) {
                     return Err(CommandError::Invalid(format!("an animation lasts 0 to 600 seconds, not {seconds}")));
@@ -253,11 +240,20 @@ fn apply_commands(
             }
             VenueCommand::SpawnEffect { effect, .. } => {
                 let known = scene_now.as_deref().is_some_and(|s| s.effects.iter().any(|e| &e.name == effect));
-                if known { Ok(()) } else { Err(CommandError::Invalid(format!("no effect named {effect:?} in this venue"))) }
+                if known {
+                    Ok(())
+                } else {
+                    Err(CommandError::Invalid(format!("no effect named {effect:?} in this venue")))
+                }
             }
             VenueCommand::ShowText { text, seconds, at, .. } => {
-                if text.chars().count() > MAX_SHOWN_CHARS || text.chars().any(char::is_control) || text.trim().is_empty() {
-                    return Err(CommandError::Invalid(format!("a shown text has 1 to {MAX_SHOWN_CHARS} characters and no control characters")));
+                if text.chars().count() > MAX_SHOWN_CHARS
+                    || text.chars().any(char::is_control)
+                    || text.trim().is_empty()
+                {
+                    return Err(CommandError::Invalid(format!(
+                        "a shown text has 1 to {MAX_SHOWN_CHARS} characters and no control characters"
+                    )));
                 }
                 if !(1.0..=120.0).contains(seconds) || !at.iter().all(|v| v.is_finite() && v.abs() <= 10_000.0) {
                     return Err(CommandError::Invalid("a text is shown 1 to 120 s, at a finite place".into()));
@@ -270,21 +266,41 @@ fn apply_commands(
                 if known { Ok(()) } else { Err(CommandError::Invalid(format!("no poll named {poll:?} in this venue"))) }
             }
             VenueCommand::ShowHotspot { name } => {
-                let known = name.as_ref().is_none_or(|n| scene_now.as_deref().is_some_and(|s| s.hotspots.iter().any(|h| &h.name == n)));
-                if known { Ok(()) } else { Err(CommandError::Invalid(format!("no hotspot named {:?} in this venue", name.as_deref().unwrap_or_default()))) }
+                let known = name
+                    .as_ref()
+                    .is_none_or(|n| scene_now.as_deref().is_some_and(|s| s.hotspots.iter().any(|h| &h.name == n)));
+                if known {
+                    Ok(())
+                } else {
+                    Err(CommandError::Invalid(format!(
+                        "no hotspot named {:?} in this venue",
+                        name.as_deref().unwrap_or_default()
+                    )))
+                }
             }
             VenueCommand::PlayTour { tour, language } => {
                 if let Some(language) = language
                     && !crate::model::lang::is_language_tag(language)
                 {
-                    return Err(CommandError::Invalid(format!("expected a language tag such as \"fr\" or \"en-GB\", found {language:?}")));
+                    return Err(CommandError::Invalid(format!(
+                        "expected a language tag such as \"fr\" or \"en-GB\", found {language:?}"
+                    )));
                 }
-                let known = tour.as_ref().is_none_or(|t| scene_now.as_deref().is_some_and(|s| s.tours.iter().any(|d| &d.name == t)));
+                let known = tour
+                    .as_ref()
+                    .is_none_or(|t| scene_now.as_deref().is_some_and(|s| s.tours.iter().any(|d| &d.name == t)));
                 if known {
                     Ok(())
                 } else {
-                    let tours = scene_now.as_deref().map(|s| s.tours.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default();
-                    Err(CommandError::Invalid(format!("no tour named {:?} in this venue; tours: {}", tour.as_deref().unwrap_or_default(), if tours.is_empty() { "(none)" } else { &tours })))
+                    let tours = scene_now
+                        .as_deref()
+                        .map(|s| s.tours.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default();
+                    Err(CommandError::Invalid(format!(
+                        "no tour named {:?} in this venue; tours: {}",
+                        tour.as_deref().unwrap_or_default(),
+                        if tours.is_empty() { "(none)" } else { &tours }
+                    )))
                 }
             }
             VenueCommand::LoadScene { scene: new_scene } => {
@@ -312,11 +328,7 @@ fn apply_commands(
             }
             Err(error) => {
                 log.refused += 1;
-                rejected.write(RejectedCommand {
-                    origin: origin.clone(),
-                    command: command.clone(),
-                    error,
-                });
+                rejected.write(RejectedCommand { origin: origin.clone(), command: command.clone(), error });
             }
         }
     }

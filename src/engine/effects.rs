@@ -9,14 +9,14 @@ use bevy::light::NotShadowCaster;
 use bevy::prelude::*;
 use bevy_rapier3d::prelude::*;
 
-use crate::model::rng::SeededRng;
-use crate::engine::scene::venue::to_color;
 use crate::engine::command::AppliedCommand;
-use crate::engine::schedule::VenueSystems;
 use crate::engine::command::CurrentScene;
-use crate::model::command::VenueCommand;
-use crate::model::scene::format::{EffectDef, PieceShape, ShapeDef};
 use crate::engine::scene::venue::VenuePrimitive;
+use crate::engine::scene::venue::to_color;
+use crate::engine::schedule::VenueSystems;
+use crate::model::command::VenueCommand;
+use crate::model::rng::SeededRng;
+use crate::model::scene::format::{EffectDef, PieceShape, ShapeDef};
 
 /// Most pieces alive at once; a new burst beyond it removes the oldest pieces first, so a
 /// crowd spamming effects costs a bounded amount of physics and drawing.
@@ -57,19 +57,18 @@ pub struct EffectsPlugin;
 
 impl Plugin for EffectsPlugin {
     fn build(&self, app: &mut App) {
-        app.insert_resource(TimestepMode::Fixed {
-            dt: (1.0 / PHYSICS_HZ) as f32,
-            substeps: 1,
-        })
-        .insert_resource(Time::<Fixed>::from_hz(PHYSICS_HZ))
-        .add_plugins(RapierPhysicsPlugin::<NoUserData>::default().in_fixed_schedule())
-        .init_resource::<LivePieces>()
-        .add_systems(
-            Update,
-            // After the venue is rebuilt (with its commands applied): colliders go on this
-            // version's primitives, not on the ones being replaced.
-            (add_venue_colliders.after(crate::engine::scene::spawn::rebuild_venue), release_effects, expire_pieces).chain().in_set(VenueSystems::Simulate),
-        );
+        app.insert_resource(TimestepMode::Fixed { dt: (1.0 / PHYSICS_HZ) as f32, substeps: 1 })
+            .insert_resource(Time::<Fixed>::from_hz(PHYSICS_HZ))
+            .add_plugins(RapierPhysicsPlugin::<NoUserData>::default().in_fixed_schedule())
+            .init_resource::<LivePieces>()
+            .add_systems(
+                Update,
+                // After the venue is rebuilt (with its commands applied): colliders go on this
+                // version's primitives, not on the ones being replaced.
+                (add_venue_colliders.after(crate::engine::scene::spawn::rebuild_venue), release_effects, expire_pieces)
+                    .chain()
+                    .in_set(VenueSystems::Simulate),
+            );
     }
 }
 
@@ -132,9 +131,21 @@ fn add_venue_colliders(mut commands: Commands, primitives: Query<(Entity, &Venue
                 let pier = (width - opening) / 4.0;
                 let top = spring + opening / 2.0;
                 Collider::compound(vec![
-                    (Vec3::new(-(opening / 2.0 + pier), height / 2.0, 0.0), Quat::IDENTITY, Collider::cuboid(pier, height / 2.0, depth / 2.0)),
-                    (Vec3::new(opening / 2.0 + pier, height / 2.0, 0.0), Quat::IDENTITY, Collider::cuboid(pier, height / 2.0, depth / 2.0)),
-                    (Vec3::new(0.0, (top + height) / 2.0, 0.0), Quat::IDENTITY, Collider::cuboid(width / 2.0, ((height - top) / 2.0).max(0.01), depth / 2.0)),
+                    (
+                        Vec3::new(-(opening / 2.0 + pier), height / 2.0, 0.0),
+                        Quat::IDENTITY,
+                        Collider::cuboid(pier, height / 2.0, depth / 2.0),
+                    ),
+                    (
+                        Vec3::new(opening / 2.0 + pier, height / 2.0, 0.0),
+                        Quat::IDENTITY,
+                        Collider::cuboid(pier, height / 2.0, depth / 2.0),
+                    ),
+                    (
+                        Vec3::new(0.0, (top + height) / 2.0, 0.0),
+                        Quat::IDENTITY,
+                        Collider::cuboid(width / 2.0, ((height - top) / 2.0).max(0.01), depth / 2.0),
+                    ),
                 ])
             }
         };
@@ -158,7 +169,9 @@ fn release_effects(
         let Some(def) = scene.as_ref().and_then(|s| s.0.effects.iter().find(|e| &e.name == effect)) else { continue };
         let half = piece_half_extents(def.shape, def.size);
         let mesh = meshes.add(match def.shape {
-            PieceShape::Sphere => Sphere::new(half.x).mesh().ico(1).unwrap_or_else(|_| Mesh::from(Cuboid::from_size(half * 2.0))),
+            PieceShape::Sphere => {
+                Sphere::new(half.x).mesh().ico(1).unwrap_or_else(|_| Mesh::from(Cuboid::from_size(half * 2.0)))
+            }
             _ => Mesh::from(Cuboid::from_size(half * 2.0)),
         });
         let palette: Vec<Handle<StandardMaterial>> = def

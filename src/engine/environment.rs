@@ -3,9 +3,9 @@
 
 use bevy::prelude::*;
 
+use crate::engine::scene::venue::{VenueLight, to_color};
 use crate::engine::schedule::VenueSystems;
 use crate::model::scene::format::{Colour, EnvironmentDef, EnvironmentPreset};
-use crate::engine::scene::venue::{VenueLight, to_color};
 
 /// Marks the cameras that show the venue; they receive its fog.
 #[derive(Debug, Clone, Copy, Default, Component)]
@@ -98,7 +98,10 @@ impl Plugin for EnvironmentPlugin {
         app.init_resource::<EnvironmentState>()
             .init_resource::<ClearColor>()
             .init_resource::<GlobalAmbientLight>()
-            .add_systems(Update, (apply_sky_and_ambient, apply_fog, apply_light_strength).in_set(VenueSystems::Present));
+            .add_systems(
+                Update,
+                (apply_sky_and_ambient, apply_fog, apply_light_strength).in_set(VenueSystems::Present),
+            );
     }
 }
 
@@ -133,9 +136,7 @@ fn apply_fog(
         }
         commands.entity(camera).insert(DistanceFog {
             color: to_color(env.fog_colour),
-            falloff: FogFalloff::Exponential {
-                density: env.fog_density,
-            },
+            falloff: FogFalloff::Exponential { density: env.fog_density },
             ..default()
         });
     }
@@ -143,14 +144,12 @@ fn apply_fog(
 
 fn apply_light_strength(
     env: Res<EnvironmentState>,
-    mut lights: Query<
-        (
-            Ref<VenueLight>,
-            Option<&mut PointLight>,
-            Option<&mut SpotLight>,
-            Option<&mut DirectionalLight>,
-        ),
-    >,
+    mut lights: Query<(
+        Ref<VenueLight>,
+        Option<&mut PointLight>,
+        Option<&mut SpotLight>,
+        Option<&mut DirectionalLight>,
+    )>,
 ) {
     for (light, point, spot, dir) in &mut lights {
         if !env.is_changed() && !light.is_changed() {

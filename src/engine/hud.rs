@@ -3,12 +3,12 @@
 
 use bevy::prelude::*;
 
-use crate::engine::ui_panel::ui_font;
 use crate::engine::command::CurrentScene;
+use crate::engine::command::VenueParams;
 use crate::engine::heritage::cloud::{CloudStatus, PointCloud, ScanPhase};
 use crate::engine::heritage::lod::{MeshScan, MeshScanStatus};
-use crate::engine::command::VenueParams;
 use crate::engine::scene::SceneStatus;
+use crate::engine::ui_panel::ui_font;
 
 /// The overlay's font.
 #[derive(Resource)]
@@ -21,7 +21,8 @@ impl Plugin for HudPlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(PreStartup, load_hud_font).add_systems(Startup, spawn_hud).add_systems(
             Update,
-            (update_title, update_params, update_problems, update_scans).after(crate::engine::schedule::VenueSystems::Present),
+            (update_title, update_params, update_problems, update_scans)
+                .after(crate::engine::schedule::VenueSystems::Present),
         );
     }
 }
@@ -41,11 +42,7 @@ fn load_hud_font(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
 }
 
 fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
-    let font = |size: f32| TextFont {
-        font: hud_font.0.clone().into(),
-        font_size: FontSize::Px(size),
-        ..default()
-    };
+    let font = |size: f32| TextFont { font: hud_font.0.clone().into(), font_size: FontSize::Px(size), ..default() };
     let panel = Color::srgba(0.02, 0.02, 0.05, 0.55);
     commands.spawn((
         Node {
@@ -126,7 +123,8 @@ fn update_title(scene: Option<Res<CurrentScene>>, mut text: Single<&mut Text, Wi
     for credit in &venue.credits {
         lines.push(format!("{} — {} ({})", credit.work, credit.author, credit.licence));
     }
-    let viewpoints: Vec<String> = scene.0.viewpoints.iter().enumerate().take(9).map(|(i, v)| format!("{} {}", i + 1, v.name)).collect();
+    let viewpoints: Vec<String> =
+        scene.0.viewpoints.iter().enumerate().take(9).map(|(i, v)| format!("{} {}", i + 1, v.name)).collect();
     if !viewpoints.is_empty() {
         lines.push(format!("viewpoints: {}", viewpoints.join(" · ")));
     }
@@ -138,7 +136,8 @@ fn update_params(params: Res<VenueParams>, mut text: Single<&mut Text, With<Para
         return;
     }
     let lines: Vec<String> = params.iter().map(|(def, value)| format!("{} = {value}", def.name)).collect();
-    text.0 = if lines.is_empty() { "no stage parameters".into() } else { format!("stage parameters\n{}", lines.join("\n")) };
+    text.0 =
+        if lines.is_empty() { "no stage parameters".into() } else { format!("stage parameters\n{}", lines.join("\n")) };
 }
 
 fn update_problems(status: Res<SceneStatus>, mut node: Single<(&mut Text, &mut Node), With<ProblemText>>) {
@@ -170,7 +169,9 @@ fn update_scans(
     let lines: Vec<String> = clouds
         .iter()
         .filter_map(|(c, s)| describe("cloud", &c.def.name, &s.phase, &s.step))
-        .chain(meshes.iter().filter_map(|(m, s)| describe("mesh", &m.def.name, &s.phase, "reading and building levels")))
+        .chain(
+            meshes.iter().filter_map(|(m, s)| describe("mesh", &m.def.name, &s.phase, "reading and building levels")),
+        )
         .collect();
     let (text, node) = &mut *node;
     let display = if lines.is_empty() { Display::None } else { Display::Flex };

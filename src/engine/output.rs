@@ -2,12 +2,10 @@
 //! and comparing two pictures (golden images). The app's `HeadlessRenderer` drives frames
 //! with these.
 
-
 use bevy::prelude::*;
 
 use bevy::render::render_resource::{TextureFormat, TextureUsages};
 use thiserror::Error;
-
 
 /// An image a camera can render into and the CPU can read back (screenshots of it).
 pub fn readable_target(images: &mut Assets<Image>, size: UVec2) -> Handle<Image> {
@@ -54,10 +52,9 @@ pub enum OutputError {
 
 /// Writes pixels as a PNG file.
 pub fn save_png(image: &image::RgbaImage, path: &std::path::Path) -> Result<(), OutputError> {
-    image.save_with_format(path, image::ImageFormat::Png).map_err(|source| OutputError::Write {
-        path: path.display().to_string(),
-        source,
-    })
+    image
+        .save_with_format(path, image::ImageFormat::Png)
+        .map_err(|source| OutputError::Write { path: path.display().to_string(), source })
 }
 
 /// How two images differ, for golden-image tests.
@@ -102,11 +99,5 @@ pub fn diff_images(a: &image::RgbaImage, b: &image::RgbaImage, threshold: u8) ->
         }
     }
     let channels = u64::from(a.width()) * u64::from(a.height()) * 3;
-    Some(ImageDiff {
-        mean_abs: sum as f64 / channels.max(1) as f64,
-        max_abs,
-        pixels_over,
-        bbox,
-        heatmap,
-    })
+    Some(ImageDiff { mean_abs: sum as f64 / channels.max(1) as f64, max_abs, pixels_over, bbox, heatmap })
 }

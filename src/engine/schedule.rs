@@ -25,7 +25,14 @@ impl Plugin for VenueSchedulePlugin {
     fn build(&self, app: &mut App) {
         app.configure_sets(
             Update,
-            (VenueSystems::Ingest, VenueSystems::Decide, VenueSystems::Apply, VenueSystems::Simulate, VenueSystems::Present).chain(),
+            (
+                VenueSystems::Ingest,
+                VenueSystems::Decide,
+                VenueSystems::Apply,
+                VenueSystems::Simulate,
+                VenueSystems::Present,
+            )
+                .chain(),
         );
     }
 }

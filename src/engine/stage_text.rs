@@ -11,11 +11,11 @@ use bevy::light::NotShadowCaster;
 use bevy::math::Affine2;
 use bevy::prelude::*;
 
-use crate::engine::ui_panel::{UiImage, panel_material, spawn_ui_image, ui_font};
 use crate::engine::command::AppliedCommand;
-use crate::engine::schedule::VenueSystems;
-use crate::model::command::VenueCommand;
 use crate::engine::environment::{VenueCamera, leading_view};
+use crate::engine::schedule::VenueSystems;
+use crate::engine::ui_panel::{UiImage, panel_material, spawn_ui_image, ui_font};
+use crate::model::command::VenueCommand;
 
 /// Most texts shown at once; a new one replaces the oldest.
 pub const MAX_PANELS: usize = 8;
@@ -120,14 +120,28 @@ pub struct StageTextRenderPlugin;
 
 impl Plugin for StageTextRenderPlugin {
     fn build(&self, app: &mut App) {
-        app.add_systems(Startup, create_atlas)
-            .add_systems(Update, (sync_panels, face_the_camera).chain().after(VenueSystems::Simulate).before(VenueSystems::Present));
+        app.add_systems(Startup, create_atlas).add_systems(
+            Update,
+            (sync_panels, face_the_camera).chain().after(VenueSystems::Simulate).before(VenueSystems::Present),
+        );
     }
 }
 
-fn create_atlas(mut commands: Commands, mut images: ResMut<Assets<Image>>, mut meshes: ResMut<Assets<Mesh>>, mut fonts: ResMut<Assets<Font>>) {
+fn create_atlas(
+    mut commands: Commands,
+    mut images: ResMut<Assets<Image>>,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut fonts: ResMut<Assets<Font>>,
+) {
     // Before the venue's cameras (order -1), on a layer of its own (31).
-    let UiImage { image, camera } = spawn_ui_image(&mut commands, &mut images, "stage text atlas camera", UVec2::new(SLOT.x, SLOT.y * MAX_PANELS as u32), -1, 31);
+    let UiImage { image, camera } = spawn_ui_image(
+        &mut commands,
+        &mut images,
+        "stage text atlas camera",
+        UVec2::new(SLOT.x, SLOT.y * MAX_PANELS as u32),
+        -1,
+        31,
+    );
     let quad = meshes.add(Rectangle::new(PANEL_WIDTH, PANEL_WIDTH * SLOT.y as f32 / SLOT.x as f32));
     let font = ui_font(&mut fonts);
     commands.insert_resource(PanelAtlas { image, camera, quad, font });
@@ -190,7 +204,11 @@ fn sync_panels(
             ))
             .id();
         let slots = MAX_PANELS as f32;
-        let uv = Affine2::from_scale_angle_translation(Vec2::new(1.0, 1.0 / slots), 0.0, Vec2::new(0.0, text.slot as f32 / slots));
+        let uv = Affine2::from_scale_angle_translation(
+            Vec2::new(1.0, 1.0 / slots),
+            0.0,
+            Vec2::new(0.0, text.slot as f32 / slots),
+        );
         let material = materials.add(panel_material(atlas.image.clone(), uv));
         commands.spawn((
             Name::new(format!("stage text #{}", text.id)),
@@ -211,7 +229,10 @@ fn sync_panels(
 }
 
 /// Turns panels towards the viewer (about the vertical axis only, so they stay upright).
-fn face_the_camera(viewers: Query<(&Camera, &GlobalTransform), With<VenueCamera>>, mut panels: Query<&mut Transform, With<Panel>>) {
+fn face_the_camera(
+    viewers: Query<(&Camera, &GlobalTransform), With<VenueCamera>>,
+    mut panels: Query<&mut Transform, With<Panel>>,
+) {
     let Some(eye) = leading_view(viewers.iter(), |(c, _)| c).map(|(_, t)| t.translation()) else { return };
     for mut transform in &mut panels {
         let to_eye = Vec3::new(eye.x - transform.translation.x, 0.0, eye.z - transform.translation.z);

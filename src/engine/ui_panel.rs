@@ -27,7 +27,14 @@ pub struct UiImage {
 /// Spawns a camera rendering UI into a new transparent image of `size` pixels. `order` puts it
 /// before the views that show it (so they sample this frame's panel); `layer` is a render
 /// layer no 3D entity is on, so the camera culls the venue at once.
-pub fn spawn_ui_image(commands: &mut Commands, images: &mut Assets<Image>, name: &'static str, size: UVec2, order: isize, layer: usize) -> UiImage {
+pub fn spawn_ui_image(
+    commands: &mut Commands,
+    images: &mut Assets<Image>,
+    name: &'static str,
+    size: UVec2,
+    order: isize,
+    layer: usize,
+) -> UiImage {
     let image = images.add(Image::new_target_texture(size.x, size.y, TextureFormat::Rgba8UnormSrgb, None));
     let camera = commands
         .spawn((

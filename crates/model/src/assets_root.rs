@@ -76,10 +76,7 @@ impl AssetsRoot {
     /// Like [`AssetsRoot::resolve`], for a file or a folder (an imported point cloud).
     pub fn resolve_entry(&self, relative: &str) -> Result<PathBuf, AssetPathError> {
         check_relative(relative)?;
-        let missing = || AssetPathError::Missing {
-            path: relative.to_owned(),
-            root: self.dir.display().to_string(),
-        };
+        let missing = || AssetPathError::Missing { path: relative.to_owned(), root: self.dir.display().to_string() };
         let file = self.dir.join(relative).canonicalize().map_err(|_| missing())?;
         let root = self.dir.canonicalize().map_err(|_| missing())?;
         if !file.starts_with(&root) {
@@ -137,10 +134,7 @@ mod tests {
         std::os::unix::fs::symlink(base.join("outside.glb"), &link).unwrap();
         let assets = AssetsRoot::new(&root);
         assert!(assets.resolve("inside.glb").is_ok());
-        assert_eq!(
-            assets.resolve("link.glb"),
-            Err(AssetPathError::Escapes("link.glb".into()))
-        );
+        assert_eq!(assets.resolve("link.glb"), Err(AssetPathError::Escapes("link.glb".into())));
         assert!(matches!(assets.resolve("nope.glb"), Err(AssetPathError::Missing { .. })));
         std::fs::remove_dir_all(&base).unwrap();
     }

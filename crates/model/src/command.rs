@@ -112,7 +112,9 @@ impl VenueCommand {
             VenueCommand::ClosePoll { poll } => format!("close poll {poll}"),
             VenueCommand::ShowHotspot { name: Some(name) } => format!("show hotspot {name}"),
             VenueCommand::ShowHotspot { name: None } => "close the hotspot panel".into(),
-            VenueCommand::PlayTour { tour: Some(tour), language } => format!("play tour {tour} in {}", language.as_deref().unwrap_or("the current language")),
+            VenueCommand::PlayTour { tour: Some(tour), language } => {
+                format!("play tour {tour} in {}", language.as_deref().unwrap_or("the current language"))
+            }
             VenueCommand::PlayTour { tour: None, .. } => "stop the tour".into(),
         }
     }
@@ -169,19 +171,10 @@ impl CommandOrigin {
             | VenueCommand::OpenPoll { .. }
             | VenueCommand::ClosePoll { .. }
             | VenueCommand::ShowHotspot { .. }
-            | VenueCommand::PlayTour { .. } => {
-                !matches!(self, CommandOrigin::Audience(_))
-            }
+            | VenueCommand::PlayTour { .. } => !matches!(self, CommandOrigin::Audience(_)),
             VenueCommand::LoadScene { .. } => matches!(self, CommandOrigin::Local | CommandOrigin::Curator(_)),
         };
-        if allowed {
-            Ok(())
-        } else {
-            Err(CommandError::NotAllowed {
-                origin: self.clone(),
-                what: command.summary(),
-            })
-        }
+        if allowed { Ok(()) } else { Err(CommandError::NotAllowed { origin: self.clone(), what: command.summary() }) }
     }
 }
 
@@ -213,17 +206,12 @@ pub struct LogLineError {
 pub fn read_command_log(reader: impl BufRead) -> Result<Vec<LoggedCommand>, LogLineError> {
     let mut entries = Vec::new();
     for (i, line) in reader.lines().enumerate() {
-        let line = line.map_err(|e| LogLineError {
-            line: i + 1,
-            message: e.to_string(),
-        })?;
+        let line = line.map_err(|e| LogLineError { line: i + 1, message: e.to_string() })?;
         if line.trim().is_empty() {
             continue;
         }
-        let entry = serde_json::from_str(&line).map_err(|e| LogLineError {
-            line: i + 1,
-            message: format!("not a logged command: {e}"),
-        })?;
+        let entry = serde_json::from_str(&line)
+            .map_err(|e| LogLineError { line: i + 1, message: format!("not a logged command: {e}") })?;
         entries.push(entry);
     }
     Ok(entries)
@@ -237,7 +225,9 @@ pub fn read_command_log(reader: impl BufRead) -> Result<Vec<LoggedCommand>, LogL
 pub fn state_hash(scene: Option<&SceneFile>, params: Option<&StageParams>) -> u64 {
     let scene = scene.map(|s| serde_json::to_string(s).unwrap_or_default());
     let params: Vec<(String, String)> = params
-        .map(|p| p.iter_settled().map(|(d, v)| (d.name.clone(), serde_json::to_string(v).unwrap_or_default())).collect())
+        .map(|p| {
+            p.iter_settled().map(|(d, v)| (d.name.clone(), serde_json::to_string(v).unwrap_or_default())).collect()
+        })
         .unwrap_or_default();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {

@@ -76,6 +76,8 @@ mod tests {
         assert_eq!(visitor_language(None, &order), "fr");
         assert_eq!(visitor_language(Some(""), &[]), "en");
         assert!(is_language_tag("fr") && is_language_tag("en-GB") && is_language_tag("zh-Hant"));
-        assert!(!is_language_tag("french!") && !is_language_tag("") && !is_language_tag("f") && !is_language_tag("fr--x"));
+        assert!(
+            !is_language_tag("french!") && !is_language_tag("") && !is_language_tag("f") && !is_language_tag("fr--x")
+        );
     }
 }

@@ -167,7 +167,9 @@ fn blend(from: &ParamValue, to: &ParamValue, k: f32) -> ParamValue {
         (ParamValue::Float(a), ParamValue::Float(b)) => ParamValue::Float(a + (b - a) * k),
         (ParamValue::Colour(a), ParamValue::Colour(b)) => {
             // Colour channels blend in linear light; alpha is already linear.
-            let channel = |i: usize| to_srgb(to_linear(a.srgba[i]) + (to_linear(b.srgba[i]) - to_linear(a.srgba[i])) * k).clamp(0.0, 1.0);
+            let channel = |i: usize| {
+                to_srgb(to_linear(a.srgba[i]) + (to_linear(b.srgba[i]) - to_linear(a.srgba[i])) * k).clamp(0.0, 1.0)
+            };
             let srgba = [channel(0), channel(1), channel(2), a.srgba[3] + (b.srgba[3] - a.srgba[3]) * k];
             ParamValue::Colour(crate::scene::format::Colour { srgba })
         }
@@ -180,11 +182,7 @@ impl StageParams {
     /// Every parameter of the scene at its default value.
     pub fn from_scene(scene: &SceneFile) -> Self {
         Self {
-            entries: scene
-                .params
-                .iter()
-                .map(|def| (def.clone(), ParamValue::default_of(&def.kind)))
-                .collect(),
+            entries: scene.params.iter().map(|def| (def.clone(), ParamValue::default_of(&def.kind))).collect(),
             moves: Vec::new(),
         }
     }
@@ -192,7 +190,10 @@ impl StageParams {
     /// Every parameter with the value it will settle at: the end of its move if it is
     /// animating, otherwise its value.
     pub fn iter_settled(&self) -> impl Iterator<Item = (&StageParamDef, &ParamValue)> {
-        self.entries.iter().enumerate().map(|(i, (d, v))| (d, self.moves.iter().find(|m| m.index == i).map_or(v, |m| &m.to)))
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(i, (d, v))| (d, self.moves.iter().find(|m| m.index == i).map_or(v, |m| &m.to)))
     }
 
     /// Position of a parameter already checked to exist.
@@ -212,7 +213,14 @@ impl StageParams {
 
     /// Starts moving a parameter to `to` over `seconds` from the app time `now` (seconds),
     /// replacing any move it was making. Zero seconds sets the value at once.
-    pub fn animate(&mut self, name: &str, to: ParamValue, seconds: f32, easing: Easing, now: f64) -> Result<(), ParamError> {
+    pub fn animate(
+        &mut self,
+        name: &str,
+        to: ParamValue,
+        seconds: f32,
+        easing: Easing,
+        now: f64,
+    ) -> Result<(), ParamError> {
         self.check(name, &to)?;
         let index = self.index_of(name);
         self.moves.retain(|m| m.index != index);
@@ -289,12 +297,7 @@ impl StageParams {
                 if v.is_finite() && (*min..=*max).contains(v) {
                     Ok(())
                 } else {
-                    Err(ParamError::OutOfRange {
-                        name: name.to_owned(),
-                        value: *v,
-                        min: *min,
-                        max: *max,
-                    })
+                    Err(ParamError::OutOfRange { name: name.to_owned(), value: *v, min: *min, max: *max })
                 }
             }
             (ParamKind::Enum { options, .. }, ParamValue::Enum(v)) => {
@@ -366,7 +369,10 @@ mod tests {
         let mut p = params();
         p.animate("fog", ParamValue::Float(1.0), 2.0, Easing::Linear, 10.0).unwrap();
         p.animate("light", ParamValue::Colour(Colour::rgb(1.0, 1.0, 1.0)), 2.0, Easing::Linear, 10.0).unwrap();
-        assert_eq!(p.iter_settled().find(|(d, _)| d.name == "fog").map(|(_, v)| v.clone()), Some(ParamValue::Float(1.0)));
+        assert_eq!(
+            p.iter_settled().find(|(d, _)| d.name == "fog").map(|(_, v)| v.clone()),
+            Some(ParamValue::Float(1.0))
+        );
         p.advance(11.0);
         assert_eq!(p.value("fog"), Some(&ParamValue::Float(0.5)));
         let ParamValue::Colour(mid) = p.value("light").unwrap().clone() else { panic!() };

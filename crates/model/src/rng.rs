@@ -31,4 +31,3 @@ impl SeededRng {
         self.unit() * 2.0 - 1.0
     }
 }
-

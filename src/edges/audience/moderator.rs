@@ -62,7 +62,11 @@ where
     };
     if !authed {
         shared.hub.metrics.moderator_auth_failures.fetch_add(1, Ordering::Relaxed);
-        let why = if shared.config().mod_token.is_none() { "no moderator token is configured on this venue" } else { "authentication failed" };
+        let why = if shared.config().mod_token.is_none() {
+            "no moderator token is configured on this venue"
+        } else {
+            "authentication failed"
+        };
         let _ = sink.send(reply("not_allowed", why)).await;
         close_gracefully(&mut sink, &mut source, CloseCode::Policy, "not authenticated").await;
         return;
@@ -114,7 +118,12 @@ where
 }
 
 /// Applies a request at the edge, or passes it to the venue. Returns the request type.
-fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared, events: &mpsc::Sender<AudienceEvent>) -> Result<&'static str, (&'static str, String)> {
+fn apply(
+    request: ModeratorRequest,
+    moderator: &str,
+    shared: &Shared,
+    events: &mpsc::Sender<AudienceEvent>,
+) -> Result<&'static str, (&'static str, String)> {
     let now = Instant::now();
     let (of, action) = match request {
         ModeratorRequest::Ban { user } => {
@@ -127,14 +136,21 @@ fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared, events: &m
             if !(1..=86_400).contains(&seconds) {
                 return Err(("bad_field", "seconds must be from 1 to 86400".into()));
             }
-            shared.hub.moderation.lock().expect("moderation").timed_out.insert(user.into(), now + Duration::from_secs(seconds));
+            shared
+                .hub
+                .moderation
+                .lock()
+                .expect("moderation")
+                .timed_out
+                .insert(user.into(), now + Duration::from_secs(seconds));
             ("timeout", None)
         }
         ModeratorRequest::SlowMode { seconds } => {
             if seconds > 3600 {
                 return Err(("bad_field", "seconds must be from 0 to 3600".into()));
             }
-            shared.hub.moderation.lock().expect("moderation").slow_mode = (seconds > 0).then(|| Duration::from_secs(seconds));
+            shared.hub.moderation.lock().expect("moderation").slow_mode =
+                (seconds > 0).then(|| Duration::from_secs(seconds));
             ("slow_mode", None)
         }
         ModeratorRequest::Clear { id, user } => {
@@ -176,5 +192,4 @@ mod tests {
         assert!(!same_secret(b"", b"x"));
         assert!(!same_secret(b"s3cret-token-and-more", b"s3cret-token"));
     }
-
 }

@@ -5,8 +5,8 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -14,17 +14,17 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::moderator;
 use super::shared::{AudienceConfig, Shared, close_gracefully, socket_config};
 use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
 use crate::engine::audience::metrics::Rejection;
+use crate::model::assets_root::check_relative;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
 use crate::model::audience::moderation::{Held, TokenBucket, moderate};
 use crate::model::audience::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, parse_client_message};
-use crate::model::assets_root::check_relative;
 
 /// A running audience edge. [`AudienceServer::attach`] connects it to a venue app.
 #[derive(bevy::prelude::Resource)]
@@ -71,7 +71,10 @@ impl AudienceServer {
         let std_listener = std::net::TcpListener::bind(config.addr)?;
         std_listener.set_nonblocking(true)?;
         let local_addr = std_listener.local_addr()?;
-        let link = AudienceLink::new(ModerationPolicy { blocklist: config.blocklist.clone(), limits: config.limits }, config.event_capacity);
+        let link = AudienceLink::new(
+            ModerationPolicy { blocklist: config.blocklist.clone(), limits: config.limits },
+            config.event_capacity,
+        );
         let shared = Arc::new(Shared::new(link.hub.clone(), config));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -124,7 +127,8 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         connections.fetch_add(1, Ordering::Relaxed);
-        let (shared, events, broadcast, connections) = (shared.clone(), events.clone(), broadcast.clone(), connections.clone());
+        let (shared, events, broadcast, connections) =
+            (shared.clone(), events.clone(), broadcast.clone(), connections.clone());
         tokio::spawn(async move {
             serve_connection(stream, ip, &shared, events, broadcast).await;
             shared.release_address(ip);
@@ -212,8 +216,12 @@ async fn serve_connection(
         l.starts_with("upgrade:") && l.contains("websocket")
     });
     match (method, path.as_str(), upgrade) {
-        ("GET", "/ws", true) => serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events, broadcast).await,
-        ("GET", "/mod", true) => moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, shared, events).await,
+        ("GET", "/ws", true) => {
+            serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events, broadcast).await
+        }
+        ("GET", "/mod", true) => {
+            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, shared, events).await
+        }
         ("GET", "/metrics", false) => {
             let body = shared.hub.metrics.render(shared.hub.direct.lock().map(|d| d.len()).unwrap_or(0));
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes()).await;
@@ -300,7 +308,12 @@ async fn serve_audience_socket(
                 }
             }
             Ok(ClientMessage::Hello { v, .. }) => {
-                let _ = sink.send(send(&ServerMessage::error("bad_field", format!("protocol version {v} is not supported; this venue speaks {PROTOCOL_VERSION}")))).await;
+                let _ = sink
+                    .send(send(&ServerMessage::error(
+                        "bad_field",
+                        format!("protocol version {v} is not supported; this venue speaks {PROTOCOL_VERSION}"),
+                    )))
+                    .await;
                 return;
             }
             Ok(_) => {
@@ -433,7 +446,11 @@ fn handle_text(
             return Some(ServerMessage::error(e.code(), e.to_string()));
         }
     };
-    let held = shared.hub.moderation.lock().expect("moderation").held(user, received, matches!(message, ClientMessage::Chat { .. }));
+    let held = shared.hub.moderation.lock().expect("moderation").held(
+        user,
+        received,
+        matches!(message, ClientMessage::Chat { .. }),
+    );
     if let Some(held) = held {
         metrics.reject(Rejection::from_code(held.code()));
         let text = match held {
@@ -456,12 +473,22 @@ fn handle_text(
                 }
             };
             shared.hub.moderation.lock().expect("moderation").record_chat(user.clone(), received);
-            AudienceEvent::Chat { user: user.clone(), name: name.clone(), text, received, staff: false, meta: ChatMeta::default() }
+            AudienceEvent::Chat {
+                user: user.clone(),
+                name: name.clone(),
+                text,
+                received,
+                staff: false,
+                meta: ChatMeta::default(),
+            }
         }
         ClientMessage::React { emoji } => {
             if !shared.config().reactions.contains(&emoji) {
                 metrics.reject(Rejection::BadField);
-                return Some(ServerMessage::error("bad_field", format!("reactions are: {}", shared.config().reactions.join(" "))));
+                return Some(ServerMessage::error(
+                    "bad_field",
+                    format!("reactions are: {}", shared.config().reactions.join(" ")),
+                ));
             }
             AudienceEvent::React { user: user.clone(), emoji, received }
         }
@@ -484,4 +511,3 @@ fn handle_text(
         }
     }
 }
-

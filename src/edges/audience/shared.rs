@@ -57,10 +57,7 @@ impl AudienceConfig {
             addr,
             web_root,
             max_connections: 20_000,
-            limits: Limits {
-                max_chars: 280,
-                messages_per_10s: 10,
-            },
+            limits: Limits { max_chars: 280, messages_per_10s: 10 },
             reactions: ["👏", "❤️", "🔥", "🌹", "✨", "😮"].map(String::from).to_vec(),
             venue_title,
             event_capacity: 65_536,

@@ -34,7 +34,11 @@ pub trait ChatBridge: Send + 'static {
     /// Runs until `sink` says the venue is stopping: connects, reconnects, and feeds the sink.
     /// Announcements from the venue (poll results, acknowledgements) arrive on `outbound`; a
     /// bridge that cannot post (read-only) ignores them.
-    fn run(self: Box<Self>, sink: BridgeSink, outbound: broadcast::Receiver<Arc<str>>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    fn run(
+        self: Box<Self>,
+        sink: BridgeSink,
+        outbound: broadcast::Receiver<Arc<str>>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
 /// A chat line as a platform delivers it, before the venue's moderation.
@@ -95,12 +99,7 @@ impl BridgeSink {
     /// A sink into the venue's audience hub, for members ids starting with `prefix`. Their
     /// lines carry the venue's stream delay (`Audience::stream_delay`, declared or measured).
     pub fn new(hub: Arc<AudienceHub>, name: &str, prefix: &str) -> Self {
-        Self {
-            hub,
-            name: name.into(),
-            prefix: prefix.into(),
-            buckets: Arc::default(),
-        }
+        Self { hub, name: name.into(), prefix: prefix.into(), buckets: Arc::default() }
     }
 
     /// The venue's audience hub (metrics, moderation).
@@ -141,7 +140,8 @@ impl BridgeSink {
             Err(e) => return refuse(e.code()),
         };
         // A name the blocklist refuses is replaced, not the line: the platform allowed it.
-        let name: Arc<str> = moderate(&chat.name, 32, &self.hub.policy.blocklist).unwrap_or_else(|_| "viewer".to_owned()).into();
+        let name: Arc<str> =
+            moderate(&chat.name, 32, &self.hub.policy.blocklist).unwrap_or_else(|_| "viewer".to_owned()).into();
         self.hub.moderation.lock().expect("moderation").record_chat(user.clone(), chat.received);
         let meta = ChatMeta {
             roles: chat.roles,
@@ -151,7 +151,13 @@ impl BridgeSink {
             from_stream: true,
         };
         let event = match vote_option(&text) {
-            Some(option) => AudienceEvent::Vote { user, poll: String::new(), option: option.to_owned(), received: chat.received, meta },
+            Some(option) => AudienceEvent::Vote {
+                user,
+                poll: String::new(),
+                option: option.to_owned(),
+                received: chat.received,
+                meta,
+            },
             None => AudienceEvent::Chat { user, name, text, received: chat.received, staff, meta },
         };
         self.send(event)

@@ -18,9 +18,9 @@ use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::model::irc::{ClearChatAction, TwitchEvent, parse_line, twitch_event};
 use super::{Backoff, BridgeSink, ChatBridge, IncomingChat, OutboundLimiter, Retraction};
 use crate::model::audience::event::ChatRoles;
+use crate::model::irc::{ClearChatAction, TwitchEvent, parse_line, twitch_event};
 
 /// Twitch's limits on what one account may post (messages per 30 seconds).
 pub const POSTS_PER_30S_AS_USER: usize = 20;
@@ -92,7 +92,9 @@ impl fmt::Display for Endpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TwitchConfigError {
     /// Not `irc[s]://HOST:PORT` or `ws[s]://HOST:PORT/PATH`.
-    #[error("{0:?} is not a chat server address: use ircs://HOST:PORT, wss://HOST:PORT/PATH, or irc:// and ws:// unencrypted")]
+    #[error(
+        "{0:?} is not a chat server address: use ircs://HOST:PORT, wss://HOST:PORT/PATH, or irc:// and ws:// unencrypted"
+    )]
     BadEndpoint(String),
     /// No channel to join.
     #[error("no channel given: name at least one, e.g. --twitch mychannel")]
@@ -101,7 +103,9 @@ pub enum TwitchConfigError {
     #[error("{0:?} is not a channel name (letters, digits and _ only, at most 25)")]
     BadChannel(String),
     /// A token would cross the network unencrypted.
-    #[error("an OAuth token is only sent over an encrypted connection (ircs:// or wss://), or to this machine; {0} is neither")]
+    #[error(
+        "an OAuth token is only sent over an encrypted connection (ircs:// or wss://), or to this machine; {0} is neither"
+    )]
     TokenNeedsTls(String),
     /// A token without the account's login.
     #[error("a token needs the bot account's login too (--twitch-nick)")]
@@ -157,7 +161,11 @@ impl TwitchConfig {
     pub fn new(channels: &str) -> Self {
         Self {
             endpoint: Endpoint::twitch(),
-            channels: channels.split(',').map(|c| c.trim().trim_start_matches('#').to_ascii_lowercase()).filter(|c| !c.is_empty()).collect(),
+            channels: channels
+                .split(',')
+                .map(|c| c.trim().trim_start_matches('#').to_ascii_lowercase())
+                .filter(|c| !c.is_empty())
+                .collect(),
             login: None,
             keepalive: Duration::from_secs(240),
             backoff: (Duration::from_secs(1), Duration::from_secs(60)),
@@ -184,7 +192,9 @@ impl TwitchConfig {
         if self.channels.is_empty() {
             return Err(TwitchConfigError::NoChannels);
         }
-        if let Some(bad) = self.channels.iter().find(|c| c.len() > 25 || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')) {
+        if let Some(bad) =
+            self.channels.iter().find(|c| c.len() > 25 || !c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_'))
+        {
             return Err(TwitchConfigError::BadChannel(bad.clone()));
         }
         if let Some(login) = &self.login {
@@ -244,7 +254,11 @@ impl ChatBridge for TwitchBridge {
         format!("twitch:{}", channels.join(","))
     }
 
-    fn run(self: Box<Self>, sink: BridgeSink, outbound: broadcast::Receiver<Arc<str>>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn run(
+        self: Box<Self>,
+        sink: BridgeSink,
+        outbound: broadcast::Receiver<Arc<str>>,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(run(self.config, sink, outbound))
     }
 }
@@ -281,7 +295,10 @@ async fn run(config: TwitchConfig, sink: BridgeSink, mut outbound: broadcast::Re
             }
             SessionEnd::Reconnect => backoff.next_wait(),
             SessionEnd::AuthFailed(why) => {
-                bevy::log::error!("chat bridge {}: login refused ({why}); check the token and --twitch-nick", config.endpoint);
+                bevy::log::error!(
+                    "chat bridge {}: login refused ({why}); check the token and --twitch-nick",
+                    config.endpoint
+                );
                 config.backoff.1
             }
             SessionEnd::Lost(why) => {
@@ -355,8 +372,13 @@ impl Drop for Reader {
 
 /// TCP, then TLS when asked, checking the server's certificate against the public roots and
 /// any extra ones.
-async fn open_stream(endpoint: &Endpoint, extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<Stream, String> {
-    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port)).await.map_err(|e| format!("cannot connect: {e}"))?;
+async fn open_stream(
+    endpoint: &Endpoint,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<Stream, String> {
+    let tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
     let _ = tcp.set_nodelay(true);
     if !endpoint.tls {
         return Ok(Box::new(tcp));
@@ -371,13 +393,21 @@ async fn open_stream(endpoint: &Endpoint, extra_roots: &[rustls::pki_types::Cert
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = rustls::pki_types::ServerName::try_from(endpoint.host.trim_start_matches('[').trim_end_matches(']').to_owned()).map_err(|e| format!("{}: {e}", endpoint.host))?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+    let name =
+        rustls::pki_types::ServerName::try_from(endpoint.host.trim_start_matches('[').trim_end_matches(']').to_owned())
+            .map_err(|e| format!("{}: {e}", endpoint.host))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS handshake failed: {e}"))?;
     Ok(Box::new(tls))
 }
 
 /// Connects and starts a reader task that delivers lines.
-async fn connect(endpoint: &Endpoint, extra_roots: &[rustls::pki_types::CertificateDer<'static>]) -> Result<(Writer, mpsc::Receiver<Line>, Reader), String> {
+async fn connect(
+    endpoint: &Endpoint,
+    extra_roots: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<(Writer, mpsc::Receiver<Line>, Reader), String> {
     let (tx, rx) = mpsc::channel::<Line>(1024);
     let stream = open_stream(endpoint, extra_roots).await?;
     match endpoint.transport {
@@ -423,7 +453,9 @@ async fn connect(endpoint: &Endpoint, extra_roots: &[rustls::pki_types::Certific
                 .max_frame_size(Some(64 << 10));
             // The URL only names the resource: the stream is already connected (and encrypted).
             let url = format!("ws://{}:{}{}", endpoint.host, endpoint.port, endpoint.path);
-            let (socket, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config)).await.map_err(|e| format!("WebSocket handshake failed: {e}"))?;
+            let (socket, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+                .await
+                .map_err(|e| format!("WebSocket handshake failed: {e}"))?;
             let (write, mut read) = socket.split();
             let reader = tokio::spawn(async move {
                 while let Some(Ok(message)) = read.next().await {
@@ -461,11 +493,12 @@ async fn session(
     seed: u64,
 ) -> SessionEnd {
     let metrics = &sink.hub().metrics;
-    let (mut writer, mut lines, _reader) = match tokio::time::timeout(config.connect_timeout, connect(&config.endpoint, &config.extra_roots)).await {
-        Ok(Ok(connection)) => connection,
-        Ok(Err(why)) => return SessionEnd::Lost(why),
-        Err(_) => return SessionEnd::Lost("connection timed out".into()),
-    };
+    let (mut writer, mut lines, _reader) =
+        match tokio::time::timeout(config.connect_timeout, connect(&config.endpoint, &config.extra_roots)).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(why)) => return SessionEnd::Lost(why),
+            Err(_) => return SessionEnd::Lost("connection timed out".into()),
+        };
     let mut nick = match &config.login {
         Some(login) => login.nick.clone(),
         None => format!("justinfan{}", 10_000 + seed % 89_999),
@@ -643,7 +676,12 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
 
 /// Hands one Twitch event to the venue.
 fn deliver(sink: &BridgeSink, event: TwitchEvent<'_>) {
-    let roles = |r: crate::model::irc::Roles| ChatRoles { broadcaster: r.broadcaster, moderator: r.moderator, vip: r.vip, subscriber: r.subscriber };
+    let roles = |r: crate::model::irc::Roles| ChatRoles {
+        broadcaster: r.broadcaster,
+        moderator: r.moderator,
+        vip: r.vip,
+        subscriber: r.subscriber,
+    };
     let _ = match event {
         TwitchEvent::Privmsg(m) => sink.chat(IncomingChat {
             user: format!("twitch:{}", m.user_id),
@@ -669,7 +707,9 @@ fn deliver(sink: &BridgeSink, event: TwitchEvent<'_>) {
         },
         TwitchEvent::ClearChat(c) => match c.action {
             ClearChatAction::ClearAll => sink.retract(Retraction::All),
-            ClearChatAction::Ban { user_id, .. } | ClearChatAction::Timeout { user_id, .. } => sink.retract(Retraction::User(format!("twitch:{user_id}"))),
+            ClearChatAction::Ban { user_id, .. } | ClearChatAction::Timeout { user_id, .. } => {
+                sink.retract(Retraction::User(format!("twitch:{user_id}")))
+            }
         },
         TwitchEvent::ClearMsg(c) => sink.retract(Retraction::Line(c.target_msg_id.to_owned())),
         TwitchEvent::RoomState(state) => {

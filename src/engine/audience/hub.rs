@@ -96,7 +96,9 @@ impl AudienceLink {
             metrics: AudienceMetrics::default(),
             events: events_tx,
             broadcast: broadcast::channel(BROADCAST_CAPACITY).0,
-            state_json: RwLock::new(Arc::from("{\"type\":\"state\",\"params\":{},\"poll\":null,\"audience\":0,\"paused\":false,\"energy\":0.0}")),
+            state_json: RwLock::new(Arc::from(
+                "{\"type\":\"state\",\"params\":{},\"poll\":null,\"audience\":0,\"paused\":false,\"energy\":0.0}",
+            )),
             moderation: Mutex::default(),
             policy,
             direct: Mutex::default(),

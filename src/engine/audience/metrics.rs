@@ -172,29 +172,80 @@ impl AudienceMetrics {
             let _ = writeln!(out, "# HELP parvis_{name} {help}\n# TYPE parvis_{name} counter\nparvis_{name} {value}");
         };
         counter("audience_connections_total", "Audience connections that said hello.", load(&self.connections_total));
-        counter("audience_connections_refused_total", "Connections refused because the server was full.", load(&self.refused_connections));
-        counter("audience_bad_requests_total", "Invalid HTTP requests or WebSocket handshakes.", load(&self.bad_requests));
+        counter(
+            "audience_connections_refused_total",
+            "Connections refused because the server was full.",
+            load(&self.refused_connections),
+        );
+        counter(
+            "audience_bad_requests_total",
+            "Invalid HTTP requests or WebSocket handshakes.",
+            load(&self.bad_requests),
+        );
         counter("audience_messages_total", "Text frames received from audience members.", load(&self.messages_in));
         counter("audience_messages_accepted_total", "Messages passed to the venue.", load(&self.accepted));
-        counter("audience_dropped_inbound_total", "Messages dropped because the venue's queue was full.", load(&self.dropped_inbound));
+        counter(
+            "audience_dropped_inbound_total",
+            "Messages dropped because the venue's queue was full.",
+            load(&self.dropped_inbound),
+        );
         counter("audience_dropped_outbound_total", "Messages skipped by slow clients.", load(&self.dropped_outbound));
-        counter("audience_chat_unshown_total", "Chat lines over the display limit, shown only to their sender.", load(&self.chat_unshown));
-        counter("audience_commands_applied_total", "Venue commands caused by the audience.", load(&self.commands_applied));
+        counter(
+            "audience_chat_unshown_total",
+            "Chat lines over the display limit, shown only to their sender.",
+            load(&self.chat_unshown),
+        );
+        counter(
+            "audience_commands_applied_total",
+            "Venue commands caused by the audience.",
+            load(&self.commands_applied),
+        );
         counter("bridge_lines_total", "Chat lines received from chat platforms.", load(&self.bridge_lines));
-        counter("bridge_malformed_total", "Chat platform lines that could not be parsed, skipped.", load(&self.bridge_malformed));
-        counter("bridge_reconnects_total", "Chat platform connections lost and tried again.", load(&self.bridge_reconnects));
+        counter(
+            "bridge_malformed_total",
+            "Chat platform lines that could not be parsed, skipped.",
+            load(&self.bridge_malformed),
+        );
+        counter(
+            "bridge_reconnects_total",
+            "Chat platform connections lost and tried again.",
+            load(&self.bridge_reconnects),
+        );
         counter("bridge_posted_total", "Announcements posted to chat platforms.", load(&self.bridge_posted));
-        counter("bridge_post_dropped_total", "Announcements dropped to respect a platform's rate limit.", load(&self.bridge_post_dropped));
-        counter("moderator_auth_failures_total", "Failed moderator authentications.", load(&self.moderator_auth_failures));
-        let _ = writeln!(out, "# HELP parvis_audience_connected Audience members connected now.\n# TYPE parvis_audience_connected gauge\nparvis_audience_connected {connected}");
-        let _ = writeln!(out, "# HELP parvis_audience_queue_depth Events waiting for the venue.\n# TYPE parvis_audience_queue_depth gauge\nparvis_audience_queue_depth {}", load(&self.queue_depth));
-        let _ = writeln!(out, "# HELP parvis_audience_messages_rejected_total Messages refused, by reason.\n# TYPE parvis_audience_messages_rejected_total counter");
+        counter(
+            "bridge_post_dropped_total",
+            "Announcements dropped to respect a platform's rate limit.",
+            load(&self.bridge_post_dropped),
+        );
+        counter(
+            "moderator_auth_failures_total",
+            "Failed moderator authentications.",
+            load(&self.moderator_auth_failures),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parvis_audience_connected Audience members connected now.\n# TYPE parvis_audience_connected gauge\nparvis_audience_connected {connected}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parvis_audience_queue_depth Events waiting for the venue.\n# TYPE parvis_audience_queue_depth gauge\nparvis_audience_queue_depth {}",
+            load(&self.queue_depth)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parvis_audience_messages_rejected_total Messages refused, by reason.\n# TYPE parvis_audience_messages_rejected_total counter"
+        );
         for (why, count) in Rejection::ALL.iter().zip(&self.rejected) {
-            let _ = writeln!(out, "parvis_audience_messages_rejected_total{{reason=\"{}\"}} {}", why.label(), load(count));
+            let _ =
+                writeln!(out, "parvis_audience_messages_rejected_total{{reason=\"{}\"}} {}", why.label(), load(count));
         }
-        let _ = writeln!(out, "# HELP parvis_audience_latency_seconds From a message's arrival to the command it caused being applied.\n# TYPE parvis_audience_latency_seconds histogram");
+        let _ = writeln!(
+            out,
+            "# HELP parvis_audience_latency_seconds From a message's arrival to the command it caused being applied.\n# TYPE parvis_audience_latency_seconds histogram"
+        );
         for (bound, bucket) in LATENCY_BUCKETS_MS.iter().zip(&self.latency_buckets) {
-            let _ = writeln!(out, "parvis_audience_latency_seconds_bucket{{le=\"{}\"}} {}", bound / 1000.0, load(bucket));
+            let _ =
+                writeln!(out, "parvis_audience_latency_seconds_bucket{{le=\"{}\"}} {}", bound / 1000.0, load(bucket));
         }
         let count = load(&self.latency_count);
         let _ = writeln!(out, "parvis_audience_latency_seconds_bucket{{le=\"+Inf\"}} {count}");

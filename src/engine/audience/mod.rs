@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 
-use crate::engine::schedule::VenueSystems;
-use crate::model::command::{CommandOrigin, MAX_SHOWN_CHARS, VenueCommand};
 use crate::engine::command::{AppliedCommand, CurrentScene, RejectedCommand, SubmitCommand, VenueParams};
+use crate::engine::schedule::VenueSystems;
 use crate::engine::stage_text::ShownTexts;
-use crate::model::scene::format::{ActionDef, AudienceRuleDef, PollDef, RuleMode, SceneFile, TriggerDef};
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
 use crate::model::audience::moderator::ModeratorAction;
 use crate::model::audience::polls::{EnergyMeter, Outcome, Tally, energy_edge};
 use crate::model::audience::protocol::{PollOptionView, ServerMessage};
 use crate::model::audience::rules::{self, Cooldowns, Fired, NoFire, match_chat, match_poll_outcome, match_reaction};
+use crate::model::command::{CommandOrigin, MAX_SHOWN_CHARS, VenueCommand};
+use crate::model::scene::format::{ActionDef, AudienceRuleDef, PollDef, RuleMode, SceneFile, TriggerDef};
 use hub::{AudienceHub, AudienceLink};
 use metrics::Rejection;
 
@@ -111,7 +111,9 @@ impl Default for Audience {
             groups: HashMap::new(),
             // Seeds are logged with the commands they go into; their start only needs to
             // differ between shows.
-            seeds: crate::model::rng::SeededRng::new(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)),
+            seeds: crate::model::rng::SeededRng::new(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64),
+            ),
             shown_this_second: (None, 0),
             frame_starts: VecDeque::with_capacity(FRAMES_REMEMBERED),
             delay_probe: None,
@@ -218,10 +220,22 @@ impl Plugin for AudiencePlugin {
         app.init_resource::<Audience>()
             .add_message::<AudienceInput>()
             .add_systems(Update, receive_audience_events.in_set(VenueSystems::Ingest).run_if(live))
-            .add_systems(Update, (apply_audience_rules, run_votes_and_energy, release_mutex_queues).chain().in_set(VenueSystems::Decide).run_if(live))
             .add_systems(
                 Update,
-                (follow_poll_commands, announce_applied_effects, broadcast_poll_tally, broadcast_state, send_approval_queue)
+                (apply_audience_rules, run_votes_and_energy, release_mutex_queues)
+                    .chain()
+                    .in_set(VenueSystems::Decide)
+                    .run_if(live),
+            )
+            .add_systems(
+                Update,
+                (
+                    follow_poll_commands,
+                    announce_applied_effects,
+                    broadcast_poll_tally,
+                    broadcast_state,
+                    send_approval_queue,
+                )
                     .chain()
                     .in_set(VenueSystems::Present)
                     .run_if(live),
@@ -233,7 +247,11 @@ impl Plugin for AudiencePlugin {
 #[derive(Debug, Clone, Message)]
 pub struct AudienceInput(pub AudienceEvent);
 
-fn receive_audience_events(mut link: ResMut<AudienceLink>, mut audience: ResMut<Audience>, mut input: MessageWriter<AudienceInput>) {
+fn receive_audience_events(
+    mut link: ResMut<AudienceLink>,
+    mut audience: ResMut<Audience>,
+    mut input: MessageWriter<AudienceInput>,
+) {
     let now = Instant::now();
     if audience.frame_starts.len() == FRAMES_REMEMBERED {
         audience.frame_starts.pop_front();
@@ -300,16 +318,16 @@ fn apply_audience_rules(
                 }
                 audience.next_message_id += 1;
                 let id = audience.next_message_id;
-                let line = ServerMessage::Chat {
-                    id,
-                    from: name.to_string(),
-                    text: text.clone(),
-                };
+                let line = ServerMessage::Chat { id, from: name.to_string(), text: text.clone() };
                 show_chat_line(audience, &link, user, &line, now);
                 if audience.recent_lines.len() == RECENT_LINES {
                     audience.recent_lines.pop_front();
                 }
-                audience.recent_lines.push_back(RecentLine { id, user: user.clone(), platform_id: meta.platform_id.clone() });
+                audience.recent_lines.push_back(RecentLine {
+                    id,
+                    user: user.clone(),
+                    platform_id: meta.platform_id.clone(),
+                });
                 let fired = match match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) {
                     Ok(Some(f)) => f,
                     Ok(None) => continue,
@@ -319,7 +337,14 @@ fn apply_audience_rules(
                         continue;
                     }
                 };
-                let from = Firing { user, name, line: id, received: *received, staff: *staff || meta.roles.is_staff(), meta: meta.clone() };
+                let from = Firing {
+                    user,
+                    name,
+                    line: id,
+                    received: *received,
+                    staff: *staff || meta.roles.is_staff(),
+                    meta: meta.clone(),
+                };
                 if let Some(command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
                     submit.write(command);
                 }
@@ -327,7 +352,8 @@ fn apply_audience_rules(
             AudienceEvent::React { user, emoji, received } => {
                 let Some(fired) = match_reaction(&scene.0.rules, emoji) else { continue };
                 let name = audience.members.get(user).cloned().unwrap_or_else(|| "?".into());
-                let from = Firing { user, name: &name, line: 0, received: *received, staff: false, meta: ChatMeta::default() };
+                let from =
+                    Firing { user, name: &name, line: 0, received: *received, staff: false, meta: ChatMeta::default() };
                 if let Some(command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
                     submit.write(command);
                 }
@@ -339,10 +365,19 @@ fn apply_audience_rules(
             }
             AudienceEvent::Moderator { moderator, action: ModeratorAction::Say(text) } => {
                 // A moderator speaking on stage: through the rules like anyone, without limits.
-                let Ok(Some(fired)) = match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) else { continue };
+                let Ok(Some(fired)) = match_chat(&scene.0.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) else {
+                    continue;
+                };
                 let name: Arc<str> = Arc::from(format!("{moderator} (moderator)"));
                 audience.next_message_id += 1;
-                let from = Firing { user: moderator, name: &name, line: audience.next_message_id, received: now, staff: true, meta: ChatMeta::default() };
+                let from = Firing {
+                    user: moderator,
+                    name: &name,
+                    line: audience.next_message_id,
+                    received: now,
+                    staff: true,
+                    meta: ChatMeta::default(),
+                };
                 if let Some(mut command) = fire(audience, shared, &params, &scene.0, &from, fired, now) {
                     // Logged as the moderator's own command; no audience effect to announce.
                     audience.take_pending(moderator, &command.command);
@@ -410,7 +445,15 @@ fn within_window(closes_at: Instant, received: Instant, meta: &ChatMeta) -> bool
 
 /// Records a vote in the open poll (`poll` empty: whichever is open) or in a democracy vote
 /// (`rule:NAME`).
-fn cast_vote(audience: &mut Audience, scene: &SceneFile, user: &UserId, poll: &str, option: &str, received: Instant, meta: &ChatMeta) -> Result<(), (&'static str, String)> {
+fn cast_vote(
+    audience: &mut Audience,
+    scene: &SceneFile,
+    user: &UserId,
+    poll: &str,
+    option: &str,
+    received: Instant,
+    meta: &ChatMeta,
+) -> Result<(), (&'static str, String)> {
     if let Some(rule) = poll.strip_prefix("rule:") {
         let vote = audience.democracy.get_mut(rule).ok_or(("no_poll", format!("no vote on !{rule} is open")))?;
         let Some(def) = scene.rules.iter().find(|r| r.name == rule) else {
@@ -421,9 +464,14 @@ fn cast_vote(audience: &mut Audience, scene: &SceneFile, user: &UserId, poll: &s
         }
         let word = rules::fold(option);
         if !def.values.is_empty() && !def.values.keys().any(|k| rules::fold(k) == word) {
-            return Err(("bad_option", format!("choose one of: {}", def.values.keys().cloned().collect::<Vec<_>>().join(", "))));
+            return Err((
+                "bad_option",
+                format!("choose one of: {}", def.values.keys().cloned().collect::<Vec<_>>().join(", ")),
+            ));
         }
-        vote.tally.vote(user, &word, vote_weight(def.bits_per_vote, meta)).map_err(|_| ("bad_option", "too many different choices already".to_owned()))?;
+        vote.tally
+            .vote(user, &word, vote_weight(def.bits_per_vote, meta))
+            .map_err(|_| ("bad_option", "too many different choices already".to_owned()))?;
         audience.tally_dirty = true;
         return Ok(());
     }
@@ -431,7 +479,12 @@ fn cast_vote(audience: &mut Audience, scene: &SceneFile, user: &UserId, poll: &s
         .poll
         .as_mut()
         .filter(|p| (poll.is_empty() || p.def.name == poll) && !p.closing && within_window(p.closes_at, received, meta))
-        .ok_or_else(|| ("no_poll", if poll.is_empty() { "no poll is open".to_owned() } else { format!("no poll {poll:?} is open") }))?;
+        .ok_or_else(|| {
+            (
+                "no_poll",
+                if poll.is_empty() { "no poll is open".to_owned() } else { format!("no poll {poll:?} is open") },
+            )
+        })?;
     let weight = vote_weight(open.def.bits_per_vote, meta);
     open.tally.vote(user, option, weight).map_err(|_| {
         let ids: Vec<&str> = open.def.options.iter().map(|o| o.id.as_str()).collect();
@@ -514,10 +567,19 @@ fn moderate_venue(
             let item = audience.approvals.remove(index).expect("found above");
             audience.approvals_dirty = true;
             if matches!(action, ModeratorAction::Reject(_)) {
-                link.hub.send_to(&item.user, &ServerMessage::Notice { text: "a moderator did not put your text on stage".into() });
+                link.hub.send_to(
+                    &item.user,
+                    &ServerMessage::Notice { text: "a moderator did not put your text on stage".into() },
+                );
                 return Vec::new();
             }
-            let command = VenueCommand::ShowText { id: item.id, text: item.text, by: item.by.to_string(), seconds: item.seconds, at: item.at };
+            let command = VenueCommand::ShowText {
+                id: item.id,
+                text: item.text,
+                by: item.by.to_string(),
+                seconds: item.seconds,
+                at: item.at,
+            };
             audience.pending.push_back(PendingEffect {
                 user: item.user.to_string(),
                 command: command.clone(),
@@ -543,7 +605,16 @@ fn moderate_venue(
                 _ => None,
             });
             let text = format!("Stream check: type {code} in the chat · Tapez {code} dans le chat");
-            vec![SubmitCommand { origin, command: VenueCommand::ShowText { id, text, by: "Parvis".into(), seconds: 30.0, at: at.unwrap_or([0.0, 3.0, 0.0]) } }]
+            vec![SubmitCommand {
+                origin,
+                command: VenueCommand::ShowText {
+                    id,
+                    text,
+                    by: "Parvis".into(),
+                    seconds: 30.0,
+                    at: at.unwrap_or([0.0, 3.0, 0.0]),
+                },
+            }]
         }
     }
 }
@@ -570,26 +641,47 @@ fn fire(
     now: Instant,
 ) -> Option<SubmitCommand> {
     if audience.paused {
-        shared.send_to(from.user, &ServerMessage::Notice { text: "audience effects are paused by the moderators".into() });
+        shared.send_to(
+            from.user,
+            &ServerMessage::Notice { text: "audience effects are paused by the moderators".into() },
+        );
         return None;
     }
     let rule = fired.rule;
     if !from.staff && !rule.only.is_empty() && !rule.only.iter().any(|role| role.held_by(from.meta.roles)) {
         shared.metrics.reject(Rejection::Rule);
         let who: Vec<&str> = rule.only.iter().map(|r| r.label()).collect();
-        shared.send_to(from.user, &ServerMessage::error("not_allowed", format!("!{} is for {} only", rule.name, who.join(", "))));
+        shared.send_to(
+            from.user,
+            &ServerMessage::error("not_allowed", format!("!{} is for {} only", rule.name, who.join(", "))),
+        );
         return None;
     }
     if let Some(vote) = audience.democracy.get(&rule.name)
         && !from.staff
         && !within_window(vote.closes_at, from.received, &from.meta)
     {
-        shared.send_to(from.user, &ServerMessage::error("no_poll", format!("the vote on !{} has closed; the result comes as soon as the stream's viewers have voted", rule.name)));
+        shared.send_to(
+            from.user,
+            &ServerMessage::error(
+                "no_poll",
+                format!(
+                    "the vote on !{} has closed; the result comes as soon as the stream's viewers have voted",
+                    rule.name
+                ),
+            ),
+        );
         return None;
     }
     if let Err(wait) = audience.cooldowns.try_fire(rule, from.user, now, audience.members.len(), from.staff) {
         shared.metrics.reject(Rejection::Rule);
-        shared.send_to(from.user, &ServerMessage::error("rate_limited", format!("!{} is cooling down; retry in {:.0} s", rule.name, wait.as_secs_f32().ceil())));
+        shared.send_to(
+            from.user,
+            &ServerMessage::error(
+                "rate_limited",
+                format!("!{} is cooling down; retry in {:.0} s", rule.name, wait.as_secs_f32().ceil()),
+            ),
+        );
         return None;
     }
     if let (RuleMode::Democracy { window, .. }, false) = (&rule.mode, from.staff) {
@@ -600,7 +692,10 @@ fn fire(
         // Members vote on the word they typed (`red`), not on the value it stands for.
         let choice = rules::fold(if fired.text.is_empty() { &fired.value } else { &fired.text });
         if vote.tally.vote(from.user, &choice, vote_weight(rule.bits_per_vote, &from.meta)).is_err() {
-            shared.send_to(from.user, &ServerMessage::error("bad_option", "too many different choices already; vote for one of them"));
+            shared.send_to(
+                from.user,
+                &ServerMessage::error("bad_option", "too many different choices already; vote for one of them"),
+            );
         }
         audience.tally_dirty = true;
         return None;
@@ -616,7 +711,12 @@ fn fire(
                 }
             };
             match &rule.action {
-                ActionDef::Animate { seconds, easing } => VenueCommand::AnimateParam { name: rule.param.clone(), to: value, seconds: *seconds, easing: *easing },
+                ActionDef::Animate { seconds, easing } => VenueCommand::AnimateParam {
+                    name: rule.param.clone(),
+                    to: value,
+                    seconds: *seconds,
+                    easing: *easing,
+                },
                 _ => VenueCommand::SetParam { name: rule.param.clone(), value },
             }
         }
@@ -637,7 +737,10 @@ fn fire(
                     at: *at,
                 });
                 audience.approvals_dirty = true;
-                shared.send_to(from.user, &ServerMessage::Notice { text: "your text waits for a moderator's approval".into() });
+                shared.send_to(
+                    from.user,
+                    &ServerMessage::Notice { text: "your text waits for a moderator's approval".into() },
+                );
                 return None;
             }
             VenueCommand::ShowText { id: from.line, text, by: from.name.to_string(), seconds: *seconds, at: *at }
@@ -657,11 +760,22 @@ fn fire(
         if group.busy_until.is_some_and(|t| t > now) {
             if group.queue.len() < rule.queue as usize {
                 group.queue.push_back((submit, effect, hold));
-                shared.send_to(from.user, &ServerMessage::Notice { text: format!("!{} is queued (position {})", rule.name, group.queue.len()) });
+                shared.send_to(
+                    from.user,
+                    &ServerMessage::Notice {
+                        text: format!("!{} is queued (position {})", rule.name, group.queue.len()),
+                    },
+                );
             } else {
                 let wait = group.busy_until.map_or(0.0, |t| t.duration_since(now).as_secs_f32());
                 shared.metrics.reject(Rejection::Rule);
-                shared.send_to(from.user, &ServerMessage::error("rate_limited", format!("the stage is busy with another effect; retry in {:.0} s", wait.ceil())));
+                shared.send_to(
+                    from.user,
+                    &ServerMessage::error(
+                        "rate_limited",
+                        format!("the stage is busy with another effect; retry in {:.0} s", wait.ceil()),
+                    ),
+                );
             }
             return None;
         }
@@ -691,21 +805,41 @@ fn run_votes_and_energy(
         poll.closing = true;
         submit.write(SubmitCommand::local(VenueCommand::ClosePoll { poll: poll.def.name.clone() }));
     }
-    let due: Vec<String> = audience.democracy.iter().filter(|(_, v)| now >= v.closes_at + delay).map(|(k, _)| k.clone()).collect();
+    let due: Vec<String> =
+        audience.democracy.iter().filter(|(_, v)| now >= v.closes_at + delay).map(|(k, _)| k.clone()).collect();
     for rule_name in due {
         let Some(vote) = audience.democracy.remove(&rule_name) else { continue };
         let Some(rule) = scene.rules.iter().find(|r| r.name == rule_name) else { continue };
         let RuleMode::Democracy { min_votes, min_share, .. } = &rule.mode else { continue };
         let outcome = vote.tally.outcome(*min_votes, *min_share, audience.members.len());
-        let _ = link.hub.broadcast.send(tally_view(&format!("rule:{rule_name}"), &format!("!{}", command_word(rule)), &vote.tally, "close", Duration::ZERO, &outcome).to_json().into());
+        let _ = link.hub.broadcast.send(
+            tally_view(
+                &format!("rule:{rule_name}"),
+                &format!("!{}", command_word(rule)),
+                &vote.tally,
+                "close",
+                Duration::ZERO,
+                &outcome,
+            )
+            .to_json()
+            .into(),
+        );
         let Outcome::Winner(i) = outcome else {
-            let _ = link.hub.broadcast.send(ServerMessage::Notice { text: format!("the vote on !{} did not reach its quorum", command_word(rule)) }.to_json().into());
+            let _ = link.hub.broadcast.send(
+                ServerMessage::Notice { text: format!("the vote on !{} did not reach its quorum", command_word(rule)) }
+                    .to_json()
+                    .into(),
+            );
             continue;
         };
         let word = vote.tally.options()[i].clone();
         // The winning word is read like a command's word: through `values` or colour names.
         let line = format!("!{} {word}", command_word(rule));
-        let Ok(Some(mut fired)) = match_chat(std::slice::from_ref(rule), &line, |p| params.get(p).map(|(d, _)| &d.kind)) else { continue };
+        let Ok(Some(mut fired)) =
+            match_chat(std::slice::from_ref(rule), &line, |p| params.get(p).map(|(d, _)| &d.kind))
+        else {
+            continue;
+        };
         fired.text = word;
         let crowd: UserId = format!("vote:{rule_name}").into();
         let name: Arc<str> = Arc::from("the audience");
@@ -714,7 +848,8 @@ fn run_votes_and_energy(
             submit.write(command);
         }
     }
-    let energy_rules: Vec<&AudienceRuleDef> = scene.rules.iter().filter(|r| matches!(r.trigger, TriggerDef::CrowdEnergy { .. })).collect();
+    let energy_rules: Vec<&AudienceRuleDef> =
+        scene.rules.iter().filter(|r| matches!(r.trigger, TriggerDef::CrowdEnergy { .. })).collect();
     if energy_rules.is_empty() {
         return;
     }
@@ -727,7 +862,8 @@ fn run_votes_and_energy(
             let crowd: UserId = format!("energy:{}", rule.name).into();
             let name: Arc<str> = Arc::from("the crowd");
             let fired = Fired { rule, value: rule.value.clone().unwrap_or_default(), text: String::new() };
-            let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: false, meta: ChatMeta::default() };
+            let from =
+                Firing { user: &crowd, name: &name, line: 0, received: now, staff: false, meta: ChatMeta::default() };
             if let Some(command) = fire(audience, shared, &params, scene, &from, fired, now) {
                 submit.write(command);
             }
@@ -760,12 +896,24 @@ fn release_mutex_queues(mut audience: ResMut<Audience>, mut submit: MessageWrite
 }
 
 /// A poll as the audience sees it.
-fn tally_view(id: &str, question: &str, tally: &Tally, phase: &str, left: Duration, outcome: &Outcome) -> ServerMessage {
+fn tally_view(
+    id: &str,
+    question: &str,
+    tally: &Tally,
+    phase: &str,
+    left: Duration,
+    outcome: &Outcome,
+) -> ServerMessage {
     ServerMessage::Poll {
         phase: phase.into(),
         id: id.into(),
         question: question.into(),
-        options: tally.options().iter().zip(tally.counts()).map(|(o, c)| PollOptionView { id: o.clone(), label: o.clone(), votes: *c as u32 }).collect(),
+        options: tally
+            .options()
+            .iter()
+            .zip(tally.counts())
+            .map(|(o, c)| PollOptionView { id: o.clone(), label: o.clone(), votes: *c as u32 })
+            .collect(),
         closes_in_ms: left.as_millis() as u64,
         winner: match outcome {
             Outcome::Winner(i) if phase == "close" => tally.options().get(*i).cloned(),
@@ -775,7 +923,14 @@ fn tally_view(id: &str, question: &str, tally: &Tally, phase: &str, left: Durati
 }
 
 fn poll_view(poll: &OpenPoll, phase: &str, now: Instant, outcome: &Outcome) -> ServerMessage {
-    let mut view = tally_view(&poll.def.name, &poll.def.question, &poll.tally, phase, poll.closes_at.saturating_duration_since(now), outcome);
+    let mut view = tally_view(
+        &poll.def.name,
+        &poll.def.question,
+        &poll.tally,
+        phase,
+        poll.closes_at.saturating_duration_since(now),
+        outcome,
+    );
     if let ServerMessage::Poll { options, .. } = &mut view {
         for (option, def) in options.iter_mut().zip(&poll.def.options) {
             option.label = def.label.clone();
@@ -810,9 +965,21 @@ fn follow_poll_commands(
                     def: def.clone(),
                     closing: false,
                 };
-                let _ = link.hub.broadcast.send(poll_view(&open, "open", now, &Outcome::NoQuorum { votes: 0, needed: 1 }).to_json().into());
-                let choices: Vec<String> = def.options.iter().map(|o| format!("!vote {} ({})", o.id, o.label)).collect();
-                let _ = link.hub.platform_out.send(format!("Poll: {} Type {} within {:.0} s.", def.question, choices.join(" or "), def.seconds.max(1.0)).into());
+                let _ = link
+                    .hub
+                    .broadcast
+                    .send(poll_view(&open, "open", now, &Outcome::NoQuorum { votes: 0, needed: 1 }).to_json().into());
+                let choices: Vec<String> =
+                    def.options.iter().map(|o| format!("!vote {} ({})", o.id, o.label)).collect();
+                let _ = link.hub.platform_out.send(
+                    format!(
+                        "Poll: {} Type {} within {:.0} s.",
+                        def.question,
+                        choices.join(" or "),
+                        def.seconds.max(1.0)
+                    )
+                    .into(),
+                );
                 audience.poll = Some(open);
                 audience.state_dirty = true;
             }
@@ -822,19 +989,37 @@ fn follow_poll_commands(
                 let _ = link.hub.broadcast.send(poll_view(&open, "close", now, &outcome).to_json().into());
                 audience.state_dirty = true;
                 let result = match &outcome {
-                    Outcome::Winner(i) => format!("Poll closed: {} wins ({} of {} votes).", open.def.options[*i].label, open.tally.counts()[*i], open.tally.counts().iter().sum::<u64>()),
+                    Outcome::Winner(i) => format!(
+                        "Poll closed: {} wins ({} of {} votes).",
+                        open.def.options[*i].label,
+                        open.tally.counts()[*i],
+                        open.tally.counts().iter().sum::<u64>()
+                    ),
                     _ => "Poll closed without a result: too few votes.".to_owned(),
                 };
                 let _ = link.hub.platform_out.send(format!("{} {result}", open.def.question).into());
                 let Outcome::Winner(i) = outcome else {
-                    let _ = link.hub.broadcast.send(ServerMessage::Notice { text: format!("the poll {:?} did not reach its quorum", open.def.question) }.to_json().into());
+                    let _ = link.hub.broadcast.send(
+                        ServerMessage::Notice {
+                            text: format!("the poll {:?} did not reach its quorum", open.def.question),
+                        }
+                        .to_json()
+                        .into(),
+                    );
                     continue;
                 };
                 let winner = &open.def.options[i].id;
                 let crowd: UserId = format!("poll:{poll}").into();
                 let name: Arc<str> = Arc::from("the audience");
                 for fired in match_poll_outcome(&scene.rules, poll, winner) {
-                    let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: true, meta: ChatMeta::default() };
+                    let from = Firing {
+                        user: &crowd,
+                        name: &name,
+                        line: 0,
+                        received: now,
+                        staff: true,
+                        meta: ChatMeta::default(),
+                    };
                     if let Some(command) = fire(audience, &link.hub, &params, scene, &from, fired, now) {
                         submit.write(command);
                     }
@@ -871,7 +1056,14 @@ fn announce_applied_effects(
         if pending.user.starts_with("twitch:") || pending.user.starts_with("irc:") {
             let _ = shared.platform_out.send(format!("{} → !{} {value}", pending.by, pending.rule).into());
         }
-        let effect = ServerMessage::Effect { param, value, by: pending.by.to_string(), rule: Some(pending.rule), action: action.into(), others: 0 };
+        let effect = ServerMessage::Effect {
+            param,
+            value,
+            by: pending.by.to_string(),
+            rule: Some(pending.rule),
+            action: action.into(),
+            others: 0,
+        };
         let same_rule = |m: &ServerMessage| matches!((m, &effect), (ServerMessage::Effect { rule: a, .. }, ServerMessage::Effect { rule: b, .. }) if a == b);
         match announcements.iter_mut().find(|(m, _)| same_rule(m)) {
             Some((last, others)) => {
@@ -911,7 +1103,14 @@ fn broadcast_poll_tally(link: Res<AudienceLink>, mut audience: ResMut<Audience>)
         let _ = link.hub.broadcast.send(poll_view(poll, "tally", now, &pending).to_json().into());
     }
     for (rule, vote) in &audience.democracy {
-        let view = tally_view(&format!("rule:{rule}"), &format!("!{rule}"), &vote.tally, "tally", vote.closes_at.saturating_duration_since(now), &pending);
+        let view = tally_view(
+            &format!("rule:{rule}"),
+            &format!("!{rule}"),
+            &vote.tally,
+            "tally",
+            vote.closes_at.saturating_duration_since(now),
+            &pending,
+        );
         let _ = link.hub.broadcast.send(view.to_json().into());
     }
 }

@@ -102,7 +102,14 @@ pub fn content_key(path: &Path) -> Result<String, CacheError> {
 }
 
 /// Writes `tree` into `dir` (created if needed).
-pub fn write_cloud(dir: &Path, tree: &Octree, source: &str, key: &str, origin: [f64; 3], attributes: Attributes) -> Result<CloudIndex, CacheError> {
+pub fn write_cloud(
+    dir: &Path,
+    tree: &Octree,
+    source: &str,
+    key: &str,
+    origin: [f64; 3],
+    attributes: Attributes,
+) -> Result<CloudIndex, CacheError> {
     let io = |path: &Path| {
         let path = path.to_owned();
         move |error| CacheError::Io { path, error }
@@ -123,27 +130,50 @@ pub fn write_cloud(dir: &Path, tree: &Octree, source: &str, key: &str, origin: [
             record[16..18].copy_from_slice(&p.intensity.to_le_bytes());
             data.write_all(&record).map_err(io(&data_path))?;
         }
-        nodes.push(StoredNode { min: node.cube.min, size: node.cube.size, depth: node.depth, children: node.children, offset, count: node.points.len() as u32 });
+        nodes.push(StoredNode {
+            min: node.cube.min,
+            size: node.cube.size,
+            depth: node.depth,
+            children: node.children,
+            offset,
+            count: node.points.len() as u32,
+        });
         offset += node.points.len() as u64;
     }
     data.flush().map_err(io(&data_path))?;
-    let index = CloudIndex { version: CACHE_VERSION, source: source.to_owned(), key: key.to_owned(), origin, points: offset, dropped: tree.dropped, attributes, nodes };
+    let index = CloudIndex {
+        version: CACHE_VERSION,
+        source: source.to_owned(),
+        key: key.to_owned(),
+        origin,
+        points: offset,
+        dropped: tree.dropped,
+        attributes,
+        nodes,
+    };
     let index_path = dir.join("cloud.json");
     // Written last: a folder with an index is a complete import.
     std::fs::write(&index_path, serde_json::to_vec_pretty(&index).expect("plain data")).map_err(io(&index_path))?;
     Ok(index)
 }
 
-
 /// Reads `cloud.json` from an imported cloud's folder.
 pub fn read_index(dir: &Path) -> Result<CloudIndex, CacheError> {
     let path = dir.join("cloud.json");
     let bytes = std::fs::read(&path).map_err(|source| CacheError::Io { path: path.clone(), error: source })?;
-    let index: CloudIndex = serde_json::from_slice(&bytes).map_err(|e| CacheError::BadIndex { path: path.clone(), why: e.to_string() })?;
+    let index: CloudIndex =
+        serde_json::from_slice(&bytes).map_err(|e| CacheError::BadIndex { path: path.clone(), why: e.to_string() })?;
     if index.version != CACHE_VERSION {
-        return Err(CacheError::BadIndex { path, why: format!("layout version {} instead of {CACHE_VERSION}; import the scan again", index.version) });
+        return Err(CacheError::BadIndex {
+            path,
+            why: format!("layout version {} instead of {CACHE_VERSION}; import the scan again", index.version),
+        });
     }
-    let children_ok = index.nodes.iter().enumerate().all(|(i, n)| n.children.iter().flatten().all(|c| (*c as usize) > i && (*c as usize) < index.nodes.len()));
+    let children_ok = index
+        .nodes
+        .iter()
+        .enumerate()
+        .all(|(i, n)| n.children.iter().flatten().all(|c| (*c as usize) > i && (*c as usize) < index.nodes.len()));
     // A tree: every node but the root has exactly one parent (a node reachable twice would
     // make selection walk it twice, or explode on a crafted index).
     let mut parents = vec![0u32; index.nodes.len()];
@@ -158,8 +188,14 @@ pub fn read_index(dir: &Path) -> Result<CloudIndex, CacheError> {
     }
     // Every node's points must lie within the data file: `read_node` can then trust them.
     let data = dir.join("points.bin");
-    let stored = std::fs::metadata(&data).map_err(|error| CacheError::Io { path: data.clone(), error })?.len() / POINT_BYTES as u64;
-    if let Some((node, n)) = index.nodes.iter().enumerate().find(|(_, n)| n.offset.checked_add(u64::from(n.count)).is_none_or(|end| end > stored)) {
+    let stored = std::fs::metadata(&data).map_err(|error| CacheError::Io { path: data.clone(), error })?.len()
+        / POINT_BYTES as u64;
+    if let Some((node, n)) = index
+        .nodes
+        .iter()
+        .enumerate()
+        .find(|(_, n)| n.offset.checked_add(u64::from(n.count)).is_none_or(|end| end > stored))
+    {
         return Err(CacheError::MissingPoints { path: data, node, offset: n.offset, count: n.count });
     }
     Ok(index)
@@ -184,7 +220,6 @@ pub fn read_node(dir: &Path, index: &CloudIndex, node: usize) -> Result<Vec<Poin
     })?;
     Ok(decode_points(&bytes))
 }
-
 
 impl super::octree::LodNode for StoredNode {
     fn cube(&self) -> Cube {
@@ -221,7 +256,12 @@ mod tests {
 
     fn points(n: u32) -> Vec<Point> {
         (0..n)
-            .map(|i| Point { position: [(i % 97) as f32 * 0.1, (i % 89) as f32 * 0.1, (i % 83) as f32 * 0.1], colour: [i as u8, 2, 3], intensity: i as u16, class: (i % 5) as u8 })
+            .map(|i| Point {
+                position: [(i % 97) as f32 * 0.1, (i % 89) as f32 * 0.1, (i % 83) as f32 * 0.1],
+                colour: [i as u8, 2, 3],
+                intensity: i as u16,
+                class: (i % 5) as u8,
+            })
             .collect()
     }
 
@@ -250,7 +290,8 @@ mod tests {
         assert!(matches!(e, CacheError::MissingPoints { .. }), "{e}");
         assert!(matches!(read_node(&dir, &index, 1_000_000), Err(CacheError::BadIndex { .. })));
         // Another layout version, or a broken index, is refused with the reason.
-        let json = std::fs::read_to_string(dir.join("cloud.json")).unwrap().replacen("\"version\": 1", "\"version\": 99", 1);
+        let json =
+            std::fs::read_to_string(dir.join("cloud.json")).unwrap().replacen("\"version\": 1", "\"version\": 99", 1);
         std::fs::write(dir.join("cloud.json"), json).unwrap();
         assert!(read_index(&dir).unwrap_err().to_string().contains("layout version 99"));
         std::fs::write(dir.join("cloud.json"), "{").unwrap();

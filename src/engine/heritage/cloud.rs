@@ -14,15 +14,17 @@ use bevy::tasks::{IoTaskPool, Task, block_on};
 
 use super::cache::{self, CacheError, CloudIndex};
 use super::edl::{EyeDomeLighting, EyeDomeLightingPlugin};
-use super::octree::{self, LodView, OctreeConfig};
 use super::measure::PickPoints;
-use super::points::{GPU_BYTES_PER_POINT, PointMaterial, PointMaterialPlugin, PointSettings, colouring_index, node_mesh};
-use crate::engine::command::VenueAssets;
-use crate::engine::schedule::VenueSystems;
+use super::octree::{self, LodView, OctreeConfig};
+use super::points::{
+    GPU_BYTES_PER_POINT, PointMaterial, PointMaterialPlugin, PointSettings, colouring_index, node_mesh,
+};
 use crate::engine::command::CurrentScene;
+use crate::engine::command::VenueAssets;
 use crate::engine::environment::{VenueCamera, leading_view};
-use crate::model::scene::format::CloudDef;
 use crate::engine::scene::venue::to_transform;
+use crate::engine::schedule::VenueSystems;
+use crate::model::scene::format::CloudDef;
 
 /// Nodes read at once per cloud: enough to keep a disk busy, few enough that the most
 /// important nodes are not queued behind many others.
@@ -39,7 +41,10 @@ pub struct PointCloudPlugin;
 impl Plugin for PointCloudPlugin {
     fn build(&self, app: &mut App) {
         app.add_plugins((PointMaterialPlugin, EyeDomeLightingPlugin))
-            .add_systems(Update, sync_clouds.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate))
+            .add_systems(
+                Update,
+                sync_clouds.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate),
+            )
             .add_systems(Update, receive_imports.in_set(VenueSystems::Present))
             // With this frame's camera: after transforms and frusta are updated, before
             // visibility is worked out, so what is chosen is what this frame draws.
@@ -158,7 +163,12 @@ struct CloudStream {
 }
 
 /// Replaces the clouds whose scene entry changed, and leaves the others streaming.
-fn sync_clouds(mut commands: Commands, scene: Res<CurrentScene>, assets: Res<VenueAssets>, existing: Query<(Entity, &PointCloud)>) {
+fn sync_clouds(
+    mut commands: Commands,
+    scene: Res<CurrentScene>,
+    assets: Res<VenueAssets>,
+    existing: Query<(Entity, &PointCloud)>,
+) {
     let mut kept = HashSet::new();
     for (entity, cloud) in &existing {
         if scene.0.clouds.contains(&cloud.def) && kept.insert(cloud.def.name.clone()) {
@@ -194,8 +204,8 @@ fn start_import(name: String, path: PathBuf, progress: Arc<super::scan::Progress
         } else {
             let cache_root = path.parent().unwrap_or(&path).join(".parvis-cache");
             super::import::import(&path, &cache_root, OctreeConfig::default(), &progress)
-            .map(|imported| (imported.dir, imported.index))
-            .map_err(|e| e.to_string())
+                .map(|imported| (imported.dir, imported.index))
+                .map_err(|e| e.to_string())
         };
         let _ = send.send(result);
     });
@@ -221,7 +231,11 @@ fn receive_imports(
             status.step = step;
         }
         match receiver.try_recv() {
-            Ok(Ok((dir, index))) if index.nodes.first().is_some_and(|root| u64::from(root.count) * BYTES_PER_POINT > u64::from(cloud.def.memory_budget_mb) << 20) => {
+            Ok(Ok((dir, index)))
+                if index.nodes.first().is_some_and(|root| {
+                    u64::from(root.count) * BYTES_PER_POINT > u64::from(cloud.def.memory_budget_mb) << 20
+                }) =>
+            {
                 let root = u64::from(index.nodes[0].count);
                 let why = format!(
                     "its coarsest level alone ({root} points, {} MiB) is over the memory budget of {} MiB; raise memory_budget_mb or import with a smaller --points-per-node",
@@ -233,7 +247,13 @@ fn receive_imports(
                 commands.entity(entity).remove::<CloudImport>();
             }
             Ok(Ok((dir, index))) => {
-                info!("cloud {:?}: {} points in {} nodes from {}", cloud.def.name, index.points, index.nodes.len(), dir.display());
+                info!(
+                    "cloud {:?}: {} points in {} nodes from {}",
+                    cloud.def.name,
+                    index.points,
+                    index.nodes.len(),
+                    dir.display()
+                );
                 let levels = index.nodes.iter().map(|n| n.depth).max().unwrap_or(0);
                 let root_size = index.nodes.first().map_or(1.0, |n| n.size);
                 let def = &cloud.def;
@@ -244,7 +264,10 @@ fn receive_imports(
                                 colouring: colouring_index(def.colouring),
                                 min_px: def.point_size,
                                 max_px: MAX_POINT_PX.max(def.point_size),
-                                spacing: octree::spacing(&octree::Cube { min: [0.0; 3], size: root_size / (1u32 << depth.min(31)) as f32 }),
+                                spacing: octree::spacing(&octree::Cube {
+                                    min: [0.0; 3],
+                                    size: root_size / (1u32 << depth.min(31)) as f32,
+                                }),
                                 low: 0.0,
                                 high: 1.0,
                                 intensity_scale: 1.0 / 65_535.0,
@@ -302,9 +325,11 @@ fn plan(
     max_in_flight: usize,
 ) -> Plan {
     let bytes = |points: u64| points * BYTES_PER_POINT;
-    let mut used: u64 = resident.values().map(|(p, _)| bytes(*p)).sum::<u64>() + loading.values().map(|p| bytes(*p)).sum::<u64>();
+    let mut used: u64 =
+        resident.values().map(|(p, _)| bytes(*p)).sum::<u64>() + loading.values().map(|p| bytes(*p)).sum::<u64>();
     let wanted: HashSet<u32> = selected.iter().copied().collect();
-    let mut spare: Vec<(u64, u32)> = resident.iter().filter(|(n, _)| !wanted.contains(n)).map(|(n, (_, last))| (*last, *n)).collect();
+    let mut spare: Vec<(u64, u32)> =
+        resident.iter().filter(|(n, _)| !wanted.contains(n)).map(|(n, (_, last))| (*last, *n)).collect();
     spare.sort_unstable();
     let mut spare = spare.into_iter();
     let mut plan = Plan::default();
@@ -433,7 +458,8 @@ fn stream_clouds(
 
         let index = stream.index.clone();
         let points_of = |n: u32| u64::from(index.nodes[n as usize].count);
-        let resident: HashMap<u32, (u64, u64)> = stream.resident.iter().map(|(n, r)| (*n, (r.points, r.last_used))).collect();
+        let resident: HashMap<u32, (u64, u64)> =
+            stream.resident.iter().map(|(n, r)| (*n, (r.points, r.last_used))).collect();
         let loading: HashMap<u32, u64> = stream.loading.keys().map(|n| (*n, points_of(*n))).collect();
         let todo = plan(&selected, &resident, &loading, points_of, budget_bytes, MAX_IN_FLIGHT);
         for node in todo.evict {
@@ -454,7 +480,8 @@ fn stream_clouds(
         status.resident_nodes = stream.resident.len();
         status.resident_points = stream.resident.values().map(|r| r.points).sum();
         status.in_flight = stream.loading.len();
-        status.resident_bytes = (status.resident_points + stream.loading.keys().map(|n| points_of(*n)).sum::<u64>()) * BYTES_PER_POINT;
+        status.resident_bytes =
+            (status.resident_points + stream.loading.keys().map(|n| points_of(*n)).sum::<u64>()) * BYTES_PER_POINT;
         status.budget_bytes = budget_bytes;
     }
 }
@@ -474,10 +501,19 @@ fn read_node(dir: &std::path::Path, index: &CloudIndex, node: u32) -> Result<Loa
 
 /// The root is an even sample of the whole scan: its height range and brightest return set
 /// the elevation ramp and the intensity scale of every level.
-fn tune_materials(handles: &[Handle<PointMaterial>], materials: &mut Assets<PointMaterial>, root: &LoadedNode, affine: &bevy::math::Affine3A) {
+fn tune_materials(
+    handles: &[Handle<PointMaterial>],
+    materials: &mut Assets<PointMaterial>,
+    root: &LoadedNode,
+    affine: &bevy::math::Affine3A,
+) {
     let corners = (0..8).map(|i| {
         let pick = |bit: usize, a: f32, b: f32| if i >> bit & 1 == 1 { b } else { a };
-        affine.transform_point3(Vec3::new(pick(0, root.min.x, root.max.x), pick(1, root.min.y, root.max.y), pick(2, root.min.z, root.max.z)))
+        affine.transform_point3(Vec3::new(
+            pick(0, root.min.x, root.max.x),
+            pick(1, root.min.y, root.max.y),
+            pick(2, root.min.z, root.max.z),
+        ))
     });
     let (low, high) = corners.fold((f32::MAX, f32::MIN), |(lo, hi), c| (lo.min(c.y), hi.max(c.y)));
     for handle in handles {
@@ -556,7 +592,11 @@ mod tests {
         let mut held: HashMap<u32, (u64, u64)> = HashMap::new();
         let mut rng = crate::model::rng::SeededRng::new(7);
         for frame in 0..500u64 {
-            let selected: Vec<u32> = (0..(rng.unit() * 12.0) as u32).map(|_| (rng.unit() * 40.0) as u32).collect::<HashSet<_>>().into_iter().collect();
+            let selected: Vec<u32> = (0..(rng.unit() * 12.0) as u32)
+                .map(|_| (rng.unit() * 40.0) as u32)
+                .collect::<HashSet<_>>()
+                .into_iter()
+                .collect();
             let p = plan(&selected, &held, &HashMap::new(), points_of, budget, 4);
             for n in p.evict {
                 assert!(!selected.contains(&n), "evicted selected node {n}");

@@ -8,12 +8,15 @@ use bevy::camera::Camera3dDepthTextureUsage;
 use bevy::core_pipeline::tonemapping::tonemapping;
 use bevy::core_pipeline::{Core3d, Core3dSystems, FullscreenShader};
 use bevy::prelude::*;
-use bevy::render::extract_component::{ComponentUniforms, DynamicUniformIndex, ExtractComponent, ExtractComponentPlugin, UniformComponentPlugin};
+use bevy::render::extract_component::{
+    ComponentUniforms, DynamicUniformIndex, ExtractComponent, ExtractComponentPlugin, UniformComponentPlugin,
+};
 use bevy::render::render_resource::binding_types::{texture_2d, texture_depth_2d, uniform_buffer};
 use bevy::render::render_resource::{
-    BindGroupEntries, BindGroupLayoutDescriptor, BindGroupLayoutEntries, CachedRenderPipelineId, ColorTargetState, ColorWrites, FragmentState,
-    Operations, PipelineCache, RenderPassColorAttachment, RenderPassDescriptor, RenderPipelineDescriptor, ShaderStages, ShaderType, SpecializedRenderPipeline, SpecializedRenderPipelines, TextureFormat, TextureSampleType,
-    TextureUsages, VertexState,
+    BindGroupEntries, BindGroupLayoutDescriptor, BindGroupLayoutEntries, CachedRenderPipelineId, ColorTargetState,
+    ColorWrites, FragmentState, Operations, PipelineCache, RenderPassColorAttachment, RenderPassDescriptor,
+    RenderPipelineDescriptor, ShaderStages, ShaderType, SpecializedRenderPipeline, SpecializedRenderPipelines,
+    TextureFormat, TextureSampleType, TextureUsages, VertexState,
 };
 use bevy::render::renderer::{RenderContext, RenderDevice, ViewQuery};
 use bevy::render::view::{ExtractedView, ViewDepthTexture, ViewTarget};
@@ -43,9 +46,12 @@ pub struct EyeDomeLightingPlugin;
 impl Plugin for EyeDomeLightingPlugin {
     fn build(&self, app: &mut App) {
         load_internal_asset!(app, EDL_SHADER, "../../../shaders/edl.wgsl", Shader::from_wgsl);
-        app.add_plugins((ExtractComponentPlugin::<EyeDomeLighting>::default(), UniformComponentPlugin::<EyeDomeLighting>::default()))
-            .add_observer(prepare_camera)
-            .add_observer(restore_camera);
+        app.add_plugins((
+            ExtractComponentPlugin::<EyeDomeLighting>::default(),
+            UniformComponentPlugin::<EyeDomeLighting>::default(),
+        ))
+        .add_observer(prepare_camera)
+        .add_observer(restore_camera);
         let Some(render_app) = app.get_sub_app_mut(RenderApp) else { return };
         render_app
             .init_resource::<SpecializedRenderPipelines<EdlPipeline>>()
@@ -60,7 +66,11 @@ impl Plugin for EyeDomeLightingPlugin {
 struct MsaaBeforeEdl(Msaa);
 
 /// The pass samples the depth buffer, one sample per pixel.
-fn prepare_camera(add: On<Add, EyeDomeLighting>, mut commands: Commands, mut cameras: Query<(&mut Camera3d, &mut Msaa)>) {
+fn prepare_camera(
+    add: On<Add, EyeDomeLighting>,
+    mut commands: Commands,
+    mut cameras: Query<(&mut Camera3d, &mut Msaa)>,
+) {
     let Ok((mut camera, mut msaa)) = cameras.get_mut(add.entity) else { return };
     let usage = TextureUsages::from(camera.depth_texture_usages) | TextureUsages::TEXTURE_BINDING;
     camera.depth_texture_usages = Camera3dDepthTextureUsage::from(usage);
@@ -131,7 +141,10 @@ fn specialize_pipelines(
 }
 
 fn edl_pass(
-    view: ViewQuery<(&ViewTarget, &ViewDepthTexture, &DynamicUniformIndex<EyeDomeLighting>, &EdlPipelineId, &Msaa), With<EyeDomeLighting>>,
+    view: ViewQuery<
+        (&ViewTarget, &ViewDepthTexture, &DynamicUniformIndex<EyeDomeLighting>, &EdlPipelineId, &Msaa),
+        With<EyeDomeLighting>,
+    >,
     cache: Res<PipelineCache>,
     pipeline: Res<EdlPipeline>,
     uniforms: Res<ComponentUniforms<EyeDomeLighting>>,
@@ -143,7 +156,10 @@ fn edl_pass(
     if *msaa != Msaa::Off {
         return;
     }
-    let (Some(render_pipeline), Some(binding)) = (cache.get_render_pipeline(id.0), uniforms.uniforms().binding()) else { return };
+    let (Some(render_pipeline), Some(binding)) = (cache.get_render_pipeline(id.0), uniforms.uniforms().binding())
+    else {
+        return;
+    };
     let post = target.post_process_write();
     let bind_group = device.create_bind_group(
         "eye-dome lighting",
@@ -152,7 +168,12 @@ fn edl_pass(
     );
     let mut pass = ctx.command_encoder().begin_render_pass(&RenderPassDescriptor {
         label: Some("eye-dome lighting"),
-        color_attachments: &[Some(RenderPassColorAttachment { view: post.destination, depth_slice: None, resolve_target: None, ops: Operations::default() })],
+        color_attachments: &[Some(RenderPassColorAttachment {
+            view: post.destination,
+            depth_slice: None,
+            resolve_target: None,
+            ops: Operations::default(),
+        })],
         depth_stencil_attachment: None,
         timestamp_writes: None,
         occlusion_query_set: None,

@@ -49,7 +49,12 @@ pub struct Imported {
 
 /// Imports a scan into `cache_root/<content key>/`, or finds it there, reporting into
 /// `progress` as it goes.
-pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, progress: &Arc<Progress>) -> Result<Imported, ImportError> {
+pub fn import(
+    input: &Path,
+    cache_root: &Path,
+    config: octree::OctreeConfig,
+    progress: &Arc<Progress>,
+) -> Result<Imported, ImportError> {
     import_with(input, cache_root, config, progress, IN_MEMORY_BYTES)
 }
 
@@ -58,7 +63,13 @@ pub fn import(input: &Path, cache_root: &Path, config: octree::OctreeConfig, pro
 pub const IN_MEMORY_BYTES: u64 = 1 << 30;
 
 /// [`import`], importing out of core any file larger than `in_memory_bytes`.
-pub fn import_with(input: &Path, cache_root: &Path, config: octree::OctreeConfig, progress: &Arc<Progress>, in_memory_bytes: u64) -> Result<Imported, ImportError> {
+pub fn import_with(
+    input: &Path,
+    cache_root: &Path,
+    config: octree::OctreeConfig,
+    progress: &Arc<Progress>,
+    in_memory_bytes: u64,
+) -> Result<Imported, ImportError> {
     let extension = input.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
     if matches!(extension.as_str(), "gltf" | "glb") {
         // Meshes have their own import (`mesh::import_mesh`).
@@ -84,14 +95,23 @@ pub fn import_with(input: &Path, cache_root: &Path, config: octree::OctreeConfig
         let file = std::fs::File::open(input).map_err(|e| ImportError::Ply(input.to_owned(), e.into()))?;
         let reader = Counting { inner: std::io::BufReader::new(file), progress: progress.clone() };
         let cloud = ply::read_ply(reader, MAX_IMPORT_POINTS).map_err(|e| ImportError::Ply(input.to_owned(), e))?;
-        let attributes = cache::Attributes { colour: cloud.has_colour, intensity: cloud.has_intensity, classification: cloud.has_classification };
+        let attributes = cache::Attributes {
+            colour: cloud.has_colour,
+            intensity: cloud.has_intensity,
+            classification: cloud.has_classification,
+        };
         (cloud.points, [0.0; 3], attributes)
     } else {
-        let file = std::fs::File::open(input).map_err(|e| ImportError::Las(input.to_owned(), las::LasError::Open(format!("cannot open it: {e}"))))?;
+        let file = std::fs::File::open(input)
+            .map_err(|e| ImportError::Las(input.to_owned(), las::LasError::Open(format!("cannot open it: {e}"))))?;
         let reader = Counting { inner: std::io::BufReader::new(file), progress: progress.clone() };
         let cloud = las::read_las_from(reader, MAX_IMPORT_POINTS).map_err(|e| ImportError::Las(input.to_owned(), e))?;
         // LAS always has intensity and class fields; they may be zero.
-        (cloud.points, cloud.origin, cache::Attributes { colour: cloud.has_colour, intensity: true, classification: true })
+        (
+            cloud.points,
+            cloud.origin,
+            cache::Attributes { colour: cloud.has_colour, intensity: true, classification: true },
+        )
     };
     if points.is_empty() {
         return Err(ImportError::Empty(input.to_owned()));
@@ -117,7 +137,14 @@ pub const MAX_OUT_OF_CORE_POINTS: u64 = 20_000_000_000;
 /// Imports a scan without holding it: the points go once through the octree's upper levels
 /// into per-node bucket files (for a PLY, after a first pass that finds the bounds; a LAS
 /// header has them), then each bucket's subtree is built in memory on its own.
-fn import_out_of_core(input: &Path, extension: &str, dir: PathBuf, key: &str, config: octree::OctreeConfig, progress: &Arc<Progress>) -> Result<Imported, ImportError> {
+fn import_out_of_core(
+    input: &Path,
+    extension: &str,
+    dir: PathBuf,
+    key: &str,
+    config: octree::OctreeConfig,
+    progress: &Arc<Progress>,
+) -> Result<Imported, ImportError> {
     use std::io::Write as _;
     let size = std::fs::metadata(input).map(|m| m.len()).unwrap_or(0);
     let staging = staging_dir(&dir);
@@ -132,7 +159,10 @@ fn import_out_of_core(input: &Path, extension: &str, dir: PathBuf, key: &str, co
     let (origin, attributes, builder) = if extension == "ply" {
         progress.begin("measuring", size);
         let (mut lo, mut hi) = ([f32::MAX; 3], [f32::MIN; 3]);
-        let reader = Counting { inner: open().map_err(|e| ImportError::Ply(input.to_owned(), e.into()))?, progress: progress.clone() };
+        let reader = Counting {
+            inner: open().map_err(|e| ImportError::Ply(input.to_owned(), e.into()))?,
+            progress: progress.clone(),
+        };
         let cloud = ply::read_ply_each(reader, MAX_OUT_OF_CORE_POINTS, |p| {
             for a in 0..3 {
                 lo[a] = lo[a].min(p.position[a]);
@@ -143,19 +173,28 @@ fn import_out_of_core(input: &Path, extension: &str, dir: PathBuf, key: &str, co
         .map_err(|e| ImportError::Ply(input.to_owned(), e))?;
         let size_of_cube = (0..3).map(|a| hi[a] - lo[a]).fold(0.0f32, f32::max).max(1e-3) * 1.0001;
         let cube = octree::Cube { min: lo, size: size_of_cube };
-        let mut builder = octree::OutOfCore::new(cube, config, bucket_depth(size / 15), &buckets).map_err(io(&buckets))?;
+        let mut builder =
+            octree::OutOfCore::new(cube, config, bucket_depth(size / 15), &buckets).map_err(io(&buckets))?;
         progress.begin("reading", size);
-        let reader = Counting { inner: open().map_err(|e| ImportError::Ply(input.to_owned(), e.into()))?, progress: progress.clone() };
+        let reader = Counting {
+            inner: open().map_err(|e| ImportError::Ply(input.to_owned(), e.into()))?,
+            progress: progress.clone(),
+        };
         ply::read_ply_each(reader, MAX_OUT_OF_CORE_POINTS, |p| {
             count += 1;
             builder.insert(p)
         })
         .map_err(|e| ImportError::Ply(input.to_owned(), e))?;
-        let attributes = cache::Attributes { colour: cloud.has_colour, intensity: cloud.has_intensity, classification: cloud.has_classification };
+        let attributes = cache::Attributes {
+            colour: cloud.has_colour,
+            intensity: cloud.has_intensity,
+            classification: cloud.has_classification,
+        };
         ([0.0; 3], attributes, builder)
     } else {
         progress.begin("reading", size);
-        let file = std::fs::File::open(input).map_err(|e| ImportError::Las(input.to_owned(), las::LasError::Open(format!("cannot open it: {e}"))))?;
+        let file = std::fs::File::open(input)
+            .map_err(|e| ImportError::Las(input.to_owned(), las::LasError::Open(format!("cannot open it: {e}"))))?;
         let reader = Counting { inner: std::io::BufReader::new(file), progress: progress.clone() };
         let mut builder: Option<octree::OutOfCore> = None;
         let cloud = las::read_las_each(reader, MAX_OUT_OF_CORE_POINTS, |bounds, p| {
@@ -163,13 +202,21 @@ fn import_out_of_core(input: &Path, extension: &str, dir: PathBuf, key: &str, co
                 Some(b) => b,
                 None => {
                     let size_of_cube = bounds.max.iter().fold(0.0f32, |m, v| m.max(*v)).max(1e-3) * 1.0001;
-                    builder.insert(octree::OutOfCore::new(octree::Cube { min: [0.0; 3], size: size_of_cube }, config, bucket_depth(size / 8), &buckets)?)
+                    builder.insert(octree::OutOfCore::new(
+                        octree::Cube { min: [0.0; 3], size: size_of_cube },
+                        config,
+                        bucket_depth(size / 8),
+                        &buckets,
+                    )?)
                 }
             };
             // The header's bounds place the octree: a point outside them is a lying header.
             let outside = (0..3).any(|a| p.position[a] < -1e-3 || p.position[a] > bounds.max[a] + 1e-3);
             if outside {
-                return Err(std::io::Error::other(format!("point {count} at {:?} lies outside the header's bounds", p.position)));
+                return Err(std::io::Error::other(format!(
+                    "point {count} at {:?} lies outside the header's bounds",
+                    p.position
+                )));
             }
             count += 1;
             b.insert(p)
@@ -190,7 +237,16 @@ fn import_out_of_core(input: &Path, extension: &str, dir: PathBuf, key: &str, co
     data.flush().map_err(io(&data_path))?;
     let built = start.elapsed();
     let source = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let index = cache::CloudIndex { version: cache::CACHE_VERSION, source, key: key.to_owned(), origin, points, dropped, attributes, nodes };
+    let index = cache::CloudIndex {
+        version: cache::CACHE_VERSION,
+        source,
+        key: key.to_owned(),
+        origin,
+        points,
+        dropped,
+        attributes,
+        nodes,
+    };
     let index_path = staging.join("cloud.json");
     std::fs::write(&index_path, serde_json::to_vec_pretty(&index).expect("plain data")).map_err(io(&index_path))?;
     let index = cache::publish(&staging, &dir, || cache::read_index(&dir).ok())?.unwrap_or(index);
@@ -205,4 +261,3 @@ fn bucket_depth(points: u64) -> u8 {
         _ => 3,
     }
 }
-

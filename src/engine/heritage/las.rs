@@ -6,8 +6,8 @@ use std::path::Path;
 
 use thiserror::Error;
 
-use super::scan::Point;
 use super::ply::MAX_COORDINATE;
+use super::scan::Point;
 
 /// Points read per chunk.
 const CHUNK: u64 = 1 << 20;
@@ -43,7 +43,9 @@ pub enum LasError {
         read: u64,
     },
     /// A position that is not finite or absurdly far from the others.
-    #[error("point {index}: position {position:?} is not finite or more than {MAX_COORDINATE} m from the scan's corner")]
+    #[error(
+        "point {index}: position {position:?} is not finite or more than {MAX_COORDINATE} m from the scan's corner"
+    )]
     BadCoordinate {
         /// 0-based index.
         index: u64,
@@ -70,7 +72,10 @@ pub fn read_las(path: &Path, max_points: u64) -> Result<LasCloud, LasError> {
 }
 
 /// Reads a LAS or LAZ cloud from any seekable reader (a file, a counting wrapper).
-pub fn read_las_from(input: impl std::io::Read + std::io::Seek + Send + Sync + std::fmt::Debug + 'static, max_points: u64) -> Result<LasCloud, LasError> {
+pub fn read_las_from(
+    input: impl std::io::Read + std::io::Seek + Send + Sync + std::fmt::Debug + 'static,
+    max_points: u64,
+) -> Result<LasCloud, LasError> {
     let mut points = Vec::new();
     let mut cloud = read_las_each(input, max_points, |_, p| {
         points.push(p);
@@ -114,7 +119,10 @@ pub fn read_las_each(
     loop {
         let data = reader.read_points(CHUNK).map_err(|e| {
             let why = e.to_string();
-            if why.contains("failed to fill whole buffer") || why.contains("UnexpectedEof") || why.contains("end of file") {
+            if why.contains("failed to fill whole buffer")
+                || why.contains("UnexpectedEof")
+                || why.contains("end of file")
+            {
                 LasError::Truncated { announced, read: index }
             } else {
                 LasError::Point { index, why }
@@ -129,8 +137,15 @@ pub fn read_las_each(
             if !relative.iter().all(|v| v.is_finite() && v.abs() <= MAX_COORDINATE) {
                 return Err(LasError::BadCoordinate { index, position: [point.x, point.y, point.z] });
             }
-            let colour = point.color.map_or([160, 160, 160], |c| [(c.red >> 8) as u8, (c.green >> 8) as u8, (c.blue >> 8) as u8]);
-            let point = Point { position: relative.map(|v| v as f32), colour, intensity: point.intensity, class: u8::from(point.classification) };
+            let colour = point
+                .color
+                .map_or([160, 160, 160], |c| [(c.red >> 8) as u8, (c.green >> 8) as u8, (c.blue >> 8) as u8]);
+            let point = Point {
+                position: relative.map(|v| v as f32),
+                colour,
+                intensity: point.intensity,
+                class: u8::from(point.classification),
+            };
             sink(&las_bounds, point).map_err(|e| LasError::Open(format!("cannot keep point {index}: {e}")))?;
             index += 1;
         }
@@ -208,7 +223,9 @@ mod tests {
             assert_eq!(cloud.points.len(), points.len(), "{name}");
             assert!(cloud.has_colour);
             for (a, b) in cloud.points.iter().zip(&points) {
-                let moved: [f64; 3] = std::array::from_fn(|k| cloud.origin[k] + f64::from(a.position[k]) - origin[k] - f64::from(b.position[k]));
+                let moved: [f64; 3] = std::array::from_fn(|k| {
+                    cloud.origin[k] + f64::from(a.position[k]) - origin[k] - f64::from(b.position[k])
+                });
                 assert!(moved.iter().all(|d| d.abs() <= 0.0011), "{name}: {moved:?}");
                 assert_eq!((a.colour, a.intensity, a.class), (b.colour, b.intensity, b.class), "{name}");
             }

@@ -17,12 +17,12 @@ use bevy::render::renderer::RenderDevice;
 use super::cloud::ScanPhase;
 use super::measure::PickTriangles;
 use super::mesh::{self, Level, MeshIndex};
-use crate::engine::command::VenueAssets;
-use crate::engine::schedule::VenueSystems;
 use crate::engine::command::CurrentScene;
+use crate::engine::command::VenueAssets;
 use crate::engine::environment::{VenueCamera, leading_view};
-use crate::model::scene::format::MeshScanDef;
 use crate::engine::scene::venue::to_transform;
+use crate::engine::schedule::VenueSystems;
+use crate::model::scene::format::MeshScanDef;
 
 /// Streams nothing but picks levels: all levels of a scan are on the GPU (about twice the
 /// finest level's memory); per-chunk choice keeps what is drawn small.
@@ -30,15 +30,18 @@ pub struct MeshLodPlugin;
 
 impl Plugin for MeshLodPlugin {
     fn build(&self, app: &mut App) {
-        app.add_systems(Update, sync_mesh_scans.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate))
-            .add_systems(Update, receive_mesh_scans.in_set(VenueSystems::Present))
-            // With this frame's camera, before visibility is worked out.
-            .add_systems(
-                PostUpdate,
-                pick_levels
-                    .after(bevy::camera::visibility::VisibilitySystems::UpdateFrusta)
-                    .before(bevy::camera::visibility::VisibilitySystems::VisibilityPropagate),
-            );
+        app.add_systems(
+            Update,
+            sync_mesh_scans.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate),
+        )
+        .add_systems(Update, receive_mesh_scans.in_set(VenueSystems::Present))
+        // With this frame's camera, before visibility is worked out.
+        .add_systems(
+            PostUpdate,
+            pick_levels
+                .after(bevy::camera::visibility::VisibilitySystems::UpdateFrusta)
+                .before(bevy::camera::visibility::VisibilitySystems::VisibilityPropagate),
+        );
     }
 }
 
@@ -99,7 +102,12 @@ type Loaded = Result<(MeshIndex, Vec<LoadedPart>), String>;
 #[derive(Component)]
 struct MeshScanLoad(Mutex<mpsc::Receiver<Loaded>>);
 
-fn sync_mesh_scans(mut commands: Commands, scene: Res<CurrentScene>, assets: Res<VenueAssets>, existing: Query<(Entity, &MeshScan)>) {
+fn sync_mesh_scans(
+    mut commands: Commands,
+    scene: Res<CurrentScene>,
+    assets: Res<VenueAssets>,
+    existing: Query<(Entity, &MeshScan)>,
+) {
     let mut kept = HashSet::new();
     for (entity, scan) in &existing {
         if scene.0.meshes.contains(&scan.def) && kept.insert(scan.def.name.clone()) {
@@ -144,12 +152,22 @@ fn start_load(name: String, path: PathBuf) -> mpsc::Receiver<Loaded> {
                 }
                 let mut chunks = Vec::new();
                 for chunk in &part.chunks {
-                    let levels = chunk.levels.iter().map(|l| mesh::read_level(&dir, l)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+                    let levels = chunk
+                        .levels
+                        .iter()
+                        .map(|l| mesh::read_level(&dir, l))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())?;
                     chunks.push((Vec3::from(chunk.min), Vec3::from(chunk.max), levels));
                 }
                 let mut groups = Vec::new();
                 for group in &part.groups {
-                    let levels = group.levels.iter().map(|l| mesh::read_level(&dir, l)).collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+                    let levels = group
+                        .levels
+                        .iter()
+                        .map(|l| mesh::read_level(&dir, l))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| e.to_string())?;
                     groups.push((group.first, group.count, Vec3::from(group.min), Vec3::from(group.max), levels));
                 }
                 parts.push(LoadedPart { colour: part.colour, textures, chunks, groups });
@@ -216,26 +234,48 @@ fn receive_mesh_scans(
             // A texture too large for this adapter: the finest level that fits, said once.
             let first = mesh::texture_level_for_limit(&stored.texture_sizes, limit);
             if !stored.textures.is_empty() && first != Some(0) {
-                let note = format!("a {:?} texture is over this adapter's {limit}-pixel limit; a smaller level is used", stored.texture_sizes[0]);
+                let note = format!(
+                    "a {:?} texture is over this adapter's {limit}-pixel limit; a smaller level is used",
+                    stored.texture_sizes[0]
+                );
                 warn!("mesh {:?}: {note}", scan.def.name);
                 notes.push(note);
             }
             let textures: Vec<Handle<Image>> = part.textures.iter().map(|t| images.add(texture_image(t))).collect();
-            let level_materials: Vec<Handle<StandardMaterial>> = (0..part.chunks.iter().map(|c| c.2.len()).max().unwrap_or(1).max(1))
-                .map(|level| {
-                    let texture = first.map(|f| level.max(f)).and_then(|l| textures.get(l.min(textures.len().saturating_sub(1))).cloned());
-                    let [r, g, b, a] = part.colour;
-                    materials.add(StandardMaterial { base_color: Color::linear_rgba(r, g, b, a), base_color_texture: texture, perceptual_roughness: 0.9, ..default() })
-                })
-                .collect();
+            let level_materials: Vec<Handle<StandardMaterial>> =
+                (0..part.chunks.iter().map(|c| c.2.len()).max().unwrap_or(1).max(1))
+                    .map(|level| {
+                        let texture = first
+                            .map(|f| level.max(f))
+                            .and_then(|l| textures.get(l.min(textures.len().saturating_sub(1))).cloned());
+                        let [r, g, b, a] = part.colour;
+                        materials.add(StandardMaterial {
+                            base_color: Color::linear_rgba(r, g, b, a),
+                            base_color_texture: texture,
+                            perceptual_roughness: 0.9,
+                            ..default()
+                        })
+                    })
+                    .collect();
             let mut chunk_entities = Vec::new();
             for (min, max, levels) in part.chunks {
                 let errors: Vec<(f32, u32)> = levels.iter().map(|l| (l.error, (l.indices.len() / 3) as u32)).collect();
-                let chunk = commands.spawn((Name::new(format!("{} chunk {chunks}", scan.def.name)), Transform::IDENTITY, Visibility::Inherited, ChildOf(entity))).id();
+                let chunk = commands
+                    .spawn((
+                        Name::new(format!("{} chunk {chunks}", scan.def.name)),
+                        Transform::IDENTITY,
+                        Visibility::Inherited,
+                        ChildOf(entity),
+                    ))
+                    .id();
                 let mut entries = Vec::new();
                 for (i, (level, (error, triangles))) in levels.into_iter().zip(errors).enumerate() {
                     // The measuring tape picks on the level shown: a copy of its triangles.
-                    let pick = PickTriangles { positions: Arc::new(level.positions.iter().map(|p| Vec3::from(*p)).collect()), indices: Arc::new(level.indices.clone()), error };
+                    let pick = PickTriangles {
+                        positions: Arc::new(level.positions.iter().map(|p| Vec3::from(*p)).collect()),
+                        indices: Arc::new(level.indices.clone()),
+                        error,
+                    };
                     let child = commands
                         .spawn((
                             pick,
@@ -248,27 +288,61 @@ fn receive_mesh_scans(
                         .id();
                     entries.push((child, error, triangles));
                 }
-                commands.entity(chunk).insert(LodChunk { levels: entries, centre: (min + max) / 2.0, radius: (max - min).length() / 2.0, shown: None });
+                commands.entity(chunk).insert(LodChunk {
+                    levels: entries,
+                    centre: (min + max) / 2.0,
+                    radius: (max - min).length() / 2.0,
+                    shown: None,
+                });
                 chunk_entities.push(chunk);
                 chunks += 1;
             }
             for (first, count, min, max, levels) in part.groups {
-                let members = chunk_entities.get(first as usize..(first + count) as usize).map(<[Entity]>::to_vec).unwrap_or_default();
-                let group = commands.spawn((Name::new(format!("{} group {first}", scan.def.name)), Transform::IDENTITY, Visibility::Inherited, ChildOf(entity))).id();
+                let members = chunk_entities
+                    .get(first as usize..(first + count) as usize)
+                    .map(<[Entity]>::to_vec)
+                    .unwrap_or_default();
+                let group = commands
+                    .spawn((
+                        Name::new(format!("{} group {first}", scan.def.name)),
+                        Transform::IDENTITY,
+                        Visibility::Inherited,
+                        ChildOf(entity),
+                    ))
+                    .id();
                 let mut entries = Vec::new();
                 for level in levels {
                     let (error, triangles) = (level.error, (level.indices.len() / 3) as u32);
-                    let pick = PickTriangles { positions: Arc::new(level.positions.iter().map(|p| Vec3::from(*p)).collect()), indices: Arc::new(level.indices.clone()), error };
+                    let pick = PickTriangles {
+                        positions: Arc::new(level.positions.iter().map(|p| Vec3::from(*p)).collect()),
+                        indices: Arc::new(level.indices.clone()),
+                        error,
+                    };
                     // A group stands for its chunks' coarsest levels: it uses the coarsest material.
                     let material = level_materials[level_materials.len() - 1].clone();
-                    let child = commands.spawn((pick, Mesh3d(meshes.add(level_mesh(level))), MeshMaterial3d(material), Transform::IDENTITY, Visibility::Hidden, ChildOf(group))).id();
+                    let child = commands
+                        .spawn((
+                            pick,
+                            Mesh3d(meshes.add(level_mesh(level))),
+                            MeshMaterial3d(material),
+                            Transform::IDENTITY,
+                            Visibility::Hidden,
+                            ChildOf(group),
+                        ))
+                        .id();
                     entries.push((child, error, triangles));
                 }
-                commands.entity(group).insert(LodGroup { chunks: members, levels: entries, centre: (min + max) / 2.0, radius: (max - min).length() / 2.0 });
+                commands.entity(group).insert(LodGroup {
+                    chunks: members,
+                    levels: entries,
+                    centre: (min + max) / 2.0,
+                    radius: (max - min).length() / 2.0,
+                });
             }
         }
         info!("mesh {:?}: {} triangles in {chunks} chunks", scan.def.name, index.triangles);
-        *status = MeshScanStatus { phase: ScanPhase::Ready, source_triangles: index.triangles, chunks, notes, ..default() };
+        *status =
+            MeshScanStatus { phase: ScanPhase::Ready, source_triangles: index.triangles, chunks, notes, ..default() };
     }
 }
 
@@ -289,8 +363,11 @@ fn pick_levels(
     let eye = eye.translation();
     for (scan, transform, mut status, children) in &mut scans {
         let scale = transform.scale().abs().max_element();
-        let distance_to = |centre: Vec3, radius: f32| (transform.transform_point(centre).distance(eye) - radius * scale).max(0.01);
-        let show = |visibility: &mut Query<&mut Visibility, Without<LodChunk>>, levels: &[(Entity, f32, u32)], shown: Option<usize>| {
+        let distance_to =
+            |centre: Vec3, radius: f32| (transform.transform_point(centre).distance(eye) - radius * scale).max(0.01);
+        let show = |visibility: &mut Query<&mut Visibility, Without<LodChunk>>,
+                    levels: &[(Entity, f32, u32)],
+                    shown: Option<usize>| {
             for (i, (entity, _, _)) in levels.iter().enumerate() {
                 if let Ok(mut v) = visibility.get_mut(*entity) {
                     v.set_if_neq(if Some(i) == shown { Visibility::Inherited } else { Visibility::Hidden });
@@ -307,7 +384,8 @@ fn pick_levels(
             let errors: Vec<f32> = group.levels.iter().map(|(_, e, _)| e * scale).collect();
             let distance = distance_to(group.centre, group.radius);
             let fits = errors.first().is_some_and(|e| e * pixels_per_metre_at_1m / distance <= scan.def.max_error_px);
-            let level = fits.then(|| mesh::pick_level(&errors, distance, pixels_per_metre_at_1m, scan.def.max_error_px));
+            let level =
+                fits.then(|| mesh::pick_level(&errors, distance, pixels_per_metre_at_1m, scan.def.max_error_px));
             show(&mut visibility, &group.levels, level);
             if let Some(level) = level {
                 grouped.extend(group.chunks.iter().copied());
@@ -324,7 +402,12 @@ fn pick_levels(
             }
             chunk_visibility.set_if_neq(Visibility::Inherited);
             let errors: Vec<f32> = chunk.levels.iter().map(|(_, e, _)| e * scale).collect();
-            let level = mesh::pick_level(&errors, distance_to(chunk.centre, chunk.radius), pixels_per_metre_at_1m, scan.def.max_error_px);
+            let level = mesh::pick_level(
+                &errors,
+                distance_to(chunk.centre, chunk.radius),
+                pixels_per_metre_at_1m,
+                scan.def.max_error_px,
+            );
             if chunk.shown != Some(level) {
                 show(&mut visibility, &chunk.levels, Some(level));
                 chunk.shown = Some(level);

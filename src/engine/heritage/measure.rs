@@ -90,7 +90,9 @@ pub struct MeasurePlugin;
 
 impl Plugin for MeasurePlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<Measurement>().add_message::<MeasureRay>().add_systems(Update, take_measurements.in_set(crate::engine::schedule::VenueSystems::Simulate));
+        app.init_resource::<Measurement>()
+            .add_message::<MeasureRay>()
+            .add_systems(Update, take_measurements.in_set(crate::engine::schedule::VenueSystems::Simulate));
     }
 }
 
@@ -140,7 +142,8 @@ fn mesh_triangles(mesh: &Mesh) -> Option<impl Iterator<Item = [Vec3; 3]> + '_> {
     Some(mesh.triangles().ok()?.map(|t| t.vertices))
 }
 
-type Pickable<'a> = (Entity, Option<&'a Mesh3d>, Option<&'a PickTriangles>, Option<&'a PickPoints>, &'a GlobalTransform);
+type Pickable<'a> =
+    (Entity, Option<&'a Mesh3d>, Option<&'a PickTriangles>, Option<&'a PickPoints>, &'a GlobalTransform);
 
 fn take_measurements(
     mut rays: MessageReader<MeasureRay>,
@@ -152,7 +155,11 @@ fn take_measurements(
     meshes: Res<Assets<Mesh>>,
 ) {
     // What is drawn: nothing on the way up is hidden (works with or without a renderer).
-    let shown = |entity: Entity| std::iter::once(entity).chain(parents.iter_ancestors(entity)).all(|e| visibility.get(e).map_or(true, |v| *v != Visibility::Hidden));
+    let shown = |entity: Entity| {
+        std::iter::once(entity)
+            .chain(parents.iter_ancestors(entity))
+            .all(|e| visibility.get(e).map_or(true, |v| *v != Visibility::Hidden))
+    };
     for request in rays.read() {
         let hit = cast(request, &pickable, &meshes, &shown);
         let Some((position, uncertainty, entity)) = hit else {
@@ -161,7 +168,11 @@ fn take_measurements(
         };
         measurement.missed = false;
         // Name the thing by its topmost named ancestor: the scene entry ("cloister scan").
-        let on = std::iter::once(entity).chain(parents.iter_ancestors(entity)).filter_map(|e| names.get(e).ok()).last().map_or_else(|| "something".into(), |n| n.as_str().to_owned());
+        let on = std::iter::once(entity)
+            .chain(parents.iter_ancestors(entity))
+            .filter_map(|e| names.get(e).ok())
+            .last()
+            .map_or_else(|| "something".into(), |n| n.as_str().to_owned());
         let point = MeasuredPoint { position, on, uncertainty };
         if measurement.a.is_none() || measurement.b.is_some() {
             measurement.a = Some(point);

@@ -120,12 +120,20 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
     let mut buffers: Vec<Vec<u8>> = Vec::new();
     for buffer in document.buffers() {
         let data = match buffer.source() {
-            gltf::buffer::Source::Bin => gltf.blob.clone().ok_or(MeshError::Buffer { index: buffer.index(), why: "the GLB has no binary chunk".into() })?,
-            gltf::buffer::Source::Uri(uri) => read_relative(dir, uri).map_err(|why| MeshError::Buffer { index: buffer.index(), why })?,
+            gltf::buffer::Source::Bin => gltf
+                .blob
+                .clone()
+                .ok_or(MeshError::Buffer { index: buffer.index(), why: "the GLB has no binary chunk".into() })?,
+            gltf::buffer::Source::Uri(uri) => {
+                read_relative(dir, uri).map_err(|why| MeshError::Buffer { index: buffer.index(), why })?
+            }
         };
         // Accessors index into buffers by their declared length: a shorter buffer is a cut file.
         if data.len() < buffer.length() {
-            return Err(MeshError::Buffer { index: buffer.index(), why: format!("holds {} bytes but declares {} (a truncated file?)", data.len(), buffer.length()) });
+            return Err(MeshError::Buffer {
+                index: buffer.index(),
+                why: format!("holds {} bytes but declares {} (a truncated file?)", data.len(), buffer.length()),
+            });
         }
         buffers.push(data);
     }
@@ -147,13 +155,21 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
         for primitive in mesh.primitives() {
             let bad = |why: String| MeshError::Primitive { mesh: mesh_name.clone(), primitive: primitive.index(), why };
             if primitive.mode() != gltf::mesh::Mode::Triangles {
-                source.notes.push(format!("mesh {mesh_name:?} primitive {}: {:?} left out (only triangles are imported)", primitive.index(), primitive.mode()));
+                source.notes.push(format!(
+                    "mesh {mesh_name:?} primitive {}: {:?} left out (only triangles are imported)",
+                    primitive.index(),
+                    primitive.mode()
+                ));
                 continue;
             }
             let reader = primitive.reader(|b| buffers.get(b.index()).map(Vec::as_slice));
             let Some(positions) = reader.read_positions() else { return Err(bad("no POSITION attribute".into())) };
-            let positions: Vec<[f32; 3]> = positions.map(|p| world.transform_point3(glam::Vec3::from(p)).to_array()).collect();
-            if let Some(i) = positions.iter().position(|p| !p.iter().all(|v| v.is_finite() && v.abs() <= super::ply::MAX_COORDINATE as f32)) {
+            let positions: Vec<[f32; 3]> =
+                positions.map(|p| world.transform_point3(glam::Vec3::from(p)).to_array()).collect();
+            if let Some(i) = positions
+                .iter()
+                .position(|p| !p.iter().all(|v| v.is_finite() && v.abs() <= super::ply::MAX_COORDINATE as f32))
+            {
                 return Err(bad(format!("vertex {i} has an absurd position {:?}", positions[i])));
             }
             let count = positions.len() as u32;
@@ -164,7 +180,9 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
             if let Some(i) = indices.iter().find(|i| **i >= count) {
                 return Err(bad(format!("index {i} points past its {count} vertices")));
             }
-            let normals: Option<Vec<[f32; 3]>> = reader.read_normals().map(|n| n.map(|n| (normal_matrix * glam::Vec3::from(n)).normalize_or_zero().to_array()).collect());
+            let normals: Option<Vec<[f32; 3]>> = reader
+                .read_normals()
+                .map(|n| n.map(|n| (normal_matrix * glam::Vec3::from(n)).normalize_or_zero().to_array()).collect());
             let uvs: Option<Vec<[f32; 2]>> = reader.read_tex_coords(0).map(|t| t.into_f32().collect());
             triangles += (indices.len() / 3) as u64;
             if triangles > MAX_TRIANGLES {
@@ -215,7 +233,11 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
         if let Some(texture) = &part.texture
             && texture.width().max(texture.height()) > MAX_TEXTURE_EDGE
         {
-            source.notes.push(format!("a {}×{} texture was downscaled to fit {MAX_TEXTURE_EDGE} pixels", texture.width(), texture.height()));
+            source.notes.push(format!(
+                "a {}×{} texture was downscaled to fit {MAX_TEXTURE_EDGE} pixels",
+                texture.width(),
+                texture.height()
+            ));
             part.texture = Some(fit(texture, MAX_TEXTURE_EDGE));
         }
     }
@@ -265,7 +287,8 @@ fn load_image(image: &gltf::Image, buffers: &[Vec<u8>], dir: &Path) -> Result<im
         }
         gltf::image::Source::Uri { uri, .. } => read_relative(dir, uri)?,
     };
-    let reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
+    let reader =
+        image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(|e| e.to_string())?;
     let mut limits = image::Limits::default();
     // A hostile header may announce a gigapixel image: refuse before allocating it.
     limits.max_image_width = Some(4 * MAX_TEXTURE_EDGE);
@@ -312,7 +335,10 @@ pub fn fit(image: &image::RgbaImage, edge: u32) -> image::RgbaImage {
 pub fn chunk_triangles(positions: &[[f32; 3]], indices: &[u32], max: usize) -> Vec<Vec<u32>> {
     let centroid = |t: u32| {
         let i = t as usize * 3;
-        (glam::Vec3::from(positions[indices[i] as usize]) + glam::Vec3::from(positions[indices[i + 1] as usize]) + glam::Vec3::from(positions[indices[i + 2] as usize])) / 3.0
+        (glam::Vec3::from(positions[indices[i] as usize])
+            + glam::Vec3::from(positions[indices[i + 1] as usize])
+            + glam::Vec3::from(positions[indices[i + 2] as usize]))
+            / 3.0
     };
     let all: Vec<u32> = (0..(indices.len() / 3) as u32).collect();
     let mut done = Vec::new();
@@ -327,7 +353,13 @@ pub fn chunk_triangles(positions: &[[f32; 3]], indices: &[u32], max: usize) -> V
             (lo.min(c), hi.max(c))
         });
         let extent = hi - lo;
-        let axis = if extent.x >= extent.y && extent.x >= extent.z { 0 } else if extent.y >= extent.z { 1 } else { 2 };
+        let axis = if extent.x >= extent.y && extent.x >= extent.z {
+            0
+        } else if extent.y >= extent.z {
+            1
+        } else {
+            2
+        };
         let middle = tris.len() / 2;
         tris.select_nth_unstable_by(middle, |a, b| centroid(*a)[axis].total_cmp(&centroid(*b)[axis]));
         let upper = tris.split_off(middle);
@@ -354,7 +386,13 @@ pub struct Level {
 
 fn compact(part: &Part, indices: &[u32], error: f32) -> Level {
     let mut map: HashMap<u32, u32> = HashMap::new();
-    let mut level = Level { positions: Vec::new(), normals: Vec::new(), uvs: Vec::new(), indices: Vec::with_capacity(indices.len()), error };
+    let mut level = Level {
+        positions: Vec::new(),
+        normals: Vec::new(),
+        uvs: Vec::new(),
+        indices: Vec::with_capacity(indices.len()),
+        error,
+    };
     for i in indices {
         let local = *map.entry(*i).or_insert_with(|| {
             let v = *i as usize;
@@ -373,7 +411,8 @@ fn compact(part: &Part, indices: &[u32], error: f32) -> Level {
 /// chunk as scanned, each next one about half the triangles, until simplification stalls
 /// (locked borders) or the chunk is tiny.
 pub fn level_chain(part: &Part, triangles: &[u32]) -> Vec<Level> {
-    let indices: Vec<u32> = triangles.iter().flat_map(|t| part.indices[*t as usize * 3..*t as usize * 3 + 3].iter().copied()).collect();
+    let indices: Vec<u32> =
+        triangles.iter().flat_map(|t| part.indices[*t as usize * 3..*t as usize * 3 + 3].iter().copied()).collect();
     halve_until_stalled(vec![compact(part, &indices, 0.0)])
 }
 
@@ -386,15 +425,29 @@ fn halve_until_stalled(mut levels: Vec<Level>) -> Vec<Level> {
         if previous.indices.len() / 3 < 128 {
             break;
         }
-        let Ok(adapter) = meshopt::VertexDataAdapter::new(meshopt::typed_to_bytes(&previous.positions), 12, 0) else { break };
+        let Ok(adapter) = meshopt::VertexDataAdapter::new(meshopt::typed_to_bytes(&previous.positions), 12, 0) else {
+            break;
+        };
         let target = previous.indices.len() / 2 / 3 * 3;
         let mut relative = 0.0f32;
-        let simplified = meshopt::simplify(&previous.indices, &adapter, target, 1.0, meshopt::SimplifyOptions::LockBorder, Some(&mut relative));
+        let simplified = meshopt::simplify(
+            &previous.indices,
+            &adapter,
+            target,
+            1.0,
+            meshopt::SimplifyOptions::LockBorder,
+            Some(&mut relative),
+        );
         if simplified.len() * 10 > previous.indices.len() * 8 || simplified.is_empty() {
             break;
         }
         let error = previous.error + relative * meshopt::simplify_scale(&adapter);
-        let prev_part = Part { positions: previous.positions.clone(), normals: previous.normals.clone(), uvs: previous.uvs.clone(), ..Part::default() };
+        let prev_part = Part {
+            positions: previous.positions.clone(),
+            normals: previous.normals.clone(),
+            uvs: previous.uvs.clone(),
+            ..Part::default()
+        };
         levels.push(compact(&prev_part, &simplified, error));
     }
     levels
@@ -404,7 +457,8 @@ fn halve_until_stalled(mut levels: Vec<Level>) -> Vec<Level> {
 /// meet, so the seams can simplify away), then halved while simplification goes on, with the
 /// group's outer border locked so that it meets its neighbours.
 pub fn group_chain(members: &[Level]) -> Vec<Level> {
-    let mut merged = Level { positions: Vec::new(), normals: Vec::new(), uvs: Vec::new(), indices: Vec::new(), error: 0.0 };
+    let mut merged =
+        Level { positions: Vec::new(), normals: Vec::new(), uvs: Vec::new(), indices: Vec::new(), error: 0.0 };
     // Welded on position, normal and uv: a texture seam (same position, other uv) stays a
     // seam, so coarse levels keep sampling the right part of the atlas.
     let mut welded: HashMap<[u32; 8], u32> = HashMap::new();
@@ -425,7 +479,12 @@ pub fn group_chain(members: &[Level]) -> Vec<Level> {
             .collect();
         merged.indices.extend(level.indices.iter().map(|i| map[*i as usize]));
     }
-    let part = Part { positions: merged.positions.clone(), normals: merged.normals.clone(), uvs: merged.uvs.clone(), ..Part::default() };
+    let part = Part {
+        positions: merged.positions.clone(),
+        normals: merged.normals.clone(),
+        uvs: merged.uvs.clone(),
+        ..Part::default()
+    };
     halve_until_stalled(vec![compact(&part, &merged.indices, merged.error)])
 }
 
@@ -537,19 +596,27 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
     let source = read_gltf(&bytes, parent).map_err(|e| MeshImportError::Mesh(input.to_owned(), e))?;
     drop(bytes);
     let triangles: u64 = source.parts.iter().map(|p| (p.indices.len() / 3) as u64).sum();
-    let chunked: Vec<Vec<Vec<u32>>> = source.parts.iter().map(|p| chunk_triangles(&p.positions, &p.indices, MAX_CHUNK_TRIANGLES)).collect();
+    let chunked: Vec<Vec<Vec<u32>>> =
+        source.parts.iter().map(|p| chunk_triangles(&p.positions, &p.indices, MAX_CHUNK_TRIANGLES)).collect();
     let total_chunks: usize = chunked.iter().map(Vec::len).sum();
     progress.begin("building levels of detail", total_chunks as u64);
     let final_dir = dir;
     let dir = super::scan::staging_dir(&final_dir);
     std::fs::create_dir_all(&dir).map_err(|e| MeshImportError::Mesh(input.to_owned(), io(&dir)(e)))?;
     let data_path = dir.join("mesh.bin");
-    let file = std::fs::File::create(&data_path).map_err(|e| MeshImportError::Mesh(input.to_owned(), io(&data_path)(e)))?;
+    let file =
+        std::fs::File::create(&data_path).map_err(|e| MeshImportError::Mesh(input.to_owned(), io(&data_path)(e)))?;
     let mut out = std::io::BufWriter::new(file);
     let mut offset = 0u64;
     let mut parts = Vec::new();
     for (p, (part, chunks)) in source.parts.iter().zip(&chunked).enumerate() {
-        let mut stored = StoredPart { colour: part.colour, textures: Vec::new(), texture_sizes: Vec::new(), chunks: Vec::new(), groups: Vec::new() };
+        let mut stored = StoredPart {
+            colour: part.colour,
+            textures: Vec::new(),
+            texture_sizes: Vec::new(),
+            chunks: Vec::new(),
+            groups: Vec::new(),
+        };
         let mut deepest = 0;
         let mut group_sources: Vec<Level> = Vec::new();
         for triangles in chunks {
@@ -568,7 +635,12 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
             let mut chunk = StoredChunk { min: lo, max: hi, levels: Vec::new() };
             for level in &levels {
                 write_level(&mut out, level).map_err(|e| MeshImportError::Mesh(input.to_owned(), io(&data_path)(e)))?;
-                chunk.levels.push(StoredLevel { triangles: (level.indices.len() / 3) as u32, vertices: level.positions.len() as u32, error: level.error, offset });
+                chunk.levels.push(StoredLevel {
+                    triangles: (level.indices.len() / 3) as u32,
+                    vertices: level.positions.len() as u32,
+                    error: level.error,
+                    offset,
+                });
                 offset += (level.positions.len() * VERTEX_BYTES + level.indices.len() * 4) as u64;
             }
             stored.chunks.push(chunk);
@@ -585,10 +657,22 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
                         hi[a] = hi[a].max(c.max[a]);
                     }
                 }
-                let mut group = StoredGroup { first: (g * GROUP_CHUNKS) as u32, count: members.len() as u32, min: lo, max: hi, levels: Vec::new() };
+                let mut group = StoredGroup {
+                    first: (g * GROUP_CHUNKS) as u32,
+                    count: members.len() as u32,
+                    min: lo,
+                    max: hi,
+                    levels: Vec::new(),
+                };
                 for level in &levels {
-                    write_level(&mut out, level).map_err(|e| MeshImportError::Mesh(input.to_owned(), io(&data_path)(e)))?;
-                    group.levels.push(StoredLevel { triangles: (level.indices.len() / 3) as u32, vertices: level.positions.len() as u32, error: level.error, offset });
+                    write_level(&mut out, level)
+                        .map_err(|e| MeshImportError::Mesh(input.to_owned(), io(&data_path)(e)))?;
+                    group.levels.push(StoredLevel {
+                        triangles: (level.indices.len() / 3) as u32,
+                        vertices: level.positions.len() as u32,
+                        error: level.error,
+                        offset,
+                    });
                     offset += (level.positions.len() * VERTEX_BYTES + level.indices.len() * 4) as u64;
                 }
                 stored.groups.push(group);
@@ -601,7 +685,12 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
                 let edge = (texture.width().max(texture.height()) >> level).max(64);
                 let scaled = fit(texture, edge);
                 let name = format!("part{p}-level{level}.png");
-                scaled.save(dir.join(&name)).map_err(|e| MeshImportError::Mesh(input.to_owned(), MeshError::Io { path: dir.join(&name), error: std::io::Error::other(e) }))?;
+                scaled.save(dir.join(&name)).map_err(|e| {
+                    MeshImportError::Mesh(
+                        input.to_owned(),
+                        MeshError::Io { path: dir.join(&name), error: std::io::Error::other(e) },
+                    )
+                })?;
                 stored.texture_sizes.push([scaled.width(), scaled.height()]);
                 stored.textures.push(name);
             }
@@ -619,7 +708,8 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
     };
     let index_path = dir.join("mesh.json");
     // Written last: a folder with an index is a complete import.
-    std::fs::write(&index_path, serde_json::to_vec_pretty(&index).expect("plain data")).map_err(|e| MeshImportError::Mesh(input.to_owned(), io(&index_path)(e)))?;
+    std::fs::write(&index_path, serde_json::to_vec_pretty(&index).expect("plain data"))
+        .map_err(|e| MeshImportError::Mesh(input.to_owned(), io(&index_path)(e)))?;
     let index = super::cache::publish(&dir, &final_dir, || read_mesh_index(&final_dir).ok())?.unwrap_or(index);
     Ok(ImportedMesh { dir: final_dir, index, cached: false })
 }
@@ -640,9 +730,13 @@ fn write_level(out: &mut impl Write, level: &Level) -> std::io::Result<()> {
 pub fn read_mesh_index(dir: &Path) -> Result<MeshIndex, MeshError> {
     let path = dir.join("mesh.json");
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let index: MeshIndex = serde_json::from_slice(&bytes).map_err(|e| MeshError::BadIndex { path: path.clone(), why: e.to_string() })?;
+    let index: MeshIndex =
+        serde_json::from_slice(&bytes).map_err(|e| MeshError::BadIndex { path: path.clone(), why: e.to_string() })?;
     if index.version != MESH_CACHE_VERSION {
-        return Err(MeshError::BadIndex { path, why: format!("layout version {} instead of {MESH_CACHE_VERSION}; import the scan again", index.version) });
+        return Err(MeshError::BadIndex {
+            path,
+            why: format!("layout version {} instead of {MESH_CACHE_VERSION}; import the scan again", index.version),
+        });
     }
     let data = dir.join("mesh.bin");
     let stored = std::fs::metadata(&data).map_err(io(&data))?.len();
@@ -650,17 +744,27 @@ pub fn read_mesh_index(dir: &Path) -> Result<MeshIndex, MeshError> {
     let plain = |name: &str| !name.is_empty() && !name.contains(['/', '\\']) && name != ".." && name != ".";
     for part in &index.parts {
         if part.textures.len() != part.texture_sizes.len() || !part.textures.iter().all(|t| plain(t)) {
-            return Err(MeshError::BadIndex { path, why: "texture names must be plain file names, one size each".into() });
+            return Err(MeshError::BadIndex {
+                path,
+                why: "texture names must be plain file names, one size each".into(),
+            });
         }
         if part.chunks.iter().any(|c| c.levels.is_empty()) || part.groups.iter().any(|g| g.levels.is_empty()) {
             return Err(MeshError::BadIndex { path, why: "a chunk or group without levels".into() });
         }
     }
-    let groups_ok = index.parts.iter().all(|p| p.groups.iter().all(|g| g.count > 0 && (g.first as usize).checked_add(g.count as usize).is_some_and(|end| end <= p.chunks.len())));
+    let groups_ok = index.parts.iter().all(|p| {
+        p.groups.iter().all(|g| {
+            g.count > 0 && (g.first as usize).checked_add(g.count as usize).is_some_and(|end| end <= p.chunks.len())
+        })
+    });
     if !groups_ok {
         return Err(MeshError::BadIndex { path, why: "a group names chunks the part does not have".into() });
     }
-    let levels = index.parts.iter().flat_map(|p| p.chunks.iter().flat_map(|c| &c.levels).chain(p.groups.iter().flat_map(|g| &g.levels)));
+    let levels = index
+        .parts
+        .iter()
+        .flat_map(|p| p.chunks.iter().flat_map(|c| &c.levels).chain(p.groups.iter().flat_map(|g| &g.levels)));
     let fits = levels.into_iter().all(|l| {
         let size = u64::from(l.vertices) * VERTEX_BYTES as u64 + u64::from(l.triangles) * 12;
         l.offset.checked_add(size).is_some_and(|end| end <= stored)
@@ -677,7 +781,10 @@ pub fn read_mesh_index(dir: &Path) -> Result<MeshIndex, MeshError> {
         .map(|l| u64::from(l.vertices) * VERTEX_BYTES as u64 + u64::from(l.triangles) * 12)
         .sum();
     if total > stored {
-        return Err(MeshError::BadIndex { path, why: format!("its levels add up to {total} bytes but mesh.bin holds {stored}") });
+        return Err(MeshError::BadIndex {
+            path,
+            why: format!("its levels add up to {total} bytes but mesh.bin holds {stored}"),
+        });
     }
     Ok(index)
 }
@@ -691,7 +798,8 @@ pub fn read_level(dir: &Path, level: &StoredLevel) -> Result<Level, MeshError> {
     let mut bytes = vec![0u8; level.vertices as usize * VERTEX_BYTES + level.triangles as usize * 12];
     file.read_exact(&mut bytes).map_err(io(&path))?;
     let f = |k: usize| f32::from_le_bytes([bytes[k], bytes[k + 1], bytes[k + 2], bytes[k + 3]]);
-    let mut out = Level { positions: Vec::new(), normals: Vec::new(), uvs: Vec::new(), indices: Vec::new(), error: level.error };
+    let mut out =
+        Level { positions: Vec::new(), normals: Vec::new(), uvs: Vec::new(), indices: Vec::new(), error: level.error };
     for v in 0..level.vertices as usize {
         let b = v * VERTEX_BYTES;
         out.positions.push([f(b), f(b + 4), f(b + 8)]);
@@ -720,7 +828,14 @@ pub fn texture_level_for_limit(sizes: &[[u32; 2]], limit: u32) -> Option<usize> 
 
 /// Writes a GLB holding one textured triangle mesh: for tests and benchmarks that generate
 /// scans, and exports.
-pub fn write_glb(positions: &[[f32; 3]], normals: &[[f32; 3]], uvs: &[[f32; 2]], indices: &[u32], texture_png: Option<&[u8]>, path: &Path) -> std::io::Result<()> {
+pub fn write_glb(
+    positions: &[[f32; 3]],
+    normals: &[[f32; 3]],
+    uvs: &[[f32; 2]],
+    indices: &[u32],
+    texture_png: Option<&[u8]>,
+    path: &Path,
+) -> std::io::Result<()> {
     let mut bin = Vec::new();
     let mut views = Vec::new();
     let mut push = |bytes: &[u8], target: Option<u32>| {
@@ -837,7 +952,12 @@ mod tests {
                 *edges.entry((a.min(b), a.max(b))).or_default() += 1;
             }
         }
-        let mut points: Vec<[u32; 3]> = edges.iter().filter(|(_, n)| **n == 1).flat_map(|((a, b), _)| [*a, *b]).map(|v| level.positions[v as usize].map(f32::to_bits)).collect();
+        let mut points: Vec<[u32; 3]> = edges
+            .iter()
+            .filter(|(_, n)| **n == 1)
+            .flat_map(|((a, b), _)| [*a, *b])
+            .map(|v| level.positions[v as usize].map(f32::to_bits))
+            .collect();
         points.sort_unstable();
         points.dedup();
         points
@@ -866,7 +986,11 @@ mod tests {
             assert!(pair[1].indices.len() * 10 <= pair[0].indices.len() * 8, "each level is clearly coarser");
             assert!(pair[1].error >= pair[0].error);
         }
-        assert!(levels.last().unwrap().error < 2.0, "a coarse level of a 30 m scan stays within metres: {}", levels.last().unwrap().error);
+        assert!(
+            levels.last().unwrap().error < 2.0,
+            "a coarse level of a 30 m scan stays within metres: {}",
+            levels.last().unwrap().error
+        );
         // The chunk's border vertices are all still there at every level: no cracks.
         let finest = open_border(&levels[0]);
         for level in &levels[1..] {
@@ -879,11 +1003,15 @@ mod tests {
         let (positions, normals, uvs, indices) = generate_scan_grid(160, 40.0);
         let part = Part { colour: [1.0; 4], texture: None, positions, normals, uvs, indices };
         let chunks = chunk_triangles(&part.positions, &part.indices, 4_000);
-        let coarsest: Vec<Level> = chunks[..GROUP_CHUNKS.min(chunks.len())].iter().map(|c| level_chain(&part, c).pop().unwrap()).collect();
+        let coarsest: Vec<Level> =
+            chunks[..GROUP_CHUNKS.min(chunks.len())].iter().map(|c| level_chain(&part, c).pop().unwrap()).collect();
         let total: usize = coarsest.iter().map(|l| l.indices.len() / 3).sum();
         let levels = group_chain(&coarsest);
         assert_eq!(levels[0].indices.len() / 3, total, "level 0 is the chunks' coarsest levels merged");
-        assert!(levels[0].positions.len() < coarsest.iter().map(|l| l.positions.len()).sum::<usize>(), "shared border vertices are welded");
+        assert!(
+            levels[0].positions.len() < coarsest.iter().map(|l| l.positions.len()).sum::<usize>(),
+            "shared border vertices are welded"
+        );
         assert!(levels.len() >= 2, "once welded, the seams simplify: {} levels", levels.len());
         let outer = open_border(&levels[0]);
         for level in &levels[1..] {

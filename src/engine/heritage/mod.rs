@@ -10,8 +10,8 @@ pub mod cloud;
 pub mod edl;
 pub mod import;
 pub mod las;
-pub mod measure;
 pub mod lod;
+pub mod measure;
 pub mod mesh;
 pub mod octree;
 pub mod ply;
@@ -21,4 +21,3 @@ pub mod scan;
 
 pub use import::{ImportError, Imported, import};
 pub use scan::{Point, Progress};
-

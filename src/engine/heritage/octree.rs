@@ -189,8 +189,15 @@ impl OutOfCore {
     /// A build of points inside `cube`, with buckets in `dir` (created; removed by `finish`).
     pub fn new(cube: Cube, config: OctreeConfig, bucket_depth: u8, dir: &std::path::Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        let root = UpperNode { cube, depth: 0, points: Vec::new(), children: [None; 8], grid: Vec::new(), bucket: None };
-        Ok(Self { config, bucket_depth: bucket_depth.min(config.max_depth), nodes: vec![root], dir: dir.to_owned(), dropped: 0 })
+        let root =
+            UpperNode { cube, depth: 0, points: Vec::new(), children: [None; 8], grid: Vec::new(), bucket: None };
+        Ok(Self {
+            config,
+            bucket_depth: bucket_depth.min(config.max_depth),
+            nodes: vec![root],
+            dir: dir.to_owned(),
+            dropped: 0,
+        })
     }
 
     /// Sends one point down.
@@ -240,7 +247,14 @@ impl OutOfCore {
                     let depth = node.depth + 1;
                     let child = self.nodes.len();
                     self.nodes[index].children[octant] = Some(child as u32);
-                    self.nodes.push(UpperNode { cube, depth, points: Vec::new(), children: [None; 8], grid: Vec::new(), bucket: None });
+                    self.nodes.push(UpperNode {
+                        cube,
+                        depth,
+                        points: Vec::new(),
+                        children: [None; 8],
+                        grid: Vec::new(),
+                        bucket: None,
+                    });
                     child
                 }
             };
@@ -254,7 +268,10 @@ impl OutOfCore {
 
     /// Builds each bucket's subtree and writes every node to `data` (`points.bin`), returning
     /// the stored nodes (parents before children), points written and points dropped.
-    pub fn finish(mut self, data: &mut impl std::io::Write) -> std::io::Result<(Vec<super::scan::StoredNode>, u64, u64)> {
+    pub fn finish(
+        mut self,
+        data: &mut impl std::io::Write,
+    ) -> std::io::Result<(Vec<super::scan::StoredNode>, u64, u64)> {
         use super::scan::{StoredNode, write_points};
         use std::io::Write as _;
         let mut offset = 0u64;
@@ -262,7 +279,14 @@ impl OutOfCore {
         let mut buckets = Vec::new();
         for (i, node) in self.nodes.iter_mut().enumerate() {
             let first = write_points(data, &node.points, &mut offset)?;
-            stored.push(StoredNode { min: node.cube.min, size: node.cube.size, depth: node.depth, children: node.children, offset: first, count: node.points.len() as u32 });
+            stored.push(StoredNode {
+                min: node.cube.min,
+                size: node.cube.size,
+                depth: node.depth,
+                children: node.children,
+                offset: first,
+                count: node.points.len() as u32,
+            });
             node.points = Vec::new();
             if let Some((mut file, count)) = node.bucket.take() {
                 file.flush()?;
@@ -281,7 +305,14 @@ impl OutOfCore {
             let renumber = |c: [Option<u32>; 8]| c.map(|c| c.map(|c| c + base));
             for (k, node) in sub.nodes.iter().enumerate() {
                 let first = write_points(data, &node.points, &mut offset)?;
-                let entry = StoredNode { min: node.cube.min, size: node.cube.size, depth: node.depth, children: renumber(node.children), offset: first, count: node.points.len() as u32 };
+                let entry = StoredNode {
+                    min: node.cube.min,
+                    size: node.cube.size,
+                    depth: node.depth,
+                    children: renumber(node.children),
+                    offset: first,
+                    count: node.points.len() as u32,
+                };
                 if k == 0 {
                     stored[i] = entry;
                 } else {
@@ -438,7 +469,12 @@ mod tests {
                         [4.0 * b.cos() * a.cos(), 10.0 + 4.0 * b.sin(), 4.0 * b.cos() * a.sin()]
                     }
                 };
-                Point { position, colour: [(i % 251) as u8, 90, 60], intensity: (i % 65_000) as u16, class: (i % 7) as u8 }
+                Point {
+                    position,
+                    colour: [(i % 251) as u8, 90, 60],
+                    intensity: (i % 65_000) as u16,
+                    class: (i % 7) as u8,
+                }
             })
             .collect()
     }
@@ -460,7 +496,10 @@ mod tests {
         assert_eq!(stored, expected, "the nodes hold the input exactly: none lost, none twice");
         for (i, node) in tree.nodes.iter().enumerate() {
             assert!(node.points.len() <= config.max_points_per_node, "node {i} holds {}", node.points.len());
-            assert!(node.points.iter().all(|p| node.cube.contains(p.position)), "node {i} holds a point outside its cube");
+            assert!(
+                node.points.iter().all(|p| node.cube.contains(p.position)),
+                "node {i} holds a point outside its cube"
+            );
             for (octant, child) in node.children.iter().enumerate() {
                 if let Some(child) = child {
                     assert!(*child as usize > i, "parents come before their children");
@@ -472,7 +511,9 @@ mod tests {
         assert!(tree.nodes.len() > 40, "a real hierarchy: {} nodes", tree.nodes.len());
         // The root is an even sample of the whole, not the first points of the file.
         let root = &tree.nodes[0];
-        let kinds = (0..4).map(|k| root.points.iter().filter(|p| usize::from(p.colour[0]) % 4 == k).count()).collect::<Vec<_>>();
+        let kinds = (0..4)
+            .map(|k| root.points.iter().filter(|p| usize::from(p.colour[0]) % 4 == k).count())
+            .collect::<Vec<_>>();
         assert!(kinds.iter().all(|k| *k > 200), "{kinds:?}");
         // The same input builds the same tree.
         let again = Octree::build(input, config);
@@ -498,7 +539,11 @@ mod tests {
         assert_eq!((written, dropped), (200_000, 0));
         assert!(!dir.exists(), "bucket files are removed");
         let size = super::super::scan::POINT_BYTES;
-        let read = |n: &super::super::scan::StoredNode| super::super::scan::decode_points(&data[n.offset as usize * size..(n.offset as usize + n.count as usize) * size]);
+        let read = |n: &super::super::scan::StoredNode| {
+            super::super::scan::decode_points(
+                &data[n.offset as usize * size..(n.offset as usize + n.count as usize) * size],
+            )
+        };
         let mut stored: Vec<_> = nodes.iter().flat_map(|n| read(n).iter().map(key).collect::<Vec<_>>()).collect();
         let mut expected: Vec<_> = input.iter().map(key).collect();
         stored.sort_unstable();
@@ -513,7 +558,10 @@ mod tests {
                 if let Some(c) = child {
                     assert!(*c as usize > i, "parents come before children");
                     parents[*c as usize] += 1;
-                    assert_eq!((Cube { min: nodes[*c as usize].min, size: nodes[*c as usize].size }, nodes[*c as usize].depth), (cube.child(octant), n.depth + 1));
+                    assert_eq!(
+                        (Cube { min: nodes[*c as usize].min, size: nodes[*c as usize].size }, nodes[*c as usize].depth),
+                        (cube.child(octant), n.depth + 1)
+                    );
                 }
             }
         }

@@ -178,10 +178,17 @@ pub fn read_ply(input: impl BufRead, max_points: u64) -> Result<PlyCloud, PlyErr
 
 /// Reads a PLY point cloud point by point into `sink`, holding none of them: for scans larger
 /// than memory. The returned cloud has no points, only what the file has.
-pub fn read_ply_each(mut input: impl BufRead, max_points: u64, mut sink: impl FnMut(Point) -> std::io::Result<()>) -> Result<PlyCloud, PlyError> {
+pub fn read_ply_each(
+    mut input: impl BufRead,
+    max_points: u64,
+    mut sink: impl FnMut(Point) -> std::io::Result<()>,
+) -> Result<PlyCloud, PlyError> {
     let header = read_header(&mut input)?;
     if header.vertices > max_points {
-        return Err(PlyError::Header { line: 0, why: format!("{} vertices is over the limit of {max_points}", header.vertices) });
+        return Err(PlyError::Header {
+            line: 0,
+            why: format!("{} vertices is over the limit of {max_points}", header.vertices),
+        });
     }
     let cloud = PlyCloud {
         points: Vec::new(),
@@ -209,7 +216,9 @@ pub fn read_ply_each(mut input: impl BufRead, max_points: u64, mut sink: impl Fn
                     let Some(word) = words.next() else {
                         return Err(PlyError::Truncated { announced: header.vertices, read: vertex });
                     };
-                    *value = word.parse().map_err(|_| PlyError::BadNumber { vertex, value: word.chars().take(32).collect() })?;
+                    *value = word
+                        .parse()
+                        .map_err(|_| PlyError::BadNumber { vertex, value: word.chars().take(32).collect() })?;
                 }
                 sink(to_point(&header, &values, vertex)?)?;
             }
@@ -218,7 +227,8 @@ pub fn read_ply_each(mut input: impl BufRead, max_points: u64, mut sink: impl Fn
             let big = header.format == Format::BinaryBig;
             for (count, scalars) in &header.before {
                 let size: u64 = scalars.iter().map(|s| s.size() as u64).sum();
-                let skip = count.checked_mul(size).ok_or(PlyError::Truncated { announced: header.vertices, read: 0 })?;
+                let skip =
+                    count.checked_mul(size).ok_or(PlyError::Truncated { announced: header.vertices, read: 0 })?;
                 if std::io::copy(&mut (&mut input).take(skip), &mut std::io::sink())? < skip {
                     return Err(PlyError::Truncated { announced: header.vertices, read: 0 });
                 }
@@ -227,7 +237,11 @@ pub fn read_ply_each(mut input: impl BufRead, max_points: u64, mut sink: impl Fn
             let mut record = vec![0u8; stride];
             for vertex in 0..header.vertices {
                 if let Err(e) = input.read_exact(&mut record) {
-                    return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof { PlyError::Truncated { announced: header.vertices, read: vertex } } else { e.into() });
+                    return Err(if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                        PlyError::Truncated { announced: header.vertices, read: vertex }
+                    } else {
+                        e.into()
+                    });
                 }
                 let mut at = 0;
                 for ((scalar, _), value) in header.properties.iter().zip(values.iter_mut()) {
@@ -311,11 +325,14 @@ fn read_header(input: &mut impl BufRead) -> Result<Header, PlyError> {
                 });
             }
             ["element", name, count] => {
-                let count = count.parse::<u64>().map_err(|_| bad(format!("element count {count:?} is not a number")))?;
+                let count =
+                    count.parse::<u64>().map_err(|_| bad(format!("element count {count:?} is not a number")))?;
                 elements.push(((*name).to_owned(), count, Vec::new()));
             }
             ["property", "list", ..] => {
-                let Some((name, _, _)) = elements.last() else { return Err(bad("a property before any element".into())) };
+                let Some((name, _, _)) = elements.last() else {
+                    return Err(bad("a property before any element".into()));
+                };
                 if name == "vertex" {
                     return Err(bad("list properties on vertices are not supported".into()));
                 }
@@ -324,7 +341,9 @@ fn read_header(input: &mut impl BufRead) -> Result<Header, PlyError> {
             }
             ["property", kind, name] => {
                 let scalar = Scalar::parse(kind).ok_or_else(|| bad(format!("unknown property type {kind:?}")))?;
-                let Some(element) = elements.last_mut() else { return Err(bad("a property before any element".into())) };
+                let Some(element) = elements.last_mut() else {
+                    return Err(bad("a property before any element".into()));
+                };
                 element.2.push((scalar, (*name).to_owned()));
             }
             _ => return Err(bad(format!("cannot read {:?}", line.chars().take(60).collect::<String>()))),
@@ -332,9 +351,13 @@ fn read_header(input: &mut impl BufRead) -> Result<Header, PlyError> {
     }
     let format = format.ok_or(PlyError::Header { line: number, why: "no `format` line".into() })?;
     let at = elements.iter().position(|(name, _, _)| name == "vertex").ok_or(PlyError::NoPositions)?;
-    let before: Vec<(u64, Vec<Scalar>)> = elements[..at].iter().map(|(_, count, props)| (*count, props.iter().map(|(s, _)| *s).collect())).collect();
+    let before: Vec<(u64, Vec<Scalar>)> =
+        elements[..at].iter().map(|(_, count, props)| (*count, props.iter().map(|(s, _)| *s).collect())).collect();
     if elements[..at].iter().any(|(_, _, props)| props.iter().any(|(_, name)| name == "list")) {
-        return Err(PlyError::Header { line: number, why: "list elements before the vertices are not supported".into() });
+        return Err(PlyError::Header {
+            line: number,
+            why: "list elements before the vertices are not supported".into(),
+        });
     }
     let (_, vertices, props) = &elements[at];
     let properties: Vec<(Scalar, Role)> = props
@@ -433,9 +456,19 @@ mod tests {
         let cut = &file[..file.len() - 5];
         assert!(matches!(read_ply(cut, 100), Err(PlyError::Truncated { announced: 2, read: 1 })));
         assert!(matches!(read_ply(&b"PK\x03\x04 zip"[..], 100), Err(PlyError::NotPly)));
-        assert!(matches!(read_ply(&b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n"[..], 100), Err(PlyError::NoEndHeader)));
-        assert!(matches!(read_ply(&b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n1 2\n"[..], 100), Err(PlyError::NoPositions)));
-        let e = read_ply(&b"ply\nformat ascii 1.0\nelement vertex 1\nproperty quaternion x\nend_header\n"[..], 100).unwrap_err();
+        assert!(matches!(
+            read_ply(&b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\n"[..], 100),
+            Err(PlyError::NoEndHeader)
+        ));
+        assert!(matches!(
+            read_ply(
+                &b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nend_header\n1 2\n"[..],
+                100
+            ),
+            Err(PlyError::NoPositions)
+        ));
+        let e = read_ply(&b"ply\nformat ascii 1.0\nelement vertex 1\nproperty quaternion x\nend_header\n"[..], 100)
+            .unwrap_err();
         assert_eq!(e.to_string(), "header line 4: unknown property type \"quaternion\"");
         let e = read_ply(&b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\nproperty float z\nend_header\n1 nan? 3\n"[..], 100).unwrap_err();
         assert_eq!(e.to_string(), "vertex 0: \"nan?\" is not a number");

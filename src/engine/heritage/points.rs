@@ -2,7 +2,9 @@
 //! (`shaders/points.wgsl`) sizes in screen space and colours by the cloud's colouring mode.
 
 use bevy::asset::{RenderAssetUsages, load_internal_asset, uuid_handle};
-use bevy::mesh::{Indices, MeshVertexAttribute, VertexAttributeValues, MeshVertexBufferLayoutRef, PrimitiveTopology, VertexFormat};
+use bevy::mesh::{
+    Indices, MeshVertexAttribute, MeshVertexBufferLayoutRef, PrimitiveTopology, VertexAttributeValues, VertexFormat,
+};
 use bevy::pbr::{MaterialPipeline, MaterialPipelineKey};
 use bevy::prelude::*;
 use bevy::render::render_resource::{AsBindGroup, RenderPipelineDescriptor, ShaderType, SpecializedMeshPipelineError};
@@ -14,9 +16,11 @@ use crate::model::scene::format::CloudColouring;
 const POINTS_SHADER: Handle<Shader> = uuid_handle!("5b0f8a52-63c1-4d6e-9a55-0b1de1f0a7c1");
 
 /// Per-vertex colour (sRGB bytes).
-pub const ATTRIBUTE_POINT_COLOUR: MeshVertexAttribute = MeshVertexAttribute::new("PointColour", 0x5041_5256_0000_0001, VertexFormat::Unorm8x4);
+pub const ATTRIBUTE_POINT_COLOUR: MeshVertexAttribute =
+    MeshVertexAttribute::new("PointColour", 0x5041_5256_0000_0001, VertexFormat::Unorm8x4);
 /// Per-vertex intensity (bits 0–15), class (16–23) and quad corner (24–25).
-pub const ATTRIBUTE_POINT_DATA: MeshVertexAttribute = MeshVertexAttribute::new("PointData", 0x5041_5256_0000_0002, VertexFormat::Uint32);
+pub const ATTRIBUTE_POINT_DATA: MeshVertexAttribute =
+    MeshVertexAttribute::new("PointData", 0x5041_5256_0000_0002, VertexFormat::Uint32);
 
 /// GPU bytes one point takes: four vertices of 20 bytes and six 32-bit indices. Memory
 /// budgets count in these.

@@ -5,10 +5,10 @@ use bevy::mesh::{Indices, Mesh, VertexAttributeValues};
 use bevy::prelude::*;
 
 use super::scan::Point;
-use crate::model::rng::SeededRng;
-use crate::model::scene::format::{SceneFile, ShapeDef};
 use crate::engine::scene::mesh::shape_mesh;
 use crate::engine::scene::venue::to_transform;
+use crate::model::rng::SeededRng;
+use crate::model::scene::format::{SceneFile, ShapeDef};
 
 /// ASPRS class for ground, given to floors (planes); the rest is "building".
 const GROUND: u8 = 2;
@@ -20,7 +20,9 @@ pub fn sample_scene(scene: &SceneFile, n: usize, seed: u64) -> Vec<Point> {
     let mut triangles: Vec<([Vec3; 3], [u8; 3], u8)> = Vec::new();
     for prim in &scene.primitives {
         let mesh = shape_mesh(&prim.shape);
-        let Some(VertexAttributeValues::Float32x3(positions)) = mesh.attribute(Mesh::ATTRIBUTE_POSITION) else { continue };
+        let Some(VertexAttributeValues::Float32x3(positions)) = mesh.attribute(Mesh::ATTRIBUTE_POSITION) else {
+            continue;
+        };
         let indices: Vec<usize> = match mesh.indices() {
             Some(Indices::U16(i)) => i.iter().map(|v| usize::from(*v)).collect(),
             Some(Indices::U32(i)) => i.iter().map(|v| *v as usize).collect(),

@@ -49,7 +49,12 @@ pub(crate) fn decode_points(bytes: &[u8]) -> Vec<Point> {
         .chunks_exact(POINT_BYTES)
         .map(|r| {
             let f = |k: usize| f32::from_le_bytes([r[k], r[k + 1], r[k + 2], r[k + 3]]);
-            Point { position: [f(0), f(4), f(8)], colour: [r[12], r[13], r[14]], class: r[15], intensity: u16::from_le_bytes([r[16], r[17]]) }
+            Point {
+                position: [f(0), f(4), f(8)],
+                colour: [r[12], r[13], r[14]],
+                class: r[15],
+                intensity: u16::from_le_bytes([r[16], r[17]]),
+            }
         })
         .collect()
 }
@@ -164,7 +169,8 @@ mod tests {
         progress.begin("reading", 1000);
         assert_eq!(progress.fraction(), Some(0.0));
         let data = vec![7u8; 1000];
-        let mut counting = Counting { inner: std::io::BufReader::with_capacity(64, &data[..]), progress: progress.clone() };
+        let mut counting =
+            Counting { inner: std::io::BufReader::with_capacity(64, &data[..]), progress: progress.clone() };
         let mut first = [0u8; 100];
         counting.read_exact(&mut first).unwrap();
         assert_eq!(progress.fraction(), Some(0.1));

@@ -18,13 +18,7 @@ pub fn shape_mesh(shape: &ShapeDef) -> Mesh {
         ShapeDef::Sphere { radius } => Sphere::new(radius).mesh().uv(32, 18),
         ShapeDef::Cylinder { radius, height } => Cylinder::new(radius, height).mesh().resolution(24).build(),
         ShapeDef::Cone { radius, height } => Cone::new(radius, height).mesh().resolution(24).build(),
-        ShapeDef::Arch {
-            width,
-            height,
-            depth,
-            opening,
-            spring,
-        } => arch_mesh(width, height, depth, opening, spring),
+        ShapeDef::Arch { width, height, depth, opening, spring } => arch_mesh(width, height, depth, opening, spring),
     }
 }
 
@@ -104,8 +98,20 @@ pub fn arch_mesh(width: f32, height: f32, depth: f32, opening: f32, spring: f32)
         let at = |p: Vec2| Vec3::new(p.x, p.y, z);
         // Piers either side of the opening, below the springing line.
         if spring > 0.0 {
-            faces.quad(at(Vec2::new(-hw, 0.0)), at(Vec2::new(-r, 0.0)), at(Vec2::new(-r, spring)), at(Vec2::new(-hw, spring)), normal);
-            faces.quad(at(Vec2::new(r, 0.0)), at(Vec2::new(hw, 0.0)), at(Vec2::new(hw, spring)), at(Vec2::new(r, spring)), normal);
+            faces.quad(
+                at(Vec2::new(-hw, 0.0)),
+                at(Vec2::new(-r, 0.0)),
+                at(Vec2::new(-r, spring)),
+                at(Vec2::new(-hw, spring)),
+                normal,
+            );
+            faces.quad(
+                at(Vec2::new(r, 0.0)),
+                at(Vec2::new(hw, 0.0)),
+                at(Vec2::new(hw, spring)),
+                at(Vec2::new(r, spring)),
+                normal,
+            );
         }
         // Spandrels: bands between the half circle and the outline.
         for pair in angles.windows(2) {
@@ -131,12 +137,24 @@ pub fn arch_mesh(width: f32, height: f32, depth: f32, opening: f32, spring: f32)
     // Inner faces of the piers.
     if spring > 0.0 {
         for (x, normal) in [(-r, Vec3::X), (r, Vec3::NEG_X)] {
-            faces.quad(Vec3::new(x, 0.0, hd), Vec3::new(x, spring, hd), Vec3::new(x, spring, -hd), Vec3::new(x, 0.0, -hd), normal);
+            faces.quad(
+                Vec3::new(x, 0.0, hd),
+                Vec3::new(x, spring, hd),
+                Vec3::new(x, spring, -hd),
+                Vec3::new(x, 0.0, -hd),
+                normal,
+            );
         }
     }
     // Outer sides and top.
     for (x, normal) in [(-hw, Vec3::NEG_X), (hw, Vec3::X)] {
-        faces.quad(Vec3::new(x, 0.0, hd), Vec3::new(x, height, hd), Vec3::new(x, height, -hd), Vec3::new(x, 0.0, -hd), normal);
+        faces.quad(
+            Vec3::new(x, 0.0, hd),
+            Vec3::new(x, height, hd),
+            Vec3::new(x, height, -hd),
+            Vec3::new(x, 0.0, -hd),
+            normal,
+        );
     }
     faces.quad(
         Vec3::new(-hw, height, hd),
@@ -160,7 +178,10 @@ mod tests {
             panic!("positions missing");
         };
         for p in positions {
-            assert!(p[0].abs() <= 1.5 + 1e-4 && (0.0..=4.0 + 1e-4).contains(&p[1]) && p[2].abs() <= 0.3 + 1e-4, "{p:?}");
+            assert!(
+                p[0].abs() <= 1.5 + 1e-4 && (0.0..=4.0 + 1e-4).contains(&p[1]) && p[2].abs() <= 0.3 + 1e-4,
+                "{p:?}"
+            );
         }
         // No vertex may sit inside the opening (the hole is really there).
         for p in positions {

@@ -10,10 +10,10 @@ pub mod watch;
 
 use bevy::prelude::*;
 
+use crate::engine::command::VenueParams;
+use crate::engine::command::{CurrentScene, SubmitCommand};
 use crate::engine::schedule::VenueSystems;
 use crate::model::command::{CommandOrigin, VenueCommand};
-use crate::engine::command::{CurrentScene, SubmitCommand};
-use crate::engine::command::VenueParams;
 use spawn::{rebuild_venue, sync_param_bindings};
 use venue::VenueIndex;
 use watch::{SceneFileEvent, SceneWatcher};

@@ -93,43 +93,22 @@ pub(crate) fn rebuild_venue(
     for light in &scene.lights {
         let color = to_color(light.colour);
         let transform = to_transform(&light.transform);
-        let mut entity = commands.spawn((Name::new(light.name.clone()), VenueEntity { name: light.name.clone() }, transform));
+        let mut entity =
+            commands.spawn((Name::new(light.name.clone()), VenueEntity { name: light.name.clone() }, transform));
         match light.kind {
             LightKind::Directional { illuminance } => {
                 entity.insert((
-                    DirectionalLight {
-                        color,
-                        illuminance,
-                        shadow_maps_enabled: light.shadows,
-                        ..default()
-                    },
-                    VenueLight {
-                        base_intensity: illuminance,
-                        is_sun: true,
-                    },
+                    DirectionalLight { color, illuminance, shadow_maps_enabled: light.shadows, ..default() },
+                    VenueLight { base_intensity: illuminance, is_sun: true },
                 ));
             }
             LightKind::Point { intensity, range } => {
                 entity.insert((
-                    PointLight {
-                        color,
-                        intensity,
-                        range,
-                        shadow_maps_enabled: light.shadows,
-                        ..default()
-                    },
-                    VenueLight {
-                        base_intensity: intensity,
-                        is_sun: false,
-                    },
+                    PointLight { color, intensity, range, shadow_maps_enabled: light.shadows, ..default() },
+                    VenueLight { base_intensity: intensity, is_sun: false },
                 ));
             }
-            LightKind::Spot {
-                intensity,
-                range,
-                inner_angle,
-                outer_angle,
-            } => {
+            LightKind::Spot { intensity, range, inner_angle, outer_angle } => {
                 entity.insert((
                     SpotLight {
                         color,
@@ -140,10 +119,7 @@ pub(crate) fn rebuild_venue(
                         shadow_maps_enabled: light.shadows,
                         ..default()
                     },
-                    VenueLight {
-                        base_intensity: intensity,
-                        is_sun: false,
-                    },
+                    VenueLight { base_intensity: intensity, is_sun: false },
                 ));
             }
         }

@@ -92,4 +92,3 @@ pub fn standard_material(m: &MaterialDef) -> StandardMaterial {
         ..default()
     }
 }
-

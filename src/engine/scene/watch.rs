@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use bevy::prelude::*;
 
+use crate::model::assets_root::AssetsRoot;
 use crate::model::scene::format::SceneFile;
 use crate::model::scene::validate::{SceneError, load_scene_str};
-use crate::model::assets_root::AssetsRoot;
 
 /// How often the file is looked at. Polling (rather than OS notifications) also catches the
 /// save-to-temp-then-rename that many editors do, and network shares.
@@ -44,10 +44,7 @@ impl SceneWatcher {
         std::thread::Builder::new()
             .name("parvis-scene-watch".into())
             .spawn(move || watch_loop(&watched, &assets, initial, &sender))?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            receiver: std::sync::Mutex::new(receiver),
-        })
+        Ok(Self { path: path.to_path_buf(), receiver: std::sync::Mutex::new(receiver) })
     }
 
     /// Everything found since the last call, oldest first.

@@ -9,14 +9,14 @@ pub mod ui;
 
 use bevy::prelude::*;
 
+use crate::engine::camera::CameraRig;
 use crate::engine::command::AppliedCommand;
+use crate::engine::command::CurrentScene;
 use crate::engine::command::VenueAssets;
+use crate::engine::environment::VenueCamera;
 use crate::engine::schedule::VenueSystems;
 use crate::model::assets_root::AssetsRoot;
-use crate::engine::camera::CameraRig;
-use crate::engine::command::CurrentScene;
 use crate::model::command::VenueCommand;
-use crate::engine::environment::VenueCamera;
 use crate::model::scene::format::{HotspotDef, Localized, SceneFile, TourDef};
 use narration::Narrator;
 use tour::{StopTiming, TourEvent, TourPhase, TourPlayer};
@@ -36,7 +36,12 @@ impl Plugin for VisitPlugin {
             .init_resource::<ActiveTour>()
             .add_systems(
                 Update,
-                (follow_scene_changes.run_if(resource_exists_and_changed::<CurrentScene>), apply_visit_commands, advance_tour, move_listener)
+                (
+                    follow_scene_changes.run_if(resource_exists_and_changed::<CurrentScene>),
+                    apply_visit_commands,
+                    advance_tour,
+                    move_listener,
+                )
                     .chain()
                     .in_set(VenueSystems::Simulate),
             );
@@ -126,7 +131,15 @@ pub fn pick_hotspot(origin: Vec3, direction: Vec3, hotspots: &[HotspotDef]) -> O
 
 /// Opens (or with `None` closes) a hotspot's panel; with `describe`, its audio description
 /// plays too.
-fn open_hotspot(name: Option<&str>, scene: &SceneFile, language: &VisitorLanguage, assets: Option<&AssetsRoot>, open: &mut OpenHotspot, narrator: &mut Narrator, describe: bool) {
+fn open_hotspot(
+    name: Option<&str>,
+    scene: &SceneFile,
+    language: &VisitorLanguage,
+    assets: Option<&AssetsRoot>,
+    open: &mut OpenHotspot,
+    narrator: &mut Narrator,
+    describe: bool,
+) {
     narrator.stop_description();
     let Some(def) = name.and_then(|n| scene.hotspots.iter().find(|h| h.name == n)) else {
         *open = OpenHotspot::default();
@@ -134,7 +147,12 @@ fn open_hotspot(name: Option<&str>, scene: &SceneFile, language: &VisitorLanguag
     };
     let (title_lang, title) = localise(&def.title, language, scene).unwrap_or(("", ""));
     let text = localise(&def.text, language, scene).map_or("", |(_, t)| t);
-    *open = OpenHotspot { name: Some(def.name.clone()), title: title.to_owned(), text: text.to_owned(), language: title_lang.to_owned() };
+    *open = OpenHotspot {
+        name: Some(def.name.clone()),
+        title: title.to_owned(),
+        text: text.to_owned(),
+        language: title_lang.to_owned(),
+    };
     if !describe {
         return;
     }
@@ -189,7 +207,15 @@ fn apply_visit_commands(
     let Some(scene) = scene else { return };
     for entry in applied.read() {
         match &entry.command {
-            VenueCommand::ShowHotspot { name } => open_hotspot(name.as_deref(), &scene.0, &language, assets.as_deref().map(|a| &a.0), &mut open, &mut narrator, true),
+            VenueCommand::ShowHotspot { name } => open_hotspot(
+                name.as_deref(),
+                &scene.0,
+                &language,
+                assets.as_deref().map(|a| &a.0),
+                &mut open,
+                &mut narrator,
+                true,
+            ),
             VenueCommand::PlayTour { tour, language: asked } => {
                 if let Some(asked) = asked {
                     language.0 = asked.clone();
@@ -197,10 +223,22 @@ fn apply_visit_commands(
                 narrator.stop_narration();
                 *subtitles = Subtitles::default();
                 *active = ActiveTour::default();
-                let Some(def) = tour.as_deref().and_then(|t| scene.0.tours.iter().find(|d| d.name == t)) else { continue };
-                info!("tour {:?} starts, {} stops, in {:?}", def.name, def.stops.len(), crate::model::lang::visitor_language(Some(&language.0), &scene.0.venue.languages));
+                let Some(def) = tour.as_deref().and_then(|t| scene.0.tours.iter().find(|d| d.name == t)) else {
+                    continue;
+                };
+                info!(
+                    "tour {:?} starts, {} stops, in {:?}",
+                    def.name,
+                    def.stops.len(),
+                    crate::model::lang::visitor_language(Some(&language.0), &scene.0.venue.languages)
+                );
                 let timings = def.stops.iter().map(|s| StopTiming { travel: s.travel, dwell: s.seconds }).collect();
-                *active = ActiveTour { name: Some(def.name.clone()), player: Some(TourPlayer::new(timings)), def: Some(def.clone()), ..default() };
+                *active = ActiveTour {
+                    name: Some(def.name.clone()),
+                    player: Some(TourPlayer::new(timings)),
+                    def: Some(def.clone()),
+                    ..default()
+                };
             }
             _ => {}
         }
@@ -233,10 +271,21 @@ fn advance_tour(
                 debug!("tour {name:?}: to stop {stop}");
             }
             TourEvent::Arrive(stop) => {
-                let recording = arrive(def, stop, &scene.0, &language, assets.as_deref().map(|a| &a.0), &mut open, &mut narrator, &mut subtitles);
+                let recording = arrive(
+                    def,
+                    stop,
+                    &scene.0,
+                    &language,
+                    assets.as_deref().map(|a| &a.0),
+                    &mut open,
+                    &mut narrator,
+                    &mut subtitles,
+                );
                 player.extend_dwell(stop, recording);
                 active.cue_seconds = if recording > 0.0 { recording } else { def.stops[stop].seconds };
-                active.cues = localise(&def.stops[stop].narration, &language, &scene.0).map(|(_, t)| tour::subtitle_cues(t)).unwrap_or_default();
+                active.cues = localise(&def.stops[stop].narration, &language, &scene.0)
+                    .map(|(_, t)| tour::subtitle_cues(t))
+                    .unwrap_or_default();
             }
             TourEvent::Finished => {
                 info!("tour {name:?} finished");
@@ -315,7 +364,10 @@ fn arrive(
     subtitles.language = localise(&stop_def.narration, language, scene).map(|(l, _)| l.to_owned()).unwrap_or_default();
     let Some((audio_lang, file)) = localise(&stop_def.audio, language, scene) else { return 0.0 };
     let Some(assets) = assets else { return 0.0 };
-    let played = assets.resolve(file).map_err(|e| e.to_string()).and_then(|path| narrator.narrate(&path, audio_lang).map_err(|e| e.to_string()));
+    let played = assets
+        .resolve(file)
+        .map_err(|e| e.to_string())
+        .and_then(|path| narrator.narrate(&path, audio_lang).map_err(|e| e.to_string()));
     match played {
         Ok(duration) => duration.as_secs_f32(),
         Err(e) => {
@@ -327,7 +379,11 @@ fn arrive(
 
 /// The listener follows the leading venue camera (a headset's eyes before the desktop's),
 /// and is told only when it moved.
-fn move_listener(mut narrator: ResMut<Narrator>, cameras: Query<(&Camera, &GlobalTransform), With<VenueCamera>>, mut last: Local<Option<GlobalTransform>>) {
+fn move_listener(
+    mut narrator: ResMut<Narrator>,
+    cameras: Query<(&Camera, &GlobalTransform), With<VenueCamera>>,
+    mut last: Local<Option<GlobalTransform>>,
+) {
     if let Some((_, transform)) = crate::engine::environment::leading_view(cameras.iter(), |(c, _)| c)
         && *last != Some(*transform)
     {
@@ -341,12 +397,23 @@ mod tests {
     use super::*;
 
     fn hotspot(name: &str, position: [f32; 3], radius: f32) -> HotspotDef {
-        HotspotDef { name: name.into(), position, radius, title: Localized::new(), text: Localized::new(), audio: Localized::new() }
+        HotspotDef {
+            name: name.into(),
+            position,
+            radius,
+            title: Localized::new(),
+            text: Localized::new(),
+            audio: Localized::new(),
+        }
     }
 
     #[test]
     fn the_nearest_hotspot_along_the_ray_is_picked() {
-        let spots = [hotspot("far", [0.0, 0.0, -10.0], 1.0), hotspot("near", [0.2, 0.0, -5.0], 0.5), hotspot("aside", [3.0, 0.0, -5.0], 0.5)];
+        let spots = [
+            hotspot("far", [0.0, 0.0, -10.0], 1.0),
+            hotspot("near", [0.2, 0.0, -5.0], 0.5),
+            hotspot("aside", [3.0, 0.0, -5.0], 0.5),
+        ];
         assert_eq!(pick_hotspot(Vec3::ZERO, Vec3::NEG_Z, &spots), Some(1));
         // Just past the near one's edge, the far one is hit.
         assert_eq!(pick_hotspot(Vec3::ZERO, Vec3::new(-0.09, 0.0, -1.0), &spots), Some(0));

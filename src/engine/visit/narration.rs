@@ -94,7 +94,12 @@ impl Narrator {
         } else {
             None
         };
-        let mut output = output.unwrap_or_else(|| Output::Silent(Box::new(AudioManager::<MockBackend>::new(AudioManagerSettings::default()).expect("the mock backend always starts"))));
+        let mut output = output.unwrap_or_else(|| {
+            Output::Silent(Box::new(
+                AudioManager::<MockBackend>::new(AudioManagerSettings::default())
+                    .expect("the mock backend always starts"),
+            ))
+        });
         let listener = on_mixer!(&mut output, m => m.add_listener(mint::Vector3 { x: 0.0, y: 0.0, z: 0.0 }, mint::Quaternion { s: 1.0, v: mint::Vector3 { x: 0.0, y: 0.0, z: 0.0 } }).ok());
         Self { output, listener, voice: None, description: None, played: Vec::new() }
     }
@@ -105,7 +110,8 @@ impl Narrator {
     }
 
     fn load(path: &Path) -> Result<StaticSoundData, NarrationError> {
-        StaticSoundData::from_file(path).map_err(|e| NarrationError::Decode { path: path.to_owned(), why: e.to_string() })
+        StaticSoundData::from_file(path)
+            .map_err(|e| NarrationError::Decode { path: path.to_owned(), why: e.to_string() })
     }
 
     fn remember(&mut self, played: Played) {
@@ -120,9 +126,16 @@ impl Narrator {
         self.stop_narration();
         let data = Self::load(path)?;
         let duration = data.duration();
-        let handle = on_mixer!(&mut self.output, m => m.play(data)).map_err(|e| NarrationError::Mixer(e.to_string()))?;
+        let handle =
+            on_mixer!(&mut self.output, m => m.play(data)).map_err(|e| NarrationError::Mixer(e.to_string()))?;
         self.voice = Some(handle);
-        self.remember(Played { path: path.to_owned(), language: language.to_owned(), kind: SoundKind::Narration, duration, at: None });
+        self.remember(Played {
+            path: path.to_owned(),
+            language: language.to_owned(),
+            kind: SoundKind::Narration,
+            duration,
+            at: None,
+        });
         Ok(duration)
     }
 
@@ -134,10 +147,17 @@ impl Narrator {
         let Some(listener) = &self.listener else { return Err(NarrationError::Mixer("no listener".into())) };
         let position = mint::Vector3 { x: at.x, y: at.y, z: at.z };
         let builder = SpatialTrackBuilder::new().persist_until_sounds_finish(true);
-        let mut track = on_mixer!(&mut self.output, m => m.add_spatial_sub_track(listener, position, builder)).map_err(|e| NarrationError::Mixer(e.to_string()))?;
+        let mut track = on_mixer!(&mut self.output, m => m.add_spatial_sub_track(listener, position, builder))
+            .map_err(|e| NarrationError::Mixer(e.to_string()))?;
         let handle = track.play(data).map_err(|e| NarrationError::Mixer(e.to_string()))?;
         self.description = Some((track, handle));
-        self.remember(Played { path: path.to_owned(), language: language.to_owned(), kind: SoundKind::Description, duration, at: Some(at) });
+        self.remember(Played {
+            path: path.to_owned(),
+            language: language.to_owned(),
+            kind: SoundKind::Description,
+            duration,
+            at: Some(at),
+        });
         Ok(duration)
     }
 
@@ -160,7 +180,10 @@ impl Narrator {
         if let Some(listener) = &mut self.listener {
             let (_, rotation, position) = transform.to_scale_rotation_translation();
             listener.set_position(mint::Vector3 { x: position.x, y: position.y, z: position.z }, Tween::default());
-            listener.set_orientation(mint::Quaternion { s: rotation.w, v: mint::Vector3 { x: rotation.x, y: rotation.y, z: rotation.z } }, Tween::default());
+            listener.set_orientation(
+                mint::Quaternion { s: rotation.w, v: mint::Vector3 { x: rotation.x, y: rotation.y, z: rotation.z } },
+                Tween::default(),
+            );
         }
     }
 

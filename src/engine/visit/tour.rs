@@ -221,7 +221,11 @@ mod tests {
     use super::*;
 
     fn tour() -> TourPlayer {
-        TourPlayer::new(vec![StopTiming { travel: 2.0, dwell: 5.0 }, StopTiming { travel: 0.0, dwell: 3.0 }, StopTiming { travel: 1.0, dwell: 1.0 }])
+        TourPlayer::new(vec![
+            StopTiming { travel: 2.0, dwell: 5.0 },
+            StopTiming { travel: 0.0, dwell: 3.0 },
+            StopTiming { travel: 1.0, dwell: 1.0 },
+        ])
     }
 
     #[test]
@@ -232,7 +236,9 @@ mod tests {
         assert_eq!(t.advance(1.0), vec![]);
         assert!(matches!(t.phase(), TourPhase::Travelling { stop: 0, progress } if (progress - 0.5).abs() < 1e-6));
         assert_eq!(t.advance(1.5), vec![TourEvent::Arrive(0)]);
-        assert!(matches!(t.phase(), TourPhase::AtStop { stop: 0, elapsed, dwell: 5.0 } if (elapsed - 0.5).abs() < 1e-6));
+        assert!(
+            matches!(t.phase(), TourPhase::AtStop { stop: 0, elapsed, dwell: 5.0 } if (elapsed - 0.5).abs() < 1e-6)
+        );
         // Stop 1 has no travel: it departs and arrives at once.
         assert_eq!(t.advance(4.5), vec![TourEvent::Depart(1), TourEvent::Arrive(1)]);
         assert_eq!(t.advance(3.0), vec![TourEvent::Depart(2)]);

@@ -6,10 +6,10 @@ use bevy::window::PrimaryWindow;
 
 use super::{OpenHotspot, Subtitles, pick_hotspot};
 use crate::engine::command::{CurrentScene, SubmitCommand};
-use crate::model::command::VenueCommand;
 use crate::engine::environment::VenueCamera;
 use crate::engine::heritage::measure::{MeasureRay, Measurement, NotMeasured};
 use crate::engine::ui_panel::ui_font;
+use crate::model::command::VenueCommand;
 
 /// Hotspot markers, panels and subtitles; with `interactive`, the mouse opens hotspots.
 pub struct VisitUiPlugin {
@@ -19,17 +19,25 @@ pub struct VisitUiPlugin {
 
 impl Plugin for VisitUiPlugin {
     fn build(&self, app: &mut App) {
-        app.init_resource::<HoveredHotspot>()
-            .add_systems(Startup, spawn_overlays)
-            .add_systems(
-                Update,
-                (spawn_markers.run_if(resource_exists_and_changed::<CurrentScene>), show_panel, show_subtitles, light_markers)
-                    .chain()
-                    .after(crate::engine::schedule::VenueSystems::Present),
-            );
+        app.init_resource::<HoveredHotspot>().add_systems(Startup, spawn_overlays).add_systems(
+            Update,
+            (
+                spawn_markers.run_if(resource_exists_and_changed::<CurrentScene>),
+                show_panel,
+                show_subtitles,
+                light_markers,
+            )
+                .chain()
+                .after(crate::engine::schedule::VenueSystems::Present),
+        );
         app.add_systems(Update, show_measurement.after(crate::engine::schedule::VenueSystems::Simulate));
         if self.interactive {
-            app.add_systems(Update, (toggle_measuring, hover_and_click, close_with_escape).chain().in_set(crate::engine::schedule::VenueSystems::Ingest));
+            app.add_systems(
+                Update,
+                (toggle_measuring, hover_and_click, close_with_escape)
+                    .chain()
+                    .in_set(crate::engine::schedule::VenueSystems::Ingest),
+            );
         }
     }
 }
@@ -94,8 +102,14 @@ fn show_measurement(
     let thickness = (span * 0.006).clamp(0.01, 0.08);
     let dot = meshes.add(Sphere::new(thickness * 2.5).mesh().ico(2).expect("a small icosphere"));
     for end in &ends {
-        commands.spawn((MeasureMarker,
-            NotMeasured, Mesh3d(dot.clone()), MeshMaterial3d(material.clone()), Transform::from_translation(*end), bevy::light::NotShadowCaster));
+        commands.spawn((
+            MeasureMarker,
+            NotMeasured,
+            Mesh3d(dot.clone()),
+            MeshMaterial3d(material.clone()),
+            Transform::from_translation(*end),
+            bevy::light::NotShadowCaster,
+        ));
     }
     if let [a, b] = ends[..] {
         let length = a.distance(b);
@@ -187,7 +201,11 @@ fn spawn_markers(
     }
     let mesh = meshes.add(Sphere::new(0.12).mesh().ico(3).expect("a small icosphere"));
     for hotspot in &scene.0.hotspots {
-        let material = materials.add(StandardMaterial { base_color: MARKER_COLOUR, emissive: LinearRgba::from(MARKER_COLOUR) * 2.0, ..default() });
+        let material = materials.add(StandardMaterial {
+            base_color: MARKER_COLOUR,
+            emissive: LinearRgba::from(MARKER_COLOUR) * 2.0,
+            ..default()
+        });
         commands.spawn((
             Name::new(format!("hotspot {}", hotspot.name)),
             HotspotMarker { name: hotspot.name.clone(), material: material.clone() },
@@ -225,7 +243,11 @@ fn hover_and_click(
     let (Some(window), Some(scene)) = (window, scene) else { return };
     let Some(cursor) = window.cursor_position() else { return };
     // The window's camera: the lowest order (a headset's eyes come after it).
-    let Some((camera, transform, projection)) = cameras.iter().filter(|(c, ..)| c.is_active).min_by_key(|(c, ..)| c.order) else { return };
+    let Some((camera, transform, projection)) =
+        cameras.iter().filter(|(c, ..)| c.is_active).min_by_key(|(c, ..)| c.order)
+    else {
+        return;
+    };
     let Ok(ray) = camera.viewport_to_world(transform, cursor) else { return };
     if measurement.active {
         hovered.set_if_neq(HoveredHotspot(None));
@@ -253,7 +275,11 @@ fn hover_and_click(
     }
 }
 
-fn close_with_escape(keys: Res<ButtonInput<KeyCode>>, open: Res<OpenHotspot>, mut submit: MessageWriter<SubmitCommand>) {
+fn close_with_escape(
+    keys: Res<ButtonInput<KeyCode>>,
+    open: Res<OpenHotspot>,
+    mut submit: MessageWriter<SubmitCommand>,
+) {
     if keys.just_pressed(KeyCode::Escape) && open.name.is_some() {
         submit.write(SubmitCommand::local(VenueCommand::ShowHotspot { name: None }));
     }
@@ -292,7 +318,11 @@ fn show_panel(
     text.0 = open.text.clone();
 }
 
-fn show_subtitles(subtitles: Res<Subtitles>, mut root: Single<&mut Node, With<SubtitleRoot>>, mut text: Single<&mut Text, With<SubtitleText>>) {
+fn show_subtitles(
+    subtitles: Res<Subtitles>,
+    mut root: Single<&mut Node, With<SubtitleRoot>>,
+    mut text: Single<&mut Text, With<SubtitleText>>,
+) {
     if !subtitles.is_changed() {
         return;
     }

@@ -7,17 +7,17 @@ use bevy::prelude::*;
 use bevy_mod_openxr::action_binding::{OxrSendActionBindings, OxrSuggestActionBinding};
 use bevy_mod_openxr::action_set_attaching::OxrAttachActionSet;
 use bevy_mod_openxr::action_set_syncing::{OxrActionSetSyncSet, OxrSyncActionSet};
-use bevy_mod_openxr::{openxr_session_available, openxr_session_running};
 use bevy_mod_openxr::resources::OxrInstance;
 use bevy_mod_openxr::session::OxrSession;
+use bevy_mod_openxr::{openxr_session_available, openxr_session_running};
 use bevy_mod_xr::camera::XrCamera;
 use bevy_mod_xr::session::{XrSessionCreated, XrTrackingRoot};
 
 use super::locomotion::{HandInputs, LEFT, LocomotionPlugin, RIGHT, TeleportAim, VignetteState};
 use crate::engine::command::{CurrentScene, SubmitCommand};
-use crate::model::command::VenueCommand;
 use crate::engine::visit::pick_hotspot;
 use crate::engine::visit::ui::HoveredHotspot;
+use crate::model::command::VenueCommand;
 
 /// The actions, one per hand each.
 #[derive(Resource)]
@@ -56,7 +56,10 @@ impl Plugin for ControllersPlugin {
             .add_systems(XrSessionCreated, (attach_actions, spawn_hands))
             .add_systems(PreUpdate, sync_actions.before(OxrActionSetSyncSet).run_if(openxr_session_running))
             .add_systems(Update, read_hands.run_if(openxr_session_running).before(super::session::XrVisitSystems::Move))
-            .add_systems(Update, (spawn_vignette, draw_pointer, draw_arc, draw_vignette).after(super::session::XrVisitSystems::Move));
+            .add_systems(
+                Update,
+                (spawn_vignette, draw_pointer, draw_arc, draw_vignette).after(super::session::XrVisitSystems::Move),
+            );
     }
 }
 
@@ -82,10 +85,22 @@ fn create_actions(instance: Res<OxrInstance>, mut commands: Commands) {
         let (grip_ids, grip_names) = (pair("grip"), names("grip"));
         let (stick_ids, stick_names) = (pair("stick"), names("stick"));
         Ok(ControllerActions {
-            aim: [set.create_action(&aim_ids[0], &aim_names[0], &[])?, set.create_action(&aim_ids[1], &aim_names[1], &[])?],
-            trigger: [set.create_action(&trigger_ids[0], &trigger_names[0], &[])?, set.create_action(&trigger_ids[1], &trigger_names[1], &[])?],
-            grip: [set.create_action(&grip_ids[0], &grip_names[0], &[])?, set.create_action(&grip_ids[1], &grip_names[1], &[])?],
-            stick: [set.create_action(&stick_ids[0], &stick_names[0], &[])?, set.create_action(&stick_ids[1], &stick_names[1], &[])?],
+            aim: [
+                set.create_action(&aim_ids[0], &aim_names[0], &[])?,
+                set.create_action(&aim_ids[1], &aim_names[1], &[])?,
+            ],
+            trigger: [
+                set.create_action(&trigger_ids[0], &trigger_names[0], &[])?,
+                set.create_action(&trigger_ids[1], &trigger_names[1], &[])?,
+            ],
+            grip: [
+                set.create_action(&grip_ids[0], &grip_names[0], &[])?,
+                set.create_action(&grip_ids[1], &grip_names[1], &[])?,
+            ],
+            stick: [
+                set.create_action(&stick_ids[0], &stick_names[0], &[])?,
+                set.create_action(&stick_ids[1], &stick_names[1], &[])?,
+            ],
             set,
         })
     })();
@@ -113,7 +128,11 @@ fn suggest_bindings(actions: Option<Res<ControllerActions>>, mut bindings: Messa
     for (profile, trigger, grip, stick) in PROFILES {
         for (hand, side) in ["left", "right"].into_iter().enumerate() {
             let mut bind = |action: openxr::sys::Action, input: &str| {
-                bindings.write(OxrSuggestActionBinding { action, interaction_profile: profile.into(), bindings: vec![format!("/user/hand/{side}/input/{input}").into()] });
+                bindings.write(OxrSuggestActionBinding {
+                    action,
+                    interaction_profile: profile.into(),
+                    bindings: vec![format!("/user/hand/{side}/input/{input}").into()],
+                });
             };
             bind(actions.aim[hand].as_raw(), "aim/pose");
             bind(actions.trigger[hand].as_raw(), trigger);
@@ -139,14 +158,31 @@ fn sync_actions(actions: Option<Res<ControllerActions>>, mut sync: MessageWriter
     }
 }
 
-fn spawn_hands(actions: Option<Res<ControllerActions>>, session: Res<OxrSession>, mut commands: Commands, mut meshes: ResMut<Assets<Mesh>>, mut materials: ResMut<Assets<StandardMaterial>>) {
+fn spawn_hands(
+    actions: Option<Res<ControllerActions>>,
+    session: Res<OxrSession>,
+    mut commands: Commands,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<StandardMaterial>>,
+) {
     let Some(actions) = actions else { return };
     let body = meshes.add(Cuboid::new(0.04, 0.03, 0.12));
-    let colour = materials.add(StandardMaterial { base_color: Color::srgb(0.15, 0.15, 0.18), perceptual_roughness: 0.6, ..default() });
+    let colour = materials.add(StandardMaterial {
+        base_color: Color::srgb(0.15, 0.15, 0.18),
+        perceptual_roughness: 0.6,
+        ..default()
+    });
     for hand in [LEFT, RIGHT] {
         match session.create_action_space(&actions.aim[hand], openxr::Path::NULL, Isometry3d::IDENTITY) {
             Ok(space) => {
-                commands.spawn((Name::new(if hand == LEFT { "left hand" } else { "right hand" }), space, AimSpace(hand), Mesh3d(body.clone()), MeshMaterial3d(colour.clone()), NotShadowCaster));
+                commands.spawn((
+                    Name::new(if hand == LEFT { "left hand" } else { "right hand" }),
+                    space,
+                    AimSpace(hand),
+                    Mesh3d(body.clone()),
+                    MeshMaterial3d(colour.clone()),
+                    NotShadowCaster,
+                ));
             }
             Err(e) => error!("headset: no pose for the {} hand ({e})", if hand == LEFT { "left" } else { "right" }),
         }
@@ -154,10 +190,25 @@ fn spawn_hands(actions: Option<Res<ControllerActions>>, session: Res<OxrSession>
     // The pointing ray: a thin beam along -Z, its length set each frame.
     let beam = meshes.add(Cuboid::new(0.004, 0.004, 1.0));
     let glow = materials.add(StandardMaterial { base_color: Color::srgb(1.0, 0.85, 0.4), unlit: true, ..default() });
-    commands.spawn((Name::new("pointer"), PointerRay, Mesh3d(beam), MeshMaterial3d(glow), NotShadowCaster, Visibility::Hidden, Transform::default()));
+    commands.spawn((
+        Name::new("pointer"),
+        PointerRay,
+        Mesh3d(beam),
+        MeshMaterial3d(glow),
+        NotShadowCaster,
+        Visibility::Hidden,
+        Transform::default(),
+    ));
     let dot = meshes.add(Sphere::new(0.025));
     for i in 0..ARC_DOTS {
-        commands.spawn((ArcDot(i), Mesh3d(dot.clone()), MeshMaterial3d(materials.add(StandardMaterial { unlit: true, ..default() })), NotShadowCaster, Visibility::Hidden, Transform::default()));
+        commands.spawn((
+            ArcDot(i),
+            Mesh3d(dot.clone()),
+            MeshMaterial3d(materials.add(StandardMaterial { unlit: true, ..default() })),
+            NotShadowCaster,
+            Visibility::Hidden,
+            Transform::default(),
+        ));
     }
 }
 
@@ -174,12 +225,21 @@ fn read_hands(
     let root = roots.single().copied().unwrap_or_default();
     for hand in [LEFT, RIGHT] {
         let input = &mut hands.0[hand];
-        let float = |action: &openxr::Action<f32>| action.state(&session, openxr::Path::NULL).ok().filter(|s| s.is_active).map_or(0.0, |s| s.current_state);
+        let float = |action: &openxr::Action<f32>| {
+            action.state(&session, openxr::Path::NULL).ok().filter(|s| s.is_active).map_or(0.0, |s| s.current_state)
+        };
         input.trigger = float(&actions.trigger[hand]);
         input.grip = float(&actions.grip[hand]);
-        input.stick = actions.stick[hand].state(&session, openxr::Path::NULL).ok().filter(|s| s.is_active).map_or(Vec2::ZERO, |s| Vec2::new(s.current_state.x, s.current_state.y));
+        input.stick = actions.stick[hand]
+            .state(&session, openxr::Path::NULL)
+            .ok()
+            .filter(|s| s.is_active)
+            .map_or(Vec2::ZERO, |s| Vec2::new(s.current_state.x, s.current_state.y));
         // An untracked controller has no pose to point or aim from.
-        input.aim = spaces.iter().find(|(s, _, flags)| s.0 == hand && flags.position_tracked && flags.rotation_tracked).map(|(_, local, _)| root.mul_transform(*local));
+        input.aim = spaces
+            .iter()
+            .find(|(s, _, flags)| s.0 == hand && flags.position_tracked && flags.rotation_tracked)
+            .map(|(_, local, _)| root.mul_transform(*local));
     }
 }
 
@@ -197,7 +257,8 @@ fn point_at_hotspots(
     if aim.target.is_some() {
         return;
     }
-    let hit = pick_hotspot(pose.translation, *pose.forward(), &scene.0.hotspots).map(|i| scene.0.hotspots[i].name.clone());
+    let hit =
+        pick_hotspot(pose.translation, *pose.forward(), &scene.0.hotspots).map(|i| scene.0.hotspots[i].name.clone());
     hovered.set_if_neq(HoveredHotspot(hit.clone()));
     let pressed = hands.0[RIGHT].trigger > 0.7;
     if pressed && !*pulled {
@@ -207,7 +268,12 @@ fn point_at_hotspots(
     *pulled = if *pulled { hands.0[RIGHT].trigger > 0.3 } else { pressed };
 }
 
-fn draw_pointer(hands: Res<HandInputs>, aim: Res<TeleportAim>, scene: Option<Res<CurrentScene>>, mut rays: Query<(&mut Transform, &mut Visibility), With<PointerRay>>) {
+fn draw_pointer(
+    hands: Res<HandInputs>,
+    aim: Res<TeleportAim>,
+    scene: Option<Res<CurrentScene>>,
+    mut rays: Query<(&mut Transform, &mut Visibility), With<PointerRay>>,
+) {
     let Ok((mut transform, mut visibility)) = rays.single_mut() else { return };
     let Some(pose) = hands.0[RIGHT].aim.filter(|_| aim.target.is_none()) else {
         *visibility = Visibility::Hidden;
@@ -215,13 +281,24 @@ fn draw_pointer(hands: Res<HandInputs>, aim: Res<TeleportAim>, scene: Option<Res
     };
     // Up to the hotspot pointed at, or 5 m.
     let length = scene
-        .and_then(|s| pick_hotspot(pose.translation, *pose.forward(), &s.0.hotspots).map(|i| Vec3::from(s.0.hotspots[i].position).distance(pose.translation)))
+        .and_then(|s| {
+            pick_hotspot(pose.translation, *pose.forward(), &s.0.hotspots)
+                .map(|i| Vec3::from(s.0.hotspots[i].position).distance(pose.translation))
+        })
         .unwrap_or(5.0);
-    *transform = Transform { translation: pose.translation + *pose.forward() * (length / 2.0), rotation: pose.rotation, scale: Vec3::new(1.0, 1.0, length) };
+    *transform = Transform {
+        translation: pose.translation + *pose.forward() * (length / 2.0),
+        rotation: pose.rotation,
+        scale: Vec3::new(1.0, 1.0, length),
+    };
     *visibility = Visibility::Inherited;
 }
 
-fn draw_arc(aim: Res<TeleportAim>, mut dots: Query<(&ArcDot, &mut Transform, &mut Visibility, &MeshMaterial3d<StandardMaterial>)>, mut materials: ResMut<Assets<StandardMaterial>>) {
+fn draw_arc(
+    aim: Res<TeleportAim>,
+    mut dots: Query<(&ArcDot, &mut Transform, &mut Visibility, &MeshMaterial3d<StandardMaterial>)>,
+    mut materials: ResMut<Assets<StandardMaterial>>,
+) {
     let colour = match aim.target.as_ref().map(|t| t.verdict.is_ok()) {
         Some(true) => Color::srgb(0.3, 0.9, 1.0),
         _ => Color::srgb(1.0, 0.3, 0.25),
@@ -281,11 +358,23 @@ fn vignette_ring() -> Mesh {
 /// sees only its own ring, centred on it, and the spectator sees neither.
 pub const VIGNETTE_LAYER: usize = 20;
 
-fn spawn_vignette(eyes: Query<(Entity, &XrCamera), Added<XrCamera>>, mut commands: Commands, mut meshes: ResMut<Assets<Mesh>>, mut materials: ResMut<Assets<StandardMaterial>>) {
+fn spawn_vignette(
+    eyes: Query<(Entity, &XrCamera), Added<XrCamera>>,
+    mut commands: Commands,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<StandardMaterial>>,
+) {
     for (entity, eye) in &eyes {
         let layer = VIGNETTE_LAYER + eye.0 as usize;
         commands.entity(entity).insert(bevy::camera::visibility::RenderLayers::from_layers(&[0, layer]));
-        let material = materials.add(StandardMaterial { base_color: Color::WHITE, unlit: true, alpha_mode: AlphaMode::Blend, double_sided: true, cull_mode: None, ..default() });
+        let material = materials.add(StandardMaterial {
+            base_color: Color::WHITE,
+            unlit: true,
+            alpha_mode: AlphaMode::Blend,
+            double_sided: true,
+            cull_mode: None,
+            ..default()
+        });
         let ring = commands
             .spawn((
                 Name::new("comfort vignette"),
@@ -302,7 +391,10 @@ fn spawn_vignette(eyes: Query<(Entity, &XrCamera), Added<XrCamera>>, mut command
     }
 }
 
-fn draw_vignette(vignette: Res<VignetteState>, mut quads: Query<(&mut Transform, &mut Visibility), With<VignetteQuad>>) {
+fn draw_vignette(
+    vignette: Res<VignetteState>,
+    mut quads: Query<(&mut Transform, &mut Visibility), With<VignetteQuad>>,
+) {
     for (mut transform, mut visibility) in &mut quads {
         if vignette.strength < 0.02 {
             *visibility = Visibility::Hidden;

@@ -98,7 +98,14 @@ pub struct TeleportRules {
 
 impl Default for TeleportRules {
     fn default() -> Self {
-        Self { max_slope_degrees: 35.0, body_height: 1.8, body_radius: 0.25, max_distance: 20.0, launch_speed: 8.0, step_height: 0.35 }
+        Self {
+            max_slope_degrees: 35.0,
+            body_height: 1.8,
+            body_radius: 0.25,
+            max_distance: 20.0,
+            launch_speed: 8.0,
+            step_height: 0.35,
+        }
     }
 }
 
@@ -188,7 +195,13 @@ pub fn arc_points(origin: Vec3, direction: Vec3, rules: &TeleportRules) -> Vec<V
 /// Follows the arc to its first hit and judges the landing: on a surface facing up no steeper
 /// than the limit, on a primitive the scene does not mark unwalkable, within range, and with
 /// room for the body above it.
-pub fn check_teleport(world: &impl Surroundings, origin: Vec3, direction: Vec3, feet: Vec3, rules: &TeleportRules) -> TeleportTarget {
+pub fn check_teleport(
+    world: &impl Surroundings,
+    origin: Vec3,
+    direction: Vec3,
+    feet: Vec3,
+    rules: &TeleportRules,
+) -> TeleportTarget {
     let points = arc_points(origin, direction, rules);
     let mut arc = vec![points[0]];
     for pair in points.windows(2) {
@@ -201,7 +214,14 @@ pub fn check_teleport(world: &impl Surroundings, origin: Vec3, direction: Vec3, 
     TeleportTarget { arc, verdict: Err(TeleportRefusal::NothingHit) }
 }
 
-fn judge_landing(world: &impl Surroundings, entity: Entity, point: Vec3, normal: Vec3, feet: Vec3, rules: &TeleportRules) -> Result<Vec3, TeleportRefusal> {
+fn judge_landing(
+    world: &impl Surroundings,
+    entity: Entity,
+    point: Vec3,
+    normal: Vec3,
+    feet: Vec3,
+    rules: &TeleportRules,
+) -> Result<Vec3, TeleportRefusal> {
     // A ray that starts inside a collider has no normal: no place to stand there.
     let Some(normal) = normal.try_normalize() else {
         return Err(TeleportRefusal::TooNarrow { radius: rules.body_radius });
@@ -297,7 +317,16 @@ pub fn smooth_turn(stick_x: f32, dt: f32, settings: &ComfortSettings) -> f32 {
 /// seconds. Walls and low beams stop the body; the floor is followed up steps and down slopes;
 /// a move that would leave the floor (off a ledge), onto a surface the scene marks not
 /// walkable, or with no floor under it does not happen.
-pub fn walk(world: &impl Surroundings, root: &Transform, head: Vec3, facing: Vec3, stick: Vec2, dt: f32, settings: &ComfortSettings, rules: &TeleportRules) -> Option<Transform> {
+pub fn walk(
+    world: &impl Surroundings,
+    root: &Transform,
+    head: Vec3,
+    facing: Vec3,
+    stick: Vec2,
+    dt: f32,
+    settings: &ComfortSettings,
+    rules: &TeleportRules,
+) -> Option<Transform> {
     let speed = settings.walking_speed();
     if speed <= 0.0 || stick.length() < DEAD_ZONE {
         return None;
@@ -372,7 +401,9 @@ impl<F: Fn(Entity) -> (Option<bool>, String)> Surroundings for RapierSurrounding
     fn sweep(&self, from: Vec3, motion: Vec3, radius: f32) -> f32 {
         let ball = Collider::ball(radius);
         let options = ShapeCastOptions { max_time_of_impact: 1.0, stop_at_penetration: false, ..default() };
-        self.pipeline.cast_shape(from, Quat::IDENTITY, motion, &*ball.raw, options).map_or(1.0, |(_, hit)| hit.time_of_impact.clamp(0.0, 1.0))
+        self.pipeline
+            .cast_shape(from, Quat::IDENTITY, motion, &*ball.raw, options)
+            .map_or(1.0, |(_, hit)| hit.time_of_impact.clamp(0.0, 1.0))
     }
 
     fn walkable(&self, entity: Entity) -> (Option<bool>, String) {
@@ -447,18 +478,26 @@ impl Plugin for LocomotionPlugin {
             .init_resource::<ComfortSettings>()
             .init_resource::<TeleportRules>()
             .init_resource::<super::session::XrHead>()
-            .add_systems(Update, (aim_and_teleport, turn, walk_with_stick, ease_vignette_system).chain().in_set(super::session::XrVisitSystems::Move));
+            .add_systems(
+                Update,
+                (aim_and_teleport, turn, walk_with_stick, ease_vignette_system)
+                    .chain()
+                    .in_set(super::session::XrVisitSystems::Move),
+            );
     }
 }
 
 type RootQuery<'w, 's> = Query<'w, 's, &'static mut Transform, With<bevy_mod_xr::session::XrTrackingRoot>>;
 
 /// The primitives' `walkable` flags and names, for the teleport check.
-type PrimitiveQuery<'w, 's> = Query<'w, 's, (&'static crate::engine::scene::venue::VenuePrimitive, Option<&'static Name>)>;
+type PrimitiveQuery<'w, 's> =
+    Query<'w, 's, (&'static crate::engine::scene::venue::VenuePrimitive, Option<&'static Name>)>;
 
 fn lookup<'a>(primitives: &'a PrimitiveQuery) -> impl Fn(Entity) -> (Option<bool>, String) + 'a {
     move |entity| match primitives.get(entity) {
-        Ok((primitive, name)) => (primitive.walkable, name.map_or_else(|| format!("{entity}"), |n| n.as_str().to_owned())),
+        Ok((primitive, name)) => {
+            (primitive.walkable, name.map_or_else(|| format!("{entity}"), |n| n.as_str().to_owned()))
+        }
         Err(_) => (None, format!("{entity}")),
     }
 }
@@ -496,7 +535,9 @@ fn aim_and_teleport(
         return;
     }
     // Aim with the right stick pushed forward, or hold the left grip (controllers with no stick).
-    let (aiming, hand) = if right.stick.y > AIM_START || (aim.target.is_some() && aim.settling.is_none() && right.stick.y > AIM_RELEASE) {
+    let (aiming, hand) = if right.stick.y > AIM_START
+        || (aim.target.is_some() && aim.settling.is_none() && right.stick.y > AIM_RELEASE)
+    {
         (true, right)
     } else if left.grip > 0.5 {
         (true, left)
@@ -556,7 +597,11 @@ fn turn(
     let (Some(eyes), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
     // While aiming a teleport the stick's sideways wobble must not turn the visitor.
     let x = if aim.target.is_some() { 0.0 } else { hands.0[RIGHT].stick.x };
-    let radians = if comfort.turns_smoothly() { smooth_turn(x, time.delta_secs(), &comfort) } else { snap.update(x, &comfort).unwrap_or(0.0) };
+    let radians = if comfort.turns_smoothly() {
+        smooth_turn(x, time.delta_secs(), &comfort)
+    } else {
+        snap.update(x, &comfort).unwrap_or(0.0)
+    };
     if radians != 0.0 {
         let turned = turn_about(&root, eyes.translation, radians);
         move_root(&mut root, &mut head, turned);
@@ -610,13 +655,19 @@ pub fn stand_at(root: &Transform, head: Vec3, eye: Vec3, look: Vec3, floor: f32,
     let rotation = Quat::from_rotation_y((-towards.x).atan2(-towards.z));
     let head_local = root.compute_affine().inverse().transform_point3(head);
     let offset = rotation * Vec3::new(head_local.x, 0.0, head_local.z);
-    Transform { translation: Vec3::new(eye.x - offset.x, floor + floor_offset, eye.z - offset.z), rotation, scale: root.scale }
+    Transform {
+        translation: Vec3::new(eye.x - offset.x, floor + floor_offset, eye.z - offset.z),
+        rotation,
+        scale: root.scale,
+    }
 }
 
 /// The floor under `eye`: the first fixed collider straight below, within 50 m.
 pub fn floor_below(rapier: &ReadRapierContext, eye: Vec3) -> Option<f32> {
     let context = rapier.single().ok()?;
-    context.with_query_pipeline(QueryFilter::only_fixed(), |pipeline| pipeline.cast_ray(eye, Vec3::NEG_Y, 50.0, true).map(|(_, toi)| eye.y - toi))
+    context.with_query_pipeline(QueryFilter::only_fixed(), |pipeline| {
+        pipeline.cast_ray(eye, Vec3::NEG_Y, 50.0, true).map(|(_, toi)| eye.y - toi)
+    })
 }
 
 /// Guided tours in a headset: flying the visitor's view from stop to stop would sicken, so on
@@ -650,7 +701,13 @@ fn follow_the_tour(
         return;
     }
     let (Some(eyes), Ok(mut root)) = (head.0, roots.single_mut()) else { return };
-    let viewpoint = scene.0.tours.iter().find(|t| t.name == name).and_then(|t| t.stops.get(stop)).and_then(|s| scene.0.viewpoints.iter().find(|v| v.name == s.viewpoint));
+    let viewpoint = scene
+        .0
+        .tours
+        .iter()
+        .find(|t| t.name == name)
+        .and_then(|t| t.stops.get(stop))
+        .and_then(|s| scene.0.viewpoints.iter().find(|v| v.name == s.viewpoint));
     *at = Some((name, stop));
     let Some(viewpoint) = viewpoint else { return };
     let (eye, look) = (Vec3::from(viewpoint.position), Vec3::from(viewpoint.look_at));

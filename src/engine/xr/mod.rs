@@ -21,7 +21,9 @@ use bevy::prelude::*;
 use bevy_mod_openxr::resources::{OxrCurrentSessionConfig, OxrFrameState, OxrSessionStarted};
 use bevy_mod_openxr::session::OxrSession;
 use bevy_mod_xr::camera::XrCamera;
-use bevy_mod_xr::session::{XrFirst, XrHandleEvents, XrRequestExitMessage, XrSessionDestroyedMessage, XrState, XrStateChanged, XrTrackingRoot};
+use bevy_mod_xr::session::{
+    XrFirst, XrHandleEvents, XrRequestExitMessage, XrSessionDestroyedMessage, XrState, XrStateChanged, XrTrackingRoot,
+};
 use bevy_mod_xr::spaces::XrPrimaryReferenceSpace;
 use bevy_rapier3d::prelude::ReadRapierContext;
 use thiserror::Error;
@@ -61,7 +63,10 @@ pub enum XrUnavailable {
 
 /// Asks OpenXR whether a headset session could start: loader, runtime, Vulkan support and a
 /// head-mounted system. The instance it makes is dropped before the engine makes its own.
-#[allow(unsafe_code, reason = "loading the OpenXR loader library is how OpenXR starts; bevy_mod_openxr does the same next")]
+#[allow(
+    unsafe_code,
+    reason = "loading the OpenXR loader library is how OpenXR starts; bevy_mod_openxr does the same next"
+)]
 pub fn probe() -> Result<RuntimeInfo, XrUnavailable> {
     // SAFETY: loading the system's OpenXR loader library runs its initialisers; that is what
     // every OpenXR application does, and the engine would do it next anyway.
@@ -69,13 +74,23 @@ pub fn probe() -> Result<RuntimeInfo, XrUnavailable> {
     let extensions = entry.enumerate_extensions().map_err(|e| XrUnavailable::NoRuntime(e.to_string()))?;
     let mut wanted = openxr::ExtensionSet::default();
     wanted.khr_vulkan_enable2 = extensions.khr_vulkan_enable2;
-    let app = openxr::ApplicationInfo { application_name: "Parvis (probe)", engine_name: "Parvis", api_version: openxr::Version::new(1, 0, 0), ..default() };
+    let app = openxr::ApplicationInfo {
+        application_name: "Parvis (probe)",
+        engine_name: "Parvis",
+        api_version: openxr::Version::new(1, 0, 0),
+        ..default()
+    };
     let instance = entry.create_instance(&app, &wanted, &[]).map_err(|e| XrUnavailable::NoRuntime(e.to_string()))?;
-    let runtime = instance.properties().map(|p| format!("{} {}", p.runtime_name, p.runtime_version)).unwrap_or_else(|_| "(unnamed)".into());
+    let runtime = instance
+        .properties()
+        .map(|p| format!("{} {}", p.runtime_name, p.runtime_version))
+        .unwrap_or_else(|_| "(unnamed)".into());
     if !extensions.khr_vulkan_enable2 {
         return Err(XrUnavailable::NoVulkan(runtime));
     }
-    let system = instance.system(openxr::FormFactor::HEAD_MOUNTED_DISPLAY).map_err(|e| XrUnavailable::NoHeadset { runtime: runtime.clone(), reason: e.to_string() })?;
+    let system = instance
+        .system(openxr::FormFactor::HEAD_MOUNTED_DISPLAY)
+        .map_err(|e| XrUnavailable::NoHeadset { runtime: runtime.clone(), reason: e.to_string() })?;
     let system = instance.system_properties(system).map(|p| p.system_name).unwrap_or_default();
     Ok(RuntimeInfo { runtime, system })
 }
@@ -100,7 +115,14 @@ pub struct XrVisitSettings {
 
 impl Default for XrVisitSettings {
     fn default() -> Self {
-        Self { comfort: default(), teleport: default(), spectator: default(), frames: 0, report: None, mode: XrMode::Prefer }
+        Self {
+            comfort: default(),
+            teleport: default(),
+            spectator: default(),
+            frames: 0,
+            report: None,
+            mode: XrMode::Prefer,
+        }
     }
 }
 
@@ -124,16 +146,27 @@ impl Plugin for XrVisitPlugin {
             .configure_sets(Update, (XrVisitSystems::Track, XrVisitSystems::Move).chain())
             .add_systems(
                 Update,
-                (log_states, dress_eye_cameras, follow_head, count_frames, leave_after_frames, exit_when_session_ends).chain().in_set(XrVisitSystems::Track),
+                (log_states, dress_eye_cameras, follow_head, count_frames, leave_after_frames, exit_when_session_ends)
+                    .chain()
+                    .in_set(XrVisitSystems::Track),
             )
             .add_systems(XrFirst, watch_the_runtime.before(XrHandleEvents::Poll))
             .add_systems(Update, place_at_spawn.in_set(XrVisitSystems::Track).after(follow_head))
             .add_systems(Last, write_report_on_exit)
-            .add_plugins((controllers::ControllersPlugin, spectator::SpectatorPlugin, panel::HotspotPanelPlugin, locomotion::TourInHeadsetPlugin));
+            .add_plugins((
+                controllers::ControllersPlugin,
+                spectator::SpectatorPlugin,
+                panel::HotspotPanelPlugin,
+                locomotion::TourInHeadsetPlugin,
+            ));
     }
 }
 
-fn log_states(mut changes: MessageReader<XrStateChanged>, mut log: ResMut<XrSessionLog>, config: Option<Res<OxrCurrentSessionConfig>>) {
+fn log_states(
+    mut changes: MessageReader<XrStateChanged>,
+    mut log: ResMut<XrSessionLog>,
+    config: Option<Res<OxrCurrentSessionConfig>>,
+) {
     for XrStateChanged(state) in changes.read() {
         // OpenXR's synchronized, visible and focused states are all `Running` here.
         let name = format!("{state:?}");
@@ -225,7 +258,12 @@ const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the runtime gets to end a session before the app exits anyway.
 const END_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn leave_after_frames(settings: Res<XrVisitSettings>, log: Res<XrSessionLog>, mut plan: ResMut<ExitPlan>, mut request: MessageWriter<XrRequestExitMessage>) {
+fn leave_after_frames(
+    settings: Res<XrVisitSettings>,
+    log: Res<XrSessionLog>,
+    mut plan: ResMut<ExitPlan>,
+    mut request: MessageWriter<XrRequestExitMessage>,
+) {
     if settings.frames > 0 && log.frames_rendered >= settings.frames && plan.requested_at.is_none() {
         info!("headset: {} frames drawn; ending the session", log.frames_rendered);
         plan.requested_at = Some(Instant::now());
@@ -268,7 +306,8 @@ fn exit_when_session_ends(
         }
     }
     if ended && plan.ran {
-        log.ended_cleanly = log.states.iter().any(|s| s == "Stopping") && log.states.iter().any(|s| s.starts_with("Exiting"));
+        log.ended_cleanly =
+            log.states.iter().any(|s| s == "Stopping") && log.states.iter().any(|s| s.starts_with("Exiting"));
         info!("headset session ended");
         // Asked to end (frame limit), or the runtime ended it: either way the visit is over
         // unless the visitor may carry on at the desktop.
@@ -278,10 +317,12 @@ fn exit_when_session_ends(
             // The spectator camera becomes the desktop visitor's, from where the head was.
             for (camera, transform) in &spectators {
                 let view = head.0.unwrap_or(*transform);
-                commands
-                    .entity(camera)
-                    .remove::<spectator::SpectatorCamera>()
-                    .insert(crate::engine::camera::CameraRig::looking(view.translation, view.translation + *view.forward() * 4.0));
+                commands.entity(camera).remove::<spectator::SpectatorCamera>().insert(
+                    crate::engine::camera::CameraRig::looking(
+                        view.translation,
+                        view.translation + *view.forward() * 4.0,
+                    ),
+                );
             }
             info!("the visit carries on at the desktop");
         }
@@ -297,13 +338,21 @@ fn exit_when_session_ends(
     }
 }
 
-fn write_report_on_exit(mut exits: MessageReader<AppExit>, settings: Res<XrVisitSettings>, log: Res<XrSessionLog>, mut written: Local<bool>) {
+fn write_report_on_exit(
+    mut exits: MessageReader<AppExit>,
+    settings: Res<XrVisitSettings>,
+    log: Res<XrSessionLog>,
+    mut written: Local<bool>,
+) {
     if exits.read().count() == 0 || *written {
         return;
     }
     *written = true;
     if let Some((median, p99)) = log.frame_time_summary() {
-        info!("headset: {} frames, median {median:.1} ms, 99th percentile {p99:.1} ms between frames", log.frames_rendered);
+        info!(
+            "headset: {} frames, median {median:.1} ms, 99th percentile {p99:.1} ms between frames",
+            log.frames_rendered
+        );
     }
     if let Some(path) = &settings.report {
         let json = serde_json::to_string_pretty(&*log).expect("the log serialises");
@@ -339,12 +388,19 @@ fn watch_the_runtime(
     mut commands: Commands,
     mut exit: MessageWriter<AppExit>,
 ) {
-    let (Some(session), Some(space), Some(frame), Some(mut state), Some(mut started)) = (session, space, frame, state, started) else { return };
+    let (Some(session), Some(space), Some(frame), Some(mut state), Some(mut started)) =
+        (session, space, frame, state, started)
+    else {
+        return;
+    };
     if !started.0 || log.lost.is_some() {
         return;
     }
-    let Err(error @ (openxr::sys::Result::ERROR_INSTANCE_LOST | openxr::sys::Result::ERROR_SESSION_LOST | openxr::sys::Result::ERROR_RUNTIME_FAILURE)) =
-        session.locate_views(openxr::ViewConfigurationType::PRIMARY_STEREO, frame.predicted_display_time, &space)
+    let Err(
+        error @ (openxr::sys::Result::ERROR_INSTANCE_LOST
+        | openxr::sys::Result::ERROR_SESSION_LOST
+        | openxr::sys::Result::ERROR_RUNTIME_FAILURE),
+    ) = session.locate_views(openxr::ViewConfigurationType::PRIMARY_STEREO, frame.predicted_display_time, &space)
     else {
         return;
     };

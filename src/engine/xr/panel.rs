@@ -2,13 +2,13 @@
 //! headset, so the panel's title and text are laid out by Bevy's UI into an image, shown on a
 //! quad in the venue a metre in front of the visitor, toward the hotspot, facing them.
 
-use bevy::math::Affine2;
 use bevy::light::NotShadowCaster;
+use bevy::math::Affine2;
 use bevy::prelude::*;
 
 use super::session::XrHead;
-use crate::engine::ui_panel::{UiImage, panel_material, spawn_ui_image, ui_font};
 use crate::engine::command::CurrentScene;
+use crate::engine::ui_panel::{UiImage, panel_material, spawn_ui_image, ui_font};
 use crate::engine::visit::OpenHotspot;
 
 /// Pixels of the panel's image.
@@ -34,7 +34,8 @@ pub struct HotspotPanelPlugin;
 
 impl Plugin for HotspotPanelPlugin {
     fn build(&self, app: &mut App) {
-        app.add_systems(Startup, build_panel).add_systems(Update, show_open_hotspot.after(crate::engine::schedule::VenueSystems::Present));
+        app.add_systems(Startup, build_panel)
+            .add_systems(Update, show_open_hotspot.after(crate::engine::schedule::VenueSystems::Present));
     }
 }
 
@@ -47,13 +48,30 @@ pub fn panel_pose(head: Vec3, hotspot: Vec3) -> Transform {
     Transform::from_translation(centre).looking_to(toward, Vec3::Y)
 }
 
-fn build_panel(mut commands: Commands, mut images: ResMut<Assets<Image>>, mut meshes: ResMut<Assets<Mesh>>, mut materials: ResMut<Assets<StandardMaterial>>, mut fonts: ResMut<Assets<Font>>) {
+fn build_panel(
+    mut commands: Commands,
+    mut images: ResMut<Assets<Image>>,
+    mut meshes: ResMut<Assets<Mesh>>,
+    mut materials: ResMut<Assets<StandardMaterial>>,
+    mut fonts: ResMut<Assets<Font>>,
+) {
     // Before the eyes' cameras (order -2), so they show this frame's panel; on layer 30.
     let UiImage { image, camera } = spawn_ui_image(&mut commands, &mut images, "hotspot panel camera", IMAGE, -2, 30);
     let font = ui_font(&mut fonts);
-    let title = commands.spawn((Text::new(""), TextFont { font: font.clone().into(), font_size: FontSize::Px(64.0), ..default() }, TextColor(Color::srgb(1.0, 0.84, 0.5)))).id();
+    let title = commands
+        .spawn((
+            Text::new(""),
+            TextFont { font: font.clone().into(), font_size: FontSize::Px(64.0), ..default() },
+            TextColor(Color::srgb(1.0, 0.84, 0.5)),
+        ))
+        .id();
     let text = commands
-        .spawn((Text::new(""), TextFont { font: font.into(), font_size: FontSize::Px(38.0), ..default() }, TextColor(Color::WHITE), TextLayout::new(Justify::Left, LineBreak::WordBoundary)))
+        .spawn((
+            Text::new(""),
+            TextFont { font: font.into(), font_size: FontSize::Px(38.0), ..default() },
+            TextColor(Color::WHITE),
+            TextLayout::new(Justify::Left, LineBreak::WordBoundary),
+        ))
         .id();
     commands
         .spawn((
@@ -114,7 +132,12 @@ fn show_open_hotspot(
         return;
     }
     let shown = match (&open.name, head.0, scene) {
-        (Some(name), Some(head), Some(scene)) => scene.0.hotspots.iter().find(|h| &h.name == name).map(|h| panel_pose(head.translation, Vec3::from(h.position))),
+        (Some(name), Some(head), Some(scene)) => scene
+            .0
+            .hotspots
+            .iter()
+            .find(|h| &h.name == name)
+            .map(|h| panel_pose(head.translation, Vec3::from(h.position))),
         _ => None,
     };
     if let Ok(mut camera) = cameras.get_mut(parts.camera) {

@@ -76,18 +76,31 @@ pub struct SpectatorPlugin;
 
 impl Plugin for SpectatorPlugin {
     fn build(&self, app: &mut App) {
-        app.add_systems(Update, (follow_the_head, capture_before_the_end).chain().after(super::session::XrVisitSystems::Move));
+        app.add_systems(
+            Update,
+            (follow_the_head, capture_before_the_end).chain().after(super::session::XrVisitSystems::Move),
+        );
     }
 }
 
-fn follow_the_head(head: Res<XrHead>, settings: Res<SpectatorSettings>, time: Res<Time>, mut cameras: Query<&mut Transform, With<SpectatorCamera>>, mut started: Local<bool>) {
+fn follow_the_head(
+    head: Res<XrHead>,
+    settings: Res<SpectatorSettings>,
+    time: Res<Time>,
+    mut cameras: Query<&mut Transform, With<SpectatorCamera>>,
+    mut started: Local<bool>,
+) {
     let Some(head) = head.0 else { return };
     if settings.mode == SpectatorMode::Off {
         return;
     }
     for mut camera in &mut cameras {
         // The first frame jumps: there is nothing to smooth from.
-        *camera = if *started { follow(&camera, &head, settings.mode, time.delta_secs()) } else { spectator_goal(&head, settings.mode) };
+        *camera = if *started {
+            follow(&camera, &head, settings.mode, time.delta_secs())
+        } else {
+            spectator_goal(&head, settings.mode)
+        };
     }
     *started = true;
 }

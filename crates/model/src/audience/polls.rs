@@ -46,20 +46,12 @@ impl Tally {
     /// A poll with fixed options.
     pub fn new(options: impl IntoIterator<Item = String>) -> Self {
         let options: Vec<String> = options.into_iter().collect();
-        Self {
-            counts: vec![0; options.len()],
-            options,
-            open_ended: false,
-            ballots: HashMap::new(),
-        }
+        Self { counts: vec![0; options.len()], options, open_ended: false, ballots: HashMap::new() }
     }
 
     /// A vote whose options are whatever voters name (up to [`MAX_FREE_OPTIONS`]).
     pub fn open_ended() -> Self {
-        Self {
-            open_ended: true,
-            ..Self::new([])
-        }
+        Self { open_ended: true, ..Self::new([]) }
     }
 
     /// Records `user`'s vote for `option` with a weight (1 for everyone unless a platform gives
@@ -136,11 +128,7 @@ impl EnergyMeter {
     /// An empty meter starting at `now`.
     pub fn new(now: Instant) -> Self {
         let len = (MAX_ENERGY_WINDOW.as_millis() / BUCKET.as_millis()) as usize + 1;
-        Self {
-            start: now,
-            buckets: vec![0; len],
-            newest: 0,
-        }
+        Self { start: now, buckets: vec![0; len], newest: 0 }
     }
 
     fn index(&self, at: Instant) -> u64 {
@@ -266,7 +254,8 @@ mod tests {
     #[test]
     fn energy_fires_once_per_rise() {
         let mut armed = true;
-        let fired: Vec<bool> = [5.0, 12.0, 11.0, 9.0, 11.0, 7.0, 12.0].iter().map(|r| energy_edge(&mut armed, *r, 10.0)).collect();
+        let fired: Vec<bool> =
+            [5.0, 12.0, 11.0, 9.0, 11.0, 7.0, 12.0].iter().map(|r| energy_edge(&mut armed, *r, 10.0)).collect();
         assert_eq!(fired, [false, true, false, false, false, false, true]);
     }
 }

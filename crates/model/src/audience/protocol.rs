@@ -239,15 +239,13 @@ pub enum ServerMessage {
 impl ServerMessage {
     /// An `error` message.
     pub fn error(code: &str, message: impl Into<String>) -> Self {
-        ServerMessage::Error {
-            code: code.to_owned(),
-            message: message.into(),
-        }
+        ServerMessage::Error { code: code.to_owned(), message: message.into() }
     }
 
     /// The JSON text of this message.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| r#"{"type":"error","code":"server","message":"encoding failed"}"#.into())
+        serde_json::to_string(self)
+            .unwrap_or_else(|_| r#"{"type":"error","code":"server","message":"encoding failed"}"#.into())
     }
 }
 
@@ -261,8 +259,14 @@ mod tests {
             parse_client_message(r#"{"type":"hello","v":1,"name":"Ana","lang":"fr"}"#),
             Ok(ClientMessage::Hello { v: 1, name: "Ana".into(), lang: Some("fr".into()) })
         );
-        assert_eq!(parse_client_message(r#"{"type":"chat","text":"!light red"}"#), Ok(ClientMessage::Chat { text: "!light red".into() }));
-        assert_eq!(parse_client_message(r#"{"type":"react","emoji":"👏"}"#), Ok(ClientMessage::React { emoji: "👏".into() }));
+        assert_eq!(
+            parse_client_message(r#"{"type":"chat","text":"!light red"}"#),
+            Ok(ClientMessage::Chat { text: "!light red".into() })
+        );
+        assert_eq!(
+            parse_client_message(r#"{"type":"react","emoji":"👏"}"#),
+            Ok(ClientMessage::React { emoji: "👏".into() })
+        );
         assert_eq!(
             parse_client_message(r#"{"type":"vote","poll":"p1","option":"night","extra":true}"#),
             Ok(ClientMessage::Vote { poll: "p1".into(), option: "night".into() }),

@@ -74,7 +74,8 @@ pub fn match_chat<'a>(
         let command = fold(words.next().unwrap_or_default());
         let said = words.collect::<Vec<_>>().join(" ");
         let arg = fold(&said);
-        let Some(rule) = rules.iter().find(|r| matches!(&r.trigger, TriggerDef::Command(c) if fold(c) == command)) else {
+        let Some(rule) = rules.iter().find(|r| matches!(&r.trigger, TriggerDef::Command(c) if fold(c) == command))
+        else {
             return Err(NoFire::UnknownCommand(command));
         };
         let needs_value = matches!(rule.action, ActionDef::Set | ActionDef::Animate { .. });
@@ -88,10 +89,7 @@ pub fn match_chat<'a>(
             return Ok(Some(Fired { rule, value: String::new(), text: said }));
         }
         if arg.is_empty() {
-            return Err(NoFire::MissingValue {
-                command,
-                known: rule.values.keys().cloned().collect(),
-            });
+            return Err(NoFire::MissingValue { command, known: rule.values.keys().cloned().collect() });
         }
         let value = rule
             .values
@@ -99,19 +97,20 @@ pub fn match_chat<'a>(
             .find(|(word, _)| fold(word) == arg)
             .map(|(_, v)| v.clone())
             .or_else(|| match kind_of(&rule.param) {
-                Some(ParamKind::Colour { .. }) => COLOUR_NAMES.iter().find(|(n, _)| *n == arg).map(|(_, hex)| (*hex).to_owned()),
+                Some(ParamKind::Colour { .. }) => {
+                    COLOUR_NAMES.iter().find(|(n, _)| *n == arg).map(|(_, hex)| (*hex).to_owned())
+                }
                 _ => None,
             })
             .unwrap_or(arg);
         return Ok(Some(Fired { rule, value, text: said }));
     }
-    let words: Vec<String> = fold(text).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect();
+    let words: Vec<String> =
+        fold(text).split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_owned).collect();
     Ok(rules.iter().find_map(|rule| match &rule.trigger {
-        TriggerDef::Keyword(k) if words.contains(&fold(k)) => Some(Fired {
-            rule,
-            value: rule.value.clone().unwrap_or_default(),
-            text: text.to_owned(),
-        }),
+        TriggerDef::Keyword(k) if words.contains(&fold(k)) => {
+            Some(Fired { rule, value: rule.value.clone().unwrap_or_default(), text: text.to_owned() })
+        }
         _ => None,
     }))
 }
@@ -119,11 +118,9 @@ pub fn match_chat<'a>(
 /// Finds the rule a reaction fires.
 pub fn match_reaction<'a>(rules: &'a [AudienceRuleDef], emoji: &str) -> Option<Fired<'a>> {
     rules.iter().find_map(|rule| match &rule.trigger {
-        TriggerDef::Reaction(e) if e == emoji => Some(Fired {
-            rule,
-            value: rule.value.clone().unwrap_or_default(),
-            text: String::new(),
-        }),
+        TriggerDef::Reaction(e) if e == emoji => {
+            Some(Fired { rule, value: rule.value.clone().unwrap_or_default(), text: String::new() })
+        }
         _ => None,
     })
 }
@@ -161,7 +158,14 @@ impl Cooldowns {
     /// long to wait.
     /// `audience` is the number of members connected (for rules whose limits scale with it);
     /// `exempt` members (moderators, the streamer) skip every cooldown.
-    pub fn try_fire(&mut self, rule: &AudienceRuleDef, user: &str, now: Instant, audience: usize, exempt: bool) -> Result<(), Duration> {
+    pub fn try_fire(
+        &mut self,
+        rule: &AudienceRuleDef,
+        user: &str,
+        now: Instant,
+        audience: usize,
+        exempt: bool,
+    ) -> Result<(), Duration> {
         if exempt {
             return Ok(());
         }
@@ -172,7 +176,9 @@ impl Cooldowns {
         let key = (rule.name.clone(), user.to_owned());
         let cooldown = scaled_cooldown(rule.cooldown, rule.audience_scale, audience);
         let user_cooldown = scaled_cooldown(rule.user_cooldown, rule.audience_scale, audience);
-        if let Some(w) = wait(self.last.get(&rule.name), cooldown).or_else(|| wait(self.per_user.get(&key), user_cooldown)) {
+        if let Some(w) =
+            wait(self.last.get(&rule.name), cooldown).or_else(|| wait(self.per_user.get(&key), user_cooldown))
+        {
             return Err(w);
         }
         self.last.insert(rule.name.clone(), now);
@@ -224,7 +230,11 @@ mod tests {
         let kind = |_: &str| Some(&colour);
         let fired = |t: &str| match_chat(&rules, t, kind).unwrap().map(|f| (f.rule.name.clone(), f.value));
         assert_eq!(fired("!light red"), Some(("light".into(), "#ff0000".into())));
-        assert_eq!(fired("!LIGHT Rouge"), Some(("light".into(), "#aa0000".into())), "the rule's own words win over built-in names");
+        assert_eq!(
+            fired("!LIGHT Rouge"),
+            Some(("light".into(), "#aa0000".into())),
+            "the rule's own words win over built-in names"
+        );
         assert_eq!(fired("!light #123456"), Some(("light".into(), "#123456".into())));
         assert_eq!(fired("bonne NUIT à tous"), Some(("night".into(), "night".into())));
         assert_eq!(fired("la nuitée"), None, "whole words only");

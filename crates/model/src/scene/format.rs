@@ -493,12 +493,7 @@ fn one3() -> [f32; 3] {
 
 impl Default for TransformDef {
     fn default() -> Self {
-        Self {
-            translation: [0.0; 3],
-            rotation: [0.0; 3],
-            scale: one3(),
-            look_at: None,
-        }
+        Self { translation: [0.0; 3], rotation: [0.0; 3], scale: one3(), look_at: None }
     }
 }
 
@@ -988,9 +983,7 @@ pub struct Colour {
 impl Colour {
     /// An opaque colour from sRGB components in 0..=1.
     pub const fn rgb(r: f32, g: f32, b: f32) -> Self {
-        Self {
-            srgba: [r, g, b, 1.0],
-        }
+        Self { srgba: [r, g, b, 1.0] }
     }
 
     /// Parses `#rrggbb` or `#rrggbbaa` (case-insensitive).
@@ -1028,11 +1021,7 @@ impl Colour {
 impl fmt::Display for Colour {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let [r, g, b, a] = self.to_rgba8();
-        if a == 255 {
-            write!(f, "#{r:02x}{g:02x}{b:02x}")
-        } else {
-            write!(f, "#{r:02x}{g:02x}{b:02x}{a:02x}")
-        }
+        if a == 255 { write!(f, "#{r:02x}{g:02x}{b:02x}") } else { write!(f, "#{r:02x}{g:02x}{b:02x}{a:02x}") }
     }
 }
 

@@ -77,10 +77,7 @@ pub const MAX_SCENE_BYTES: u64 = 16 << 20;
 /// Reads, parses and validates a scene file.
 pub fn load_scene_file(path: &Path, assets: &AssetsRoot) -> Result<SceneFile, SceneError> {
     let file = path.display().to_string();
-    let io = |source| SceneError::Io {
-        file: file.clone(),
-        source,
-    };
+    let io = |source| SceneError::Io { file: file.clone(), source };
     let size = std::fs::metadata(path).map_err(io)?.len();
     if size > MAX_SCENE_BYTES {
         return Err(SceneError::Invalid {
@@ -100,47 +97,30 @@ pub fn load_scene_file(path: &Path, assets: &AssetsRoot) -> Result<SceneFile, Sc
 
 /// Parses and validates scene text; `file` names it in messages.
 pub fn load_scene_str(text: &str, file: &str, assets: &AssetsRoot) -> Result<SceneFile, SceneError> {
-    let invalid = |problems| SceneError::Invalid {
-        file: file.to_owned(),
-        problems,
-    };
+    let invalid = |problems| SceneError::Invalid { file: file.to_owned(), problems };
     let scene = parse_scene(text).map_err(|p| invalid(vec![p]))?;
     let problems = validate_scene(&scene, text, assets);
-    if problems.is_empty() {
-        Ok(scene)
-    } else {
-        Err(invalid(problems))
-    }
+    if problems.is_empty() { Ok(scene) } else { Err(invalid(problems)) }
 }
 
 /// Parses scene text without checking its meaning. Syntax and type errors stop at the first.
 pub fn parse_scene(text: &str) -> Result<SceneFile, SceneProblem> {
-    ron::Options::default()
-        .from_str::<SceneFile>(text)
-        .map_err(|e| SceneProblem {
-            line_col: Some((e.span.start.line, e.span.start.col)),
-            path: String::new(),
-            message: describe_ron_error(&e.code),
-        })
+    ron::Options::default().from_str::<SceneFile>(text).map_err(|e| SceneProblem {
+        line_col: Some((e.span.start.line, e.span.start.col)),
+        path: String::new(),
+        message: describe_ron_error(&e.code),
+    })
 }
 
 fn describe_ron_error(code: &ron::Error) -> String {
     use ron::Error as E;
     match code {
-        E::NoSuchStructField {
-            expected,
-            found,
-            outer,
-        } => format!(
+        E::NoSuchStructField { expected, found, outer } => format!(
             "unknown field `{found}`{}; expected one of: {}",
             outer.as_ref().map(|o| format!(" in `{}`", friendly_type(o))).unwrap_or_default(),
             expected.join(", ")
         ),
-        E::NoSuchEnumVariant {
-            expected,
-            found,
-            outer,
-        } => format!(
+        E::NoSuchEnumVariant { expected, found, outer } => format!(
             "unknown variant `{found}`{}; expected one of: {}",
             outer.as_ref().map(|o| format!(" of `{}`", friendly_type(o))).unwrap_or_default(),
             expected.join(", ")
@@ -208,10 +188,18 @@ fn check_cloud(c: &mut Checker, path: &str, cloud: &CloudDef, assets: &AssetsRoo
     c.in_range(&format!("{path}.point_size"), anchor, cloud.point_size, 0.5, 64.0);
     c.in_range(&format!("{path}.max_error_px"), anchor, cloud.max_error_px, 0.25, 100.0);
     if !(1_000..=1_000_000_000).contains(&cloud.point_budget) {
-        c.report(format!("{path}.point_budget"), anchor, format!("expected from 1000 to 1000000000 points, found {}", cloud.point_budget));
+        c.report(
+            format!("{path}.point_budget"),
+            anchor,
+            format!("expected from 1000 to 1000000000 points, found {}", cloud.point_budget),
+        );
     }
     if !(MIN_CLOUD_MEMORY_MB..=1 << 20).contains(&cloud.memory_budget_mb) {
-        c.report(format!("{path}.memory_budget_mb"), anchor, format!("expected from {MIN_CLOUD_MEMORY_MB} to 1048576 MiB, found {}", cloud.memory_budget_mb));
+        c.report(
+            format!("{path}.memory_budget_mb"),
+            anchor,
+            format!("expected from {MIN_CLOUD_MEMORY_MB} to 1048576 MiB, found {}", cloud.memory_budget_mb),
+        );
     }
     check_scan_path(c, &format!("{path}.path"), &cloud.path, &[".ply", ".las", ".laz"], "cloud.json", assets);
 }
@@ -231,7 +219,11 @@ fn check_scan_path(c: &mut Checker, path: &str, value: &str, extensions: &[&str]
             let scan = extensions.iter().any(|e| lower.ends_with(e));
             if (scan && !resolved.is_file()) || (!scan && !resolved.join(index).is_file()) {
                 let kinds = extensions.join(", ");
-                c.report(path, Some(value), format!("expected a {kinds} scan, or a folder written by `parvis import`, found {value:?}"));
+                c.report(
+                    path,
+                    Some(value),
+                    format!("expected a {kinds} scan, or a folder written by `parvis import`, found {value:?}"),
+                );
             }
         }
     }
@@ -254,20 +246,12 @@ impl Checker {
             None => None,
         };
         let line_col = at.and_then(|a| locate(&self.masked, a));
-        self.problems.push(SceneProblem {
-            line_col,
-            path: path.clone(),
-            message: message.into(),
-        });
+        self.problems.push(SceneProblem { line_col, path: path.clone(), message: message.into() });
     }
 
     fn report_at(&mut self, path: String, at: Option<Anchor>, message: impl Into<String>) {
         let line_col = at.and_then(|a| locate(&self.masked, a));
-        self.problems.push(SceneProblem {
-            line_col,
-            path,
-            message: message.into(),
-        });
+        self.problems.push(SceneProblem { line_col, path, message: message.into() });
     }
 
     fn finite(&mut self, path: &str, anchor: Option<&str>, values: &[f32]) -> bool {
@@ -326,7 +310,11 @@ impl Checker {
             return;
         }
         if t.scale.contains(&0.0) {
-            self.report(format!("{path}.scale"), anchor, format!("expected non-zero scale factors, found {:?}", t.scale));
+            self.report(
+                format!("{path}.scale"),
+                anchor,
+                format!("expected non-zero scale factors, found {:?}", t.scale),
+            );
         }
         if t.look_at == Some(t.translation) {
             self.report(format!("{path}.look_at"), anchor, "look_at must differ from translation");
@@ -411,10 +399,7 @@ fn locate(masked: &str, anchor: Anchor) -> Option<(usize, usize)> {
 /// Checks the meaning of a parsed scene: ranges, names, references and asset paths.
 /// Returns every problem found; an empty list means the scene is valid.
 pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec<SceneProblem> {
-    let mut c = Checker {
-        masked: without_comments(text),
-        problems: Vec::new(),
-    };
+    let mut c = Checker { masked: without_comments(text), problems: Vec::new() };
     if scene.version != SCENE_FORMAT_VERSION {
         c.report(
             "version",
@@ -432,7 +417,11 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
     let mut unique = |c: &mut Checker, path: &str, name: &str| {
         if let Some(first) = seen.insert(name.to_owned(), path.to_owned()) {
             // Point at the second use of the name, the one to rename.
-            c.report_at(format!("{path}.name"), Some(Anchor::Name(name, 2)), format!("duplicate name {name:?}, already used by {first}"));
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(name, 2)),
+                format!("duplicate name {name:?}, already used by {first}"),
+            );
         }
     };
     for (i, asset) in scene.assets.iter().enumerate() {
@@ -493,7 +482,9 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
 
 /// Ids in polls and votes: short words, as typed by people and sent in JSON.
 fn is_word(word: &str) -> bool {
-    !word.is_empty() && word.chars().count() <= 32 && word.chars().all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '-')
+    !word.is_empty()
+        && word.chars().count() <= 32
+        && word.chars().all(|ch| ch.is_alphanumeric() || ch == '_' || ch == '-')
 }
 
 fn check_polls(c: &mut Checker, scene: &SceneFile) {
@@ -503,24 +494,44 @@ fn check_polls(c: &mut Checker, scene: &SceneFile) {
         let anchor = Some(poll.name.as_str());
         c.name(&format!("{path}.name"), &poll.name);
         if !names.insert(poll.name.as_str()) {
-            c.report_at(format!("{path}.name"), Some(Anchor::Name(&poll.name, 2)), format!("duplicate poll name {:?}", poll.name));
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&poll.name, 2)),
+                format!("duplicate poll name {:?}", poll.name),
+            );
         }
         if poll.question.trim().is_empty() || poll.question.chars().count() > 200 {
             c.report(format!("{path}.question"), anchor, "expected a question of 1 to 200 characters");
         }
         if !(2..=8).contains(&poll.options.len()) {
-            c.report(format!("{path}.options"), anchor, format!("expected 2 to 8 options, found {}", poll.options.len()));
+            c.report(
+                format!("{path}.options"),
+                anchor,
+                format!("expected 2 to 8 options, found {}", poll.options.len()),
+            );
         }
         let mut ids = HashSet::new();
         for (j, option) in poll.options.iter().enumerate() {
             if !is_word(&option.id) {
-                c.report(format!("{path}.options[{j}].id"), Some(&option.id), format!("expected an id of 1 to 32 letters, digits, `_` or `-`, found {:?}", option.id));
+                c.report(
+                    format!("{path}.options[{j}].id"),
+                    Some(&option.id),
+                    format!("expected an id of 1 to 32 letters, digits, `_` or `-`, found {:?}", option.id),
+                );
             }
             if !ids.insert(option.id.as_str()) {
-                c.report(format!("{path}.options[{j}].id"), Some(&option.id), format!("option id {:?} is used twice", option.id));
+                c.report(
+                    format!("{path}.options[{j}].id"),
+                    Some(&option.id),
+                    format!("option id {:?} is used twice", option.id),
+                );
             }
             if option.label.trim().is_empty() || option.label.chars().count() > 80 {
-                c.report(format!("{path}.options[{j}].label"), Some(&option.id), "expected a label of 1 to 80 characters");
+                c.report(
+                    format!("{path}.options[{j}].label"),
+                    Some(&option.id),
+                    "expected a label of 1 to 80 characters",
+                );
             }
         }
         c.in_range(&format!("{path}.seconds"), anchor, poll.seconds, 5.0, 3600.0);
@@ -535,7 +546,11 @@ fn check_effects(c: &mut Checker, scene: &SceneFile) {
         let anchor = Some(effect.name.as_str());
         c.name(&format!("{path}.name"), &effect.name);
         if !names.insert(effect.name.as_str()) {
-            c.report_at(format!("{path}.name"), Some(Anchor::Name(&effect.name, 2)), format!("duplicate effect name {:?}", effect.name));
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&effect.name, 2)),
+                format!("duplicate effect name {:?}", effect.name),
+            );
         }
         if !(1..=500).contains(&effect.count) {
             c.report(format!("{path}.count"), anchor, format!("expected 1 to 500 pieces, found {}", effect.count));
@@ -549,7 +564,11 @@ fn check_effects(c: &mut Checker, scene: &SceneFile) {
         c.in_range(&format!("{path}.drag"), anchor, effect.drag, 0.0, 20.0);
         for (field, v) in [("origin", effect.origin), ("spread", effect.spread)] {
             if !v.iter().all(|x| x.is_finite() && x.abs() <= 10_000.0) {
-                c.report(format!("{path}.{field}"), anchor, format!("expected finite metres within 10 km, found {v:?}"));
+                c.report(
+                    format!("{path}.{field}"),
+                    anchor,
+                    format!("expected finite metres within 10 km, found {v:?}"),
+                );
             }
         }
         if effect.spread.iter().any(|v| *v < 0.0) {
@@ -566,12 +585,20 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
         let anchor = Some(rule.name.as_str());
         c.name(&format!("{path}.name"), &rule.name);
         if !names.insert(rule.name.as_str()) {
-            c.report_at(format!("{path}.name"), Some(Anchor::Name(&rule.name, 2)), format!("duplicate rule name {:?}", rule.name));
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&rule.name, 2)),
+                format!("duplicate rule name {:?}", rule.name),
+            );
         }
         match &rule.trigger {
             TriggerDef::Command(word) | TriggerDef::Keyword(word) => {
                 if !is_word(word) {
-                    c.report(format!("{path}.trigger"), anchor, format!("expected a word of 1 to 32 letters, digits, `_` or `-`, found {word:?}"));
+                    c.report(
+                        format!("{path}.trigger"),
+                        anchor,
+                        format!("expected a word of 1 to 32 letters, digits, `_` or `-`, found {word:?}"),
+                    );
                 }
             }
             TriggerDef::Reaction(emoji) => {
@@ -580,11 +607,25 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
                 }
             }
             TriggerDef::PollOutcome(poll) => match scene.polls.iter().find(|p| &p.name == poll) {
-                None => c.report(format!("{path}.trigger"), Some(poll), format!("no poll named {poll:?}; the venue has: {}", list(scene.polls.iter().map(|p| p.name.as_str())))),
+                None => c.report(
+                    format!("{path}.trigger"),
+                    Some(poll),
+                    format!(
+                        "no poll named {poll:?}; the venue has: {}",
+                        list(scene.polls.iter().map(|p| p.name.as_str()))
+                    ),
+                ),
                 Some(def) => {
                     for key in rule.values.keys() {
                         if !def.options.iter().any(|o| &o.id == key) {
-                            c.report(format!("{path}.values[{key:?}]"), Some(key), format!("poll {poll:?} has no option {key:?}; its options are: {}", list(def.options.iter().map(|o| o.id.as_str()))));
+                            c.report(
+                                format!("{path}.values[{key:?}]"),
+                                Some(key),
+                                format!(
+                                    "poll {poll:?} has no option {key:?}; its options are: {}",
+                                    list(def.options.iter().map(|o| o.id.as_str()))
+                                ),
+                            );
                         }
                     }
                 }
@@ -595,7 +636,8 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
             }
         }
         let takes_value = matches!(rule.action, ActionDef::Set | ActionDef::Animate { .. });
-        let fixed_value_needed = matches!(rule.trigger, TriggerDef::Keyword(_) | TriggerDef::Reaction(_) | TriggerDef::CrowdEnergy { .. });
+        let fixed_value_needed =
+            matches!(rule.trigger, TriggerDef::Keyword(_) | TriggerDef::Reaction(_) | TriggerDef::CrowdEnergy { .. });
         if takes_value && fixed_value_needed && rule.value.is_none() {
             c.report(format!("{path}.value"), anchor, "keyword, reaction and crowd-energy rules need a fixed `value`");
         }
@@ -608,8 +650,13 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
         if rule.queue > 0 && rule.mutex.is_empty() {
             c.report(format!("{path}.queue"), anchor, "a queue needs a `mutex` group to wait for");
         }
-        if !rule.only.is_empty() && matches!(rule.trigger, TriggerDef::PollOutcome(_) | TriggerDef::CrowdEnergy { .. }) {
-            c.report(format!("{path}.only"), anchor, "`only` limits members' own messages; this trigger is the whole audience's, so it would never fire");
+        if !rule.only.is_empty() && matches!(rule.trigger, TriggerDef::PollOutcome(_) | TriggerDef::CrowdEnergy { .. })
+        {
+            c.report(
+                format!("{path}.only"),
+                anchor,
+                "`only` limits members' own messages; this trigger is the whole audience's, so it would never fire",
+            );
         }
         if rule.bits_per_vote > 0 && !matches!(rule.mode, RuleMode::Democracy { .. }) {
             c.report(format!("{path}.bits_per_vote"), anchor, "bits weigh votes only in democracy mode");
@@ -625,35 +672,65 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
             ActionDef::Set | ActionDef::Animate { .. } => {}
             ActionDef::Spawn(effect) => {
                 if !scene.effects.iter().any(|e| &e.name == effect) {
-                    c.report(format!("{path}.action"), Some(effect), format!("no effect named {effect:?}; the venue has: {}", list(scene.effects.iter().map(|e| e.name.as_str()))));
+                    c.report(
+                        format!("{path}.action"),
+                        Some(effect),
+                        format!(
+                            "no effect named {effect:?}; the venue has: {}",
+                            list(scene.effects.iter().map(|e| e.name.as_str()))
+                        ),
+                    );
                 }
                 continue;
             }
             ActionDef::Show { seconds, at, .. } => {
                 c.in_range(&format!("{path}.action.seconds"), anchor, *seconds, 1.0, 120.0);
                 if !at.iter().all(|v| v.is_finite() && v.abs() <= 10_000.0) {
-                    c.report(format!("{path}.action.at"), anchor, format!("expected finite metres within 10 km, found {at:?}"));
+                    c.report(
+                        format!("{path}.action.at"),
+                        anchor,
+                        format!("expected finite metres within 10 km, found {at:?}"),
+                    );
                 }
                 if !matches!(rule.trigger, TriggerDef::Command(_) | TriggerDef::Keyword(_)) {
-                    c.report(format!("{path}.action"), anchor, "`Show` needs words to show: use a `Command` or `Keyword` trigger");
+                    c.report(
+                        format!("{path}.action"),
+                        anchor,
+                        "`Show` needs words to show: use a `Command` or `Keyword` trigger",
+                    );
                 }
                 continue;
             }
         }
         if params.def(&rule.param).is_err() {
             let known: Vec<&str> = scene.params.iter().map(|p| p.name.as_str()).collect();
-            c.report(format!("{path}.param"), Some(&rule.param), format!("no stage parameter named {:?}; the venue has: {}", rule.param, list(known.into_iter())));
+            c.report(
+                format!("{path}.param"),
+                Some(&rule.param),
+                format!("no stage parameter named {:?}; the venue has: {}", rule.param, list(known.into_iter())),
+            );
             continue;
         };
         if let (ActionDef::Animate { seconds, .. }, Ok(def)) = (&rule.action, params.def(&rule.param)) {
             if !matches!(def.kind, ParamKind::Float { .. } | ParamKind::Colour { .. }) {
-                c.report(format!("{path}.action"), anchor, format!("stage parameter {:?} cannot be animated: only floats and colours move smoothly", rule.param));
+                c.report(
+                    format!("{path}.action"),
+                    anchor,
+                    format!(
+                        "stage parameter {:?} cannot be animated: only floats and colours move smoothly",
+                        rule.param
+                    ),
+                );
             }
             c.in_range(&format!("{path}.action.seconds"), anchor, *seconds, 0.1, 600.0);
         }
         // Poll outcome values are checked against the options above; the value they stand for
         // is checked here like any other.
-        let values = rule.value.iter().map(|v| ("value".to_owned(), v)).chain(rule.values.iter().map(|(k, v)| (format!("values[{k:?}]"), v)));
+        let values = rule
+            .value
+            .iter()
+            .map(|v| ("value".to_owned(), v))
+            .chain(rule.values.iter().map(|(k, v)| (format!("values[{k:?}]"), v)));
         for (field, text) in values {
             if let Err(e) = params.parse_value(&rule.param, text) {
                 c.report(format!("{path}.{field}"), Some(text.as_str()), e.to_string());
@@ -669,7 +746,11 @@ fn check_venue(c: &mut Checker, venue: &VenueInfo) {
     let mut langs = HashSet::new();
     for (i, lang) in venue.languages.iter().enumerate() {
         if !crate::lang::is_language_tag(lang) {
-            c.report(format!("venue.languages[{i}]"), Some(lang), format!("expected a language tag such as \"fr\" or \"en-GB\", found {lang:?}"));
+            c.report(
+                format!("venue.languages[{i}]"),
+                Some(lang),
+                format!("expected a language tag such as \"fr\" or \"en-GB\", found {lang:?}"),
+            );
         }
         if !langs.insert(lang.to_ascii_lowercase()) {
             c.report(format!("venue.languages[{i}]"), Some(lang), format!("language {lang:?} is listed twice"));
@@ -698,13 +779,7 @@ fn check_primitive(c: &mut Checker, path: &str, prim: &PrimitiveDef) {
             c.positive(&shape_path, anchor, radius);
             c.positive(&shape_path, anchor, height);
         }
-        ShapeDef::Arch {
-            width,
-            height,
-            depth,
-            opening,
-            spring,
-        } => {
+        ShapeDef::Arch { width, height, depth, opening, spring } => {
             for v in [width, height, depth, opening] {
                 c.positive(&shape_path, anchor, v);
             }
@@ -712,7 +787,11 @@ fn check_primitive(c: &mut Checker, path: &str, prim: &PrimitiveDef) {
                 c.report(&shape_path, anchor, format!("expected spring ≥ 0, found {spring}"));
             }
             if opening >= width {
-                c.report(&shape_path, anchor, format!("the opening ({opening}) must be narrower than the arch ({width})"));
+                c.report(
+                    &shape_path,
+                    anchor,
+                    format!("the opening ({opening}) must be narrower than the arch ({width})"),
+                );
             }
             if spring + opening / 2.0 >= height {
                 c.report(
@@ -733,7 +812,11 @@ fn check_primitive(c: &mut Checker, path: &str, prim: &PrimitiveDef) {
     c.transform(&format!("{path}.transform"), anchor, &prim.transform);
     if let Some(repeat) = prim.repeat {
         if !(1..=MAX_REPEAT).contains(&repeat.count) {
-            c.report(format!("{path}.repeat.count"), anchor, format!("expected 1 to {MAX_REPEAT} copies, found {}", repeat.count));
+            c.report(
+                format!("{path}.repeat.count"),
+                anchor,
+                format!("expected 1 to {MAX_REPEAT} copies, found {}", repeat.count),
+            );
         }
         c.finite(&format!("{path}.repeat.step"), anchor, &repeat.step);
     }
@@ -748,17 +831,16 @@ fn check_light(c: &mut Checker, path: &str, light: &LightDef) {
             c.in_range(&kind, anchor, intensity, 0.0, 1.0e9);
             c.positive(&kind, anchor, range);
         }
-        LightKind::Spot {
-            intensity,
-            range,
-            inner_angle,
-            outer_angle,
-        } => {
+        LightKind::Spot { intensity, range, inner_angle, outer_angle } => {
             c.in_range(&kind, anchor, intensity, 0.0, 1.0e9);
             c.positive(&kind, anchor, range);
             c.in_range(&kind, anchor, outer_angle, 0.0, 89.0);
             if !(inner_angle.is_finite() && (0.0..=outer_angle).contains(&inner_angle)) {
-                c.report(&kind, anchor, format!("expected inner_angle from 0 to outer_angle ({outer_angle}), found {inner_angle}"));
+                c.report(
+                    &kind,
+                    anchor,
+                    format!("expected inner_angle from 0 to outer_angle ({outer_angle}), found {inner_angle}"),
+                );
             }
         }
     }
@@ -772,7 +854,11 @@ fn check_viewpoints(c: &mut Checker, scene: &SceneFile) {
         let anchor = Some(vp.name.as_str());
         c.name(&format!("{path}.name"), &vp.name);
         if !names.insert(vp.name.as_str()) {
-            c.report_at(format!("{path}.name"), Some(Anchor::Name(&vp.name, 2)), format!("duplicate viewpoint name {:?}", vp.name));
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&vp.name, 2)),
+                format!("duplicate viewpoint name {:?}", vp.name),
+            );
         }
         let mut all = vp.position.to_vec();
         all.extend(vp.look_at);
@@ -784,12 +870,26 @@ fn check_viewpoints(c: &mut Checker, scene: &SceneFile) {
     if let Some(spawn) = &scene.spawn
         && !names.contains(spawn.as_str())
     {
-        c.report("spawn", Some(spawn), format!("no viewpoint named {spawn:?}; viewpoints are: {}", list(scene.viewpoints.iter().map(|v| v.name.as_str()))));
+        c.report(
+            "spawn",
+            Some(spawn),
+            format!(
+                "no viewpoint named {spawn:?}; viewpoints are: {}",
+                list(scene.viewpoints.iter().map(|v| v.name.as_str()))
+            ),
+        );
     }
     if let Some(spawn) = &scene.xr_spawn
         && !names.contains(spawn.as_str())
     {
-        c.report("xr_spawn", Some(spawn), format!("no viewpoint named {spawn:?}; viewpoints are: {}", list(scene.viewpoints.iter().map(|v| v.name.as_str()))));
+        c.report(
+            "xr_spawn",
+            Some(spawn),
+            format!(
+                "no viewpoint named {spawn:?}; viewpoints are: {}",
+                list(scene.viewpoints.iter().map(|v| v.name.as_str()))
+            ),
+        );
     }
 }
 
@@ -806,22 +906,38 @@ fn check_visits(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
         }
         for (lang, text) in texts {
             if !languages.is_empty() && !languages.contains(lang) {
-                c.report(format!("{path}.{lang}"), anchor, format!("language {lang:?} is not one of the venue's languages ({})", languages.join(", ")));
+                c.report(
+                    format!("{path}.{lang}"),
+                    anchor,
+                    format!("language {lang:?} is not one of the venue's languages ({})", languages.join(", ")),
+                );
             }
             let chars = text.chars().count();
             if chars > MAX_VISIT_TEXT_CHARS {
-                c.report(format!("{path}.{lang}"), anchor, format!("text of {chars} characters; at most {MAX_VISIT_TEXT_CHARS}"));
+                c.report(
+                    format!("{path}.{lang}"),
+                    anchor,
+                    format!("text of {chars} characters; at most {MAX_VISIT_TEXT_CHARS}"),
+                );
             }
         }
     };
     let sounds = |c: &mut Checker, path: &str, anchor: Option<&str>, files: &Localized| {
         for (lang, file) in files {
             if !languages.is_empty() && !languages.contains(lang) {
-                c.report(format!("{path}.{lang}"), anchor, format!("language {lang:?} is not one of the venue's languages ({})", languages.join(", ")));
+                c.report(
+                    format!("{path}.{lang}"),
+                    anchor,
+                    format!("language {lang:?} is not one of the venue's languages ({})", languages.join(", ")),
+                );
             }
             let lower = file.to_ascii_lowercase();
             if ![".ogg", ".wav", ".mp3", ".flac"].iter().any(|e| lower.ends_with(e)) {
-                c.report(format!("{path}.{lang}"), Some(file), format!("expected an .ogg, .wav, .mp3 or .flac file, found {file:?}"));
+                c.report(
+                    format!("{path}.{lang}"),
+                    Some(file),
+                    format!("expected an .ogg, .wav, .mp3 or .flac file, found {file:?}"),
+                );
             } else if let Err(e) = assets.resolve(file) {
                 c.report(format!("{path}.{lang}"), Some(file), e.to_string());
             }
@@ -833,7 +949,11 @@ fn check_visits(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
         let anchor = Some(h.name.as_str());
         c.name(&format!("{path}.name"), &h.name);
         if !hotspots.insert(h.name.as_str()) {
-            c.report_at(format!("{path}.name"), Some(Anchor::Name(&h.name, 2)), format!("duplicate hotspot name {:?}", h.name));
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&h.name, 2)),
+                format!("duplicate hotspot name {:?}", h.name),
+            );
         }
         c.finite(&format!("{path}.position"), anchor, &h.position);
         c.in_range(&format!("{path}.radius"), anchor, h.radius, 0.05, 20.0);
@@ -848,7 +968,11 @@ fn check_visits(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
         let anchor = Some(tour.name.as_str());
         c.name(&format!("{path}.name"), &tour.name);
         if !tours.insert(tour.name.as_str()) {
-            c.report_at(format!("{path}.name"), Some(Anchor::Name(&tour.name, 2)), format!("duplicate tour name {:?}", tour.name));
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&tour.name, 2)),
+                format!("duplicate tour name {:?}", tour.name),
+            );
         }
         texts(c, &format!("{path}.title"), anchor, &tour.title, false);
         if tour.stops.is_empty() {
@@ -857,12 +981,27 @@ fn check_visits(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
         for (j, stop) in tour.stops.iter().enumerate() {
             let path = format!("{path}.stops[{j}]");
             if !viewpoints.contains(stop.viewpoint.as_str()) {
-                c.report(format!("{path}.viewpoint"), Some(&stop.viewpoint), format!("no viewpoint named {:?}; viewpoints are: {}", stop.viewpoint, list(scene.viewpoints.iter().map(|v| v.name.as_str()))));
+                c.report(
+                    format!("{path}.viewpoint"),
+                    Some(&stop.viewpoint),
+                    format!(
+                        "no viewpoint named {:?}; viewpoints are: {}",
+                        stop.viewpoint,
+                        list(scene.viewpoints.iter().map(|v| v.name.as_str()))
+                    ),
+                );
             }
             if let Some(h) = &stop.hotspot
                 && !hotspots.contains(h.as_str())
             {
-                c.report(format!("{path}.hotspot"), Some(h), format!("no hotspot named {h:?}; hotspots are: {}", list(scene.hotspots.iter().map(|h| h.name.as_str()))));
+                c.report(
+                    format!("{path}.hotspot"),
+                    Some(h),
+                    format!(
+                        "no hotspot named {h:?}; hotspots are: {}",
+                        list(scene.hotspots.iter().map(|h| h.name.as_str()))
+                    ),
+                );
             }
             texts(c, &format!("{path}.narration"), anchor, &stop.narration, false);
             sounds(c, &format!("{path}.audio"), anchor, &stop.audio);
@@ -880,7 +1019,11 @@ fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
 /// The value type a binding needs.
 fn binding_needs(binding: &BindingDef) -> &'static str {
     match binding {
-        BindingDef::LightColour(_) | BindingDef::Emissive(_) | BindingDef::BaseColour(_) | BindingDef::SkyColour | BindingDef::FogColour => "Colour",
+        BindingDef::LightColour(_)
+        | BindingDef::Emissive(_)
+        | BindingDef::BaseColour(_)
+        | BindingDef::SkyColour
+        | BindingDef::FogColour => "Colour",
         BindingDef::LightIntensity(_) | BindingDef::FogDensity | BindingDef::AmbientBrightness => "Float",
         BindingDef::Visible(_) => "Bool",
         BindingDef::VisibleWhen(..) | BindingDef::EnvironmentPreset => "Enum",
@@ -906,10 +1049,21 @@ fn check_params(c: &mut Checker, scene: &SceneFile) {
             || param.name.len() > 64
             || !param.name.chars().all(|ch| ch.is_ascii_alphanumeric() || "_-.".contains(ch))
         {
-            c.report(format!("{path}.name"), anchor, format!("expected a parameter name of 1 to 64 letters, digits, `_`, `-` or `.`, found {:?}", param.name));
+            c.report(
+                format!("{path}.name"),
+                anchor,
+                format!(
+                    "expected a parameter name of 1 to 64 letters, digits, `_`, `-` or `.`, found {:?}",
+                    param.name
+                ),
+            );
         }
         if !names.insert(param.name.as_str()) {
-            c.report_at(format!("{path}.name"), Some(Anchor::Name(&param.name, 2)), format!("duplicate parameter name {:?}", param.name));
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&param.name, 2)),
+                format!("duplicate parameter name {:?}", param.name),
+            );
         }
         match &param.kind {
             ParamKind::Float { default, min, max } => {
@@ -917,7 +1071,11 @@ fn check_params(c: &mut Checker, scene: &SceneFile) {
                     if min > max {
                         c.report(format!("{path}.kind"), anchor, format!("min ({min}) is greater than max ({max})"));
                     } else if !(min..=max).contains(&default) {
-                        c.report(format!("{path}.kind.default"), anchor, format!("expected a default from {min} to {max}, found {default}"));
+                        c.report(
+                            format!("{path}.kind.default"),
+                            anchor,
+                            format!("expected a default from {min} to {max}, found {default}"),
+                        );
                     }
                 }
             }
@@ -932,7 +1090,11 @@ fn check_params(c: &mut Checker, scene: &SceneFile) {
                     }
                 }
                 if !options.contains(default) {
-                    c.report(format!("{path}.kind.default"), anchor, format!("expected one of the options ({}), found {default:?}", options.join(", ")));
+                    c.report(
+                        format!("{path}.kind.default"),
+                        anchor,
+                        format!("expected one of the options ({}), found {default:?}", options.join(", ")),
+                    );
                 }
             }
             ParamKind::Colour { .. } | ParamKind::Bool { .. } => {}
@@ -942,14 +1104,22 @@ fn check_params(c: &mut Checker, scene: &SceneFile) {
             let needs = binding_needs(binding);
             let has = crate::params::kind_type_name(&param.kind);
             if needs != has {
-                c.report(&bpath, anchor, format!("{binding:?} needs a {needs} parameter, but {:?} is a {has}", param.name));
+                c.report(
+                    &bpath,
+                    anchor,
+                    format!("{binding:?} needs a {needs} parameter, but {:?} is a {has}", param.name),
+                );
             }
             check_binding_target(c, &bpath, anchor, binding, &param.kind, &entities);
             let property = binding_property(binding);
             if let Some(other) = properties.insert(property.clone(), param.name.clone())
                 && other != param.name
             {
-                c.report(&bpath, anchor, format!("{property} is already driven by parameter {other:?}; one property, one parameter"));
+                c.report(
+                    &bpath,
+                    anchor,
+                    format!("{property} is already driven by parameter {other:?}; one property, one parameter"),
+                );
             }
         }
     }
@@ -973,13 +1143,22 @@ fn check_binding_target(
             if let ParamKind::Enum { options, .. } = kind {
                 for option in options {
                     if EnvironmentPreset::from_name(option).is_none() {
-                        c.report(path, anchor, format!("option {option:?} is not an environment preset; expected one of: {}", list(EnvironmentPreset::ALL.iter().map(|p| p.name()))));
+                        c.report(
+                            path,
+                            anchor,
+                            format!(
+                                "option {option:?} is not an environment preset; expected one of: {}",
+                                list(EnvironmentPreset::ALL.iter().map(|p| p.name()))
+                            ),
+                        );
                     }
                 }
             }
             return;
         }
-        BindingDef::SkyColour | BindingDef::FogColour | BindingDef::FogDensity | BindingDef::AmbientBrightness => return,
+        BindingDef::SkyColour | BindingDef::FogColour | BindingDef::FogDensity | BindingDef::AmbientBrightness => {
+            return;
+        }
     };
     match entities.get(target) {
         None => c.report(path, Some(target), format!("no primitive, asset or light named {target:?}")),
@@ -991,6 +1170,10 @@ fn check_binding_target(
     if let (BindingDef::VisibleWhen(_, option), ParamKind::Enum { options, .. }) = (binding, kind)
         && !options.contains(option)
     {
-        c.report(path, anchor, format!("option {option:?} is not one of the parameter's options ({})", options.join(", ")));
+        c.report(
+            path,
+            anchor,
+            format!("option {option:?} is not one of the parameter's options ({})", options.join(", ")),
+        );
     }
 }
