@@ -33,17 +33,30 @@ BUILD_PACKAGES=(build-essential pkg-config libasound2-dev libudev-dev libdbus-1-
     libvulkan1 mesa-vulkan-drivers libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0)
 
 ensure_rust() {
-    if command -v cargo >/dev/null 2>&1; then
+    if ! command -v cargo >/dev/null 2>&1; then
+        if [ -x "$HOME/.cargo/bin/cargo" ]; then
+            export PATH="$HOME/.cargo/bin:$PATH"
+        else
+            say "installing the Rust toolchain (1.95) with rustup"
+            install_packages rustup
+            rustup toolchain install 1.95.0 --profile minimal --component rustfmt --component clippy
+            rustup default 1.95.0
+        fi
+    fi
+}
+
+# rustfmt and clippy, which the tests run before anything else (a minimal toolchain lacks them).
+ensure_rust_lints() {
+    if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
         return
     fi
-    if [ -x "$HOME/.cargo/bin/cargo" ]; then
-        export PATH="$HOME/.cargo/bin:$PATH"
-        return
+    if command -v rustup >/dev/null 2>&1; then
+        say "adding rustfmt and clippy to the Rust toolchain"
+        rustup component add rustfmt clippy
+    else
+        say "cargo fmt and cargo clippy are missing and there is no rustup to add them"
+        return 1
     fi
-    say "installing the Rust toolchain (1.95) with rustup"
-    install_packages rustup
-    rustup toolchain install 1.95.0 --profile minimal
-    rustup default 1.95.0
 }
 
 # Use lavapipe when there is no GPU, or always when PARVIS_FORCE_LAVAPIPE=1 (tests do, so

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Sets everything up on a fresh Debian/Ubuntu machine and runs the whole test suite:
-# unit tests, scene and command tests, command-line tests, rendering tests on lavapipe
-# (golden images), a real window under Xvfb, the audience server with real WebSocket
-# clients, the audience page in a real Chromium, and headset sessions against a real OpenXR
-# runtime (Monado). Extra arguments go to `cargo test`.
+# Sets everything up on a fresh Debian/Ubuntu machine, checks formatting and lints (rustfmt,
+# clippy with warnings as errors), and runs the whole test suite: the layering check, unit
+# tests, scene and command tests, command-line tests, rendering tests on lavapipe (golden
+# images), a real window under Xvfb, the audience server with real WebSocket clients, the
+# audience page in a real Chromium, and headset sessions against a real OpenXR runtime
+# (Monado). Extra arguments go to `cargo test`.
 source "$(dirname "$0")/common.sh"
 # Xvfb for the window test; Debian's Chromium for the audience page test, driven by
 # playwright-core from npm (1.60, which runs on the Node.js 18 of Debian 12 and anything newer);
@@ -21,5 +22,11 @@ scripts/xr-runtime.sh prepare
 ensure_rust
 export PARVIS_FORCE_LAVAPIPE=1
 use_lavapipe_if_needed
-say "building and running the tests (a cold build takes 25-30 minutes on 2 cores)"
-cargo test --locked "$@"
+ensure_rust_lints
+# Formatting and lints first: they take seconds once the dependencies are checked, and a
+# failure there is cheaper to find than after the full build.
+say "checking formatting (cargo fmt) and lints (cargo clippy, warnings are errors)"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+say "building and running the tests (a cold build takes about 25 minutes on 2 cores)"
+cargo test --workspace --locked "$@"
