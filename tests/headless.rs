@@ -1368,7 +1368,7 @@ mod audience {
                 scene,
                 |_, _| {},
                 move |server, _| {
-                    parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:")
+                    parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:");
                 },
                 script,
             )

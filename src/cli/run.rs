@@ -31,7 +31,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
             Err(e) if mode == XrModeArg::Require => bail!("--xr=require: {e}"),
             Err(e) => {
-                eprintln!("parvis: no headset session: {e}. Carrying on at the desktop (--xr=require exits instead).")
+                eprintln!("parvis: no headset session: {e}. Carrying on at the desktop (--xr=require exits instead).");
             }
         }
     }

@@ -217,10 +217,10 @@ async fn serve_connection(
     });
     match (method, path.as_str(), upgrade) {
         ("GET", "/ws", true) => {
-            serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events, broadcast).await
+            serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events, broadcast).await;
         }
         ("GET", "/mod", true) => {
-            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, shared, events).await
+            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, shared, events).await;
         }
         ("GET", "/metrics", false) => {
             let body = shared.hub.metrics.render(shared.hub.direct.lock().map(|d| d.len()).unwrap_or(0));
