@@ -247,7 +247,7 @@ fn without_a_display_run_goes_headless_and_says_so() {
 }
 
 #[test]
-fn a_corrupt_model_fails_the_render_with_the_loaders_message() {
+fn a_corrupt_model_fails_the_render_with_a_clear_message() {
     let dir = out_dir().join("corrupt-assets");
     std::fs::create_dir_all(dir.join("models")).unwrap();
     std::fs::write(dir.join("models/broken.gltf"), b"{ \"asset\": { \"version\": \"2.0\" }, \"scenes\": [ truncated")
@@ -269,7 +269,8 @@ fn a_corrupt_model_fails_the_render_with_the_loaders_message() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("parvis: the venue did not load: asset models/broken.gltf failed to load"), "{stderr}");
+    // Models are checked with the scene, before any loader reads them: one clear line.
+    assert!(stderr.contains("assets[0].path: models/broken.gltf: not a valid glTF file"), "{stderr}");
     assert!(!stderr.contains("panicked") && !stderr.contains("internal error"), "{stderr}");
     assert!(!dir.join("out.png").exists());
 }

@@ -204,6 +204,9 @@ function connect() {
     if (session.ws !== ws) return;
     const hello = { type: 'hello', v: PROTOCOL_VERSION, name: session.name };
     if (browserLang) hello.lang = browserLang;
+    // The venue's signed token: coming back (a dropped connection, a reload) as the same member.
+    const token = storedSession();
+    if (token) hello.session = token;
     ws.send(JSON.stringify(hello));
   });
 
@@ -285,8 +288,20 @@ function handle(msg) {
   }
 }
 
+// The session token lives in this tab's storage for this venue only (sessionStorage is per
+// origin and per tab); nothing else about the member is stored.
+function storedSession() {
+  try { return sessionStorage.getItem('parvis.session') || ''; } catch (e) { return ''; }
+}
+
+function keepSession(token) {
+  if (typeof token !== 'string' || token.length > 200) return;
+  try { sessionStorage.setItem('parvis.session', token); } catch (e) { /* storage refused: fine */ }
+}
+
 function onWelcome(msg) {
   session.welcomed = true;
+  keepSession(msg.session);
   session.everWelcomed = true;
   session.attempt = 0;
   const venue = typeof msg.venue === 'string' && msg.venue.trim() ? msg.venue : 'Parvis';

@@ -9,6 +9,7 @@
 //! binary, the tests and the benchmarks.
 
 pub mod headless;
+pub mod shutdown;
 
 use std::path::PathBuf;
 
@@ -22,7 +23,9 @@ use bevy::world_serialization::WorldAsset;
 
 use crate::engine::audience::AudiencePlugin;
 use crate::engine::camera::{AwaitingViewpoint, CameraPlugin, CameraRig, StartViewpoint};
-use crate::engine::command::{CommandLogFile, CommandPlugin, SubmitCommand, VenueAssets};
+use crate::engine::command::{
+    CommandLog, CommandLogFile, CommandPlugin, LogSync, RestoreCommand, SubmitCommand, VenueAssets,
+};
 use crate::engine::effects::EffectsPlugin;
 use crate::engine::environment::{EnvironmentPlugin, VenueCamera};
 use crate::engine::heritage::cloud::PointCloudPlugin;
@@ -37,7 +40,7 @@ use crate::engine::visit::narration::Narrator;
 use crate::engine::visit::ui::VisitUiPlugin;
 use crate::engine::visit::{VisitPlugin, VisitorLanguage};
 use crate::model::assets_root::AssetsRoot;
-use crate::model::command::VenueCommand;
+use crate::model::command::{LoggedCommand, VenueCommand};
 use crate::model::scene::format::SceneFile;
 
 /// The venue's core, with no rendering: the frame's order, commands, stage parameters, the
@@ -78,9 +81,21 @@ pub struct VenueSetup {
     pub command_log: Option<PathBuf>,
     /// The visitor's language (BCP 47); `None` for the venue's first.
     pub language: Option<String>,
-    /// Applied commands not to write to `command_log` again: the first ones, when the
-    /// initial commands restore a show from that same log.
-    pub log_skip: usize,
+    /// A show to carry on from its log (see [`VenueSetup::resume`]): its commands are applied
+    /// again with their own sequence numbers, in place of loading `scene` anew, and new
+    /// commands are numbered after `after`.
+    pub restore: Option<Restore>,
+    /// When the command log is forced to the disk.
+    pub log_sync: LogSync,
+}
+
+/// The part of a logged show that is restored.
+#[derive(Debug, Clone, Default)]
+pub struct Restore {
+    /// The entries applied again, from the show's last scene load on.
+    pub entries: Vec<LoggedCommand>,
+    /// The highest sequence number of the log: new commands follow it.
+    pub after: u64,
 }
 
 impl VenueSetup {
@@ -94,8 +109,37 @@ impl VenueSetup {
             initial_commands: Vec::new(),
             command_log: None,
             language: None,
-            log_skip: 0,
+            restore: None,
+            log_sync: LogSync::Frame,
         }
+    }
+
+    /// Carries on the show of a command log: the scene of its last `load_scene`, and every
+    /// command since then applied again with its origin and sequence number, so that the stage
+    /// is as the log left it — except the passing ones (bursts of effects, audience texts, a
+    /// tour in progress), which would all replay at once. New commands are numbered after the
+    /// log's. Returns the number of commands restored, or `None` (and changes nothing) when
+    /// the log never loaded a scene.
+    pub fn resume_from(&mut self, entries: &[LoggedCommand]) -> Option<usize> {
+        let start = entries.iter().rposition(|e| matches!(e.command, VenueCommand::LoadScene { .. }))?;
+        let VenueCommand::LoadScene { scene } = &entries[start].command else { return None };
+        self.scene = (**scene).clone();
+        let lasting: Vec<LoggedCommand> = entries[start..]
+            .iter()
+            .filter(|e| {
+                !matches!(
+                    e.command,
+                    VenueCommand::SpawnEffect { .. }
+                        | VenueCommand::ShowText { .. }
+                        | VenueCommand::HideText { .. }
+                        | VenueCommand::PlayTour { .. }
+                )
+            })
+            .cloned()
+            .collect();
+        let restored = lasting.len();
+        self.restore = Some(Restore { entries: lasting, after: entries.iter().map(|e| e.seq).max().unwrap_or(0) });
+        Some(restored)
     }
 }
 
@@ -110,14 +154,25 @@ fn add_venue(app: &mut App, setup: VenueSetup) {
         .insert_resource(StartViewpoint(setup.viewpoint.clone()))
         .insert_resource(VisitorLanguage(setup.language.clone().unwrap_or_default()));
     let world = app.world_mut();
-    world.write_message(SubmitCommand::local(VenueCommand::LoadScene { scene: Box::new(setup.scene) }));
+    match setup.restore {
+        // The restored entries begin with the log's own scene load.
+        Some(restore) => {
+            world.insert_resource(CommandLog::starting_after(restore.after));
+            for entry in restore.entries {
+                world.write_message(RestoreCommand(entry));
+            }
+        }
+        None => {
+            world.write_message(SubmitCommand::local(VenueCommand::LoadScene { scene: Box::new(setup.scene) }));
+        }
+    }
     for command in setup.initial_commands {
         world.write_message(command);
     }
     if let Some(path) = &setup.command_log {
         match CommandLogFile::append_to(path) {
             Ok(file) => {
-                world.insert_resource(file.skipping(setup.log_skip));
+                world.insert_resource(file.syncing(setup.log_sync));
             }
             Err(e) => error!("cannot open the command log {}: {e}", path.display()),
         }
@@ -186,9 +241,11 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
                 primary_window: Some(Window { title, resolution: (1280, 720).into(), ..default() }),
                 ..default()
             })
-            .set(asset_plugin(&setup.assets)),
+            .set(asset_plugin(&setup.assets))
+            .disable::<bevy::app::TerminalCtrlCHandlerPlugin>(),
     )
     .add_plugins((
+        shutdown::ShutdownPlugin,
         CameraPlugin { interactive: true },
         HudPlugin,
         StageTextRenderPlugin,
@@ -226,7 +283,8 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
             })
             .set(asset_plugin(&setup.assets))
             .disable::<WinitPlugin>()
-            .disable::<PipelinedRenderingPlugin>(),
+            .disable::<PipelinedRenderingPlugin>()
+            .disable::<bevy::app::TerminalCtrlCHandlerPlugin>(),
     )
     .add_plugins((
         CameraPlugin { interactive: false },
@@ -278,8 +336,12 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     };
     // The headset's compositor paces frames (xrWaitFrame); pipelined rendering would add a
     // frame of latency between head motion and picture.
-    let mut plugins =
-        DefaultPlugins.set(window).set(asset_plugin(&setup.assets)).disable::<PipelinedRenderingPlugin>().build();
+    let mut plugins = DefaultPlugins
+        .set(window)
+        .set(asset_plugin(&setup.assets))
+        .disable::<PipelinedRenderingPlugin>()
+        .disable::<bevy::app::TerminalCtrlCHandlerPlugin>()
+        .build();
     if !options.window {
         // The runtime paces frames while a session runs; before and after, a short wait keeps
         // the loop from spinning a core that lavapipe and the runtime need.
@@ -289,6 +351,7 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     let plugins = bevy_mod_openxr::add_xr_plugins(plugins)
         .set(OxrInitPlugin { app_info: AppInfo { name: "Parvis".into(), ..default() }, ..default() });
     app.add_plugins(plugins)
+        .add_plugins(shutdown::ShutdownPlugin)
         .add_plugins((
             CameraPlugin { interactive: options.window },
             StageTextRenderPlugin,

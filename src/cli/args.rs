@@ -106,6 +106,15 @@ pub struct VenueArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub venue: VenueArgs,
+    /// Carry on the show logged in this file (after a crash or a stop): the scene of its last
+    /// load and the commands since, then keep appending to it (as --log FILE does).
+    #[arg(long, value_name = "FILE", conflicts_with = "log")]
+    pub resume: Option<PathBuf>,
+    /// When the command log is forced to the disk: after each frame that applied commands,
+    /// before they are acknowledged (`frame`), or never (`never`: it still survives the venue
+    /// being killed, not the machine losing power).
+    #[arg(long, value_enum, value_name = "WHEN", default_value = "frame")]
+    pub log_sync: LogSyncArg,
     /// Render offscreen even if a display is available.
     #[arg(long)]
     pub headless: bool,
@@ -154,6 +163,14 @@ pub struct RunArgs {
     /// Most audience connections in all.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub max_connections: u32,
+    /// A web origin (e.g. https://console.example.org) whose pages may open the moderators'
+    /// channel, besides the venue's own (repeatable). Other sites' pages are refused.
+    #[arg(long = "mod-origin", value_name = "ORIGIN")]
+    pub mod_origins: Vec<String>,
+    /// Only the venue's own pages and these web origins may open the audience WebSocket
+    /// (repeatable; without it, any page may, e.g. an embed on a broadcaster's site).
+    #[arg(long = "ws-origin", value_name = "ORIGIN")]
+    pub ws_origins: Vec<String>,
     /// Chat lines shown to everyone per second; faster chat is still read by the rules, and
     /// each line beyond this is shown to its sender only.
     #[arg(long, value_name = "N", default_value_t = 25)]
@@ -288,4 +305,13 @@ pub fn parse_size(text: &str) -> Result<UVec2, String> {
         (Some(w), Some(h)) => Ok(UVec2::new(w, h)),
         _ => Err(format!("expected width and height from 16 to 8192, found {text:?}")),
     }
+}
+
+/// When the command log is forced to the disk.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogSyncArg {
+    /// After each frame that applied commands.
+    Frame,
+    /// Never.
+    Never,
 }

@@ -39,6 +39,8 @@ pub fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<Audie
     config.messages_per_10s_per_address = args.address_rate;
     config.max_connections_per_address = args.max_per_address;
     config.max_connections = args.max_connections;
+    config.mod_origins.clone_from(&args.mod_origins);
+    config.ws_origins.clone_from(&args.ws_origins);
     let server = AudienceServer::start(config).with_context(|| {
         format!(
             "cannot start the audience server on {} (choose another address with --audience, or --no-audience)",

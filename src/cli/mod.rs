@@ -10,5 +10,6 @@ pub mod loadgen;
 pub mod render;
 pub mod replay;
 pub mod run;
+pub mod signals;
 pub mod venue;
 pub mod xr;

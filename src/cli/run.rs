@@ -10,11 +10,23 @@ use super::audience::{attach_audience, start_audience};
 use super::venue::venue_setup;
 use super::xr::{XR_CHILD_ENV, run_xr, supervise_xr};
 use parvis::app::headless::HeadlessRenderer;
+use parvis::app::shutdown::{self, close_edges};
 use parvis::app::{FrameLimit, VenueSetup, windowed_app};
 use parvis::edges::audience::server::AudienceServer;
+use parvis::engine::command::LogSync;
+use parvis::model::command::read_command_log_recovering;
 
+/// Runs the venue until it is closed, interrupted, or has shown `--frames` frames.
 pub fn run(args: RunArgs) -> Result<()> {
+    super::signals::watch();
     let mut setup = venue_setup(&args.venue)?;
+    setup.log_sync = match args.log_sync {
+        LogSyncArg::Frame => LogSync::Frame,
+        LogSyncArg::Never => LogSync::Never,
+    };
+    if let Some(path) = &args.resume {
+        resume(&mut setup, path)?;
+    }
     let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
     if let Some(mode) = args.xr.xr.filter(|_| !args.no_render) {
         match parvis::engine::xr::probe() {
@@ -45,7 +57,9 @@ pub fn run(args: RunArgs) -> Result<()> {
         if let Some(server) = audience {
             attach_audience(&mut app, server, &args);
         }
-        return match app.run() {
+        let exit = app.run();
+        close_edges(app.world_mut());
+        return match exit {
             bevy::app::AppExit::Success => Ok(()),
             bevy::app::AppExit::Error(code) => bail!("the window closed with error code {code}"),
         };
@@ -57,6 +71,23 @@ pub fn run(args: RunArgs) -> Result<()> {
         );
     }
     run_headless(setup, audience, &args)
+}
+
+/// Carries on the show logged in `path`, appending to it.
+fn resume(setup: &mut VenueSetup, path: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read the command log {}", path.display()))?;
+    let (entries, cut) = read_command_log_recovering(&text).with_context(|| format!("{}", path.display()))?;
+    if cut > 0 {
+        eprintln!("parvis: {}: the last line was cut short ({cut} bytes) and is left out", path.display());
+    }
+    let Some(restored) = setup.resume_from(&entries) else {
+        bail!("{}: the log has no load_scene command, so there is no show to carry on", path.display());
+    };
+    let last = entries.iter().map(|e| e.seq).max().unwrap_or(0);
+    eprintln!("parvis: carrying on the show of {}: {restored} commands restored, up to #{last}", path.display());
+    setup.command_log = Some(path.to_owned());
+    Ok(())
 }
 
 /// Paces frames at `fps`, and reports the median frame time every 5 seconds.
@@ -112,16 +143,18 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
     app.cleanup();
     eprintln!("parvis: running without rendering at {} frames per second", args.fps);
     let mut pacer = FramePacer::new(args.fps, "state");
-    while args.frames == 0 || pacer.frame < args.frames {
+    let mut result = Ok(());
+    while (args.frames == 0 || pacer.frame < args.frames) && !shutdown::requested() {
         pacer.frame(|| app.update());
         if let Some(exit) = app.should_exit() {
-            return match exit {
-                bevy::app::AppExit::Success => Ok(()),
-                bevy::app::AppExit::Error(code) => bail!("the venue stopped with error code {code}"),
-            };
+            if let bevy::app::AppExit::Error(code) = exit {
+                result = Err(anyhow::anyhow!("the venue stopped with error code {code}"));
+            }
+            break;
         }
     }
-    Ok(())
+    close_edges(app.world_mut());
+    result
 }
 
 pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
@@ -131,8 +164,9 @@ pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &
     }
     renderer.wait_until_ready().context("the venue did not load")?;
     let mut pacer = FramePacer::new(args.fps, "headless");
-    while args.frames == 0 || pacer.frame < args.frames {
+    while (args.frames == 0 || pacer.frame < args.frames) && !shutdown::requested() {
         pacer.frame(|| renderer.step());
     }
+    close_edges(renderer.app_mut().world_mut());
     Ok(())
 }

@@ -6,8 +6,7 @@ use super::args::*;
 use super::audience::attach_audience;
 use parvis::app::VenueSetup;
 use parvis::edges::audience::server::AudienceServer;
-use parvis::engine::command::SubmitCommand;
-use parvis::model::command::{VenueCommand, read_command_log};
+use parvis::model::command::read_command_log;
 
 /// Set in the child process a `--xr` visit runs in: the command log to write.
 pub const XR_CHILD_ENV: &str = "PARVIS_XR_CHILD_LOG";
@@ -74,32 +73,11 @@ pub fn supervise_xr(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
     // A line the child was writing when it died is cut short: only whole lines count.
     let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
     let entries = read_command_log(whole.as_bytes()).with_context(|| format!("{}", log.display()))?;
-    if let Some(scene) = entries.iter().rev().find_map(|e| match &e.command {
-        VenueCommand::LoadScene { scene } => Some((**scene).clone()),
-        _ => None,
-    }) {
-        setup.scene = scene;
-    }
-    // Every applied command again, with its origin, so the stage is as the headset left it;
-    // not the passing ones (bursts, audience texts, tours), which would all replay at once.
-    let lasting: Vec<_> = entries
-        .iter()
-        .filter(|e| {
-            !matches!(
-                e.command,
-                VenueCommand::SpawnEffect { .. }
-                    | VenueCommand::ShowText { .. }
-                    | VenueCommand::HideText { .. }
-                    | VenueCommand::PlayTour { .. }
-            )
-        })
-        .collect();
-    setup.initial_commands = lasting.iter().map(|e| SubmitCommand::from(*e)).collect();
-    // The venue's own first load plus the restored ones are in the user's log already.
-    setup.log_skip = lasting.len() + 1;
+    // Every applied command again, with its origin, so the stage is as the headset left it.
+    let restored = setup.resume_from(&entries).unwrap_or(0);
     eprintln!(
         "parvis: the headset session is over (its runtime went away); the visit carries on at the desktop with the show's state restored ({} commands)",
-        lasting.len()
+        restored
     );
     Ok(())
 }
@@ -157,7 +135,9 @@ pub fn run_xr(
     if let Some(server) = audience {
         attach_audience(&mut app, server, args);
     }
-    match app.run() {
+    let exit = app.run();
+    parvis::app::shutdown::close_edges(app.world_mut());
+    match exit {
         bevy::app::AppExit::Success => Ok(()),
         bevy::app::AppExit::Error(code) if code.get() == parvis::engine::xr::EXIT_RUNTIME_LOST => {
             eprintln!("parvis: the OpenXR runtime went away mid-session; exiting");

@@ -40,7 +40,20 @@ impl SubmitCommand {
 /// A command that was applied, with its place in the log: the message other systems follow
 /// (audience announcements, stage texts, tours, the log file).
 #[derive(Debug, Clone, PartialEq, Message, Deref)]
-pub struct AppliedCommand(pub LoggedCommand);
+pub struct AppliedCommand {
+    /// The command and its place in the log.
+    #[deref]
+    pub entry: LoggedCommand,
+    /// Applied again from the log to restore a show ([`RestoreCommand`]): it was acknowledged
+    /// when first applied, and is not written or acknowledged again.
+    pub restored: bool,
+}
+
+/// A command from the venue's own log, applied again to restore the show (`parvis run
+/// --resume`, a headset session handing over to the desktop). It keeps its sequence number
+/// and is not written to the log a second time.
+#[derive(Debug, Clone, Message)]
+pub struct RestoreCommand(pub LoggedCommand);
 
 /// A logged command asked again by the same origin, so that permissions apply exactly as they
 /// did when it was logged (replay, a show restored from its log).
@@ -82,6 +95,11 @@ impl CommandLog {
     /// Entries kept in memory.
     pub const CAPACITY: usize = 10_000;
 
+    /// A log whose next command is numbered `seq + 1`: a show carried on from its log.
+    pub fn starting_after(seq: u64) -> Self {
+        Self { next_seq: seq, ..default() }
+    }
+
     /// Appends an applied command and returns its log entry.
     fn append(&mut self, origin: CommandOrigin, command: VenueCommand) -> &LoggedCommand {
         self.next_seq += 1;
@@ -93,9 +111,19 @@ impl CommandLog {
         self.recent.back().expect("just pushed")
     }
 
-    /// Number of commands applied since start.
+    /// Number of commands applied since start (restored ones included); the sequence number
+    /// of the latest.
     pub fn applied(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Records a restored command with its own sequence number; later commands follow it.
+    fn restore(&mut self, entry: LoggedCommand) {
+        self.next_seq = self.next_seq.max(entry.seq);
+        if self.recent.len() == Self::CAPACITY {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(entry);
     }
 
     /// Number of commands refused since start.
@@ -119,41 +147,105 @@ pub struct CommandPlugin;
 impl Plugin for CommandPlugin {
     fn build(&self, app: &mut App) {
         app.add_message::<SubmitCommand>()
+            .add_message::<RestoreCommand>()
             .add_message::<AppliedCommand>()
             .add_message::<RejectedCommand>()
             .init_resource::<CommandLog>()
             .init_resource::<VenueParams>()
+            // The log is written (and synced) right after the commands are applied, before
+            // anything announces them: what the audience or a moderator is told was done is
+            // on disk.
             .add_systems(
                 Update,
-                (apply_commands, advance_param_moves, report_rejected_commands).chain().in_set(VenueSystems::Apply),
-            )
-            .add_systems(Update, write_command_log_file.in_set(VenueSystems::Present));
+                (apply_commands, write_command_log_file, advance_param_moves, report_rejected_commands)
+                    .chain()
+                    .in_set(VenueSystems::Apply),
+            );
     }
 }
 
+/// When the command log is forced to the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogSync {
+    /// After each frame that applied commands (`fdatasync`), before they are announced: an
+    /// acknowledged command survives the machine losing power. Costs one sync per busy frame.
+    #[default]
+    Frame,
+    /// Never: written to the system every frame (it survives the venue being killed, not the
+    /// machine stopping).
+    Never,
+}
+
 /// The command log on disk: one JSON object per line (a [`LoggedCommand`]), appended as
-/// commands are applied and flushed every frame. `parvis replay` reads it back.
+/// commands are applied, flushed to the system every frame and synced by [`LogSync`].
+/// `parvis replay` reads it back; `parvis run --resume` carries a show on from it.
 #[derive(Resource)]
 pub struct CommandLogFile {
     path: String,
     writer: BufWriter<File>,
     failed: bool,
-    skip: usize,
+    sync: LogSync,
 }
 
 impl CommandLogFile {
     /// Opens `path` for appending (a restarted show continues its log), creating it if needed.
+    /// A last line cut short (the venue was killed while writing it) is removed first: it was
+    /// never acknowledged, and a line appended to it would spoil both.
     pub fn append_to(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self { path: path.display().to_string(), writer: BufWriter::new(file), failed: false, skip: 0 })
+        let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        let whole = whole_lines_length(&mut file)?;
+        let length = file.metadata()?.len();
+        if whole < length {
+            warn!("{}: removing a last line cut short ({} bytes) before appending", path.display(), length - whole);
+            file.set_len(whole)?;
+        }
+        Ok(Self { path: path.display().to_string(), writer: BufWriter::new(file), failed: false, sync: LogSync::Frame })
     }
 
-    /// Leaves the next `n` applied commands out of the file: a show restored from this log
-    /// applies its entries again, and they are in the file already.
-    pub fn skipping(mut self, n: usize) -> Self {
-        self.skip = n;
+    /// Chooses when the log is forced to the disk.
+    pub fn syncing(mut self, sync: LogSync) -> Self {
+        self.sync = sync;
         self
     }
+
+    fn write_frame(&mut self, entries: &[&LoggedCommand]) -> std::io::Result<()> {
+        for entry in entries {
+            serde_json::to_writer(&mut self.writer, entry).map_err(std::io::Error::from)?;
+            self.writer.write_all(b"\n")?;
+        }
+        self.writer.flush()?;
+        if self.sync == LogSync::Frame && !entries.is_empty() {
+            self.writer.get_ref().sync_data()?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for CommandLogFile {
+    fn drop(&mut self) {
+        // The venue closes: what it wrote reaches the disk.
+        let _ = self.writer.flush();
+        let _ = self.writer.get_ref().sync_all();
+    }
+}
+
+/// The length of the file's whole lines: up to and including its last line break.
+fn whole_lines_length(file: &mut File) -> std::io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let length = file.metadata()?.len();
+    let mut end = length;
+    let mut chunk = [0u8; 4096];
+    while end > 0 {
+        let start = end.saturating_sub(chunk.len() as u64);
+        let part = &mut chunk[..(end - start) as usize];
+        file.seek(SeekFrom::Start(start))?;
+        file.read_exact(part)?;
+        if let Some(at) = part.iter().rposition(|b| *b == b'\n') {
+            return Ok(start + at as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 fn write_command_log_file(mut applied: MessageReader<AppliedCommand>, file: Option<ResMut<CommandLogFile>>) {
@@ -162,21 +254,10 @@ fn write_command_log_file(mut applied: MessageReader<AppliedCommand>, file: Opti
         return;
     };
     let file = &mut *file;
-    let mut result = Ok(());
-    for entry in applied.read() {
-        if file.skip > 0 {
-            file.skip -= 1;
-            continue;
-        }
-        result = serde_json::to_writer(&mut file.writer, &entry.0)
-            .map_err(std::io::Error::from)
-            .and_then(|()| file.writer.write_all(b"\n"));
-        if result.is_err() {
-            break;
-        }
-    }
-    let result = result.and_then(|()| file.writer.flush());
-    match result {
+    let entries: Vec<&LoggedCommand> =
+        // Restored commands are in the file already.
+        applied.read().filter(|a| !a.restored).map(|a| &a.entry).collect();
+    match file.write_frame(&entries) {
         Ok(()) => file.failed = false,
         // Keep the show running; say it once per failure spell, not every frame.
         Err(e) if !file.failed => {
@@ -196,6 +277,7 @@ pub fn venue_state_hash(world: &World) -> u64 {
 /// Applies every submitted command in order; each either changes state and is logged, or is
 /// refused with a reason.
 fn apply_commands(
+    mut restored: MessageReader<RestoreCommand>,
     mut submitted: MessageReader<SubmitCommand>,
     mut applied: MessageWriter<AppliedCommand>,
     mut rejected: MessageWriter<RejectedCommand>,
@@ -209,7 +291,10 @@ fn apply_commands(
     // A scene loaded earlier in this batch is the one later commands refer to (start-up
     // commands follow the first `LoadScene` in the same frame).
     let mut latest: Option<Arc<SceneFile>> = scene.as_deref().map(|s| s.0.clone());
-    for SubmitCommand { origin, command } in submitted.read() {
+    // Restored commands first: the show as its log left it, then what is asked now.
+    let restored = restored.read().map(|r| (&r.0.origin, &r.0.command, Some(&r.0)));
+    let submitted = submitted.read().map(|s| (&s.origin, &s.command, None));
+    for (origin, command, logged) in restored.chain(submitted) {
         let now = time.elapsed_secs_f64();
         let scene_now = latest.clone();
         let result = origin.may_issue(command).and_then(|()| match command {
@@ -322,9 +407,15 @@ fn apply_commands(
         });
         match result {
             Ok(()) => {
-                let entry = log.append(origin.clone(), command.clone());
+                let entry = match logged {
+                    Some(entry) => {
+                        log.restore(entry.clone());
+                        entry
+                    }
+                    None => log.append(origin.clone(), command.clone()),
+                };
                 debug!("command #{} from {:?}: {}", entry.seq, entry.origin, entry.command.summary());
-                applied.write(AppliedCommand(entry.clone()));
+                applied.write(AppliedCommand { entry: entry.clone(), restored: logged.is_some() });
             }
             Err(error) => {
                 log.refused += 1;

@@ -217,6 +217,15 @@ pub fn read_command_log(reader: impl BufRead) -> Result<Vec<LoggedCommand>, LogL
     Ok(entries)
 }
 
+/// Reads a command log that may end with a line cut short (the venue was killed while
+/// writing it): every whole line must be a logged command, as in [`read_command_log`]; a last
+/// line without its line break is left out (it was never acknowledged: acknowledgements follow
+/// the write) and its length returned.
+pub fn read_command_log_recovering(text: &str) -> Result<(Vec<LoggedCommand>, usize), LogLineError> {
+    let whole = text.rfind('\n').map_or(0, |end| end + 1);
+    Ok((read_command_log(&text.as_bytes()[..whole])?, text.len() - whole))
+}
+
 /// A fingerprint of a venue's state: its scene and every stage parameter value (where a
 /// parameter is animating, the value it is moving to, so the fingerprint does not depend on
 /// the frame it is taken in). Two venues with the same fingerprint show the same thing, so

@@ -5,4 +5,5 @@
 
 pub mod moderator;
 pub mod server;
+pub mod session;
 pub mod shared;

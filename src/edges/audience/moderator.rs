@@ -39,8 +39,12 @@ fn reply(kind: &str, detail: &str) -> Message {
 }
 
 /// Serves one moderator connection (after the HTTP head has been read).
-pub async fn serve_moderator_socket<S>(stream: S, shared: &Arc<Shared>, events: mpsc::Sender<AudienceEvent>)
-where
+pub async fn serve_moderator_socket<S>(
+    stream: S,
+    ip: std::net::IpAddr,
+    shared: &Arc<Shared>,
+    events: mpsc::Sender<AudienceEvent>,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
@@ -56,12 +60,23 @@ where
             .and_then(|v| v["token"].as_str().map(str::to_owned)),
         _ => None,
     };
+    // An address that failed too often waits, its attempts refused unheard: guessing the
+    // token costs time that doubles with each miss, while other addresses are not slowed.
+    if let Some(wait) = shared.auth_locked(ip, Instant::now()) {
+        shared.hub.metrics.moderator_auth_throttled.fetch_add(1, Ordering::Relaxed);
+        let why = format!("too many failed attempts from this address; retry in {} s", wait.as_secs() + 1);
+        let _ = sink.send(reply("too_many_failures", &why)).await;
+        close_gracefully(&mut sink, &mut source, CloseCode::Policy, "too many failures").await;
+        return;
+    }
     let authed = match (&shared.config().mod_token, token) {
         (Some(expected), Some(given)) => same_secret(given.as_bytes(), expected.as_bytes()),
         _ => false,
     };
     if !authed {
         shared.hub.metrics.moderator_auth_failures.fetch_add(1, Ordering::Relaxed);
+        let failures = shared.auth_failed(ip, Instant::now());
+        bevy::log::warn!("moderator authentication failed from {ip} ({failures} in a row)");
         let why = if shared.config().mod_token.is_none() {
             "no moderator token is configured on this venue"
         } else {
@@ -71,11 +86,13 @@ where
         close_gracefully(&mut sink, &mut source, CloseCode::Policy, "not authenticated").await;
         return;
     }
+    shared.auth_succeeded(ip);
     let moderator = format!("mod{}", NEXT_MODERATOR.fetch_add(1, Ordering::Relaxed));
     if sink.send(reply("authed", &moderator)).await.is_err() {
         return;
     }
     let mut updates = shared.hub.moderators.subscribe();
+    let mut closing = shared.hub.closing.subscribe();
     let approvals = shared.hub.approvals_json.read().expect("approvals snapshot").clone();
     if sink.send(Message::text(approvals.to_string())).await.is_err() {
         return;
@@ -83,6 +100,10 @@ where
     loop {
         let frame = tokio::select! {
             frame = source.next() => frame,
+            () = async { let _ = closing.wait_for(|closed| *closed).await; } => {
+                close_gracefully(&mut sink, &mut source, CloseCode::Away, "the venue is closing").await;
+                return;
+            }
             update = updates.recv() => {
                 match update {
                     Ok(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break },
@@ -128,21 +149,26 @@ fn apply(
     let (of, action) = match request {
         ModeratorRequest::Ban { user } => {
             let user: UserId = user.into();
-            shared.hub.moderation.lock().expect("moderation").banned.insert(user.clone());
+            // The address too, so that reconnecting under a new name does not lift the ban.
+            shared.hub.moderation.lock().expect("moderation").ban(user.clone(), shared.member_address(&user));
             shared.hub.send_to(&user, &ServerMessage::error("banned", "a moderator banned you from this venue"));
             ("ban", None)
+        }
+        ModeratorRequest::Unban { user } => {
+            shared.hub.moderation.lock().expect("moderation").unban(&user.into());
+            ("unban", None)
         }
         ModeratorRequest::Timeout { user, seconds } => {
             if !(1..=86_400).contains(&seconds) {
                 return Err(("bad_field", "seconds must be from 1 to 86400".into()));
             }
-            shared
-                .hub
-                .moderation
-                .lock()
-                .expect("moderation")
-                .timed_out
-                .insert(user.into(), now + Duration::from_secs(seconds));
+            let user: UserId = user.into();
+            let address = shared.member_address(&user);
+            shared.hub.moderation.lock().expect("moderation").time_out(
+                user,
+                address,
+                now + Duration::from_secs(seconds),
+            );
             ("timeout", None)
         }
         ModeratorRequest::SlowMode { seconds } => {

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -23,7 +23,7 @@ use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, Moderatio
 use crate::engine::audience::metrics::Rejection;
 use crate::model::assets_root::check_relative;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
-use crate::model::audience::moderation::{Held, TokenBucket, moderate};
+use crate::model::audience::moderation::{Held, TokenBucket, moderate, moderate_name};
 use crate::model::audience::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, parse_client_message};
 
 /// A running audience edge. [`AudienceServer::attach`] connects it to a venue app.
@@ -97,9 +97,24 @@ impl AudienceServer {
     }
 }
 
+impl AudienceServer {
+    /// Closes the edge: it stops accepting, every connection closes with "going away" (1001)
+    /// and bridges leave their platforms; waits up to `grace` for the connections to go.
+    pub fn shutdown(&self, grace: Duration) {
+        self.shared.hub.close();
+        let deadline = Instant::now() + grace;
+        let open = || {
+            self.shared.open_connections.load(Ordering::Relaxed) + self.shared.hub.open_bridges.load(Ordering::Relaxed)
+        };
+        while open() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 impl Drop for AudienceServer {
     fn drop(&mut self) {
-        self.shared.hub.stopping.store(true, Ordering::Relaxed);
+        self.shared.hub.close();
     }
 }
 
@@ -109,12 +124,11 @@ async fn accept_loop(
     events: mpsc::Sender<AudienceEvent>,
     broadcast: broadcast::Sender<Arc<str>>,
 ) {
-    let connections = Arc::new(AtomicU32::new(0));
     while !shared.hub.stopping() {
         let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::from_millis(250), listener.accept()).await else {
             continue;
         };
-        if connections.load(Ordering::Relaxed) >= shared.config().max_connections {
+        if shared.open_connections.load(Ordering::Relaxed) >= shared.config().max_connections {
             shared.hub.metrics.refused_connections.fetch_add(1, Ordering::Relaxed);
             drop(stream);
             continue;
@@ -126,13 +140,12 @@ async fn accept_loop(
             continue;
         }
         let _ = stream.set_nodelay(true);
-        connections.fetch_add(1, Ordering::Relaxed);
-        let (shared, events, broadcast, connections) =
-            (shared.clone(), events.clone(), broadcast.clone(), connections.clone());
+        shared.open_connections.fetch_add(1, Ordering::Relaxed);
+        let (shared, events, broadcast) = (shared.clone(), events.clone(), broadcast.clone());
         tokio::spawn(async move {
             serve_connection(stream, ip, &shared, events, broadcast).await;
             shared.release_address(ip);
-            connections.fetch_sub(1, Ordering::Relaxed);
+            shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         });
     }
 }
@@ -215,12 +228,30 @@ async fn serve_connection(
         let l = l.to_ascii_lowercase();
         l.starts_with("upgrade:") && l.contains("websocket")
     });
+    let header = |name: &str| {
+        text.lines().skip(1).find_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+        })
+    };
+    if upgrade && matches!(path.as_str(), "/ws" | "/mod") {
+        let (origin, host) = (header("origin"), header("host"));
+        if !shared.origin_allowed(&path, origin.as_deref(), host.as_deref()) {
+            shared.hub.metrics.refused_origins.fetch_add(1, Ordering::Relaxed);
+            bevy::log::warn!(
+                "refused a {path} connection from {ip}: origin {:?} is not allowed",
+                origin.unwrap_or_default()
+            );
+            respond(&mut stream, "403 Forbidden", "text/plain", b"origin not allowed\n").await;
+            return;
+        }
+    }
     match (method, path.as_str(), upgrade) {
         ("GET", "/ws", true) => {
             serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events, broadcast).await;
         }
         ("GET", "/mod", true) => {
-            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, shared, events).await;
+            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events).await;
         }
         ("GET", "/metrics", false) => {
             let body = shared.hub.metrics.render(shared.hub.direct.lock().map(|d| d.len()).unwrap_or(0));
@@ -294,11 +325,11 @@ async fn serve_audience_socket(
 
     // The first message must be a hello, within the handshake time.
     let hello = tokio::time::timeout(shared.config().hello_timeout, source.next()).await;
-    let name = match hello {
+    let (name, session) = match hello {
         Ok(Some(Ok(Message::Text(text)))) => match parse_client_message(text.as_str()) {
-            Ok(ClientMessage::Hello { v, name, .. }) if v == PROTOCOL_VERSION => {
-                match moderate(&name, 32, shared.blocklist()) {
-                    Ok(name) => name,
+            Ok(ClientMessage::Hello { v, name, session, .. }) if v == PROTOCOL_VERSION => {
+                match moderate_name(&name, 32, shared.blocklist()) {
+                    Ok(name) => (name, session),
                     Err(e) => {
                         metrics.reject(Rejection::from_code(e.code()));
                         let _ = sink.send(send(&ServerMessage::error(e.code(), format!("name refused: {e}")))).await;
@@ -328,15 +359,25 @@ async fn serve_audience_socket(
             }
         },
         _ => {
-            metrics.reject(Rejection::HelloRequired);
+            metrics.hello_timeouts.fetch_add(1, Ordering::Relaxed);
             close_gracefully(&mut sink, &mut source, CloseCode::Policy, "no hello").await;
             return;
         }
     };
+    // A returning member keeps their id (and their bans, time-outs and cooldowns); a second
+    // tab of a member already here gets an id of its own.
+    let returning = session.as_deref().and_then(|token| shared.sessions.verify(token));
+    if shared.hub.moderation.lock().expect("moderation").is_banned(&returning.clone().unwrap_or_default(), Some(ip)) {
+        metrics.reject(Rejection::Banned);
+        let _ = sink.send(send(&ServerMessage::error("banned", "a moderator banned you from this venue"))).await;
+        close_gracefully(&mut sink, &mut source, CloseCode::Policy, "banned").await;
+        return;
+    }
+    let user = returning.filter(|user| !shared.member_connected(user)).unwrap_or_else(|| shared.new_user_id());
     let name: Arc<str> = name.into();
-    let user = shared.new_user_id();
     let mailbox = Arc::new(Mailbox::default());
     shared.hub.direct.lock().expect("direct map").insert(user.clone(), mailbox.clone());
+    shared.join_member(&user, ip);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let mut updates = broadcast.subscribe();
     let config = shared.config();
@@ -346,16 +387,19 @@ async fn serve_audience_socket(
         venue: config.venue_title.clone(),
         reactions: config.reactions.clone(),
         limits: shared.limits(),
+        session: shared.sessions.sign(&user),
     };
     let state: Arc<str> = shared.hub.state_json.read().expect("state snapshot").clone();
     if sink.send(send(&welcome)).await.is_err() || sink.send(Message::text(state.to_string())).await.is_err() {
         shared.hub.direct.lock().expect("direct map").remove(&user);
+        shared.leave_member(&user);
         return;
     }
     if events.try_send(AudienceEvent::Joined { user: user.clone(), name: name.clone() }).is_err() {
         metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
     }
 
+    let mut closing = shared.hub.closing.subscribe();
     let limits = shared.limits();
     let mut bucket = TokenBucket::new(f64::from(limits.messages_per_10s), f64::from(limits.messages_per_10s) / 10.0);
     let mut strikes = 0u32;
@@ -376,7 +420,7 @@ async fn serve_audience_socket(
                             Some(ServerMessage::error("rate_limited", format!("too many messages; retry in {:.1} s", wait.as_secs_f32())))
                         } else {
                             strikes = 0;
-                            handle_text(text.as_str(), &user, &name, received, shared, &events)
+                            handle_text(text.as_str(), &user, ip, &name, received, shared, &events)
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -390,6 +434,9 @@ async fn serve_audience_socket(
                         let reason = match e {
                             E::Capacity(_) => { metrics.reject(Rejection::TooBig); Some((CloseCode::Size, "message too big")) }
                             E::Utf8(_) => { metrics.reject(Rejection::BadJson); Some((CloseCode::Invalid, "invalid UTF-8")) }
+                            // Unmasked frames, reserved bits, unknown opcodes: RFC 6455 asks
+                            // for a close frame with 1002 before the connection goes.
+                            E::Protocol(_) => { metrics.reject(Rejection::Protocol); Some((CloseCode::Protocol, "protocol error")) }
                             _ => None,
                         };
                         break reason;
@@ -400,7 +447,7 @@ async fn serve_audience_socket(
                 {
                     break None;
                 }
-                if shared.hub.moderation.lock().expect("moderation").banned.contains(&user) {
+                if shared.hub.moderation.lock().expect("moderation").is_banned(&user, Some(ip)) {
                     break Some((CloseCode::Policy, "banned"));
                 }
             }
@@ -409,12 +456,13 @@ async fn serve_audience_socket(
                 Err(broadcast::error::RecvError::Lagged(n)) => { metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed); }
                 Err(broadcast::error::RecvError::Closed) => break None,
             },
+            () = async { let _ = closing.wait_for(|closed| *closed).await; } => break Some((CloseCode::Away, "the venue is closing")),
             json = mailbox.next() => {
                 if sink.send(Message::text(json.to_string())).await.is_err() {
                     break None;
                 }
                 // A ban arrives this way too: close at once, even if the member is idle.
-                if shared.hub.moderation.lock().expect("moderation").banned.contains(&user) {
+                if shared.hub.moderation.lock().expect("moderation").is_banned(&user, Some(ip)) {
                     break Some((CloseCode::Policy, "banned"));
                 }
             }
@@ -424,6 +472,7 @@ async fn serve_audience_socket(
         close_gracefully(&mut sink, &mut source, code, reason).await;
     }
     shared.hub.direct.lock().expect("direct map").remove(&user);
+    shared.leave_member(&user);
     if events.try_send(AudienceEvent::Left { user }).is_err() {
         metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
     }
@@ -433,6 +482,7 @@ async fn serve_audience_socket(
 fn handle_text(
     text: &str,
     user: &UserId,
+    ip: std::net::IpAddr,
     name: &Arc<str>,
     received: Instant,
     shared: &Shared,
@@ -448,6 +498,7 @@ fn handle_text(
     };
     let held = shared.hub.moderation.lock().expect("moderation").held(
         user,
+        Some(ip),
         received,
         matches!(message, ClientMessage::Chat { .. }),
     );

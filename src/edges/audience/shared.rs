@@ -3,9 +3,9 @@
 //! handshake both its sockets (`/ws` and `/mod`) use.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 
+use super::session::SessionKeys;
 use crate::engine::audience::hub::AudienceHub;
 use crate::model::audience::event::UserId;
 use crate::model::audience::moderation::{Blocklist, TokenBucket};
@@ -48,6 +49,14 @@ pub struct AudienceConfig {
     /// Messages per 10 s from one address, all its connections together (0: no limit), so
     /// that opening many tabs does not multiply a member's allowance.
     pub messages_per_10s_per_address: u32,
+    /// Web origins (`https://console.example.org`) whose pages may open `/mod`, besides the
+    /// venue's own (the Host it is reached at). Browsers send their page's origin; a page on
+    /// another site must not drive a moderator's session with the moderator's browser.
+    /// Clients that send no origin (tools, scripts) are not browsers and are let through.
+    pub mod_origins: Vec<String>,
+    /// Web origins whose pages may open `/ws`, besides the venue's own; empty: any origin (the
+    /// audience page may be embedded elsewhere).
+    pub ws_origins: Vec<String>,
 }
 
 impl AudienceConfig {
@@ -66,6 +75,8 @@ impl AudienceConfig {
             blocklist: Blocklist::default_fr_en(),
             max_connections_per_address: 256,
             messages_per_10s_per_address: 100,
+            mod_origins: Vec::new(),
+            ws_origins: Vec::new(),
         }
     }
 }
@@ -77,10 +88,34 @@ pub struct Shared {
     /// Per network address: open connections and the shared message allowance. Addresses are
     /// kept in memory only, and forgotten when their last connection closes.
     addresses: Mutex<HashMap<std::net::IpAddr, (u32, TokenBucket)>>,
+    /// The address each connected page member came from, to ban or time out the address too.
+    members: Mutex<HashMap<UserId, IpAddr>>,
+    /// Failed `/mod` authentications per address, for backing off.
+    mod_failures: Mutex<HashMap<IpAddr, AuthFailures>>,
+    /// The key of the page's session tokens.
+    pub sessions: SessionKeys,
     config: AudienceConfig,
     next_user: AtomicU64,
     user_salt: u64,
+    /// Connections open now (page, moderators, metrics and files alike).
+    pub open_connections: AtomicU32,
 }
+
+/// Failed moderator authentications from one address.
+#[derive(Debug, Clone, Copy)]
+struct AuthFailures {
+    /// Failures in a row.
+    count: u32,
+    /// Until when attempts from the address are refused unheard.
+    locked_until: Instant,
+}
+
+/// Failed `/mod` authentications an address may make before it must wait.
+const FREE_AUTH_FAILURES: u32 = 3;
+/// Longest wait imposed after failed authentications.
+const MAX_AUTH_LOCK: Duration = Duration::from_secs(300);
+/// Addresses remembered for failed authentications; beyond, those no longer locked go.
+const MAX_AUTH_ADDRESSES: usize = 10_000;
 
 impl Shared {
     /// The edge's state for `config`, feeding the venue's `hub`.
@@ -91,7 +126,80 @@ impl Shared {
             h.write_u64(std::process::id().into());
             h.finish()
         };
-        Self { hub, addresses: Mutex::default(), config, next_user: AtomicU64::new(1), user_salt: salt }
+        Self {
+            hub,
+            addresses: Mutex::default(),
+            members: Mutex::default(),
+            mod_failures: Mutex::default(),
+            sessions: SessionKeys::generate(),
+            config,
+            next_user: AtomicU64::new(1),
+            user_salt: salt,
+            open_connections: AtomicU32::new(0),
+        }
+    }
+
+    /// Remembers that page member `user` is connected from `address`.
+    pub fn join_member(&self, user: &UserId, address: IpAddr) {
+        self.members.lock().expect("members").insert(user.clone(), address);
+    }
+
+    /// Forgets a page member who left.
+    pub fn leave_member(&self, user: &UserId) {
+        self.members.lock().expect("members").remove(user);
+    }
+
+    /// Whether a page member with this id is connected now.
+    pub fn member_connected(&self, user: &UserId) -> bool {
+        self.members.lock().expect("members").contains_key(user)
+    }
+
+    /// The address a connected page member came from.
+    pub fn member_address(&self, user: &UserId) -> Option<IpAddr> {
+        self.members.lock().expect("members").get(user).copied()
+    }
+
+    /// How long `/mod` authentications from `address` must wait, if they must.
+    pub fn auth_locked(&self, address: IpAddr, now: Instant) -> Option<Duration> {
+        let failures = self.mod_failures.lock().expect("auth failures");
+        failures.get(&address).filter(|f| f.locked_until > now).map(|f| f.locked_until - now)
+    }
+
+    /// Records a failed `/mod` authentication from `address`: after a few, the address waits
+    /// a time that doubles with each further failure. Returns the failures in a row.
+    pub fn auth_failed(&self, address: IpAddr, now: Instant) -> u32 {
+        let mut failures = self.mod_failures.lock().expect("auth failures");
+        if failures.len() >= MAX_AUTH_ADDRESSES && !failures.contains_key(&address) {
+            failures.retain(|_, f| f.locked_until > now);
+        }
+        let entry = failures.entry(address).or_insert(AuthFailures { count: 0, locked_until: now });
+        entry.count = entry.count.saturating_add(1);
+        if entry.count >= FREE_AUTH_FAILURES {
+            let wait = Duration::from_secs(1u64 << (entry.count - FREE_AUTH_FAILURES).min(9)).min(MAX_AUTH_LOCK);
+            entry.locked_until = now + wait;
+        }
+        entry.count
+    }
+
+    /// Forgets the failures of an address that authenticated.
+    pub fn auth_succeeded(&self, address: IpAddr) {
+        self.mod_failures.lock().expect("auth failures").remove(&address);
+    }
+
+    /// Whether a browser page of `origin` may open the socket at `path` of this venue, reached
+    /// at `host`. No origin: not a browser.
+    pub fn origin_allowed(&self, path: &str, origin: Option<&str>, host: Option<&str>) -> bool {
+        let Some(origin) = origin else { return true };
+        let origin = origin.trim().trim_end_matches('/');
+        // The venue's own pages: an origin whose host part is the Host header.
+        let own = host.is_some_and(|host| {
+            origin.split_once("://").is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host.trim()))
+        });
+        let listed = |list: &[String]| list.iter().any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin));
+        match path {
+            "/mod" => own || listed(&self.config.mod_origins),
+            _ => self.config.ws_origins.is_empty() || own || listed(&self.config.ws_origins),
+        }
     }
 
     /// The edge's configuration.

@@ -22,7 +22,7 @@ use tokio::sync::broadcast;
 use crate::engine::audience::hub::AudienceHub;
 use crate::engine::audience::metrics::Rejection;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, ChatRoles, UserId};
-use crate::model::audience::moderation::{TokenBucket, moderate};
+use crate::model::audience::moderation::{TokenBucket, moderate, moderate_name};
 use crate::model::audience::moderator::ModeratorAction;
 use crate::model::rng::SeededRng;
 
@@ -124,10 +124,10 @@ impl BridgeSink {
         };
         {
             let mut moderation = self.hub.moderation.lock().expect("moderation");
-            if moderation.banned.contains(&user) {
+            if moderation.is_banned(&user, None) {
                 return refuse("banned");
             }
-            if let Some(held) = moderation.held(&user, chat.received, !staff) {
+            if let Some(held) = moderation.held(&user, None, chat.received, !staff) {
                 return refuse(held.code());
             }
         }
@@ -141,7 +141,7 @@ impl BridgeSink {
         };
         // A name the blocklist refuses is replaced, not the line: the platform allowed it.
         let name: Arc<str> =
-            moderate(&chat.name, 32, &self.hub.policy.blocklist).unwrap_or_else(|_| "viewer".to_owned()).into();
+            moderate_name(&chat.name, 32, &self.hub.policy.blocklist).unwrap_or_else(|_| "viewer".to_owned()).into();
         self.hub.moderation.lock().expect("moderation").record_chat(user.clone(), chat.received);
         let meta = ChatMeta {
             roles: chat.roles,
@@ -226,9 +226,11 @@ impl Backoff {
         Self { base, max: max.max(base), attempt: 0, rng: SeededRng::new(seed) }
     }
 
-    /// The next wait.
+    /// The next wait: from `base` up to a ceiling that starts at twice `base` and doubles
+    /// with each attempt (at most `max`). Even the first wait is spread over a range, so that
+    /// venues that lost a platform together do not all come back in the same instant.
     pub fn next_wait(&mut self) -> Duration {
-        let ceiling = self.base.saturating_mul(1u32 << self.attempt.min(20)).min(self.max);
+        let ceiling = self.base.saturating_mul(2u32 << self.attempt.min(20)).min(self.max);
         self.attempt = self.attempt.saturating_add(1);
         let spread = ceiling.saturating_sub(self.base).as_secs_f64();
         self.base + Duration::from_secs_f64(spread * f64::from(self.rng.unit()))
@@ -315,7 +317,13 @@ pub fn start(runtime: &tokio::runtime::Handle, hub: &Arc<AudienceHub>, bridge: B
     let name = bridge.name();
     let sink = BridgeSink::new(hub.clone(), &name, prefix);
     let outbound = hub.platform_out.subscribe();
-    runtime.spawn(bridge.run(sink, outbound));
+    let task = bridge.run(sink, outbound);
+    hub.open_bridges.fetch_add(1, Ordering::Relaxed);
+    let hub = hub.clone();
+    runtime.spawn(async move {
+        task.await;
+        hub.open_bridges.fetch_sub(1, Ordering::Relaxed);
+    });
 }
 
 #[cfg(test)]
@@ -336,7 +344,7 @@ mod tests {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2), 7);
         let waits: Vec<Duration> = (0..8).map(|_| backoff.next_wait()).collect();
         for (n, wait) in waits.iter().enumerate() {
-            let ceiling = Duration::from_millis(100 * (1 << n)).min(Duration::from_secs(2));
+            let ceiling = Duration::from_millis(200 * (1 << n)).min(Duration::from_secs(2));
             assert!(*wait >= Duration::from_millis(100) && *wait <= ceiling, "wait {n}: {wait:?}");
         }
         assert!(waits[5..].iter().any(|w| *w > Duration::from_millis(400)), "waits grow: {waits:?}");
@@ -344,7 +352,20 @@ mod tests {
         let other_waits: Vec<Duration> = (0..8).map(|_| other.next_wait()).collect();
         assert_ne!(waits, other_waits, "jitter differs between bridges");
         backoff.reset();
-        assert!(backoff.next_wait() <= Duration::from_millis(100));
+        assert!(backoff.next_wait() <= Duration::from_millis(200));
+    }
+
+    #[test]
+    fn venues_that_lost_a_platform_together_do_not_come_back_together() {
+        // The first wait of 100 bridges seeded differently: spread over 1 to 2 s, not all 1 s.
+        let firsts: Vec<Duration> = (0..100u64)
+            .map(|seed| Backoff::new(Duration::from_secs(1), Duration::from_secs(60), seed * 7919).next_wait())
+            .collect();
+        assert!(firsts.iter().all(|w| *w >= Duration::from_secs(1) && *w <= Duration::from_secs(2)), "{firsts:?}");
+        let distinct: std::collections::HashSet<u128> = firsts.iter().map(|w| w.as_millis()).collect();
+        assert!(distinct.len() > 50, "first waits differ: {} distinct of 100", distinct.len());
+        let spread = firsts.iter().max().unwrap().saturating_sub(*firsts.iter().min().unwrap());
+        assert!(spread > Duration::from_millis(700), "spread over the range: {spread:?}");
     }
 
     #[test]

@@ -593,7 +593,11 @@ async fn session(
                     }
                     "PRIVMSG" if message.tags.is_empty() => {
                         // A plain IRC server: no tags, so the nick is the only identity.
-                        if let (Some(prefix), Some(text)) = (message.prefix, message.params.get(1))
+                        let channel = message.params.get(0).unwrap_or_default().to_ascii_lowercase();
+                        if !want.contains(&channel) {
+                            // Only the channels the bridge joined may act on the venue.
+                            metrics.bridge_foreign.fetch_add(1, Ordering::Relaxed);
+                        } else if let (Some(prefix), Some(text)) = (message.prefix, message.params.get(1))
                             && !prefix.nick.eq_ignore_ascii_case(&nick)
                         {
                             let chat = IncomingChat {
@@ -611,7 +615,14 @@ async fn session(
                     }
                     _ => {
                         match twitch_event(&message) {
-                            Ok(Some(event)) => deliver(sink, event),
+                            Ok(Some(event)) if event_channel(&event).is_none_or(|c| want.contains(&format!("#{}", c.to_ascii_lowercase()))) => {
+                                deliver(sink, event);
+                            }
+                            // A line for a channel the bridge did not join (a server or a
+                            // relay sending more than asked) must not act on the venue.
+                            Ok(Some(_)) => {
+                                metrics.bridge_foreign.fetch_add(1, Ordering::Relaxed);
+                            }
                             Ok(None) => {}
                             Err(e) => {
                                 metrics.bridge_malformed.fetch_add(1, Ordering::Relaxed);
@@ -650,6 +661,8 @@ async fn session(
             }
             _ = tick.tick() => {
                 if sink.stopping() {
+                    // The venue closes: leave the platform properly rather than drop the line.
+                    let _ = writer.send("QUIT :the venue is closing").await;
                     return SessionEnd::Stopped;
                 }
                 let silent = last_heard.elapsed();
@@ -671,6 +684,18 @@ async fn sleep_until_opt(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The channel (without `#`) a Twitch event is about, for events that act on the venue.
+fn event_channel<'a>(event: &TwitchEvent<'a>) -> Option<&'a str> {
+    match event {
+        TwitchEvent::Privmsg(m) => Some(m.channel),
+        TwitchEvent::UserNotice(n) => Some(n.channel),
+        TwitchEvent::ClearChat(c) => Some(c.channel),
+        TwitchEvent::ClearMsg(c) => Some(c.channel),
+        TwitchEvent::RoomState(r) => Some(r.channel),
+        _ => None,
     }
 }
 

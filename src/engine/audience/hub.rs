@@ -6,11 +6,11 @@
 //! side knows the other's code, so a new edge changes nothing here.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bevy::prelude::Resource;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use super::metrics::AudienceMetrics;
 use crate::model::audience::event::{AudienceEvent, UserId};
@@ -59,6 +59,11 @@ pub struct AudienceHub {
     pub stream_delay_ms: AtomicU64,
     /// Set when the venue stops: edges stop accepting.
     pub stopping: AtomicBool,
+    /// Turns true when the venue closes: every connection says goodbye (WebSocket 1001) and
+    /// bridges leave their platforms.
+    pub closing: watch::Sender<bool>,
+    /// Chat bridges running now; a closing venue waits for them to leave their platforms.
+    pub open_bridges: AtomicU32,
 }
 
 impl AudienceHub {
@@ -75,6 +80,13 @@ impl AudienceHub {
     /// Whether the venue is stopping.
     pub fn stopping(&self) -> bool {
         self.stopping.load(Ordering::Relaxed)
+    }
+
+    /// Closes the venue to its audience: edges stop accepting, connections close with
+    /// "going away" and bridges leave their platforms.
+    pub fn close(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+        self.closing.send_replace(true);
     }
 }
 
@@ -107,6 +119,8 @@ impl AudienceLink {
             platform_out: broadcast::channel(64).0,
             stream_delay_ms: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            closing: watch::channel(false).0,
+            open_bridges: AtomicU32::new(0),
         });
         Self { hub, events }
     }
@@ -114,8 +128,8 @@ impl AudienceLink {
 
 impl Drop for AudienceLink {
     fn drop(&mut self) {
-        // The venue is gone: its edges stop accepting.
-        self.hub.stopping.store(true, Ordering::Relaxed);
+        // The venue is gone: its edges stop accepting and say goodbye.
+        self.hub.close();
     }
 }
 

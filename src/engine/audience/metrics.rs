@@ -36,10 +36,12 @@ pub enum Rejection {
     Rule,
     /// From a banned member (who can still write on a chat platform).
     Banned,
+    /// A WebSocket protocol violation (unmasked frame, reserved bits, unknown opcode).
+    Protocol,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 14] = [
+    const ALL: [Rejection; 15] = [
         Rejection::BadJson,
         Rejection::UnknownType,
         Rejection::BadField,
@@ -54,6 +56,7 @@ impl Rejection {
         Rejection::TooBig,
         Rejection::Rule,
         Rejection::Banned,
+        Rejection::Protocol,
     ];
 
     /// The label value used in metrics (the protocol's error code where there is one).
@@ -73,6 +76,7 @@ impl Rejection {
             Rejection::TooBig => "too_big",
             Rejection::Rule => "rule",
             Rejection::Banned => "banned",
+            Rejection::Protocol => "protocol_error",
         }
     }
 
@@ -102,7 +106,7 @@ pub struct AudienceMetrics {
     pub messages_in: AtomicU64,
     /// Messages passed to the venue.
     pub accepted: AtomicU64,
-    rejected: [AtomicU64; 14],
+    rejected: [AtomicU64; 15],
     /// Messages dropped because the channel to the venue was full.
     pub dropped_inbound: AtomicU64,
     /// Messages a slow client skipped, or replies dropped because its queue was full.
@@ -117,12 +121,20 @@ pub struct AudienceMetrics {
     pub bridge_malformed: AtomicU64,
     /// Platform connections lost or refused and tried again.
     pub bridge_reconnects: AtomicU64,
+    /// Platform lines for channels the bridge did not join, ignored.
+    pub bridge_foreign: AtomicU64,
     /// Announcements posted to chat platforms.
     pub bridge_posted: AtomicU64,
     /// Announcements dropped to stay within a platform's rate limit.
     pub bridge_post_dropped: AtomicU64,
     /// Failed moderator authentications.
     pub moderator_auth_failures: AtomicU64,
+    /// Moderator authentications refused unheard while their address waits after failures.
+    pub moderator_auth_throttled: AtomicU64,
+    /// Connections closed before saying hello (silence, or not a hello in time).
+    pub hello_timeouts: AtomicU64,
+    /// WebSocket upgrades refused for their web origin.
+    pub refused_origins: AtomicU64,
     /// Events waiting in the channel to the venue, as last seen by the venue.
     pub queue_depth: AtomicU64,
     latency_buckets: [AtomicU64; 12],
@@ -174,7 +186,7 @@ impl AudienceMetrics {
         counter("audience_connections_total", "Audience connections that said hello.", load(&self.connections_total));
         counter(
             "audience_connections_refused_total",
-            "Connections refused because the server was full.",
+            "Connections refused because the server or the address had too many.",
             load(&self.refused_connections),
         );
         counter(
@@ -211,6 +223,11 @@ impl AudienceMetrics {
             "Chat platform connections lost and tried again.",
             load(&self.bridge_reconnects),
         );
+        counter(
+            "bridge_foreign_total",
+            "Chat platform lines for channels the bridge did not join, ignored.",
+            load(&self.bridge_foreign),
+        );
         counter("bridge_posted_total", "Announcements posted to chat platforms.", load(&self.bridge_posted));
         counter(
             "bridge_post_dropped_total",
@@ -221,6 +238,21 @@ impl AudienceMetrics {
             "moderator_auth_failures_total",
             "Failed moderator authentications.",
             load(&self.moderator_auth_failures),
+        );
+        counter(
+            "moderator_auth_throttled_total",
+            "Moderator authentications refused unheard while their address waits after failures.",
+            load(&self.moderator_auth_throttled),
+        );
+        counter(
+            "audience_hello_timeouts_total",
+            "Connections closed without a hello in time.",
+            load(&self.hello_timeouts),
+        );
+        counter(
+            "audience_origins_refused_total",
+            "WebSocket upgrades refused for their web origin.",
+            load(&self.refused_origins),
         );
         let _ = writeln!(
             out,
@@ -262,5 +294,45 @@ impl AudienceMetrics {
         let _ = writeln!(out, "parvis_audience_latency_frames_sum {}", load(&self.latency_frames_sum));
         let _ = writeln!(out, "parvis_audience_latency_frames_count {count}");
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The metrics the audience protocol's documentation names: in its `/metrics` table and
+    /// anywhere else it writes `parvis_…`.
+    const PROTOCOL_DOC: &str = include_str!("../../../docs/protocol.md");
+
+    #[test]
+    fn every_metric_and_refusal_reason_is_the_one_the_protocol_documents() {
+        let rendered = AudienceMetrics::default().render(0);
+        let families: std::collections::BTreeSet<String> = rendered
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE parvis_"))
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect();
+        let table = &PROTOCOL_DOC[PROTOCOL_DOC.find("## Metrics").expect("a metrics section")..];
+        for family in &families {
+            assert!(
+                table.contains(&format!("`{family}`")) || table.contains(&format!("`{family}{{")),
+                "metric {family} is not in docs/protocol.md's table"
+            );
+        }
+        // Every name the document gives, anywhere, is one the server renders.
+        for (at, _) in PROTOCOL_DOC.match_indices("parvis_") {
+            let name: String =
+                PROTOCOL_DOC[at + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let base = ["_bucket", "_sum", "_count"].iter().fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n));
+            assert!(
+                families.contains(base) || name.is_empty(),
+                "docs/protocol.md names parvis_{name}, which /metrics does not have"
+            );
+        }
+        for why in Rejection::ALL {
+            assert!(table.contains(&format!("`{}`", why.label())), "refusal reason {} is not documented", why.label());
+        }
     }
 }

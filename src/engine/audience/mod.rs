@@ -232,6 +232,7 @@ impl Plugin for AudiencePlugin {
                 (
                     follow_poll_commands,
                     announce_applied_effects,
+                    answer_moderators,
                     broadcast_poll_tally,
                     broadcast_state,
                     send_approval_queue,
@@ -685,6 +686,15 @@ fn fire(
         return None;
     }
     if let (RuleMode::Democracy { window, .. }, false) = (&rule.mode, from.staff) {
+        // A word that is not a value of the parameter never becomes an option on everyone's
+        // screen (`!glow <b>x</b>` would otherwise open a vote with that option).
+        if matches!(rule.action, ActionDef::Set | ActionDef::Animate { .. })
+            && let Err(e) = params.parse_value(&rule.param, &fired.value).and_then(|v| params.check(&rule.param, &v))
+        {
+            shared.metrics.reject(Rejection::Rule);
+            shared.send_to(from.user, &ServerMessage::error("bad_value", e.to_string()));
+            return None;
+        }
         let vote = audience.democracy.entry(rule.name.clone()).or_insert_with(|| DemocracyVote {
             tally: Tally::open_ended(),
             closes_at: now + Duration::from_secs_f32(window.max(1.0)),
@@ -1026,6 +1036,28 @@ fn follow_poll_commands(
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Tells the moderators which of their commands were applied (with the sequence number the
+/// log holds it under: it is on disk by now) or refused, and why.
+fn answer_moderators(
+    link: Res<AudienceLink>,
+    mut applied: MessageReader<AppliedCommand>,
+    mut rejected: MessageReader<RejectedCommand>,
+) {
+    for entry in applied.read().filter(|a| !a.restored) {
+        if let CommandOrigin::Moderator(by) = &entry.origin {
+            let message =
+                serde_json::json!({"type": "applied", "by": by, "seq": entry.seq, "command": entry.command.summary()});
+            let _ = link.hub.moderators.send(message.to_string().into());
+        }
+    }
+    for refusal in rejected.read() {
+        if let CommandOrigin::Moderator(by) = &refusal.origin {
+            let message = serde_json::json!({"type": "refused", "by": by, "command": refusal.command.summary(), "message": refusal.error.to_string()});
+            let _ = link.hub.moderators.send(message.to_string().into());
         }
     }
 }

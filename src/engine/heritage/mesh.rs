@@ -249,7 +249,8 @@ fn read_relative(dir: &Path, uri: &str) -> Result<Vec<u8>, String> {
     if uri.starts_with("data:") {
         return Err("embedded data URIs are not supported; export the scan as GLB".into());
     }
-    let decoded = percent_decode(uri).ok_or_else(|| format!("{uri:?} is not a valid URI"))?;
+    let decoded =
+        crate::model::scene::models::percent_decode(uri).ok_or_else(|| format!("{uri:?} is not a valid URI"))?;
     crate::model::assets_root::check_relative(&decoded).map_err(|e| e.to_string())?;
     let path = dir.join(&decoded);
     // Through a link, a file may still lie elsewhere: it must resolve inside the scan's folder.
@@ -259,24 +260,6 @@ fn read_relative(dir: &Path, uri: &str) -> Result<Vec<u8>, String> {
         return Err(format!("{decoded:?} leads outside the scan's folder"));
     }
     std::fs::read(&real).map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// `%XX` escapes decoded, as glTF URIs are written; `None` for a bad escape or non-UTF-8.
-fn percent_decode(uri: &str) -> Option<String> {
-    let bytes = uri.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn load_image(image: &gltf::Image, buffers: &[Vec<u8>], dir: &Path) -> Result<image::RgbaImage, String> {
@@ -1018,15 +1001,6 @@ mod tests {
             assert_eq!(open_border(level), outer, "the group's outer border stays: no cracks with its neighbours");
             assert!(level.error >= levels[0].error);
         }
-    }
-
-    #[test]
-    fn uris_are_percent_decoded_and_bad_escapes_refused() {
-        assert_eq!(percent_decode("t%C3%AAte%20nord.png").as_deref(), Some("tête nord.png"));
-        assert_eq!(percent_decode("plain.bin").as_deref(), Some("plain.bin"));
-        assert_eq!(percent_decode("bad%2"), None);
-        assert_eq!(percent_decode("bad%zz"), None);
-        assert_eq!(percent_decode("%FF"), None, "not UTF-8");
     }
 
     #[test]

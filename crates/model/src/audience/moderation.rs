@@ -42,6 +42,7 @@
 //! U+200D, which [`sanitize`] splits into their parts.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -75,15 +76,20 @@ pub enum ModerationError {
         /// The listed word that matched, as written in the list.
         word: String,
     },
+    /// A display name that would pass for the venue's own voice or its staff.
+    #[error("This name is kept for the venue and its moderators; choose another.")]
+    ReservedName,
 }
 
 impl ModerationError {
-    /// A stable snake_case code for clients and logs: `empty`, `too_long` or `blocked_word`.
+    /// A stable snake_case code for clients and logs: `empty`, `too_long`, `blocked_word` or
+    /// `name_reserved`.
     pub fn code(&self) -> &'static str {
         match self {
             ModerationError::Empty => "empty",
             ModerationError::TooLong { .. } => "too_long",
             ModerationError::Blocked { .. } => "blocked_word",
+            ModerationError::ReservedName => "name_reserved",
         }
     }
 }
@@ -98,6 +104,8 @@ pub fn sanitize(text: &str, max_chars: usize) -> Result<String, ModerationError>
         space_pending: false,
         marks: 0,
     };
+    // A terminal's escape sequences go whole (`ESC[31m` would otherwise leave `[31m`).
+    let text = &*strip_escape_sequences(text);
     // Invisible characters go before normalising, so that what they separated can compose.
     let visible = || text.chars().filter(|&c| !is_invisible(c));
     // Most chat is already normalised; skipping the normaliser then is the main saving.
@@ -107,6 +115,119 @@ pub fn sanitize(text: &str, max_chars: usize) -> Result<String, ModerationError>
         visible().nfkc().for_each(|c| line.push(c));
     }
     line.finish()
+}
+
+/// Removes terminal escape sequences whole: CSI (`ESC [` … final byte, or the one-character
+/// CSI U+009B), OSC, DCS, SOS, PM and APC strings (up to BEL or `ESC \`), and two-character
+/// `ESC x` sequences. A lone ESC at the end goes too. Borrowed when there is none.
+pub fn strip_escape_sequences(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(['\u{1b}', '\u{9b}', '\u{9d}', '\u{90}', '\u{98}', '\u{9e}', '\u{9f}']) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    // Skips a CSI's parameters and intermediates up to and including its final byte.
+    fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+        for c in chars.by_ref() {
+            if ('\u{40}'..='\u{7e}').contains(&c) {
+                break;
+            }
+            if !('\u{20}'..='\u{3f}').contains(&c) {
+                // Not part of a CSI: the sequence was cut; what follows is text again.
+                break;
+            }
+        }
+    }
+    // Skips a control string up to BEL, ST (U+009C) or `ESC \`.
+    fn skip_string(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+        while let Some(c) = chars.next() {
+            match c {
+                '\u{7}' | '\u{9c}' => break,
+                '\u{1b}' => {
+                    if chars.peek() == Some(&'\\') {
+                        chars.next();
+                    }
+                    break;
+                }
+                _ => {}
+            }
+        }
+    }
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.next() {
+                Some('[') => skip_csi(&mut chars),
+                Some(']' | 'P' | 'X' | '^' | '_') => skip_string(&mut chars),
+                // Two-character sequences (ESC 7, ESC c, …) and a cut one: both characters go.
+                _ => {}
+            },
+            '\u{9b}' => skip_csi(&mut chars),
+            '\u{9d}' | '\u{90}' | '\u{98}' | '\u{9e}' | '\u{9f}' => skip_string(&mut chars),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Display names that would pass for the venue's own voices (`the audience` and `the crowd`
+/// sign votes and crowd effects, `Parvis` its own messages) or for its staff; compared
+/// ignoring case, accents, spacing and punctuation.
+const RESERVED_NAMES: &[&str] = &[
+    "the audience",
+    "the crowd",
+    "audience",
+    "crowd",
+    "le public",
+    "la foule",
+    "public",
+    "parvis",
+    "venue",
+    "the venue",
+    "system",
+    "systeme",
+    "admin",
+    "administrator",
+    "administrateur",
+    "staff",
+    "regie",
+    "moderator",
+    "moderators",
+    "moderateur",
+    "moderatrice",
+    "moderation",
+    "streamer",
+    "broadcaster",
+];
+
+/// Words that make a name pass for staff or the venue wherever they stand in it (`Parvis
+/// bot`, `admin Bob`).
+const RESERVED_WORDS: &[&str] = &["admin", "administrator", "administrateur", "parvis"];
+
+/// Staff titles refused even run into other letters (`BobModerator`): long enough that no
+/// ordinary name holds them.
+const STAFF_TITLES: &[&str] = &["moderator", "moderateur", "moderatrice"];
+
+/// Cleans a display name like a chat line (at most `max_chars`), checks it against the
+/// blocklist, and refuses names kept for the venue and its staff.
+pub fn moderate_name(name: &str, max_chars: usize, blocklist: &Blocklist) -> Result<String, ModerationError> {
+    let name = moderate(name, max_chars, blocklist)?;
+    let folded: String = name
+        .nfkd()
+        .filter(|c| !is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .map(|c| if c.is_alphanumeric() { c } else { ' ' })
+        .collect();
+    let words: Vec<&str> = folded.split_whitespace().collect();
+    let joined = words.join(" ");
+    // Spelled out with spaces (`r é g i e`) or run together (`theaudience`), it is the same name.
+    let squashed: String = words.concat();
+    let reserved = RESERVED_NAMES.iter().any(|r| *r == joined || r.replace(' ', "") == squashed)
+        || words.iter().any(|w| RESERVED_WORDS.contains(w))
+        || STAFF_TITLES.iter().any(|t| squashed.contains(t));
+    if reserved {
+        return Err(ModerationError::ReservedName);
+    }
+    Ok(name)
 }
 
 /// Cleans a chat line and checks it against `blocklist`: the whole moderation of one message.
@@ -652,13 +773,20 @@ impl TokenBucket {
 }
 
 /// Moderation decisions shared between the venue (which makes them) and the edge (which
-/// enforces them on every message).
+/// enforces them on every message). A ban or a time-out holds the member's id (which the page
+/// keeps across reconnects in its signed session token) and, where the edge saw one, the
+/// network address they came from, so that reconnecting under a new name does not lift it.
 #[derive(Debug, Default)]
 pub struct ModerationState {
     /// Banned users.
     pub banned: HashSet<UserId>,
+    /// Addresses of banned users, with the user banned from each (the page's members; chat
+    /// platforms' members have none).
+    pub banned_addresses: HashMap<IpAddr, UserId>,
     /// Users timed out until the given instant.
     pub timed_out: HashMap<UserId, Instant>,
+    /// Addresses timed out until the given instant.
+    pub timed_out_addresses: HashMap<IpAddr, Instant>,
     /// Minimum interval between two chat lines of one user, if slow mode is on.
     pub slow_mode: Option<Duration>,
     /// When each user last chatted, for slow mode.
@@ -688,14 +816,50 @@ impl Held {
 }
 
 impl ModerationState {
-    /// Whether `user`'s message at `now` is held back: by a time-out (forgotten here once
-    /// over), or by slow mode when `slowed` (chat lines of members who are not staff).
-    pub fn held(&mut self, user: &UserId, now: Instant, slowed: bool) -> Option<Held> {
-        if let Some(until) = self.timed_out.get(user).copied() {
+    /// Bans `user`, and the `address` they came from if known.
+    pub fn ban(&mut self, user: UserId, address: Option<IpAddr>) {
+        if let Some(address) = address {
+            self.banned_addresses.insert(address, user.clone());
+        }
+        self.banned.insert(user);
+    }
+
+    /// Lifts `user`'s ban and that of the addresses banned with them.
+    pub fn unban(&mut self, user: &UserId) {
+        self.banned.remove(user);
+        self.banned_addresses.retain(|_, banned| banned != user);
+    }
+
+    /// Whether `user`, or anyone from `address`, is banned.
+    pub fn is_banned(&self, user: &UserId, address: Option<IpAddr>) -> bool {
+        self.banned.contains(user) || address.is_some_and(|a| self.banned_addresses.contains_key(&a))
+    }
+
+    /// Times `user` out until `until`, and the `address` they came from if known.
+    pub fn time_out(&mut self, user: UserId, address: Option<IpAddr>, until: Instant) {
+        self.timed_out.insert(user, until);
+        if let Some(address) = address {
+            self.timed_out_addresses.insert(address, until);
+        }
+    }
+
+    /// Whether `user`'s message at `now` is held back: by a time-out of the member or of the
+    /// `address` they write from (forgotten here once over), or by slow mode when `slowed`
+    /// (chat lines of members who are not staff).
+    pub fn held(&mut self, user: &UserId, address: Option<IpAddr>, now: Instant, slowed: bool) -> Option<Held> {
+        let until =
+            [self.timed_out.get(user).copied(), address.and_then(|a| self.timed_out_addresses.get(&a).copied())]
+                .into_iter()
+                .flatten()
+                .max();
+        if let Some(until) = until {
             if now < until {
                 return Some(Held::TimedOut(until - now));
             }
             self.timed_out.remove(user);
+            if let Some(address) = address {
+                self.timed_out_addresses.remove(&address);
+            }
         }
         let interval = self.slow_mode.filter(|_| slowed)?;
         self.last_chat
@@ -747,6 +911,34 @@ mod tests {
             ("so\u{AD}ft \u{E0041}\u{E0042}tag\u{3164}", "soft tag"),
             ("\u{2764}\u{FE0F}", "\u{2764}\u{FE0F}"), // emoji variation selectors stay
         ]);
+    }
+
+    #[test]
+    fn terminal_escape_sequences_go_whole() {
+        assert_cleaned(&[
+            ("\u{1b}[31mred\u{1b}[0m alert", "red alert"),
+            ("\u{1b}[1;38;5;196mbold\u{1b}[m", "bold"),
+            ("\u{9b}31mx", "x"),
+            ("title\u{1b}]0;pwned\u{7} here", "title here"),
+            ("a\u{1b}]8;;http://x\u{1b}\\link\u{1b}]8;;\u{1b}\\b", "alinkb"),
+            ("\u{1b}cclear", "clear"),
+            ("cut\u{1b}", "cut"),
+            ("cut\u{1b}[12", "cut"),
+        ]);
+    }
+
+    #[test]
+    fn names_that_pass_for_the_venue_or_its_staff_are_reserved() {
+        let list = fr_en();
+        for name in
+            ["the audience", "The  Crowd", "PARVIS", "Bob (moderator)", "Modérateur", "admin", "r é g i e", "le public"]
+        {
+            assert_eq!(moderate_name(name, 32, &list), Err(ModerationError::ReservedName), "{name:?}");
+        }
+        for name in ["Modesto", "Audrey", "Crowdy", "Parvise", "Ana"] {
+            assert!(moderate_name(name, 32, &list).is_ok(), "{name:?}");
+        }
+        assert_eq!(ModerationError::ReservedName.code(), "name_reserved");
     }
 
     #[test]

@@ -15,6 +15,11 @@ pub enum ModeratorRequest {
         /// Member id.
         user: String,
     },
+    /// Lift a member's ban (and the ban of the address they came from).
+    Unban {
+        /// Member id.
+        user: String,
+    },
     /// Refuse a member's messages for a while.
     Timeout {
         /// Member id.

@@ -25,6 +25,9 @@ pub enum ClientMessage {
         /// Preferred language (BCP 47).
         #[serde(default)]
         lang: Option<String>,
+        /// The session token an earlier `welcome` gave, to come back as the same member.
+        #[serde(default)]
+        session: Option<String>,
     },
     /// A chat line.
     Chat {
@@ -164,6 +167,9 @@ pub enum ServerMessage {
         reactions: Vec<String>,
         /// Limits.
         limits: Limits,
+        /// A token to send in the next `hello` to come back as the same member (after a
+        /// dropped connection or a reload); keep it for this venue only.
+        session: String,
     },
     /// Current venue state.
     State {
@@ -257,7 +263,7 @@ mod tests {
     fn parses_each_message_type() {
         assert_eq!(
             parse_client_message(r#"{"type":"hello","v":1,"name":"Ana","lang":"fr"}"#),
-            Ok(ClientMessage::Hello { v: 1, name: "Ana".into(), lang: Some("fr".into()) })
+            Ok(ClientMessage::Hello { v: 1, name: "Ana".into(), lang: Some("fr".into()), session: None })
         );
         assert_eq!(
             parse_client_message(r#"{"type":"chat","text":"!light red"}"#),

@@ -8,6 +8,7 @@ use std::path::Path;
 use thiserror::Error;
 
 use super::format::*;
+use super::models::{ModelProblem, check_model};
 use crate::assets_root::{AssetPathError, AssetsRoot};
 
 /// One thing wrong with a scene file.
@@ -157,6 +158,30 @@ pub enum EntityKind {
     Primitive,
     /// A light.
     Light,
+}
+
+/// A model's problem as a scene problem's message: the model, the glTF field, what is wrong.
+fn model_message(model: &str, problem: &ModelProblem) -> String {
+    if problem.field.is_empty() {
+        format!("{model}: {}", problem.message)
+    } else {
+        format!("{model}: {}: {}", problem.field, problem.message)
+    }
+}
+
+/// What a valid scene would rather not have: problems that leave it usable, such as a model
+/// whose texture is missing (drawn without it). `parvis check` prints them as warnings.
+pub fn scene_warnings(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec<SceneProblem> {
+    let mut c = Checker { masked: without_comments(text), problems: Vec::new() };
+    for (i, asset) in scene.assets.iter().enumerate() {
+        if assets.resolve(&asset.path).is_err() {
+            continue;
+        }
+        for problem in check_model(&asset.path, assets).into_iter().filter(|p| p.drawable) {
+            c.report(format!("assets[{i}].path"), Some(asset.path.as_str()), model_message(&asset.path, &problem));
+        }
+    }
+    c.problems
 }
 
 /// Every name a binding may use, with the kind of entity behind it. A repeated primitive is
@@ -435,12 +460,21 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
         if !(lower.ends_with(".gltf") || lower.ends_with(".glb")) {
             c.report(format!("{path}.path"), anchor, format!("expected a .gltf or .glb file, found {:?}", asset.path));
         }
-        if let Err(e) = assets.resolve(&asset.path) {
-            let anchor = match e {
-                AssetPathError::Empty => anchor,
-                _ => Some(asset.path.as_str()),
-            };
-            c.report(format!("{path}.path"), anchor, e.to_string());
+        match assets.resolve(&asset.path) {
+            Err(e) => {
+                let anchor = match e {
+                    AssetPathError::Empty => anchor,
+                    _ => Some(asset.path.as_str()),
+                };
+                c.report(format!("{path}.path"), anchor, e.to_string());
+            }
+            // The model's own references are held to the same rules; what leaves it
+            // undrawable, or reaches outside the root, refuses the scene.
+            Ok(_) => {
+                for problem in check_model(&asset.path, assets).into_iter().filter(|p| !p.drawable) {
+                    c.report(format!("{path}.path"), Some(asset.path.as_str()), model_message(&asset.path, &problem));
+                }
+            }
         }
     }
     for (i, cloud) in scene.clouds.iter().enumerate() {
