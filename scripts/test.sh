@@ -27,6 +27,11 @@ ensure_rust_lints
 # failure there is cheaper to find than after the full build.
 say "checking formatting (cargo fmt) and lints (cargo clippy, warnings are errors)"
 cargo fmt --all -- --check
+cargo fmt --manifest-path crates/fuzz/Cargo.toml -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 say "building and running the tests (a cold build takes about 25 minutes on 2 cores)"
 cargo test --workspace --locked "$@"
+# The fuzz targets, a few seconds each (under a minute in all), so the harness cannot rot; the
+# long runs are in docs/benchmarks.md.
+say "fuzzing each parser briefly (scripts/fuzz.sh all 6)"
+scripts/fuzz.sh all 6

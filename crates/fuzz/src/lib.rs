@@ -1,0 +1,126 @@
+//! The fuzz targets: one function per parser of the model layer that takes outside input.
+//! Each one must never panic, and checks what must hold of what it accepts (a cleaned text is
+//! clean, a command reads back as itself). The binaries in `src/bin/` hand AFL's inputs to
+//! them; `scripts/fuzz.sh TARGET SECONDS` runs one, and their seed corpora are in `corpus/`.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use parvis_model::assets_root::AssetsRoot;
+use parvis_model::audience::moderation::{Blocklist, moderate, moderate_name};
+use parvis_model::audience::protocol::parse_client_message;
+use parvis_model::audience::rules::match_chat;
+use parvis_model::command::{LoggedCommand, read_command_log};
+use parvis_model::params::StageParams;
+use parvis_model::scene::format::SceneFile;
+use parvis_model::scene::validate::{parse_scene, validate_scene};
+
+/// The names of the targets, for the script and the smoke test.
+pub const TARGETS: [&str; 7] = ["audience_frame", "moderation", "rules", "irc_line", "scene", "command_log", "gltf"];
+
+/// Runs the target named `name` on `data`.
+pub fn run(name: &str, data: &[u8]) {
+    match name {
+        "audience_frame" => audience_frame(data),
+        "moderation" => moderation(data),
+        "rules" => rules(data),
+        "irc_line" => irc_line(data),
+        "scene" => scene(data),
+        "command_log" => command_log(data),
+        "gltf" => gltf(data),
+        other => panic!("no fuzz target named {other:?}"),
+    }
+}
+
+fn text(data: &[u8]) -> Option<&str> {
+    std::str::from_utf8(data).ok()
+}
+
+fn blocklist() -> &'static Blocklist {
+    static LIST: OnceLock<Blocklist> = OnceLock::new();
+    LIST.get_or_init(Blocklist::default_fr_en)
+}
+
+fn built_in() -> &'static (SceneFile, StageParams) {
+    static SCENE: OnceLock<(SceneFile, StageParams)> = OnceLock::new();
+    SCENE.get_or_init(|| {
+        let scene = parse_scene(parvis_model::scene::DEFAULT_SCENE).expect("the built-in scene parses");
+        let params = StageParams::from_scene(&scene);
+        (scene, params)
+    })
+}
+
+/// An audience WebSocket frame (JSON) from a member.
+pub fn audience_frame(data: &[u8]) {
+    if let Some(text) = text(data) {
+        let _ = parse_client_message(text);
+    }
+}
+
+/// Moderation of chat text and display names: what is accepted is clean, within its length,
+/// and moderating it again changes nothing.
+pub fn moderation(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(clean) = moderate(text, 280, blocklist()) {
+        assert!(clean.chars().count() <= 280, "{clean:?}");
+        assert!(
+            !clean.chars().any(|c| c.is_control() || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')),
+            "{clean:?}"
+        );
+        assert_eq!(moderate(&clean, 280, blocklist()).as_deref(), Ok(clean.as_str()), "moderation is idempotent");
+    }
+    let _ = moderate_name(text, 32, blocklist());
+}
+
+/// A chat line against the built-in venue's rules.
+pub fn rules(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    let (scene, params) = built_in();
+    if let Ok(Some(fired)) = match_chat(&scene.rules, text, |p| params.get(p).map(|(d, _)| &d.kind)) {
+        assert!(scene.rules.iter().any(|r| std::ptr::eq(r, fired.rule)));
+        let _ = params.parse_value(&fired.rule.param, &fired.value);
+    }
+}
+
+/// An IRC line as a Twitch server sends it.
+pub fn irc_line(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(message) = parvis_model::irc::parse_line(text) {
+        let _ = parvis_model::irc::twitch_event(&message);
+    }
+}
+
+/// A scene file, parsed and then validated against an empty assets root.
+pub fn scene(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    if let Ok(scene) = parse_scene(text) {
+        let _ = validate_scene(&scene, text, &empty_root());
+    }
+}
+
+/// A command log: what reads reads back as itself once written again.
+pub fn command_log(data: &[u8]) {
+    if let Ok(entries) = read_command_log(data) {
+        for entry in entries {
+            let json = serde_json::to_string(&entry).expect("a logged command serialises");
+            let again: LoggedCommand = serde_json::from_str(&json).expect("and reads back");
+            assert_eq!(again, entry);
+        }
+    }
+}
+
+/// A glTF document (JSON or GLB) checked as a scene's model, in an empty assets root.
+pub fn gltf(data: &[u8]) {
+    let root = empty_root();
+    let _ = parvis_model::scene::models::check_model_bytes(data, &root.dir().join("models"), &root);
+}
+
+fn empty_root() -> AssetsRoot {
+    static ROOT: OnceLock<AssetsRoot> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = std::env::temp_dir().join("parvis-fuzz-assets");
+        let _ = std::fs::create_dir_all(dir.join("models"));
+        AssetsRoot::new(Path::new(&dir))
+    })
+    .clone()
+}
