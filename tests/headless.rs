@@ -3057,3 +3057,75 @@ fn models_are_checked_like_scene_files_and_may_not_reach_outside_the_assets_root
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// ---------------------------------------------------------------- replay, for any show
+
+mod replay_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Commands for the built-in venue from every origin, valid or not: names it has and
+    /// names it lacks, values in and out of range, the audience asking for staff commands.
+    fn command() -> impl Strategy<Value = (CommandOrigin, VenueCommand)> {
+        let origin = prop_oneof![
+            Just(CommandOrigin::Local),
+            Just(CommandOrigin::Moderator("mod1".into())),
+            "a[0-9]{1,3}".prop_map(CommandOrigin::Audience),
+        ];
+        let colour = "#[0-9a-f]{6}".prop_map(|c| ParamValue::Colour(Colour::parse(&c).unwrap()));
+        let command = prop_oneof![
+            (prop_oneof![Just("stage_light"), Just("lanterns"), Just("banner_colour"), Just("nope")], colour.clone())
+                .prop_map(|(name, value)| VenueCommand::SetParam { name: name.into(), value }),
+            (prop_oneof![Just("fog"), Just("stage_intensity")], -1.0f32..1e7)
+                .prop_map(|(name, v)| VenueCommand::SetParam { name: name.into(), value: ParamValue::Float(v) }),
+            prop_oneof![Just("day"), Just("night"), Just("dusk"), Just("storm")]
+                .prop_map(|v| VenueCommand::SetParam { name: "sky".into(), value: ParamValue::Enum(v.into()) }),
+            any::<bool>().prop_map(|b| VenueCommand::SetParam { name: "banner".into(), value: ParamValue::Bool(b) }),
+            (colour, 0.0f32..700.0).prop_map(|(to, seconds)| VenueCommand::AnimateParam {
+                name: "lanterns".into(),
+                to,
+                seconds,
+                easing: Default::default()
+            }),
+            (prop_oneof![Just("petals"), Just("confetti"), Just("fireworks")], any::<u64>())
+                .prop_map(|(effect, seed)| VenueCommand::SpawnEffect { effect: effect.into(), seed }),
+            (0u64..5, "[a-z ]{0,20}").prop_map(|(id, text)| VenueCommand::ShowText {
+                id,
+                text,
+                by: "Ana".into(),
+                seconds: 5.0,
+                at: [0.0, 3.0, 0.0]
+            }),
+            proptest::option::of(0u64..5).prop_map(|id| VenueCommand::HideText { id }),
+            prop_oneof![Just("finale"), Just("other")].prop_map(|poll| VenueCommand::OpenPoll { poll: poll.into() }),
+            prop_oneof![Just("finale"), Just("other")].prop_map(|poll| VenueCommand::ClosePoll { poll: poll.into() }),
+            proptest::option::of(prop_oneof![Just("fountain"), Just("nowhere")])
+                .prop_map(|name| VenueCommand::ShowHotspot { name: name.map(Into::into) }),
+            proptest::option::of(prop_oneof![Just("highlights"), Just("nope")])
+                .prop_map(|tour| VenueCommand::PlayTour { tour: tour.map(Into::into), language: None }),
+        ];
+        (origin, command)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        /// Whatever a show was, replaying its log gives the state the live show ended in.
+        #[test]
+        fn replaying_a_log_gives_the_live_shows_state(frames in proptest::collection::vec(proptest::collection::vec(command(), 0..4), 1..12)) {
+            let mut live = venue_app();
+            for frame in frames {
+                for (origin, command) in frame {
+                    live.world_mut().write_message(SubmitCommand { origin, command });
+                }
+                live.update();
+            }
+            let live_hash = parvis::engine::command::venue_state_hash(live.world());
+            let entries: Vec<_> = live.world().resource::<CommandLog>().recent().cloned().collect();
+            let mut replay = core_app(parvis::app::replay_setup(&entries, assets()).expect("the log loads a scene"));
+            replay.update();
+            prop_assert_eq!(replay.world().resource::<CommandLog>().refused(), 0, "every logged command applies again");
+            prop_assert_eq!(parvis::engine::command::venue_state_hash(replay.world()), live_hash);
+        }
+    }
+}

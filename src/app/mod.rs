@@ -143,6 +143,19 @@ impl VenueSetup {
     }
 }
 
+/// The setup that replays a command log (`parvis replay`): the scene of its first
+/// `load_scene`, then every entry asked again by its own origin, so that permissions apply
+/// exactly as they did live. `None` when the log never loaded a scene.
+pub fn replay_setup(entries: &[LoggedCommand], assets: AssetsRoot) -> Option<VenueSetup> {
+    let scene = entries.iter().find_map(|e| match &e.command {
+        VenueCommand::LoadScene { scene } => Some((**scene).clone()),
+        _ => None,
+    })?;
+    let mut setup = VenueSetup::new(scene, assets);
+    setup.initial_commands = entries.iter().map(SubmitCommand::from).collect();
+    Some(setup)
+}
+
 fn asset_plugin(assets: &AssetsRoot) -> AssetPlugin {
     AssetPlugin { file_path: assets.dir().to_string_lossy().into_owned(), ..default() }
 }

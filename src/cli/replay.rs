@@ -4,26 +4,20 @@ use anyhow::{Context, Result, bail};
 
 use super::args::*;
 use super::venue::assets_root;
-use parvis::app::VenueSetup;
 use parvis::app::headless::HeadlessRenderer;
-use parvis::engine::command::{CommandLog, SubmitCommand, VenueParams, venue_state_hash};
+use parvis::app::replay_setup;
+use parvis::engine::command::{CommandLog, VenueParams, venue_state_hash};
 use parvis::engine::output::save_png;
-use parvis::model::command::{VenueCommand, read_command_log};
+use parvis::model::command::read_command_log;
 
 pub fn replay(args: &ReplayArgs) -> Result<()> {
     let assets = assets_root(args.assets.as_deref())?;
     let file = std::fs::File::open(&args.log).with_context(|| format!("cannot open {}", args.log.display()))?;
     let entries = read_command_log(std::io::BufReader::new(file)).with_context(|| format!("{}", args.log.display()))?;
-    let Some(scene) = entries.iter().find_map(|e| match &e.command {
-        VenueCommand::LoadScene { scene } => Some((**scene).clone()),
-        _ => None,
-    }) else {
+    let Some(mut setup) = replay_setup(&entries, assets) else {
         bail!("{}: the log has no load_scene command, so there is no venue to replay onto", args.log.display());
     };
-    let mut setup = VenueSetup::new(scene, assets);
     setup.viewpoint = args.viewpoint.clone();
-    // Every entry keeps its origin, so permissions apply exactly as they did live.
-    setup.initial_commands = entries.iter().map(SubmitCommand::from).collect();
     let mut renderer = args.out.as_ref().map(|_| HeadlessRenderer::new(setup.clone(), args.size));
     let mut core = match renderer {
         Some(_) => None,
