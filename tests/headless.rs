@@ -2729,10 +2729,17 @@ struct VenueProcess {
 }
 
 impl VenueProcess {
+    /// A venue without a renderer (a state node).
     fn start(args: &[&str]) -> Self {
+        Self::start_with(&["--no-render"], args)
+    }
+
+    fn start_with(mode: &[&str], args: &[&str]) -> Self {
         use std::io::BufRead;
         let mut child = Command::new(env!("CARGO_BIN_EXE_parvis"))
-            .args(["run", "--no-render", "--fps", "60", "--audience", "127.0.0.1:0"])
+            .arg("run")
+            .args(mode)
+            .args(["--fps", "60", "--audience", "127.0.0.1:0"])
             .args(args)
             .env("PARVIS_MOD_TOKEN", "s3cret-token")
             .stderr(std::process::Stdio::piped())
@@ -2866,6 +2873,72 @@ fn sigint_and_sigterm_close_the_venue_cleanly() {
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+/// A number from a venue's `/metrics`.
+fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+}
+
+/// A venue that nothing changes draws no frame, and one chat command wakes it at once: the
+/// command applies in the first frame after it arrives, and the venue rests again after.
+#[test]
+fn an_idle_venue_rests_and_wakes_for_a_chat_command() {
+    use futures_util::{SinkExt, StreamExt};
+    let venue = VenueProcess::start_with(&["--headless", "--size", "96x54"], &[]);
+    // The venue loads, lingers, then rests.
+    let resting = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let before = metric(venue.addr, "parvis_venue_frames_total");
+            std::thread::sleep(Duration::from_millis(1500));
+            let after = metric(venue.addr, "parvis_venue_frames_total");
+            if after == before {
+                return after;
+            }
+            assert!(Instant::now() < deadline, "the venue never rests:\n{}", venue.stderr());
+        }
+    };
+    let frames_at_rest = resting();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let waited = runtime.block_on(async {
+        let (mut socket, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", venue.addr)).await.unwrap();
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"hello","v":1,"name":"Ana"}"#))
+            .await
+            .unwrap();
+        // The hello itself wakes the venue; let it rest again before the command.
+        std::thread::sleep(Duration::from_millis(2000));
+        let sent = Instant::now();
+        socket
+            .send(tokio_tungstenite::tungstenite::Message::text(r#"{"type":"chat","text":"!light red"}"#))
+            .await
+            .unwrap();
+        loop {
+            let next = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("an effect in time");
+            if let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(t))) = next
+                && t.as_str().contains(r#""type":"effect""#)
+            {
+                return sent.elapsed();
+            }
+        }
+    });
+    eprintln!("resting at {frames_at_rest} frames; the command's effect came back {waited:?} after it was sent");
+    assert_eq!(
+        metric(venue.addr, "parvis_audience_latency_frames_bucket{le=\"1\"}"),
+        1.0,
+        "applied in the first frame after it arrived"
+    );
+    let frames_after = resting();
+    assert!(frames_after > frames_at_rest, "the command woke the venue: {frames_at_rest} → {frames_after}");
 }
 
 /// The `state` a venue sends a new member of its audience.

@@ -32,6 +32,7 @@ use crate::engine::heritage::cloud::PointCloudPlugin;
 use crate::engine::heritage::lod::MeshLodPlugin;
 use crate::engine::heritage::measure::MeasurePlugin;
 use crate::engine::hud::HudPlugin;
+use crate::engine::rest::RestPlugin;
 use crate::engine::scene::ScenePlugin;
 use crate::engine::scene::watch::SceneWatcher;
 use crate::engine::schedule::VenueSchedulePlugin;
@@ -52,6 +53,7 @@ impl Plugin for VenueCorePlugin {
     fn build(&self, app: &mut App) {
         app.add_plugins((
             VenueSchedulePlugin,
+            RestPlugin,
             CommandPlugin,
             ScenePlugin,
             EnvironmentPlugin,
@@ -191,7 +193,8 @@ fn add_venue(app: &mut App, setup: VenueSetup) {
         }
     }
     if let Some(path) = setup.watch {
-        match SceneWatcher::spawn(&path, setup.assets) {
+        let doorbell = world.resource::<crate::engine::rest::Rest>().doorbell.clone();
+        match SceneWatcher::spawn(&path, setup.assets, doorbell) {
             Ok(watcher) => {
                 world.insert_resource(watcher);
             }
@@ -280,6 +283,51 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
         AwaitingViewpoint,
     ));
     app
+}
+
+/// Lets a window rest when nothing changes: Bevy's reactive update mode, with a frame asked
+/// for while the venue needs frames ([`crate::engine::rest::Rest`]), the event loop woken when
+/// an edge rings the doorbell, and a wait no longer than the venue's next wake-up.
+pub fn rest_when_idle(app: &mut App) {
+    use bevy::winit::{UpdateMode, WinitSettings};
+    let wait = crate::engine::rest::HEARTBEAT;
+    app.insert_resource(WinitSettings {
+        focused_mode: UpdateMode::reactive(wait),
+        unfocused_mode: UpdateMode::reactive_low_power(wait),
+    })
+    .add_systems(Startup, wake_the_window_on_ring)
+    .add_systems(Last, ask_for_frames_while_busy.after(crate::engine::rest::SettleRest));
+}
+
+fn wake_the_window_on_ring(
+    proxy: Option<Res<bevy::winit::EventLoopProxyWrapper>>,
+    rest: Res<crate::engine::rest::Rest>,
+) {
+    let Some(proxy) = proxy else { return };
+    let proxy: bevy::winit::EventLoopProxy<bevy::winit::WinitUserEvent> = (**proxy).clone();
+    rest.doorbell.on_ring(move || {
+        let _ = proxy.send_event(bevy::winit::WinitUserEvent::WakeUp);
+    });
+}
+
+fn ask_for_frames_while_busy(
+    rest: Res<crate::engine::rest::Rest>,
+    mut settings: ResMut<bevy::winit::WinitSettings>,
+    mut redraw: MessageWriter<bevy::window::RequestRedraw>,
+) {
+    use bevy::winit::UpdateMode;
+    if rest.needs_frames() {
+        redraw.write(bevy::window::RequestRedraw);
+        return;
+    }
+    // Resting: the next frame comes with an input, a ring, or the venue's own wake-up time.
+    let wait =
+        rest.next_wake().saturating_duration_since(std::time::Instant::now()).max(std::time::Duration::from_millis(1));
+    let mode = UpdateMode::reactive(wait);
+    if settings.focused_mode != mode {
+        settings.focused_mode = mode;
+        settings.unfocused_mode = UpdateMode::reactive_low_power(wait);
+    }
 }
 
 /// An app that renders without a window or an event loop; the caller drives its frames.
@@ -380,6 +428,8 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
         app.add_plugins(HudPlugin);
     }
     add_venue(&mut app, setup);
+    // A headset keeps its own frame rate: the runtime paces it.
+    app.world_mut().resource_mut::<crate::engine::rest::Rest>().enabled = false;
     app.insert_resource(Narrator::new(true));
     let spectator = app
         .world_mut()

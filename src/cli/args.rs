@@ -115,6 +115,10 @@ pub struct RunArgs {
     /// being killed, not the machine losing power).
     #[arg(long, value_enum, value_name = "WHEN", default_value = "frame")]
     pub log_sync: LogSyncArg,
+    /// Draw every frame even when nothing changes (by default a venue rests: no frame is drawn
+    /// until a command, an animation, an effect, a tour or an input needs one).
+    #[arg(long)]
+    pub no_rest: bool,
     /// Render offscreen even if a display is available.
     #[arg(long)]
     pub headless: bool,

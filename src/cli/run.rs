@@ -14,6 +14,7 @@ use parvis::app::shutdown::{self, close_edges};
 use parvis::app::{FrameLimit, VenueSetup, windowed_app};
 use parvis::edges::audience::server::AudienceServer;
 use parvis::engine::command::LogSync;
+use parvis::engine::rest::Rest;
 use parvis::model::command::read_command_log_recovering;
 
 /// Runs the venue until it is closed, interrupted, or has shown `--frames` frames.
@@ -53,7 +54,11 @@ pub fn run(args: RunArgs) -> Result<()> {
     }
     if has_display && !args.headless {
         let limit = (args.frames > 0).then(|| FrameLimit { frames: args.frames, screenshot: args.screenshot.clone() });
+        let resting = limit.is_none() && !args.no_rest;
         let mut app = windowed_app(setup, limit);
+        if resting {
+            parvis::app::rest_when_idle(&mut app);
+        }
         if let Some(server) = audience {
             attach_audience(&mut app, server, &args);
         }
@@ -88,6 +93,28 @@ fn resume(setup: &mut VenueSetup, path: &std::path::Path) -> Result<()> {
     eprintln!("parvis: carrying on the show of {}: {restored} commands restored, up to #{last}", path.display());
     setup.command_log = Some(path.to_owned());
     Ok(())
+}
+
+/// Whether the venue may rest between changes: not in a run of a set number of frames (whose
+/// count means frames), nor with --no-rest.
+fn allow_rest(world: &mut bevy::prelude::World, args: &RunArgs) {
+    world.resource_mut::<Rest>().enabled = args.frames == 0 && !args.no_rest;
+}
+
+/// While the venue needs no frame, waits for the doorbell (input from an edge), the venue's
+/// own next wake-up time, or a stop.
+fn rest_while_idle(world: &bevy::prelude::World) {
+    let rest = world.resource::<Rest>();
+    if rest.needs_frames() {
+        return;
+    }
+    let (doorbell, until) = (rest.doorbell.clone(), rest.next_wake());
+    // In slices, so that a stop asked by a signal is seen within a fifth of a second.
+    while !shutdown::requested() && Instant::now() < until {
+        if doorbell.wait(until.min(Instant::now() + Duration::from_millis(200))) {
+            break;
+        }
+    }
 }
 
 /// Paces frames at `fps`, and reports the median frame time every 5 seconds.
@@ -144,7 +171,9 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
     eprintln!("parvis: running without rendering at {} frames per second", args.fps);
     let mut pacer = FramePacer::new(args.fps, "state");
     let mut result = Ok(());
+    allow_rest(app.world_mut(), args);
     while (args.frames == 0 || pacer.frame < args.frames) && !shutdown::requested() {
+        rest_while_idle(app.world());
         pacer.frame(|| app.update());
         if let Some(exit) = app.should_exit() {
             if let bevy::app::AppExit::Error(code) = exit {
@@ -164,7 +193,9 @@ pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &
     }
     renderer.wait_until_ready().context("the venue did not load")?;
     let mut pacer = FramePacer::new(args.fps, "headless");
+    allow_rest(renderer.app_mut().world_mut(), args);
     while (args.frames == 0 || pacer.frame < args.frames) && !shutdown::requested() {
+        rest_while_idle(renderer.app_mut().world());
         pacer.frame(|| renderer.step());
     }
     close_edges(renderer.app_mut().world_mut());

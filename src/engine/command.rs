@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bevy::prelude::*;
 
+use crate::engine::rest::Rest;
 use crate::engine::schedule::VenueSystems;
 use crate::model::assets_root::AssetsRoot;
 use crate::model::command::{CommandError, CommandOrigin, LoggedCommand, MAX_SHOWN_CHARS, VenueCommand, state_hash};
@@ -157,7 +158,13 @@ impl Plugin for CommandPlugin {
             // on disk.
             .add_systems(
                 Update,
-                (apply_commands, write_command_log_file, advance_param_moves, report_rejected_commands)
+                (
+                    apply_commands,
+                    write_command_log_file,
+                    advance_param_moves,
+                    linger_after_commands,
+                    report_rejected_commands,
+                )
                     .chain()
                     .in_set(VenueSystems::Apply),
             );
@@ -427,9 +434,22 @@ fn apply_commands(
 
 /// Moves animating parameters along; touches `StageParams` only while something moves, so
 /// bindings are not recomputed every frame.
-fn advance_param_moves(time: Res<Time>, mut params: ResMut<VenueParams>) {
+fn advance_param_moves(time: Res<Time>, mut params: ResMut<VenueParams>, mut rest: ResMut<Rest>) {
     if params.any_animating() {
         params.advance(time.elapsed_secs_f64());
+        rest.busy();
+    }
+}
+
+/// What a command changed settles on screen and reaches the audience before the venue rests;
+/// a refusal is answered too.
+fn linger_after_commands(
+    applied: MessageReader<AppliedCommand>,
+    rejected: MessageReader<RejectedCommand>,
+    mut rest: ResMut<Rest>,
+) {
+    if !applied.is_empty() || !rejected.is_empty() {
+        rest.linger();
     }
 }
 

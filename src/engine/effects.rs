@@ -11,6 +11,7 @@ use bevy_rapier3d::prelude::*;
 
 use crate::engine::command::AppliedCommand;
 use crate::engine::command::CurrentScene;
+use crate::engine::rest::Rest;
 use crate::engine::scene::venue::VenuePrimitive;
 use crate::engine::scene::venue::to_color;
 use crate::engine::schedule::VenueSystems;
@@ -220,8 +221,12 @@ fn release_effects(
 }
 
 /// Removes pieces whose time is up.
-fn expire_pieces(mut live: ResMut<LivePieces>, mut commands: Commands, time: Res<Time>) {
+fn expire_pieces(mut live: ResMut<LivePieces>, mut commands: Commands, time: Res<Time>, mut rest: ResMut<Rest>) {
     let now = time.elapsed_secs_f64();
+    if !live.pieces.is_empty() {
+        // Pieces fall until they go.
+        rest.busy();
+    }
     // Bursts are pushed in time order, but lifetimes differ between effects: scan them all
     // only when the oldest might be due, which is cheap when nothing is.
     if live.pieces.front().is_none_or(|(_, t)| *t > now) && live.pieces.iter().all(|(_, t)| *t > now) {

@@ -5,7 +5,7 @@
 //! it, hot reload ([`scene`]), the environment ([`environment`]), the desktop camera
 //! ([`camera`]) and overlay ([`hud`]), physical effects ([`effects`]), audience texts in the
 //! venue ([`stage_text`]) and the panels they and the headset's hotspot panel are drawn on
-//! ([`ui_panel`]), the venue's side of the live audience (rules, votes, crowd energy,
+//! ([`ui_panel`]), resting when nothing changes ([`rest`]), the venue's side of the live audience (rules, votes, crowd energy,
 //! moderation state, [`audience`]), hotspots and tours ([`visit`]), heritage scans
 //! ([`heritage`]), headsets ([`xr`]) and offscreen output ([`output`]).
 //!
@@ -22,6 +22,7 @@ pub mod environment;
 pub mod heritage;
 pub mod hud;
 pub mod output;
+pub mod rest;
 pub mod scene;
 pub mod schedule;
 pub mod stage_text;

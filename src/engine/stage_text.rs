@@ -13,6 +13,7 @@ use bevy::prelude::*;
 
 use crate::engine::command::AppliedCommand;
 use crate::engine::environment::{VenueCamera, leading_view};
+use crate::engine::rest::Rest;
 use crate::engine::schedule::VenueSystems;
 use crate::engine::ui_panel::{UiImage, panel_material, spawn_ui_image, ui_font};
 use crate::model::command::VenueCommand;
@@ -85,8 +86,12 @@ fn follow_text_commands(mut applied: MessageReader<AppliedCommand>, mut shown: R
     }
 }
 
-fn expire_texts(mut shown: ResMut<ShownTexts>, time: Res<Time>) {
+fn expire_texts(mut shown: ResMut<ShownTexts>, time: Res<Time>, mut rest: ResMut<Rest>) {
     let now = time.elapsed_secs_f64();
+    if !shown.texts.is_empty() {
+        // A text is shown for a time counted in frames' time: they must run until it goes.
+        rest.busy();
+    }
     if shown.texts.iter().any(|t| t.expires <= now) {
         shown.texts.retain(|t| t.expires > now);
     }

@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -39,12 +38,8 @@ fn reply(kind: &str, detail: &str) -> Message {
 }
 
 /// Serves one moderator connection (after the HTTP head has been read).
-pub async fn serve_moderator_socket<S>(
-    stream: S,
-    ip: std::net::IpAddr,
-    shared: &Arc<Shared>,
-    events: mpsc::Sender<AudienceEvent>,
-) where
+pub async fn serve_moderator_socket<S>(stream: S, ip: std::net::IpAddr, shared: &Arc<Shared>)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
@@ -125,7 +120,7 @@ pub async fn serve_moderator_socket<S>(
             continue;
         };
         let answer = match parse_request(text.as_str()) {
-            Ok(request) => apply(request, &moderator, shared, &events),
+            Ok(request) => apply(request, &moderator, shared),
             Err(e) => Err(("bad_field", e)),
         };
         let message = match answer {
@@ -139,12 +134,7 @@ pub async fn serve_moderator_socket<S>(
 }
 
 /// Applies a request at the edge, or passes it to the venue. Returns the request type.
-fn apply(
-    request: ModeratorRequest,
-    moderator: &str,
-    shared: &Shared,
-    events: &mpsc::Sender<AudienceEvent>,
-) -> Result<&'static str, (&'static str, String)> {
+fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared) -> Result<&'static str, (&'static str, String)> {
     let now = Instant::now();
     let (of, action) = match request {
         ModeratorRequest::Ban { user } => {
@@ -199,7 +189,7 @@ fn apply(
     if let Some(action) = action {
         // Moderators must never be dropped silently: wait briefly for room rather than drop.
         let event = AudienceEvent::Moderator { moderator: moderator.into(), action };
-        if events.try_send(event).is_err() {
+        if shared.hub.submit(event).is_err() {
             return Err(("busy", "the venue is busy; try again".into()));
         }
     }

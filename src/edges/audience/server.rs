@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
@@ -84,11 +84,10 @@ impl AudienceServer {
         let task_shared = shared.clone();
         let task_broadcast = link.hub.broadcast.clone();
         let handle = runtime.handle().clone();
-        let task_events = link.hub.events.clone();
         std::thread::Builder::new().name("parvis-audience-rt".into()).spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(std_listener) {
-                    Ok(listener) => accept_loop(listener, task_shared, task_events, task_broadcast).await,
+                    Ok(listener) => accept_loop(listener, task_shared, task_broadcast).await,
                     Err(e) => bevy::log::error!("audience server cannot listen: {e}"),
                 }
             });
@@ -118,12 +117,7 @@ impl Drop for AudienceServer {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    events: mpsc::Sender<AudienceEvent>,
-    broadcast: broadcast::Sender<Arc<str>>,
-) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, broadcast: broadcast::Sender<Arc<str>>) {
     while !shared.hub.stopping() {
         let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::from_millis(250), listener.accept()).await else {
             continue;
@@ -141,9 +135,9 @@ async fn accept_loop(
         }
         let _ = stream.set_nodelay(true);
         shared.open_connections.fetch_add(1, Ordering::Relaxed);
-        let (shared, events, broadcast) = (shared.clone(), events.clone(), broadcast.clone());
+        let (shared, broadcast) = (shared.clone(), broadcast.clone());
         tokio::spawn(async move {
-            serve_connection(stream, ip, &shared, events, broadcast).await;
+            serve_connection(stream, ip, &shared, broadcast).await;
             shared.release_address(ip);
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         });
@@ -213,7 +207,6 @@ async fn serve_connection(
     mut stream: TcpStream,
     ip: std::net::IpAddr,
     shared: &Arc<Shared>,
-    events: mpsc::Sender<AudienceEvent>,
     broadcast: broadcast::Sender<Arc<str>>,
 ) {
     let Some(head) = read_head(&mut stream, shared.config().hello_timeout).await else {
@@ -248,10 +241,10 @@ async fn serve_connection(
     }
     match (method, path.as_str(), upgrade) {
         ("GET", "/ws", true) => {
-            serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events, broadcast).await;
+            serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, broadcast).await;
         }
         ("GET", "/mod", true) => {
-            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, events).await;
+            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared).await;
         }
         ("GET", "/metrics", false) => {
             let body = shared.hub.metrics.render(shared.hub.direct.lock().map(|d| d.len()).unwrap_or(0));
@@ -312,7 +305,6 @@ async fn serve_audience_socket(
     stream: Replayed,
     ip: std::net::IpAddr,
     shared: &Arc<Shared>,
-    events: mpsc::Sender<AudienceEvent>,
     broadcast: broadcast::Sender<Arc<str>>,
 ) {
     let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
@@ -395,7 +387,7 @@ async fn serve_audience_socket(
         shared.leave_member(&user);
         return;
     }
-    if events.try_send(AudienceEvent::Joined { user: user.clone(), name: name.clone() }).is_err() {
+    if shared.hub.submit(AudienceEvent::Joined { user: user.clone(), name: name.clone() }).is_err() {
         metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -420,7 +412,7 @@ async fn serve_audience_socket(
                             Some(ServerMessage::error("rate_limited", format!("too many messages; retry in {:.1} s", wait.as_secs_f32())))
                         } else {
                             strikes = 0;
-                            handle_text(text.as_str(), &user, ip, &name, received, shared, &events)
+                            handle_text(text.as_str(), &user, ip, &name, received, shared)
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -473,7 +465,7 @@ async fn serve_audience_socket(
     }
     shared.hub.direct.lock().expect("direct map").remove(&user);
     shared.leave_member(&user);
-    if events.try_send(AudienceEvent::Left { user }).is_err() {
+    if shared.hub.submit(AudienceEvent::Left { user }).is_err() {
         metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -486,7 +478,6 @@ fn handle_text(
     name: &Arc<str>,
     received: Instant,
     shared: &Shared,
-    events: &mpsc::Sender<AudienceEvent>,
 ) -> Option<ServerMessage> {
     let metrics = &shared.hub.metrics;
     let message = match parse_client_message(text) {
@@ -551,7 +542,7 @@ fn handle_text(
             AudienceEvent::Vote { user: user.clone(), poll, option, received, meta: ChatMeta::default() }
         }
     };
-    match events.try_send(event) {
+    match shared.hub.submit(event) {
         Ok(()) => {
             metrics.accepted.fetch_add(1, Ordering::Relaxed);
             None

@@ -177,7 +177,7 @@ impl BridgeSink {
 
     fn send(&self, event: AudienceEvent) -> Result<(), Refusal> {
         let metrics = &self.hub.metrics;
-        match self.hub.events.try_send(event) {
+        match self.hub.submit(event) {
             Ok(()) => {
                 metrics.accepted.fetch_add(1, Ordering::Relaxed);
                 Ok(())

@@ -13,6 +13,7 @@ use bevy::prelude::Resource;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::metrics::AudienceMetrics;
+use crate::engine::rest::Doorbell;
 use crate::model::audience::event::{AudienceEvent, UserId};
 use crate::model::audience::moderation::{Blocklist, ModerationState};
 use crate::model::audience::protocol::{Limits, ServerMessage};
@@ -64,6 +65,8 @@ pub struct AudienceHub {
     pub closing: watch::Sender<bool>,
     /// Chat bridges running now; a closing venue waits for them to leave their platforms.
     pub open_bridges: AtomicU32,
+    /// Rung with each event queued for the venue, so that a resting venue wakes at once.
+    pub doorbell: Doorbell,
 }
 
 impl AudienceHub {
@@ -75,6 +78,14 @@ impl AudienceHub {
         {
             self.metrics.dropped_outbound.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Queues an accepted event for the venue and wakes it; an error when the queue is full
+    /// (the event is dropped: the caller counts it and tells the sender).
+    pub fn submit(&self, event: AudienceEvent) -> Result<(), QueueFull> {
+        self.events.try_send(event).map_err(|_| QueueFull)?;
+        self.doorbell.ring();
+        Ok(())
     }
 
     /// Whether the venue is stopping.
@@ -89,6 +100,10 @@ impl AudienceHub {
         self.closing.send_replace(true);
     }
 }
+
+/// The venue's input queue was full: the event was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
 
 /// The venue's end of the hub: the hub and the receiving end of its input channel. Inserted
 /// as a resource, it turns the venue's audience systems on.
@@ -121,6 +136,7 @@ impl AudienceLink {
             stopping: AtomicBool::new(false),
             closing: watch::channel(false).0,
             open_bridges: AtomicU32::new(0),
+            doorbell: Doorbell::default(),
         });
         Self { hub, events }
     }

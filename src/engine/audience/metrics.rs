@@ -137,6 +137,8 @@ pub struct AudienceMetrics {
     pub refused_origins: AtomicU64,
     /// Events waiting in the channel to the venue, as last seen by the venue.
     pub queue_depth: AtomicU64,
+    /// Frames the venue ran; it runs none while it rests.
+    pub venue_frames: AtomicU64,
     latency_buckets: [AtomicU64; 12],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -249,6 +251,7 @@ impl AudienceMetrics {
             "Connections closed without a hello in time.",
             load(&self.hello_timeouts),
         );
+        counter("venue_frames_total", "Frames the venue ran (none while it rests).", load(&self.venue_frames));
         counter(
             "audience_origins_refused_total",
             "WebSocket upgrades refused for their web origin.",

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use bevy::prelude::*;
 
 use crate::engine::command::{AppliedCommand, CurrentScene, RejectedCommand, SubmitCommand, VenueParams};
+use crate::engine::rest::Rest;
 use crate::engine::schedule::VenueSystems;
 use crate::engine::stage_text::ShownTexts;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
@@ -82,6 +83,8 @@ pub struct Audience {
     shown_this_second: (Option<Instant>, u32),
     /// A code shown on stage to measure the stream's delay, and when it was shown.
     delay_probe: Option<(String, Instant)>,
+    /// The last chat line or reaction: the crowd's energy falls back over the window after it.
+    last_lively: Option<Instant>,
     /// When the latest venue frames began to read audience events, newest last, so that
     /// latency can be counted in frames as well as in time.
     frame_starts: VecDeque<Instant>,
@@ -117,6 +120,7 @@ impl Default for Audience {
             shown_this_second: (None, 0),
             frame_starts: VecDeque::with_capacity(FRAMES_REMEMBERED),
             delay_probe: None,
+            last_lively: None,
         }
     }
 }
@@ -210,6 +214,37 @@ struct MutexGroup {
     queue: VecDeque<(SubmitCommand, PendingEffect, Duration)>,
 }
 
+/// What the audience still needs frames for: windows to close, counts and state to send,
+/// effects waiting their turn, and the crowd's energy to fall back to calm.
+fn keep_awake(audience: Res<Audience>, mut rest: ResMut<Rest>) {
+    let delay = audience.stream_delay;
+    if let Some(poll) = &audience.poll {
+        rest.wake_at(poll.closes_at + delay);
+    }
+    for vote in audience.democracy.values() {
+        rest.wake_at(vote.closes_at + delay);
+    }
+    for group in audience.groups.values() {
+        if let Some(until) = group.busy_until.filter(|_| !group.queue.is_empty()) {
+            rest.wake_at(until);
+        }
+    }
+    if let Some(last) = audience.last_lively {
+        rest.wake_at(last + SHOWN_ENERGY_WINDOW);
+    }
+    // Throttled sends still to go out, and tallies while a vote runs.
+    let counting = audience.poll.is_some() || !audience.democracy.is_empty();
+    if audience.state_dirty || audience.approvals_dirty || (audience.tally_dirty && counting) {
+        rest.busy();
+    }
+}
+
+/// Lets input the edges queue wake a resting venue.
+fn ring_on_input(link: Res<AudienceLink>, rest: Res<Rest>) {
+    let bell = rest.doorbell.clone();
+    link.hub.doorbell.on_ring(move || bell.ring());
+}
+
 /// Connects the audience's edges to the venue through an [`AudienceLink`] (inserted as a
 /// resource; without one, the venue has no live audience and these systems do not run).
 pub struct AudiencePlugin;
@@ -218,6 +253,7 @@ impl Plugin for AudiencePlugin {
     fn build(&self, app: &mut App) {
         let live = resource_exists::<AudienceLink>;
         app.init_resource::<Audience>()
+            .add_systems(Update, ring_on_input.run_if(resource_added::<AudienceLink>))
             .add_message::<AudienceInput>()
             .add_systems(Update, receive_audience_events.in_set(VenueSystems::Ingest).run_if(live))
             .add_systems(
@@ -236,6 +272,7 @@ impl Plugin for AudiencePlugin {
                     broadcast_poll_tally,
                     broadcast_state,
                     send_approval_queue,
+                    keep_awake,
                 )
                     .chain()
                     .in_set(VenueSystems::Present)
@@ -258,6 +295,7 @@ fn receive_audience_events(
         audience.frame_starts.pop_front();
     }
     audience.frame_starts.push_back(now);
+    link.hub.metrics.venue_frames.fetch_add(1, Ordering::Relaxed);
     // Chat bridges stamp their lines with the delay as the venue knows it now.
     link.hub.stream_delay_ms.store(audience.stream_delay.as_millis() as u64, Ordering::Relaxed);
     let mut taken = 0;
@@ -280,6 +318,9 @@ fn receive_audience_events(
         input.write(AudienceInput(event));
     }
     audience.energy.get_or_insert_with(|| EnergyMeter::new(now)).record(now, lively);
+    if lively > 0 {
+        audience.last_lively = Some(now);
+    }
     link.hub.metrics.queue_depth.store(link.events.len() as u64, Ordering::Relaxed);
 }
 

@@ -22,6 +22,7 @@ use super::points::{
 use crate::engine::command::CurrentScene;
 use crate::engine::command::VenueAssets;
 use crate::engine::environment::{VenueCamera, leading_view};
+use crate::engine::rest::Rest;
 use crate::engine::scene::venue::to_transform;
 use crate::engine::schedule::VenueSystems;
 use crate::model::scene::format::CloudDef;
@@ -45,7 +46,7 @@ impl Plugin for PointCloudPlugin {
                 Update,
                 sync_clouds.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate),
             )
-            .add_systems(Update, receive_imports.in_set(VenueSystems::Present))
+            .add_systems(Update, (receive_imports, keep_awake_while_loading).in_set(VenueSystems::Present))
             // With this frame's camera: after transforms and frusta are updated, before
             // visibility is worked out, so what is chosen is what this frame draws.
             .add_systems(
@@ -55,6 +56,13 @@ impl Plugin for PointCloudPlugin {
                     .after(bevy::camera::visibility::VisibilitySystems::UpdateFrusta)
                     .before(bevy::camera::visibility::VisibilitySystems::VisibilityPropagate),
             );
+    }
+}
+
+/// A cloud being imported, or with nodes to load for the view, needs frames.
+fn keep_awake_while_loading(clouds: Query<&CloudStatus>, mut rest: ResMut<Rest>) {
+    if clouds.iter().any(|c| c.phase == ScanPhase::Importing || c.missing_nodes > 0) {
+        rest.busy();
     }
 }
 

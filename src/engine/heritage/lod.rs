@@ -20,6 +20,7 @@ use super::mesh::{self, Level, MeshIndex};
 use crate::engine::command::CurrentScene;
 use crate::engine::command::VenueAssets;
 use crate::engine::environment::{VenueCamera, leading_view};
+use crate::engine::rest::Rest;
 use crate::engine::scene::venue::to_transform;
 use crate::engine::schedule::VenueSystems;
 use crate::model::scene::format::MeshScanDef;
@@ -28,13 +29,20 @@ use crate::model::scene::format::MeshScanDef;
 /// finest level's memory); per-chunk choice keeps what is drawn small.
 pub struct MeshLodPlugin;
 
+/// A mesh being imported needs frames (to take it when ready).
+fn keep_awake_while_importing(scans: Query<&MeshScanStatus>, mut rest: ResMut<Rest>) {
+    if scans.iter().any(|s| s.phase == ScanPhase::Importing) {
+        rest.busy();
+    }
+}
+
 impl Plugin for MeshLodPlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(
             Update,
             sync_mesh_scans.run_if(resource_exists_and_changed::<CurrentScene>).in_set(VenueSystems::Simulate),
         )
-        .add_systems(Update, receive_mesh_scans.in_set(VenueSystems::Present))
+        .add_systems(Update, (receive_mesh_scans, keep_awake_while_importing).in_set(VenueSystems::Present))
         // With this frame's camera, before visibility is worked out.
         .add_systems(
             PostUpdate,

@@ -7,6 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use bevy::prelude::*;
 
+use crate::engine::rest::Doorbell;
 use crate::model::assets_root::AssetsRoot;
 use crate::model::scene::format::SceneFile;
 use crate::model::scene::validate::{SceneError, load_scene_str};
@@ -33,9 +34,10 @@ pub struct SceneWatcher {
 }
 
 impl SceneWatcher {
-    /// Starts watching `path`. Versions already seen are not reported again; the thread ends
-    /// when this value is dropped.
-    pub fn spawn(path: &Path, assets: AssetsRoot) -> std::io::Result<Self> {
+    /// Starts watching `path`, ringing `doorbell` when a new version is found (a resting venue
+    /// wakes for it). Versions already seen are not reported again; the thread ends when this
+    /// value is dropped.
+    pub fn spawn(path: &Path, assets: AssetsRoot, doorbell: Doorbell) -> std::io::Result<Self> {
         // Two slots: one result waiting plus one more; when full, the watcher retries on its
         // next poll instead of queueing, so a burst of saves collapses to the newest.
         let (sender, receiver) = sync_channel(2);
@@ -43,7 +45,7 @@ impl SceneWatcher {
         let watched = path.to_path_buf();
         std::thread::Builder::new()
             .name("parvis-scene-watch".into())
-            .spawn(move || watch_loop(&watched, &assets, initial, &sender))?;
+            .spawn(move || watch_loop(&watched, &assets, initial, &sender, &doorbell))?;
         Ok(Self { path: path.to_path_buf(), receiver: std::sync::Mutex::new(receiver) })
     }
 
@@ -59,7 +61,13 @@ fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-fn watch_loop(path: &Path, assets: &AssetsRoot, mut last_text: Option<String>, sender: &SyncSender<SceneFileEvent>) {
+fn watch_loop(
+    path: &Path,
+    assets: &AssetsRoot,
+    mut last_text: Option<String>,
+    sender: &SyncSender<SceneFileEvent>,
+    doorbell: &Doorbell,
+) {
     let file = path.display().to_string();
     let mut last_stamp = stamp(path);
     loop {
@@ -82,6 +90,7 @@ fn watch_loop(path: &Path, assets: &AssetsRoot, mut last_text: Option<String>, s
             Ok(()) => {
                 last_stamp = now;
                 last_text = Some(text);
+                doorbell.ring();
             }
             Err(TrySendError::Full(_)) => {} // retried on the next poll
             Err(TrySendError::Disconnected(_)) => return,

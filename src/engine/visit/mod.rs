@@ -14,6 +14,7 @@ use crate::engine::command::AppliedCommand;
 use crate::engine::command::CurrentScene;
 use crate::engine::command::VenueAssets;
 use crate::engine::environment::VenueCamera;
+use crate::engine::rest::Rest;
 use crate::engine::schedule::VenueSystems;
 use crate::model::assets_root::AssetsRoot;
 use crate::model::command::VenueCommand;
@@ -256,9 +257,12 @@ fn advance_tour(
     mut subtitles: ResMut<Subtitles>,
     mut narrator: ResMut<Narrator>,
     mut cameras: Query<(&mut CameraRig, &mut Projection), With<VenueCamera>>,
+    mut rest: ResMut<Rest>,
 ) {
     narrator.pump();
     let (Some(scene), Some(name)) = (scene, active.name.clone()) else { return };
+    // A tour moves the camera and times its stops in frames.
+    rest.busy();
     let Some(def) = scene.0.tours.iter().find(|t| t.name == name) else { return };
     let active = &mut *active;
     let Some(player) = active.player.as_mut() else { return };
