@@ -3202,3 +3202,68 @@ mod replay_property {
         }
     }
 }
+
+/// The soak's short version: the venue, rendering, under a steady load with churn (members
+/// dropping without closing and coming back), slow readers and flooders: nothing panics, its
+/// memory stays flat after warming up, and every audience command it applied is in its log.
+#[test]
+fn a_short_soak_leaves_the_venue_whole() {
+    let dir = std::env::temp_dir().join(format!("parvis-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("show.jsonl");
+    let report = dir.join("soak.json");
+    let mut venue = VenueProcess::start_with(&["--headless", "--size", "96x54"], &["--log", log.to_str().unwrap()]);
+    let pid = venue.child.id().to_string();
+    let addr = venue.addr.to_string();
+    let (code, out, err) = parvis(&[
+        "loadgen",
+        "--addr",
+        &addr,
+        "--active",
+        "60",
+        "--idle",
+        "60",
+        "--rate",
+        "0.5",
+        "--seconds",
+        "30",
+        "--ramp",
+        "2",
+        "--soak",
+        "--churners",
+        "10",
+        "--slow-readers",
+        "5",
+        "--flooders",
+        "1",
+        "--sample-every",
+        "5",
+        "--server-pid",
+        &pid,
+        "--log",
+        log.to_str().unwrap(),
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    eprintln!("{out}");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let soak = &report["soak"];
+    assert_eq!(report["lost_commands"], 0, "every applied audience command is in the log: {soak}");
+    assert!(soak["commands_applied"].as_u64().unwrap() > 0, "commands were applied: {soak}");
+    assert!(soak["churn_cycles"].as_u64().unwrap() > 50, "members churned: {soak}");
+    assert!(soak["flood_closes"].as_u64().unwrap() >= 1, "the flooder was closed: {soak}");
+    let growth = soak["rss_growth_mib"].as_f64().expect("memory was sampled");
+    assert!(growth < 24.0, "memory flat after warm-up: {growth} MiB");
+    assert!(
+        soak["samples"].as_array().unwrap().iter().filter(|s| s["latency_p99_ms"].is_number()).count() >= 2,
+        "{soak}"
+    );
+    // Still up, and it stops cleanly.
+    assert!(venue.child.try_wait().unwrap().is_none(), "the venue is still running:\n{}", venue.stderr());
+    venue.signal("TERM");
+    assert!(venue.wait(Duration::from_secs(15)).success(), "{}", venue.stderr());
+    assert!(!venue.stderr().contains("panicked"), "{}", venue.stderr());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -54,6 +54,26 @@ pub struct LoadgenArgs {
     /// Also write the report as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// A soak: besides the steady load, members who drop without closing and come back,
+    /// members who stop reading and members who flood, with the server sampled over time.
+    #[arg(long)]
+    pub soak: bool,
+    /// With --soak: members who join, chat, drop and come back, over and over.
+    #[arg(long, value_name = "N", default_value_t = 20, requires = "soak")]
+    pub churners: u32,
+    /// With --soak: members who stop reading.
+    #[arg(long, value_name = "N", default_value_t = 10, requires = "soak")]
+    pub slow_readers: u32,
+    /// With --soak: members who flood.
+    #[arg(long, value_name = "N", default_value_t = 2, requires = "soak")]
+    pub flooders: u32,
+    /// With --soak: seconds between samples of the server.
+    #[arg(long, value_name = "S", default_value_t = 10.0, requires = "soak")]
+    pub sample_every: f64,
+    /// With --soak: the venue's command log, to check that every command the server says it
+    /// applied is in it.
+    #[arg(long, value_name = "FILE", requires = "soak")]
+    pub log: Option<PathBuf>,
 }
 
 #[derive(Args)]

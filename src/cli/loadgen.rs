@@ -954,7 +954,7 @@ type Pending = Mutex<VecDeque<(u64, Instant)>>;
 
 type Socket = WebSocketStream<TcpStream>;
 
-fn ws_config() -> WebSocketConfig {
+pub(super) fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 << 10)
         .max_message_size(Some(64 << 10))
@@ -1085,7 +1085,7 @@ fn source_address(n: u32, per_source_address: u32) -> Option<Ipv4Addr> {
     Some(Ipv4Addr::from(base + index.min(0x00fe_fffd)))
 }
 
-async fn connect_from(addr: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {
+pub(super) async fn connect_from(addr: SocketAddr, source: Option<Ipv4Addr>) -> std::io::Result<TcpStream> {
     let Some(source) = source else { return TcpStream::connect(addr).await };
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::from((source, 0)))?;
@@ -1413,7 +1413,7 @@ struct Sample {
 
 /// A parsed `/metrics` page.
 #[derive(Debug, Clone, Default)]
-struct Metrics {
+pub(super) struct Metrics {
     samples: Vec<Sample>,
 }
 
@@ -1424,12 +1424,12 @@ impl Metrics {
     }
 
     /// The value of an unlabelled metric.
-    fn value(&self, name: &str) -> Option<f64> {
+    pub(super) fn value(&self, name: &str) -> Option<f64> {
         self.samples.iter().find(|s| s.name == name && s.labels.is_empty()).map(|s| s.value)
     }
 
     /// `(label value, value)` for every sample of `name` with label `label`.
-    fn by_label(&self, name: &str, label: &str) -> Vec<(String, f64)> {
+    pub(super) fn by_label(&self, name: &str, label: &str) -> Vec<(String, f64)> {
         self.samples
             .iter()
             .filter(|s| s.name == name)
@@ -1493,7 +1493,7 @@ fn parse_sample(line: &str) -> Option<Sample> {
 }
 
 /// Fetches and parses `http://addr/metrics` (plain HTTP/1.1, `Connection: close`).
-async fn scrape_metrics(addr: SocketAddr) -> Result<Metrics, String> {
+pub(super) async fn scrape_metrics(addr: SocketAddr) -> Result<Metrics, String> {
     let body = timeout(SCRAPE_TIMEOUT, http_get(addr, "/metrics")).await.map_err(|_| "timed out".to_owned())??;
     Ok(Metrics::parse(&body))
 }
@@ -1542,20 +1542,20 @@ fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
-const M_MESSAGES: &str = "parvis_audience_messages_total";
-const M_ACCEPTED: &str = "parvis_audience_messages_accepted_total";
+pub(super) const M_MESSAGES: &str = "parvis_audience_messages_total";
+pub(super) const M_ACCEPTED: &str = "parvis_audience_messages_accepted_total";
 const M_REJECTED: &str = "parvis_audience_messages_rejected_total";
 const M_DROPPED_IN: &str = "parvis_audience_dropped_inbound_total";
-const M_DROPPED_OUT: &str = "parvis_audience_dropped_outbound_total";
-const M_APPLIED: &str = "parvis_audience_commands_applied_total";
+pub(super) const M_DROPPED_OUT: &str = "parvis_audience_dropped_outbound_total";
+pub(super) const M_APPLIED: &str = "parvis_audience_commands_applied_total";
 const M_CONNECTIONS: &str = "parvis_audience_connections_total";
 const M_REFUSED: &str = "parvis_audience_connections_refused_total";
 /// The name docs/protocol.md gives the refused-connections counter; read if `M_REFUSED` is not.
 const M_REFUSED_ALT: &str = "parvis_audience_refused_connections_total";
 const M_UNSHOWN: &str = "parvis_audience_chat_unshown_total";
-const M_CONNECTED: &str = "parvis_audience_connected";
+pub(super) const M_CONNECTED: &str = "parvis_audience_connected";
 const M_QUEUE: &str = "parvis_audience_queue_depth";
-const M_LATENCY_BUCKET: &str = "parvis_audience_latency_seconds_bucket";
+pub(super) const M_LATENCY_BUCKET: &str = "parvis_audience_latency_seconds_bucket";
 const M_LATENCY_FRAMES_BUCKET: &str = "parvis_audience_latency_frames_bucket";
 
 /// Counter increase; `None` if missing in either scrape or if it went down (server restart).
@@ -1618,7 +1618,7 @@ fn server_deltas(connect: &Metrics, before: &Metrics, after: &Metrics, load_s: f
 /// Cumulative bucket counts `(upper bound, count)` of the increase between two scrapes, sorted
 /// by bound and ending with `+Inf`; `None` if the histogram is missing after the load or has no
 /// `+Inf` bucket. A bucket missing before counts from zero.
-fn histogram_delta(before: &[(String, f64)], after: &[(String, f64)]) -> Option<Vec<(f64, f64)>> {
+pub(super) fn histogram_delta(before: &[(String, f64)], after: &[(String, f64)]) -> Option<Vec<(f64, f64)>> {
     let parse = |le: &str| le.parse::<f64>().ok();
     let mut out: Vec<(f64, f64)> = after
         .iter()
@@ -1638,7 +1638,7 @@ fn histogram_delta(before: &[(String, f64)], after: &[(String, f64)]) -> Option<
 /// assuming observations are spread evenly inside it. A quantile in the `+Inf` bucket is
 /// reported as the largest finite bound (a lower bound of the truth). `None` with no
 /// observations.
-fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+pub(super) fn histogram_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
     let total = buckets.last()?.1;
     if total <= 0.0 {
         return None;
@@ -1681,10 +1681,34 @@ pub fn command(args: &super::args::LoadgenArgs) -> anyhow::Result<()> {
     config.server_pid = args.server_pid;
     config.per_source_address = args.per_source_address;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let report = runtime.block_on(run(config))?;
-    println!("{}", report.to_markdown());
+    if !args.soak {
+        let report = runtime.block_on(run(config))?;
+        println!("{}", report.to_markdown());
+        if let Some(path) = &args.json {
+            std::fs::write(path, serde_json::to_string_pretty(&report)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        return Ok(());
+    }
+    let soak = super::soak::SoakConfig {
+        addr: config.addr,
+        churners: args.churners,
+        slow_readers: args.slow_readers,
+        flooders: args.flooders,
+        sample_every: std::time::Duration::from_secs_f64(args.sample_every.clamp(1.0, 600.0)),
+        duration: config.duration + config.ramp,
+        server_pid: config.server_pid,
+        log: args.log.clone(),
+    };
+    if !soak.addr.ip().to_canonical().is_loopback() {
+        anyhow::bail!("refusing to soak {}: the load generator only targets loopback addresses", soak.addr);
+    }
+    let (report, soaked) = runtime.block_on(async { tokio::join!(run(config), super::soak::run(soak)) });
+    let report = report?;
+    println!("{}{}", report.to_markdown(), soaked.to_markdown());
     if let Some(path) = &args.json {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+        let both = serde_json::json!({"load": report, "soak": soaked, "lost_commands": soaked.lost_commands()});
+        std::fs::write(path, serde_json::to_string_pretty(&both)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())

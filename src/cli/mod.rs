@@ -11,5 +11,6 @@ pub mod render;
 pub mod replay;
 pub mod run;
 pub mod signals;
+pub mod soak;
 pub mod venue;
 pub mod xr;
