@@ -894,6 +894,63 @@ mod audience {
     }
 
     #[test]
+    fn a_member_who_stops_reading_is_closed_and_the_others_carry_on() {
+        let _app = with_venue_config(
+            default_scene(),
+            |config, _| config.send_timeout = Duration::from_millis(500),
+            Box::new(|addr| {
+                Box::pin(async move {
+                    // The member who stops reading runs on a thread of its own: its sends must not
+                    // hold up the other member's reads.
+                    let mute = std::thread::spawn(move || {
+                        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                        runtime.block_on(async move {
+                            // A small receive window, so that the server's sends back up soon.
+                            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                            socket.set_recv_buffer_size(4096).unwrap();
+                            let stream = socket.connect(addr).await.unwrap();
+                            let (mut mute, _) =
+                                tokio_tungstenite::client_async(format!("ws://{addr}/ws"), stream).await.unwrap();
+                            mute.send(Message::text(r#"{"type":"hello","v":1,"name":"Mute"}"#)).await.unwrap();
+                            // Frames that each get an error back, none of which it reads, until the
+                            // server stops reading too (or closes).
+                            let flood = async { while mute.send(Message::binary(vec![0u8])).await.is_ok() {} };
+                            let _ = tokio::time::timeout(Duration::from_secs(25), flood).await;
+                        });
+                    });
+                    let mut ana = Client::join(addr, "Ana").await;
+                    let slow_closed = |metrics: &str| {
+                        metrics
+                            .lines()
+                            .find_map(|l| l.strip_prefix("parvis_audience_slow_clients_closed_total "))
+                            .and_then(|v| v.trim().parse::<f64>().ok())
+                            .unwrap_or(0.0)
+                    };
+                    let deadline = Instant::now() + Duration::from_secs(20);
+                    loop {
+                        let metrics = http_get(addr, "/metrics").await;
+                        if slow_closed(&metrics) >= 1.0 {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "the member who stopped reading was never closed:\n{metrics}"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    // The venue serves the others as before.
+                    ana.send(r#"{"type":"chat","text":"still here"}"#).await;
+                    ana.expect(|m| m["type"] == "chat" && m["text"] == "still here").await;
+                    let metrics = http_get(addr, "/metrics").await;
+                    assert!(metrics.contains("parvis_audience_connected 1\n"), "the closed member left:\n{metrics}");
+                    // Its own sends fail once the server has dropped it.
+                    mute.join().unwrap();
+                })
+            }),
+        );
+    }
+
+    #[test]
     fn hostile_and_malformed_messages_get_clear_errors_and_change_nothing() {
         let app = with_venue(|addr| {
             Box::pin(async move {
@@ -3213,7 +3270,10 @@ fn a_short_soak_leaves_the_venue_whole() {
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("show.jsonl");
     let report = dir.join("soak.json");
-    let mut venue = VenueProcess::start_with(&["--headless", "--size", "96x54"], &["--log", log.to_str().unwrap()]);
+    let mut venue = VenueProcess::start_with(
+        &["--headless", "--size", "96x54"],
+        &["--log", log.to_str().unwrap(), "--send-timeout", "2"],
+    );
     let pid = venue.child.id().to_string();
     let addr = venue.addr.to_string();
     let (code, out, err) = parvis(&[
@@ -3254,6 +3314,9 @@ fn a_short_soak_leaves_the_venue_whole() {
     assert!(soak["commands_applied"].as_u64().unwrap() > 0, "commands were applied: {soak}");
     assert!(soak["churn_cycles"].as_u64().unwrap() > 50, "members churned: {soak}");
     assert!(soak["flood_closes"].as_u64().unwrap() >= 1, "the flooder was closed: {soak}");
+    let slow_closed = soak["samples"].as_array().unwrap().last().unwrap()["slow_closed"].as_u64().unwrap();
+    assert!(slow_closed >= 1, "the server closed members who read nothing: {soak}");
+    assert!(soak["slow_closes"].as_u64().unwrap() >= 1, "and they noticed, and came back: {soak}");
     let growth = soak["rss_growth_mib"].as_f64().expect("memory was sampled");
     assert!(growth < 24.0, "memory flat after warm-up: {growth} MiB");
     assert!(

@@ -195,6 +195,10 @@ pub struct RunArgs {
     /// (repeatable; without it, any page may, e.g. an embed on a broadcaster's site).
     #[arg(long = "ws-origin", value_name = "ORIGIN")]
     pub ws_origins: Vec<String>,
+    /// Seconds a client may leave its socket full (reading nothing) before it is closed; its
+    /// connection would otherwise hold a task and the kernel's buffers for ever.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub send_timeout: f64,
     /// Chat lines shown to everyone per second; faster chat is still read by the rules, and
     /// each line beyond this is shown to its sender only.
     #[arg(long, value_name = "N", default_value_t = 25)]

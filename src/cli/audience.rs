@@ -41,6 +41,7 @@ pub fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<Audie
     config.max_connections = args.max_connections;
     config.mod_origins.clone_from(&args.mod_origins);
     config.ws_origins.clone_from(&args.ws_origins);
+    config.send_timeout = std::time::Duration::from_secs_f64(args.send_timeout.max(0.1));
     let server = AudienceServer::start(config).with_context(|| {
         format!(
             "cannot start the audience server on {} (choose another address with --audience, or --no-audience)",

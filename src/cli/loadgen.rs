@@ -1547,6 +1547,7 @@ pub(super) const M_ACCEPTED: &str = "parvis_audience_messages_accepted_total";
 const M_REJECTED: &str = "parvis_audience_messages_rejected_total";
 const M_DROPPED_IN: &str = "parvis_audience_dropped_inbound_total";
 pub(super) const M_DROPPED_OUT: &str = "parvis_audience_dropped_outbound_total";
+pub(super) const M_SLOW_CLOSED: &str = "parvis_audience_slow_clients_closed_total";
 pub(super) const M_APPLIED: &str = "parvis_audience_commands_applied_total";
 const M_CONNECTIONS: &str = "parvis_audience_connections_total";
 const M_REFUSED: &str = "parvis_audience_connections_refused_total";

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 use super::loadgen::{
-    M_ACCEPTED, M_APPLIED, M_CONNECTED, M_DROPPED_OUT, M_LATENCY_BUCKET, M_MESSAGES, connect_from, histogram_delta,
-    histogram_quantile, process_rss_bytes, scrape_metrics, ws_config,
+    M_ACCEPTED, M_APPLIED, M_CONNECTED, M_DROPPED_OUT, M_LATENCY_BUCKET, M_MESSAGES, M_SLOW_CLOSED, connect_from,
+    histogram_delta, histogram_quantile, process_rss_bytes, scrape_metrics, ws_config,
 };
 
 /// What wears the venue down, besides the steady load.
@@ -30,7 +30,8 @@ pub struct SoakConfig {
     /// Members who join, chat a little, drop the connection without a close (half of them
     /// with a reset) and come back, over and over.
     pub churners: u32,
-    /// Members who join and then never read again.
+    /// Members who join and then never read again (with a small receive window, so that the
+    /// server's sends back up soon); closed by the server, they come back.
     pub slow_readers: u32,
     /// Members who send as fast as they can, are closed for flooding, and come back.
     pub flooders: u32,
@@ -61,6 +62,8 @@ pub struct SoakSample {
     pub connected: u64,
     /// Broadcast frames slow members skipped so far.
     pub skipped_outbound: u64,
+    /// Members the server closed for reading nothing, so far.
+    pub slow_closed: u64,
 }
 
 /// What the soak saw.
@@ -74,6 +77,8 @@ pub struct SoakReport {
     pub churn_failures: u64,
     /// Times a flooder was closed by the server.
     pub flood_closes: u64,
+    /// Times a slow reader found itself closed by the server.
+    pub slow_closes: u64,
     /// Growth of the resident memory from the end of the warm-up (the first fifth of the soak,
     /// at least one sample) to the end, MiB.
     pub rss_growth_mib: Option<f64>,
@@ -96,24 +101,25 @@ impl SoakReport {
     /// The report as Markdown: a line per sample, then the verdicts.
     pub fn to_markdown(&self) -> String {
         let mut out = String::from(
-            "\n## Soak\n\n| t (s) | RSS (MiB) | latency p99 (ms) | messages/s | commands applied | connected | skipped to slow readers |\n|---|---|---|---|---|---|---|\n",
+            "\n## Soak\n\n| t (s) | RSS (MiB) | latency p99 (ms) | messages/s | commands applied | connected | skipped by slow readers | slow readers closed |\n|---|---|---|---|---|---|---|---|\n",
         );
         let opt = |v: Option<f64>| v.map_or("—".to_owned(), |v| format!("{v:.1}"));
         for s in &self.samples {
             out.push_str(&format!(
-                "| {:.0} | {} | {} | {:.0} | {} | {} | {} |\n",
+                "| {:.0} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
                 s.t_s,
                 opt(s.rss_mib),
                 opt(s.latency_p99_ms),
                 s.messages_per_s,
                 s.commands_applied,
                 s.connected,
-                s.skipped_outbound
+                s.skipped_outbound,
+                s.slow_closed
             ));
         }
         out.push_str(&format!(
-            "\nchurn: {} cycles ({} failed joins); flooders closed {} times\n",
-            self.churn_cycles, self.churn_failures, self.flood_closes
+            "\nchurn: {} cycles ({} failed joins); flooders closed {} times; slow readers closed {} times\n",
+            self.churn_cycles, self.churn_failures, self.flood_closes, self.slow_closes
         ));
         out.push_str(&format!(
             "memory after warm-up: {} MiB growth ({}); worst interval latency p99: {} ms\n",
@@ -136,13 +142,27 @@ struct Counters {
     churn_cycles: AtomicU64,
     churn_failures: AtomicU64,
     flood_closes: AtomicU64,
+    slow_closes: AtomicU64,
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 /// Opens a member's socket from `source` and says hello; the socket once welcomed.
 async fn join(addr: SocketAddr, source: Ipv4Addr, name: &str) -> Option<Socket> {
-    let stream = connect_from(addr, Some(source)).await.ok()?;
+    join_with(addr, source, name, None).await
+}
+
+/// As [`join`], with the socket's receive buffer set to `recv_buffer` bytes.
+async fn join_with(addr: SocketAddr, source: Ipv4Addr, name: &str, recv_buffer: Option<u32>) -> Option<Socket> {
+    let stream = match recv_buffer {
+        None => connect_from(addr, Some(source)).await.ok()?,
+        Some(size) => {
+            let socket = tokio::net::TcpSocket::new_v4().ok()?;
+            socket.set_recv_buffer_size(size).ok()?;
+            socket.bind(SocketAddr::from((source, 0))).ok()?;
+            socket.connect(addr).await.ok()?
+        }
+    };
     let (mut socket, _) =
         tokio_tungstenite::client_async_with_config(format!("ws://{addr}/ws"), stream, Some(ws_config())).await.ok()?;
     socket.send(Message::text(format!(r#"{{"type":"hello","v":1,"name":"{name}"}}"#))).await.ok()?;
@@ -195,12 +215,40 @@ async fn churner(n: u32, addr: SocketAddr, counters: Arc<Counters>, mut stop: wa
     }
 }
 
-/// A member who joins and never reads again: the server's sends to it back up.
-async fn slow_reader(n: u32, addr: SocketAddr, mut stop: watch::Receiver<bool>) {
+/// A member who joins and never reads again: the server's sends to it back up until the server
+/// closes it. To get there within a short soak it starts with a burst of binary frames, each of
+/// which the server answers with an error it never reads (the broadcast alone would take minutes
+/// to fill a socket). It pings once a second, which fails once the server has dropped it; then
+/// it comes back.
+async fn slow_reader(n: u32, addr: SocketAddr, counters: Arc<Counters>, mut stop: watch::Receiver<bool>) {
     let source = Ipv4Addr::new(127, 3, 0, (n % 250 + 1) as u8);
-    let socket = join(addr, source, &format!("Slow{n}")).await;
-    let _ = stop.wait_for(|s| *s).await;
-    drop(socket);
+    while !*stop.borrow() {
+        if let Some(mut socket) = join_with(addr, source, &format!("Slow{n}"), Some(4096)).await {
+            let burst = async {
+                for _ in 0..50_000 {
+                    if socket.send(Message::binary(vec![0u8])).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), burst).await;
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => return,
+                }
+                let ping = tokio::time::timeout(Duration::from_secs(5), socket.send(Message::Ping(Vec::new().into())));
+                if !matches!(ping.await, Ok(Ok(()))) {
+                    counters.slow_closes.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => {}
+        }
+    }
 }
 
 /// A member who sends as fast as possible until closed for flooding, then comes back.
@@ -240,7 +288,7 @@ pub async fn run(cfg: SoakConfig) -> SoakReport {
         tasks.push(tokio::spawn(churner(n, cfg.addr, counters.clone(), stop.clone())));
     }
     for n in 0..cfg.slow_readers {
-        tasks.push(tokio::spawn(slow_reader(n, cfg.addr, stop.clone())));
+        tasks.push(tokio::spawn(slow_reader(n, cfg.addr, counters.clone(), stop.clone())));
     }
     for n in 0..cfg.flooders {
         tasks.push(tokio::spawn(flooder(n, cfg.addr, counters.clone(), stop.clone())));
@@ -271,6 +319,7 @@ pub async fn run(cfg: SoakConfig) -> SoakReport {
             commands_applied: now.value(M_APPLIED).unwrap_or(0.0) as u64,
             connected: now.value(M_CONNECTED).unwrap_or(0.0) as u64,
             skipped_outbound: now.value(M_DROPPED_OUT).unwrap_or(0.0) as u64,
+            slow_closed: now.value(M_SLOW_CLOSED).unwrap_or(0.0) as u64,
         });
         let _ = now.value(M_ACCEPTED);
         previous = Some(now);
@@ -294,6 +343,7 @@ pub async fn run(cfg: SoakConfig) -> SoakReport {
         churn_cycles: counters.churn_cycles.load(Ordering::Relaxed),
         churn_failures: counters.churn_failures.load(Ordering::Relaxed),
         flood_closes: counters.flood_closes.load(Ordering::Relaxed),
+        slow_closes: counters.slow_closes.load(Ordering::Relaxed),
         rss_growth_mib: rss_growth.map(|(a, b)| b - a),
         rss_growth_share: rss_growth.map(|(a, b)| (b - a) / a.max(1.0)),
         worst_latency_p99_ms: samples.iter().filter_map(|s| s.latency_p99_ms).reduce(f64::max),

@@ -10,7 +10,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::shared::{Shared, close_gracefully, socket_config};
+use super::shared::{Shared, close_gracefully, send_within, socket_config};
 use crate::model::audience::event::{AudienceEvent, UserId};
 use crate::model::audience::moderation::moderate;
 use crate::model::audience::moderator::{ModeratorAction, ModeratorRequest, parse_request};
@@ -83,13 +83,15 @@ where
     }
     shared.auth_succeeded(ip);
     let moderator = format!("mod{}", NEXT_MODERATOR.fetch_add(1, Ordering::Relaxed));
-    if sink.send(reply("authed", &moderator)).await.is_err() {
+    // A moderator's console that stops reading is closed like a page member's.
+    let deadline = shared.config().send_timeout;
+    if send_within(&mut sink, reply("authed", &moderator), deadline).await.is_err() {
         return;
     }
     let mut updates = shared.hub.moderators.subscribe();
     let mut closing = shared.hub.closing.subscribe();
     let approvals = shared.hub.approvals_json.read().expect("approvals snapshot").clone();
-    if sink.send(Message::text(approvals.to_string())).await.is_err() {
+    if send_within(&mut sink, Message::text(approvals.to_string()), deadline).await.is_err() {
         return;
     }
     loop {
@@ -101,11 +103,11 @@ where
             }
             update = updates.recv() => {
                 match update {
-                    Ok(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break },
+                    Ok(json) => if send_within(&mut sink, Message::text(json.to_string()), deadline).await.is_err() { break },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Too far behind: send the whole current queue instead.
                         let json = shared.hub.approvals_json.read().expect("approvals snapshot").clone();
-                        if sink.send(Message::text(json.to_string())).await.is_err() { break }
+                        if send_within(&mut sink, Message::text(json.to_string()), deadline).await.is_err() { break }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
@@ -127,7 +129,7 @@ where
             Ok(of) => reply("ok", of),
             Err((code, why)) => reply(code, &why),
         };
-        if sink.send(message).await.is_err() {
+        if send_within(&mut sink, message, deadline).await.is_err() {
             break;
         }
     }

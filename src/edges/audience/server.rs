@@ -18,9 +18,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::moderator;
-use super::shared::{AudienceConfig, Shared, close_gracefully, socket_config};
+use super::shared::{AudienceConfig, SendFailed, Shared, close_gracefully, send_within, socket_config};
 use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
-use crate::engine::audience::metrics::Rejection;
+use crate::engine::audience::metrics::{AudienceMetrics, Rejection};
 use crate::model::assets_root::check_relative;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
 use crate::model::audience::moderation::{Held, TokenBucket, moderate, moderate_name};
@@ -301,6 +301,15 @@ async fn serve_static(stream: &mut TcpStream, root: &std::path::Path, path: &str
     }
 }
 
+/// Ends a connection whose send failed; a client that stopped reading is counted, and gets no
+/// close frame (there is no room for one).
+fn give_up(failed: SendFailed, metrics: &AudienceMetrics) -> Option<(CloseCode, &'static str)> {
+    if failed == SendFailed::Stalled {
+        metrics.slow_clients_closed.fetch_add(1, Ordering::Relaxed);
+    }
+    None
+}
+
 async fn serve_audience_socket(
     stream: Replayed,
     ip: std::net::IpAddr,
@@ -382,7 +391,10 @@ async fn serve_audience_socket(
         session: shared.sessions.sign(&user),
     };
     let state: Arc<str> = shared.hub.state_json.read().expect("state snapshot").clone();
-    if sink.send(send(&welcome)).await.is_err() || sink.send(Message::text(state.to_string())).await.is_err() {
+    let deadline = config.send_timeout;
+    if send_within(&mut sink, send(&welcome), deadline).await.is_err()
+        || send_within(&mut sink, Message::text(state.to_string()), deadline).await.is_err()
+    {
         shared.hub.direct.lock().expect("direct map").remove(&user);
         shared.leave_member(&user);
         return;
@@ -435,23 +447,25 @@ async fn serve_audience_socket(
                     }
                 };
                 if let Some(reply) = reply
-                    && sink.send(send(&reply)).await.is_err()
+                    && let Err(failed) = send_within(&mut sink, send(&reply), deadline).await
                 {
-                    break None;
+                    break give_up(failed, metrics);
                 }
                 if shared.hub.moderation.lock().expect("moderation").is_banned(&user, Some(ip)) {
                     break Some((CloseCode::Policy, "banned"));
                 }
             }
             update = updates.recv() => match update {
-                Ok(json) => if sink.send(Message::text(json.to_string())).await.is_err() { break None },
+                Ok(json) => if let Err(failed) = send_within(&mut sink, Message::text(json.to_string()), deadline).await {
+                    break give_up(failed, metrics);
+                },
                 Err(broadcast::error::RecvError::Lagged(n)) => { metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed); }
                 Err(broadcast::error::RecvError::Closed) => break None,
             },
             () = async { let _ = closing.wait_for(|closed| *closed).await; } => break Some((CloseCode::Away, "the venue is closing")),
             json = mailbox.next() => {
-                if sink.send(Message::text(json.to_string())).await.is_err() {
-                    break None;
+                if let Err(failed) = send_within(&mut sink, Message::text(json.to_string()), deadline).await {
+                    break give_up(failed, metrics);
                 }
                 // A ban arrives this way too: close at once, even if the member is idle.
                 if shared.hub.moderation.lock().expect("moderation").is_banned(&user, Some(ip)) {

@@ -57,6 +57,10 @@ pub struct AudienceConfig {
     /// Web origins whose pages may open `/ws`, besides the venue's own; empty: any origin (the
     /// audience page may be embedded elsewhere).
     pub ws_origins: Vec<String>,
+    /// How long a send to one client may wait for room in its socket. A client that reads
+    /// nothing for this long is closed: its task would otherwise wait on it for ever, deaf to
+    /// bans and to the venue closing, while the kernel holds its unsent frames.
+    pub send_timeout: Duration,
 }
 
 impl AudienceConfig {
@@ -77,7 +81,29 @@ impl AudienceConfig {
             messages_per_10s_per_address: 100,
             mod_origins: Vec::new(),
             ws_origins: Vec::new(),
+            send_timeout: Duration::from_secs(10),
         }
+    }
+}
+
+/// Why a send did not go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendFailed {
+    /// The connection is gone.
+    Gone,
+    /// The client's socket stayed full for the whole timeout: it stopped reading.
+    Stalled,
+}
+
+/// Sends `message`, waiting at most `timeout` for the client to make room.
+pub async fn send_within<Si>(sink: &mut Si, message: Message, timeout: Duration) -> Result<(), SendFailed>
+where
+    Si: futures_util::Sink<Message> + Unpin,
+{
+    match tokio::time::timeout(timeout, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendFailed::Gone),
+        Err(_) => Err(SendFailed::Stalled),
     }
 }
 
@@ -283,7 +309,9 @@ where
     St: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
 {
     let frame = CloseFrame { code, reason: reason.into() };
-    if sink.send(Message::Close(Some(frame))).await.is_err() {
+    // A client that stopped reading has no room for the close frame either: give up on it
+    // after a second rather than hold the task.
+    if send_within(sink, Message::Close(Some(frame)), Duration::from_secs(1)).await.is_err() {
         return;
     }
     let drain = async {

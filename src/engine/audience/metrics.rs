@@ -111,6 +111,8 @@ pub struct AudienceMetrics {
     pub dropped_inbound: AtomicU64,
     /// Messages a slow client skipped, or replies dropped because its queue was full.
     pub dropped_outbound: AtomicU64,
+    /// Connections closed because the client read nothing for the send timeout.
+    pub slow_clients_closed: AtomicU64,
     /// Venue commands caused by the audience and applied.
     pub commands_applied: AtomicU64,
     /// Chat lines over the display limit, sent only to their sender.
@@ -204,6 +206,11 @@ impl AudienceMetrics {
             load(&self.dropped_inbound),
         );
         counter("audience_dropped_outbound_total", "Messages skipped by slow clients.", load(&self.dropped_outbound));
+        counter(
+            "audience_slow_clients_closed_total",
+            "Connections closed because the client read nothing for the send timeout.",
+            load(&self.slow_clients_closed),
+        );
         counter(
             "audience_chat_unshown_total",
             "Chat lines over the display limit, shown only to their sender.",
