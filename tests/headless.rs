@@ -218,6 +218,38 @@ fn invalid_commands_are_refused_with_a_reason_and_change_nothing() {
     assert_eq!(app.world().resource::<CommandLog>().applied(), 1, "refused commands are not logged as applied");
 }
 
+/// A command with an infinite or NaN number is refused before it is applied: the log could not
+/// hold it (JSON writes it as `null`), so a show with it could not be replayed or resumed.
+#[test]
+fn commands_with_numbers_out_of_range_are_refused_and_never_logged() {
+    let mut app = venue_app();
+    let before = app.world().resource::<CommandLog>().recent().count();
+    for command in [
+        VenueCommand::SetParam { name: "fog".into(), value: ParamValue::Float(f32::INFINITY) },
+        VenueCommand::AnimateParam {
+            name: "fog".into(),
+            to: ParamValue::Float(f32::NAN),
+            seconds: 1.0,
+            easing: Default::default(),
+        },
+        VenueCommand::ShowText {
+            id: 1,
+            text: "x".into(),
+            by: "y".into(),
+            seconds: 5.0,
+            at: [0.0, f32::NEG_INFINITY, 0.0],
+        },
+    ] {
+        submit(&mut app, CommandOrigin::Moderator("mod1".into()), command.clone());
+        let refused = rejections(&app);
+        assert!(
+            refused.len() == 1 && refused[0].to_string().contains("infinite or not a number"),
+            "{command:?}: {refused:?}"
+        );
+    }
+    assert_eq!(app.world().resource::<CommandLog>().recent().count(), before, "nothing was logged");
+}
+
 #[test]
 fn the_audience_cannot_replace_the_venue() {
     let mut app = venue_app();

@@ -304,7 +304,12 @@ fn apply_commands(
     for (origin, command, logged) in restored.chain(submitted) {
         let now = time.elapsed_secs_f64();
         let scene_now = latest.clone();
-        let result = origin.may_issue(command).and_then(|()| match command {
+        let finite = || {
+            (command.numbers_are_finite())
+                .then_some(())
+                .ok_or_else(|| CommandError::Invalid("a number is infinite or not a number".into()))
+        };
+        let result = origin.may_issue(command).and_then(|()| finite()).and_then(|()| match command {
             VenueCommand::SetParam { name, value } => {
                 // Write through `ResMut` only when the value differs, so that systems reacting
                 // to a changed `StageParams` skip repeated identical values (a crowd voting).

@@ -98,6 +98,30 @@ pub enum VenueCommand {
 pub const MAX_SHOWN_CHARS: usize = 120;
 
 impl VenueCommand {
+    /// Whether every number in the command is finite. JSON, and so the command log, cannot
+    /// carry infinities or NaN (they would be written as `null`, a line no one can read back),
+    /// and no parameter, duration or place means anything with them.
+    pub fn numbers_are_finite(&self) -> bool {
+        let value = |v: &ParamValue| !matches!(v, ParamValue::Float(f) if !f.is_finite());
+        match self {
+            VenueCommand::SetParam { value: v, .. } => value(v),
+            VenueCommand::AnimateParam { to, seconds, .. } => value(to) && seconds.is_finite(),
+            VenueCommand::ShowText { seconds, at, .. } => seconds.is_finite() && at.iter().all(|v| v.is_finite()),
+            // A scene has numbers everywhere: it must come back from JSON as itself (NaN is
+            // not equal to itself, an infinity comes back as an error).
+            VenueCommand::LoadScene { scene } => serde_json::to_string(scene)
+                .ok()
+                .and_then(|json| serde_json::from_str::<SceneFile>(&json).ok())
+                .is_some_and(|back| back == **scene),
+            VenueCommand::SpawnEffect { .. }
+            | VenueCommand::HideText { .. }
+            | VenueCommand::OpenPoll { .. }
+            | VenueCommand::ClosePoll { .. }
+            | VenueCommand::ShowHotspot { .. }
+            | VenueCommand::PlayTour { .. } => true,
+        }
+    }
+
     /// A short description for logs, without the payload of large commands.
     pub fn summary(&self) -> String {
         match self {
@@ -210,8 +234,15 @@ pub fn read_command_log(reader: impl BufRead) -> Result<Vec<LoggedCommand>, LogL
         if line.trim().is_empty() {
             continue;
         }
-        let entry = serde_json::from_str(&line)
+        let entry: LoggedCommand = serde_json::from_str(&line)
             .map_err(|e| LogLineError { line: i + 1, message: format!("not a logged command: {e}") })?;
+        // `1e39` reads as an f32 infinity, which no venue applies and no log can hold.
+        if !entry.command.numbers_are_finite() {
+            return Err(LogLineError {
+                line: i + 1,
+                message: format!("{}: a number is out of range (infinite or not a number)", entry.command.summary()),
+            });
+        }
         entries.push(entry);
     }
     Ok(entries)
