@@ -4,6 +4,8 @@
 #   scripts/fuzz.sh TARGET SECONDS   fuzz one target (see crates/fuzz/src/lib.rs) for that long
 #   scripts/fuzz.sh all SECONDS      each target in turn, SECONDS each
 #   scripts/fuzz.sh list             the targets
+#   FUZZ_EXECUTIONS=N scripts/fuzz.sh TARGET SECONDS
+#                                    stop after about N executions, or SECONDS, whichever first
 #
 # Installs cargo-afl and builds AFL++ the first time (a few minutes). Fails when a target
 # crashed or hung, listing the inputs (kept in $FUZZ_OUT, default ~/.cache/parvis-fuzz/TARGET):
@@ -54,16 +56,21 @@ run_one() {
     rm -rf "$out"
     mkdir -p "$out"
     say "fuzzing $name for $seconds s"
-    cargo afl fuzz -V "$seconds" -t 1000 -i "crates/fuzz/corpus/$name" -o "$out" -- "$CARGO_TARGET_DIR/release/$name" \
+    local limit=()
+    if [ -n "${FUZZ_EXECUTIONS:-}" ]; then limit=(-E "$FUZZ_EXECUTIONS"); fi
+    cargo afl fuzz -V "$seconds" "${limit[@]}" -t 1000 -i "crates/fuzz/corpus/$name" -o "$out" -- "$CARGO_TARGET_DIR/release/$name" \
         > "$out/afl.log" 2>&1 || { tail -20 "$out/afl.log" >&2; return 1; }
     local stats="$out/default/fuzzer_stats"
-    local execs paths crashes hangs speed
+    local execs paths crashes hangs speed elapsed edges
     execs=$(awk -F' *: *' '$1=="execs_done"{print $2}' "$stats")
     paths=$(awk -F' *: *' '$1=="corpus_count"{print $2}' "$stats")
     speed=$(awk -F' *: *' '$1=="execs_per_sec"{print $2}' "$stats")
+    elapsed=$(awk -F' *: *' '$1=="run_time"{print $2}' "$stats")
+    edges=$(awk -F' *: *' '$1=="edges_found"{f=$2} $1=="total_edges"{t=$2} END{print f "/" t}' "$stats")
     crashes=$(find "$out/default/crashes" -type f ! -name README.txt | wc -l)
     hangs=$(find "$out/default/hangs" -type f | wc -l)
-    printf '%-15s %12s executions %10s/s %6s paths %3s crashes %3s hangs\n' "$name" "$execs" "$speed" "$paths" "$crashes" "$hangs"
+    printf '%-15s %12s executions in %6s s %10s/s %6s paths %12s edges %3s crashes %3s hangs\n' \
+        "$name" "$execs" "$elapsed" "$speed" "$paths" "$edges" "$crashes" "$hangs"
     if [ "$crashes" -gt 0 ] || [ "$hangs" -gt 0 ]; then
         echo "fuzz target $name found problems; inputs in $out/default/crashes and $out/default/hangs:" >&2
         find "$out/default/crashes" "$out/default/hangs" -type f ! -name README.txt >&2

@@ -48,9 +48,9 @@ pub fn check_model(relative: &str, root: &AssetsRoot) -> Vec<ModelProblem> {
 /// Checks a model's bytes (glTF JSON or GLB) found in the folder `dir`: the document must
 /// parse and every buffer and image it refers to must be there, inside `root`.
 pub fn check_model_bytes(bytes: &[u8], dir: &Path, root: &AssetsRoot) -> Vec<ModelProblem> {
-    let gltf = match gltf::Gltf::from_slice(bytes) {
+    let gltf = match parse_gltf(bytes) {
         Ok(gltf) => gltf,
-        Err(e) => return vec![ModelProblem::new("", format!("not a valid glTF file: {e}"))],
+        Err(problem) => return vec![problem],
     };
     let mut problems = Vec::new();
     let mut buffer_lengths = Vec::new();
@@ -107,6 +107,65 @@ pub fn check_model_bytes(bytes: &[u8], dir: &Path, root: &AssetsRoot) -> Vec<Mod
         }
     }
     problems
+}
+
+/// Parses a glTF document (JSON or GLB), first checking what the `gltf` crate (1.4) takes for
+/// granted and panics on otherwise (found by fuzzing): that a primitive's accessors exist and
+/// that an image in a buffer view says its MIME type.
+pub fn parse_gltf(bytes: &[u8]) -> Result<gltf::Gltf, ModelProblem> {
+    let invalid = |e: &dyn std::fmt::Display| ModelProblem::new("", format!("not a valid glTF file: {e}"));
+    let json: std::borrow::Cow<[u8]> = if bytes.starts_with(b"glTF") {
+        gltf::Glb::from_slice(bytes).map_err(|e| invalid(&e))?.json
+    } else {
+        bytes.into()
+    };
+    let value: serde_json::Value = serde_json::from_slice(&json).map_err(|e| invalid(&e))?;
+    if let Some(problem) = structure_problem(&value) {
+        return Err(problem);
+    }
+    gltf::Gltf::from_slice(bytes).map_err(|e| invalid(&e))
+}
+
+fn structure_problem(root: &serde_json::Value) -> Option<ModelProblem> {
+    let accessors = root.get("accessors").and_then(|a| a.as_array()).map_or(0, Vec::len);
+    let in_range = |v: &serde_json::Value| v.as_u64().is_some_and(|i| i < accessors as u64);
+    let list = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_array()).cloned().unwrap_or_default();
+    for (m, mesh) in list(root.get("meshes")).iter().enumerate() {
+        for (p, primitive) in list(mesh.get("primitives")).iter().enumerate() {
+            let field = format!("meshes[{m}].primitives[{p}]");
+            let mut references: Vec<(String, &serde_json::Value)> = Vec::new();
+            if let Some(attributes) = primitive.get("attributes").and_then(|a| a.as_object()) {
+                references.extend(attributes.iter().map(|(name, v)| (format!("{field}.attributes.{name}"), v)));
+            }
+            if let Some(indices) = primitive.get("indices") {
+                references.push((format!("{field}.indices"), indices));
+            }
+            for (t, target) in primitive.get("targets").and_then(|t| t.as_array()).into_iter().flatten().enumerate() {
+                if let Some(target) = target.as_object() {
+                    references.extend(target.iter().map(|(name, v)| (format!("{field}.targets[{t}].{name}"), v)));
+                }
+            }
+            if let Some((field, value)) = references.into_iter().find(|(_, v)| !in_range(v)) {
+                return Some(ModelProblem::new(
+                    field,
+                    format!("names accessor {value}, but the file has {accessors} accessors"),
+                ));
+            }
+        }
+    }
+    for (i, image) in list(root.get("images")).iter().enumerate() {
+        let (view, uri, mime) = (image.get("bufferView"), image.get("uri"), image.get("mimeType"));
+        if view.is_some() && mime.is_none() {
+            return Some(ModelProblem::new(
+                format!("images[{i}].mimeType"),
+                "is required for an image in a buffer view",
+            ));
+        }
+        if view.is_none() && uri.is_none() {
+            return Some(ModelProblem::new(format!("images[{i}]"), "has neither a uri nor a bufferView"));
+        }
+    }
+    None
 }
 
 /// The length of the data a glTF URI refers to: decoded `data:` URIs, or files relative to
@@ -218,6 +277,45 @@ mod tests {
 
     fn problems(text: &str, root: &AssetsRoot) -> Vec<ModelProblem> {
         check_model_bytes(text.as_bytes(), &root.dir().join("models"), root)
+    }
+
+    /// Found by fuzzing (`gltf`): the `gltf` crate panics on a primitive whose accessor does
+    /// not exist, and on an image with neither a URI nor a buffer view (or one in a buffer view
+    /// without its MIME type). Each is a problem naming its field, not a crash.
+    #[test]
+    fn what_the_gltf_crate_would_panic_on_is_a_problem_naming_its_field() {
+        let (root, dir) = root();
+        let cases = [
+            (
+                r#"{"asset":{"version":"2.0"},"meshes":[{"primitives":[{"attributes":{"POSITION":3}}]}]}"#,
+                "meshes[0].primitives[0].attributes.POSITION",
+                "names accessor 3, but the file has 0 accessors",
+            ),
+            (
+                r#"{"asset":{"version":"2.0"},"accessors":[{"componentType":5126,"count":1,"type":"VEC3"}],
+                   "meshes":[{"primitives":[{"attributes":{"POSITION":0},"indices":7}]}]}"#,
+                "meshes[0].primitives[0].indices",
+                "names accessor 7",
+            ),
+            (
+                r#"{"asset":{"version":"2.0"},"buffers":[{"uri":"box.bin","byteLength":24}],"bufferViews":[{"buffer":0,"byteLength":24}],"images":[{}]}"#,
+                "images[0]",
+                "neither a uri nor a bufferView",
+            ),
+            (
+                r#"{"asset":{"version":"2.0"},"buffers":[{"uri":"box.bin","byteLength":24}],"bufferViews":[{"buffer":0,"byteLength":24}],"images":[{"bufferView":0}]}"#,
+                "images[0].mimeType",
+                "is required",
+            ),
+        ];
+        for (text, field, message) in cases {
+            let found = problems(text, &root);
+            assert!(
+                found.len() == 1 && found[0].field == field && found[0].message.contains(message) && !found[0].drawable,
+                "{text}: {found:?}"
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
