@@ -304,8 +304,9 @@ fn apply_commands(
     for (origin, command, logged) in restored.chain(submitted) {
         let now = time.elapsed_secs_f64();
         let scene_now = latest.clone();
+        // A parameter's own check names it and its range, which says more than this does.
         let finite = || {
-            (command.numbers_are_finite())
+            (matches!(command, VenueCommand::SetParam { .. }) || command.numbers_are_finite())
                 .then_some(())
                 .ok_or_else(|| CommandError::Invalid("a number is infinite or not a number".into()))
         };
