@@ -45,6 +45,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    quiet_error_backtraces();
     install_panic_message();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -60,6 +61,20 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("parvis: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Bevy captures a backtrace into every error it makes when `RUST_BACKTRACE` is set, and prints
+/// it with the error: a curator's broken texture read as a crash, the clear line lost below
+/// it. `RUST_LIB_BACKTRACE=0` stops that capture and leaves panics their backtraces; set by
+/// hand, it wins.
+fn quiet_error_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        #[allow(unsafe_code, reason = "the first thing main does: no other thread reads the environment yet")]
+        // SAFETY: no other thread exists yet, so none reads the environment while it changes.
+        unsafe {
+            std::env::set_var("RUST_LIB_BACKTRACE", "0");
         }
     }
 }

@@ -408,6 +408,56 @@ fn check_accepts_good_scenes_and_lists_every_problem_of_bad_ones() {
     let (code, _, err) = parvis(&["check", "tests/scenes/does-not-exist.ron"]);
     assert_eq!(code, 1);
     assert!(err.contains("does-not-exist.ron: cannot read the scene file"), "{err}");
+
+    // The shipped venue writes nothing a parameter hides.
+    let (_, _, err) = parvis(&["check", "scenes/cloister.ron"]);
+    assert!(!err.contains("warning"), "{err}");
+}
+
+/// A property driven by a stage parameter shows the parameter's value from the start: writing
+/// another value in the file changes nothing, so `check` says which parameter drives it.
+#[test]
+fn check_warns_when_a_property_a_parameter_drives_is_also_written() {
+    let dir = std::env::temp_dir().join(format!("parvis-bound-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let scene = dir.join("bound.ron");
+    std::fs::write(
+        &scene,
+        r##"(
+    version: 1,
+    venue: (title: "Bound"),
+    environment: (fog_density: 0.3, sky: Some("#ff0000")),
+    primitives: [
+        (name: "pillar", shape: Box(size: (1.0, 2.0, 1.0)),
+            material: (colour: "#00ff00", roughness: 0.5)),
+        (name: "plinth", shape: Box(size: (1.0, 1.0, 1.0)), material: (colour: "#123456")),
+    ],
+    lights: [
+        (name: "key", kind: Point(intensity: 80000.0, range: 20.0), colour: "#ffd9a0",
+            transform: (translation: (0.0, 4.0, 0.0))),
+    ],
+    params: [
+        (name: "mood", kind: Colour(default: "#3366ff"), bind: [LightColour("key"), SkyColour]),
+        (name: "haze", kind: Float(default: 0.3, min: 0.0, max: 1.0), bind: [FogDensity]),
+        (name: "paint", kind: Colour(default: "#123456"), bind: [BaseColour("pillar"), BaseColour("plinth")]),
+    ],
+)"##,
+    )
+    .unwrap();
+    let (code, out, err) = parvis(&["check", scene.to_str().unwrap()]);
+    assert_eq!(code, 0, "warnings do not fail the check: {err}");
+    assert!(out.contains("bound.ron: ok"), "{out}");
+    let warnings: Vec<&str> = err.lines().filter(|l| l.ends_with(": warning")).collect();
+    // The light's colour, the sky and the pillar's colour differ from what drives them; the
+    // fog density and the plinth's colour are written as their parameters start.
+    assert_eq!(warnings.len(), 3, "{err}");
+    let light = warnings.iter().find(|w| w.contains("lights[0].colour")).expect("the light's colour");
+    assert!(light.contains("#ffd9a0") && light.contains("\"mood\"") && light.contains("#3366ff"), "{light}");
+    assert!(light.contains("bound.ron:11:"), "the warning points at the light: {light}");
+    assert!(warnings.iter().any(|w| w.contains("environment.sky") && w.contains("\"mood\"")), "{err}");
+    assert!(warnings.iter().any(|w| w.contains("primitives[0].material.colour") && w.contains("\"paint\"")), "{err}");
+    assert!(!err.contains("fog_density") && !err.contains("primitives[1]"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -575,6 +625,11 @@ fn help_documents_every_command() {
     let (_, out, _) = parvis(&["render", "--help"]);
     for flag in ["--out", "--size", "--frames", "--viewpoint", "--set", "--assets"] {
         assert!(out.contains(flag), "{out}");
+    }
+    // Every format import takes is named, meshes included.
+    let (_, out, _) = parvis(&["import", "--help"]);
+    for format in [".ply", ".las", ".laz", ".gltf", ".glb", "--assets"] {
+        assert!(out.contains(format), "import --help does not mention {format}: {out}");
     }
 }
 
@@ -2673,6 +2728,9 @@ fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("imported 135200 triangles in 1 parts"), "{out}");
     assert!(out.contains("(name: \"terrace\", path: ") && out.contains("max_error_px"), "{out}");
+    // The scan lies outside the project's assets folder: a scene could not name it, and the
+    // entry says so rather than printing a path the scene would refuse.
+    assert!(out.contains("note: ") && out.contains("is outside the assets folder"), "{out}");
     assert!(err.contains("building levels of detail"), "{err}");
     let folder = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
     let index = read_mesh_index(&folder).unwrap();
@@ -2689,13 +2747,38 @@ fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
     let coarsest: u32 = part.chunks.iter().map(|c| c.levels.last().unwrap().triangles).sum();
     assert_eq!(u64::from(finest), index.triangles, "level 0 is the scan");
     assert!(coarsest * 10 < finest, "the coarsest level is over 10× lighter: {coarsest} of {finest}");
-    // One texture per level, halving.
-    assert_eq!(part.texture_sizes[0], [512, 256]);
-    assert_eq!(part.texture_sizes[1], [256, 128]);
-    assert!(part.textures.iter().all(|t| folder.join(t).is_file()));
+    // One copy of its texture per level, halving, kept as colour data.
+    assert_eq!(part.textures.len(), 1);
+    let texture = &part.textures[0];
+    assert_eq!(part.material.base_colour_texture, Some(0));
+    assert!(texture.srgb);
+    assert_eq!(texture.sizes[0], [512, 256]);
+    assert_eq!(texture.sizes[1], [256, 128]);
+    assert!(texture.files.iter().all(|f| folder.join(f).is_file()));
+    // Its material is the file's, not a fixed one.
+    assert_eq!((part.material.metallic, part.material.roughness), (0.0, 0.9));
     let (code, out, _) = parvis(&["import", glb.to_str().unwrap(), "--cache", cache.to_str().unwrap()]);
     assert_eq!(code, 0);
     assert!(out.contains("was imported before"), "{out}");
+    // Given the folder that holds it as the assets root, the entry names it as a scene would.
+    let (code, out, _) = parvis(&[
+        "import",
+        glb.to_str().unwrap(),
+        "--cache",
+        cache.to_str().unwrap(),
+        "--assets",
+        dir.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0);
+    assert!(out.contains("path: \"terrace.glb\"") && !out.contains("outside the assets folder"), "{out}");
+
+    // A cache written by an older Parvis (base colour only) is refused, saying what to do.
+    let old = dir.join("old-cache");
+    std::fs::create_dir_all(&old).unwrap();
+    let v3 = r#"{"version":3,"triangles":2,"bounds":[[0,0,0],[1,1,0]],"parts":[{"texture_files":[],"chunks":[]}]}"#;
+    std::fs::write(old.join("mesh.json"), v3).unwrap();
+    let error = read_mesh_index(&old).unwrap_err().to_string();
+    assert!(error.contains("layout version 3 instead of") && error.contains("import the scan again"), "{error}");
 
     // Broken files: cut, with a missing external buffer, with an index past its vertices.
     let bytes = std::fs::read(&glb).unwrap();
@@ -3162,7 +3245,24 @@ fn models_are_checked_like_scene_files_and_may_not_reach_outside_the_assets_root
             images.join(",")
         )
     };
-    let cases: [(&str, String, &str, bool); 8] = [
+    // A triangle's positions in box.bin (36 bytes), with `count` of them declared in `view` bytes.
+    let triangle = |count: u32, view: u32| {
+        format!(
+            r#"{{"asset":{{"version":"2.0"}},"buffers":[{{"uri":"box.bin","byteLength":36}}],
+            "bufferViews":[{{"buffer":0,"byteLength":{view}}}],
+            "accessors":[{{"bufferView":0,"componentType":5126,"count":{count},"type":"VEC3","min":[0,0,0],"max":[1,1,0]}}],
+            "meshes":[{{"primitives":[{{"attributes":{{"POSITION":0}}}}]}}],"nodes":[{{"mesh":0}}],"scenes":[{{"nodes":[0]}}]}}"#
+        )
+    };
+    let cases: [(&str, String, &str, bool); 10] = [
+        // What Bevy's glTF loader panicked on: an accessor longer than its view.
+        (
+            "long-accessor",
+            triangle(300, 36),
+            "accessors[0]: 300 elements need 3600 bytes, but bufferViews[0] holds 36",
+            true,
+        ),
+        ("long-view", triangle(3, 72), "bufferViews[0]: bytes 0..72 lie past the end of buffers[0] (36 bytes)", true),
         (
             "climbs",
             gltf("../../../../../../../etc/hostname", 8, &[]),

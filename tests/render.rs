@@ -189,7 +189,9 @@ fn the_desktop_window_opens_and_shows_the_venue_under_xvfb() {
     let output = Command::new("xvfb-run")
         .args(["--auto-servernum", "--server-args=-screen 0 1280x720x24"])
         .arg(env!("CARGO_BIN_EXE_parvis"))
-        .args(["run", "--audience", "127.0.0.1:0", "--frames", "40", "--screenshot"])
+        // Few frames: they count from the loaded venue, so the picture is never a black one of
+        // a venue still loading.
+        .args(["run", "--audience", "127.0.0.1:0", "--frames", "3", "--screenshot"])
         .arg(&shot)
         .current_dir(root())
         .output()
@@ -703,4 +705,356 @@ fn a_scanned_mesh_shows_coarser_levels_from_afar_and_matches_golden() {
         diff.pixels_over
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The material variants of `write_material_sheets`, one sheet each, in order.
+const SHEETS: [&str; 11] = [
+    "base",
+    "mask",
+    "blend",
+    "emissive",
+    "normal",
+    "metallic_roughness",
+    "occlusion",
+    "back_single",
+    "back_double",
+    "transform",
+    "unlit",
+];
+
+/// Where sheet `i` stands: two rows of six (then five), one metre each, facing +z.
+fn sheet_centre(i: usize) -> Vec3 {
+    let (row, column) = (i / 6, i % 6);
+    Vec3::new(-2.875 + 1.15 * column as f32, 2.3 - 1.3 * row as f32, 0.0)
+}
+
+/// A unit sheet facing +Z, 32 triangles: too few to simplify, so the meshes path shows its
+/// finest level.
+#[allow(clippy::type_complexity, reason = "a mesh's arrays")]
+fn sheet_geometry() -> (Vec<[f32; 3]>, Vec<[f32; 3]>, Vec<[f32; 2]>, Vec<u32>) {
+    let n = 4u32;
+    let (mut positions, mut uvs, mut indices) = (Vec::new(), Vec::new(), Vec::new());
+    for j in 0..=n {
+        for i in 0..=n {
+            let (u, v) = (i as f32 / n as f32, j as f32 / n as f32);
+            positions.push([u - 0.5, 0.5 - v, 0.0]);
+            uvs.push([u, v]);
+        }
+    }
+    for j in 0..n {
+        for i in 0..n {
+            let a = j * (n + 1) + i;
+            indices.extend_from_slice(&[a, a + n + 1, a + 1, a + 1, a + n + 1, a + n + 2]);
+        }
+    }
+    let normals = vec![[0.0, 0.0, 1.0]; positions.len()];
+    (positions, normals, uvs, indices)
+}
+
+/// The bare cloister with one entry (`assets` or `meshes`) from `dir`, or none, seen square
+/// on from 5 m in front of the sheets, once loaded.
+fn render_sheets(dir: &std::path::Path, entry: Option<(&str, String)>) -> (HeadlessRenderer, image::RgbaImage) {
+    let mut scene = bare_cloister();
+    match entry {
+        Some(("assets", text)) => scene.assets.push(ron::from_str(&text).unwrap()),
+        Some((_, text)) => scene.meshes.push(ron::from_str(&text).unwrap()),
+        None => {}
+    }
+    let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene, AssetsRoot::new(dir)), SIZE);
+    renderer.wait_until_ready().expect("the model loads");
+    let camera = renderer.camera();
+    renderer
+        .app_mut()
+        .world_mut()
+        .entity_mut(camera)
+        .insert(parvis::engine::camera::CameraRig::looking(Vec3::new(0.0, 1.65, 5.0), Vec3::new(0.0, 1.65, 0.0)));
+    renderer.step();
+    renderer.step();
+    let picture = renderer.capture().unwrap();
+    (renderer, picture)
+}
+
+fn png(image: &image::RgbaImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();
+    bytes
+}
+
+/// A model of sheets, each with a material that differs from the first ("base": a textured,
+/// rough dielectric) by one glTF property: alpha mask, blend, emissive (with
+/// `KHR_materials_emissive_strength`), normal map, metallic-roughness texture, occlusion, one
+/// side only or both seen from behind, `KHR_texture_transform`, `KHR_materials_unlit`.
+fn write_material_sheets(path: &std::path::Path) {
+    use parvis::engine::heritage::mesh::GlbWriter;
+    use serde_json::json;
+    let (positions, normals, uvs, indices) = sheet_geometry();
+    let square = |x: u32, y: u32| (x / 8 + y / 8).is_multiple_of(2);
+    let stripe = |x: u32| (x / 8).is_multiple_of(2);
+    let checker = |alpha_dark: u8, alpha_light: u8| {
+        image::RgbaImage::from_fn(32, 32, |x, y| {
+            if square(x, y) {
+                image::Rgba([220, 200, 160, alpha_light])
+            } else {
+                image::Rgba([60, 90, 140, alpha_dark])
+            }
+        })
+    };
+    let mut glb = GlbWriter::default();
+    let opaque = glb.texture(&png(&checker(255, 255)), None);
+    let holes = glb.texture(&png(&checker(0, 255)), None);
+    let half = glb.texture(&png(&checker(110, 110)), None);
+    let white = glb.texture(&png(&image::RgbaImage::from_pixel(4, 4, image::Rgba([255; 4]))), None);
+    let normal = glb.texture(
+        &png(&image::RgbaImage::from_fn(32, 32, |x, _| {
+            if stripe(x) { image::Rgba([230, 128, 210, 255]) } else { image::Rgba([25, 128, 210, 255]) }
+        })),
+        None,
+    );
+    let metal = glb.texture(&png(&image::RgbaImage::from_pixel(4, 4, image::Rgba([0, 40, 255, 255]))), None);
+    let occlusion = glb.texture(
+        &png(&image::RgbaImage::from_fn(32, 32, |x, _| {
+            if stripe(x) { image::Rgba([0, 0, 0, 255]) } else { image::Rgba([255, 255, 255, 255]) }
+        })),
+        None,
+    );
+    let pbr =
+        |texture: usize| json!({"baseColorTexture": {"index": texture}, "metallicFactor": 0.0, "roughnessFactor": 0.8});
+    let materials = [
+        json!({"pbrMetallicRoughness": pbr(opaque)}),
+        json!({"pbrMetallicRoughness": pbr(holes), "alphaMode": "MASK", "alphaCutoff": 0.5}),
+        json!({"pbrMetallicRoughness": pbr(half), "alphaMode": "BLEND"}),
+        json!({"pbrMetallicRoughness": pbr(opaque), "emissiveFactor": [1.0, 0.4, 0.0], "emissiveTexture": {"index": white},
+               "extensions": {"KHR_materials_emissive_strength": {"emissiveStrength": 1.5}}}),
+        json!({"pbrMetallicRoughness": pbr(opaque), "normalTexture": {"index": normal}}),
+        json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": opaque}, "metallicFactor": 1.0, "roughnessFactor": 1.0,
+               "metallicRoughnessTexture": {"index": metal}}}),
+        json!({"pbrMetallicRoughness": pbr(opaque), "occlusionTexture": {"index": occlusion}}),
+        json!({"pbrMetallicRoughness": pbr(opaque)}),
+        json!({"pbrMetallicRoughness": pbr(opaque), "doubleSided": true}),
+        json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": opaque, "extensions": {"KHR_texture_transform": {"scale": [3.0, 3.0]}}},
+               "metallicFactor": 0.0, "roughnessFactor": 0.8}}),
+        json!({"pbrMetallicRoughness": pbr(opaque), "extensions": {"KHR_materials_unlit": {}}}),
+    ];
+    for (i, (name, material)) in SHEETS.iter().zip(materials).enumerate() {
+        let material = glb.material(material);
+        let mut node = json!({"translation": sheet_centre(i).to_array()});
+        if name.starts_with("back") {
+            // Turned away from the camera: its back is what shows.
+            node["rotation"] = json!([0.0, 1.0, 0.0, 0.0]);
+        }
+        glb.mesh(name, &positions, &normals, &uvs, &indices, material, node);
+    }
+    glb.write(path).unwrap();
+}
+
+/// Colours of sheet `i` at a 16 × 16 grid over its middle, and of the background there.
+fn sheet_samples(
+    renderer: &mut HeadlessRenderer,
+    picture: &image::RgbaImage,
+    background: &image::RgbaImage,
+    i: usize,
+) -> Vec<([u8; 3], [u8; 3])> {
+    let camera = renderer.camera();
+    let world = renderer.app_mut().world_mut();
+    let (cam, eye) = (world.get::<Camera>(camera).unwrap(), world.get::<GlobalTransform>(camera).unwrap());
+    let mut samples = Vec::new();
+    for v in 0..16 {
+        for u in 0..16 {
+            let offset = Vec3::new(-0.35 + 0.7 * u as f32 / 15.0, 0.35 - 0.7 * v as f32 / 15.0, 0.0);
+            let p = cam.world_to_viewport(eye, sheet_centre(i) + offset).unwrap();
+            let (x, y) = (p.x as u32, p.y as u32);
+            let rgb = |image: &image::RgbaImage| {
+                let px = image.get_pixel(x, y);
+                [px[0], px[1], px[2]]
+            };
+            samples.push((rgb(picture), rgb(background)));
+        }
+    }
+    samples
+}
+
+/// What a sheet looks like: its mean colour and the share of it that shows the background.
+fn mean_and_background(samples: &[([u8; 3], [u8; 3])]) -> ([f64; 3], f64) {
+    let mut mean = [0.0; 3];
+    let mut background = 0;
+    for (p, q) in samples {
+        for c in 0..3 {
+            mean[c] += f64::from(p[c]) / samples.len() as f64;
+        }
+        background += usize::from((0..3).all(|c| p[c].abs_diff(q[c]) <= 12));
+    }
+    (mean, background as f64 / samples.len() as f64)
+}
+
+/// Mean over the grid of the largest channel difference between two sheets, point by point.
+fn pattern_difference(a: &[([u8; 3], [u8; 3])], b: &[([u8; 3], [u8; 3])]) -> f64 {
+    let sum: u32 =
+        a.iter().zip(b).map(|((p, _), (q, _))| (0..3).map(|c| u32::from(p[c].abs_diff(q[c]))).max().unwrap()).sum();
+    f64::from(sum) / a.len() as f64
+}
+
+#[test]
+fn a_scanned_model_looks_the_same_as_an_asset_and_through_levels_of_detail() {
+    let dir = std::env::temp_dir().join(format!("parvis-materials-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    write_material_sheets(&dir.join("models/sheets.glb"));
+    let credit = r#"credit: (author: "Parvis tests", licence: "CC0-1.0")"#;
+    let render = |entry| render_sheets(&dir, entry);
+    let (_, background) = render(None);
+    let (_, as_asset) = render(Some(("assets", format!(r#"(name: "sheets", path: "models/sheets.glb", {credit})"#))));
+    // Through the levels of detail (the finest: the sheets are too small to simplify), the
+    // picture must match the asset's, property for property.
+    let (mut renderer, as_levels) =
+        render(Some(("meshes", format!(r#"(name: "sheets", path: "models/sheets.glb", {credit})"#))));
+    save_png(&as_asset, &out_dir().join("materials-asset.png")).unwrap();
+    save_png(&as_levels, &out_dir().join("materials-levels.png")).unwrap();
+    compare_with_golden(&as_levels, "materials_lod_320x180.png");
+    let diff = diff_images(&as_asset, &as_levels, 24).unwrap();
+    assert!(
+        diff.mean_abs < 1.0 && diff.pixels_over < 160,
+        "the two paths differ: mean |Δ| {:.3}, {} pixels over 24 (see {})",
+        diff.mean_abs,
+        diff.pixels_over,
+        out_dir().display()
+    );
+    // Each property changes the pixels it should, against the base sheet.
+    let samples: Vec<_> = (0..SHEETS.len()).map(|i| sheet_samples(&mut renderer, &as_levels, &background, i)).collect();
+    let sheet = |name: &str| &samples[SHEETS.iter().position(|s| *s == name).unwrap()];
+    for name in SHEETS {
+        let (mean, bg) = mean_and_background(sheet(name));
+        let apart = pattern_difference(sheet(name), sheet("base"));
+        eprintln!(
+            "{name:>20}: mean {:>6.1} {:>6.1} {:>6.1}, background {bg:.2}, from base {apart:.1}",
+            mean[0], mean[1], mean[2]
+        );
+    }
+    let (base, base_bg) = mean_and_background(sheet("base"));
+    assert!(base_bg < 0.05, "the base sheet is drawn: {base_bg}");
+    let (_, mask_bg) = mean_and_background(sheet("mask"));
+    assert!((0.3..0.7).contains(&mask_bg), "the alpha mask cuts holes where alpha is 0: {mask_bg}");
+    let (blend, blend_bg) = mean_and_background(sheet("blend"));
+    assert!(blend_bg < 0.2 && blend[2] > base[2] + 20.0, "blended with the sky behind: {blend:?} vs {base:?}");
+    let (emissive, _) = mean_and_background(sheet("emissive"));
+    assert!(emissive[0] > base[0] + 20.0 && emissive[0] > emissive[2] + 20.0, "glows orange: {emissive:?}");
+    for name in ["normal", "metallic_roughness", "occlusion", "transform", "unlit"] {
+        let (_, bg) = mean_and_background(sheet(name));
+        let apart = pattern_difference(sheet(name), sheet("base"));
+        assert!(bg < 0.1 && apart > 6.0, "{name} changes the sheet: {apart:.1} from the base");
+    }
+    let (occluded, _) = mean_and_background(sheet("occlusion"));
+    assert!(occluded.iter().sum::<f64>() < base.iter().sum::<f64>() - 3.0, "occlusion darkens: {occluded:?}");
+    let (_, single_bg) = mean_and_background(sheet("back_single"));
+    let (_, double_bg) = mean_and_background(sheet("back_double"));
+    assert!(single_bg > 0.9, "one-sided, seen from behind: not drawn ({single_bg})");
+    assert!(double_bg < 0.05, "double-sided, seen from behind: drawn ({double_bg})");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A model whose texture is missing is drawn without it and flagged, as an asset and as a
+/// scanned mesh alike: the venue comes up, the rest of the model keeps its textures.
+#[test]
+fn a_model_missing_a_texture_is_drawn_plainly_and_flagged_on_both_paths() {
+    use parvis::engine::heritage::lod::MeshScanStatus;
+    use parvis::engine::heritage::mesh::GlbWriter;
+    use parvis::engine::scene::textures::FailedTextures;
+    use serde_json::json;
+    let dir = std::env::temp_dir().join(format!("parvis-missing-texture-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    let (positions, normals, uvs, indices) = sheet_geometry();
+    let mut glb = GlbWriter::default();
+    let missing = glb.texture_file("textures/lost.png");
+    let checker = image::RgbaImage::from_fn(32, 32, |x, y| {
+        if (x / 8 + y / 8).is_multiple_of(2) {
+            image::Rgba([220, 200, 160, 255])
+        } else {
+            image::Rgba([60, 90, 140, 255])
+        }
+    });
+    let present = glb.texture(&png(&checker), None);
+    let plain = glb.material(json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": missing},
+        "baseColorFactor": [1.0, 0.45, 0.1, 1.0], "metallicFactor": 0.0, "roughnessFactor": 0.8}}));
+    let textured = glb.material(json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": present},
+        "metallicFactor": 0.0, "roughnessFactor": 0.8}}));
+    glb.mesh("plain", &positions, &normals, &uvs, &indices, plain, json!({"translation": sheet_centre(0).to_array()}));
+    glb.mesh(
+        "textured",
+        &positions,
+        &normals,
+        &uvs,
+        &indices,
+        textured,
+        json!({"translation": sheet_centre(1).to_array()}),
+    );
+    glb.write(&dir.join("models/faulty.glb")).unwrap();
+    let credit = r#"credit: (author: "Parvis tests", licence: "CC0-1.0")"#;
+    let entry = format!(r#"(name: "faulty", path: "models/faulty.glb", {credit})"#);
+
+    let (_, background) = render_sheets(&dir, None);
+    for kind in ["assets", "meshes"] {
+        let (mut renderer, picture) = render_sheets(&dir, Some((kind, entry.clone())));
+        let plain = sheet_samples(&mut renderer, &picture, &background, 0);
+        let textured = sheet_samples(&mut renderer, &picture, &background, 1);
+        let (colour, plain_bg) = mean_and_background(&plain);
+        assert!(plain_bg < 0.05, "{kind}: the sheet without its texture is drawn ({plain_bg})");
+        assert!(colour[0] > colour[2] + 40.0, "{kind}: in its base colour factor, orange: {colour:?}");
+        // Plain: one colour, where the textured sheet beside it keeps its checker.
+        let spread = |samples: &[([u8; 3], [u8; 3])]| {
+            let (lo, hi) = samples.iter().fold((255u8, 0u8), |(lo, hi), (p, _)| (lo.min(p[1]), hi.max(p[1])));
+            hi - lo
+        };
+        assert!(spread(&plain) < 20 && spread(&textured) > 60, "{kind}: plain and checker sheets");
+        let world = renderer.app_mut().world_mut();
+        let flagged: Vec<String> = match kind {
+            "assets" => world.resource::<FailedTextures>().0.values().cloned().collect(),
+            _ => world.query::<&MeshScanStatus>().single(world).unwrap().notes.clone(),
+        };
+        assert!(flagged.iter().any(|f| f.contains("lost.png")), "{kind}: the missing texture is flagged: {flagged:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A texture that does not decode: the render goes on, the model drawn without it, and the
+/// log says so in one line, with no backtrace and no asset-server noise, even with
+/// `RUST_BACKTRACE` set (Bevy then captured one into every error).
+#[test]
+fn a_broken_texture_is_one_clear_line_and_the_render_goes_on() {
+    use parvis::engine::heritage::mesh::GlbWriter;
+    let dir = out_dir().join("broken-texture");
+    std::fs::create_dir_all(dir.join("models")).unwrap();
+    std::fs::write(dir.join("models/cracked.png"), b"\x89PNG\r\n\x1a\nnot the rest of a png").unwrap();
+    let (positions, normals, uvs, indices) = sheet_geometry();
+    let mut glb = GlbWriter::default();
+    let cracked = glb.texture_file("cracked.png");
+    let material = glb.material(serde_json::json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": cracked}}}));
+    glb.mesh("sheet", &positions, &normals, &uvs, &indices, material, serde_json::json!({}));
+    glb.write(&dir.join("models/sheet.glb")).unwrap();
+    let scene = dir.join("venue.ron");
+    std::fs::write(
+        &scene,
+        r#"(version: 1, venue: (title: "Cracked"),
+            assets: [(name: "sheet", path: "models/sheet.glb", credit: (author: "x", licence: "CC0-1.0"))])"#,
+    )
+    .unwrap();
+    let out = dir.join("out.png");
+    let _ = std::fs::remove_file(&out);
+    let output = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["render", "--size", "64x64", "--assets"])
+        .arg(&dir)
+        .arg(&scene)
+        .arg("--out")
+        .arg(&out)
+        .env("RUST_BACKTRACE", "1")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(out.exists());
+    let about: Vec<&str> = stderr.lines().filter(|l| l.contains("cracked.png")).collect();
+    assert_eq!(about.len(), 1, "one line about the texture:\n{stderr}");
+    assert!(about[0].contains("its model is drawn without it"), "{stderr}");
+    assert!(!stderr.contains("backtrace") && !stderr.contains("bevy_asset::server"), "{stderr}");
+    assert!(!stderr.lines().any(|l| l.trim_start().starts_with("1: ")), "{stderr}");
 }

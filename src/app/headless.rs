@@ -5,21 +5,20 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bevy::asset::RecursiveDependencyLoadState;
 use bevy::camera::{RenderTarget, ShadowLodOrigin};
 use bevy::prelude::*;
 use bevy::render::render_resource::PollType;
 use bevy::render::renderer::RenderDevice;
 use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use bevy::time::TimeUpdateStrategy;
-use bevy::world_serialization::WorldAssetRoot;
 
+use super::loading::venue_loading;
 use super::{VenueSetup, headless_render_app};
 use crate::engine::camera::{AwaitingViewpoint, CameraRig};
-use crate::engine::command::{CurrentScene, RejectedCommand, SubmitCommand};
+use crate::engine::command::{RejectedCommand, SubmitCommand};
 use crate::engine::environment::VenueCamera;
-use crate::engine::heritage::cloud::{CloudStatus, PointCloud, ScanPhase};
-use crate::engine::heritage::lod::{MeshScan, MeshScanStatus};
+use crate::engine::heritage::cloud::{CloudStatus, ScanPhase};
+use crate::engine::heritage::lod::MeshScanStatus;
 use crate::engine::output::{OutputError, readable_target};
 use crate::model::command::VenueCommand;
 
@@ -108,47 +107,7 @@ impl HeadlessRenderer {
             if let Some(r) = rejected_cursor.read(world.resource::<Messages<RejectedCommand>>()).next() {
                 return Err(OutputError::Rejected(format!("{}: {}", r.command.summary(), r.error)));
             }
-            if !world.contains_resource::<CurrentScene>() {
-                continue;
-            }
-            let server = world.resource::<AssetServer>();
-            let mut pending = false;
-            let mut roots = world.try_query::<(&WorldAssetRoot, Option<&Children>)>().expect("component registered");
-            for (root, children) in roots.iter(world) {
-                // Loaded is not enough: the model's entities must have been spawned too, which
-                // can take more frames than usual on a loaded machine.
-                pending |= children.is_none();
-                match server.get_recursive_dependency_load_state(&root.0) {
-                    Some(RecursiveDependencyLoadState::Loaded) => {}
-                    Some(RecursiveDependencyLoadState::Failed(e)) => {
-                        return Err(OutputError::AssetFailed {
-                            path: root.0.path().map(|p| p.path().display().to_string()).unwrap_or_default(),
-                            reason: e.to_string(),
-                        });
-                    }
-                    _ => pending = true,
-                }
-            }
-            let mut clouds = world.try_query::<(&PointCloud, &CloudStatus)>().expect("component registered");
-            for (cloud, status) in clouds.iter(world) {
-                if let ScanPhase::Failed(reason) = &status.phase {
-                    return Err(OutputError::AssetFailed { path: cloud.def.path.clone(), reason: reason.clone() });
-                }
-                // The picture is final once every node the view calls for is drawn.
-                pending |= !status.settled();
-            }
-            let mut scans = world.try_query::<(&MeshScan, &MeshScanStatus)>().expect("component registered");
-            for (scan, status) in scans.iter(world) {
-                match &status.phase {
-                    ScanPhase::Failed(reason) => {
-                        return Err(OutputError::AssetFailed { path: scan.def.path.clone(), reason: reason.clone() });
-                    }
-                    ScanPhase::Importing => pending = true,
-                    // Levels are picked in the frame after the chunks spawn.
-                    ScanPhase::Ready => pending |= status.levels_shown.is_empty() && status.groups_shown == 0,
-                }
-            }
-            if !pending {
+            if venue_loading(world)? {
                 // Let the spawned models' meshes and materials reach the GPU.
                 self.step();
                 self.step();

@@ -9,6 +9,7 @@
 //! binary, the tests and the benchmarks.
 
 pub mod headless;
+pub mod loading;
 pub mod shutdown;
 
 use std::path::PathBuf;
@@ -218,32 +219,111 @@ pub fn core_app(setup: VenueSetup) -> App {
 /// Ends a windowed session after a number of frames, optionally saving the window first.
 #[derive(Debug, Clone, Default, Resource)]
 pub struct FrameLimit {
-    /// Frames to show before exiting.
+    /// Frames of the loaded venue to show before exiting.
     pub frames: u64,
-    /// PNG file to save the window to, a few frames before the end.
+    /// PNG file to save the window to after those frames; the run ends once it is saved.
     pub screenshot: Option<PathBuf>,
 }
 
-/// Frames between the screenshot request and the exit, so that the readback can complete.
-const SCREENSHOT_LEAD: u64 = 5;
+/// Where a `--frames` run stands: frames counted, and the screenshot asked for.
+#[derive(Default)]
+struct FrameCount {
+    frame: u64,
+    waited: u64,
+    /// The screenshot's entity and the frame it was asked at.
+    asked: Option<(Entity, u64)>,
+    saved: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
-fn stop_after_frame_limit(
-    limit: Res<FrameLimit>,
-    mut frame: Local<u64>,
-    mut commands: Commands,
-    mut exit: MessageWriter<AppExit>,
+/// Render pipelines still compiling, as the render world last saw them: a window draws
+/// nothing of what waits for one (black, on lavapipe, for the first second or so), so frames
+/// are counted only once none waits.
+#[derive(Debug, Default, Resource)]
+struct PipelinesWaiting(usize);
+
+fn count_waiting_pipelines(
+    mut main_world: ResMut<bevy::render::MainWorld>,
+    pipelines: Res<bevy::render::render_resource::PipelineCache>,
 ) {
-    *frame += 1;
-    if let Some(path) = &limit.screenshot
-        && *frame + SCREENSHOT_LEAD == limit.frames.max(SCREENSHOT_LEAD + 1)
-    {
-        commands
+    if let Some(mut waiting) = main_world.get_resource_mut::<PipelinesWaiting>() {
+        waiting.0 = pipelines.waiting_pipelines().count();
+    }
+}
+
+/// Frames a `--frames` run waits for the venue to load before counting anyway.
+const LOAD_WAIT_FRAMES: u64 = 3_000;
+/// Frames after which an unanswered screenshot is asked again: Bevy drops one asked before the
+/// window's surface exists, without a word.
+const SCREENSHOT_RETRY: u64 = 30;
+/// Frames past the limit to wait for a screenshot before giving up.
+const SCREENSHOT_WAIT_FRAMES: u64 = 600;
+
+/// Counts the frames of a `--frames` run from the first frame of the loaded venue (as `render`
+/// waits for it), so that a small count does not end, or take its screenshot, on a venue still
+/// loading, and only frames whose render pipelines are all compiled count. A venue that cannot
+/// load, or takes longer than [`LOAD_WAIT_FRAMES`], is counted from then, with a warning. With a
+/// screenshot, the run ends when the picture is saved.
+fn stop_after_frame_limit(world: &mut World, mut state: Local<FrameCount>) {
+    if state.frame == 0 && state.waited < LOAD_WAIT_FRAMES {
+        state.waited += 1;
+        match loading::venue_loading(world) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => warn!("counting frames without the whole venue: {e}"),
+        }
+    } else if state.frame == 0 {
+        warn!("the venue had not loaded after {LOAD_WAIT_FRAMES} frames; counting frames from now");
+    }
+    let limit = world.resource::<FrameLimit>().clone();
+    // A frame whose pipelines are still compiling does not show the venue (bounded: a
+    // pipeline that never compiles does not hold the run for ever).
+    if world.resource::<PipelinesWaiting>().0 > 0 && state.waited < LOAD_WAIT_FRAMES {
+        state.waited += 1;
+        return;
+    }
+    state.frame += 1;
+    let frame = state.frame;
+    let end = limit.frames.max(1);
+    if frame < end {
+        return;
+    }
+    let Some(path) = &limit.screenshot else {
+        world.write_message(AppExit::Success);
+        return;
+    };
+    if state.saved.load(std::sync::atomic::Ordering::Acquire) {
+        world.write_message(AppExit::Success);
+        return;
+    }
+    if frame > end + SCREENSHOT_WAIT_FRAMES {
+        error!("the window could not be saved to {} in {SCREENSHOT_WAIT_FRAMES} frames", path.display());
+        world.write_message(AppExit::error());
+        return;
+    }
+    if state.asked.is_none_or(|(_, at)| frame >= at + SCREENSHOT_RETRY) {
+        if let Some((old, _)) = state.asked.take()
+            && let Ok(stale) = world.get_entity_mut(old)
+        {
+            stale.despawn();
+        }
+        let saved = state.saved.clone();
+        let entity = world
             .spawn(bevy::render::view::screenshot::Screenshot::primary_window())
-            .observe(bevy::render::view::screenshot::save_to_disk(path.clone()));
+            .observe(bevy::render::view::screenshot::save_to_disk(path.clone()))
+            .observe(move |_: On<bevy::render::view::screenshot::ScreenshotCaptured>| {
+                saved.store(true, std::sync::atomic::Ordering::Release);
+            })
+            .id();
+        state.asked = Some((entity, frame));
     }
-    if *frame >= limit.frames.max(SCREENSHOT_LEAD + 1) {
-        exit.write(AppExit::Success);
-    }
+}
+
+/// Bevy's log, less the asset server's load errors: the venue says which model or texture
+/// failed and what it does about it (`engine::scene::textures`), in one line, where the asset
+/// server's would come first with its loader's type names.
+fn log_plugin() -> bevy::log::LogPlugin {
+    let default = bevy::log::LogPlugin::default();
+    bevy::log::LogPlugin { filter: format!("{},bevy_asset::server=off", default.filter), ..default }
 }
 
 /// The desktop app: a window with the venue, a mouse-and-keyboard camera and an overlay.
@@ -258,6 +338,7 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
                 ..default()
             })
             .set(asset_plugin(&setup.assets))
+            .set(log_plugin())
             .disable::<bevy::app::TerminalCtrlCHandlerPlugin>(),
     )
     .add_plugins((
@@ -273,7 +354,8 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
     // The desktop visitor hears the narration (the core runs a silent mixer).
     app.insert_resource(Narrator::new(true));
     if let Some(limit) = limit {
-        app.insert_resource(limit).add_systems(Last, stop_after_frame_limit);
+        app.insert_resource(limit).init_resource::<PipelinesWaiting>().add_systems(Last, stop_after_frame_limit);
+        app.sub_app_mut(bevy::render::RenderApp).add_systems(bevy::render::ExtractSchedule, count_waiting_pipelines);
     }
     app.world_mut().spawn((
         Name::new("visitor camera"),
@@ -343,6 +425,7 @@ pub fn headless_render_app(setup: VenueSetup) -> App {
                 ..default()
             })
             .set(asset_plugin(&setup.assets))
+            .set(log_plugin())
             .disable::<WinitPlugin>()
             .disable::<PipelinedRenderingPlugin>()
             .disable::<bevy::app::TerminalCtrlCHandlerPlugin>(),
@@ -400,6 +483,7 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     let mut plugins = DefaultPlugins
         .set(window)
         .set(asset_plugin(&setup.assets))
+        .set(log_plugin())
         .disable::<PipelinedRenderingPlugin>()
         .disable::<bevy::app::TerminalCtrlCHandlerPlugin>()
         .build();

@@ -8,8 +8,12 @@ use clap::Args;
 
 #[derive(Args)]
 pub struct ImportArgs {
-    /// The scan: .ply, .las or .laz.
+    /// The scan: a point cloud (.ply, .las, .laz) or a mesh (.gltf, .glb).
     pub input: PathBuf,
+    /// The assets folder the scene's paths are relative to, for the entry printed
+    /// [default: $PARVIS_ASSETS, else ./assets, else the project's assets folder].
+    #[arg(long, value_name = "DIR")]
+    pub assets: Option<PathBuf>,
     /// Folder of imported scans [default: .parvis-cache next to the scan].
     #[arg(long, value_name = "DIR")]
     pub cache: Option<PathBuf>,

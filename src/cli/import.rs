@@ -1,10 +1,44 @@
 //! `parvis import`: a scan into the cache a viewer streams from, with a progress bar and a scene entry to paste.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
+use parvis::model::assets_root::AssetsRoot;
 
 use super::args::*;
+
+/// The scan's path as a scene writes it: relative to the assets root, with forward slashes.
+/// A scan outside the root cannot be named by a scene: the error says what to do.
+fn scene_path(input: &Path, assets: Option<&Path>) -> Result<String, String> {
+    let root = match assets {
+        Some(dir) => AssetsRoot::new(dir),
+        None => AssetsRoot::discover(),
+    };
+    let (Ok(file), Ok(dir)) = (input.canonicalize(), root.dir().canonicalize()) else {
+        return Err(format!("the assets folder {} cannot be found", root.dir().display()));
+    };
+    let relative = file.strip_prefix(&dir).map_err(|_| {
+        format!(
+            "{} is outside the assets folder {}: a scene cannot name it. Move the scan (and its files) into that \
+             folder, or import with --assets set to a folder that holds it.",
+            input.display(),
+            dir.display()
+        )
+    })?;
+    Ok(relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"))
+}
+
+/// The `path:` of the printed entry, or the path as typed with the reason it will not do.
+fn entry_path(args: &ImportArgs) -> String {
+    match scene_path(&args.input, args.assets.as_deref()) {
+        Ok(path) => path,
+        Err(why) => {
+            println!("note: {why}");
+            args.input.to_string_lossy().into_owned()
+        }
+    }
+}
 
 pub fn import(args: &ImportArgs) -> Result<()> {
     let cache = match &args.cache {
@@ -47,10 +81,11 @@ pub fn import(args: &ImportArgs) -> Result<()> {
     );
     // A scene entry to paste: the folder works as `path` too, relative to the assets root.
     let name = args.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scan".into());
+    let path = entry_path(args);
     println!();
     println!("Paste into the scene's `clouds: [...]` (path relative to the assets root; the venue finds this import");
     println!("in .parvis-cache next to the scan, or give the import's folder as the path; fill in the credit):");
-    println!("        (name: {name:?}, path: {:?},", args.input.to_string_lossy());
+    println!("        (name: {name:?}, path: {path:?},");
     println!("            transform: (translation: (0.0, 0.0, 0.0)), // a Z-up scan needs rotation: (-90.0, 0.0, 0.0)");
     println!(
         "            colouring: {}, point_budget: 3000000, memory_budget_mb: 512,",
@@ -104,9 +139,10 @@ pub fn import_mesh(args: &ImportArgs, cache: &std::path::Path) -> Result<()> {
         println!("note: {note}");
     }
     let name = args.input.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "scan".into());
+    let path = entry_path(args);
     println!();
     println!("Paste into the scene's `meshes: [...]` (path relative to the assets root; fill in the credit):");
-    println!("        (name: {name:?}, path: {:?}, max_error_px: 1.0,", args.input.to_string_lossy());
+    println!("        (name: {name:?}, path: {path:?}, max_error_px: 1.0,");
     println!("            credit: (author: \"\", licence: \"\", source: \"\")),");
     Ok(())
 }

@@ -15,6 +15,7 @@ use bevy::render::render_resource::{Extent3d, TextureDimension, TextureFormat};
 use bevy::render::renderer::RenderDevice;
 
 use super::cloud::ScanPhase;
+use super::material::{AlphaUse, MaterialDesc, Sampling, Wrap};
 use super::measure::PickTriangles;
 use super::mesh::{self, Level, MeshIndex};
 use crate::engine::command::CurrentScene;
@@ -99,8 +100,8 @@ pub struct LodGroup {
 }
 
 struct LoadedPart {
-    colour: [f32; 4],
-    textures: Vec<image::RgbaImage>,
+    /// Each texture's copies, finest first.
+    textures: Vec<Vec<image::RgbaImage>>,
     chunks: Vec<(Vec3, Vec3, Vec<Level>)>,
     groups: Vec<(u32, u32, Vec3, Vec3, Vec<Level>)>,
 }
@@ -154,9 +155,13 @@ fn start_load(name: String, path: PathBuf) -> mpsc::Receiver<Loaded> {
             let mut parts = Vec::new();
             for part in &index.parts {
                 let mut textures = Vec::new();
-                for name in &part.textures {
-                    let file = dir.join(name);
-                    textures.push(image::open(&file).map_err(|e| format!("{}: {e}", file.display()))?.to_rgba8());
+                for texture in &part.textures {
+                    let mut copies = Vec::new();
+                    for name in &texture.files {
+                        let file = dir.join(name);
+                        copies.push(image::open(&file).map_err(|e| format!("{}: {e}", file.display()))?.to_rgba8());
+                    }
+                    textures.push(copies);
                 }
                 let mut chunks = Vec::new();
                 for chunk in &part.chunks {
@@ -178,7 +183,7 @@ fn start_load(name: String, path: PathBuf) -> mpsc::Receiver<Loaded> {
                         .map_err(|e| e.to_string())?;
                     groups.push((group.first, group.count, Vec3::from(group.min), Vec3::from(group.max), levels));
                 }
-                parts.push(LoadedPart { colour: part.colour, textures, chunks, groups });
+                parts.push(LoadedPart { textures, chunks, groups });
             }
             Ok((index, parts))
         })();
@@ -190,22 +195,77 @@ fn start_load(name: String, path: PathBuf) -> mpsc::Receiver<Loaded> {
     receive
 }
 
-fn level_mesh(level: Level) -> Mesh {
-    Mesh::new(PrimitiveTopology::TriangleList, RenderAssetUsages::RENDER_WORLD)
+/// A level as a Bevy mesh; with tangents (MikkTSpace, as glTF asks when a file has none)
+/// where its material has a normal map.
+fn level_mesh(level: Level, tangents: bool) -> Mesh {
+    let mut mesh = Mesh::new(PrimitiveTopology::TriangleList, RenderAssetUsages::RENDER_WORLD)
         .with_inserted_attribute(Mesh::ATTRIBUTE_POSITION, level.positions)
         .with_inserted_attribute(Mesh::ATTRIBUTE_NORMAL, level.normals)
         .with_inserted_attribute(Mesh::ATTRIBUTE_UV_0, level.uvs)
-        .with_inserted_indices(Indices::U32(level.indices))
+        .with_inserted_indices(Indices::U32(level.indices));
+    if tangents && let Err(e) = mesh.generate_tangents() {
+        warn!("a scanned mesh's level has no usable tangents for its normal map: {e}");
+    }
+    mesh
 }
 
-fn texture_image(texture: &image::RgbaImage) -> Image {
-    Image::new(
+fn texture_image(texture: &image::RgbaImage, srgb: bool, sampling: Sampling) -> Image {
+    use bevy::image::{ImageAddressMode, ImageFilterMode, ImageSampler, ImageSamplerDescriptor};
+    let mode = |wrap: Wrap| match wrap {
+        Wrap::Repeat => ImageAddressMode::Repeat,
+        Wrap::MirroredRepeat => ImageAddressMode::MirrorRepeat,
+        Wrap::ClampToEdge => ImageAddressMode::ClampToEdge,
+    };
+    let mut image = Image::new(
         Extent3d { width: texture.width(), height: texture.height(), depth_or_array_layers: 1 },
         TextureDimension::D2,
         texture.as_raw().clone(),
-        TextureFormat::Rgba8UnormSrgb,
+        if srgb { TextureFormat::Rgba8UnormSrgb } else { TextureFormat::Rgba8Unorm },
         RenderAssetUsages::RENDER_WORLD,
-    )
+    );
+    // As Bevy's glTF loader samples the same texture: its default (linear) sampler, with the
+    // file's wrap modes and filters.
+    let mut sampler = ImageSamplerDescriptor::linear();
+    sampler.address_mode_u = mode(sampling.wrap_u);
+    sampler.address_mode_v = mode(sampling.wrap_v);
+    if sampling.nearest {
+        sampler.mag_filter = ImageFilterMode::Nearest;
+    }
+    if sampling.min_nearest {
+        sampler.min_filter = ImageFilterMode::Nearest;
+    }
+    image.sampler = ImageSampler::Descriptor(sampler);
+    image
+}
+
+/// The material a level is drawn with, as Bevy's glTF path makes it from the same
+/// properties; `texture(slot)` gives the texture for a slot at this level.
+fn level_material(desc: &MaterialDesc, texture: impl Fn(Option<usize>) -> Option<Handle<Image>>) -> StandardMaterial {
+    let [r, g, b, a] = desc.base_colour;
+    let [er, eg, eb] = desc.emissive;
+    StandardMaterial {
+        base_color: Color::linear_rgba(r, g, b, a),
+        base_color_texture: texture(desc.base_colour_texture),
+        perceptual_roughness: desc.roughness,
+        metallic: desc.metallic,
+        metallic_roughness_texture: texture(desc.metallic_roughness_texture),
+        normal_map_texture: texture(desc.normal_texture),
+        occlusion_texture: texture(desc.occlusion_texture),
+        emissive: LinearRgba::rgb(er, eg, eb),
+        emissive_texture: texture(desc.emissive_texture),
+        double_sided: desc.double_sided,
+        cull_mode: if desc.double_sided { None } else { Some(bevy::render::render_resource::Face::Back) },
+        unlit: desc.unlit,
+        alpha_mode: match desc.alpha {
+            AlphaUse::Opaque => AlphaMode::Opaque,
+            AlphaUse::Mask(cutoff) => AlphaMode::Mask(cutoff),
+            AlphaUse::Blend => AlphaMode::Blend,
+        },
+        uv_transform: desc.uv_transform.map_or(bevy::math::Affine2::IDENTITY, |t| {
+            bevy::math::Affine2::from_scale_angle_translation(t.scale.into(), -t.rotation, t.offset.into())
+        }),
+        ..default()
+    }
 }
 
 #[allow(clippy::too_many_arguments, reason = "a Bevy system: each argument is a query or resource it needs")]
@@ -236,33 +296,44 @@ fn receive_mesh_scans(
         };
         commands.entity(entity).remove::<MeshScanLoad>();
         let limit = device.as_ref().map_or(u32::MAX, |d| d.limits().max_texture_dimension_2d);
+        // What the import left out (a texture it could not read, say) is flagged, not hidden.
+        for note in &index.notes {
+            warn!("mesh {:?}: {note}", scan.def.name);
+        }
         let mut notes = index.notes.clone();
         let mut chunks = 0;
         for (stored, part) in index.parts.iter().zip(parts) {
             // A texture too large for this adapter: the finest level that fits, said once.
-            let first = mesh::texture_level_for_limit(&stored.texture_sizes, limit);
-            if !stored.textures.is_empty() && first != Some(0) {
-                let note = format!(
-                    "a {:?} texture is over this adapter's {limit}-pixel limit; a smaller level is used",
-                    stored.texture_sizes[0]
-                );
-                warn!("mesh {:?}: {note}", scan.def.name);
-                notes.push(note);
+            let mut first = Vec::new();
+            for texture in &stored.textures {
+                let fits = mesh::texture_level_for_limit(&texture.sizes, limit);
+                if fits != Some(0) {
+                    let note = format!(
+                        "a {:?} texture is over this adapter's {limit}-pixel limit; a smaller level is used",
+                        texture.sizes[0]
+                    );
+                    warn!("mesh {:?}: {note}", scan.def.name);
+                    notes.push(note);
+                }
+                first.push(fits.unwrap_or(texture.sizes.len().saturating_sub(1)));
             }
-            let textures: Vec<Handle<Image>> = part.textures.iter().map(|t| images.add(texture_image(t))).collect();
+            let handles: Vec<Vec<Handle<Image>>> = part
+                .textures
+                .iter()
+                .zip(&stored.textures)
+                .map(|(copies, kept)| {
+                    copies.iter().map(|c| images.add(texture_image(c, kept.srgb, kept.sampling))).collect()
+                })
+                .collect();
+            let tangents = stored.material.normal_texture.is_some();
             let level_materials: Vec<Handle<StandardMaterial>> =
                 (0..part.chunks.iter().map(|c| c.2.len()).max().unwrap_or(1).max(1))
                     .map(|level| {
-                        let texture = first
-                            .map(|f| level.max(f))
-                            .and_then(|l| textures.get(l.min(textures.len().saturating_sub(1))).cloned());
-                        let [r, g, b, a] = part.colour;
-                        materials.add(StandardMaterial {
-                            base_color: Color::linear_rgba(r, g, b, a),
-                            base_color_texture: texture,
-                            perceptual_roughness: 0.9,
-                            ..default()
-                        })
+                        let texture = |slot: Option<usize>| {
+                            let copies = handles.get(slot?)?;
+                            copies.get(level.max(first[slot?]).min(copies.len().checked_sub(1)?)).cloned()
+                        };
+                        materials.add(level_material(&stored.material, texture))
                     })
                     .collect();
             let mut chunk_entities = Vec::new();
@@ -287,7 +358,7 @@ fn receive_mesh_scans(
                     let child = commands
                         .spawn((
                             pick,
-                            Mesh3d(meshes.add(level_mesh(level))),
+                            Mesh3d(meshes.add(level_mesh(level, tangents))),
                             MeshMaterial3d(level_materials[i.min(level_materials.len() - 1)].clone()),
                             Transform::IDENTITY,
                             Visibility::Hidden,
@@ -331,7 +402,7 @@ fn receive_mesh_scans(
                     let child = commands
                         .spawn((
                             pick,
-                            Mesh3d(meshes.add(level_mesh(level))),
+                            Mesh3d(meshes.add(level_mesh(level, tangents))),
                             MeshMaterial3d(material),
                             Transform::IDENTITY,
                             Visibility::Hidden,

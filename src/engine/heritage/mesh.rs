@@ -1,7 +1,8 @@
 //! Scanned meshes (photogrammetry glTF/GLB) made ready for real time: the triangles of each
 //! material are split into spatial chunks, and each chunk gets a chain of simplified levels
 //! (meshoptimizer, chunk borders locked so that neighbours at different levels still meet),
-//! each level with its geometric error in metres. Textures get one downscaled copy per level.
+//! each level with its geometric error in metres. Each material keeps its glTF properties
+//! (`material`), and each of its textures gets one downscaled copy per level.
 //! The result is cached by content like point clouds, and a viewer picks, chunk by chunk, the
 //! coarsest level whose error covers less than a pixel or so on screen.
 
@@ -14,10 +15,12 @@ use bevy::math as glam;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use super::material::{MaterialDesc, Sampling, SlotRef};
 use super::scan::Progress;
 
-/// The mesh cache layout's version; another one is imported again.
-pub const MESH_CACHE_VERSION: u32 = 3;
+/// The mesh cache layout's version; another one is imported again. 4: whole glTF materials
+/// (3 kept the base colour only).
+pub const MESH_CACHE_VERSION: u32 = 4;
 /// Most triangles in one chunk: small enough for culling and per-chunk detail, large enough
 /// that draw calls stay few.
 pub const MAX_CHUNK_TRIANGLES: usize = 32_768;
@@ -85,13 +88,24 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> MeshError + '_ {
     move |error| MeshError::Io { path: path.to_owned(), error }
 }
 
+/// A texture of a part, decoded, and how it is used.
+#[derive(Debug, Clone)]
+pub struct SourceTexture {
+    /// The pixels.
+    pub image: image::RgbaImage,
+    /// Colour data (sRGB) or not (normals, metallic-roughness, occlusion).
+    pub srgb: bool,
+    /// How it is sampled.
+    pub sampling: Sampling,
+}
+
 /// The triangles of one material, in world coordinates of the file.
 #[derive(Debug, Clone, Default)]
 pub struct Part {
-    /// Base colour factor (linear RGBA).
-    pub colour: [f32; 4],
-    /// Base colour texture, decoded.
-    pub texture: Option<image::RgbaImage>,
+    /// The material; its texture slots index `textures`.
+    pub material: MaterialDesc,
+    /// Its textures, decoded.
+    pub textures: Vec<SourceTexture>,
     /// Positions.
     pub positions: Vec<[f32; 3]>,
     /// Normals (computed when the file has none).
@@ -115,7 +129,10 @@ pub struct SourceMesh {
 /// transforms applied. `dir` is where external buffers and images are looked up; their URIs
 /// may not leave it.
 pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
-    let gltf = gltf::Gltf::from_slice(bytes).map_err(|e| MeshError::Gltf(e.to_string()))?;
+    let gltf = crate::model::scene::models::parse_gltf(bytes).map_err(|p| {
+        let message = p.message.trim_start_matches("not a valid glTF file: ");
+        MeshError::Gltf(if p.field.is_empty() { message.to_owned() } else { format!("{}: {message}", p.field) })
+    })?;
     let document = &gltf.document;
     let mut buffers: Vec<Vec<u8>> = Vec::new();
     for buffer in document.buffers() {
@@ -139,7 +156,8 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
     }
     let mut source = SourceMesh::default();
     let mut by_material: HashMap<Option<usize>, usize> = HashMap::new();
-    let mut textures: HashMap<usize, Option<image::RgbaImage>> = HashMap::new();
+    // Images decoded so far, by index: parts may share one (None: it could not be read).
+    let mut decoded: HashMap<usize, Option<image::RgbaImage>> = HashMap::new();
     let roots: Vec<gltf::Node> = match document.default_scene().or_else(|| document.scenes().next()) {
         Some(scene) => scene.nodes().collect(),
         None => document.nodes().collect(),
@@ -151,6 +169,9 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
         stack.extend(node.children().map(|c| (c, world)));
         let Some(mesh) = node.mesh() else { continue };
         let normal_matrix = glam::Mat3::from_mat4(world).inverse().transpose();
+        // A mirroring transform turns triangles inside out: their winding is turned back, or
+        // one-sided materials would show their back faces.
+        let mirrored = world.determinant() < 0.0;
         let mesh_name = mesh.name().map_or_else(|| mesh.index().to_string(), str::to_owned);
         for primitive in mesh.primitives() {
             let bad = |why: String| MeshError::Primitive { mesh: mesh_name.clone(), primitive: primitive.index(), why };
@@ -173,10 +194,13 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
                 return Err(bad(format!("vertex {i} has an absurd position {:?}", positions[i])));
             }
             let count = positions.len() as u32;
-            let indices: Vec<u32> = match reader.read_indices() {
+            let mut indices: Vec<u32> = match reader.read_indices() {
                 Some(i) => i.into_u32().collect(),
                 None => (0..count).collect(),
             };
+            if mirrored {
+                indices.chunks_exact_mut(3).for_each(|t| t.swap(1, 2));
+            }
             if let Some(i) = indices.iter().find(|i| **i >= count) {
                 return Err(bad(format!("index {i} points past its {count} vertices")));
             }
@@ -190,24 +214,40 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
             }
             let material = primitive.material();
             let key = material.index();
-            let part_index = *by_material.entry(key).or_insert_with(|| {
-                let pbr = material.pbr_metallic_roughness();
-                let texture = pbr.base_color_texture().and_then(|info| {
-                    let image = info.texture().source();
-                    textures
-                        .entry(image.index())
-                        .or_insert_with(|| match load_image(&image, &buffers, dir) {
-                            Ok(img) => Some(img),
-                            Err(why) => {
-                                source.notes.push(format!("image {}: {why}; drawn without it", image.index()));
-                                None
+            let part_index = match by_material.get(&key) {
+                Some(i) => *i,
+                None => {
+                    let mut part = Part::default();
+                    let mut used: HashMap<(usize, bool, Sampling), usize> = HashMap::new();
+                    let notes = &mut source.notes;
+                    let mut failed = Vec::new();
+                    part.material = super::material::read_material(
+                        &material,
+                        |slot: SlotRef| {
+                            if let Some(t) = used.get(&(slot.image, slot.srgb, slot.sampling)) {
+                                return Some(*t);
                             }
-                        })
-                        .clone()
-                });
-                source.parts.push(Part { colour: pbr.base_color_factor(), texture, ..Part::default() });
-                source.parts.len() - 1
-            });
+                            let image = decoded
+                                .entry(slot.image)
+                                .or_insert_with(|| {
+                                    let image = document.images().nth(slot.image)?;
+                                    load_image(&image, &buffers, dir)
+                                        .map_err(|why| failed.push(format!("image {}: {why}", slot.image)))
+                                        .ok()
+                                })
+                                .clone()?;
+                            part.textures.push(SourceTexture { image, srgb: slot.srgb, sampling: slot.sampling });
+                            used.insert((slot.image, slot.srgb, slot.sampling), part.textures.len() - 1);
+                            Some(part.textures.len() - 1)
+                        },
+                        notes,
+                    );
+                    notes.extend(failed.into_iter().map(|why| format!("{why}; drawn without it")));
+                    source.parts.push(part);
+                    by_material.insert(key, source.parts.len() - 1);
+                    source.parts.len() - 1
+                }
+            };
             let part = &mut source.parts[part_index];
             let base = part.positions.len() as u32;
             let n = positions.len();
@@ -230,15 +270,16 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
     }
     for part in &mut source.parts {
         fill_missing_normals(part);
-        if let Some(texture) = &part.texture
-            && texture.width().max(texture.height()) > MAX_TEXTURE_EDGE
-        {
-            source.notes.push(format!(
-                "a {}×{} texture was downscaled to fit {MAX_TEXTURE_EDGE} pixels",
-                texture.width(),
-                texture.height()
-            ));
-            part.texture = Some(fit(texture, MAX_TEXTURE_EDGE));
+        for texture in &mut part.textures {
+            let image = &texture.image;
+            if image.width().max(image.height()) > MAX_TEXTURE_EDGE {
+                source.notes.push(format!(
+                    "a {}×{} texture was downscaled to fit {MAX_TEXTURE_EDGE} pixels",
+                    image.width(),
+                    image.height()
+                ));
+                texture.image = fit(image, MAX_TEXTURE_EDGE);
+            }
         }
     }
     Ok(source)
@@ -511,15 +552,26 @@ pub struct StoredGroup {
     pub levels: Vec<StoredLevel>,
 }
 
+/// One stored texture: a downscaled copy per level.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTexture {
+    /// File names in the folder, finest first.
+    pub files: Vec<String>,
+    /// Their sizes.
+    pub sizes: Vec<[u32; 2]>,
+    /// Colour data (sRGB) or not.
+    pub srgb: bool,
+    /// How it is sampled.
+    pub sampling: Sampling,
+}
+
 /// One stored part (material).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoredPart {
-    /// Base colour factor, linear RGBA.
-    pub colour: [f32; 4],
-    /// Its texture per level (file names in the folder), finest first; empty without texture.
-    pub textures: Vec<String>,
-    /// Texture sizes per level.
-    pub texture_sizes: Vec<[u32; 2]>,
+    /// The material; its texture slots index `textures`.
+    pub material: MaterialDesc,
+    /// Its textures.
+    pub textures: Vec<StoredTexture>,
     /// Chunks.
     pub chunks: Vec<StoredChunk>,
     /// Groups of neighbouring chunks.
@@ -594,9 +646,8 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
     let mut parts = Vec::new();
     for (p, (part, chunks)) in source.parts.iter().zip(&chunked).enumerate() {
         let mut stored = StoredPart {
-            colour: part.colour,
+            material: part.material.clone(),
             textures: Vec::new(),
-            texture_sizes: Vec::new(),
             chunks: Vec::new(),
             groups: Vec::new(),
         };
@@ -661,22 +712,25 @@ pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) ->
                 stored.groups.push(group);
             }
         }
-        if let Some(texture) = &part.texture {
-            // One texture per level, each half the previous one's size (down to 64 pixels):
-            // coarse levels are seen from far away.
+        // One copy of each texture per level, each half the previous one's size (down to 64
+        // pixels): coarse levels are seen from far away.
+        for (t, texture) in part.textures.iter().enumerate() {
+            let mut kept =
+                StoredTexture { files: Vec::new(), sizes: Vec::new(), srgb: texture.srgb, sampling: texture.sampling };
             for level in 0..deepest {
-                let edge = (texture.width().max(texture.height()) >> level).max(64);
-                let scaled = fit(texture, edge);
-                let name = format!("part{p}-level{level}.png");
+                let edge = (texture.image.width().max(texture.image.height()) >> level).max(64);
+                let scaled = fit(&texture.image, edge);
+                let name = format!("part{p}-texture{t}-level{level}.png");
                 scaled.save(dir.join(&name)).map_err(|e| {
                     MeshImportError::Mesh(
                         input.to_owned(),
                         MeshError::Io { path: dir.join(&name), error: std::io::Error::other(e) },
                     )
                 })?;
-                stored.texture_sizes.push([scaled.width(), scaled.height()]);
-                stored.textures.push(name);
+                kept.sizes.push([scaled.width(), scaled.height()]);
+                kept.files.push(name);
             }
+            stored.textures.push(kept);
         }
         parts.push(stored);
     }
@@ -713,24 +767,39 @@ fn write_level(out: &mut impl Write, level: &Level) -> std::io::Result<()> {
 pub fn read_mesh_index(dir: &Path) -> Result<MeshIndex, MeshError> {
     let path = dir.join("mesh.json");
     let bytes = std::fs::read(&path).map_err(io(&path))?;
-    let index: MeshIndex =
-        serde_json::from_slice(&bytes).map_err(|e| MeshError::BadIndex { path: path.clone(), why: e.to_string() })?;
-    if index.version != MESH_CACHE_VERSION {
+    // The version first: an older layout lacks fields, and "missing field" would not say why.
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let bad = |e: serde_json::Error| MeshError::BadIndex { path: path.clone(), why: e.to_string() };
+    let Version { version } = serde_json::from_slice(&bytes).map_err(bad)?;
+    if version != MESH_CACHE_VERSION {
         return Err(MeshError::BadIndex {
             path,
-            why: format!("layout version {} instead of {MESH_CACHE_VERSION}; import the scan again", index.version),
+            why: format!(
+                "layout version {version} instead of {MESH_CACHE_VERSION} (written by another Parvis); import the scan again"
+            ),
         });
     }
+    let index: MeshIndex = serde_json::from_slice(&bytes).map_err(bad)?;
     let data = dir.join("mesh.bin");
     let stored = std::fs::metadata(&data).map_err(io(&data))?.len();
     // A folder named in a scene may come from anywhere: its index is checked before use.
     let plain = |name: &str| !name.is_empty() && !name.contains(['/', '\\']) && name != ".." && name != ".";
     for part in &index.parts {
-        if part.textures.len() != part.texture_sizes.len() || !part.textures.iter().all(|t| plain(t)) {
+        if !part
+            .textures
+            .iter()
+            .all(|t| !t.files.is_empty() && t.files.len() == t.sizes.len() && t.files.iter().all(|f| plain(f)))
+        {
             return Err(MeshError::BadIndex {
                 path,
                 why: "texture names must be plain file names, one size each".into(),
             });
+        }
+        if part.material.slots().any(|(t, _)| t >= part.textures.len()) {
+            return Err(MeshError::BadIndex { path, why: "a material names a texture the part does not have".into() });
         }
         if part.chunks.iter().any(|c| c.levels.is_empty()) || part.groups.iter().any(|g| g.levels.is_empty()) {
             return Err(MeshError::BadIndex { path, why: "a chunk or group without levels".into() });
@@ -819,80 +888,183 @@ pub fn write_glb(
     texture_png: Option<&[u8]>,
     path: &Path,
 ) -> std::io::Result<()> {
-    let mut bin = Vec::new();
-    let mut views = Vec::new();
-    let mut push = |bytes: &[u8], target: Option<u32>| {
-        while !bin.len().is_multiple_of(4) {
-            bin.push(0);
-        }
-        views.push((bin.len(), bytes.len(), target));
-        bin.extend_from_slice(bytes);
-        views.len() - 1
-    };
-    let floats = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
-    let p = push(&floats(positions.as_flattened()), Some(34962));
-    let n = push(&floats(normals.as_flattened()), Some(34962));
-    let t = push(&floats(uvs.as_flattened()), Some(34962));
-    let i = push(&indices.iter().flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>(), Some(34963));
-    let image = texture_png.map(|png| push(png, None));
-    while !bin.len().is_multiple_of(4) {
-        bin.push(0);
-    }
-    let (lo, hi) = positions.iter().fold(([f32::MAX; 3], [f32::MIN; 3]), |(mut lo, mut hi), v| {
-        for a in 0..3 {
-            lo[a] = lo[a].min(v[a]);
-            hi[a] = hi[a].max(v[a]);
-        }
-        (lo, hi)
-    });
-    let buffer_views: Vec<serde_json::Value> = views
-        .iter()
-        .map(|(offset, length, target)| {
-            let mut v = serde_json::json!({"buffer": 0, "byteOffset": offset, "byteLength": length});
-            if let Some(target) = target {
-                v["target"] = serde_json::json!(target);
-            }
-            v
-        })
-        .collect();
+    let mut glb = GlbWriter::default();
     let mut material = serde_json::json!({"pbrMetallicRoughness": {"baseColorFactor": [1.0, 1.0, 1.0, 1.0], "metallicFactor": 0.0, "roughnessFactor": 0.9}});
-    let mut json = serde_json::json!({
-        "asset": {"version": "2.0", "generator": "parvis"},
-        "scene": 0,
-        "scenes": [{"nodes": [0]}],
-        "nodes": [{"mesh": 0}],
-        "meshes": [{"name": "scan", "primitives": [{"attributes": {"POSITION": 0, "NORMAL": 1, "TEXCOORD_0": 2}, "indices": 3, "material": 0}]}],
-        "accessors": [
-            {"bufferView": p, "componentType": 5126, "count": positions.len(), "type": "VEC3", "min": lo, "max": hi},
-            {"bufferView": n, "componentType": 5126, "count": normals.len(), "type": "VEC3"},
-            {"bufferView": t, "componentType": 5126, "count": uvs.len(), "type": "VEC2"},
-            {"bufferView": i, "componentType": 5125, "count": indices.len(), "type": "SCALAR"},
-        ],
-        "bufferViews": buffer_views,
-        "buffers": [{"byteLength": bin.len()}],
-    });
-    if let Some(image) = image {
-        json["images"] = serde_json::json!([{"bufferView": image, "mimeType": "image/png"}]);
-        json["textures"] = serde_json::json!([{"source": 0}]);
-        material["pbrMetallicRoughness"]["baseColorTexture"] = serde_json::json!({"index": 0});
+    if let Some(png) = texture_png {
+        let texture = glb.texture(png, None);
+        material["pbrMetallicRoughness"]["baseColorTexture"] = serde_json::json!({"index": texture});
     }
-    json["materials"] = serde_json::json!([material]);
-    let mut text = serde_json::to_vec(&json).expect("plain data");
-    while !text.len().is_multiple_of(4) {
-        text.push(b' ');
+    let material = glb.material(material);
+    glb.mesh("scan", positions, normals, uvs, indices, material, serde_json::json!({}));
+    glb.write(path)
+}
+
+/// A GLB written piece by piece — textures, materials (glTF JSON), meshes each on a node of
+/// its own — for tests and benchmarks that need models with particular materials.
+#[derive(Debug, Default)]
+pub struct GlbWriter {
+    bin: Vec<u8>,
+    views: Vec<serde_json::Value>,
+    accessors: Vec<serde_json::Value>,
+    images: Vec<serde_json::Value>,
+    samplers: Vec<serde_json::Value>,
+    textures: Vec<serde_json::Value>,
+    materials: Vec<serde_json::Value>,
+    meshes: Vec<serde_json::Value>,
+    nodes: Vec<serde_json::Value>,
+}
+
+impl GlbWriter {
+    fn view(&mut self, bytes: &[u8], target: Option<u32>) -> usize {
+        while !self.bin.len().is_multiple_of(4) {
+            self.bin.push(0);
+        }
+        let mut view = serde_json::json!({"buffer": 0, "byteOffset": self.bin.len(), "byteLength": bytes.len()});
+        if let Some(target) = target {
+            view["target"] = serde_json::json!(target);
+        }
+        self.views.push(view);
+        self.bin.extend_from_slice(bytes);
+        self.views.len() - 1
     }
-    let total = 12 + 8 + text.len() + 8 + bin.len();
-    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
-    out.write_all(b"glTF")?;
-    out.write_all(&2u32.to_le_bytes())?;
-    out.write_all(&(total as u32).to_le_bytes())?;
-    out.write_all(&(text.len() as u32).to_le_bytes())?;
-    out.write_all(b"JSON")?;
-    out.write_all(&text)?;
-    out.write_all(&(bin.len() as u32).to_le_bytes())?;
-    out.write_all(b"BIN\0")?;
-    out.write_all(&bin)?;
-    out.flush()
+
+    fn floats(&mut self, values: &[f32], count: usize, kind: &str, bounds: bool) -> usize {
+        let bytes: Vec<u8> = values.iter().flat_map(|f| f.to_le_bytes()).collect();
+        let view = self.view(&bytes, Some(34962));
+        let mut accessor = serde_json::json!({"bufferView": view, "componentType": 5126, "count": count, "type": kind});
+        if bounds {
+            let (lo, hi) = values.chunks_exact(3).fold(([f32::MAX; 3], [f32::MIN; 3]), |(mut lo, mut hi), v| {
+                for a in 0..3 {
+                    lo[a] = lo[a].min(v[a]);
+                    hi[a] = hi[a].max(v[a]);
+                }
+                (lo, hi)
+            });
+            accessor["min"] = serde_json::json!(lo);
+            accessor["max"] = serde_json::json!(hi);
+        }
+        self.accessors.push(accessor);
+        self.accessors.len() - 1
+    }
+
+    /// Adds a PNG image as a texture, with a glTF sampler if given; returns the texture index.
+    pub fn texture(&mut self, png: &[u8], sampler: Option<serde_json::Value>) -> usize {
+        let view = self.view(png, None);
+        self.images.push(serde_json::json!({"bufferView": view, "mimeType": "image/png"}));
+        let mut texture = serde_json::json!({"source": self.images.len() - 1});
+        if let Some(sampler) = sampler {
+            self.samplers.push(sampler);
+            texture["sampler"] = serde_json::json!(self.samplers.len() - 1);
+        }
+        self.textures.push(texture);
+        self.textures.len() - 1
+    }
+
+    /// Adds a texture whose image is the file at `uri`, next to the GLB (which need not exist:
+    /// tests use it for a missing texture); returns the texture index.
+    pub fn texture_file(&mut self, uri: &str) -> usize {
+        self.images.push(serde_json::json!({"uri": uri}));
+        self.textures.push(serde_json::json!({"source": self.images.len() - 1}));
+        self.textures.len() - 1
+    }
+
+    /// Adds a material (glTF JSON); returns its index.
+    pub fn material(&mut self, material: serde_json::Value) -> usize {
+        self.materials.push(material);
+        self.materials.len() - 1
+    }
+
+    /// Adds a triangle mesh with `material`, on a node with `node`'s transform (glTF JSON:
+    /// `translation`, `rotation`, `scale`, or `{}`).
+    #[allow(clippy::too_many_arguments, reason = "a mesh's arrays, its material and its place")]
+    pub fn mesh(
+        &mut self,
+        name: &str,
+        positions: &[[f32; 3]],
+        normals: &[[f32; 3]],
+        uvs: &[[f32; 2]],
+        indices: &[u32],
+        material: usize,
+        mut node: serde_json::Value,
+    ) {
+        let p = self.floats(positions.as_flattened(), positions.len(), "VEC3", true);
+        let n = self.floats(normals.as_flattened(), normals.len(), "VEC3", false);
+        let t = self.floats(uvs.as_flattened(), uvs.len(), "VEC2", false);
+        let bytes: Vec<u8> = indices.iter().flat_map(|i| i.to_le_bytes()).collect();
+        let view = self.view(&bytes, Some(34963));
+        self.accessors.push(
+            serde_json::json!({"bufferView": view, "componentType": 5125, "count": indices.len(), "type": "SCALAR"}),
+        );
+        let i = self.accessors.len() - 1;
+        self.meshes.push(serde_json::json!({"name": name, "primitives": [{"attributes": {"POSITION": p, "NORMAL": n, "TEXCOORD_0": t}, "indices": i, "material": material}]}));
+        node["mesh"] = serde_json::json!(self.meshes.len() - 1);
+        node["name"] = serde_json::json!(name);
+        self.nodes.push(node);
+    }
+
+    /// Writes the GLB. Extensions its materials use are declared.
+    pub fn write(mut self, path: &Path) -> std::io::Result<()> {
+        while !self.bin.len().is_multiple_of(4) {
+            self.bin.push(0);
+        }
+        let mut used = std::collections::BTreeSet::new();
+        collect_extensions(&serde_json::Value::Array(self.materials.clone()), &mut used);
+        let mut json = serde_json::json!({
+            "asset": {"version": "2.0", "generator": "parvis"},
+            "scene": 0,
+            "scenes": [{"nodes": (0..self.nodes.len()).collect::<Vec<_>>()}],
+            "nodes": self.nodes,
+            "meshes": self.meshes,
+            "accessors": self.accessors,
+            "bufferViews": self.views,
+            "buffers": [{"byteLength": self.bin.len()}],
+            "materials": self.materials,
+        });
+        if !self.images.is_empty() {
+            json["images"] = serde_json::json!(self.images);
+            json["textures"] = serde_json::json!(self.textures);
+        }
+        if !self.samplers.is_empty() {
+            json["samplers"] = serde_json::json!(self.samplers);
+        }
+        if !used.is_empty() {
+            json["extensionsUsed"] = serde_json::json!(used);
+        }
+        let mut text = serde_json::to_vec(&json).expect("plain data");
+        while !text.len().is_multiple_of(4) {
+            text.push(b' ');
+        }
+        let total = 12 + 8 + text.len() + 8 + self.bin.len();
+        let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+        out.write_all(b"glTF")?;
+        out.write_all(&2u32.to_le_bytes())?;
+        out.write_all(&(total as u32).to_le_bytes())?;
+        out.write_all(&(text.len() as u32).to_le_bytes())?;
+        out.write_all(b"JSON")?;
+        out.write_all(&text)?;
+        out.write_all(&(self.bin.len() as u32).to_le_bytes())?;
+        out.write_all(b"BIN\0")?;
+        out.write_all(&self.bin)?;
+        out.flush()
+    }
+}
+
+/// The names of the extensions objects in `value` use.
+fn collect_extensions(value: &serde_json::Value, used: &mut std::collections::BTreeSet<String>) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map {
+                if key == "extensions"
+                    && let Some(names) = inner.as_object()
+                {
+                    used.extend(names.keys().cloned());
+                }
+                collect_extensions(inner, used);
+            }
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| collect_extensions(v, used)),
+        _ => {}
+    }
 }
 
 /// A bumpy terrain-like grid of `n × n` quads over `size` metres: a stand-in photogrammetry
@@ -960,7 +1132,7 @@ mod tests {
     #[test]
     fn levels_halve_the_triangles_with_growing_error_and_sealed_borders() {
         let (positions, normals, uvs, indices) = generate_scan_grid(120, 30.0);
-        let part = Part { colour: [1.0; 4], texture: None, positions, normals, uvs, indices };
+        let part = Part { positions, normals, uvs, indices, ..Part::default() };
         let chunks = chunk_triangles(&part.positions, &part.indices, 8_000);
         let levels = level_chain(&part, &chunks[0]);
         assert!(levels.len() >= 3, "{} levels", levels.len());
@@ -984,7 +1156,7 @@ mod tests {
     #[test]
     fn a_group_merges_its_chunks_coarse_levels_and_keeps_the_outer_border() {
         let (positions, normals, uvs, indices) = generate_scan_grid(160, 40.0);
-        let part = Part { colour: [1.0; 4], texture: None, positions, normals, uvs, indices };
+        let part = Part { positions, normals, uvs, indices, ..Part::default() };
         let chunks = chunk_triangles(&part.positions, &part.indices, 4_000);
         let coarsest: Vec<Level> =
             chunks[..GROUP_CHUNKS.min(chunks.len())].iter().map(|c| level_chain(&part, c).pop().unwrap()).collect();

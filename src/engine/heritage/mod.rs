@@ -2,7 +2,8 @@
 //! organised in a level-of-detail octree (`octree`), imported into a content-addressed cache
 //! (`import`, `cache`, with what imports share in `scan`), and streamed node by node into the
 //! venue under point and memory budgets (`cloud`), drawn by our own shaders with eye-dome
-//! lighting (`points`, `edl`); meshes with levels of detail (`mesh`, `lod`); synthetic scans
+//! lighting (`points`, `edl`); meshes with levels of detail (`mesh`, `lod`) and their glTF
+//! materials (`material`); synthetic scans
 //! (`sample`) and the measuring tape (`measure`). See docs/heritage.md.
 
 pub mod cache;
@@ -11,6 +12,7 @@ pub mod edl;
 pub mod import;
 pub mod las;
 pub mod lod;
+pub mod material;
 pub mod measure;
 pub mod mesh;
 pub mod octree;

@@ -1,10 +1,12 @@
 //! The scene in the venue: the venue's entities and the conversions from the file's values
 //! (`venue`), meshes for primitives (`mesh`), turning a scene into entities and driving them
-//! from stage parameters (`spawn`), and hot reload (`watch`). The file format and its
+//! from stage parameters (`spawn`), models drawn without the textures they lack (`textures`),
+//! and hot reload (`watch`). The file format and its
 //! validation are the model's ([`crate::model::scene`]).
 
 pub mod mesh;
 pub mod spawn;
+pub mod textures;
 pub mod venue;
 pub mod watch;
 
@@ -35,6 +37,11 @@ impl Plugin for ScenePlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<SceneStatus>()
             .init_resource::<VenueIndex>()
+            .init_resource::<textures::FailedTextures>()
+            .add_systems(
+                Update,
+                (textures::draw_without_failed_textures, textures::report_failed_loads).in_set(VenueSystems::Present),
+            )
             .add_systems(Update, ingest_scene_file.in_set(VenueSystems::Ingest))
             .add_systems(
                 Update,

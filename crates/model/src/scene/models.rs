@@ -153,6 +153,64 @@ fn structure_problem(root: &serde_json::Value) -> Option<ModelProblem> {
             }
         }
     }
+    // Data past the end of its view or buffer: Bevy's glTF loader panics on such an accessor
+    // (its mesh "has been extracted"), so it is named here first.
+    let number = |v: &serde_json::Value, key: &str| v.get(key).and_then(serde_json::Value::as_u64);
+    let buffers = list(root.get("buffers"));
+    let views = list(root.get("bufferViews"));
+    for (v, view) in views.iter().enumerate() {
+        let (Some(b), Some(length)) = (number(view, "buffer"), number(view, "byteLength")) else { continue };
+        let offset = number(view, "byteOffset").unwrap_or(0);
+        if let Some(size) = buffers.get(b as usize).and_then(|buffer| number(buffer, "byteLength"))
+            && offset.saturating_add(length) > size
+        {
+            return Some(ModelProblem::new(
+                format!("bufferViews[{v}]"),
+                format!(
+                    "bytes {offset}..{} lie past the end of buffers[{b}] ({size} bytes)",
+                    offset.saturating_add(length)
+                ),
+            ));
+        }
+    }
+    for (a, accessor) in list(root.get("accessors")).iter().enumerate() {
+        let (Some(v), Some(count)) = (number(accessor, "bufferView"), number(accessor, "count")) else { continue };
+        let Some(view) = views.get(v as usize) else { continue };
+        let component = match number(accessor, "componentType") {
+            Some(5120 | 5121) => 1,
+            Some(5122 | 5123) => 2,
+            Some(5125 | 5126) => 4,
+            _ => continue,
+        };
+        let components = match accessor.get("type").and_then(serde_json::Value::as_str) {
+            Some("SCALAR") => 1,
+            Some("VEC2") => 2,
+            Some("VEC3") => 3,
+            Some("VEC4" | "MAT2") => 4,
+            Some("MAT3") => 9,
+            Some("MAT4") => 16,
+            _ => continue,
+        };
+        // A lower bound for matrices, whose columns may be padded: no false alarm.
+        let element = component * components;
+        let stride = number(view, "byteStride").unwrap_or(element).max(element);
+        let needed = count
+            .checked_sub(1)
+            .map(|last| {
+                number(accessor, "byteOffset")
+                    .unwrap_or(0)
+                    .saturating_add(last.saturating_mul(stride))
+                    .saturating_add(element)
+            })
+            .unwrap_or(0);
+        let held = number(view, "byteLength").unwrap_or(0);
+        if needed > held {
+            return Some(ModelProblem::new(
+                format!("accessors[{a}]"),
+                format!("{count} elements need {needed} bytes, but bufferViews[{v}] holds {held}"),
+            ));
+        }
+    }
     for (i, image) in list(root.get("images")).iter().enumerate() {
         let (view, uri, mime) = (image.get("bufferView"), image.get("uri"), image.get("mimeType"));
         if view.is_some() && mime.is_none() {

@@ -181,7 +181,195 @@ pub fn scene_warnings(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
             c.report(format!("assets[{i}].path"), Some(asset.path.as_str()), model_message(&asset.path, &problem));
         }
     }
+    bound_but_written(scene, &mut c);
     c.problems
+}
+
+/// A property a stage parameter drives takes the parameter's value from the start: a
+/// different value written in the file is never seen, and editing it changes nothing. Each
+/// such property is named, with the parameter that drives it.
+fn bound_but_written(scene: &SceneFile, c: &mut Checker) {
+    let file = top_fields(&c.masked);
+    let environment = file.get("environment").map(|v| top_fields(v)).unwrap_or_default();
+    let mut found: Vec<(String, Option<String>, String)> = Vec::new();
+    for param in &scene.params {
+        let default = match &param.kind {
+            ParamKind::Colour { default } => default.to_string(),
+            ParamKind::Float { default, .. } => format!("{default}"),
+            ParamKind::Enum { default, .. } => format!("{default:?}"),
+            ParamKind::Bool { default } => default.to_string(),
+        };
+        for binding in &param.bind {
+            // (path of the property, anchor, the value written there)
+            let written: Option<(String, Option<String>, String)> = match binding {
+                BindingDef::LightColour(name) => scene.lights.iter().position(|l| &l.name == name).and_then(|i| {
+                    let fields = entry_fields(&c.masked, name)?;
+                    fields.contains_key("colour").then(|| {
+                        (format!("lights[{i}].colour"), Some(name.clone()), scene.lights[i].colour.to_string())
+                    })
+                }),
+                BindingDef::LightIntensity(name) => scene.lights.iter().position(|l| &l.name == name).map(|i| {
+                    let value = match scene.lights[i].kind {
+                        LightKind::Directional { illuminance } => ("illuminance", illuminance),
+                        LightKind::Point { intensity, .. } | LightKind::Spot { intensity, .. } => {
+                            ("intensity", intensity)
+                        }
+                    };
+                    (format!("lights[{i}].kind.{}", value.0), Some(name.clone()), format!("{}", value.1))
+                }),
+                BindingDef::BaseColour(name) | BindingDef::Emissive(name) => {
+                    let base = name.split('[').next().unwrap_or(name);
+                    scene.primitives.iter().position(|p| p.name == base).and_then(|i| {
+                        let fields = entry_fields(&c.masked, base)?;
+                        let material = top_fields(fields.get("material")?);
+                        let (key, value) = match binding {
+                            BindingDef::BaseColour(_) => ("colour", scene.primitives[i].material.colour),
+                            _ => ("emissive", scene.primitives[i].material.emissive),
+                        };
+                        material.contains_key(key).then(|| {
+                            (format!("primitives[{i}].material.{key}"), Some(base.to_owned()), value.to_string())
+                        })
+                    })
+                }
+                BindingDef::Visible(name) | BindingDef::VisibleWhen(name, _) => {
+                    let base = name.split('[').next().unwrap_or(name);
+                    scene.primitives.iter().position(|p| p.name == base).and_then(|i| {
+                        let fields = entry_fields(&c.masked, base)?;
+                        fields.contains_key("visible").then(|| {
+                            (
+                                format!("primitives[{i}].visible"),
+                                Some(base.to_owned()),
+                                scene.primitives[i].visible.to_string(),
+                            )
+                        })
+                    })
+                }
+                BindingDef::SkyColour => environment
+                    .get("sky")
+                    .and_then(|_| scene.environment.sky.map(|v| ("environment.sky".into(), None, v.to_string()))),
+                BindingDef::FogColour => environment.get("fog_colour").and_then(|_| {
+                    scene.environment.fog_colour.map(|v| ("environment.fog_colour".into(), None, v.to_string()))
+                }),
+                BindingDef::FogDensity => environment
+                    .get("fog_density")
+                    .map(|_| ("environment.fog_density".into(), None, format!("{}", scene.environment.fog_density))),
+                BindingDef::AmbientBrightness => environment.get("ambient_brightness").and_then(|_| {
+                    scene
+                        .environment
+                        .ambient_brightness
+                        .map(|v| ("environment.ambient_brightness".into(), None, format!("{v}")))
+                }),
+                BindingDef::EnvironmentPreset => environment.get("preset").map(|_| {
+                    ("environment.preset".into(), None, format!("{:?}", scene.environment.preset).to_lowercase())
+                }),
+            };
+            let Some((path, anchor, value)) = written else { continue };
+            // Shown only while the parameter is one option: visible from the start if it starts there.
+            let default = match (binding, &param.kind) {
+                (BindingDef::VisibleWhen(_, option), ParamKind::Enum { default, .. }) => {
+                    (default == option).to_string()
+                }
+                _ => default.clone(),
+            };
+            // Written as the parameter starts: nothing is hidden.
+            if same_value(&value, &default) {
+                continue;
+            }
+            let message = format!(
+                "{value} is never shown: stage parameter {:?} drives this and starts at {default}; change the parameter's default instead",
+                param.name
+            );
+            found.push((path, anchor, message));
+        }
+    }
+    for (path, anchor, message) in found {
+        c.report(path, anchor.as_deref(), message);
+    }
+}
+
+/// Whether two written values are the same value: numbers by value, the rest by text.
+fn same_value(a: &str, b: &str) -> bool {
+    let unquote = |s: &str| {
+        let s = s.trim();
+        let s = s.strip_prefix("Some(").and_then(|s| s.strip_suffix(')')).unwrap_or(s);
+        s.trim().trim_matches('"').to_ascii_lowercase()
+    };
+    match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => unquote(a) == unquote(b),
+    }
+}
+
+/// The fields written at the top level of the entry named `name` (`(name: "x", ...)`), by key,
+/// with their value's text; `masked` has its comments blanked.
+fn entry_fields<'a>(masked: &'a str, name: &str) -> Option<HashMap<String, &'a str>> {
+    let needle = format!("\"{name}\"");
+    let mut from = 0;
+    while let Some(found) = masked[from..].find(&needle) {
+        let at = from + found;
+        from = at + needle.len();
+        if !masked[..at].trim_end().ends_with("name:") {
+            continue;
+        }
+        // The entry's opening parenthesis: the nearest one before `name:` not closed since.
+        let mut depth = 0i32;
+        let open = masked[..at].char_indices().rev().find_map(|(i, ch)| {
+            match ch {
+                ')' | ']' => depth += 1,
+                '(' | '[' if depth > 0 => depth -= 1,
+                '(' => return Some(i),
+                _ => {}
+            }
+            None
+        })?;
+        return Some(top_fields(&masked[open..]));
+    }
+    None
+}
+
+/// The fields of the parenthesised block `text` starts with (after white space), by key, with
+/// their value's text; strings are skipped whole, so a key inside one is not a key.
+fn top_fields(text: &str) -> HashMap<String, &str> {
+    let mut fields = HashMap::new();
+    let bytes = text.as_bytes();
+    let Some(start) = text.find('(') else { return fields };
+    let (mut i, mut depth, mut value_start, mut key) = (start + 1, 1i32, None::<usize>, None::<String>);
+    let mut token_start = i;
+    while i < bytes.len() && depth > 0 {
+        match bytes[i] {
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'(' | b'[' | b'{' => depth += 1,
+            b')' | b']' | b'}' => {
+                depth -= 1;
+                if depth == 0
+                    && let (Some(k), Some(v)) = (key.take(), value_start)
+                {
+                    fields.insert(k, &text[v..i]);
+                }
+            }
+            b',' if depth == 1 => {
+                if let (Some(k), Some(v)) = (key.take(), value_start.take()) {
+                    fields.insert(k, &text[v..i]);
+                }
+                token_start = i + 1;
+            }
+            b':' if depth == 1 && key.is_none() => {
+                let word = text[token_start..i].trim();
+                if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                    key = Some(word.to_owned());
+                    value_start = Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    fields
 }
 
 /// Every name a binding may use, with the kind of entity behind it. A repeated primitive is
