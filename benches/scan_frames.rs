@@ -1,6 +1,7 @@
 //! Frame time and resident memory against data size (issue #6): the same venue showing a
-//! point cloud of 1 M, 10 M or 100 M points, or a scanned mesh of 1 M or 10 M triangles, on
-//! whatever adapter renders (lavapipe on machines without a GPU).
+//! point cloud of 1 M, 10 M or 100 M points, or a scanned mesh of 1 M or 10 M triangles with a
+//! full material (issue #20: base colour, normal map, occlusion, metallic-roughness,
+//! double-sided), on whatever adapter renders (lavapipe on machines without a GPU).
 //!
 //! Each size is generated, imported and rendered in a child process of its own, so that one
 //! size's memory does not count in the next: the resident set measured is the renderer's
@@ -200,17 +201,43 @@ fn child_cloud(dir: &Path, n: u64) {
     );
 }
 
+fn png(image: &image::RgbaImage) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    image.write_to(&mut std::io::Cursor::new(&mut bytes), image::ImageFormat::Png).expect("png");
+    bytes
+}
+
+/// A bumpy terrain of 60 m with what a photogrammetry scan's material carries: a base colour,
+/// a normal map, occlusion, roughness and metalness packed in one texture (1024² each), seen
+/// from both sides.
+fn write_textured_scan(grid: u32, path: &Path) {
+    use parvis::engine::heritage::mesh::{GlbWriter, generate_scan_grid};
+    let (positions, normals, uvs, indices) = generate_scan_grid(grid, 60.0);
+    let colour = image::RgbaImage::from_fn(1024, 1024, |x, y| image::Rgba([(x / 4) as u8, (y / 4) as u8, 128, 255]));
+    let normal = image::RgbaImage::from_fn(1024, 1024, |x, y| {
+        let (dx, dy) = ((x as f32 * 0.2).sin() * 60.0, (y as f32 * 0.13).cos() * 60.0);
+        image::Rgba([(128.0 + dx) as u8, (128.0 + dy) as u8, 230, 255])
+    });
+    let orm = image::RgbaImage::from_fn(1024, 1024, |x, y| {
+        image::Rgba([200 + ((x ^ y) % 56) as u8, 150 + (x % 100) as u8, 0, 255])
+    });
+    let mut glb = GlbWriter::default();
+    let (colour, normal, orm) =
+        (glb.texture(&png(&colour), None), glb.texture(&png(&normal), None), glb.texture(&png(&orm), None));
+    let material = glb.material(serde_json::json!({
+        "pbrMetallicRoughness": {"baseColorTexture": {"index": colour}, "metallicRoughnessTexture": {"index": orm}},
+        "normalTexture": {"index": normal},
+        "occlusionTexture": {"index": orm},
+        "doubleSided": true,
+    }));
+    glb.mesh("terrace", &positions, &normals, &uvs, &indices, material, serde_json::json!({}));
+    glb.write(path).expect("glb");
+}
+
 fn child_mesh(dir: &Path, triangles: u64) {
     let grid = ((triangles / 2) as f64).sqrt().round() as u32;
     let file = format!("terrace-{triangles}.glb");
-    prepare(dir, &file, |path| {
-        let (positions, normals, uvs, indices) = parvis::engine::heritage::mesh::generate_scan_grid(grid, 60.0);
-        let texture =
-            image::RgbaImage::from_fn(1024, 1024, |x, y| image::Rgba([(x / 4) as u8, (y / 4) as u8, 128, 255]));
-        let mut png = Vec::new();
-        texture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).expect("png");
-        parvis::engine::heritage::mesh::write_glb(&positions, &normals, &uvs, &indices, Some(&png), path).expect("glb");
-    });
+    prepare(dir, &file, |path| write_textured_scan(grid, path));
     let entry = format!(r#"(name: "scan", path: "scans/{file}", credit: (author: "bench", licence: "CC0-1.0"))"#);
     let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene_with(&entry, "meshes"), AssetsRoot::new(dir)), SIZE);
     renderer.wait_until_ready().expect("the mesh shows");
