@@ -10,6 +10,9 @@
 //! `cargo bench --bench scan_frames -- clouds 1000000 10000000` or `-- meshes 1000000`;
 //! no arguments runs clouds at 1 M and 10 M and meshes at 1 M and 10 M.
 //! `PARVIS_BENCH_POINT_BUDGET=500000` sets the clouds' point budget (2 M by default).
+//! `PARVIS_BENCH_MATERIAL=base` (or `base,normal`, `base,orm`, `base,double`) gives the mesh a
+//! base colour and only the listed properties, to measure what each costs (default `full`);
+//! `PARVIS_BENCH_ONE_SIDED=1` draws the mesh with `one_sided: true`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -209,8 +212,10 @@ fn png(image: &image::RgbaImage) -> Vec<u8> {
 
 /// A bumpy terrain of 60 m with what a photogrammetry scan's material carries: a base colour,
 /// a normal map, occlusion, roughness and metalness packed in one texture (1024² each), seen
-/// from both sides.
-fn write_textured_scan(grid: u32, path: &Path) {
+/// from both sides. `properties` other than "full" keep the base colour and add those listed
+/// (`normal`, `orm`, `double`), to see what each costs.
+fn write_textured_scan(grid: u32, properties: &str, path: &Path) {
+    let has = |p: &str| properties == "full" || properties.split(',').any(|q| q == p);
     use parvis::engine::heritage::mesh::{GlbWriter, generate_scan_grid};
     let (positions, normals, uvs, indices) = generate_scan_grid(grid, 60.0);
     let colour = image::RgbaImage::from_fn(1024, 1024, |x, y| image::Rgba([(x / 4) as u8, (y / 4) as u8, 128, 255]));
@@ -224,21 +229,32 @@ fn write_textured_scan(grid: u32, path: &Path) {
     let mut glb = GlbWriter::default();
     let (colour, normal, orm) =
         (glb.texture(&png(&colour), None), glb.texture(&png(&normal), None), glb.texture(&png(&orm), None));
-    let material = glb.material(serde_json::json!({
-        "pbrMetallicRoughness": {"baseColorTexture": {"index": colour}, "metallicRoughnessTexture": {"index": orm}},
-        "normalTexture": {"index": normal},
-        "occlusionTexture": {"index": orm},
-        "doubleSided": true,
-    }));
+    let mut material = serde_json::json!({"pbrMetallicRoughness": {"baseColorTexture": {"index": colour}}});
+    if has("orm") {
+        material["pbrMetallicRoughness"]["metallicRoughnessTexture"] = serde_json::json!({"index": orm});
+        material["occlusionTexture"] = serde_json::json!({"index": orm});
+    }
+    if has("normal") {
+        material["normalTexture"] = serde_json::json!({"index": normal});
+    }
+    material["doubleSided"] = serde_json::json!(has("double"));
+    let material = glb.material(material);
     glb.mesh("terrace", &positions, &normals, &uvs, &indices, material, serde_json::json!({}));
     glb.write(path).expect("glb");
 }
 
 fn child_mesh(dir: &Path, triangles: u64) {
     let grid = ((triangles / 2) as f64).sqrt().round() as u32;
-    let file = format!("terrace-{triangles}.glb");
-    prepare(dir, &file, |path| write_textured_scan(grid, path));
-    let entry = format!(r#"(name: "scan", path: "scans/{file}", credit: (author: "bench", licence: "CC0-1.0"))"#);
+    let properties = std::env::var("PARVIS_BENCH_MATERIAL").unwrap_or_else(|_| "full".into());
+    let file = match properties.as_str() {
+        "full" => format!("terrace-{triangles}.glb"),
+        other => format!("terrace-{triangles}-{}.glb", other.replace(',', "-")),
+    };
+    prepare(dir, &file, |path| write_textured_scan(grid, &properties, path));
+    let one_sided = std::env::var_os("PARVIS_BENCH_ONE_SIDED").is_some();
+    let entry = format!(
+        r#"(name: "scan", path: "scans/{file}", one_sided: {one_sided}, credit: (author: "bench", licence: "CC0-1.0"))"#
+    );
     let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene_with(&entry, "meshes"), AssetsRoot::new(dir)), SIZE);
     renderer.wait_until_ready().expect("the mesh shows");
     let status = |r: &mut HeadlessRenderer| {

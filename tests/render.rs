@@ -948,6 +948,14 @@ fn a_scanned_model_looks_the_same_as_an_asset_and_through_levels_of_detail() {
     let (_, double_bg) = mean_and_background(sheet("back_double"));
     assert!(single_bg > 0.9, "one-sided, seen from behind: not drawn ({single_bg})");
     assert!(double_bg < 0.05, "double-sided, seen from behind: drawn ({double_bg})");
+    // A scan drawn `one_sided` culls the back of the double-sided sheet too, and only that.
+    let (mut renderer, one_sided) =
+        render(Some(("meshes", format!(r#"(name: "sheets", path: "models/sheets.glb", one_sided: true, {credit})"#))));
+    let double =
+        sheet_samples(&mut renderer, &one_sided, &background, SHEETS.iter().position(|s| *s == "back_double").unwrap());
+    let base_again = sheet_samples(&mut renderer, &one_sided, &background, 0);
+    assert!(mean_and_background(&double).1 > 0.9, "one_sided: the double-sided sheet's back is culled");
+    assert!(mean_and_background(&base_again).1 < 0.05, "one_sided: front faces are drawn");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

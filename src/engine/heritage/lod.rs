@@ -333,7 +333,12 @@ fn receive_mesh_scans(
                             let copies = handles.get(slot?)?;
                             copies.get(level.max(first[slot?]).min(copies.len().checked_sub(1)?)).cloned()
                         };
-                        materials.add(level_material(&stored.material, texture))
+                        let mut material = level_material(&stored.material, texture);
+                        if scan.def.one_sided {
+                            material.double_sided = false;
+                            material.cull_mode = Some(bevy::render::render_resource::Face::Back);
+                        }
+                        materials.add(material)
                     })
                     .collect();
             let mut chunk_entities = Vec::new();
