@@ -431,6 +431,9 @@ fn check_warns_when_a_property_a_parameter_drives_is_also_written() {
         (name: "pillar", shape: Box(size: (1.0, 2.0, 1.0)),
             material: (colour: "#00ff00", roughness: 0.5)),
         (name: "plinth", shape: Box(size: (1.0, 1.0, 1.0)), material: (colour: "#123456")),
+        (name: "lamp", shape: Sphere(radius: 0.2), visible: true),
+        (name: "column", shape: Box(size: (0.5, 3.0, 0.5)), material: (colour: "#aaaaaa"),
+            repeat: Some((count: 3, step: (2.0, 0.0, 0.0)))),
     ],
     lights: [
         (name: "key", kind: Point(intensity: 80000.0, range: 20.0), colour: "#ffd9a0",
@@ -440,6 +443,11 @@ fn check_warns_when_a_property_a_parameter_drives_is_also_written() {
         (name: "mood", kind: Colour(default: "#3366ff"), bind: [LightColour("key"), SkyColour]),
         (name: "haze", kind: Float(default: 0.3, min: 0.0, max: 1.0), bind: [FogDensity]),
         (name: "paint", kind: Colour(default: "#123456"), bind: [BaseColour("pillar"), BaseColour("plinth")]),
+        // Visible from the start (night is one of its options), as written: no warning.
+        (name: "time", kind: Enum(default: "night", options: ["day", "dusk", "night"]),
+            bind: [VisibleWhen("lamp", "dusk"), VisibleWhen("lamp", "night")]),
+        // One copy only: the others show the written colour.
+        (name: "middle", kind: Colour(default: "#ff00ff"), bind: [BaseColour("column[1]")]),
     ],
 )"##,
     )
@@ -453,10 +461,11 @@ fn check_warns_when_a_property_a_parameter_drives_is_also_written() {
     assert_eq!(warnings.len(), 3, "{err}");
     let light = warnings.iter().find(|w| w.contains("lights[0].colour")).expect("the light's colour");
     assert!(light.contains("#ffd9a0") && light.contains("\"mood\"") && light.contains("#3366ff"), "{light}");
-    assert!(light.contains("bound.ron:11:"), "the warning points at the light: {light}");
+    assert!(light.contains("bound.ron:14:"), "the warning points at the light: {light}");
     assert!(warnings.iter().any(|w| w.contains("environment.sky") && w.contains("\"mood\"")), "{err}");
     assert!(warnings.iter().any(|w| w.contains("primitives[0].material.colour") && w.contains("\"paint\"")), "{err}");
     assert!(!err.contains("fog_density") && !err.contains("primitives[1]"), "{err}");
+    assert!(!err.contains("primitives[2]") && !err.contains("primitives[3]"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -206,6 +206,18 @@ fn the_desktop_window_opens_and_shows_the_venue_under_xvfb() {
     colours.sort_unstable();
     colours.dedup();
     assert!(colours.len() > 200, "the window shows only {} distinct colours", colours.len());
+    // A picture that cannot be saved fails the run, saying why.
+    let output = Command::new("xvfb-run")
+        .args(["--auto-servernum", "--server-args=-screen 0 320x240x24"])
+        .arg(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--audience", "127.0.0.1:0", "--frames", "3", "--screenshot"])
+        .arg(out_dir().join("no-such-folder/window.png"))
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("the window could not be saved to"), "{stderr}");
 }
 
 #[test]

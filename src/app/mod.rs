@@ -230,9 +230,12 @@ pub struct FrameLimit {
 struct FrameCount {
     frame: u64,
     waited: u64,
+    /// Whether counting has started (the venue loaded, or could not, or took too long).
+    started: bool,
     /// The screenshot's entity and the frame it was asked at.
     asked: Option<(Entity, u64)>,
-    saved: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The screenshot: 0 not yet saved, 1 saved, 2 could not be saved.
+    saved: std::sync::Arc<std::sync::atomic::AtomicU8>,
 }
 
 /// Render pipelines still compiling, as the render world last saw them: a window draws
@@ -264,15 +267,18 @@ const SCREENSHOT_WAIT_FRAMES: u64 = 600;
 /// load, or takes longer than [`LOAD_WAIT_FRAMES`], is counted from then, with a warning. With a
 /// screenshot, the run ends when the picture is saved.
 fn stop_after_frame_limit(world: &mut World, mut state: Local<FrameCount>) {
-    if state.frame == 0 && state.waited < LOAD_WAIT_FRAMES {
-        state.waited += 1;
-        match loading::venue_loading(world) {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => warn!("counting frames without the whole venue: {e}"),
+    if !state.started {
+        if state.waited < LOAD_WAIT_FRAMES {
+            state.waited += 1;
+            match loading::venue_loading(world) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => warn!("counting frames without the whole venue: {e}"),
+            }
+        } else {
+            warn!("the venue had not loaded after {LOAD_WAIT_FRAMES} frames; counting frames from now");
         }
-    } else if state.frame == 0 {
-        warn!("the venue had not loaded after {LOAD_WAIT_FRAMES} frames; counting frames from now");
+        state.started = true;
     }
     let limit = world.resource::<FrameLimit>().clone();
     // A frame whose pipelines are still compiling does not show the venue (bounded: a
@@ -291,9 +297,16 @@ fn stop_after_frame_limit(world: &mut World, mut state: Local<FrameCount>) {
         world.write_message(AppExit::Success);
         return;
     };
-    if state.saved.load(std::sync::atomic::Ordering::Acquire) {
-        world.write_message(AppExit::Success);
-        return;
+    match state.saved.load(std::sync::atomic::Ordering::Acquire) {
+        1 => {
+            world.write_message(AppExit::Success);
+            return;
+        }
+        2 => {
+            world.write_message(AppExit::error());
+            return;
+        }
+        _ => {}
     }
     if frame > end + SCREENSHOT_WAIT_FRAMES {
         error!("the window could not be saved to {} in {SCREENSHOT_WAIT_FRAMES} frames", path.display());
@@ -306,12 +319,29 @@ fn stop_after_frame_limit(world: &mut World, mut state: Local<FrameCount>) {
         {
             stale.despawn();
         }
-        let saved = state.saved.clone();
+        let (saved, path) = (state.saved.clone(), path.clone());
+        // Saved here rather than by Bevy's `save_to_disk`, which only logs a failure: a run
+        // asked for a picture fails without one.
         let entity = world
             .spawn(bevy::render::view::screenshot::Screenshot::primary_window())
-            .observe(bevy::render::view::screenshot::save_to_disk(path.clone()))
-            .observe(move |_: On<bevy::render::view::screenshot::ScreenshotCaptured>| {
-                saved.store(true, std::sync::atomic::Ordering::Release);
+            .observe(move |captured: On<bevy::render::view::screenshot::ScreenshotCaptured>| {
+                let result = captured
+                    .image
+                    .clone()
+                    .try_into_dynamic()
+                    .map_err(|e| e.to_string())
+                    .and_then(|image| image.to_rgb8().save(&path).map_err(|e| e.to_string()));
+                let outcome = match result {
+                    Ok(()) => {
+                        info!("saved the window to {}", path.display());
+                        1
+                    }
+                    Err(e) => {
+                        error!("the window could not be saved to {}: {e}", path.display());
+                        2
+                    }
+                };
+                saved.store(outcome, std::sync::atomic::Ordering::Release);
             })
             .id();
         state.asked = Some((entity, frame));

@@ -317,12 +317,19 @@ fn receive_mesh_scans(
                 }
                 first.push(fits.unwrap_or(texture.sizes.len().saturating_sub(1)));
             }
-            let handles: Vec<Vec<Handle<Image>>> = part
+            // Copies over the adapter's limit are never made images: Bevy uploads every image
+            // asset, used or not, and wgpu would refuse one that large.
+            let handles: Vec<Vec<Option<Handle<Image>>>> = part
                 .textures
                 .iter()
                 .zip(&stored.textures)
-                .map(|(copies, kept)| {
-                    copies.iter().map(|c| images.add(texture_image(c, kept.srgb, kept.sampling))).collect()
+                .zip(&first)
+                .map(|((copies, kept), first)| {
+                    copies
+                        .iter()
+                        .enumerate()
+                        .map(|(i, c)| (i >= *first).then(|| images.add(texture_image(c, kept.srgb, kept.sampling))))
+                        .collect()
                 })
                 .collect();
             let tangents = stored.material.normal_texture.is_some();
@@ -331,7 +338,7 @@ fn receive_mesh_scans(
                     .map(|level| {
                         let texture = |slot: Option<usize>| {
                             let copies = handles.get(slot?)?;
-                            copies.get(level.max(first[slot?]).min(copies.len().checked_sub(1)?)).cloned()
+                            copies.get(level.max(first[slot?]).min(copies.len().checked_sub(1)?))?.clone()
                         };
                         let mut material = level_material(&stored.material, texture);
                         if scan.def.one_sided {

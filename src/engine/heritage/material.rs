@@ -3,9 +3,10 @@
 //! the core metallic-roughness properties (base colour, metallic-roughness, normal, occlusion
 //! and emissive textures, alpha mode, double sides) and the extensions Bevy's own glTF path
 //! draws (`KHR_texture_transform`, `KHR_materials_emissive_strength`, `KHR_materials_unlit`).
-//! What Bevy does not draw either (a normal map's scale, occlusion strength, a second set of
-//! texture coordinates) is left out and said in the import's notes, so that a scene's `assets`
-//! entry and its `meshes` entry look the same.
+//! What Bevy does not draw either (a normal map's scale, occlusion strength) is left out. A
+//! texture on a second set of texture coordinates (`TEXCOORD_1`), which Bevy's glTF path does
+//! draw, is drawn with the first set here, and said in the import's notes: the cache keeps one
+//! set (as it keeps no vertex colours, also noted).
 
 use serde::{Deserialize, Serialize};
 

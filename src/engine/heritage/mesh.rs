@@ -91,8 +91,8 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> MeshError + '_ {
 /// A texture of a part, decoded, and how it is used.
 #[derive(Debug, Clone)]
 pub struct SourceTexture {
-    /// The pixels.
-    pub image: image::RgbaImage,
+    /// The pixels, at most `MAX_TEXTURE_EDGE` a side, shared by the parts that use them.
+    pub image: std::sync::Arc<image::RgbaImage>,
     /// Colour data (sRGB) or not (normals, metallic-roughness, occlusion).
     pub srgb: bool,
     /// How it is sampled.
@@ -157,7 +157,9 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
     let mut source = SourceMesh::default();
     let mut by_material: HashMap<Option<usize>, usize> = HashMap::new();
     // Images decoded so far, by index: parts may share one (None: it could not be read).
-    let mut decoded: HashMap<usize, Option<image::RgbaImage>> = HashMap::new();
+    // Shared, and cut to the largest size kept as soon as decoded: a file that names one huge
+    // image from a thousand materials must not hold a thousand copies.
+    let mut decoded: HashMap<usize, Option<std::sync::Arc<image::RgbaImage>>> = HashMap::new();
     let roots: Vec<gltf::Node> = match document.default_scene().or_else(|| document.scenes().next()) {
         Some(scene) => scene.nodes().collect(),
         None => document.nodes().collect(),
@@ -208,6 +210,13 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
                 .read_normals()
                 .map(|n| n.map(|n| (normal_matrix * glam::Vec3::from(n)).normalize_or_zero().to_array()).collect());
             let uvs: Option<Vec<[f32; 2]>> = reader.read_tex_coords(0).map(|t| t.into_f32().collect());
+            // Bevy's glTF path multiplies the base colour by them; the cache holds none yet.
+            if primitive.get(&gltf::Semantic::Colors(0)).is_some() {
+                let note = "vertex colours (COLOR_0) are not kept: the scan is drawn without them".to_owned();
+                if !source.notes.contains(&note) {
+                    source.notes.push(note);
+                }
+            }
             triangles += (indices.len() / 3) as u64;
             if triangles > MAX_TRIANGLES {
                 return Err(MeshError::TooMany(triangles));
@@ -221,6 +230,7 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
                     let mut used: HashMap<(usize, bool, Sampling), usize> = HashMap::new();
                     let notes = &mut source.notes;
                     let mut failed = Vec::new();
+                    let mut failed_or_shrunk = Vec::new();
                     part.material = super::material::read_material(
                         &material,
                         |slot: SlotRef| {
@@ -231,9 +241,18 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
                                 .entry(slot.image)
                                 .or_insert_with(|| {
                                     let image = document.images().nth(slot.image)?;
-                                    load_image(&image, &buffers, dir)
+                                    let image = load_image(&image, &buffers, dir)
                                         .map_err(|why| failed.push(format!("image {}: {why}", slot.image)))
-                                        .ok()
+                                        .ok()?;
+                                    if image.width().max(image.height()) <= MAX_TEXTURE_EDGE {
+                                        return Some(std::sync::Arc::new(image));
+                                    }
+                                    failed_or_shrunk.push(format!(
+                                        "a {}×{} texture was downscaled to fit {MAX_TEXTURE_EDGE} pixels",
+                                        image.width(),
+                                        image.height()
+                                    ));
+                                    Some(std::sync::Arc::new(fit(&image, MAX_TEXTURE_EDGE)))
                                 })
                                 .clone()?;
                             part.textures.push(SourceTexture { image, srgb: slot.srgb, sampling: slot.sampling });
@@ -243,6 +262,7 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
                         notes,
                     );
                     notes.extend(failed.into_iter().map(|why| format!("{why}; drawn without it")));
+                    notes.extend(failed_or_shrunk);
                     source.parts.push(part);
                     by_material.insert(key, source.parts.len() - 1);
                     source.parts.len() - 1
@@ -270,17 +290,6 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
     }
     for part in &mut source.parts {
         fill_missing_normals(part);
-        for texture in &mut part.textures {
-            let image = &texture.image;
-            if image.width().max(image.height()) > MAX_TEXTURE_EDGE {
-                source.notes.push(format!(
-                    "a {}×{} texture was downscaled to fit {MAX_TEXTURE_EDGE} pixels",
-                    image.width(),
-                    image.height()
-                ));
-                texture.image = fit(image, MAX_TEXTURE_EDGE);
-            }
-        }
     }
     Ok(source)
 }

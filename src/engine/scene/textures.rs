@@ -18,9 +18,20 @@ pub struct FailedTextures(pub HashMap<AssetId<Image>, String>);
 pub(crate) fn draw_without_failed_textures(
     mut failed: MessageReader<AssetLoadFailedEvent<Image>>,
     mut added: MessageReader<AssetEvent<StandardMaterial>>,
+    mut images: MessageReader<AssetEvent<Image>>,
     mut known: ResMut<FailedTextures>,
     mut materials: ResMut<Assets<StandardMaterial>>,
 ) {
+    // A texture that loads after all (the curator put the file back, and a reload asked for
+    // it again under the same id) is no longer taken out of the materials that arrive.
+    for event in images.read() {
+        if let AssetEvent::Added { id } | AssetEvent::LoadedWithDependencies { id } | AssetEvent::Modified { id } =
+            event
+            && known.0.remove(id).is_some()
+        {
+            info!("a texture that had failed has loaded; models loaded from now on use it");
+        }
+    }
     let mut fresh = false;
     for event in failed.read() {
         let why = event.error.to_string();

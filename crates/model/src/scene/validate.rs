@@ -200,6 +200,19 @@ fn bound_but_written(scene: &SceneFile, c: &mut Checker) {
             ParamKind::Bool { default } => default.to_string(),
         };
         for binding in &param.bind {
+            let target = match binding {
+                BindingDef::LightColour(n)
+                | BindingDef::LightIntensity(n)
+                | BindingDef::BaseColour(n)
+                | BindingDef::Emissive(n)
+                | BindingDef::Visible(n)
+                | BindingDef::VisibleWhen(n, _) => Some(n.as_str()),
+                _ => None,
+            };
+            // A binding of one copy (`pillar[2]`) leaves the others as written.
+            if target.is_some_and(names_one_copy) {
+                continue;
+            }
             // (path of the property, anchor, the value written there)
             let written: Option<(String, Option<String>, String)> = match binding {
                 BindingDef::LightColour(name) => scene.lights.iter().position(|l| &l.name == name).and_then(|i| {
@@ -264,11 +277,14 @@ fn bound_but_written(scene: &SceneFile, c: &mut Checker) {
                 }),
             };
             let Some((path, anchor, value)) = written else { continue };
-            // Shown only while the parameter is one option: visible from the start if it starts there.
+            // Shown while the parameter is any of the options bound to this entity: visible from
+            // the start if it starts at one of them.
             let default = match (binding, &param.kind) {
-                (BindingDef::VisibleWhen(_, option), ParamKind::Enum { default, .. }) => {
-                    (default == option).to_string()
-                }
+                (BindingDef::VisibleWhen(name, _), ParamKind::Enum { default, .. }) => param
+                    .bind
+                    .iter()
+                    .any(|b| matches!(b, BindingDef::VisibleWhen(n, option) if n == name && option == default))
+                    .to_string(),
                 _ => default.clone(),
             };
             // Written as the parameter starts: nothing is hidden.
@@ -279,7 +295,9 @@ fn bound_but_written(scene: &SceneFile, c: &mut Checker) {
                 "{value} is never shown: stage parameter {:?} drives this and starts at {default}; change the parameter's default instead",
                 param.name
             );
-            found.push((path, anchor, message));
+            if !found.iter().any(|(p, _, _)| *p == path) {
+                found.push((path, anchor, message));
+            }
         }
     }
     for (path, anchor, message) in found {
