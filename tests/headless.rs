@@ -2781,6 +2781,36 @@ fn mesh_scans_import_into_levels_of_detail_and_broken_ones_say_why() {
     assert_eq!(code, 0);
     assert!(out.contains("path: \"terrace.glb\"") && !out.contains("outside the assets folder"), "{out}");
 
+    // A texture replaced beside a .gltf is imported again, not found in the cache as it was.
+    let beside = dir.join("beside");
+    std::fs::create_dir_all(&beside).unwrap();
+    let json_of = |bytes: &[u8]| {
+        let length = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
+        let mut json: serde_json::Value = serde_json::from_slice(&bytes[20..20 + length]).unwrap();
+        let bin_start = 20 + length + 8;
+        json["buffers"][0]["uri"] = serde_json::json!("terrace.bin");
+        (json, bytes[bin_start..].to_vec())
+    };
+    let (mut json, bin) = json_of(&std::fs::read(&glb).unwrap());
+    // The image moves out of the buffer into a file beside the scan.
+    json["images"][0] = serde_json::json!({"uri": "colour.png"});
+    std::fs::write(beside.join("terrace.bin"), &bin).unwrap();
+    std::fs::write(beside.join("colour.png"), &png).unwrap();
+    std::fs::write(beside.join("terrace.gltf"), serde_json::to_vec(&json).unwrap()).unwrap();
+    let gltf_path = beside.join("terrace.gltf");
+    let import_beside = || parvis(&["import", gltf_path.to_str().unwrap(), "--cache", cache.to_str().unwrap()]);
+    let (code, out, err) = import_beside();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("imported 135200 triangles"), "{out}");
+    assert!(import_beside().1.contains("was imported before"));
+    let brighter =
+        image::RgbaImage::from_fn(512, 256, |x, y| image::Rgba([255 - (x / 2) as u8, (y / 2) as u8, 200, 255]));
+    let mut replaced = Vec::new();
+    brighter.write_to(&mut std::io::Cursor::new(&mut replaced), image::ImageFormat::Png).unwrap();
+    std::fs::write(beside.join("colour.png"), &replaced).unwrap();
+    let (code, out, _) = import_beside();
+    assert!(code == 0 && out.contains("imported 135200 triangles"), "a new texture is a new import: {out}");
+
     // A cache written by an older Parvis (base colour only) is refused, saying what to do.
     let old = dir.join("old-cache");
     std::fs::create_dir_all(&old).unwrap();

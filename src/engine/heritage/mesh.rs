@@ -294,6 +294,58 @@ pub fn read_gltf(bytes: &[u8], dir: &Path) -> Result<SourceMesh, MeshError> {
     Ok(source)
 }
 
+/// The JSON of a `.gltf`, or of a GLB's first chunk, without reading the GLB's binary chunk.
+fn gltf_json(input: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(input)?;
+    let mut header = [0u8; 20];
+    let n = file.read(&mut header)?;
+    if n < 20 || &header[..4] != b"glTF" {
+        // Not a GLB: the whole file is the JSON (import refuses it later if not).
+        return std::fs::read(input);
+    }
+    let length = u32::from_le_bytes([header[12], header[13], header[14], header[15]]);
+    // A declared length is not trusted with memory: a real JSON chunk is far below this.
+    let mut json = vec![0; (length as usize).min(64 << 20)];
+    file.read_exact(&mut json)?;
+    Ok(json)
+}
+
+/// A key of the files a glTF names beside it (buffers, images; not `data:` URIs), from their
+/// names, sizes and modification times: part of the import's cache key, so that a texture or
+/// buffer replaced next to a scan is imported again instead of found as it was. Empty for a
+/// scan that names none, so such caches keep their key.
+fn referenced_files_key(input: &Path) -> String {
+    let Ok(json) = gltf_json(input) else { return String::new() };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&json) else { return String::new() };
+    let dir = input.parent().unwrap_or(Path::new("."));
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut mix = |bytes: &[u8]| {
+        for &b in bytes {
+            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    let mut named = 0;
+    for list in ["buffers", "images"] {
+        for entry in value.get(list).and_then(serde_json::Value::as_array).into_iter().flatten() {
+            let Some(uri) = entry.get("uri").and_then(serde_json::Value::as_str) else { continue };
+            if uri.starts_with("data:") {
+                continue;
+            }
+            named += 1;
+            mix(uri.as_bytes());
+            let decoded = crate::model::scene::models::percent_decode(uri).unwrap_or_default();
+            // A file missing now is a state of its own: it may come back.
+            if let Ok(meta) = std::fs::metadata(dir.join(decoded)) {
+                mix(&meta.len().to_le_bytes());
+                let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+                mix(&modified.map_or(0, |d| d.as_nanos()).to_le_bytes());
+            }
+        }
+    }
+    if named == 0 { String::new() } else { format!("-{:08x}", hash as u32) }
+}
+
 /// Reads `uri` relative to `dir`, refusing anything that would leave it.
 fn read_relative(dir: &Path, uri: &str) -> Result<Vec<u8>, String> {
     if uri.starts_with("data:") {
@@ -629,7 +681,7 @@ pub enum MeshImportError {
 /// Imports a glTF/GLB scan into `cache_root/<content key>/`, or finds it there.
 pub fn import_mesh(input: &Path, cache_root: &Path, progress: &Arc<Progress>) -> Result<ImportedMesh, MeshImportError> {
     progress.begin("hashing", 0);
-    let key = format!("{}-mesh{MESH_CACHE_VERSION}", super::cache::content_key(input)?);
+    let key = format!("{}{}-mesh{MESH_CACHE_VERSION}", super::cache::content_key(input)?, referenced_files_key(input));
     let dir = cache_root.join(&key);
     if let Ok(index) = read_mesh_index(&dir) {
         return Ok(ImportedMesh { dir, index, cached: true });
