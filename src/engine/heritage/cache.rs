@@ -82,6 +82,13 @@ pub struct Attributes {
     pub classification: bool,
 }
 
+/// Mixes `bytes` into an FNV-1a hash.
+pub(crate) fn fnv1a(hash: &mut u64, bytes: &[u8]) {
+    for &b in bytes {
+        *hash = (*hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+}
+
 /// A stable content hash of a file (FNV-1a, 64 bits, with the cache version mixed in): the
 /// same bytes give the same key on every machine and Rust version.
 pub fn content_key(path: &Path) -> Result<String, CacheError> {
@@ -94,9 +101,7 @@ pub fn content_key(path: &Path) -> Result<String, CacheError> {
         if n == 0 {
             break;
         }
-        for &b in &buf[..n] {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        fnv1a(&mut hash, &buf[..n]);
     }
     Ok(format!("{hash:016x}"))
 }

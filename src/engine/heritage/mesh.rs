@@ -320,11 +320,7 @@ fn referenced_files_key(input: &Path) -> String {
     let Ok(value) = serde_json::from_slice::<serde_json::Value>(&json) else { return String::new() };
     let dir = input.parent().unwrap_or(Path::new("."));
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |bytes: &[u8]| {
-        for &b in bytes {
-            hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
+    let mut mix = |bytes: &[u8]| super::cache::fnv1a(&mut hash, bytes);
     let mut named = 0;
     for list in ["buffers", "images"] {
         for entry in value.get(list).and_then(serde_json::Value::as_array).into_iter().flatten() {

@@ -978,6 +978,26 @@ pub enum BindingDef {
     EnvironmentPreset,
 }
 
+impl BindingDef {
+    /// The entity the binding drives, by name (`pillar`, or one copy `pillar[2]`); `None` for
+    /// the environment's properties.
+    pub fn target(&self) -> Option<&str> {
+        match self {
+            Self::LightColour(n)
+            | Self::LightIntensity(n)
+            | Self::Emissive(n)
+            | Self::BaseColour(n)
+            | Self::Visible(n)
+            | Self::VisibleWhen(n, _) => Some(n),
+            Self::SkyColour
+            | Self::FogColour
+            | Self::FogDensity
+            | Self::AmbientBrightness
+            | Self::EnvironmentPreset => None,
+        }
+    }
+}
+
 /// An sRGB colour written as `"#rrggbb"` or `"#rrggbbaa"`.
 #[derive(Clone, Copy, PartialEq)]
 pub struct Colour {

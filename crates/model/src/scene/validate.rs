@@ -200,17 +200,8 @@ fn bound_but_written(scene: &SceneFile, c: &mut Checker) {
             ParamKind::Bool { default } => default.to_string(),
         };
         for binding in &param.bind {
-            let target = match binding {
-                BindingDef::LightColour(n)
-                | BindingDef::LightIntensity(n)
-                | BindingDef::BaseColour(n)
-                | BindingDef::Emissive(n)
-                | BindingDef::Visible(n)
-                | BindingDef::VisibleWhen(n, _) => Some(n.as_str()),
-                _ => None,
-            };
             // A binding of one copy (`pillar[2]`) leaves the others as written.
-            if target.is_some_and(names_one_copy) {
+            if binding.target().is_some_and(names_one_copy) {
                 continue;
             }
             // (path of the property, anchor, the value written there)
@@ -231,27 +222,25 @@ fn bound_but_written(scene: &SceneFile, c: &mut Checker) {
                     (format!("lights[{i}].kind.{}", value.0), Some(name.clone()), format!("{}", value.1))
                 }),
                 BindingDef::BaseColour(name) | BindingDef::Emissive(name) => {
-                    let base = name.split('[').next().unwrap_or(name);
-                    scene.primitives.iter().position(|p| p.name == base).and_then(|i| {
-                        let fields = entry_fields(&c.masked, base)?;
+                    scene.primitives.iter().position(|p| &p.name == name).and_then(|i| {
+                        let fields = entry_fields(&c.masked, name)?;
                         let material = top_fields(fields.get("material")?);
                         let (key, value) = match binding {
                             BindingDef::BaseColour(_) => ("colour", scene.primitives[i].material.colour),
                             _ => ("emissive", scene.primitives[i].material.emissive),
                         };
-                        material.contains_key(key).then(|| {
-                            (format!("primitives[{i}].material.{key}"), Some(base.to_owned()), value.to_string())
-                        })
+                        material
+                            .contains_key(key)
+                            .then(|| (format!("primitives[{i}].material.{key}"), Some(name.clone()), value.to_string()))
                     })
                 }
                 BindingDef::Visible(name) | BindingDef::VisibleWhen(name, _) => {
-                    let base = name.split('[').next().unwrap_or(name);
-                    scene.primitives.iter().position(|p| p.name == base).and_then(|i| {
-                        let fields = entry_fields(&c.masked, base)?;
+                    scene.primitives.iter().position(|p| &p.name == name).and_then(|i| {
+                        let fields = entry_fields(&c.masked, name)?;
                         fields.contains_key("visible").then(|| {
                             (
                                 format!("primitives[{i}].visible"),
-                                Some(base.to_owned()),
+                                Some(name.clone()),
                                 scene.primitives[i].visible.to_string(),
                             )
                         })
