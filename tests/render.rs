@@ -1078,3 +1078,63 @@ fn a_broken_texture_is_one_clear_line_and_the_render_goes_on() {
     assert!(!stderr.contains("backtrace") && !stderr.contains("bevy_asset::server"), "{stderr}");
     assert!(!stderr.lines().any(|l| l.trim_start().starts_with("1: ")), "{stderr}");
 }
+
+/// `parvis render --show evening --at S` previews a moment of a show: the cues up to S fire on
+/// the show's clock, so the picture at 45 s (after the finale's "night" cue) is the venue with
+/// those cues' commands applied, and differs from the picture at 5 s (dusk).
+#[test]
+fn a_show_previewed_at_a_moment_shows_the_cues_fired_by_then() {
+    let render_at = |at: &str, name: &str| {
+        let out = out_dir().join(name);
+        let output = Command::new(env!("CARGO_BIN_EXE_parvis"))
+            .args(["render", "--show", "evening", "--at", at, "--size", "320x180", "--out"])
+            .arg(&out)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(output.status.success(), "{stderr}");
+        (image::open(&out).unwrap().to_rgba8(), stderr)
+    };
+    let (dusk, stderr) = render_at("5", "show-at-5.png");
+    assert!(stderr.contains("show evening played to 5 s: 1 cues fired"), "{stderr}");
+    let (night, stderr) = render_at("45", "show-at-45.png");
+    // Cues 1, 2, 3 and 6 (4 and 5 wait for GO).
+    assert!(stderr.contains("show evening played to 45 s: 4 cues fired"), "{stderr}");
+
+    // The same venue with the fired cues' commands applied directly.
+    let mut renderer = renderer();
+    for (name, value) in [
+        ("sky", ParamValue::Enum("night".into())),
+        ("fog", ParamValue::Float(0.04)),
+        ("stage_intensity", ParamValue::Float(8_000_000.0)),
+        ("lanterns", ParamValue::Colour(Colour::parse("#ff9040").unwrap())),
+    ] {
+        renderer.submit(VenueCommand::SetParam { name: name.into(), value });
+    }
+    for _ in 0..3 {
+        renderer.step();
+    }
+    let direct = renderer.capture().unwrap();
+    let same = diff_images(&night, &direct, 24).unwrap();
+    assert!(
+        same.pixels_over < 50,
+        "the show at 45 s differs from its cues applied directly: {} pixels",
+        same.pixels_over
+    );
+    // Dusk to night changes most of the picture (sky, light, fog).
+    let changed = diff_images(&dusk, &night, 24).unwrap();
+    assert!(changed.pixels_over > 320 * 180 / 3, "only {} pixels changed from 5 s to 45 s", changed.pixels_over);
+
+    // --at needs a show, and a show the scene has.
+    let output = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["render", "--show", "matinee", "--at", "5", "--out", "/dev/null"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("no show named \"matinee\"; the scene has: evening"),
+        "{stderr}"
+    );
+}

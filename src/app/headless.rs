@@ -85,6 +85,48 @@ impl HeadlessRenderer {
         self.app.world_mut().write_message(SubmitCommand::local(command));
     }
 
+    /// Plays `show` from where its transport stands to `at` seconds on its clock, in frames
+    /// that land just past each cue (the silent mixer's clock moves with the frames, so a
+    /// cue fires where it would live, and a long show takes as many frames as it has cues).
+    /// The transport is left paused at `at`. Returns the number of cues fired.
+    pub fn play_show_to(&mut self, show: &str, at: f64) -> Result<usize, OutputError> {
+        use crate::engine::show::clock::{MOCK_BLOCK, MOCK_RATE};
+        use crate::engine::show::{Shows, TransportState};
+        use crate::model::command::TransportAction;
+
+        let block = MOCK_BLOCK as f64 / f64::from(MOCK_RATE);
+        let world = self.app.world_mut();
+        let fired_before = world.resource::<Shows>().fired.len();
+        // Frames as long as the next cue is far; Bevy caps a frame's time step otherwise.
+        world.resource_mut::<Time<Virtual>>().set_max_delta(Duration::from_secs(86_400));
+        let transport = |action| VenueCommand::Transport { show: show.to_owned(), action };
+        self.submit(transport(TransportAction::Play));
+        self.step();
+        let mut frames = 0u32;
+        loop {
+            let world = self.app.world();
+            let shows = world.resource::<Shows>();
+            let Some(running) = shows.running.as_ref().filter(|r| r.plan.name == show) else {
+                return Err(OutputError::Rejected(format!("show {show:?} is not on the transport")));
+            };
+            if running.position >= at - 1e-9 || running.state == TransportState::Stopped {
+                break;
+            }
+            let next = running.runner.next_due(&running.plan).map_or(at, |due| due.planned + block);
+            let step = next.min(at) - running.position;
+            frames += 1;
+            if frames > 100_000 {
+                return Err(OutputError::Timeout { what: "reaching the show's time", frames });
+            }
+            self.app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(step.max(block))));
+            self.step();
+        }
+        self.app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(1.0 / 60.0)));
+        self.submit(transport(TransportAction::Pause));
+        self.step();
+        Ok(self.app.world().resource::<Shows>().fired.len() - fired_before)
+    }
+
     /// Steps until the scene is built and every model has loaded and been spawned.
     /// Fails on the first model that cannot load, or on a refused command.
     pub fn wait_until_ready(&mut self) -> Result<(), OutputError> {

@@ -37,6 +37,8 @@ use crate::engine::rest::RestPlugin;
 use crate::engine::scene::ScenePlugin;
 use crate::engine::scene::watch::SceneWatcher;
 use crate::engine::schedule::VenueSchedulePlugin;
+use crate::engine::show::clock::ShowClock;
+use crate::engine::show::{ShowMode, ShowPlugin};
 use crate::engine::stage_text::{StageTextPlugin, StageTextRenderPlugin};
 use crate::engine::visit::narration::Narrator;
 use crate::engine::visit::ui::VisitUiPlugin;
@@ -63,6 +65,7 @@ impl Plugin for VenueCorePlugin {
             StageTextPlugin,
             VisitPlugin { audio: false },
             MeasurePlugin,
+            ShowPlugin,
         ));
     }
 }
@@ -90,6 +93,8 @@ pub struct VenueSetup {
     pub restore: Option<Restore>,
     /// When the command log is forced to the disk.
     pub log_sync: LogSync,
+    /// Replaying a log: shows follow its cue records and never run their clock.
+    pub replay: bool,
 }
 
 /// The part of a logged show that is restored.
@@ -114,6 +119,7 @@ impl VenueSetup {
             language: None,
             restore: None,
             log_sync: LogSync::Frame,
+            replay: false,
         }
     }
 
@@ -156,6 +162,7 @@ pub fn replay_setup(entries: &[LoggedCommand], assets: AssetsRoot) -> Option<Ven
     })?;
     let mut setup = VenueSetup::new(scene, assets);
     setup.initial_commands = entries.iter().map(SubmitCommand::from).collect();
+    setup.replay = true;
     Some(setup)
 }
 
@@ -168,6 +175,7 @@ fn add_venue(app: &mut App, setup: VenueSetup) {
     app.add_plugins(VenueCorePlugin)
         .insert_resource(VenueAssets(setup.assets.clone()))
         .insert_resource(StartViewpoint(setup.viewpoint.clone()))
+        .insert_resource(ShowMode { live: !setup.replay })
         .insert_resource(VisitorLanguage(setup.language.clone().unwrap_or_default()));
     let world = app.world_mut();
     match setup.restore {
@@ -383,6 +391,7 @@ pub fn windowed_app(setup: VenueSetup, limit: Option<FrameLimit>) -> App {
     add_venue(&mut app, setup);
     // The desktop visitor hears the narration (the core runs a silent mixer).
     app.insert_resource(Narrator::new(true));
+    app.insert_resource(ShowClock::new(true));
     if let Some(limit) = limit {
         app.insert_resource(limit).init_resource::<PipelinesWaiting>().add_systems(Last, stop_after_frame_limit);
         app.sub_app_mut(bevy::render::RenderApp).add_systems(bevy::render::ExtractSchedule, count_waiting_pipelines);
@@ -545,6 +554,7 @@ pub fn xr_app(setup: VenueSetup, options: XrAppOptions) -> App {
     // A headset keeps its own frame rate: the runtime paces it.
     app.world_mut().resource_mut::<crate::engine::rest::Rest>().enabled = false;
     app.insert_resource(Narrator::new(true));
+    app.insert_resource(ShowClock::new(true));
     let spectator = app
         .world_mut()
         .spawn((

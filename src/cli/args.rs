@@ -124,6 +124,10 @@ pub struct VenueArgs {
     /// The visitor's language (e.g. fr, en-GB); texts fall back in the venue's declared order.
     #[arg(long, value_name = "TAG")]
     pub lang: Option<String>,
+    /// Put this show from the scene's `shows` on the transport, stopped at its start (space is
+    /// GO, P plays and pauses; `/mod` sends `transport` commands).
+    #[arg(long, value_name = "NAME")]
+    pub show: Option<String>,
 }
 
 #[derive(Args)]
@@ -228,6 +232,10 @@ pub struct RunArgs {
     /// votes stay open that much longer for them, and their votes count for what they saw.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub stream_delay: f64,
+    /// Start the `--show` playing as the venue opens (a server with no stage manager at a
+    /// keyboard; `/mod` can still pause, seek and GO).
+    #[arg(long, requires = "show")]
+    pub play: bool,
     #[command(flatten)]
     pub xr: XrArgs,
 }
@@ -312,6 +320,17 @@ pub struct RenderArgs {
     /// Frames to render after the venue has loaded, before the capture.
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub frames: u32,
+    /// Play the `--show` to this many seconds on its clock, firing its cues on the way, and
+    /// render the venue as it stands there (a preview of any moment of a show).
+    #[arg(long, value_name = "SECONDS", requires = "show", value_parser = parse_show_seconds)]
+    pub at: Option<f64>,
+}
+
+pub fn parse_show_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err("expected seconds from 0 to 86400".into()),
+    }
 }
 
 pub fn parse_in_range(text: &str, low: f32, high: f32) -> Result<f32, String> {

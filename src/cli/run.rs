@@ -21,6 +21,16 @@ use parvis::model::command::read_command_log_recovering;
 pub fn run(args: RunArgs) -> Result<()> {
     super::signals::watch();
     let mut setup = venue_setup(&args.venue)?;
+    if args.play
+        && let Some(show) = &args.venue.show
+    {
+        setup.initial_commands.push(parvis::engine::command::SubmitCommand::local(
+            parvis::model::command::VenueCommand::Transport {
+                show: show.clone(),
+                action: parvis::model::command::TransportAction::Play,
+            },
+        ));
+    }
     setup.log_sync = match args.log_sync {
         LogSyncArg::Frame => LogSync::Frame,
         LogSyncArg::Never => LogSync::Never,

@@ -1,4 +1,4 @@
-//! What `run` and `render` share: the assets folder, the scene, and the commands the command line adds (`--set`, `--tour`, `--hotspot`), checked before anything starts.
+//! What `run` and `render` share: the assets folder, the scene, and the commands the command line adds (`--set`, `--tour`, `--hotspot`, `--show`), checked before anything starts.
 
 use std::path::Path;
 
@@ -9,7 +9,7 @@ use parvis::app::VenueSetup;
 use parvis::engine::camera::pick_viewpoint;
 use parvis::engine::command::{CommandLogFile, SubmitCommand};
 use parvis::model::assets_root::AssetsRoot;
-use parvis::model::command::VenueCommand;
+use parvis::model::command::{TransportAction, VenueCommand};
 use parvis::model::params::StageParams;
 use parvis::model::scene::format::SceneFile;
 use parvis::model::scene::validate::{load_scene_file, load_scene_str};
@@ -66,6 +66,17 @@ pub fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
             );
         }
         initial_commands.push(VenueCommand::ShowHotspot { name: Some(hotspot.clone()) });
+    }
+    if let Some(show) = &args.show {
+        if !scene.shows.iter().any(|s| &s.name == show) {
+            let known: Vec<&str> = scene.shows.iter().map(|s| s.name.as_str()).collect();
+            bail!(
+                "no show named {show:?}; the scene has: {}",
+                if known.is_empty() { "(none)".into() } else { known.join(", ") }
+            );
+        }
+        // Loads it onto the transport, at its start, without playing.
+        initial_commands.push(VenueCommand::Transport { show: show.clone(), action: TransportAction::Stop });
     }
     if let Some(log) = &args.log {
         // Open it once here so that an unwritable path is reported before anything starts.

@@ -17,9 +17,11 @@ use bevy::prelude::*;
 use crate::engine::rest::Rest;
 use crate::engine::schedule::VenueSystems;
 use crate::model::assets_root::AssetsRoot;
-use crate::model::command::{CommandError, CommandOrigin, LoggedCommand, MAX_SHOWN_CHARS, VenueCommand, state_hash};
+use crate::model::command::{
+    CommandError, CommandOrigin, LoggedCommand, MAX_SHOWN_CHARS, TransportAction, VenueCommand, state_hash,
+};
 use crate::model::params::StageParams;
-use crate::model::scene::format::{ParamKind, SceneFile};
+use crate::model::scene::format::{ParamKind, SceneFile, ShowDef};
 use crate::model::scene::validate::validate_scene;
 
 /// A request to apply a command, from any input.
@@ -401,6 +403,26 @@ fn apply_commands(
                     )))
                 }
             }
+            VenueCommand::Transport { show, action } => {
+                let def = find_show(scene_now.as_deref(), show)?;
+                match action {
+                    TransportAction::Seek { seconds } if !(0.0..=86_400.0).contains(seconds) => {
+                        Err(CommandError::Invalid(format!("seek to 0 s up to a day, not {seconds} s")))
+                    }
+                    TransportAction::Loop { from, to } if !(*from >= 0.0 && from < to) => Err(CommandError::Invalid(
+                        format!("a loop goes from 0 s or later to a later time, not {from}–{to} s"),
+                    )),
+                    TransportAction::Jump { cue } => find_cue(def, cue),
+                    _ => Ok(()),
+                }
+            }
+            VenueCommand::CueFired { show, cue, planned, actual } => {
+                find_cue(find_show(scene_now.as_deref(), show)?, cue)?;
+                if *planned < 0.0 || *actual < 0.0 {
+                    return Err(CommandError::Invalid("a cue fires at 0 s or later".into()));
+                }
+                Ok(())
+            }
             VenueCommand::LoadScene { scene: new_scene } => {
                 if let Some(assets) = assets.as_deref() {
                     let problems = validate_scene(new_scene, "", assets);
@@ -435,6 +457,27 @@ fn apply_commands(
                 rejected.write(RejectedCommand { origin: origin.clone(), command: command.clone(), error });
             }
         }
+    }
+}
+
+/// The scene's show called `name`, or why not.
+fn find_show<'a>(scene: Option<&'a SceneFile>, name: &str) -> Result<&'a ShowDef, CommandError> {
+    let shows = scene.map(|s| s.shows.as_slice()).unwrap_or_default();
+    shows.iter().find(|s| s.name == name).ok_or_else(|| {
+        let names: Vec<&str> = shows.iter().map(|s| s.name.as_str()).collect();
+        CommandError::Invalid(format!(
+            "no show named {name:?} in this venue; shows: {}",
+            if names.is_empty() { "(none)".into() } else { names.join(", ") }
+        ))
+    })
+}
+
+/// Whether `show` has a cue `id`.
+fn find_cue(show: &ShowDef, id: &str) -> Result<(), CommandError> {
+    if show.songs.iter().flat_map(|s| &s.cues).any(|c| c.id == id) {
+        Ok(())
+    } else {
+        Err(CommandError::Invalid(format!("show {:?} has no cue {id:?}", show.name)))
     }
 }
 

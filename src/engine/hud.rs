@@ -8,6 +8,7 @@ use crate::engine::command::VenueParams;
 use crate::engine::heritage::cloud::{CloudStatus, PointCloud, ScanPhase};
 use crate::engine::heritage::lod::{MeshScan, MeshScanStatus};
 use crate::engine::scene::SceneStatus;
+use crate::engine::show::{Shows, panel_text};
 use crate::engine::ui_panel::ui_font;
 
 /// The overlay's font.
@@ -21,7 +22,7 @@ impl Plugin for HudPlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(PreStartup, load_hud_font).add_systems(Startup, spawn_hud).add_systems(
             Update,
-            (update_title, update_params, update_problems, update_scans)
+            (update_title, update_params, update_problems, update_scans, update_show)
                 .after(crate::engine::schedule::VenueSystems::Present),
         );
     }
@@ -35,6 +36,8 @@ struct ParamsText;
 struct ProblemText;
 #[derive(Component)]
 struct ScanText;
+#[derive(Component)]
+struct ShowText;
 
 fn load_hud_font(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
     let handle = ui_font(&mut fonts);
@@ -99,6 +102,20 @@ fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
     commands.spawn((
         Node {
             position_type: PositionType::Absolute,
+            right: Val::Px(12.0),
+            bottom: Val::Px(48.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            display: Display::None,
+            ..default()
+        },
+        BackgroundColor(Color::srgba(0.0, 0.0, 0.0, 0.8)),
+        Text::new(""),
+        font(16.0),
+        ShowText,
+    ));
+    commands.spawn((
+        Node {
+            position_type: PositionType::Absolute,
             left: Val::Px(12.0),
             right: Val::Px(12.0),
             bottom: Val::Px(48.0),
@@ -138,6 +155,24 @@ fn update_params(params: Res<VenueParams>, mut text: Single<&mut Text, With<Para
     let lines: Vec<String> = params.iter().map(|(def, value)| format!("{} = {value}", def.name)).collect();
     text.0 =
         if lines.is_empty() { "no stage parameters".into() } else { format!("stage parameters\n{}", lines.join("\n")) };
+}
+
+/// The stage manager's panel: the show on the transport, its clock, last and standby cues.
+fn update_show(shows: Res<Shows>, mut node: Single<(&mut Text, &mut Node), With<ShowText>>) {
+    if !shows.is_changed() {
+        return;
+    }
+    let (text, node) = &mut *node;
+    match &shows.running {
+        Some(show) => {
+            let panel = panel_text(show);
+            if text.0 != panel {
+                text.0 = panel;
+            }
+            node.display = Display::Flex;
+        }
+        None => node.display = Display::None,
+    }
 }
 
 fn update_problems(status: Res<SceneStatus>, mut node: Single<(&mut Text, &mut Node), With<ProblemText>>) {

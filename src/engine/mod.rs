@@ -6,7 +6,7 @@
 //! ([`camera`]) and overlay ([`hud`]), physical effects ([`effects`]), audience texts in the
 //! venue ([`stage_text`]) and the panels they and the headset's hotspot panel are drawn on
 //! ([`ui_panel`]), resting when nothing changes ([`rest`]), the venue's side of the live audience (rules, votes, crowd energy,
-//! moderation state, [`audience`]), hotspots and tours ([`visit`]), heritage scans
+//! moderation state, [`audience`]), hotspots and tours ([`visit`]), shows on the audio clock ([`show`]), heritage scans
 //! ([`heritage`]), headsets ([`xr`]) and offscreen output ([`output`]).
 //!
 //! What it may use: the model ([`crate::model`]), Bevy and its ecosystem (rapier, OpenXR,
@@ -25,6 +25,7 @@ pub mod output;
 pub mod rest;
 pub mod scene;
 pub mod schedule;
+pub mod show;
 pub mod stage_text;
 pub mod ui_panel;
 pub mod visit;

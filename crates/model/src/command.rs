@@ -92,6 +92,85 @@ pub enum VenueCommand {
         #[serde(default)]
         language: Option<String>,
     },
+    /// Run a show's transport: play, pause, stop, seek, GO, jump to a cue, loop a section.
+    Transport {
+        /// Show name, from the scene's `shows`.
+        show: String,
+        /// What to do.
+        action: TransportAction,
+    },
+    /// A cue of a show fired: a record in the log, with where on the show's clock it was
+    /// meant to fire and where the clock was when it did. The cue's actions follow it as
+    /// commands of their own, from the cue's origin.
+    CueFired {
+        /// Show name.
+        show: String,
+        /// Cue id.
+        cue: String,
+        /// Planned position on the show's clock, seconds.
+        planned: f64,
+        /// The clock's position in the frame it fired, seconds.
+        actual: f64,
+    },
+}
+
+/// What a show's transport is asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum TransportAction {
+    /// Start or carry on from where it stands.
+    Play,
+    /// Hold where it stands, music included.
+    Pause,
+    /// Stop and go back to the start.
+    Stop,
+    /// Move to a position (seconds on the show's clock) without firing the cues passed.
+    Seek {
+        /// Where to.
+        seconds: f64,
+    },
+    /// Fire the cue in standby (the next manual cue).
+    Go,
+    /// Move to a cue and fire it.
+    Jump {
+        /// Cue id.
+        cue: String,
+    },
+    /// Repeat a section while rehearsing: on reaching `to`, go back to `from`.
+    Loop {
+        /// Section start, seconds.
+        from: f64,
+        /// Section end, seconds.
+        to: f64,
+    },
+    /// Stop repeating the section.
+    Unloop,
+}
+
+impl TransportAction {
+    /// Whether its numbers are finite.
+    fn numbers_are_finite(&self) -> bool {
+        match self {
+            TransportAction::Seek { seconds } => seconds.is_finite(),
+            TransportAction::Loop { from, to } => from.is_finite() && to.is_finite(),
+            _ => true,
+        }
+    }
+}
+
+impl std::fmt::Display for TransportAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TransportAction::Play => write!(f, "play"),
+            TransportAction::Pause => write!(f, "pause"),
+            TransportAction::Stop => write!(f, "stop"),
+            TransportAction::Seek { seconds } => write!(f, "seek to {seconds} s"),
+            TransportAction::Go => write!(f, "GO"),
+            TransportAction::Jump { cue } => write!(f, "jump to cue {cue}"),
+            TransportAction::Loop { from, to } => write!(f, "loop {from}–{to} s"),
+            TransportAction::Unloop => write!(f, "stop looping"),
+        }
+    }
 }
 
 /// Longest text a panel shows, in characters.
@@ -113,6 +192,8 @@ impl VenueCommand {
                 .ok()
                 .and_then(|json| serde_json::from_str::<SceneFile>(&json).ok())
                 .is_some_and(|back| back == **scene),
+            VenueCommand::Transport { action, .. } => action.numbers_are_finite(),
+            VenueCommand::CueFired { planned, actual, .. } => planned.is_finite() && actual.is_finite(),
             VenueCommand::SpawnEffect { .. }
             | VenueCommand::HideText { .. }
             | VenueCommand::OpenPoll { .. }
@@ -140,6 +221,10 @@ impl VenueCommand {
                 format!("play tour {tour} in {}", language.as_deref().unwrap_or("the current language"))
             }
             VenueCommand::PlayTour { tour: None, .. } => "stop the tour".into(),
+            VenueCommand::Transport { show, action } => format!("show {show}: {action}"),
+            VenueCommand::CueFired { show, cue, planned, actual } => {
+                format!("show {show}: cue {cue} fired at {actual:.3} s (planned {planned:.3} s)")
+            }
         }
     }
 }
@@ -156,6 +241,8 @@ pub enum CommandOrigin {
     Moderator(String),
     /// An audience member (pseudonymous id), through the venue's rules.
     Audience(String),
+    /// A cue of a show, as `show/cue`: the show's transport fired it.
+    Cue(String),
 }
 
 /// Why a command was not applied.
@@ -195,7 +282,11 @@ impl CommandOrigin {
             | VenueCommand::OpenPoll { .. }
             | VenueCommand::ClosePoll { .. }
             | VenueCommand::ShowHotspot { .. }
-            | VenueCommand::PlayTour { .. } => !matches!(self, CommandOrigin::Audience(_)),
+            | VenueCommand::PlayTour { .. }
+            | VenueCommand::Transport { .. } => !matches!(self, CommandOrigin::Audience(_)),
+            // Only a show's own transport says that one of its cues fired (and replay, which
+            // asks again as the same origin).
+            VenueCommand::CueFired { .. } => matches!(self, CommandOrigin::Cue(_)),
             VenueCommand::LoadScene { .. } => matches!(self, CommandOrigin::Local | CommandOrigin::Curator(_)),
         };
         if allowed { Ok(()) } else { Err(CommandError::NotAllowed { origin: self.clone(), what: command.summary() }) }

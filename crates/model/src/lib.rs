@@ -5,7 +5,8 @@
 //! ([`command`]), stage-parameter values ([`params`]), language tags and fallback ([`lang`]),
 //! the roles chat platforms give ([`roles`]), the audience protocol, moderation, rule matching
 //! and vote counting ([`audience`]), the IRCv3 parser chat bridges read Twitch with ([`irc`]),
-//! and the seeded random numbers effects are planned with ([`rng`]).
+//! the seeded random numbers effects are planned with ([`rng`]), and shows: timecode and which cue
+//! fires when ([`show`]).
 //!
 //! What it may use: the standard library and small data crates (serde, ron, thiserror,
 //! unicode-normalization, memchr). No Bevy, no threads, no network, no async: the engine
@@ -23,3 +24,4 @@ pub mod params;
 pub mod rng;
 pub mod roles;
 pub mod scene;
+pub mod show;

@@ -65,6 +65,11 @@ pub struct SceneFile {
     /// Guided tours: ordered stops with narration.
     #[serde(default)]
     pub tours: Vec<TourDef>,
+    /// Shows: songs on one clock, with the music they play and the cues they fire.
+    // Left out when empty, so that a venue without shows writes (and hashes, see
+    // `command::state_hash`) as it did before shows existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shows: Vec<ShowDef>,
 }
 
 impl SceneFile {
@@ -80,8 +85,146 @@ impl SceneFile {
         self.effects.clear();
         self.hotspots.clear();
         self.tours.clear();
+        self.shows.clear();
         self
     }
+}
+
+/// A show: songs played one after the other on one clock (a set list), each with its music and
+/// its cue list. The clock is the audio clock: cues fire when the music reaches them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShowDef {
+    /// Unique name, as given to `parvis run --show` and the transport.
+    pub name: String,
+    /// Timecode frame rate: 24, 25, 29.97 (drop-frame) or 30 (default 25).
+    #[serde(default = "default_show_fps")]
+    pub fps: f64,
+    /// The songs, in the order they play.
+    pub songs: Vec<SongDef>,
+}
+
+fn default_show_fps() -> f64 {
+    25.0
+}
+
+/// One song of a show's set list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SongDef {
+    /// Name, shown to the stage manager.
+    pub name: String,
+    /// Audio files (relative to the assets root) that start with the song, played together.
+    #[serde(default)]
+    pub tracks: Vec<String>,
+    /// Length in seconds; defaults to the longest track. The next song starts after it. Only
+    /// the last song may have neither (it then runs until the show is stopped).
+    #[serde(default)]
+    pub length: Option<f64>,
+    /// The timecode at the song's start (`"01:00:00:00"`), as the desk's timecode for this
+    /// song: cues at a timecode count from it, and timecode chase finds the song by it.
+    #[serde(default)]
+    pub timecode: Option<String>,
+    /// Tempo map for cues at bars and beats: changes at given bars (the first at bar 1).
+    #[serde(default)]
+    pub tempo: Vec<TempoDef>,
+    /// The song's cues, in the order they fire.
+    #[serde(default)]
+    pub cues: Vec<CueDef>,
+}
+
+/// A tempo from a bar on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TempoDef {
+    /// The bar it starts at (1 is the song's first bar).
+    pub bar: u32,
+    /// Beats per minute.
+    pub bpm: f64,
+    /// Beats in a bar (default 4).
+    #[serde(default = "default_beats_per_bar")]
+    pub beats_per_bar: u32,
+}
+
+fn default_beats_per_bar() -> u32 {
+    4
+}
+
+/// A cue: a point in the show that fires venue commands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CueDef {
+    /// Id, unique in the show (`"12"`, `"12.5"`, `"chorus"`), as OSC and the transport name it.
+    pub id: String,
+    /// What it is, for the stage manager.
+    #[serde(default)]
+    pub label: String,
+    /// When it fires.
+    pub at: CueAt,
+    /// Fire the next cue this many seconds after this one (it must be `Manual`).
+    #[serde(default)]
+    pub follow: Option<f64>,
+    /// What it does, in order.
+    #[serde(default)]
+    pub actions: Vec<CueAction>,
+}
+
+/// When a cue fires, counted from its song's start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CueAt {
+    /// When the stage manager says GO (or the previous cue's `follow` runs out).
+    Manual,
+    /// Seconds from the song's start.
+    Seconds(f64),
+    /// A bar and beat of the song's tempo map (bar 1 beat 1 is its start; beats may be
+    /// fractional).
+    Bar(u32, f64),
+    /// A timecode `HH:MM:SS:FF` (`;` before the frames for drop-frame), on the song's
+    /// `timecode`.
+    Timecode(String),
+}
+
+/// What a cue does: a venue command, written as a curator would.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub enum CueAction {
+    /// Set a stage parameter (the value as on the command line: `#ff0000`, `0.5`, `night`).
+    Set {
+        /// The parameter.
+        param: String,
+        /// Its new value.
+        value: String,
+    },
+    /// Move a float or colour parameter to a value over time.
+    Animate {
+        /// The parameter.
+        param: String,
+        /// The value at the end of the move.
+        to: String,
+        /// Seconds.
+        seconds: f32,
+        /// Shape of the move.
+        #[serde(default)]
+        easing: Easing,
+    },
+    /// Release an effect.
+    Spawn {
+        /// The effect.
+        effect: String,
+        /// Seed for its pieces (the same seed gives the same pieces).
+        #[serde(default)]
+        seed: u64,
+    },
+    /// Open a hotspot's panel (`None` closes it).
+    Hotspot(Option<String>),
+    /// Start a tour (`None` stops it).
+    Tour(Option<String>),
+    /// Open a poll.
+    OpenPoll(String),
+    /// Close a poll and announce its result.
+    ClosePoll(String),
+    /// Hide every audience text shown in the venue.
+    HideTexts,
 }
 
 /// A text in several languages, keyed by language tag: `{"en": "The well", "fr": "Le puits"}`.

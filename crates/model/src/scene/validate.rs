@@ -599,12 +599,30 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
 enum Anchor<'a> {
     Name(&'a str, usize),
     Key(&'a str),
+    /// The n-th (from 1) `key: "value"`, for values as common as a cue id `"1"`.
+    KeyValue(&'a str, &'a str, usize),
 }
 
 fn locate(masked: &str, anchor: Anchor) -> Option<(usize, usize)> {
     let (needle, nth) = match anchor {
         Anchor::Name(name, nth) => (format!("\"{name}\""), nth),
         Anchor::Key(key) => (format!("{key}:"), 1),
+        Anchor::KeyValue(key, value, nth) => {
+            let quoted = format!("\"{value}\"");
+            let mut from = 0;
+            let mut seen = 0;
+            while let Some(found) = masked[from..].find(&quoted) {
+                let at = from + found;
+                if masked[..at].trim_end().strip_suffix(':').is_some_and(|before| before.trim_end().ends_with(key)) {
+                    seen += 1;
+                    if seen == nth.max(1) {
+                        return Some(line_col(masked, at));
+                    }
+                }
+                from = at + quoted.len();
+            }
+            return None;
+        }
     };
     let mut from = 0;
     let mut found = None;
@@ -706,6 +724,7 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
     check_polls(&mut c, scene);
     check_effects(&mut c, scene);
     check_rules(&mut c, scene);
+    check_shows(&mut c, scene, assets);
     c.problems
 }
 
@@ -1404,5 +1423,232 @@ fn check_binding_target(
             anchor,
             format!("option {option:?} is not one of the parameter's options ({})", options.join(", ")),
         );
+    }
+}
+
+/// Audio files a show may play.
+const SOUND_EXTENSIONS: [&str; 4] = [".ogg", ".wav", ".mp3", ".flac"];
+
+fn check_shows(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
+    use crate::params::StageParams;
+    use crate::show::plan::{PlanError, cue_seconds};
+    use crate::show::timecode::{FrameRate, Timecode};
+
+    let params = StageParams::from_scene(scene);
+    let mut shows = HashSet::new();
+    for (i, show) in scene.shows.iter().enumerate() {
+        let path = format!("shows[{i}]");
+        let anchor = Some(show.name.as_str());
+        c.name(&format!("{path}.name"), &show.name);
+        if !shows.insert(show.name.as_str()) {
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&show.name, 2)),
+                format!("duplicate show name {:?}", show.name),
+            );
+        }
+        let rate = match FrameRate::from_fps(show.fps) {
+            Ok(rate) => rate,
+            Err(e) => {
+                c.report(format!("{path}.fps"), anchor, e.to_string());
+                FrameRate::Fps25
+            }
+        };
+        if show.songs.is_empty() {
+            c.report(format!("{path}.songs"), anchor, "a show needs at least one song");
+        }
+        let mut cue_ids: HashMap<&str, usize> = HashMap::new();
+        for (j, song) in show.songs.iter().enumerate() {
+            let path = format!("{path}.songs[{j}]");
+            let anchor = Some(song.name.as_str());
+            if song.name.trim().is_empty() {
+                c.report(format!("{path}.name"), None, "expected the song's name, found nothing");
+            }
+            for (k, track) in song.tracks.iter().enumerate() {
+                let lower = track.to_ascii_lowercase();
+                if !SOUND_EXTENSIONS.iter().any(|e| lower.ends_with(e)) {
+                    c.report(
+                        format!("{path}.tracks[{k}]"),
+                        Some(track),
+                        format!("expected an .ogg, .wav, .mp3 or .flac file, found {track:?}"),
+                    );
+                } else {
+                    match assets.resolve(track) {
+                        Err(e) => c.report(format!("{path}.tracks[{k}]"), Some(track), e.to_string()),
+                        Ok(file) if !file.is_file() => c.report(
+                            format!("{path}.tracks[{k}]"),
+                            Some(track),
+                            format!("no such audio file under the assets root: {track:?}"),
+                        ),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            if let Some(length) = song.length
+                && !(length.is_finite() && length > 0.0 && length <= 86_400.0)
+            {
+                c.report(
+                    format!("{path}.length"),
+                    anchor,
+                    format!("expected seconds above 0 and at most a day, found {length}"),
+                );
+            }
+            if song.length.is_none() && song.tracks.is_empty() && j + 1 < show.songs.len() {
+                c.report(format!("{path}.length"), anchor, PlanError::NoLength(song.name.clone()).to_string());
+            }
+            if let Some(tc) = &song.timecode
+                && let Err(e) = Timecode::parse(tc, rate)
+            {
+                c.report(format!("{path}.timecode"), Some(tc), e.to_string());
+            }
+            let mut tempo_ok = true;
+            for (k, tempo) in song.tempo.iter().enumerate() {
+                let at = format!("{path}.tempo[{k}]");
+                let first_bar = if k == 0 { tempo.bar == 1 } else { tempo.bar > song.tempo[k - 1].bar };
+                if !first_bar {
+                    tempo_ok = false;
+                    let expected = if k == 0 {
+                        "the first tempo at bar 1".to_owned()
+                    } else {
+                        format!("a bar after {}", song.tempo[k - 1].bar)
+                    };
+                    c.report(format!("{at}.bar"), anchor, format!("expected {expected}, found bar {}", tempo.bar));
+                }
+                if !(tempo.bpm.is_finite() && (1.0..=999.0).contains(&tempo.bpm)) {
+                    tempo_ok = false;
+                    c.report(
+                        format!("{at}.bpm"),
+                        anchor,
+                        format!("expected 1 to 999 beats a minute, found {}", tempo.bpm),
+                    );
+                }
+                if !(1..=32).contains(&tempo.beats_per_bar) {
+                    tempo_ok = false;
+                    c.report(
+                        format!("{at}.beats_per_bar"),
+                        anchor,
+                        format!("expected 1 to 32 beats in a bar, found {}", tempo.beats_per_bar),
+                    );
+                }
+            }
+            let mut previous: Option<(f64, &str)> = None;
+            for (k, cue) in song.cues.iter().enumerate() {
+                let path = format!("{path}.cues[{k}]");
+                let nth = cue_ids.get(cue.id.as_str()).map_or(1, |n| n + 1);
+                let here = Some(Anchor::KeyValue("id", &cue.id, nth));
+                if cue.id.is_empty()
+                    || cue.id.chars().count() > 32
+                    || !cue.id.chars().all(|ch| ch.is_alphanumeric() || "_-.".contains(ch))
+                {
+                    c.report_at(
+                        format!("{path}.id"),
+                        here,
+                        format!("expected a cue id of 1 to 32 letters, digits, `_`, `-` or `.` (it is part of OSC addresses), found {:?}", cue.id),
+                    );
+                }
+                if nth > 1 {
+                    c.report_at(
+                        format!("{path}.id"),
+                        here,
+                        format!("duplicate cue id {:?} in show {:?}", cue.id, show.name),
+                    );
+                }
+                cue_ids.insert(&cue.id, nth);
+                // A broken tempo map is reported once, not again for each cue on it.
+                if tempo_ok || !matches!(cue.at, CueAt::Bar(..)) {
+                    match cue_seconds(song, &cue.at, rate) {
+                        Err(e) => c.report_at(format!("{path}.at"), here, e.to_string()),
+                        Ok(Some(t)) => {
+                            if let Some((before, id)) = previous
+                                && t < before - 1e-9
+                            {
+                                c.report_at(
+                                    format!("{path}.at"),
+                                    here,
+                                    format!("cue {:?} at {t:.3} s comes before cue {id:?} at {before:.3} s: cues are listed in the order they fire", cue.id),
+                                );
+                            }
+                            if let Some(length) = song.length
+                                && t > length
+                            {
+                                c.report_at(
+                                    format!("{path}.at"),
+                                    here,
+                                    format!("at {t:.3} s, after the song's end ({length} s)"),
+                                );
+                            }
+                            previous = Some((t, cue.id.as_str()));
+                        }
+                        Ok(None) => {}
+                    }
+                }
+                if let Some(follow) = cue.follow {
+                    let next = song.cues.get(k + 1).or_else(|| show.songs.get(j + 1).and_then(|s| s.cues.first()));
+                    if !(follow.is_finite() && (0.0..=3600.0).contains(&follow)) {
+                        c.report_at(
+                            format!("{path}.follow"),
+                            here,
+                            format!("expected 0 to 3600 seconds, found {follow}"),
+                        );
+                    } else if !next.is_some_and(|n| n.at == CueAt::Manual) {
+                        c.report_at(
+                            format!("{path}.follow"),
+                            here,
+                            "a follow-on fires the next cue, which must be `Manual` (a timed cue fires at its own time)",
+                        );
+                    }
+                }
+                for (a, action) in cue.actions.iter().enumerate() {
+                    let at = format!("{path}.actions[{a}]");
+                    if let Err(message) = check_cue_action(scene, &params, action) {
+                        c.report_at(at, here, message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Whether a cue's action would be applied: its value reads and fits its parameter (as
+/// `show::actions::cue_command` reads it), and what it names exists.
+fn check_cue_action(scene: &SceneFile, params: &crate::params::StageParams, action: &CueAction) -> Result<(), String> {
+    let value = match action {
+        CueAction::Set { param, value } => Some((param, value)),
+        CueAction::Animate { param, to, .. } => Some((param, to)),
+        _ => None,
+    };
+    if let Some((param, value)) = value {
+        params.parse_value(param, value).map_err(|e| e.to_string())?;
+    }
+    let missing = |what: &str, name: &str, names: Vec<&str>| {
+        Err(format!("no {what} named {name:?}; {what}s are: {}", list(names.into_iter())))
+    };
+    match action {
+        CueAction::Animate { param, seconds, .. } => {
+            let movable =
+                params.def(param).is_ok_and(|d| matches!(d.kind, ParamKind::Float { .. } | ParamKind::Colour { .. }));
+            if !movable {
+                return Err(format!(
+                    "stage parameter {param:?} cannot be animated: only floats and colours move smoothly"
+                ));
+            }
+            if !(seconds.is_finite() && (0.0..=600.0).contains(seconds)) {
+                return Err(format!("an animation lasts 0 to 600 seconds, not {seconds}"));
+            }
+            Ok(())
+        }
+        CueAction::Spawn { effect, .. } if !scene.effects.iter().any(|e| &e.name == effect) => {
+            missing("effect", effect, scene.effects.iter().map(|e| e.name.as_str()).collect())
+        }
+        CueAction::Hotspot(Some(name)) if !scene.hotspots.iter().any(|h| &h.name == name) => {
+            missing("hotspot", name, scene.hotspots.iter().map(|h| h.name.as_str()).collect())
+        }
+        CueAction::Tour(Some(name)) if !scene.tours.iter().any(|t| &t.name == name) => {
+            missing("tour", name, scene.tours.iter().map(|t| t.name.as_str()).collect())
+        }
+        CueAction::OpenPoll(name) | CueAction::ClosePoll(name) if !scene.polls.iter().any(|p| &p.name == name) => {
+            missing("poll", name, scene.polls.iter().map(|p| p.name.as_str()).collect())
+        }
+        _ => Ok(()),
     }
 }

@@ -1,0 +1,147 @@
+//! The show's clock and music, on kira: a clock ticking once a second (its fraction gives the
+//! exact position) and the songs' tracks streamed from disk, on one mixer so that the music and
+//! the cues keep the same time. With no sound card (headless, CI, `parvis render`) the same
+//! mixer runs on kira's mock backend, pumped by the frame's time step: the clock then moves
+//! exactly as the frames do, and a show is tested and previewed as it would play.
+
+use std::path::Path;
+
+use bevy::prelude::*;
+use kira::backend::mock::{MockBackend, MockBackendSettings};
+use kira::clock::{ClockHandle, ClockSpeed, ClockTime};
+use kira::sound::FromFileError;
+use kira::sound::streaming::{StreamingSoundData, StreamingSoundHandle};
+use kira::{AudioManager, AudioManagerSettings, DefaultBackend, StartTime, Tween};
+
+/// Samples a second of the silent mixer. Low, since nothing hears it; with [`MOCK_BLOCK`] a
+/// block lasts 1/3000 s, so the clock lands within a third of a millisecond of a frame's time.
+pub const MOCK_RATE: u32 = 12_000;
+/// Samples in a block of the silent mixer (its clock moves by blocks).
+pub const MOCK_BLOCK: usize = 4;
+
+enum Mixer {
+    Device(Box<AudioManager<DefaultBackend>>),
+    Silent { manager: Box<AudioManager<MockBackend>>, owed: f64 },
+}
+
+/// The show's clock and the music playing on it.
+#[derive(Resource)]
+pub struct ShowClock {
+    mixer: Mixer,
+    clock: Option<ClockHandle>,
+    tracks: Vec<StreamingSoundHandle<FromFileError>>,
+}
+
+impl ShowClock {
+    /// A clock on the sound card if `device` and one is there, else on the silent mixer.
+    pub fn new(device: bool) -> Self {
+        let device = device
+            .then(|| match AudioManager::<DefaultBackend>::new(AudioManagerSettings::default()) {
+                Ok(manager) => Some(Mixer::Device(Box::new(manager))),
+                Err(e) => {
+                    warn!("no sound output ({e}): shows run on a silent clock");
+                    None
+                }
+            })
+            .flatten();
+        let mut mixer = device.unwrap_or_else(|| Mixer::Silent {
+            manager: Box::new(
+                AudioManager::<MockBackend>::new(AudioManagerSettings {
+                    backend_settings: MockBackendSettings { sample_rate: MOCK_RATE },
+                    internal_buffer_size: MOCK_BLOCK,
+                    ..default()
+                })
+                .expect("the mock backend always starts"),
+            ),
+            owed: 0.0,
+        });
+        let speed = ClockSpeed::TicksPerSecond(1.0);
+        let clock = match &mut mixer {
+            Mixer::Device(m) => m.add_clock(speed),
+            Mixer::Silent { manager, .. } => manager.add_clock(speed),
+        };
+        let clock = clock.map_err(|e| error!("the show clock could not be made: {e}")).ok();
+        Self { mixer, clock, tracks: Vec::new() }
+    }
+
+    /// Whether the music reaches a sound card.
+    pub fn audible(&self) -> bool {
+        matches!(self.mixer, Mixer::Device(_))
+    }
+
+    /// Runs the silent mixer for `seconds` (a frame's time step); a sound card runs itself.
+    pub fn pump(&mut self, seconds: f64) {
+        if let Mixer::Silent { manager, owed } = &mut self.mixer {
+            *owed += seconds * f64::from(MOCK_RATE) / MOCK_BLOCK as f64;
+            // Commands sent since the last frame (start, pause, sounds) apply first, as an
+            // audio thread would at the start of its next block.
+            manager.backend_mut().on_start_processing();
+            while *owed >= 1.0 - 1e-9 {
+                manager.backend_mut().process();
+                *owed -= 1.0;
+            }
+        }
+    }
+
+    /// The clock's time in seconds (it ticks once a second).
+    pub fn seconds(&self) -> f64 {
+        self.clock.as_ref().map_or(0.0, |c| {
+            let t = c.time();
+            t.ticks as f64 + t.fraction
+        })
+    }
+
+    /// Starts or resumes the clock.
+    pub fn start(&mut self) {
+        if let Some(c) = &mut self.clock {
+            c.start();
+        }
+    }
+
+    /// Holds the clock.
+    pub fn pause(&mut self) {
+        if let Some(c) = &mut self.clock {
+            c.pause();
+        }
+    }
+
+    /// Stops every track.
+    pub fn stop_tracks(&mut self) {
+        for mut t in self.tracks.drain(..) {
+            t.stop(Tween::default());
+        }
+    }
+
+    /// Plays `file` from `from` seconds into it: now, or when the clock reaches `at` (its own
+    /// seconds), sample-exactly.
+    pub fn play_track(&mut self, file: &Path, from: f64, at: Option<f64>) -> Result<(), String> {
+        let mut data = StreamingSoundData::from_file(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        data = data.start_position(from.max(0.0));
+        if let (Some(at), Some(clock)) = (at, &self.clock) {
+            data = data.start_time(StartTime::ClockTime(ClockTime::from_ticks_f64(clock.id(), at)));
+        }
+        let handle = match &mut self.mixer {
+            Mixer::Device(m) => m.play(data),
+            Mixer::Silent { manager, .. } => manager.play(data),
+        }
+        .map_err(|e| format!("{}: the mixer refused it: {e}", file.display()))?;
+        self.tracks.retain(|t| t.state() != kira::sound::PlaybackState::Stopped);
+        self.tracks.push(handle);
+        Ok(())
+    }
+
+    /// Errors the streaming decoders met since the last call.
+    pub fn track_errors(&mut self) -> Vec<String> {
+        self.tracks.iter_mut().filter_map(|t| t.pop_error().map(|e| e.to_string())).collect()
+    }
+
+    /// Tracks playing or waiting to.
+    pub fn tracks(&self) -> usize {
+        self.tracks.iter().filter(|t| t.state() != kira::sound::PlaybackState::Stopped).count()
+    }
+}
+
+/// The length of an audio file in seconds, if its decoder knows it.
+pub fn track_length(file: &Path) -> Option<f64> {
+    StreamingSoundData::from_file(file).ok().map(|d| d.duration().as_secs_f64())
+}

@@ -1,0 +1,344 @@
+//! Shows on the audio clock, headless on kira's mock backend: cues fire once, in order, in the
+//! first frame whose clock position has passed them; GO, follow-ons, seeks, loops and jumps;
+//! the log records planned and actual positions, and replaying it gives the same venue.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
+use parvis::app::{VenueSetup, core_app, replay_setup};
+use parvis::engine::command::{RejectedCommand, SubmitCommand, VenueParams, venue_state_hash};
+use parvis::engine::show::clock::ShowClock;
+use parvis::engine::show::{Shows, TransportState};
+use parvis::model::assets_root::AssetsRoot;
+use parvis::model::command::{CommandOrigin, TransportAction, VenueCommand, read_command_log};
+use parvis::model::params::ParamValue;
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::format::SceneFile;
+use parvis::model::scene::validate::{load_scene_str, parse_scene, validate_scene};
+
+const FRAME: f64 = 1.0 / 60.0;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn assets() -> AssetsRoot {
+    AssetsRoot::new(root().join("assets"))
+}
+
+fn cloister() -> SceneFile {
+    load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets()).expect("the built-in scene is valid")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("parvis-show-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn app_with(setup: VenueSetup) -> App {
+    let mut app = core_app(setup);
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(FRAME)));
+    app.update();
+    app
+}
+
+fn stage_manager(app: &mut App, action: TransportAction) {
+    app.world_mut().write_message(SubmitCommand {
+        origin: CommandOrigin::Moderator("stage manager".into()),
+        command: VenueCommand::Transport { show: "evening".into(), action },
+    });
+}
+
+fn position(app: &App) -> f64 {
+    app.world().resource::<Shows>().running.as_ref().map_or(-1.0, |s| s.position)
+}
+
+fn state(app: &App) -> Option<TransportState> {
+    app.world().resource::<Shows>().running.as_ref().map(|s| s.state)
+}
+
+fn fired(app: &App) -> Vec<(String, f64, f64)> {
+    app.world().resource::<Shows>().fired.iter().map(|(_, cue, p, a)| (cue.clone(), *p, *a)).collect()
+}
+
+fn run_until(app: &mut App, frames: usize, done: impl Fn(&App) -> bool) {
+    for _ in 0..frames {
+        if done(app) {
+            return;
+        }
+        app.update();
+    }
+    panic!("not done after {frames} frames; position {:.3} s, fired {:?}", position(app), fired(app));
+}
+
+#[test]
+fn the_built_in_show_plays_from_start_to_end_and_replays_to_the_same_venue() {
+    let dir = temp_dir("whole");
+    let log = dir.join("show.log");
+    let mut setup = VenueSetup::new(cloister(), assets());
+    setup.command_log = Some(log.clone());
+    let mut app = app_with(setup);
+    stage_manager(&mut app, TransportAction::Play);
+    // GO on the finale poll's cue half-way through the prelude.
+    run_until(&mut app, 2_000, |app| position(app) >= 25.0);
+    let go_at = position(&app);
+    stage_manager(&mut app, TransportAction::Go);
+    run_until(&mut app, 5_000, |app| state(app) == Some(TransportState::Stopped));
+    assert!((position(&app) - 70.0).abs() < 1e-9, "the show stops at its end, not at {}", position(&app));
+
+    let fired = fired(&app);
+    let ids: Vec<&str> = fired.iter().map(|(id, ..)| id.as_str()).collect();
+    assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7"], "every cue once, in order");
+    // Planned positions: seconds, bar 5 at 96 bpm (16 beats = 10 s), timecodes on the song's.
+    let planned: Vec<f64> = fired.iter().map(|(_, p, _)| *p).collect();
+    // GO fires where the clock stands when it is applied: the frame after it was asked.
+    assert!((0.0..=2.0 * FRAME).contains(&(planned[3] - go_at)), "GO at {go_at}: {planned:?}");
+    for (got, want) in planned.iter().zip([0.0, 10.0, 20.0, planned[3], planned[3] + 12.0, 40.0, 60.0]) {
+        assert!((got - want).abs() < 1e-9, "planned {planned:?}");
+    }
+    // Each cue fires in the first frame whose clock has passed it: late by less than a frame
+    // (plus the mixer's block of 1/3000 s), never early. GO fires at the clock as it stands.
+    for (id, planned, actual) in &fired {
+        let late = actual - planned;
+        assert!((0.0..FRAME + 1.0 / 3000.0).contains(&late), "cue {id}: {late} s late");
+    }
+    let params = &app.world().resource::<VenueParams>().0;
+    assert_eq!(params.value("sky"), Some(&ParamValue::Enum("night".into())));
+    assert_eq!(params.value("fog"), Some(&ParamValue::Float(0.04)));
+
+    // The log: each cue's record (planned and actual) and then its actions, from the cue.
+    let entries = read_command_log(std::io::BufReader::new(std::fs::File::open(&log).unwrap())).unwrap();
+    let records: Vec<(&str, f64, f64)> = entries
+        .iter()
+        .filter_map(|e| match &e.command {
+            VenueCommand::CueFired { cue, planned, actual, .. } => Some((cue.as_str(), *planned, *actual)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(records.len(), 7);
+    for ((id, planned, actual), (want_id, want_planned, want_actual)) in records.iter().zip(&fired) {
+        assert_eq!((*id, *planned, *actual), (want_id.as_str(), *want_planned, *want_actual));
+    }
+    let six =
+        entries.iter().position(|e| matches!(&e.command, VenueCommand::CueFired { cue, .. } if cue == "6")).unwrap();
+    assert_eq!(entries[six + 1].origin, CommandOrigin::Cue("evening/6".into()));
+    assert!(matches!(&entries[six + 1].command, VenueCommand::SetParam { name, .. } if name == "sky"));
+    let hash = venue_state_hash(app.world());
+    drop(app);
+
+    // Replaying the log fires nothing from a clock, and ends in the same venue.
+    let mut replay = app_with(replay_setup(&entries, assets()).expect("the log loads a scene"));
+    for _ in 0..5 {
+        replay.update();
+    }
+    assert_eq!(venue_state_hash(replay.world()), hash, "the replay's venue differs from the show's");
+    let shows = replay.world().resource::<Shows>();
+    assert!(shows.fired.is_empty(), "a replay fired cues of its own: {:?}", shows.fired);
+    let running = shows.running.as_ref().expect("the replay follows the show");
+    assert_eq!(running.last_cue().map(|c| c.id.as_str()), Some("7"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn seek_pause_loop_and_jump_move_the_transport_as_a_stage_manager_expects() {
+    let mut app = app_with(VenueSetup::new(cloister(), assets()));
+    stage_manager(&mut app, TransportAction::Seek { seconds: 15.0 });
+    app.update();
+    assert_eq!(position(&app), 15.0);
+    // Cues passed by a seek do not fire.
+    stage_manager(&mut app, TransportAction::Play);
+    run_until(&mut app, 600, |app| position(app) >= 20.5);
+    assert_eq!(fired(&app).iter().map(|f| f.0.as_str()).collect::<Vec<_>>(), ["3"]);
+    // Paused, the clock holds.
+    stage_manager(&mut app, TransportAction::Pause);
+    app.update();
+    let held = position(&app);
+    for _ in 0..30 {
+        app.update();
+    }
+    assert_eq!(position(&app), held);
+    assert_eq!(state(&app), Some(TransportState::Paused));
+    // A rehearsal loop over cue 3 fires it on each pass.
+    stage_manager(&mut app, TransportAction::Loop { from: 18.0, to: 21.0 });
+    stage_manager(&mut app, TransportAction::Seek { seconds: 18.0 });
+    stage_manager(&mut app, TransportAction::Play);
+    for _ in 0..(3.0 * 3.0 / FRAME) as usize + 10 {
+        app.update();
+        assert!(position(&app) < 21.0 + FRAME, "the loop let the clock run to {}", position(&app));
+    }
+    let threes = fired(&app).iter().filter(|f| f.0 == "3").count();
+    assert_eq!(threes, 4, "cue 3 once before the loop and once per pass: {:?}", fired(&app));
+    stage_manager(&mut app, TransportAction::Unloop);
+    // Jump: to cue 6 at the finale's start, fired there.
+    stage_manager(&mut app, TransportAction::Jump { cue: "6".into() });
+    app.update();
+    app.update();
+    let last = fired(&app).last().cloned().unwrap();
+    assert_eq!((last.0.as_str(), last.1), ("6", 40.0));
+    assert!(position(&app) >= 40.0 && position(&app) < 40.1, "{}", position(&app));
+    assert_eq!(app.world().resource::<VenueParams>().value("sky"), Some(&ParamValue::Enum("night".into())));
+    // Stop: back to the start, nothing fired in the new pass.
+    stage_manager(&mut app, TransportAction::Stop);
+    app.update();
+    assert_eq!((position(&app), state(&app)), (0.0, Some(TransportState::Stopped)));
+    let shows = app.world().resource::<Shows>();
+    assert_eq!(shows.running.as_ref().unwrap().standby().map(|c| c.id.as_str()), Some("4"));
+}
+
+#[test]
+fn bad_transport_commands_are_refused_by_name_and_the_audience_cannot_run_the_show() {
+    let mut app = app_with(VenueSetup::new(cloister(), assets()));
+    let mut cursor = app.world().resource::<Messages<RejectedCommand>>().get_cursor();
+    let commands = [
+        (
+            CommandOrigin::Local,
+            VenueCommand::Transport { show: "matinee".into(), action: TransportAction::Play },
+            "no show named \"matinee\" in this venue; shows: evening",
+        ),
+        (
+            CommandOrigin::Local,
+            VenueCommand::Transport { show: "evening".into(), action: TransportAction::Jump { cue: "99".into() } },
+            "show \"evening\" has no cue \"99\"",
+        ),
+        (
+            CommandOrigin::Local,
+            VenueCommand::Transport { show: "evening".into(), action: TransportAction::Seek { seconds: -1.0 } },
+            "seek to 0 s",
+        ),
+        (
+            CommandOrigin::Local,
+            VenueCommand::Transport { show: "evening".into(), action: TransportAction::Loop { from: 5.0, to: 5.0 } },
+            "a loop goes from",
+        ),
+        (
+            CommandOrigin::Local,
+            VenueCommand::Transport { show: "evening".into(), action: TransportAction::Seek { seconds: f64::NAN } },
+            "infinite or not a number",
+        ),
+        (
+            CommandOrigin::Audience("a1".into()),
+            VenueCommand::Transport { show: "evening".into(), action: TransportAction::Go },
+            "may not",
+        ),
+        (
+            CommandOrigin::Moderator("m".into()),
+            VenueCommand::CueFired { show: "evening".into(), cue: "1".into(), planned: 0.0, actual: 0.0 },
+            "may not",
+        ),
+    ];
+    for (origin, command, _) in &commands {
+        app.world_mut().write_message(SubmitCommand { origin: origin.clone(), command: command.clone() });
+    }
+    app.update();
+    let refused: Vec<String> =
+        cursor.read(app.world().resource::<Messages<RejectedCommand>>()).map(|r| r.error.to_string()).collect();
+    assert_eq!(refused.len(), commands.len(), "{refused:?}");
+    for ((_, _, want), got) in commands.iter().zip(&refused) {
+        assert!(got.contains(want), "expected {want:?} in {got:?}");
+    }
+    assert!(app.world().resource::<Shows>().running.is_none(), "a refused command loaded a show");
+}
+
+/// A mono 16-bit WAV of `seconds` of a quiet tone: a real file for kira to decode.
+fn write_wav(path: &Path, seconds: f32) {
+    let rate = 8_000u32;
+    let samples: Vec<i16> =
+        (0..(seconds * rate as f32) as u32).map(|i| ((i as f32 * 0.05).sin() * 3_000.0) as i16).collect();
+    let data_len = samples.len() as u32 * 2;
+    let mut bytes = Vec::new();
+    bytes.extend(b"RIFF");
+    bytes.extend((36 + data_len).to_le_bytes());
+    bytes.extend(b"WAVEfmt ");
+    bytes.extend(16u32.to_le_bytes());
+    bytes.extend(1u16.to_le_bytes());
+    bytes.extend(1u16.to_le_bytes());
+    bytes.extend(rate.to_le_bytes());
+    bytes.extend((rate * 2).to_le_bytes());
+    bytes.extend(2u16.to_le_bytes());
+    bytes.extend(16u16.to_le_bytes());
+    bytes.extend(b"data");
+    bytes.extend(data_len.to_le_bytes());
+    for s in samples {
+        bytes.extend(s.to_le_bytes());
+    }
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, bytes).unwrap();
+}
+
+const SET_LIST: &str = r#"(
+    version: 1,
+    venue: (title: "Set list"),
+    params: [(name: "fog", kind: Float(default: 0.0, min: 0.0, max: 1.0))],
+    shows: [(name: "evening", songs: [
+        (name: "one", tracks: ["music/one.wav"], cues: [(id: "a", at: Seconds(0.5), actions: [Set(param: "fog", value: "0.5")])]),
+        (name: "two", tracks: ["music/two.wav"], cues: [(id: "b", at: Seconds(0.5), actions: [Set(param: "fog", value: "1")])]),
+    ])],
+)"#;
+
+#[test]
+fn songs_take_their_length_from_their_music_which_plays_on_the_show_clock() {
+    let dir = temp_dir("music");
+    write_wav(&dir.join("music/one.wav"), 2.0);
+    write_wav(&dir.join("music/two.wav"), 1.5);
+    let root = AssetsRoot::new(&dir);
+    let scene = load_scene_str(SET_LIST, "set.ron", &root).expect("valid");
+    let mut app = app_with(VenueSetup::new(scene, root));
+    stage_manager(&mut app, TransportAction::Play);
+    app.update();
+    assert!(app.world().resource::<ShowClock>().tracks() >= 1, "the first song's music plays");
+    run_until(&mut app, 400, |app| state(app) == Some(TransportState::Stopped));
+    let fired = fired(&app);
+    // Song two starts when song one's 2-s track ends; the show ends with song two's track.
+    assert_eq!(fired.iter().map(|f| (f.0.as_str(), f.1)).collect::<Vec<_>>(), [("a", 0.5), ("b", 2.5)]);
+    assert!((position(&app) - 3.5).abs() < 1e-9, "{}", position(&app));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn check_names_each_problem_of_a_show_with_its_line() {
+    let text = r#"(
+    version: 1,
+    venue: (title: "Bad show"),
+    params: [(name: "fog", kind: Float(default: 0.0, min: 0.0, max: 0.2))],
+    shows: [(name: "evening", fps: 50.0, songs: [
+        (name: "one", tracks: ["music/missing.wav", "../outside.wav"], tempo: [(bar: 2, bpm: 120.0)],
+            cues: [
+                (id: "1", at: Seconds(10.0), actions: [Set(param: "fog", value: "0.9")]),
+                (id: "2", at: Seconds(5.0), follow: Some(2.0)),
+                (id: "1", at: Timecode("01:00:00:00"), actions: [OpenPoll("nope")]),
+                (id: "a b", at: Seconds(12.0), actions: [Animate(param: "fog", to: "0.1", seconds: 900.0)]),
+            ]),
+        (name: "two", cues: []),
+    ])],
+)"#;
+    let scene = parse_scene(text).expect("it parses");
+    let problems: Vec<String> = validate_scene(&scene, text, &assets()).iter().map(ToString::to_string).collect();
+    let expect = [
+        "5:20: shows[0].fps: expected a timecode rate of 24, 25, 29.97 (drop-frame) or 30, found 50",
+        "6:32: shows[0].songs[0].tracks[0]: asset \"music/missing.wav\" not found",
+        "6:53: shows[0].songs[0].tracks[1]: asset path \"../outside.wav\" must be relative",
+        "6:16: shows[0].songs[0].tempo[0].bar: expected the first tempo at bar 1, found bar 2",
+        "8:22: shows[0].songs[0].cues[0].actions[0]: stage parameter \"fog\" takes 0 to 0.2, not 0.9",
+        "9:22: shows[0].songs[0].cues[1].at: cue \"2\" at 5.000 s comes before cue \"1\" at 10.000 s",
+        "9:22: shows[0].songs[0].cues[1].follow: a follow-on fires the next cue, which must be `Manual`",
+        "10:22: shows[0].songs[0].cues[2].id: duplicate cue id \"1\" in show \"evening\"",
+        "10:22: shows[0].songs[0].cues[2].at: a cue at a timecode needs its song's `timecode`",
+        "10:22: shows[0].songs[0].cues[2].actions[0]: no poll named \"nope\"; polls are: (none)",
+        "11:22: shows[0].songs[0].cues[3].id: expected a cue id of 1 to 32 letters",
+        "11:22: shows[0].songs[0].cues[3].actions[0]: an animation lasts 0 to 600 seconds, not 900",
+    ];
+    for want in expect {
+        assert!(
+            problems.iter().any(|p| p.contains(want)),
+            "no problem says {want:?}; problems:\n{}",
+            problems.join("\n")
+        );
+    }
+    // Song one has tracks (it would take their length); a song before the last with neither
+    // would need a length, but song two is the last.
+    assert!(!problems.iter().any(|p| p.contains("needs a `length`")), "{problems:?}");
+}
