@@ -27,6 +27,7 @@ use crate::engine::camera::{AwaitingViewpoint, CameraPlugin, CameraRig, StartVie
 use crate::engine::command::{
     CommandLog, CommandLogFile, CommandPlugin, LogSync, RestoreCommand, SubmitCommand, VenueAssets,
 };
+use crate::engine::control::ControlPlugin;
 use crate::engine::effects::EffectsPlugin;
 use crate::engine::environment::{EnvironmentPlugin, VenueCamera};
 use crate::engine::heritage::cloud::PointCloudPlugin;
@@ -66,6 +67,7 @@ impl Plugin for VenueCorePlugin {
             VisitPlugin { audio: false },
             MeasurePlugin,
             ShowPlugin,
+            ControlPlugin,
         ));
     }
 }
@@ -359,7 +361,9 @@ fn stop_after_frame_limit(world: &mut World, mut state: Local<FrameCount>) {
 /// Bevy's log, less the asset server's load errors: the venue says which model or texture
 /// failed and what it does about it (`engine::scene::textures`), in one line, where the asset
 /// server's would come first with its loader's type names.
-fn log_plugin() -> bevy::log::LogPlugin {
+/// Bevy's log output to stderr, without the asset server's lines (a broken file is said once,
+/// by the venue). Apps built here add it; add it to a [`core_app`] that runs as a server.
+pub fn log_plugin() -> bevy::log::LogPlugin {
     let default = bevy::log::LogPlugin::default();
     bevy::log::LogPlugin { filter: format!("{},bevy_asset::server=off", default.filter), ..default }
 }

@@ -48,4 +48,7 @@ pub fn close_edges(world: &mut World) {
     if let Some(server) = world.remove_resource::<crate::edges::audience::server::AudienceServer>() {
         server.shutdown(CLOSING_GRACE);
     }
+    if let Some(osc) = world.remove_resource::<crate::edges::osc::OscEdge>() {
+        osc.shutdown();
+    }
 }

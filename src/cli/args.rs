@@ -232,6 +232,18 @@ pub struct RunArgs {
     /// votes stay open that much longer for them, and their votes count for what they saw.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
     pub stream_delay: f64,
+    /// Listen for OSC on this UDP address or port (e.g. 9000, or 0.0.0.0:9000 for a desk on
+    /// the network, with --osc-allow). Off by default; a bare port binds 127.0.0.1.
+    #[arg(long, value_name = "ADDR|PORT", value_parser = parse_osc_addr)]
+    pub osc: Option<std::net::SocketAddr>,
+    /// Accept OSC only from these addresses or ranges (e.g. 192.168.1.20, 10.0.0.0/24);
+    /// default loopback. OSC has no authentication: whoever may send it runs the show.
+    #[arg(long = "osc-allow", value_name = "IP[/BITS]", requires = "osc")]
+    pub osc_allow: Vec<String>,
+    /// Echo every parameter change, cue and transport change to this OSC address (repeatable),
+    /// so a lighting desk or TouchDesigner follows the venue.
+    #[arg(long = "osc-out", value_name = "ADDR")]
+    pub osc_out: Vec<std::net::SocketAddr>,
     /// Start the `--show` playing as the venue opens (a server with no stage manager at a
     /// keyboard; `/mod` can still pause, seek and GO).
     #[arg(long, requires = "show")]
@@ -324,6 +336,13 @@ pub struct RenderArgs {
     /// render the venue as it stands there (a preview of any moment of a show).
     #[arg(long, value_name = "SECONDS", requires = "show", value_parser = parse_show_seconds)]
     pub at: Option<f64>,
+}
+
+pub fn parse_osc_addr(text: &str) -> Result<std::net::SocketAddr, String> {
+    if let Ok(port) = text.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse().map_err(|_| "expected a UDP port (9000) or an address and port (0.0.0.0:9000)".into())
 }
 
 pub fn parse_show_seconds(text: &str) -> Result<f64, String> {

@@ -70,6 +70,35 @@ pub fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &
     audience.stream_delay = stream_delay(args);
 }
 
+/// Starts the OSC edge if `--osc` or `--osc-out` asks for it, and links it to the venue.
+pub fn attach_osc(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
+    use parvis::edges::osc::{OscConfig, OscEdge};
+    use parvis::model::osc::AllowList;
+    if args.osc.is_none() && args.osc_out.is_empty() {
+        return Ok(());
+    }
+    let allow = if args.osc_allow.is_empty() {
+        AllowList::loopback()
+    } else {
+        AllowList::parse(args.osc_allow.iter().map(String::as_str)).map_err(|e| anyhow::anyhow!("--osc-allow {e}"))?
+    };
+    let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
+    let (hub, link, echoes) = parvis::engine::control::control_link(doorbell, !args.osc_out.is_empty());
+    let config = OscConfig { listen: args.osc, allow: allow.clone(), targets: args.osc_out.clone() };
+    let edge = OscEdge::start(config, hub, echoes).with_context(|| match args.osc {
+        Some(addr) => format!("cannot listen for OSC on {addr} (choose another with --osc)"),
+        None => "cannot open a UDP socket for OSC echoes".into(),
+    })?;
+    if args.osc.is_some() {
+        eprintln!("parvis: OSC on udp://{} from {allow}", edge.local_addr);
+    }
+    for target in &args.osc_out {
+        eprintln!("parvis: OSC echoes to udp://{target}");
+    }
+    app.insert_resource(link).insert_resource(edge);
+    Ok(())
+}
+
 pub fn stream_delay(args: &RunArgs) -> Duration {
     Duration::from_secs_f64(if args.stream_delay.is_finite() { args.stream_delay.clamp(0.0, 600.0) } else { 0.0 })
 }

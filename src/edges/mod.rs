@@ -2,14 +2,16 @@
 //! `World`.
 //!
 //! What it owns: the audience's web server, WebSocket and moderators' channel
-//! ([`audience`]), and the chat bridges to streaming platforms ([`bridge`]). Later: OSC, NATS
-//! and the broadcast encoder.
+//! ([`audience`]), the chat bridges to streaming platforms ([`bridge`]), and the control
+//! room's OSC socket ([`osc`]). Later: NATS and the broadcast encoder.
 //!
 //! What it may use: the model ([`crate::model`]) for what it parses and checks, and the
 //! engine's published meeting points only — today [`crate::engine::audience::hub`] (bounded
-//! channels into the venue, its broadcasts out, the venue's moderation state and metrics).
+//! channels into the venue, its broadcasts out, the venue's moderation state and metrics) and
+//! [`crate::engine::control`] (the control room's channels both ways).
 //! It never imports the app, and one edge never imports another: a chat bridge enters through
 //! the hub exactly as the page does.
 
 pub mod audience;
 pub mod bridge;
+pub mod osc;

@@ -6,7 +6,7 @@
 //! ([`camera`]) and overlay ([`hud`]), physical effects ([`effects`]), audience texts in the
 //! venue ([`stage_text`]) and the panels they and the headset's hotspot panel are drawn on
 //! ([`ui_panel`]), resting when nothing changes ([`rest`]), the venue's side of the live audience (rules, votes, crowd energy,
-//! moderation state, [`audience`]), hotspots and tours ([`visit`]), shows on the audio clock ([`show`]), heritage scans
+//! moderation state, [`audience`]), hotspots and tours ([`visit`]), shows on the audio clock ([`show`]), the control room's inputs and echoes (OSC, [`control`]), heritage scans
 //! ([`heritage`]), headsets ([`xr`]) and offscreen output ([`output`]).
 //!
 //! What it may use: the model ([`crate::model`]), Bevy and its ecosystem (rapier, OpenXR,
@@ -17,6 +17,7 @@
 pub mod audience;
 pub mod camera;
 pub mod command;
+pub mod control;
 pub mod effects;
 pub mod environment;
 pub mod heritage;

@@ -243,6 +243,8 @@ pub enum CommandOrigin {
     Audience(String),
     /// A cue of a show, as `show/cue`: the show's transport fired it.
     Cue(String),
+    /// A control-room protocol from an allowed address (`osc 127.0.0.1:53000`): staff.
+    Control(String),
 }
 
 /// Why a command was not applied.

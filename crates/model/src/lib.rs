@@ -20,6 +20,7 @@ pub mod audience;
 pub mod command;
 pub mod irc;
 pub mod lang;
+pub mod osc;
 pub mod params;
 pub mod rng;
 pub mod roles;

@@ -67,7 +67,10 @@ pub(crate) fn draw_without_failed_textures(
 /// own line above. (The asset server's own error lines are filtered out of the log.)
 pub(crate) fn report_failed_loads(mut failed: MessageReader<UntypedAssetLoadFailedEvent>) {
     for event in failed.read() {
-        if event.id.type_id() != std::any::TypeId::of::<Image>() {
+        // A venue with no renderer (`run --no-render`, replay) has no glTF loader: its models
+        // are not drawn, which is no failure of the files.
+        let no_loader = matches!(event.error, bevy::asset::AssetLoadError::MissingAssetLoader { .. });
+        if event.id.type_id() != std::any::TypeId::of::<Image>() && !no_loader {
             error!("{} could not be loaded: {}", event.path, event.error.to_string().trim_end());
         }
     }
