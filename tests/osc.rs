@@ -252,3 +252,76 @@ fn osc_from_an_address_not_allowed_is_dropped_unread() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+fn curl(url: &str) -> (String, String) {
+    let out = Command::new(tool("curl")).args(["-s", "-w", "\n%{http_code}", url]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (body.to_owned(), code.to_owned())
+}
+
+/// OSCQuery read by a real HTTP client (curl): every stage parameter of the scene with its
+/// type, range and current value, the show's cues, and HOST_INFO naming the OSC port.
+#[test]
+fn oscquery_describes_every_parameter_and_cue_to_a_real_client() {
+    let dir = std::env::temp_dir().join(format!("parvis-oscquery-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("q.jsonl");
+    let _ = std::fs::remove_file(&log);
+    let (venue, osc_addr) = venue(&log, &["--oscquery", "127.0.0.1:0"]);
+    let text = venue.wait_for("OSCQuery at http://", Duration::from_secs(20));
+    let base = format!("http://{}", text.split("OSCQuery at http://").nth(1).unwrap().split('/').next().unwrap());
+
+    let (body, code) = curl(&format!("{base}/"));
+    assert_eq!(code, "200", "{body}");
+    let tree: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let scene = parvis::model::scene::validate::parse_scene(parvis::model::scene::DEFAULT_SCENE).unwrap();
+    let params = &tree["CONTENTS"]["parvis"]["CONTENTS"]["param"]["CONTENTS"];
+    assert_eq!(params.as_object().unwrap().len(), scene.params.len());
+    for def in &scene.params {
+        let node = &params[&def.name];
+        assert_eq!(node["FULL_PATH"], format!("/parvis/param/{}", def.name));
+        assert_eq!(node["ACCESS"], 3);
+        let (kind, value) = match &def.kind {
+            parvis::model::scene::format::ParamKind::Float { default, min, max } => {
+                assert_eq!(node["RANGE"][0]["MIN"].as_f64().unwrap() as f32, *min);
+                assert_eq!(node["RANGE"][0]["MAX"].as_f64().unwrap() as f32, *max);
+                ("f", serde_json::json!([default]))
+            }
+            parvis::model::scene::format::ParamKind::Colour { .. } => ("r", node["VALUE"].clone()),
+            parvis::model::scene::format::ParamKind::Bool { default } => {
+                (if *default { "T" } else { "F" }, serde_json::json!([default]))
+            }
+            parvis::model::scene::format::ParamKind::Enum { default, options } => {
+                assert_eq!(node["RANGE"][0]["VALS"], serde_json::json!(options));
+                ("s", serde_json::json!([default]))
+            }
+        };
+        assert_eq!((node["TYPE"].as_str().unwrap(), &node["VALUE"]), (kind, &value), "{}", def.name);
+    }
+    let cues = &tree["CONTENTS"]["parvis"]["CONTENTS"]["cue"]["CONTENTS"];
+    assert_eq!(cues.as_object().unwrap().len(), 7);
+    assert_eq!(cues["3"]["DESCRIPTION"], "Petals at 01:00:20:00");
+
+    let (info, _) = curl(&format!("{base}/?HOST_INFO"));
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["OSC_PORT"], osc_addr.port());
+    assert_eq!(info["OSC_TRANSPORT"], "UDP");
+    // Values follow the venue.
+    oscsend(osc_addr, "/parvis/param/fog", "f", &["0.1"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (value, code) = curl(&format!("{base}/parvis/param/fog?VALUE"));
+        assert_eq!(code, "200");
+        let value: serde_json::Value = serde_json::from_str(&value).unwrap();
+        if (value["VALUE"][0].as_f64().unwrap() - 0.1).abs() < 1e-6 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the description never showed fog = 0.1: {value}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(curl(&format!("{base}/parvis/nothing")).1, "404");
+    assert_eq!(curl(&format!("{base}/parvis/param/fog?UNIT")).1, "404");
+    drop(venue);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -240,6 +240,10 @@ pub struct RunArgs {
     /// default loopback. OSC has no authentication: whoever may send it runs the show.
     #[arg(long = "osc-allow", value_name = "IP[/BITS]", requires = "osc")]
     pub osc_allow: Vec<String>,
+    /// Serve the venue's OSCQuery description (HTTP + JSON) on this address or port, so that
+    /// Chataigne, Vezér or TouchDesigner discover its parameters, show and cues.
+    #[arg(long, value_name = "ADDR|PORT", value_parser = parse_osc_addr)]
+    pub oscquery: Option<std::net::SocketAddr>,
     /// Echo every parameter change, cue and transport change to this OSC address (repeatable),
     /// so a lighting desk or TouchDesigner follows the venue.
     #[arg(long = "osc-out", value_name = "ADDR")]

@@ -71,10 +71,10 @@ pub fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &
 }
 
 /// Starts the OSC edge if `--osc` or `--osc-out` asks for it, and links it to the venue.
-pub fn attach_osc(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
+pub fn attach_osc(app: &mut bevy::app::App, args: &RunArgs, title: &str) -> Result<()> {
     use parvis::edges::osc::{OscConfig, OscEdge};
     use parvis::model::osc::AllowList;
-    if args.osc.is_none() && args.osc_out.is_empty() {
+    if args.osc.is_none() && args.osc_out.is_empty() && args.oscquery.is_none() {
         return Ok(());
     }
     let allow = if args.osc_allow.is_empty() {
@@ -84,13 +84,21 @@ pub fn attach_osc(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
     };
     let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
     let (hub, link, echoes) = parvis::engine::control::control_link(doorbell, !args.osc_out.is_empty());
-    let config = OscConfig { listen: args.osc, allow: allow.clone(), targets: args.osc_out.clone() };
-    let edge = OscEdge::start(config, hub, echoes).with_context(|| match args.osc {
-        Some(addr) => format!("cannot listen for OSC on {addr} (choose another with --osc)"),
-        None => "cannot open a UDP socket for OSC echoes".into(),
+    let name = title.to_owned();
+    let config =
+        OscConfig { listen: args.osc, allow: allow.clone(), targets: args.osc_out.clone(), query: args.oscquery, name };
+    let edge = OscEdge::start(config, hub, echoes).with_context(|| {
+        format!(
+            "cannot open the OSC sockets (OSC {}, OSCQuery {}): choose other addresses with --osc and --oscquery",
+            args.osc.map_or("off".into(), |a| a.to_string()),
+            args.oscquery.map_or("off".into(), |a| a.to_string())
+        )
     })?;
     if args.osc.is_some() {
         eprintln!("parvis: OSC on udp://{} from {allow}", edge.local_addr);
+    }
+    if let Some(addr) = edge.query_addr {
+        eprintln!("parvis: OSCQuery at http://{addr}/");
     }
     for target in &args.osc_out {
         eprintln!("parvis: OSC echoes to udp://{target}");

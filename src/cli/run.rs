@@ -65,6 +65,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if has_display && !args.headless {
         let limit = (args.frames > 0).then(|| FrameLimit { frames: args.frames, screenshot: args.screenshot.clone() });
         let resting = limit.is_none() && !args.no_rest;
+        let title = setup.scene.venue.title.clone();
         let mut app = windowed_app(setup, limit);
         if resting {
             parvis::app::rest_when_idle(&mut app);
@@ -72,7 +73,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         if let Some(server) = audience {
             attach_audience(&mut app, server, &args);
         }
-        attach_osc(&mut app, &args)?;
+        attach_osc(&mut app, &args, &title)?;
         let exit = app.run();
         close_edges(app.world_mut());
         return match exit {
@@ -173,13 +174,14 @@ impl FramePacer {
 }
 
 pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
+    let title = setup.scene.venue.title.clone();
     let mut app = parvis::app::core_app(setup);
     // A server's warnings (refused commands and packets, lost peers) reach its operator.
     app.add_plugins(parvis::app::log_plugin());
     if let Some(server) = audience {
         attach_audience(&mut app, server, args);
     }
-    attach_osc(&mut app, args)?;
+    attach_osc(&mut app, args, &title)?;
     app.finish();
     app.cleanup();
     eprintln!("parvis: running without rendering at {} frames per second", args.fps);
@@ -201,11 +203,12 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
 }
 
 pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
+    let title = setup.scene.venue.title.clone();
     let mut renderer = HeadlessRenderer::new(setup, args.size);
     if let Some(server) = audience {
         attach_audience(renderer.app_mut(), server, args);
     }
-    attach_osc(renderer.app_mut(), args)?;
+    attach_osc(renderer.app_mut(), args, &title)?;
     renderer.wait_until_ready().context("the venue did not load")?;
     let mut pacer = FramePacer::new(args.fps, "headless");
     allow_rest(renderer.app_mut().world_mut(), args);

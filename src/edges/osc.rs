@@ -24,6 +24,10 @@ pub struct OscConfig {
     pub allow: AllowList,
     /// Where echoes go.
     pub targets: Vec<SocketAddr>,
+    /// Where to serve OSCQuery (HTTP), if anywhere.
+    pub query: Option<SocketAddr>,
+    /// The venue's name, for OSCQuery's `HOST_INFO`.
+    pub name: String,
 }
 
 /// The running OSC edge.
@@ -31,6 +35,8 @@ pub struct OscConfig {
 pub struct OscEdge {
     /// The socket's address (the port chosen when asked for port 0).
     pub local_addr: SocketAddr,
+    /// OSCQuery's HTTP address, if served.
+    pub query_addr: Option<SocketAddr>,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -49,6 +55,16 @@ impl OscEdge {
         let local_addr = socket.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let listening = config.listen.is_some();
+        let query = match config.query {
+            Some(addr) => {
+                let listener = std::net::TcpListener::bind(addr)?;
+                listener.set_nonblocking(true)?;
+                Some(listener)
+            }
+            None => None,
+        };
+        let query_addr = query.as_ref().map(|l| l.local_addr()).transpose()?;
+        let host_info = crate::model::oscquery::host_info(&config.name, listening.then_some(local_addr.port()));
         let thread = std::thread::Builder::new().name("parvis-osc".into()).spawn(move || {
             let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                 Ok(r) => r,
@@ -66,6 +82,13 @@ impl OscEdge {
                     }
                 };
                 let sender = echoes.map(|echoes| tokio::spawn(send_echoes(socket.clone(), config.targets, echoes)));
+                let server = query.and_then(|listener| match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => Some(tokio::spawn(serve_oscquery(listener, hub.clone(), host_info))),
+                    Err(e) => {
+                        bevy::log::error!("OSCQuery: {e}");
+                        None
+                    }
+                });
                 if listening {
                     receive(socket, config.allow, hub, stopped).await;
                 } else {
@@ -75,9 +98,12 @@ impl OscEdge {
                 if let Some(sender) = sender {
                     sender.abort();
                 }
+                if let Some(server) = server {
+                    server.abort();
+                }
             });
         })?;
-        Ok(Self { local_addr, stop, thread: Some(thread) })
+        Ok(Self { local_addr, query_addr, stop, thread: Some(thread) })
     }
 
     /// Stops receiving and sending, and waits for the thread.
@@ -181,4 +207,68 @@ async fn send_echoes(socket: Arc<UdpSocket>, targets: Vec<SocketAddr>, mut echoe
             }
         }
     }
+}
+
+/// OSCQuery connections served at once; more wait for a slot.
+const QUERY_CONNECTIONS: usize = 32;
+/// Longest request head read.
+const QUERY_HEAD: usize = 8 * 1024;
+
+/// Serves the venue's OSCQuery description: `GET /path[?ATTRIBUTE]`, one answer per
+/// connection, JSON, readable from any web page (the description holds nothing secret).
+async fn serve_oscquery(listener: tokio::net::TcpListener, hub: Arc<ControlHub>, host_info: serde_json::Value) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(QUERY_CONNECTIONS));
+    let host_info = Arc::new(host_info);
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let (hub, host_info) = (hub.clone(), host_info.clone());
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), answer_query(stream, &hub, &host_info)).await;
+            drop(slot);
+        });
+    }
+}
+
+async fn answer_query(
+    mut stream: tokio::net::TcpStream,
+    hub: &ControlHub,
+    host_info: &serde_json::Value,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 || head.len() + n > QUERY_HEAD {
+            return Ok(());
+        }
+        head.extend_from_slice(&chunk[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut words = line.lines().next().unwrap_or_default().split(' ');
+    let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
+    let (status, body) = if method != "GET" && method != "HEAD" {
+        ("405 Method Not Allowed", serde_json::json!({"error": "OSCQuery answers GET"}))
+    } else {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let tree = hub.namespace.read().map(|n| n.clone()).unwrap_or_default();
+        match crate::model::oscquery::answer(&tree, path, query, host_info) {
+            Some(value) => ("200 OK", value),
+            None => ("404 Not Found", serde_json::json!({"error": format!("nothing at {target}")})),
+        }
+    };
+    let body = body.to_string();
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    if method == "GET" {
+        stream.write_all(body.as_bytes()).await?;
+    }
+    stream.shutdown().await
 }

@@ -6,8 +6,8 @@
 //! counted and said at most once a second, so a flood of bad packets cannot flood the log.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
@@ -69,6 +69,9 @@ pub struct ControlHub {
     pub stats: Arc<ControlStats>,
     /// Rung with each packet queued, so that a resting venue wakes at once.
     pub doorbell: Doorbell,
+    /// The venue's OSC address space as OSCQuery JSON, with current values; kept up to date
+    /// by the venue, served by the edge.
+    pub namespace: RwLock<Arc<serde_json::Value>>,
 }
 
 /// The venue's end of the control channels.
@@ -79,6 +82,7 @@ pub struct ControlLink {
     outbox: Option<mpsc::Sender<Vec<u8>>>,
     /// Counters, shared with the edge.
     pub stats: Arc<ControlStats>,
+    hub: Arc<ControlHub>,
     said: Throttle,
 }
 
@@ -93,8 +97,14 @@ pub fn control_link(doorbell: Doorbell, echo: bool) -> (Arc<ControlHub>, Control
         (None, None)
     };
     let stats = Arc::new(ControlStats::default());
-    let hub = Arc::new(ControlHub { inbox: tx, stats: stats.clone(), doorbell });
-    (hub, ControlLink { inbox: rx, outbox: out_tx, stats, said: Throttle::default() }, out_rx)
+    let hub = Arc::new(ControlHub {
+        inbox: tx,
+        stats: stats.clone(),
+        doorbell,
+        namespace: RwLock::new(Arc::new(serde_json::Value::Null)),
+    });
+    let link = ControlLink { inbox: rx, outbox: out_tx, stats, hub: hub.clone(), said: Throttle::default() };
+    (hub, link, out_rx)
 }
 
 /// Says a refusal at most once a second, with the number left unsaid.
@@ -134,7 +144,12 @@ impl Plugin for ControlPlugin {
     fn build(&self, app: &mut App) {
         app.init_resource::<EchoState>()
             .add_systems(Update, ingest_control.run_if(resource_exists::<ControlLink>).in_set(VenueSystems::Ingest))
-            .add_systems(Update, echo_to_control.run_if(resource_exists::<ControlLink>).in_set(VenueSystems::Present));
+            .add_systems(
+                Update,
+                (echo_to_control, describe_for_oscquery)
+                    .run_if(resource_exists::<ControlLink>)
+                    .in_set(VenueSystems::Present),
+            );
     }
 }
 
@@ -232,4 +247,27 @@ fn echo_to_control(
             Err(_) => link.stats.dropped_echoes.fetch_add(1, Ordering::Relaxed),
         };
     }
+}
+
+/// Keeps the OSCQuery description current: on a new scene, a new show on the transport, or a
+/// parameter's change (values are part of it).
+fn describe_for_oscquery(
+    link: Res<ControlLink>,
+    params: Res<VenueParams>,
+    shows: Res<Shows>,
+    scene: Option<Res<crate::engine::command::CurrentScene>>,
+    mut described: Local<Option<String>>,
+) {
+    let Some(scene) = scene else { return };
+    let show = shows.running.as_ref().map(|s| s.plan.name.clone());
+    let fresh = link.hub.namespace.read().map(|n| n.is_null()).unwrap_or(true);
+    if !(fresh || params.is_changed() || scene.is_changed() || *described != show) {
+        return;
+    }
+    let length = shows.running.as_ref().and_then(|s| s.plan.length());
+    let tree = crate::model::oscquery::namespace(&scene.0, &params, show.as_deref(), length);
+    if let Ok(mut namespace) = link.hub.namespace.write() {
+        *namespace = Arc::new(tree);
+    }
+    *described = show;
 }

@@ -21,6 +21,7 @@ pub mod command;
 pub mod irc;
 pub mod lang;
 pub mod osc;
+pub mod oscquery;
 pub mod params;
 pub mod rng;
 pub mod roles;

@@ -1,0 +1,224 @@
+//! Shows and OSC (issue #16): how late cues fire against the audio clock over a 10-minute show
+//! of 500 cues, with steady frames and with frames of random length (a loaded renderer); OSC
+//! messages decoded and turned into commands per second on one core; and a packet's time from
+//! its arrival in the venue's inbox to its command applied.
+//!
+//! `cargo bench --profile dev --bench show`. Results in docs/benchmarks.md.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bevy::prelude::*;
+use bevy::time::TimeUpdateStrategy;
+use parvis::app::{VenueSetup, core_app};
+use parvis::engine::command::{CommandLog, SubmitCommand, VenueParams};
+use parvis::engine::control::{ControlPacket, control_link};
+use parvis::engine::rest::Doorbell;
+use parvis::engine::show::{Shows, TransportState};
+use parvis::model::assets_root::AssetsRoot;
+use parvis::model::command::{TransportAction, VenueCommand};
+use parvis::model::osc;
+use parvis::model::params::ParamValue;
+use parvis::model::rng::SeededRng;
+use parvis::model::scene::DEFAULT_SCENE;
+use parvis::model::scene::format::{CueAction, CueAt, CueDef, SceneFile, ShowDef, SongDef, TempoDef};
+use parvis::model::scene::validate::load_scene_str;
+
+fn scene() -> SceneFile {
+    let assets = AssetsRoot::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets"));
+    load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap()
+}
+
+/// Five songs of two minutes, 100 cues each: 80 at seconds drawn at random (to the
+/// microsecond), 20 on bars and beats of a 123-bpm tempo map.
+fn long_show() -> ShowDef {
+    let mut rng = SeededRng::new(16);
+    let songs = (0..5)
+        .map(|s| {
+            let mut times: Vec<f64> = (0..80).map(|_| (f64::from(rng.unit()) * 119.0 * 1e6).round() / 1e6).collect();
+            times.sort_by(f64::total_cmp);
+            let mut cues: Vec<(f64, CueAt)> = times.into_iter().map(|t| (t, CueAt::Seconds(t))).collect();
+            for i in 0..20u32 {
+                let (bar, beat) = (2 + i * 3, 1.0 + f64::from(i % 4) * 0.75);
+                let t = (f64::from(bar - 1) * 4.0 + beat - 1.0) * 60.0 / 123.0;
+                cues.push((t, CueAt::Bar(bar, beat)));
+            }
+            cues.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let cues = cues
+                .into_iter()
+                .enumerate()
+                .map(|(i, (_, at))| CueDef {
+                    id: format!("{s}.{i}"),
+                    label: String::new(),
+                    at,
+                    follow: None,
+                    actions: vec![CueAction::Set {
+                        param: "fog".into(),
+                        value: format!("{}", (i % 20) as f32 / 100.0),
+                    }],
+                })
+                .collect();
+            SongDef {
+                name: format!("song {s}"),
+                tracks: vec![],
+                length: Some(120.0),
+                timecode: None,
+                tempo: vec![TempoDef { bar: 1, bpm: 123.0, beats_per_bar: 4 }],
+                cues,
+            }
+        })
+        .collect();
+    ShowDef { name: "long".into(), fps: 25.0, songs }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// Plays the long show with frames of `frame(i)` seconds; returns each cue's lateness
+/// (actual − planned, seconds), whether it fired in the frame its time fell in, and the wall
+/// time.
+fn play(frame: impl Fn(&mut SeededRng) -> f64) -> (Vec<f64>, usize, Duration) {
+    let mut scene = scene();
+    scene.shows = vec![long_show()];
+    let mut app = core_app(VenueSetup::new(scene, AssetsRoot::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets"))));
+    app.update();
+    app.world_mut().write_message(SubmitCommand::local(VenueCommand::Transport {
+        show: "long".into(),
+        action: TransportAction::Play,
+    }));
+    let mut rng = SeededRng::new(7);
+    let started = Instant::now();
+    // Frame boundaries on the show's clock, to say which frame each cue's time fell in.
+    let mut bounds = vec![];
+    loop {
+        let dt = frame(&mut rng);
+        app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(dt)));
+        app.update();
+        let shows = app.world().resource::<Shows>();
+        let running = shows.running.as_ref().unwrap();
+        bounds.push(running.position);
+        if running.state == TransportState::Stopped && running.position > 0.0 {
+            break;
+        }
+    }
+    let wall = started.elapsed();
+    let fired = &app.world().resource::<Shows>().fired;
+    assert_eq!(fired.len(), 500, "every cue fires once");
+    let mut late: Vec<f64> = fired.iter().map(|(_, _, planned, actual)| actual - planned).collect();
+    // A cue is in its frame when the first frame boundary at or after its time is where it fired.
+    let in_frame = fired
+        .iter()
+        .filter(|(_, _, planned, actual)| bounds.iter().find(|b| **b >= *planned - 1e-9) == Some(actual))
+        .count();
+    late.sort_by(f64::total_cmp);
+    (late, in_frame, wall)
+}
+
+fn report_timing(label: &str, frame_ms: &str, (late, in_frame, wall): (Vec<f64>, usize, Duration)) {
+    let ms = |v: f64| v * 1000.0;
+    println!(
+        "cue timing, {label} ({frame_ms}): late by min {:.3} ms, median {:.3} ms, p99 {:.3} ms, max {:.3} ms; {in_frame}/500 in the frame their time falls in; 10-min show played in {:.1} s",
+        ms(late[0]),
+        ms(percentile(&late, 0.5)),
+        ms(percentile(&late, 0.99)),
+        ms(late[late.len() - 1]),
+        wall.as_secs_f64()
+    );
+}
+
+fn osc_ingest() {
+    let scene = scene();
+    let params = parvis::model::params::StageParams::from_scene(&scene);
+    let messages = [
+        osc::param_message("fog", &ParamValue::Float(0.05)),
+        osc::param_message(
+            "stage_light",
+            &ParamValue::Colour(parvis::model::scene::format::Colour::rgb(1.0, 0.2, 0.0)),
+        ),
+        osc::param_message("sky", &ParamValue::Enum("night".into())),
+        osc::param_message("banner", &ParamValue::Bool(false)),
+    ];
+    let packets: Vec<Vec<u8>> = messages.iter().map(|m| osc::encode(vec![m.clone()])).collect();
+    // Decode + address and value to a checked command, one core.
+    let mut rounds = vec![];
+    for _ in 0..7 {
+        let n = 400_000;
+        let started = Instant::now();
+        let mut ok = 0;
+        for i in 0..n {
+            let decoded = osc::decode(&packets[i % packets.len()]).unwrap();
+            if let Ok(Some(_)) = osc::command_for(&decoded[0], &params, Some("evening")) {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, n);
+        rounds.push(n as f64 / started.elapsed().as_secs_f64());
+    }
+    rounds.sort_by(f64::total_cmp);
+    println!(
+        "OSC decode + command: median {:.0} messages/s over 7 rounds of 400 000 (min {:.0}, max {:.0})",
+        rounds[3], rounds[0], rounds[6]
+    );
+
+    // Through the venue: inbox → command → checked, applied and logged (in memory), one frame
+    // per batch of 20 000 (the most a frame reads).
+    let mut app = core_app(VenueSetup::new(scene, AssetsRoot::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets"))));
+    app.update();
+    let (hub, link, _) = control_link(Doorbell::default(), false);
+    app.insert_resource(link);
+    let from: SocketAddr = "127.0.0.1:53000".parse().unwrap();
+    let decoded: Vec<_> = packets.iter().map(|p| osc::decode(p).unwrap()).collect();
+    let mut rates = vec![];
+    for round in 0..7 {
+        let before = app.world().resource::<CommandLog>().applied();
+        let started = Instant::now();
+        for _ in 0..5 {
+            for i in 0..4_000 {
+                let _ = hub.inbox.try_send(ControlPacket {
+                    from,
+                    messages: decoded[i % decoded.len()].clone(),
+                    received: Instant::now(),
+                });
+            }
+            app.update();
+        }
+        let applied = app.world().resource::<CommandLog>().applied() - before;
+        assert_eq!(applied, 20_000, "round {round}");
+        rates.push(applied as f64 / started.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "OSC through the venue (decoded packets → applied and logged in memory): median {:.0} commands/s",
+        rates[3]
+    );
+
+    // Latency: a packet queued, then the next frame; from its arrival to its command applied.
+    let mut latencies = vec![];
+    let mut frames = vec![];
+    for i in 0..2_000 {
+        let received = Instant::now();
+        let value = ParamValue::Float((i % 20) as f32 / 100.0);
+        let _ = hub.inbox.try_send(ControlPacket { from, messages: vec![osc::param_message("fog", &value)], received });
+        let frame = Instant::now();
+        app.update();
+        latencies.push(received.elapsed().as_secs_f64() * 1000.0);
+        frames.push(frame.elapsed().as_secs_f64() * 1000.0);
+        assert_eq!(app.world().resource::<VenueParams>().value("fog"), Some(&value));
+    }
+    latencies.sort_by(f64::total_cmp);
+    frames.sort_by(f64::total_cmp);
+    println!(
+        "OSC arrival → applied: median {:.3} ms, p99 {:.3} ms; the frame itself: median {:.3} ms (core venue, no renderer)",
+        percentile(&latencies, 0.5),
+        percentile(&latencies, 0.99),
+        percentile(&frames, 0.5)
+    );
+}
+
+fn main() {
+    report_timing("steady frames", "60 fps", play(|_| 1.0 / 60.0));
+    report_timing("steady frames", "90 fps", play(|_| 1.0 / 90.0));
+    report_timing("frames of random length", "8–50 ms", play(|rng| 0.008 + f64::from(rng.unit()) * 0.042));
+    osc_ingest();
+}
