@@ -23,6 +23,7 @@ use parvis::model::rng::SeededRng;
 use parvis::model::scene::DEFAULT_SCENE;
 use parvis::model::scene::format::{CueAction, CueAt, CueDef, SceneFile, ShowDef, SongDef, TempoDef};
 use parvis::model::scene::validate::load_scene_str;
+use parvis::model::show::plan::CLOCK_EPSILON;
 
 fn scene() -> SceneFile {
     let assets = AssetsRoot::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets"));
@@ -109,8 +110,16 @@ fn play(frame: impl Fn(&mut SeededRng) -> f64) -> (Vec<f64>, usize, Duration) {
     // A cue is in its frame when the first frame boundary at or after its time is where it fired.
     let in_frame = fired
         .iter()
-        .filter(|(_, _, planned, actual)| bounds.iter().find(|b| **b >= *planned - 1e-9) == Some(actual))
+        .filter(|(_, _, planned, actual)| bounds.iter().find(|b| **b >= *planned - CLOCK_EPSILON) == Some(actual))
         .count();
+    if std::env::var_os("SHOW_BENCH_DEBUG").is_some() {
+        for (_, cue, planned, actual) in fired {
+            let first = bounds.iter().find(|b| **b >= *planned - CLOCK_EPSILON);
+            if first != Some(actual) {
+                eprintln!("cue {cue}: planned {planned}, fired at {actual}, first boundary after {first:?}");
+            }
+        }
+    }
     late.sort_by(f64::total_cmp);
     (late, in_frame, wall)
 }
@@ -217,6 +226,10 @@ fn osc_ingest() {
 }
 
 fn main() {
+    if std::env::var_os("SHOW_BENCH_DEBUG").is_some() {
+        report_timing("steady frames", "60 fps", play(|_| 1.0 / 60.0));
+        return;
+    }
     report_timing("steady frames", "60 fps", play(|_| 1.0 / 60.0));
     report_timing("steady frames", "90 fps", play(|_| 1.0 / 90.0));
     report_timing("frames of random length", "8–50 ms", play(|rng| 0.008 + f64::from(rng.unit()) * 0.042));

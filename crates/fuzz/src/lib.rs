@@ -16,7 +16,8 @@ use parvis_model::scene::format::SceneFile;
 use parvis_model::scene::validate::{parse_scene, validate_scene};
 
 /// The names of the targets, for the script and the smoke test.
-pub const TARGETS: [&str; 7] = ["audience_frame", "moderation", "rules", "irc_line", "scene", "command_log", "gltf"];
+pub const TARGETS: [&str; 8] =
+    ["audience_frame", "moderation", "rules", "irc_line", "scene", "command_log", "gltf", "osc"];
 
 /// Runs the target named `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
@@ -28,6 +29,7 @@ pub fn run(name: &str, data: &[u8]) {
         "scene" => scene(data),
         "command_log" => command_log(data),
         "gltf" => gltf(data),
+        "osc" => osc(data),
         other => panic!("no fuzz target named {other:?}"),
     }
 }
@@ -123,4 +125,24 @@ fn empty_root() -> AssetsRoot {
         AssetsRoot::new(Path::new(&dir))
     })
     .clone()
+}
+
+/// An OSC packet from the control room: decoded within its bounds, each message turned into a
+/// command for the built-in venue or refused; what decodes encodes back to the same messages.
+pub fn osc(data: &[u8]) {
+    let Ok(messages) = parvis_model::osc::decode(data) else { return };
+    let (_, params) = built_in();
+    for message in &messages {
+        if let Ok(Some(command)) = parvis_model::osc::command_for(message, params, Some("evening")) {
+            assert!(
+                command.numbers_are_finite()
+                    || matches!(command, parvis_model::command::VenueCommand::Transport { .. })
+            );
+        }
+    }
+    // NaN never equals itself: compare what encodes and decodes again, not the input.
+    let again = parvis_model::osc::decode(&parvis_model::osc::encode(messages.clone()));
+    if !messages.is_empty() && format!("{messages:?}").find("NaN").is_none() {
+        assert_eq!(again.as_ref().ok(), Some(&messages), "a decoded packet encodes back to itself");
+    }
 }

@@ -214,6 +214,12 @@ impl ShowPlan {
     }
 }
 
+/// How far a clock may read short of a time and still count as having reached it: the audio
+/// clock sums its blocks in floating point, and after minutes it reads a few picoseconds
+/// behind (54.9999999999976 s for 55 s). A microsecond is far below one sample (21 µs at
+/// 48 kHz), so no cue fires early by any measure that can be heard or seen.
+pub const CLOCK_EPSILON: f64 = 1e-6;
+
 /// A cue that fires.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Firing {
@@ -280,7 +286,7 @@ impl CueRunner {
             // The clock went back without a seek (a loop, a timecode jump): as a seek.
             self.seek(plan, to);
         }
-        while let Some(due) = self.next_due(plan).filter(|d| d.planned <= to) {
+        while let Some(due) = self.next_due(plan).filter(|d| d.planned <= to + CLOCK_EPSILON) {
             self.fire(plan, due);
             out.push(due);
         }
