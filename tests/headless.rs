@@ -993,6 +993,39 @@ mod audience {
         assert_eq!(log.len(), 2, "only the load and Ana's command were applied: {log:?}");
     }
 
+    /// A closed rule fires only while a window is open: refused before, fired inside,
+    /// announced in `state` with its countdown, refused again once the window has closed.
+    #[test]
+    fn a_closed_rule_fires_only_while_its_window_is_open() {
+        let _app = with_venue(|addr| {
+            Box::pin(async move {
+                let mut ana = Client::join(addr, "Ana").await;
+                ana.send(r#"{"type":"chat","text":"!confettis"}"#).await;
+                let e = ana.expect_error("closed").await;
+                assert!(e["message"].as_str().unwrap().contains("!confettis is closed right now"), "{e}");
+                let mut m = Client::moderator(addr).await;
+                m.send(r#"{"type":"command","command":{"type":"open_window","rules":["chorus"],"seconds":1.5,"label":"Confetti!"}}"#)
+                    .await;
+                let state = ana.expect(|m| m["type"] == "state" && !m["windows"].as_array().unwrap().is_empty()).await;
+                let window = &state["windows"][0];
+                assert_eq!(
+                    (window["label"].as_str(), &window["allows"]),
+                    (Some("Confetti!"), &serde_json::json!(["!confettis"]))
+                );
+                let left = window["closes_in"].as_f64().unwrap();
+                assert!((1.0..=1.5).contains(&left), "{left}");
+                ana.send(r#"{"type":"chat","text":"!confettis"}"#).await;
+                let effect = ana.expect(|m| m["type"] == "effect").await;
+                assert_eq!(effect["rule"], "chorus_confetti");
+                // The window closes by itself; the page learns it from `state`.
+                ana.expect(|m| m["type"] == "state" && m["windows"].as_array().unwrap().is_empty()).await;
+                let mut bob = Client::join(addr, "Bob").await;
+                bob.send(r#"{"type":"chat","text":"!confettis"}"#).await;
+                bob.expect_error("closed").await;
+            })
+        });
+    }
+
     #[test]
     fn a_member_who_stops_reading_is_closed_and_the_others_carry_on() {
         let _app = with_venue_config(

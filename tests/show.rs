@@ -8,6 +8,7 @@ use std::time::Duration;
 use bevy::prelude::*;
 use bevy::time::TimeUpdateStrategy;
 use parvis::app::{VenueSetup, core_app, replay_setup};
+use parvis::engine::audience::Audience;
 use parvis::engine::command::{RejectedCommand, SubmitCommand, VenueParams, venue_state_hash};
 use parvis::engine::show::clock::ShowClock;
 use parvis::engine::show::{Shows, TransportState};
@@ -108,6 +109,8 @@ fn the_built_in_show_plays_from_start_to_end_and_replays_to_the_same_venue() {
     }
     let params = &app.world().resource::<VenueParams>().0;
     assert_eq!(params.value("sky"), Some(&ParamValue::Enum("night".into())));
+    // Cue 2 opened the chorus window for 20 s, closed by the show's clock (logged below).
+    assert!(app.world().resource::<Audience>().windows().is_empty());
     assert_eq!(params.value("fog"), Some(&ParamValue::Float(0.04)));
 
     // The log: each cue's record (planned and actual) and then its actions, from the cue.
@@ -127,6 +130,11 @@ fn the_built_in_show_plays_from_start_to_end_and_replays_to_the_same_venue() {
         entries.iter().position(|e| matches!(&e.command, VenueCommand::CueFired { cue, .. } if cue == "6")).unwrap();
     assert_eq!(entries[six + 1].origin, CommandOrigin::Cue("evening/6".into()));
     assert!(matches!(&entries[six + 1].command, VenueCommand::SetParam { name, .. } if name == "sky"));
+    let close = entries
+        .iter()
+        .find(|e| matches!(&e.command, VenueCommand::CloseWindow { rules } if rules == &["chorus"]))
+        .expect("the chorus window's close is logged");
+    assert_eq!(close.origin, CommandOrigin::Cue("evening/2".into()));
     let hash = venue_state_hash(app.world());
     drop(app);
 
@@ -141,6 +149,42 @@ fn the_built_in_show_plays_from_start_to_end_and_replays_to_the_same_venue() {
     let running = shows.running.as_ref().expect("the replay follows the show");
     assert_eq!(running.last_cue().map(|c| c.id.as_str()), Some("7"));
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_cue_opens_an_audience_window_for_its_span() {
+    let mut app = app_with(VenueSetup::new(cloister(), assets()));
+    stage_manager(&mut app, TransportAction::Jump { cue: "2".into() });
+    app.update();
+    app.update();
+    let windows = app.world().resource::<Audience>().windows().clone();
+    let window = windows.get("chorus_confetti").expect("the chorus group's rule is open");
+    assert_eq!(window.label, "Confetti for the chorus!");
+    let left = window.closes_at.unwrap().saturating_duration_since(std::time::Instant::now()).as_secs_f32();
+    assert!((19.0..=20.0).contains(&left), "{left} s left");
+    // Closed by command before its time.
+    app.world_mut().write_message(SubmitCommand {
+        origin: CommandOrigin::Moderator("m".into()),
+        command: VenueCommand::CloseWindow { rules: vec!["chorus".into()] },
+    });
+    app.update();
+    assert!(app.world().resource::<Audience>().windows().is_empty());
+    // Windows only on closed rules, named as the scene names them.
+    let mut cursor = app.world().resource::<Messages<RejectedCommand>>().get_cursor();
+    for (rules, want) in [
+        (vec!["petals".to_owned()], "rule \"petals\" is always open"),
+        (vec!["encore".to_owned()], "no audience rule or group named \"encore\"; closed rules are: chorus_confetti"),
+    ] {
+        app.world_mut().write_message(SubmitCommand::local(VenueCommand::OpenWindow {
+            rules,
+            seconds: None,
+            label: String::new(),
+        }));
+        app.update();
+        let refused: Vec<String> =
+            cursor.read(app.world().resource::<Messages<RejectedCommand>>()).map(|r| r.error.to_string()).collect();
+        assert!(refused.len() == 1 && refused[0].contains(want), "{refused:?}");
+    }
 }
 
 #[test]
@@ -341,4 +385,38 @@ fn check_names_each_problem_of_a_show_with_its_line() {
     // Song one has tracks (it would take their length); a song before the last with neither
     // would need a length, but song two is the last.
     assert!(!problems.iter().any(|p| p.contains("needs a `length`")), "{problems:?}");
+}
+
+/// The audience page in a real browser (Debian's Chromium, as the audience test drives it):
+/// the built-in show's cue 2 opens `!confettis` for 20 s; the page shows the window with a
+/// moving countdown and the command works in it.
+#[test]
+fn the_audience_page_shows_a_window_the_show_opens() {
+    use std::io::{BufRead, BufReader};
+    let mut venue = std::process::Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--no-render", "--fps", "60", "--audience", "127.0.0.1:0", "--show", "evening", "--play"])
+        .current_dir(root())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = BufReader::new(venue.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            if let Some(url) = line.split("audience page at ").nth(1) {
+                let _ = tx.send(url.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+    });
+    let url = rx.recv_timeout(Duration::from_secs(60)).expect("the venue prints its audience page URL");
+    let e2e = std::process::Command::new("node")
+        .arg(root().join("tests/e2e/audience.mjs"))
+        .arg(&url)
+        .env("PARVIS_E2E_WINDOW", "1")
+        .output()
+        .expect("node is installed by scripts/test.sh");
+    let _ = venue.kill();
+    let _ = venue.wait();
+    let out = format!("{}{}", String::from_utf8_lossy(&e2e.stdout), String::from_utf8_lossy(&e2e.stderr));
+    assert!(e2e.status.success() && out.contains("ok  e. a window opened by the show"), "browser test failed:\n{out}");
 }

@@ -42,6 +42,8 @@ const STRINGS = {
     winner: (label) => `Winner: ${label}`,
     noWinner: 'Poll closed.',
     banned: 'You have been removed from the chat.',
+    windowsTitle: 'Open now',
+    windowOpen: 'until the show closes it',
   },
   fr: {
     nameLabel: 'Votre pseudo',
@@ -68,6 +70,8 @@ const STRINGS = {
     winner: (label) => `Gagnant : ${label}`,
     noWinner: 'Sondage terminé.',
     banned: 'Vous avez été exclu du chat.',
+    windowsTitle: 'Ouvert en ce moment',
+    windowOpen: 'jusqu’à ce que le spectacle le ferme',
   },
 };
 
@@ -101,6 +105,8 @@ const el = {
   pollCountdown: $('poll-countdown'),
   pollOptions: $('poll-options'),
   pollResult: $('poll-result'),
+  windows: $('windows'),
+  windowList: $('window-list'),
   params: $('params'),
   paramsEmpty: $('params-empty'),
 };
@@ -340,6 +346,44 @@ function onState(msg) {
     if (msg.poll && typeof msg.poll === 'object') showPoll(msg.poll);
     else if (!poll.closingTimer) hidePoll();
   }
+  if (Array.isArray(msg.windows)) showWindows(msg.windows);
+}
+
+// Interaction windows the show opened: what they allow, counted down on this clock.
+const windows = { items: [], timer: null };
+
+function showWindows(list) {
+  const now = Date.now();
+  windows.items = list
+    .filter((w) => w && typeof w === 'object' && Array.isArray(w.allows))
+    .map((w) => ({
+      label: valueText(w.label),
+      allows: w.allows.map(valueText),
+      deadline: Number.isFinite(w.closes_in) ? now + Math.max(0, w.closes_in) * 1000 : null,
+    }));
+  renderWindows();
+}
+
+function renderWindows() {
+  clearTimeout(windows.timer);
+  const now = Date.now();
+  const open = windows.items.filter((w) => w.deadline === null || w.deadline > now);
+  el.windows.hidden = open.length === 0;
+  el.windowList.replaceChildren(
+    ...open.map((w) => {
+      const item = make('li', 'window');
+      if (w.label) item.append(make('span', 'window-label', w.label), ' ');
+      item.append(make('span', 'window-allows', w.allows.join(' ')), ' ');
+      let left = T.windowOpen;
+      if (w.deadline !== null) {
+        const s = Math.ceil((w.deadline - now) / 1000);
+        left = T.closesIn(`${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`);
+      }
+      item.append(make('span', 'countdown', left));
+      return item;
+    }),
+  );
+  if (open.some((w) => w.deadline !== null)) windows.timer = setTimeout(renderWindows, 250);
 }
 
 function onEffect(msg) {

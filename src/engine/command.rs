@@ -403,6 +403,19 @@ fn apply_commands(
                     )))
                 }
             }
+            VenueCommand::OpenWindow { rules, seconds, .. } => {
+                if let Some(s) = seconds
+                    && !(1.0..=3600.0).contains(s)
+                {
+                    return Err(CommandError::Invalid(format!("a window stays open 1 to 3600 seconds, not {s}")));
+                }
+                let scene = scene_now.as_deref().ok_or_else(|| CommandError::Invalid("no venue yet".into()))?;
+                crate::model::scene::validate::window_rules(scene, rules).map_err(CommandError::Invalid)
+            }
+            VenueCommand::CloseWindow { rules } => {
+                let scene = scene_now.as_deref().ok_or_else(|| CommandError::Invalid("no venue yet".into()))?;
+                crate::model::scene::validate::window_rules(scene, rules).map_err(CommandError::Invalid)
+            }
             VenueCommand::Transport { show, action } => {
                 let def = find_show(scene_now.as_deref(), show)?;
                 match action {

@@ -206,6 +206,33 @@ await run('d. react', async () => {
   if (state !== 'connected') throw new Error(`no longer connected after the reaction (${state})`);
 });
 
+// With PARVIS_E2E_WINDOW=1 the venue plays the built-in show, whose cue 2 (10 s in) opens
+// `!confettis` for 20 s: the page must show it with a countdown, and the command must work.
+if (process.env.PARVIS_E2E_WINDOW === '1') {
+  await run('e. a window opened by the show', async () => {
+    await waitInPage(
+      '#windows never showed !confettis with a countdown',
+      () => {
+        const panel = document.querySelector('#windows');
+        return !!panel && !panel.hidden && panel.textContent.includes('!confettis')
+          && /\d:\d\d/.test(panel.querySelector('.countdown')?.textContent ?? '');
+      },
+      undefined,
+      25_000,
+    );
+    const first = await page.$eval('#windows .countdown', (e) => e.textContent);
+    await page.waitForTimeout(1500);
+    const later = await page.$eval('#windows .countdown', (e) => e.textContent);
+    if (first === later) throw new Error(`the countdown did not move (${first})`);
+    await sendChat('!confettis');
+    await waitInPage(
+      'no effect line for !confettis in #log',
+      () => [...document.querySelectorAll('#log [data-kind="effect"]')].some((e) => e.textContent.includes('confetti')),
+    );
+    log(`window: ${first} then ${later}`);
+  });
+}
+
 const shot = process.env.PARVIS_E2E_SCREENSHOT;
 if (shot) {
   await run('e. screenshot', async () => {

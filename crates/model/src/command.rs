@@ -92,6 +92,22 @@ pub enum VenueCommand {
         #[serde(default)]
         language: Option<String>,
     },
+    /// Open audience rules (closed ones, by name or group) for a span: an interaction window.
+    OpenWindow {
+        /// Rule names or groups.
+        rules: Vec<String>,
+        /// Seconds it stays open (1 to 3600); `None` until closed by command.
+        #[serde(default)]
+        seconds: Option<f32>,
+        /// What the audience reads.
+        #[serde(default)]
+        label: String,
+    },
+    /// Close audience rules' windows (by name or group).
+    CloseWindow {
+        /// Rule names or groups.
+        rules: Vec<String>,
+    },
     /// Run a show's transport: play, pause, stop, seek, GO, jump to a cue, loop a section.
     Transport {
         /// Show name, from the scene's `shows`.
@@ -193,6 +209,8 @@ impl VenueCommand {
                 .and_then(|json| serde_json::from_str::<SceneFile>(&json).ok())
                 .is_some_and(|back| back == **scene),
             VenueCommand::Transport { action, .. } => action.numbers_are_finite(),
+            VenueCommand::OpenWindow { seconds, .. } => seconds.is_none_or(f32::is_finite),
+            VenueCommand::CloseWindow { .. } => true,
             VenueCommand::CueFired { planned, actual, .. } => planned.is_finite() && actual.is_finite(),
             VenueCommand::SpawnEffect { .. }
             | VenueCommand::HideText { .. }
@@ -222,6 +240,9 @@ impl VenueCommand {
             }
             VenueCommand::PlayTour { tour: None, .. } => "stop the tour".into(),
             VenueCommand::Transport { show, action } => format!("show {show}: {action}"),
+            VenueCommand::OpenWindow { rules, seconds: Some(s), .. } => format!("open {} for {s} s", rules.join(", ")),
+            VenueCommand::OpenWindow { rules, seconds: None, .. } => format!("open {}", rules.join(", ")),
+            VenueCommand::CloseWindow { rules } => format!("close {}", rules.join(", ")),
             VenueCommand::CueFired { show, cue, planned, actual } => {
                 format!("show {show}: cue {cue} fired at {actual:.3} s (planned {planned:.3} s)")
             }
@@ -285,7 +306,9 @@ impl CommandOrigin {
             | VenueCommand::ClosePoll { .. }
             | VenueCommand::ShowHotspot { .. }
             | VenueCommand::PlayTour { .. }
-            | VenueCommand::Transport { .. } => !matches!(self, CommandOrigin::Audience(_)),
+            | VenueCommand::Transport { .. }
+            | VenueCommand::OpenWindow { .. }
+            | VenueCommand::CloseWindow { .. } => !matches!(self, CommandOrigin::Audience(_)),
             // Only a show's own transport says that one of its cues fired (and replay, which
             // asks again as the same origin).
             VenueCommand::CueFired { .. } => matches!(self, CommandOrigin::Cue(_)),

@@ -22,7 +22,7 @@ use crate::engine::stage_text::ShownTexts;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
 use crate::model::audience::moderator::ModeratorAction;
 use crate::model::audience::polls::{EnergyMeter, Outcome, Tally, energy_edge};
-use crate::model::audience::protocol::{PollOptionView, ServerMessage};
+use crate::model::audience::protocol::{PollOptionView, ServerMessage, WindowView};
 use crate::model::audience::rules::{self, Cooldowns, Fired, NoFire, match_chat, match_poll_outcome, match_reaction};
 use crate::model::command::{CommandOrigin, MAX_SHOWN_CHARS, VenueCommand};
 use crate::model::scene::format::{ActionDef, AudienceRuleDef, PollDef, RuleMode, SceneFile, TriggerDef};
@@ -88,6 +88,18 @@ pub struct Audience {
     /// When the latest venue frames began to read audience events, newest last, so that
     /// latency can be counted in frames as well as in time.
     frame_starts: VecDeque<Instant>,
+    /// Interaction windows open now, by rule name: closed rules fire only in them.
+    windows: HashMap<String, Window>,
+}
+
+/// An interaction window on a closed rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Window {
+    /// What the audience reads.
+    pub label: String,
+    /// When it closes on stage; `None` until closed by command. The stream's viewers keep it
+    /// `stream_delay` longer, since they see the stage late.
+    pub closes_at: Option<Instant>,
 }
 
 impl Default for Audience {
@@ -121,11 +133,28 @@ impl Default for Audience {
             frame_starts: VecDeque::with_capacity(FRAMES_REMEMBERED),
             delay_probe: None,
             last_lively: None,
+            windows: HashMap::new(),
         }
     }
 }
 
 impl Audience {
+    /// Interaction windows open now, by rule name.
+    pub fn windows(&self) -> &HashMap<String, Window> {
+        &self.windows
+    }
+
+    /// Whether `rule` may fire for a message received at `received`: an open rule always; a
+    /// closed one while its window is open — for the stream's viewers, as long after it closes
+    /// on stage as they are behind.
+    fn rule_open(&self, rule: &AudienceRuleDef, received: Instant, meta: &ChatMeta) -> bool {
+        !rule.closed
+            || self
+                .windows
+                .get(&rule.name)
+                .is_some_and(|w| w.closes_at.is_none_or(|t| within_window(t, received, meta)))
+    }
+
     /// The open poll's name, if any.
     pub fn open_poll(&self) -> Option<&str> {
         self.poll.as_ref().map(|p| p.def.name.as_str())
@@ -232,6 +261,11 @@ fn keep_awake(audience: Res<Audience>, mut rest: ResMut<Rest>) {
     if let Some(last) = audience.last_lively {
         rest.wake_at(last + SHOWN_ENERGY_WINDOW);
     }
+    for window in audience.windows.values() {
+        if let Some(at) = window.closes_at {
+            rest.wake_at(at + delay);
+        }
+    }
     // Throttled sends still to go out, and tallies while a vote runs.
     let counting = audience.poll.is_some() || !audience.democracy.is_empty();
     if audience.state_dirty || audience.approvals_dirty || (audience.tally_dirty && counting) {
@@ -254,6 +288,7 @@ impl Plugin for AudiencePlugin {
         let live = resource_exists::<AudienceLink>;
         app.init_resource::<Audience>()
             .add_systems(Update, ring_on_input.run_if(resource_added::<AudienceLink>))
+            .add_systems(Update, follow_window_commands.in_set(VenueSystems::Simulate))
             .add_message::<AudienceInput>()
             .add_systems(Update, receive_audience_events.in_set(VenueSystems::Ingest).run_if(live))
             .add_systems(
@@ -690,6 +725,14 @@ fn fire(
         return None;
     }
     let rule = fired.rule;
+    if !audience.rule_open(rule, from.received, &from.meta) {
+        shared.metrics.reject(Rejection::Rule);
+        shared.send_to(
+            from.user,
+            &ServerMessage::error("closed", format!("{} is closed right now: the show opens it", allows(rule))),
+        );
+        return None;
+    }
     if !from.staff && !rule.only.is_empty() && !rule.only.iter().any(|role| role.held_by(from.meta.roles)) {
         shared.metrics.reject(Rejection::Rule);
         let who: Vec<&str> = rule.only.iter().map(|r| r.label()).collect();
@@ -1189,7 +1232,12 @@ fn broadcast_poll_tally(link: Res<AudienceLink>, mut audience: ResMut<Audience>)
 }
 
 /// Sends the venue's state to everyone when it changes, at most every [`STATE_INTERVAL`].
-fn broadcast_state(link: Res<AudienceLink>, mut audience: ResMut<Audience>, params: Res<VenueParams>) {
+fn broadcast_state(
+    link: Res<AudienceLink>,
+    mut audience: ResMut<Audience>,
+    params: Res<VenueParams>,
+    scene: Option<Res<CurrentScene>>,
+) {
     if params.is_changed() {
         audience.state_dirty = true;
     }
@@ -1207,6 +1255,7 @@ fn broadcast_state(link: Res<AudienceLink>, mut audience: ResMut<Audience>, para
         audience: audience.members.len() as u32,
         paused: audience.paused,
         energy: (energy * 10.0).round() / 10.0,
+        windows: window_views(&audience.windows, scene.as_deref().map(|s| &*s.0), now),
     };
     let json: Arc<str> = state.to_json().into();
     *link.hub.state_json.write().expect("state snapshot") = json.clone();
@@ -1227,4 +1276,85 @@ fn send_approval_queue(link: Res<AudienceLink>, mut audience: ResMut<Audience>) 
     let json: Arc<str> = serde_json::json!({"type": "approvals", "items": items}).to_string().into();
     *link.hub.approvals_json.write().expect("approvals snapshot") = json.clone();
     let _ = link.hub.moderators.send(json);
+}
+
+/// What a rule lets the audience do, as they would type it: `!petales`, `🌹`.
+fn allows(rule: &AudienceRuleDef) -> String {
+    match &rule.trigger {
+        TriggerDef::Command(c) => format!("!{c}"),
+        TriggerDef::Reaction(e) => e.clone(),
+        _ => rule.name.clone(),
+    }
+}
+
+/// The open windows for the `state` message: one per label, with what it allows and the
+/// seconds left on stage.
+fn window_views(windows: &HashMap<String, Window>, scene: Option<&SceneFile>, now: Instant) -> Vec<WindowView> {
+    let mut views: Vec<WindowView> = Vec::new();
+    let mut names: Vec<&String> = windows.keys().collect();
+    names.sort();
+    for name in names {
+        let window = &windows[name];
+        // Closed on stage; kept a while for the stream's viewers, not counted down.
+        if window.closes_at.is_some_and(|t| t <= now) {
+            continue;
+        }
+        let allowed = scene.and_then(|s| s.rules.iter().find(|r| &r.name == name)).map_or_else(|| name.clone(), allows);
+        let closes_in =
+            window.closes_at.map(|t| (t.saturating_duration_since(now).as_secs_f32() * 10.0).round() / 10.0);
+        match views.iter_mut().find(|v| v.label == window.label && v.closes_in == closes_in) {
+            Some(view) => view.allows.push(allowed),
+            None => views.push(WindowView { label: window.label.clone(), allows: vec![allowed], closes_in }),
+        }
+    }
+    views
+}
+
+/// Opens and closes interaction windows as their commands are applied, and closes those whose
+/// time is up (for the stream's viewers too).
+fn follow_window_commands(
+    mut audience: ResMut<Audience>,
+    mut applied: MessageReader<AppliedCommand>,
+    scene: Option<Res<CurrentScene>>,
+) {
+    let now = Instant::now();
+    let audience = &mut *audience;
+    let rules_named = |scene: &SceneFile, names: &[String]| -> Vec<String> {
+        scene
+            .rules
+            .iter()
+            .filter(|r| r.closed && names.iter().any(|n| &r.name == n || (!r.group.is_empty() && &r.group == n)))
+            .map(|r| r.name.clone())
+            .collect()
+    };
+    for entry in applied.read() {
+        let Some(scene) = scene.as_deref() else { continue };
+        match &entry.command {
+            VenueCommand::OpenWindow { rules, seconds, label } => {
+                let closes_at = seconds.map(|s| now + Duration::from_secs_f32(s));
+                for name in rules_named(&scene.0, rules) {
+                    audience.windows.insert(name, Window { label: label.clone(), closes_at });
+                }
+                audience.state_dirty = true;
+            }
+            VenueCommand::CloseWindow { rules } => {
+                for name in rules_named(&scene.0, rules) {
+                    audience.windows.remove(&name);
+                }
+                audience.state_dirty = true;
+            }
+            // A new venue: its rules start as its file says.
+            VenueCommand::LoadScene { .. } => {
+                audience.windows.clear();
+                audience.state_dirty = true;
+            }
+            _ => {}
+        }
+    }
+    let delay = audience.stream_delay;
+    let before = audience.windows.len();
+    audience.windows.retain(|_, w| w.closes_at.is_none_or(|t| now < t + delay));
+    if audience.windows.len() != before {
+        audience.state_dirty = true;
+    }
 }

@@ -70,6 +70,9 @@ pub struct RunningShow {
     pub looping: Option<(f64, f64)>,
     /// The song whose tracks were started last.
     song_started: Option<usize>,
+    /// Interaction windows the show opened, closed on its clock: (when, the opening cue's
+    /// origin, the rules).
+    closings: Vec<(f64, CommandOrigin, Vec<String>)>,
 }
 
 impl RunningShow {
@@ -187,9 +190,10 @@ pub fn panel_text(show: &RunningShow) -> String {
     lines.join("\n")
 }
 
-/// Submits a cue's record and its actions.
+/// Submits a cue's record and its actions; a window it opens for a span is closed on the
+/// show's clock, so that the span is the music's (and a replay logs the close).
 fn submit_firing(
-    show: &RunningShow,
+    show: &mut RunningShow,
     firing: Firing,
     actual: f64,
     params: &VenueParams,
@@ -210,6 +214,9 @@ fn submit_firing(
     for action in &cue.def.actions {
         match cue_command(action, params) {
             Ok(command) => {
+                if let VenueCommand::OpenWindow { rules, seconds: Some(seconds), .. } = &command {
+                    show.closings.push((firing.planned + f64::from(*seconds), origin.clone(), rules.clone()));
+                }
                 submit.write(SubmitCommand { origin: origin.clone(), command });
             }
             // `parvis check` refuses this; a scene loaded by command may still carry it.
@@ -237,17 +244,19 @@ fn fire_due_cues(
     if let Some((_, to)) = wrap {
         position = to;
     }
+    close_windows(show, Some(position), &mut submit);
     for firing in show.runner.advance(&show.plan, position) {
         submit_firing(show, firing, position, &params, &mut submit);
         let cue = &show.plan.cues[firing.cue];
         shows.fired.push((show.plan.name.clone(), cue.id.clone(), firing.planned, position));
     }
     if let Some((from, _)) = wrap {
-        seek(show, &mut clock, assets.as_deref(), from);
+        seek(show, &mut clock, assets.as_deref(), from, &mut submit);
     } else if let Some(end) = show.plan.length()
         && position >= end
     {
         info!("show {}: ended at {end:.3} s", show.plan.name);
+        close_windows(show, None, &mut submit);
         clock.pause();
         clock.stop_tracks();
         show.state = TransportState::Stopped;
@@ -256,8 +265,25 @@ fn fire_due_cues(
     start_song_tracks(show, &mut clock, assets.as_deref());
 }
 
-/// Moves a show to `to` without firing, restarting its music there when it plays.
-fn seek(show: &mut RunningShow, clock: &mut ShowClock, assets: Option<&VenueAssets>, to: f64) {
+/// Closes the windows the show opened that are due by `by` (all of them for `None`: the show
+/// stopped or moved).
+fn close_windows(show: &mut RunningShow, by: Option<f64>, submit: &mut MessageWriter<SubmitCommand>) {
+    let due = |at: f64| by.is_none_or(|by| at <= by + crate::model::show::plan::CLOCK_EPSILON);
+    for (_, origin, rules) in show.closings.extract_if(.., |(at, ..)| due(*at)) {
+        submit.write(SubmitCommand { origin, command: VenueCommand::CloseWindow { rules } });
+    }
+}
+
+/// Moves a show to `to` without firing, restarting its music there when it plays; windows it
+/// opened close.
+fn seek(
+    show: &mut RunningShow,
+    clock: &mut ShowClock,
+    assets: Option<&VenueAssets>,
+    to: f64,
+    submit: &mut MessageWriter<SubmitCommand>,
+) {
+    close_windows(show, None, submit);
     show.runner.seek(&show.plan, to);
     show.position = to;
     show.offset = to - clock.seconds();
@@ -359,6 +385,7 @@ fn run_transport(
                         offset: 0.0,
                         looping: None,
                         song_started: None,
+                        closings: Vec::new(),
                     });
                 }
                 Err(e) => {
@@ -407,6 +434,7 @@ fn run_transport(
                 clock.stop_tracks();
             }
             TransportAction::Stop => {
+                close_windows(show, None, &mut submit);
                 clock.pause();
                 clock.stop_tracks();
                 show.state = TransportState::Stopped;
@@ -414,7 +442,7 @@ fn run_transport(
                 show.runner = CueRunner::new(&show.plan);
                 show.position = 0.0;
             }
-            TransportAction::Seek { seconds } => seek(show, &mut clock, assets, *seconds),
+            TransportAction::Seek { seconds } => seek(show, &mut clock, assets, *seconds, &mut submit),
             TransportAction::Go => match show.runner.go(&show.plan, show.position) {
                 Some(firing) => {
                     submit_firing(show, firing, show.position, &params, &mut submit);
@@ -426,7 +454,7 @@ fn run_transport(
             TransportAction::Jump { cue } => match show.plan.cue(cue) {
                 Some(index) => {
                     let place = show.plan.place(index);
-                    seek(show, &mut clock, assets, place);
+                    seek(show, &mut clock, assets, place, &mut submit);
                     let firing = show.runner.jump(&show.plan, index);
                     submit_firing(show, firing, place, &params, &mut submit);
                     shows.fired.push((show.plan.name.clone(), cue.clone(), firing.planned, place));

@@ -151,6 +151,17 @@ pub struct PollOptionView {
     pub votes: u32,
 }
 
+/// An interaction window as the audience sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WindowView {
+    /// What it is for ("Petals for the chorus!").
+    pub label: String,
+    /// The commands and reactions it allows (`!petales`, `🌹`).
+    pub allows: Vec<String>,
+    /// Seconds left, for a countdown; `None` until closed by the show.
+    pub closes_in: Option<f32>,
+}
+
 /// A message to audience members.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -183,6 +194,8 @@ pub enum ServerMessage {
         paused: bool,
         /// Crowd energy: chat lines and reactions per second over the last 10 s.
         energy: f32,
+        /// Interaction windows open now: what they allow and how long is left.
+        windows: Vec<WindowView>,
     },
     /// A moderated chat line.
     Chat {

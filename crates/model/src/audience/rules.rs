@@ -216,6 +216,8 @@ mod tests {
             mode: Default::default(),
             only: Vec::new(),
             bits_per_vote: 0,
+            closed: false,
+            group: String::new(),
         }
     }
 

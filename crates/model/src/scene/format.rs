@@ -225,6 +225,20 @@ pub enum CueAction {
     ClosePoll(String),
     /// Hide every audience text shown in the venue.
     HideTexts,
+    /// Open audience rules (by name or `group`) for a span: they fire only while a window is
+    /// open, and the audience page counts it down.
+    OpenWindow {
+        /// Rule names or groups.
+        rules: Vec<String>,
+        /// Seconds it stays open; `None` until a cue or a moderator closes it.
+        #[serde(default)]
+        seconds: Option<f32>,
+        /// What the audience reads ("Petals for the chorus!").
+        #[serde(default)]
+        label: String,
+    },
+    /// Close audience rules' windows (by name or group).
+    CloseWindow(Vec<String>),
 }
 
 /// A text in several languages, keyed by language tag: `{"en": "The well", "fr": "Le puits"}`.
@@ -354,6 +368,14 @@ pub struct AudienceRuleDef {
     /// bits, up to 100 votes in all (default 0: every vote weighs 1).
     #[serde(default)]
     pub bits_per_vote: u32,
+    /// Closed until a window opens it: a cue or a moderator opens the rule (or its `group`)
+    /// for a span — "petals allowed during the chorus" — announced on the audience page with a
+    /// countdown (default false: always open).
+    #[serde(default)]
+    pub closed: bool,
+    /// A name shared by rules that windows open and close together (default: none).
+    #[serde(default)]
+    pub group: String,
 }
 
 /// A role a chat platform gives a member (Twitch badges); the audience page gives none.

@@ -832,6 +832,9 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
         let path = format!("rules[{i}]");
         let anchor = Some(rule.name.as_str());
         c.name(&format!("{path}.name"), &rule.name);
+        if !rule.group.is_empty() {
+            c.name(&format!("{path}.group"), &rule.group);
+        }
         if !names.insert(rule.name.as_str()) {
             c.report_at(
                 format!("{path}.name"),
@@ -1609,6 +1612,29 @@ fn check_shows(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
     }
 }
 
+/// Whether `names` (rule names or groups) name closed rules a window can open, or why not: an unknown name, or
+/// a rule that is always open (a window on it would change nothing).
+pub fn window_rules(scene: &SceneFile, names: &[String]) -> Result<(), String> {
+    if names.is_empty() {
+        return Err("a window names at least one rule or group".into());
+    }
+    for name in names {
+        let rules: Vec<&AudienceRuleDef> =
+            scene.rules.iter().filter(|r| &r.name == name || (!r.group.is_empty() && &r.group == name)).collect();
+        if rules.is_empty() {
+            let closed = scene.rules.iter().filter(|r| r.closed).map(|r| r.name.as_str());
+            return Err(format!("no audience rule or group named {name:?}; closed rules are: {}", list(closed)));
+        }
+        if let Some(open) = rules.iter().find(|r| !r.closed) {
+            return Err(format!(
+                "rule {:?} is always open, so a window changes nothing: give it `closed: true`",
+                open.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Whether a cue's action would be applied: its value reads and fits its parameter (as
 /// `show::actions::cue_command` reads it), and what it names exists.
 fn check_cue_action(scene: &SceneFile, params: &crate::params::StageParams, action: &CueAction) -> Result<(), String> {
@@ -1649,6 +1675,15 @@ fn check_cue_action(scene: &SceneFile, params: &crate::params::StageParams, acti
         CueAction::OpenPoll(name) | CueAction::ClosePoll(name) if !scene.polls.iter().any(|p| &p.name == name) => {
             missing("poll", name, scene.polls.iter().map(|p| p.name.as_str()).collect())
         }
+        CueAction::OpenWindow { rules, seconds, .. } => {
+            if let Some(s) = seconds
+                && !(s.is_finite() && (1.0..=3600.0).contains(s))
+            {
+                return Err(format!("a window stays open 1 to 3600 seconds, not {s}"));
+            }
+            window_rules(scene, rules)
+        }
+        CueAction::CloseWindow(rules) => window_rules(scene, rules),
         _ => Ok(()),
     }
 }

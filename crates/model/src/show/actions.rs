@@ -25,5 +25,9 @@ pub fn cue_command(action: &CueAction, params: &StageParams) -> Result<VenueComm
         CueAction::OpenPoll(poll) => VenueCommand::OpenPoll { poll: poll.clone() },
         CueAction::ClosePoll(poll) => VenueCommand::ClosePoll { poll: poll.clone() },
         CueAction::HideTexts => VenueCommand::HideText { id: None },
+        CueAction::OpenWindow { rules, seconds, label } => {
+            VenueCommand::OpenWindow { rules: rules.clone(), seconds: *seconds, label: label.clone() }
+        }
+        CueAction::CloseWindow(rules) => VenueCommand::CloseWindow { rules: rules.clone() },
     })
 }
