@@ -66,6 +66,7 @@ fn long_show() -> ShowDef {
                 timecode: None,
                 tempo: vec![TempoDef { bar: 1, bpm: 123.0, beats_per_bar: 4 }],
                 cues,
+                surtitles: Default::default(),
             }
         })
         .collect();

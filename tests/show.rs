@@ -188,6 +188,54 @@ fn a_cue_opens_an_audience_window_for_its_span() {
 }
 
 #[test]
+fn surtitles_follow_the_show_clock_in_every_language() {
+    use parvis::engine::show::ShowSurtitles;
+    use parvis::engine::visit::Subtitles;
+    let mut app = app_with(VenueSetup::new(cloister(), assets()));
+    stage_manager(&mut app, TransportAction::Play);
+    run_until(&mut app, 700, |app| position(app) >= 9.0);
+    let texts = app.world().resource::<ShowSurtitles>().texts.clone();
+    assert_eq!(texts.get("en").map(String::as_str), Some("The lanterns light up,\none by one, under the arches."));
+    assert_eq!(texts.get("fr").map(String::as_str), Some("Les lanternes s’allument,\nune à une, sous les arcades."));
+    // The venue shows the visitor's language (the cloister's first: French).
+    let shown = app.world().resource::<Subtitles>().clone();
+    assert_eq!((shown.language.as_str(), shown.text.as_deref()), ("fr", texts.get("fr").map(String::as_str)));
+    // Between two surtitles, nothing; and the change comes in the frame the clock passes 14 s.
+    run_until(&mut app, 400, |app| position(app) >= 14.0);
+    assert!(app.world().resource::<ShowSurtitles>().texts.is_empty());
+    assert_eq!(app.world().resource::<Subtitles>().text, None);
+}
+
+#[test]
+fn a_broken_surtitle_file_is_named_with_its_line() {
+    let dir = temp_dir("surtitles");
+    std::fs::create_dir_all(dir.join("surtitles")).unwrap();
+    std::fs::write(
+        dir.join("surtitles/a.srt"),
+        "1\n00:00:01,000 --> 00:00:03,000\nun\n\n2\n00:00:02,000 --> 00:00:04,000\ndeux\n",
+    )
+    .unwrap();
+    let text = r#"(
+    version: 1,
+    venue: (title: "Surtitles", languages: ["fr"]),
+    shows: [(name: "s", songs: [(name: "one", length: Some(10.0),
+        surtitles: {"fr": "surtitles/a.srt", "de": "surtitles/missing.vtt", "en": "surtitles/a.txt"})])],
+)"#;
+    let root = AssetsRoot::new(&dir);
+    let scene = parse_scene(text).unwrap();
+    let problems: Vec<String> = validate_scene(&scene, text, &root).iter().map(ToString::to_string).collect();
+    for want in [
+        "shows[0].songs[0].surtitles.fr: surtitles/a.srt: line 6: the cue starts at 2.000 s, before the previous one ends (3.000 s)",
+        "shows[0].songs[0].surtitles.de: language \"de\" is not one of the venue's languages (fr)",
+        "shows[0].songs[0].surtitles.de: asset \"surtitles/missing.vtt\" not found",
+        "shows[0].songs[0].surtitles.en: expected an .srt or .vtt file, found \"surtitles/a.txt\"",
+    ] {
+        assert!(problems.iter().any(|p| p.contains(want)), "no problem says {want:?}:\n{}", problems.join("\n"));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn seek_pause_loop_and_jump_move_the_transport_as_a_stage_manager_expects() {
     let mut app = app_with(VenueSetup::new(cloister(), assets()));
     stage_manager(&mut app, TransportAction::Seek { seconds: 15.0 });
@@ -418,5 +466,8 @@ fn the_audience_page_shows_a_window_the_show_opens() {
     let _ = venue.kill();
     let _ = venue.wait();
     let out = format!("{}{}", String::from_utf8_lossy(&e2e.stdout), String::from_utf8_lossy(&e2e.stderr));
-    assert!(e2e.status.success() && out.contains("ok  e. a window opened by the show"), "browser test failed:\n{out}");
+    assert!(
+        e2e.status.success() && out.contains("ok  e. a window opened by the show") && out.contains("ok  f. surtitles"),
+        "browser test failed:\n{out}"
+    );
 }

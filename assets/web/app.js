@@ -44,6 +44,9 @@ const STRINGS = {
     banned: 'You have been removed from the chat.',
     windowsTitle: 'Open now',
     windowOpen: 'until the show closes it',
+    surtitleLang: 'Surtitles',
+    surtitleSize: 'Larger text',
+    surtitleContrast: 'High contrast',
   },
   fr: {
     nameLabel: 'Votre pseudo',
@@ -72,6 +75,9 @@ const STRINGS = {
     banned: 'Vous avez été exclu du chat.',
     windowsTitle: 'Ouvert en ce moment',
     windowOpen: 'jusqu’à ce que le spectacle le ferme',
+    surtitleLang: 'Surtitres',
+    surtitleSize: 'Texte plus grand',
+    surtitleContrast: 'Contraste élevé',
   },
 };
 
@@ -106,6 +112,11 @@ const el = {
   pollOptions: $('poll-options'),
   pollResult: $('poll-result'),
   windows: $('windows'),
+  surtitle: $('surtitle'),
+  surtitleLang: $('surtitle-lang'),
+  surtitleText: $('surtitle-text'),
+  surtitleSize: $('surtitle-size'),
+  surtitleContrast: $('surtitle-contrast'),
   windowList: $('window-list'),
   params: $('params'),
   paramsEmpty: $('params-empty'),
@@ -288,6 +299,7 @@ function handle(msg) {
     case 'retract': return retract(msg.id);
     case 'effect': return onEffect(msg);
     case 'poll': return showPoll(msg);
+    case 'surtitle': return onSurtitle(msg);
     case 'notice': return addLine('notice', [make('span', 'text', valueText(msg.text))]);
     case 'error': return onError(msg);
     default: console.debug('ignoring message type', msg.type);
@@ -347,6 +359,62 @@ function onState(msg) {
     else if (!poll.closingTimer) hidePoll();
   }
   if (Array.isArray(msg.windows)) showWindows(msg.windows);
+}
+
+// Surtitles: the show sends every language; the member picks theirs (default: the browser's,
+// then the venue's order, as the venue itself falls back).
+const surtitle = { texts: {}, order: [], chosen: '' };
+
+function primaryTag(tag) {
+  return String(tag).split(/[-_]/)[0].toLowerCase();
+}
+
+function pickLanguage(langs, wanted, order) {
+  const lookup = (tag) => langs.find((l) => l.toLowerCase() === tag.toLowerCase())
+    ?? langs.find((l) => l.toLowerCase() === primaryTag(tag))
+    ?? langs.find((l) => primaryTag(l) === primaryTag(tag));
+  for (const tag of [wanted, ...order]) {
+    if (!tag) continue;
+    const found = lookup(tag);
+    if (found) return found;
+  }
+  return langs[0] ?? '';
+}
+
+function onSurtitle(msg) {
+  const texts = msg.texts && typeof msg.texts === 'object' && !Array.isArray(msg.texts) ? msg.texts : {};
+  surtitle.texts = Object.fromEntries(Object.entries(texts).map(([k, v]) => [String(k), valueText(v)]));
+  surtitle.order = Array.isArray(msg.order) ? msg.order.map(valueText) : [];
+  const langs = [...new Set([...surtitle.order, ...Object.keys(surtitle.texts)])];
+  const shown = [...el.surtitleLang.options].map((o) => o.value);
+  if (langs.some((l) => !shown.includes(l))) {
+    el.surtitleLang.replaceChildren(...[...new Set([...shown, ...langs])].map((l) => {
+      const option = make('option', '', l);
+      option.value = l;
+      return option;
+    }));
+  }
+  if (!surtitle.chosen) el.surtitleLang.value = pickLanguage(langs, browserLang, surtitle.order);
+  renderSurtitle();
+}
+
+function renderSurtitle() {
+  el.surtitle.hidden = false;
+  const langs = Object.keys(surtitle.texts);
+  const lang = pickLanguage(langs, surtitle.chosen || el.surtitleLang.value || browserLang, surtitle.order);
+  el.surtitleText.textContent = lang ? surtitle.texts[lang] : '';
+  el.surtitleText.lang = lang;
+}
+
+el.surtitleLang.addEventListener('change', () => {
+  surtitle.chosen = el.surtitleLang.value;
+  renderSurtitle();
+});
+for (const [button, className] of [[el.surtitleSize, 'large'], [el.surtitleContrast, 'contrast']]) {
+  button.addEventListener('click', () => {
+    const on = el.surtitle.classList.toggle(className);
+    button.setAttribute('aria-pressed', String(on));
+  });
 }
 
 // Interaction windows the show opened: what they allow, counted down on this clock.

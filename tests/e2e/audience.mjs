@@ -231,6 +231,33 @@ if (process.env.PARVIS_E2E_WINDOW === '1') {
     );
     log(`window: ${first} then ${later}`);
   });
+  await run('f. surtitles in the member\'s language', async () => {
+    // The prelude's surtitles run from 2 s to 38 s with gaps: wait for one in English (the
+    // browser's language), pick French, and wait for a French one.
+    await waitInPage(
+      'no English surtitle in #surtitle-text',
+      () => {
+        const t = document.querySelector('#surtitle-text');
+        return !!t && t.lang === 'en' && t.textContent.trim() !== '';
+      },
+      undefined,
+      25_000,
+    );
+    await page.selectOption('#surtitle-lang', 'fr');
+    await waitInPage(
+      'choosing fr did not show a French surtitle',
+      () => {
+        const t = document.querySelector('#surtitle-text');
+        return !!t && t.lang === 'fr' && /[a-zà-ÿ]/.test(t.textContent) && t.textContent.trim() !== '';
+      },
+      undefined,
+      25_000,
+    );
+    log(`surtitle: ${await page.textContent('#surtitle-text')}`);
+    await page.click('#surtitle-contrast');
+    const contrast = await page.$eval('#surtitle', (e) => e.classList.contains('contrast'));
+    if (!contrast) throw new Error('the high-contrast button did nothing');
+  });
 }
 
 const shot = process.env.PARVIS_E2E_SCREENSHOT;

@@ -16,8 +16,8 @@ use parvis_model::scene::format::SceneFile;
 use parvis_model::scene::validate::{parse_scene, validate_scene};
 
 /// The names of the targets, for the script and the smoke test.
-pub const TARGETS: [&str; 8] =
-    ["audience_frame", "moderation", "rules", "irc_line", "scene", "command_log", "gltf", "osc"];
+pub const TARGETS: [&str; 9] =
+    ["audience_frame", "moderation", "rules", "irc_line", "scene", "command_log", "gltf", "osc", "subtitles"];
 
 /// Runs the target named `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
@@ -30,6 +30,7 @@ pub fn run(name: &str, data: &[u8]) {
         "command_log" => command_log(data),
         "gltf" => gltf(data),
         "osc" => osc(data),
+        "subtitles" => subtitles(data),
         other => panic!("no fuzz target named {other:?}"),
     }
 }
@@ -144,5 +145,19 @@ pub fn osc(data: &[u8]) {
     let again = parvis_model::osc::decode(&parvis_model::osc::encode(messages.clone()));
     if !messages.is_empty() && format!("{messages:?}").find("NaN").is_none() {
         assert_eq!(again.as_ref().ok(), Some(&messages), "a decoded packet encodes back to itself");
+    }
+}
+
+/// A surtitle file, read as SubRip and as WebVTT: what reads is in order, never overlapping,
+/// each cue ending after it starts.
+pub fn subtitles(data: &[u8]) {
+    let Some(text) = text(data) else { return };
+    for vtt in [false, true] {
+        if let Ok(cues) = parvis_model::subtitles::parse(text, vtt) {
+            for pair in cues.windows(2) {
+                assert!(pair[0].end <= pair[1].start + 1e-9, "overlapping cues accepted");
+            }
+            assert!(cues.iter().all(|c| c.end > c.start), "a cue ends before it starts");
+        }
     }
 }

@@ -27,3 +27,4 @@ pub mod rng;
 pub mod roles;
 pub mod scene;
 pub mod show;
+pub mod subtitles;

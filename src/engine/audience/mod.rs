@@ -306,6 +306,7 @@ impl Plugin for AudiencePlugin {
                     answer_moderators,
                     broadcast_poll_tally,
                     broadcast_state,
+                    broadcast_surtitles,
                     send_approval_queue,
                     keep_awake,
                 )
@@ -1357,4 +1358,18 @@ fn follow_window_commands(
     if audience.windows.len() != before {
         audience.state_dirty = true;
     }
+}
+
+/// The show's surtitles to every member, as they change; each page shows its member's language.
+fn broadcast_surtitles(
+    link: Res<AudienceLink>,
+    surtitles: Res<crate::engine::show::ShowSurtitles>,
+    scene: Option<Res<CurrentScene>>,
+) {
+    if !surtitles.is_changed() || surtitles.is_added() {
+        return;
+    }
+    let order = scene.map(|s| s.0.venue.languages.clone()).unwrap_or_default();
+    let message = ServerMessage::Surtitle { texts: surtitles.texts.clone(), order };
+    let _ = link.hub.broadcast.send(message.to_json().into());
 }

@@ -73,6 +73,41 @@ pub struct RunningShow {
     /// Interaction windows the show opened, closed on its clock: (when, the opening cue's
     /// origin, the rules).
     closings: Vec<(f64, CommandOrigin, Vec<String>)>,
+    /// Each song's surtitles, by language.
+    surtitles: Vec<Surtitles>,
+}
+
+/// A song's surtitles: timed texts by language.
+type Surtitles = std::collections::BTreeMap<String, Vec<crate::model::subtitles::TimedText>>;
+
+/// Reads each song's surtitle files; a file that cannot be read or parsed is left out, said
+/// once (`parvis check` names its line first).
+fn load_surtitles(scene: &SceneFile, name: &str, assets: Option<&VenueAssets>) -> Vec<Surtitles> {
+    let Some(show) = scene.shows.iter().find(|s| s.name == name) else { return Vec::new() };
+    show.songs
+        .iter()
+        .map(|song| {
+            song.surtitles
+                .iter()
+                .filter_map(|(lang, file)| {
+                    let path = assets?.resolve(file).map_err(|e| warn!("surtitles {file}: {e}")).ok()?;
+                    let text = std::fs::read_to_string(&path).map_err(|e| warn!("surtitles {file}: {e}")).ok()?;
+                    let vtt = file.to_ascii_lowercase().ends_with(".vtt");
+                    let cues =
+                        crate::model::subtitles::parse(&text, vtt).map_err(|e| warn!("surtitles {file}: {e}")).ok()?;
+                    Some((lang.clone(), cues))
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The surtitle showing now in each language (empty when none): the venue's panel shows the
+/// visitor's language, the audience page each member's.
+#[derive(Resource, Debug, Clone, Default, PartialEq)]
+pub struct ShowSurtitles {
+    /// Text by language.
+    pub texts: std::collections::BTreeMap<String, String>,
 }
 
 impl RunningShow {
@@ -105,6 +140,7 @@ impl Plugin for ShowPlugin {
             app.insert_resource(ShowClock::new(false));
         }
         app.init_resource::<Shows>()
+            .init_resource::<ShowSurtitles>()
             .init_resource::<ShowMode>()
             .configure_sets(Update, ShowSystems::Clock.in_set(VenueSystems::Ingest))
             .configure_sets(Update, ShowSystems::Cues.in_set(VenueSystems::Decide))
@@ -114,7 +150,11 @@ impl Plugin for ShowPlugin {
             .add_systems(Update, fire_due_cues.in_set(ShowSystems::Cues))
             .add_systems(
                 Update,
-                (follow_scene_changes.run_if(resource_exists_and_changed::<CurrentScene>), run_transport)
+                (
+                    follow_scene_changes.run_if(resource_exists_and_changed::<CurrentScene>),
+                    run_transport,
+                    show_surtitles,
+                )
                     .chain()
                     .in_set(ShowSystems::Transport),
             );
@@ -340,6 +380,7 @@ fn follow_scene_changes(
         // The curator edited the show during rehearsal: the new cues, from where it stands.
         Ok(plan) => {
             let position = show.position;
+            show.surtitles = load_surtitles(&scene.0, &plan.name, assets.as_deref());
             show.runner = CueRunner::new(&plan);
             show.plan = plan;
             show.runner.seek(&show.plan, position);
@@ -386,6 +427,7 @@ fn run_transport(
                         looping: None,
                         song_started: None,
                         closings: Vec::new(),
+                        surtitles: load_surtitles(&scene.0, name, assets),
                     });
                 }
                 Err(e) => {
@@ -465,4 +507,41 @@ fn run_transport(
             TransportAction::Unloop => show.looping = None,
         }
     }
+}
+
+/// Shows the surtitle of the song at the show's position, in every language it has; the venue
+/// shows the visitor's language (by the venue's fallback order) where the tour's subtitles go.
+fn show_surtitles(
+    shows: Res<Shows>,
+    scene: Option<Res<CurrentScene>>,
+    language: Option<Res<crate::engine::visit::VisitorLanguage>>,
+    mut current: ResMut<ShowSurtitles>,
+    mut subtitles: ResMut<crate::engine::visit::Subtitles>,
+) {
+    let mut texts = std::collections::BTreeMap::new();
+    if let Some(show) = &shows.running
+        && let Some(song) = show.plan.song_at(show.position)
+        && let Some(by_language) = show.surtitles.get(song)
+    {
+        let at = show.position - show.plan.songs[song].start;
+        for (lang, cues) in by_language {
+            if let Some(cue) = crate::model::subtitles::at(cues, at) {
+                texts.insert(lang.clone(), cue.text.clone());
+            }
+        }
+    }
+    if current.texts == texts {
+        return;
+    }
+    let order = scene.as_ref().map(|s| s.0.venue.languages.clone()).unwrap_or_default();
+    let wanted = language.map(|l| l.0.clone()).unwrap_or_default();
+    let wanted =
+        crate::model::lang::visitor_language(Some(&wanted).filter(|w| !w.is_empty()).map(|w| w.as_str()), &order);
+    *subtitles = match crate::model::lang::pick(&texts, &wanted, &order) {
+        Some((lang, text)) => {
+            crate::engine::visit::Subtitles { text: Some(text.to_owned()), language: lang.to_owned() }
+        }
+        None => crate::engine::visit::Subtitles::default(),
+    };
+    current.texts = texts;
 }

@@ -206,6 +206,14 @@ pub enum ServerMessage {
         /// Text.
         text: String,
     },
+    /// The show's surtitle now, in every language it has (empty: none showing). A page shows
+    /// its member's language, by the venue's fallback order.
+    Surtitle {
+        /// Text by language tag.
+        texts: BTreeMap<String, String>,
+        /// The venue's languages, in fallback order.
+        order: Vec<String>,
+    },
     /// A chat line removed by moderation.
     Retract {
         /// Message id.

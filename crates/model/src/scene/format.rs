@@ -131,6 +131,10 @@ pub struct SongDef {
     /// The song's cues, in the order they fire.
     #[serde(default)]
     pub cues: Vec<CueDef>,
+    /// Surtitles per language: a SubRip (`.srt`) or WebVTT (`.vtt`) file under the assets
+    /// root, timed from the song's start.
+    #[serde(default)]
+    pub surtitles: Localized,
 }
 
 /// A tempo from a bar on.

@@ -1499,6 +1499,48 @@ fn check_shows(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
             if song.length.is_none() && song.tracks.is_empty() && j + 1 < show.songs.len() {
                 c.report(format!("{path}.length"), anchor, PlanError::NoLength(song.name.clone()).to_string());
             }
+            for (lang, file) in &song.surtitles {
+                let at = format!("{path}.surtitles.{lang}");
+                if !scene.venue.languages.is_empty() && !scene.venue.languages.contains(lang) {
+                    c.report(
+                        &at,
+                        Some(file),
+                        format!(
+                            "language {lang:?} is not one of the venue's languages ({})",
+                            scene.venue.languages.join(", ")
+                        ),
+                    );
+                }
+                let lower = file.to_ascii_lowercase();
+                let vtt = lower.ends_with(".vtt");
+                if !(vtt || lower.ends_with(".srt")) {
+                    c.report(&at, Some(file), format!("expected an .srt or .vtt file, found {file:?}"));
+                    continue;
+                }
+                match assets.resolve(file) {
+                    Err(e) => c.report(&at, Some(file), e.to_string()),
+                    Ok(resolved) => match std::fs::read_to_string(&resolved) {
+                        Err(e) => c.report(&at, Some(file), format!("{file}: cannot read it: {e}")),
+                        Ok(text) => match crate::subtitles::parse(&text, vtt) {
+                            Err(e) => c.report(&at, Some(file), format!("{file}: {e}")),
+                            Ok(cues) => {
+                                if let (Some(length), Some(last)) = (song.length, cues.last())
+                                    && last.start >= length
+                                {
+                                    c.report(
+                                        &at,
+                                        Some(file),
+                                        format!(
+                                            "{file}: a surtitle at {:.3} s, after the song's end ({length} s)",
+                                            last.start
+                                        ),
+                                    );
+                                }
+                            }
+                        },
+                    },
+                }
+            }
             if let Some(tc) = &song.timecode
                 && let Err(e) = Timecode::parse(tc, rate)
             {

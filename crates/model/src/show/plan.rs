@@ -355,7 +355,15 @@ mod tests {
     }
 
     fn song(name: &str, length: Option<f64>, cues: Vec<CueDef>) -> SongDef {
-        SongDef { name: name.into(), tracks: vec![], length, timecode: None, tempo: vec![], cues }
+        SongDef {
+            name: name.into(),
+            tracks: vec![],
+            length,
+            timecode: None,
+            tempo: vec![],
+            cues,
+            surtitles: Default::default(),
+        }
     }
 
     #[test]
