@@ -10,7 +10,7 @@ source "$(dirname "$0")/common.sh"
 # playwright-core from npm (1.60, which runs on the Node.js 18 of Debian 12 and anything newer);
 # ngircd, a real IRC server the chat bridge test starts on loopback (its own system service is
 # left as the package sets it up; the test uses a free port of its own).
-install_packages "${BUILD_PACKAGES[@]}" xvfb xauth chromium ngircd liblo-tools curl
+install_packages "${BUILD_PACKAGES[@]}" xvfb xauth chromium ngircd liblo-tools curl libltc-dev
 command -v node >/dev/null 2>&1 || install_packages nodejs npm
 if [ ! -d tests/e2e/node_modules/playwright-core ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
     say "installing the browser test's npm packages (playwright-core)"

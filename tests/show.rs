@@ -471,3 +471,66 @@ fn the_audience_page_shows_a_window_the_show_opens() {
         "browser test failed:\n{out}"
     );
 }
+
+/// Linear timecode written by Debian's libltc (a small C helper linked against it) reads back
+/// frame by frame: 24, 25, 29.97 drop-frame and 30 fps, at 48 and 44.1 kHz, with noise added.
+#[test]
+fn ltc_written_by_libltc_decodes_frame_by_frame() {
+    use parvis::model::show::ltc::LtcDecoder;
+    use parvis::model::show::timecode::{FrameRate, Timecode};
+    let dir = temp_dir("ltc");
+    let helper = dir.join("ltcgen");
+    let built = std::process::Command::new("cc")
+        .arg(root().join("tests/tools/ltcgen.c"))
+        .args(["-O2", "-lltc", "-o"])
+        .arg(&helper)
+        .output()
+        .expect("a C compiler (build-essential)");
+    assert!(built.status.success(), "libltc-dev is needed: {}", String::from_utf8_lossy(&built.stderr));
+    let cases = [
+        ("25", FrameRate::Fps25, "01:00:00:00", 48_000, 0.0),
+        ("24", FrameRate::Fps24, "00:59:59:20", 48_000, 0.0),
+        ("30", FrameRate::Fps30, "10:00:00:00", 44_100, 0.0),
+        ("29.97", FrameRate::Fps2997Drop, "00:00:59;27", 48_000, 0.0),
+        ("25", FrameRate::Fps25, "23:59:59:20", 48_000, 0.25),
+    ];
+    for (fps, rate, start, sample_rate, noise) in cases {
+        let tc = Timecode::parse(start, rate).unwrap();
+        let raw = dir.join(format!("ltc-{fps}-{sample_rate}.raw"));
+        let status = std::process::Command::new(&helper)
+            .args([
+                fps,
+                &tc.hours.to_string(),
+                &tc.minutes.to_string(),
+                &tc.seconds.to_string(),
+                &tc.frames.to_string(),
+            ])
+            .args(["60", &sample_rate.to_string()])
+            .arg(&raw)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let mut rng = parvis::model::rng::SeededRng::new(5);
+        let samples: Vec<f32> = std::fs::read(&raw)
+            .unwrap()
+            .iter()
+            .map(|b| (f32::from(*b) - 128.0) / 128.0 + noise * rng.signed())
+            .collect();
+        let mut decoder = LtcDecoder::new(sample_rate);
+        // In chunks, as audio arrives.
+        let frames: Vec<_> = samples.chunks(512).flat_map(|c| decoder.push(c)).collect();
+        assert!(frames.len() >= 58, "{fps} fps: {} of 60 frames decoded", frames.len());
+        let first = frames[0].timecode.to_frames(rate);
+        assert!(first <= tc.to_frames(rate) + 1, "{fps} fps: first frame {} for {start}", frames[0].timecode);
+        for pair in frames.windows(2) {
+            let (a, b) = (pair[0].timecode.to_frames(rate), pair[1].timecode.to_frames(rate));
+            // Consecutive, across minute and day boundaries and dropped labels.
+            assert!(b == a + 1 || b == 0, "{fps} fps: {} then {}", pair[0].timecode, pair[1].timecode);
+            let spacing = (pair[1].end_sample - pair[0].end_sample) as f64;
+            let expected = f64::from(sample_rate) / rate.fps();
+            assert!((spacing - expected).abs() <= 2.0, "{fps} fps: frames {spacing} samples apart, not {expected}");
+        }
+        assert_eq!(frames.iter().any(|f| f.drop_frame), rate == FrameRate::Fps2997Drop, "{fps} fps: drop-frame flag");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

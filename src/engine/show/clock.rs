@@ -80,6 +80,9 @@ impl ShowClock {
                 manager.backend_mut().process();
                 *owed -= 1.0;
             }
+            // The clock publishes its time at the start of a block: once more, so that this
+            // frame reads where the mixer now stands, not where it stood before the frame.
+            manager.backend_mut().on_start_processing();
         }
     }
 

@@ -375,11 +375,16 @@ pub struct AudienceRuleDef {
     /// Closed until a window opens it: a cue or a moderator opens the rule (or its `group`)
     /// for a span — "petals allowed during the chorus" — announced on the audience page with a
     /// countdown (default false: always open).
-    #[serde(default)]
+    // Left out when unset, so that a scene without windows writes (and hashes) as before.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub closed: bool,
     /// A name shared by rules that windows open and close together (default: none).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group: String,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A role a chat platform gives a member (Twitch badges); the audience page gives none.
