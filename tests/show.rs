@@ -534,3 +534,103 @@ fn ltc_written_by_libltc_decodes_frame_by_frame() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The transport chases LTC from a WAV file written with libltc: located to the timecode's
+/// place in the show (the prelude's timecode is 01:00:00:00, so 01:00:05:00 is 5 s in), played,
+/// firing the cues it passes, and held a second after the timecode stops.
+#[test]
+fn the_transport_chases_ltc_from_a_wav_written_by_libltc() {
+    let dir = temp_dir("chase");
+    let helper = dir.join("ltcgen");
+    let built = std::process::Command::new("cc")
+        .arg(root().join("tests/tools/ltcgen.c"))
+        .args(["-O2", "-lltc", "-o"])
+        .arg(&helper)
+        .output()
+        .expect("a C compiler");
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let raw = dir.join("ltc.raw");
+    let status = std::process::Command::new(&helper)
+        .args(["25", "1", "0", "5", "0", "200", "48000"])
+        .arg(&raw)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    // An 8-bit mono WAV around libltc's samples.
+    let data = std::fs::read(&raw).unwrap();
+    let mut wav = Vec::new();
+    wav.extend(b"RIFF");
+    wav.extend((36 + data.len() as u32).to_le_bytes());
+    wav.extend(b"WAVEfmt ");
+    wav.extend(16u32.to_le_bytes());
+    wav.extend(1u16.to_le_bytes());
+    wav.extend(1u16.to_le_bytes());
+    wav.extend(48_000u32.to_le_bytes());
+    wav.extend(48_000u32.to_le_bytes());
+    wav.extend(1u16.to_le_bytes());
+    wav.extend(8u16.to_le_bytes());
+    wav.extend(b"data");
+    wav.extend((data.len() as u32).to_le_bytes());
+    wav.extend(&data);
+    let wav_path = dir.join("ltc.wav");
+    std::fs::write(&wav_path, wav).unwrap();
+
+    let log = dir.join("chase.jsonl");
+    let mut venue = std::process::Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--no-render", "--no-audience", "--fps", "60", "--show", "evening", "--ltc"])
+        .arg(&wav_path)
+        .arg("--log")
+        .arg(&log)
+        .current_dir(root())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let from_ltc = |e: &parvis::model::command::LoggedCommand| matches!(&e.origin, CommandOrigin::Control(o) if o.starts_with("ltc "));
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let entries = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let entries = read_command_log(text.as_bytes()).unwrap();
+        let held = entries.iter().any(|e| {
+            from_ltc(e) && matches!(&e.command, VenueCommand::Transport { action: TransportAction::Pause, .. })
+        });
+        if held {
+            break entries;
+        }
+        assert!(std::time::Instant::now() < deadline, "the show never held after the timecode stopped: {entries:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = venue.kill();
+    let _ = venue.wait();
+    let actions: Vec<&TransportAction> = entries
+        .iter()
+        .filter(|e| from_ltc(e))
+        .filter_map(|e| match &e.command {
+            VenueCommand::Transport { action, .. } => Some(action),
+            _ => None,
+        })
+        .collect();
+    // The first reading usable is the second frame (its rate comes from two frames' spacing).
+    assert!(
+        matches!(actions.as_slice(), [TransportAction::Seek { seconds }, TransportAction::Play, .., TransportAction::Pause] if (5.0..5.25).contains(seconds)),
+        "{actions:#?}"
+    );
+    let cue = |id: &str| {
+        entries.iter().find_map(|e| match &e.command {
+            VenueCommand::CueFired { cue, actual, .. } if cue == id => Some(*actual),
+            _ => None,
+        })
+    };
+    let two = cue("2").expect("cue 2 (10 s) fired while chasing");
+    assert!((10.0..10.1).contains(&two), "cue 2 at {two}");
+    assert_eq!(cue("1"), None, "cue 1 (0 s) lies before the timecode's place");
+    assert_eq!(cue("3"), None, "cue 3 (20 s) lies after the timecode stopped (13 s)");
+    // A file that is not WAV stops the venue before it starts, naming it.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--no-render", "--no-audience", "--frames", "1", "--show", "evening", "--ltc", "Cargo.toml"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("Cargo.toml: not a WAV file"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

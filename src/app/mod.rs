@@ -38,6 +38,7 @@ use crate::engine::rest::RestPlugin;
 use crate::engine::scene::ScenePlugin;
 use crate::engine::scene::watch::SceneWatcher;
 use crate::engine::schedule::VenueSchedulePlugin;
+use crate::engine::show::chase::ChasePlugin;
 use crate::engine::show::clock::ShowClock;
 use crate::engine::show::{ShowMode, ShowPlugin};
 use crate::engine::stage_text::{StageTextPlugin, StageTextRenderPlugin};
@@ -67,6 +68,7 @@ impl Plugin for VenueCorePlugin {
             VisitPlugin { audio: false },
             MeasurePlugin,
             ShowPlugin,
+            ChasePlugin,
             ControlPlugin,
         ));
     }

@@ -248,6 +248,11 @@ pub struct RunArgs {
     /// so a lighting desk or TouchDesigner follows the venue.
     #[arg(long = "osc-out", value_name = "ADDR")]
     pub osc_out: Vec<std::net::SocketAddr>,
+    /// Chase linear timecode (LTC) from this WAV file, played as if it came from a sound card:
+    /// the `--show` locates to where the timecode puts it (by its songs' `timecode`), plays,
+    /// freewheels through a dropout for a second, then holds.
+    #[arg(long, value_name = "FILE.wav", requires = "show")]
+    pub ltc: Option<std::path::PathBuf>,
     /// Start the `--show` playing as the venue opens (a server with no stage manager at a
     /// keyboard; `/mod` can still pause, seek and GO).
     #[arg(long, requires = "show")]

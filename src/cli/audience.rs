@@ -107,6 +107,21 @@ pub fn attach_osc(app: &mut bevy::app::App, args: &RunArgs, title: &str) -> Resu
     Ok(())
 }
 
+/// Starts chasing `--ltc`'s timecode: the file is read (and refused, naming why) before the
+/// venue runs.
+pub fn attach_timecode(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
+    let Some(path) = &args.ltc else { return Ok(()) };
+    let (samples, rate) = parvis::edges::timecode::read_wav(path).context("--ltc")?;
+    let source = format!("ltc {}", path.display());
+    let (readings, link) =
+        parvis::engine::show::chase::timecode_link(source, parvis::model::show::chase::ChasePolicy::default());
+    let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
+    parvis::edges::timecode::start_ltc_file(samples, rate, readings, doorbell).context("--ltc")?;
+    eprintln!("parvis: chasing LTC from {} ({rate} Hz)", path.display());
+    app.insert_resource(link);
+    Ok(())
+}
+
 pub fn stream_delay(args: &RunArgs) -> Duration {
     Duration::from_secs_f64(if args.stream_delay.is_finite() { args.stream_delay.clamp(0.0, 600.0) } else { 0.0 })
 }

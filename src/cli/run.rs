@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::args::*;
-use super::audience::{attach_audience, attach_osc, start_audience};
+use super::audience::{attach_audience, attach_osc, attach_timecode, start_audience};
 use super::venue::venue_setup;
 use super::xr::{XR_CHILD_ENV, run_xr, supervise_xr};
 use parvis::app::headless::HeadlessRenderer;
@@ -74,6 +74,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             attach_audience(&mut app, server, &args);
         }
         attach_osc(&mut app, &args, &title)?;
+        attach_timecode(&mut app, &args)?;
         let exit = app.run();
         close_edges(app.world_mut());
         return match exit {
@@ -182,6 +183,7 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
         attach_audience(&mut app, server, args);
     }
     attach_osc(&mut app, args, &title)?;
+    attach_timecode(&mut app, args)?;
     app.finish();
     app.cleanup();
     eprintln!("parvis: running without rendering at {} frames per second", args.fps);
@@ -209,6 +211,7 @@ pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &
         attach_audience(renderer.app_mut(), server, args);
     }
     attach_osc(renderer.app_mut(), args, &title)?;
+    attach_timecode(renderer.app_mut(), args)?;
     renderer.wait_until_ready().context("the venue did not load")?;
     let mut pacer = FramePacer::new(args.fps, "headless");
     allow_rest(renderer.app_mut().world_mut(), args);

@@ -3,7 +3,7 @@
 //!
 //! What it owns: the audience's web server, WebSocket and moderators' channel
 //! ([`audience`]), the chat bridges to streaming platforms ([`bridge`]), and the control
-//! room's OSC socket ([`osc`]). Later: NATS and the broadcast encoder.
+//! room's OSC socket ([`osc`]) and timecode sources ([`timecode`]). Later: NATS and the broadcast encoder.
 //!
 //! What it may use: the model ([`crate::model`]) for what it parses and checks, and the
 //! engine's published meeting points only — today [`crate::engine::audience::hub`] (bounded
@@ -15,3 +15,4 @@
 pub mod audience;
 pub mod bridge;
 pub mod osc;
+pub mod timecode;

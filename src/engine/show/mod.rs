@@ -5,6 +5,7 @@
 //! positions, then each action from the cue's origin (`show/cue`). Replaying a log applies
 //! those records and actions and never runs the clock, so a replay cannot fire a cue twice.
 
+pub mod chase;
 pub mod clock;
 
 use bevy::prelude::*;

@@ -1,0 +1,115 @@
+//! Timecode edges: linear timecode read from a WAV file as if it arrived from a sound card
+//! (in real time, 10 ms at a time), decoded by the model's LTC decoder and sent to the venue's
+//! [`TimecodeLink`](crate::engine::show::chase::TimecodeLink). A file that is not PCM or float
+//! WAV is refused before anything starts, naming what it is.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use crate::engine::rest::Doorbell;
+use crate::engine::show::chase::TimecodeReading;
+use crate::model::show::ltc::LtcDecoder;
+use crate::model::show::timecode::{FrameRate, Timecode};
+
+/// Why a WAV file cannot be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {why}")]
+pub struct WavError {
+    path: String,
+    why: String,
+}
+
+/// The first channel of a WAV file as samples in -1..1, and its sample rate.
+pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32), WavError> {
+    let fail = |why: String| WavError { path: path.display().to_string(), why };
+    let bytes = std::fs::read(path).map_err(|e| fail(e.to_string()))?;
+    if bytes.len() < 12 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
+        return Err(fail("not a WAV file (no RIFF/WAVE header)".into()));
+    }
+    let (mut format, mut data) = (None, None);
+    let mut at = 12;
+    while at + 8 <= bytes.len() {
+        let id = &bytes[at..at + 4];
+        let len = u32::from_le_bytes(bytes[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        let body =
+            bytes.get(at + 8..at + 8 + len).ok_or_else(|| fail("a chunk runs past the end of the file".into()))?;
+        match id {
+            b"fmt " if body.len() >= 16 => format = Some(body),
+            b"data" => data = Some(body),
+            _ => {}
+        }
+        at += 8 + len + (len & 1);
+    }
+    let format = format.ok_or_else(|| fail("no fmt chunk".into()))?;
+    let data = data.ok_or_else(|| fail("no data chunk".into()))?;
+    let u16_at = |i: usize| u16::from_le_bytes([format[i], format[i + 1]]);
+    let (kind, channels, rate, bits) =
+        (u16_at(0), usize::from(u16_at(2)), u32::from_le_bytes(format[4..8].try_into().expect("4 bytes")), u16_at(14));
+    if channels == 0 || rate == 0 {
+        return Err(fail("no channels or no sample rate".into()));
+    }
+    let width = usize::from(bits / 8);
+    let sample = |b: &[u8]| -> Option<f32> {
+        Some(match (kind, bits) {
+            (1, 8) => (f32::from(b[0]) - 128.0) / 128.0,
+            (1, 16) => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0,
+            (1, 24) => (i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8) as f32 / 8_388_608.0,
+            (1, 32) => i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32 / 2_147_483_648.0,
+            (3, 32) => f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            _ => return None,
+        })
+    };
+    if width == 0 || sample(&[0; 4][..width.min(4)]).is_none() {
+        return Err(fail(format!("{bits}-bit samples of format {kind}: expected PCM 8/16/24/32-bit or 32-bit float")));
+    }
+    let samples = data.chunks_exact(width * channels).filter_map(|frame| sample(&frame[..width])).collect();
+    Ok((samples, rate))
+}
+
+/// Plays `samples` through an LTC decoder in real time on a thread of its own, sending each
+/// frame's label to the venue; stops at the end of the file or when the venue goes.
+pub fn start_ltc_file(
+    samples: Vec<f32>,
+    rate: u32,
+    readings: mpsc::Sender<TimecodeReading>,
+    doorbell: Doorbell,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("parvis-ltc".into()).spawn(move || {
+        let mut decoder = LtcDecoder::new(rate);
+        let chunk = (rate as usize / 100).max(1);
+        let started = Instant::now();
+        let mut previous_end: Option<u64> = None;
+        for (i, block) in samples.chunks(chunk).enumerate() {
+            // As a sound card would deliver it: this block is heard 10 ms after the last.
+            let due = started + Duration::from_secs_f64((i + 1) as f64 * chunk as f64 / f64::from(rate));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            for frame in decoder.push(block) {
+                // The rate from the frames' spacing (the drop-frame flag says 29.97).
+                let spacing = previous_end.map(|p| (frame.end_sample - p) as f64);
+                previous_end = Some(frame.end_sample);
+                let Some(spacing) = spacing else { continue };
+                let fps = f64::from(rate) / spacing;
+                let frame_rate = match fps {
+                    _ if frame.drop_frame => FrameRate::Fps2997Drop,
+                    f if f < 24.5 => FrameRate::Fps24,
+                    f if f < 27.5 => FrameRate::Fps25,
+                    _ => FrameRate::Fps30,
+                };
+                // The label names the frame that begins as this one ends.
+                let label = Timecode::from_frames(frame.timecode.to_frames(frame_rate) + 1, frame_rate);
+                let fed = ((i + 1) * chunk).min(samples.len()) as u64;
+                let lag = Duration::from_secs_f64(fed.saturating_sub(frame.end_sample) as f64 / f64::from(rate));
+                let reading = TimecodeReading { timecode: label, rate: frame_rate, received: Instant::now() - lag };
+                if readings.try_send(reading).is_ok() {
+                    doorbell.ring();
+                } else if readings.is_closed() {
+                    return;
+                }
+            }
+        }
+    })
+}
