@@ -226,7 +226,81 @@ fn osc_ingest() {
     );
 }
 
+/// Surtitles against the clock: 500 surtitles over ten minutes, at random starts to the
+/// millisecond; how late each appears (the show's position in the frame it first shows, minus
+/// its start).
+fn surtitle_timing() {
+    let dir = std::env::temp_dir().join(format!("parvis-bench-surtitles-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = SeededRng::new(11);
+    let mut srt = String::new();
+    let mut starts = Vec::new();
+    for i in 0..500u32 {
+        let start = f64::from(i) * 1.2 + (f64::from(rng.unit()) * 0.2 * 1000.0).round() / 1000.0;
+        let end = start + 0.8;
+        let stamp = |t: f64| {
+            let ms = (t * 1000.0).round() as u64;
+            format!("{:02}:{:02}:{:02},{:03}", ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000)
+        };
+        srt.push_str(&format!("{}\n{} --> {}\nline {i}\n\n", i + 1, stamp(start), stamp(end)));
+        starts.push(start);
+    }
+    std::fs::write(dir.join("subs.srt"), srt).unwrap();
+    // Without the cloister's models, which are not under this assets root.
+    let mut scene = scene().stage_only();
+    scene.shows = vec![ShowDef {
+        name: "subs".into(),
+        fps: 25.0,
+        songs: vec![SongDef {
+            name: "one".into(),
+            tracks: vec![],
+            length: Some(605.0),
+            timecode: None,
+            tempo: vec![],
+            cues: vec![],
+            surtitles: [("en".to_owned(), "subs.srt".to_owned())].into(),
+        }],
+    }];
+    let mut app = core_app(VenueSetup::new(scene, AssetsRoot::new(&dir)));
+    app.insert_resource(TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(1.0 / 60.0)));
+    app.update();
+    app.world_mut().write_message(SubmitCommand::local(VenueCommand::Transport {
+        show: "subs".into(),
+        action: TransportAction::Play,
+    }));
+    let mut late = Vec::new();
+    let mut shown = String::new();
+    loop {
+        app.update();
+        let position = app.world().resource::<Shows>().running.as_ref().unwrap().position;
+        let text =
+            app.world().resource::<parvis::engine::show::ShowSurtitles>().texts.get("en").cloned().unwrap_or_default();
+        if text != shown && !text.is_empty() {
+            let i: usize = text.trim_start_matches("line ").parse().unwrap();
+            late.push(position - starts[i]);
+        }
+        shown = text;
+        if position >= 605.0 {
+            break;
+        }
+    }
+    assert_eq!(late.len(), 500, "every surtitle shows");
+    late.sort_by(f64::total_cmp);
+    println!(
+        "surtitles at 60 fps: late by min {:.3} ms, median {:.3} ms, p99 {:.3} ms, max {:.3} ms over 500",
+        late[0] * 1000.0,
+        percentile(&late, 0.5) * 1000.0,
+        percentile(&late, 0.99) * 1000.0,
+        late[499] * 1000.0
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn main() {
+    if std::env::var_os("SHOW_BENCH_SURTITLES").is_some() {
+        surtitle_timing();
+        return;
+    }
     if std::env::var_os("SHOW_BENCH_DEBUG").is_some() {
         report_timing("steady frames", "60 fps", play(|_| 1.0 / 60.0));
         return;
@@ -235,4 +309,5 @@ fn main() {
     report_timing("steady frames", "90 fps", play(|_| 1.0 / 90.0));
     report_timing("frames of random length", "8–50 ms", play(|rng| 0.008 + f64::from(rng.unit()) * 0.042));
     osc_ingest();
+    surtitle_timing();
 }

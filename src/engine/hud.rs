@@ -100,10 +100,12 @@ fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
         ScanText,
     ));
     commands.spawn((
+        // Bottom left, narrow enough to leave the centre to surtitles and subtitles.
         Node {
             position_type: PositionType::Absolute,
-            right: Val::Px(12.0),
+            left: Val::Px(12.0),
             bottom: Val::Px(48.0),
+            width: Val::Percent(33.0),
             padding: UiRect::all(Val::Px(8.0)),
             display: Display::None,
             ..default()

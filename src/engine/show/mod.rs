@@ -524,7 +524,8 @@ fn show_surtitles(
         && let Some(song) = show.plan.song_at(show.position)
         && let Some(by_language) = show.surtitles.get(song)
     {
-        let at = show.position - show.plan.songs[song].start;
+        // As for cues: a clock a few picoseconds short of a start has reached it.
+        let at = show.position - show.plan.songs[song].start + crate::model::show::plan::CLOCK_EPSILON;
         for (lang, cues) in by_language {
             if let Some(cue) = crate::model::subtitles::at(cues, at) {
                 texts.insert(lang.clone(), cue.text.clone());
