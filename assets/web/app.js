@@ -45,6 +45,8 @@ const STRINGS = {
     windowsTitle: 'Open now',
     windowOpen: 'until the show closes it',
     surtitleLang: 'Surtitles',
+    textOnly: 'Text only',
+    fullView: 'Full view',
     surtitleSize: 'Larger text',
     surtitleContrast: 'High contrast',
   },
@@ -76,6 +78,8 @@ const STRINGS = {
     windowsTitle: 'Ouvert en ce moment',
     windowOpen: 'jusqu’à ce que le spectacle le ferme',
     surtitleLang: 'Surtitres',
+    textOnly: 'Texte seul',
+    fullView: 'Vue complète',
     surtitleSize: 'Texte plus grand',
     surtitleContrast: 'Contraste élevé',
   },
@@ -405,6 +409,18 @@ function renderSurtitle() {
   el.surtitleText.textContent = lang ? surtitle.texts[lang] : '';
   el.surtitleText.lang = lang;
 }
+
+// A text-only view for screen readers and small screens: one column, no decoration, what
+// changes announced. Kept in the address (#text) so that it can be bookmarked or linked.
+const textToggle = $('text-only');
+function applyTextOnly() {
+  const on = location.hash === '#text';
+  document.body.classList.toggle('text-only', on);
+  textToggle.textContent = on ? T.fullView : T.textOnly;
+  textToggle.href = on ? '#' : '#text';
+}
+window.addEventListener('hashchange', applyTextOnly);
+applyTextOnly();
 
 el.surtitleLang.addEventListener('change', () => {
   surtitle.chosen = el.surtitleLang.value;

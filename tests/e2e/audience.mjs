@@ -254,6 +254,10 @@ if (process.env.PARVIS_E2E_WINDOW === '1') {
       25_000,
     );
     log(`surtitle: ${await page.textContent('#surtitle-text')}`);
+    await page.click('#text-only');
+    await waitInPage('the text-only link did not switch the view', () => document.body.classList.contains('text-only'));
+    const reactions = await page.$eval('#reactions', (e) => getComputedStyle(e).display);
+    if (reactions !== 'none') throw new Error('the text-only view still shows the reaction buttons');
     await page.click('#surtitle-contrast');
     const contrast = await page.$eval('#surtitle', (e) => e.classList.contains('contrast'));
     if (!contrast) throw new Error('the high-contrast button did nothing');
