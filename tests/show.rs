@@ -632,5 +632,19 @@ fn the_transport_chases_ltc_from_a_wav_written_by_libltc() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("Cargo.toml: not a WAV file"), "{stderr}");
+    // MIDI Time Code from a port that is not there: refused, naming what there is (this
+    // machine may have no MIDI system at all, which is said as such).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--no-render", "--no-audience", "--frames", "1", "--show", "evening", "--mtc", "No Such Desk"])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && (stderr.contains("--mtc: no MIDI input port matching \"No Such Desk\"; ports:")
+                || stderr.contains("--mtc: cannot open the MIDI system")),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

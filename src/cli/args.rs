@@ -253,6 +253,9 @@ pub struct RunArgs {
     /// freewheels through a dropout for a second, then holds.
     #[arg(long, value_name = "FILE.wav", requires = "show")]
     pub ltc: Option<std::path::PathBuf>,
+    /// Chase MIDI Time Code from the MIDI input port whose name contains this, as --ltc does.
+    #[arg(long, value_name = "PORT", requires = "show", conflicts_with = "ltc")]
+    pub mtc: Option<String>,
     /// Start the `--show` playing as the venue opens (a server with no stage manager at a
     /// keyboard; `/mod` can still pause, seek and GO).
     #[arg(long, requires = "show")]

@@ -110,6 +110,18 @@ pub fn attach_osc(app: &mut bevy::app::App, args: &RunArgs, title: &str) -> Resu
 /// Starts chasing `--ltc`'s timecode: the file is read (and refused, naming why) before the
 /// venue runs.
 pub fn attach_timecode(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
+    if let Some(port) = &args.mtc {
+        let (readings, link) = parvis::engine::show::chase::timecode_link(
+            format!("mtc {port}"),
+            parvis::model::show::chase::ChasePolicy::default(),
+        );
+        let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
+        let name = parvis::edges::timecode::start_mtc_port(port, readings, doorbell)
+            .map_err(|e| anyhow::anyhow!("--mtc: {e}"))?;
+        eprintln!("parvis: chasing MIDI Time Code from {name}");
+        app.insert_resource(link);
+        return Ok(());
+    }
     let Some(path) = &args.ltc else { return Ok(()) };
     let (samples, rate) = parvis::edges::timecode::read_wav(path).context("--ltc")?;
     let source = format!("ltc {}", path.display());

@@ -113,3 +113,55 @@ pub fn start_ltc_file(
         }
     })
 }
+
+/// Listens for MIDI Time Code on the first MIDI input port whose name contains `name` (any
+/// case), sending each label to the venue; returns the port's full name. The connection lives
+/// as long as the process. Fails, naming the ports there are, when none matches or when the
+/// machine has no MIDI system.
+pub fn start_mtc_port(
+    name: &str,
+    readings: mpsc::Sender<TimecodeReading>,
+    doorbell: Doorbell,
+) -> Result<String, String> {
+    use crate::model::show::mtc::{MtcDecoder, MtcEvent};
+    let mut input = midir::MidiInput::new("parvis").map_err(|e| format!("cannot open the MIDI system: {e}"))?;
+    // Time code and SysEx (full frames) are what we want; active sensing is noise.
+    input.ignore(midir::Ignore::ActiveSense);
+    let ports = input.ports();
+    let names: Vec<String> = ports.iter().map(|p| input.port_name(p).unwrap_or_else(|_| "?".into())).collect();
+    let wanted = name.to_lowercase();
+    let Some(index) = names.iter().position(|n| n.to_lowercase().contains(&wanted)) else {
+        let list = if names.is_empty() { "(none)".to_owned() } else { names.join(", ") };
+        return Err(format!("no MIDI input port matching {name:?}; ports: {list}"));
+    };
+    let mut decoder = MtcDecoder::new();
+    let connection = input
+        .connect(
+            &ports[index],
+            "parvis-mtc",
+            move |_, bytes, _| {
+                for byte in bytes {
+                    let Some(MtcEvent::Running(timecode, rate) | MtcEvent::Full(timecode, rate)) = decoder.push(*byte)
+                    else {
+                        continue;
+                    };
+                    if readings.try_send(TimecodeReading { timecode, rate, received: Instant::now() }).is_ok() {
+                        doorbell.ring();
+                    }
+                }
+            },
+            (),
+        )
+        .map_err(|e| format!("cannot listen to MIDI port {:?}: {e}", names[index]))?;
+    // The callback runs on midir's own thread for as long as the connection is held.
+    std::thread::Builder::new()
+        .name("parvis-mtc".into())
+        .spawn(move || {
+            let _held = connection;
+            loop {
+                std::thread::park();
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(names[index].clone())
+}
