@@ -648,3 +648,60 @@ fn the_transport_chases_ltc_from_a_wav_written_by_libltc() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A stream's viewers see the stage late: a window stays open for them as long after it closes
+/// on stage as they are behind, and no longer.
+#[test]
+fn a_window_stays_open_for_stream_viewers_as_long_as_they_are_behind() {
+    use parvis::engine::audience::hub::{AudienceLink, ModerationPolicy};
+    use parvis::engine::command::CommandLog;
+    use parvis::model::audience::event::{AudienceEvent, ChatMeta};
+    use parvis::model::audience::moderation::Blocklist;
+    use parvis::model::audience::protocol::Limits;
+    let mut app = app_with(VenueSetup::new(cloister(), assets()));
+    let policy = ModerationPolicy {
+        blocklist: Blocklist::default_fr_en(),
+        limits: Limits { max_chars: 280, messages_per_10s: 100 },
+    };
+    let link = AudienceLink::new(policy, 64);
+    let events = link.hub.events.clone();
+    app.insert_resource(link);
+    app.world_mut().resource_mut::<Audience>().stream_delay = Duration::from_secs(60);
+    app.world_mut().write_message(SubmitCommand::local(VenueCommand::OpenWindow {
+        rules: vec!["chorus".into()],
+        seconds: Some(1.0),
+        label: "Confetti!".into(),
+    }));
+    app.update();
+    let opened = std::time::Instant::now();
+    std::thread::sleep(Duration::from_millis(1200));
+    app.update();
+    let spawned = |app: &App| {
+        app.world()
+            .resource::<CommandLog>()
+            .recent()
+            .filter(|e| matches!(&e.command, VenueCommand::SpawnEffect { effect, .. } if effect == "confetti"))
+            .count()
+    };
+    // Closed on stage 0.2 s ago. A viewer 30 s behind typed it while the window was open for them.
+    let chat = |user: &str, behind: u64| AudienceEvent::Chat {
+        user: user.into(),
+        name: user.into(),
+        text: "!confettis".into(),
+        received: std::time::Instant::now(),
+        staff: false,
+        meta: ChatMeta { behind: Duration::from_secs(behind), from_stream: behind > 0, ..Default::default() },
+    };
+    // Someone on the page, with no delay, is too late (and fires nothing, so no cooldown runs).
+    events.try_send(chat("page", 0)).unwrap();
+    for _ in 0..3 {
+        app.update();
+    }
+    assert_eq!(spawned(&app), 0, "a command after the window closed on stage must not count");
+    events.try_send(chat("viewer", 30)).unwrap();
+    for _ in 0..3 {
+        app.update();
+    }
+    assert_eq!(spawned(&app), 1, "the delayed viewer's command counts");
+    assert!(opened.elapsed() < Duration::from_secs(30), "the machine was too slow for this test's timing");
+}
