@@ -220,7 +220,11 @@ async fn serve_oscquery(listener: tokio::net::TcpListener, hub: Arc<ControlHub>,
     let slots = Arc::new(tokio::sync::Semaphore::new(QUERY_CONNECTIONS));
     let host_info = Arc::new(host_info);
     loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors, or the like: wait rather than spin.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         let Ok(slot) = slots.clone().acquire_owned().await else { return };
         let (hub, host_info) = (hub.clone(), host_info.clone());
         tokio::spawn(async move {

@@ -45,8 +45,16 @@ pub fn read_wav(path: &Path) -> Result<(Vec<f32>, u32), WavError> {
     let format = format.ok_or_else(|| fail("no fmt chunk".into()))?;
     let data = data.ok_or_else(|| fail("no data chunk".into()))?;
     let u16_at = |i: usize| u16::from_le_bytes([format[i], format[i + 1]]);
-    let (kind, channels, rate, bits) =
+    let (mut kind, channels, rate, bits) =
         (u16_at(0), usize::from(u16_at(2)), u32::from_le_bytes(format[4..8].try_into().expect("4 bytes")), u16_at(14));
+    // WAVE_FORMAT_EXTENSIBLE (ffmpeg and sox write it beyond 16 bits or 2 channels): the real
+    // format is the first two bytes of its sub-format.
+    if kind == 0xFFFE {
+        if format.len() < 26 {
+            return Err(fail("an extensible format chunk too short for its sub-format".into()));
+        }
+        kind = u16_at(24);
+    }
     if channels == 0 || rate == 0 {
         return Err(fail("no channels or no sample rate".into()));
     }
@@ -81,6 +89,7 @@ pub fn start_ltc_file(
         let chunk = (rate as usize / 100).max(1);
         let started = Instant::now();
         let mut previous_end: Option<u64> = None;
+        let mut known_rate: Option<FrameRate> = None;
         for (i, block) in samples.chunks(chunk).enumerate() {
             // As a sound card would deliver it: this block is heard 10 ms after the last.
             let due = started + Duration::from_secs_f64((i + 1) as f64 * chunk as f64 / f64::from(rate));
@@ -89,21 +98,32 @@ pub fn start_ltc_file(
             }
             for frame in decoder.push(block) {
                 // The rate from the frames' spacing (the drop-frame flag says 29.97).
+                // Only the spacing of two frames in a row says the rate: after a lost frame it
+                // is two frames, which no rate has. The last rate found holds meanwhile.
                 let spacing = previous_end.map(|p| (frame.end_sample - p) as f64);
                 previous_end = Some(frame.end_sample);
-                let Some(spacing) = spacing else { continue };
-                let fps = f64::from(rate) / spacing;
-                let frame_rate = match fps {
-                    _ if frame.drop_frame => FrameRate::Fps2997Drop,
-                    f if f < 24.5 => FrameRate::Fps24,
-                    f if f < 27.5 => FrameRate::Fps25,
-                    _ => FrameRate::Fps30,
-                };
+                if let Some(spacing) = spacing {
+                    let fps = f64::from(rate) / spacing;
+                    if (23.0..=31.0).contains(&fps) {
+                        known_rate = Some(match fps {
+                            _ if frame.drop_frame => FrameRate::Fps2997Drop,
+                            f if f < 24.5 => FrameRate::Fps24,
+                            f if f < 27.5 => FrameRate::Fps25,
+                            _ => FrameRate::Fps30,
+                        });
+                    }
+                }
+                let Some(frame_rate) = known_rate else { continue };
                 // The label names the frame that begins as this one ends.
                 let label = Timecode::from_frames(frame.timecode.to_frames(frame_rate) + 1, frame_rate);
                 let fed = ((i + 1) * chunk).min(samples.len()) as u64;
                 let lag = Duration::from_secs_f64(fed.saturating_sub(frame.end_sample) as f64 / f64::from(rate));
-                let reading = TimecodeReading { timecode: label, rate: frame_rate, received: Instant::now() - lag };
+                let reading = TimecodeReading {
+                    timecode: label,
+                    rate: frame_rate,
+                    received: Instant::now() - lag,
+                    locate_only: false,
+                };
                 if readings.try_send(reading).is_ok() {
                     doorbell.ring();
                 } else if readings.is_closed() {
@@ -141,11 +161,14 @@ pub fn start_mtc_port(
             "parvis-mtc",
             move |_, bytes, _| {
                 for byte in bytes {
-                    let Some(MtcEvent::Running(timecode, rate) | MtcEvent::Full(timecode, rate)) = decoder.push(*byte)
-                    else {
-                        continue;
+                    let (timecode, rate, locate_only) = match decoder.push(*byte) {
+                        Some(MtcEvent::Running(tc, rate)) => (tc, rate, false),
+                        // A full frame is a locate: a stopped desk moved.
+                        Some(MtcEvent::Full(tc, rate)) => (tc, rate, true),
+                        None => continue,
                     };
-                    if readings.try_send(TimecodeReading { timecode, rate, received: Instant::now() }).is_ok() {
+                    let reading = TimecodeReading { timecode, rate, received: Instant::now(), locate_only };
+                    if readings.try_send(reading).is_ok() {
                         doorbell.ring();
                     }
                 }

@@ -422,9 +422,13 @@ fn apply_commands(
                     TransportAction::Seek { seconds } if !(0.0..=86_400.0).contains(seconds) => {
                         Err(CommandError::Invalid(format!("seek to 0 s up to a day, not {seconds} s")))
                     }
-                    TransportAction::Loop { from, to } if !(*from >= 0.0 && from < to) => Err(CommandError::Invalid(
-                        format!("a loop goes from 0 s or later to a later time, not {from}–{to} s"),
-                    )),
+                    // At least half a second: a loop shorter than a frame would fire its cues
+                    // and restart the music every frame.
+                    TransportAction::Loop { from, to } if !(*from >= 0.0 && to - from >= 0.5) => {
+                        Err(CommandError::Invalid(format!(
+                            "a loop goes from 0 s or later to at least half a second later, not {from}–{to} s"
+                        )))
+                    }
                     TransportAction::Jump { cue } => find_cue(def, cue),
                     _ => Ok(()),
                 }

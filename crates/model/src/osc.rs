@@ -30,6 +30,9 @@ pub const MAX_BUNDLES: usize = 16;
 pub const MAX_MESSAGES: usize = 256;
 /// Most array openings (`[`) in one packet, for the same reason as bundles.
 const MAX_ARRAYS: usize = 64;
+/// Most arguments in one message: no address takes more than three, and type tags without a
+/// payload (`T`, `F`, `N`, `I`) would otherwise make a 64 KB packet tens of thousands of values.
+pub const MAX_ARGUMENTS: usize = 64;
 
 /// Why an OSC packet or message was not used.
 #[derive(Debug, Clone, PartialEq, Error)]
@@ -93,6 +96,12 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<OscMessage>, OscError> {
 fn flatten(packet: OscPacket, out: &mut Vec<OscMessage>) -> Result<(), OscError> {
     match packet {
         OscPacket::Message(m) => {
+            if m.args.len() > MAX_ARGUMENTS {
+                return Err(OscError::TooBig(format!(
+                    "{} arguments in a message, at most {MAX_ARGUMENTS}",
+                    m.args.len()
+                )));
+            }
             if out.len() == MAX_MESSAGES {
                 return Err(OscError::TooBig(format!("more than {MAX_MESSAGES} messages")));
             }
@@ -474,6 +483,8 @@ mod tests {
         }
         let bytes = rosc::encoder::encode(&packet).unwrap();
         assert!(matches!(decode(&bytes), Err(OscError::TooBig(_))), "{:?}", decode(&bytes));
+        let flags = encode(vec![msg("/parvis/show/go", vec![OscType::Bool(true); MAX_ARGUMENTS + 1])]);
+        assert!(matches!(decode(&flags), Err(OscError::TooBig(_))));
         let many = vec![msg("/parvis/show/go", vec![]); MAX_MESSAGES + 1];
         assert!(matches!(decode(&encode(many)), Err(OscError::TooBig(_))));
     }

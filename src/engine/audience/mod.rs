@@ -1338,9 +1338,12 @@ fn follow_window_commands(
                 }
                 audience.state_dirty = true;
             }
+            // Closed on stage now; kept for the stream's viewers as long as they are behind.
             VenueCommand::CloseWindow { rules } => {
                 for name in rules_named(&scene.0, rules) {
-                    audience.windows.remove(&name);
+                    if let Some(window) = audience.windows.get_mut(&name) {
+                        window.closes_at = Some(window.closes_at.map_or(now, |t| t.min(now)));
+                    }
                 }
                 audience.state_dirty = true;
             }

@@ -26,6 +26,8 @@ pub struct TimecodeReading {
     pub rate: FrameRate,
     /// When the frame it labels began, here.
     pub received: Instant,
+    /// A locate (MTC full frame): move there, but the timecode is not running.
+    pub locate_only: bool,
 }
 
 /// The venue's end of a timecode source.
@@ -107,7 +109,12 @@ fn chase_timecode(
     // The label names the frame that began when it was read: the show is that much further on.
     let target = target + now.saturating_duration_since(reading.received).as_secs_f64();
     let playing = show.state == TransportState::Playing;
-    for action in link.chaser.reading(target, show.position, playing, seconds(now)) {
+    let actions = if reading.locate_only {
+        link.chaser.locate(target, show.position).into_iter().collect()
+    } else {
+        link.chaser.reading(target, show.position, playing, seconds(now))
+    };
+    for action in actions {
         submit.write(transport(match action {
             ChaseAction::Locate(to) => TransportAction::Seek { seconds: to },
             ChaseAction::Play => TransportAction::Play,

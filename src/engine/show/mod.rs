@@ -447,6 +447,8 @@ fn run_transport(
                 && let VenueCommand::CueFired { cue, planned, actual, .. } = &entry.command
                 && let Some(index) = show.plan.cue(cue)
             {
+                // As the live pass stood when it fired: what lies before it passed.
+                show.runner.seek(&show.plan, *actual);
                 show.runner.fire(&show.plan, Firing { cue: index, planned: *planned });
                 show.position = *actual;
                 if show.state == TransportState::Playing {
@@ -456,6 +458,19 @@ fn run_transport(
             continue;
         };
         if !live {
+            // A replay or a restored log keeps the cues' bookkeeping as the live show did
+            // (what a stop or a seek made fire again, or skipped), without moving any clock.
+            match action {
+                TransportAction::Stop => {
+                    show.runner = CueRunner::new(&show.plan);
+                    show.position = 0.0;
+                }
+                TransportAction::Seek { seconds } => {
+                    show.runner.seek(&show.plan, *seconds);
+                    show.position = *seconds;
+                }
+                _ => {}
+            }
             continue;
         }
         info!("show {}: {action}", show.plan.name);

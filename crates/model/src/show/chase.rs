@@ -81,6 +81,12 @@ impl Chaser {
         actions
     }
 
+    /// A locate (an MTC full frame, sent by a stopped desk that moved): go there without
+    /// playing, and without counting as running timecode.
+    pub fn locate(&mut self, target: f64, transport: f64) -> Option<ChaseAction> {
+        ((target - transport).abs() > self.policy.tolerance).then_some(ChaseAction::Locate(target))
+    }
+
     /// Time passes with no reading: after the freewheel, hold.
     pub fn tick(&mut self, now: f64) -> Option<ChaseAction> {
         let silent = self.last_reading.is_some_and(|last| now - last > self.policy.freewheel);
@@ -140,6 +146,10 @@ mod tests {
         assert_eq!(chaser.tick(1.2), None);
         assert_eq!(chaser.tick(1.6), Some(ChaseAction::Hold));
         assert_eq!(chaser.tick(3.0), None);
+        assert!(!chaser.locked());
+        // A locate from a stopped desk moves the show without playing it.
+        assert_eq!(chaser.locate(60.0, 31.0), Some(ChaseAction::Locate(60.0)));
+        assert_eq!(chaser.locate(60.02, 60.0), None);
         assert!(!chaser.locked());
         // Timecode again: play from where it says.
         assert_eq!(chaser.reading(40.0, 31.0, false, 5.0), [ChaseAction::Locate(40.0), ChaseAction::Play]);

@@ -206,11 +206,13 @@ impl ShowPlan {
     /// timed cue before it (its song's start if none), which is where the stage manager
     /// reaches it.
     pub fn place(&self, index: usize) -> f64 {
+        let song = self.cues[index].song;
         self.cues[..=index]
             .iter()
             .rev()
+            .take_while(|c| c.song == song)
             .find_map(|c| c.time)
-            .unwrap_or_else(|| self.songs.get(self.cues[index].song).map_or(0.0, |s| s.start))
+            .unwrap_or_else(|| self.songs.get(song).map_or(0.0, |s| s.start))
     }
 }
 
@@ -268,9 +270,12 @@ impl CueRunner {
 
     /// The next cue the clock or a follow-on will fire, and when.
     pub fn next_due(&self, plan: &ShowPlan) -> Option<Firing> {
+        // The earliest unfired timed cue ahead (list order breaks ties): a cue a song's track
+        // length puts past the next song's start must not hold that song's cues back.
         let timed = (0..plan.cues.len())
-            .find(|&i| !self.fired[i] && plan.cues[i].time.is_some_and(|t| t >= self.position - 1e-9))
-            .map(|i| Firing { cue: i, planned: plan.cues[i].time.unwrap_or_default() });
+            .filter_map(|i| plan.cues[i].time.filter(|t| !self.fired[i] && *t >= self.position - 1e-9).map(|t| (i, t)))
+            .min_by(|a, b| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0)))
+            .map(|(i, t)| Firing { cue: i, planned: t });
         let follow = self.follow.map(|(cue, planned)| Firing { cue, planned });
         match (timed, follow) {
             (Some(t), Some(f)) => Some(if f.planned < t.planned { f } else { t }),
@@ -338,10 +343,17 @@ impl CueRunner {
     pub fn fire(&mut self, plan: &ShowPlan, firing: Firing) {
         self.fired[firing.cue] = true;
         self.last = Some(firing.cue);
-        self.follow = match plan.cues[firing.cue].follow {
-            Some(after) if firing.cue + 1 < plan.cues.len() => Some((firing.cue + 1, firing.planned + after)),
-            _ => None,
-        };
+        // A pending follow-on survives other cues firing meanwhile (a timed cue between GO and
+        // the cue it follows on to); it ends when its own cue fires, or another follow-on
+        // replaces it.
+        if self.follow.is_some_and(|(cue, _)| cue == firing.cue) {
+            self.follow = None;
+        }
+        if let Some(after) = plan.cues[firing.cue].follow
+            && firing.cue + 1 < plan.cues.len()
+        {
+            self.follow = Some((firing.cue + 1, firing.planned + after));
+        }
     }
 }
 
@@ -445,6 +457,29 @@ mod tests {
         assert_eq!(ids(run.advance(&plan, 20.0)), ["c"]);
         assert_eq!(run.standby(&plan), Some(5));
         assert_eq!(run.advance(&plan, 30.0), vec![]);
+    }
+
+    #[test]
+    fn a_follow_on_survives_a_timed_cue_in_between_and_manual_cues_stay_in_their_song() {
+        let mut go = cue("go", CueAt::Manual);
+        go.follow = Some(12.0);
+        let def = ShowDef {
+            name: "s".into(),
+            fps: 25.0,
+            songs: vec![
+                song("one", Some(40.0), vec![cue("a", CueAt::Seconds(5.0)), go, cue("close", CueAt::Manual)]),
+                song("two", Some(30.0), vec![cue("b1", CueAt::Manual), cue("night", CueAt::Seconds(0.0))]),
+            ],
+        };
+        let plan = ShowPlan::new(&def, |_| None).unwrap();
+        let mut run = CueRunner::new(&plan);
+        run.advance(&plan, 30.0);
+        run.go(&plan, 30.0).unwrap();
+        // "night" (40 s) fires before the follow-on (42 s); the follow-on still comes.
+        let ids: Vec<&str> = run.advance(&plan, 43.0).iter().map(|f| plan.cues[f.cue].id.as_str()).collect();
+        assert_eq!(ids, ["night", "close"]);
+        // A manual cue first in its song stands at its song's start, not at the last cue before.
+        assert_eq!(plan.place(3), 40.0);
     }
 
     #[test]
