@@ -474,13 +474,8 @@ fn the_audience_page_shows_a_window_the_show_opens() {
     );
 }
 
-/// Linear timecode written by Debian's libltc (a small C helper linked against it) reads back
-/// frame by frame: 24, 25, 29.97 drop-frame and 30 fps, at 48 and 44.1 kHz, with noise added.
-#[test]
-fn ltc_written_by_libltc_decodes_frame_by_frame() {
-    use parvis::model::show::ltc::LtcDecoder;
-    use parvis::model::show::timecode::{FrameRate, Timecode};
-    let dir = temp_dir("ltc");
+/// Builds the LTC writer that links Debian's libltc (tests/tools/ltcgen.c) into `dir`.
+fn ltcgen(dir: &Path) -> PathBuf {
     let helper = dir.join("ltcgen");
     let built = std::process::Command::new("cc")
         .arg(root().join("tests/tools/ltcgen.c"))
@@ -489,6 +484,17 @@ fn ltc_written_by_libltc_decodes_frame_by_frame() {
         .output()
         .expect("a C compiler (build-essential)");
     assert!(built.status.success(), "libltc-dev is needed: {}", String::from_utf8_lossy(&built.stderr));
+    helper
+}
+
+/// Linear timecode written by Debian's libltc (a small C helper linked against it) reads back
+/// frame by frame: 24, 25, 29.97 drop-frame and 30 fps, at 48 and 44.1 kHz, with noise added.
+#[test]
+fn ltc_written_by_libltc_decodes_frame_by_frame() {
+    use parvis::model::show::ltc::LtcDecoder;
+    use parvis::model::show::timecode::{FrameRate, Timecode};
+    let dir = temp_dir("ltc");
+    let helper = ltcgen(&dir);
     let cases = [
         ("25", FrameRate::Fps25, "01:00:00:00", 48_000, 0.0),
         ("24", FrameRate::Fps24, "00:59:59:20", 48_000, 0.0),
@@ -543,14 +549,7 @@ fn ltc_written_by_libltc_decodes_frame_by_frame() {
 #[test]
 fn the_transport_chases_ltc_from_a_wav_written_by_libltc() {
     let dir = temp_dir("chase");
-    let helper = dir.join("ltcgen");
-    let built = std::process::Command::new("cc")
-        .arg(root().join("tests/tools/ltcgen.c"))
-        .args(["-O2", "-lltc", "-o"])
-        .arg(&helper)
-        .output()
-        .expect("a C compiler");
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let helper = ltcgen(&dir);
     let raw = dir.join("ltc.raw");
     let status = std::process::Command::new(&helper)
         .args(["25", "1", "0", "5", "0", "200", "48000"])

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, watch};
 
-use crate::engine::control::{ControlHub, ControlPacket};
+use crate::engine::control::{ControlHub, ControlPacket, Throttle};
 use crate::model::osc::{self, AllowList};
 
 /// The OSC edge's settings.
@@ -121,40 +121,11 @@ impl Drop for OscEdge {
     }
 }
 
-/// Says something at most once a second, with the count left unsaid.
-struct Throttle {
-    last: Option<Instant>,
-    unsaid: u64,
-}
-
-impl Throttle {
-    fn say(&mut self, line: impl FnOnce() -> String) {
-        let now = Instant::now();
-        if self.last.is_some_and(|t| now - t < Duration::from_secs(1)) {
-            self.unsaid += 1;
-            return;
-        }
-        let more = std::mem::take(&mut self.unsaid);
-        let more = if more > 0 { format!(" ({more} more since the last line)") } else { String::new() };
-        bevy::log::warn!("{}{more}", line());
-        self.last = Some(now);
-    }
-
-    /// Says how many went unsaid, once the second is over, so that a flood's end is reported.
-    fn flush(&mut self, what: &str) {
-        if self.unsaid > 0 && self.last.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
-            bevy::log::warn!("OSC: {} more {what} since the last line", self.unsaid);
-            self.unsaid = 0;
-            self.last = Some(Instant::now());
-        }
-    }
-}
-
 async fn receive(socket: Arc<UdpSocket>, allow: AllowList, hub: Arc<ControlHub>, mut stopped: watch::Receiver<bool>) {
     let mut buffer = vec![0u8; 65_536];
-    let mut refused = Throttle { last: None, unsaid: 0 };
-    let mut malformed = Throttle { last: None, unsaid: 0 };
-    let mut full = Throttle { last: None, unsaid: 0 };
+    let mut refused = Throttle::default();
+    let mut malformed = Throttle::default();
+    let mut full = Throttle::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let (len, from) = tokio::select! {
@@ -199,7 +170,7 @@ async fn receive(socket: Arc<UdpSocket>, allow: AllowList, hub: Arc<ControlHub>,
 }
 
 async fn send_echoes(socket: Arc<UdpSocket>, targets: Vec<SocketAddr>, mut echoes: mpsc::Receiver<Vec<u8>>) {
-    let mut failed = Throttle { last: None, unsaid: 0 };
+    let mut failed = Throttle::default();
     while let Some(packet) = echoes.recv().await {
         for target in &targets {
             if let Err(e) = socket.send_to(&packet, target).await {

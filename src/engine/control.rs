@@ -107,30 +107,33 @@ pub fn control_link(doorbell: Doorbell, echo: bool) -> (Arc<ControlHub>, Control
     (hub, link, out_rx)
 }
 
-/// Says a refusal at most once a second, with the number left unsaid.
+/// Says a line at most once a second, with the number left unsaid, so that a flood of bad
+/// input cannot flood the log. Shared by the control room's edges and the venue.
 #[derive(Debug, Default)]
-struct Throttle {
+pub struct Throttle {
     last: Option<Instant>,
     unsaid: u64,
 }
 
 impl Throttle {
-    fn say(&mut self, line: impl FnOnce() -> String) {
+    /// Says `line` unless a line was said less than a second ago (then counts it).
+    pub fn say(&mut self, line: impl FnOnce() -> String) {
         let now = Instant::now();
         if self.last.is_some_and(|t| now - t < Duration::from_secs(1)) {
             self.unsaid += 1;
             return;
         }
         let more = std::mem::take(&mut self.unsaid);
-        let more = if more > 0 { format!(" ({more} more refused since the last line)") } else { String::new() };
+        let more = if more > 0 { format!(" ({more} more since the last line)") } else { String::new() };
         warn!("{}{more}", line());
         self.last = Some(now);
     }
 
-    /// Says how many went unsaid, once the second is over.
-    fn flush(&mut self) {
+    /// Says how many `what` went unsaid, once the second is over, so that a flood's end is
+    /// reported.
+    pub fn flush(&mut self, what: &str) {
         if self.unsaid > 0 && self.last.is_some_and(|t| t.elapsed() >= Duration::from_secs(1)) {
-            warn!("OSC: {} more messages refused since the last line", self.unsaid);
+            warn!("OSC: {} more {what} since the last line", self.unsaid);
             self.unsaid = 0;
             self.last = Some(Instant::now());
         }
@@ -171,7 +174,7 @@ fn ingest_control(
         .as_ref()
         .map(|s| s.plan.name.clone())
         .or_else(|| scene.as_ref().and_then(|s| s.0.shows.first().map(|s| s.name.clone())));
-    link.said.flush();
+    link.said.flush("messages refused");
     let mut read = 0;
     while read < MESSAGES_PER_FRAME {
         let Ok(packet) = link.inbox.try_recv() else { break };
