@@ -708,7 +708,7 @@ fn a_window_stays_open_for_stream_viewers_as_long_as_they_are_behind() {
 }
 
 /// A show carried on from its log (`--resume`) keeps the live pass's bookkeeping: after a
-/// jump to cue 7 and a crash, playing on does not fire cues 1–6, which the jump passed.
+/// jump to cue 6 and a crash, playing on does not fire cues 1–5, which the jump passed.
 #[test]
 fn a_resumed_show_does_not_fire_the_cues_its_log_passed() {
     let dir = temp_dir("resume");
@@ -733,7 +733,7 @@ fn a_resumed_show_does_not_fire_the_cues_its_log_passed() {
         app.update();
     }
     let fired: Vec<String> = fired(&app).into_iter().map(|f| f.0).collect();
-    assert!(fired.is_empty(), "cues fired again after resuming at cue 6: {fired:?}");
+    assert!(fired.is_empty(), "cues fired after resuming at cue 6: {fired:?}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
