@@ -9,8 +9,11 @@ source "$(dirname "$0")/common.sh"
 # Xvfb for the window test; Debian's Chromium for the audience page test, driven by
 # playwright-core from npm (1.60, which runs on the Node.js 18 of Debian 12 and anything newer);
 # ngircd, a real IRC server the chat bridge test starts on loopback (its own system service is
-# left as the package sets it up; the test uses a free port of its own).
-install_packages "${BUILD_PACKAGES[@]}" xvfb xauth chromium ngircd liblo-tools curl libltc-dev
+# left as the package sets it up; the test uses a free port of its own); liblo's oscsend and
+# oscdump and libltc for the show-control tests; ffmpeg (the program output's encoder, and
+# ffprobe and an SRT listener in its tests) and nginx with its RTMP module (the ingest server
+# the streaming test starts on a loopback port of its own).
+install_packages "${BUILD_PACKAGES[@]}" xvfb xauth chromium ngircd liblo-tools curl libltc-dev ffmpeg nginx libnginx-mod-rtmp
 command -v node >/dev/null 2>&1 || install_packages nodejs npm
 if [ ! -d tests/e2e/node_modules/playwright-core ] || [ tests/e2e/package-lock.json -nt tests/e2e/node_modules/.package-lock.json ]; then
     say "installing the browser test's npm packages (playwright-core)"

@@ -1138,3 +1138,76 @@ fn a_show_previewed_at_a_moment_shows_the_cues_fired_by_then() {
         "{stderr}"
     );
 }
+
+/// The director's camera on the program output: a cut gives the picture of a venue started at
+/// that viewpoint; an eased move passes between the two pictures and ends on its viewpoint;
+/// the credits overlay is drawn only on a program output, shown and hidden by commands.
+#[test]
+fn the_director_cuts_moves_and_switches_overlays() {
+    use parvis::model::program::{Overlay, ProgramAction};
+    use parvis::model::scene::format::Easing;
+    let program = |action| VenueCommand::Program { action };
+    let steps = |r: &mut HeadlessRenderer, n| {
+        for _ in 0..n {
+            r.step();
+        }
+    };
+    let mut renderer = renderer();
+    let overview = renderer.capture().unwrap();
+
+    renderer.submit(program(ProgramAction::Cut { viewpoint: "aerial".into() }));
+    steps(&mut renderer, 3);
+    let cut = renderer.capture().unwrap();
+    let assets = AssetsRoot::new(root().join("assets"));
+    let scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
+    let mut setup = VenueSetup::new(scene, assets);
+    setup.viewpoint = Some("aerial".into());
+    let mut started_there = HeadlessRenderer::new(setup, SIZE);
+    started_there.wait_until_ready().unwrap();
+    let reference = started_there.capture().unwrap();
+    let moved = diff_images(&overview, &cut, 24).unwrap();
+    assert!(moved.pixels_over > 320 * 180 / 3, "the cut changed only {} pixels", moved.pixels_over);
+    let same = diff_images(&reference, &cut, 24).unwrap();
+    assert!(same.pixels_over < 320 * 180 / 100, "cut vs started there: {} pixels differ", same.pixels_over);
+
+    // Half a second into a one-second move back: neither end; after it: the overview.
+    renderer.submit(program(ProgramAction::Move { viewpoint: "overview".into(), seconds: 1.0, easing: Easing::InOut }));
+    steps(&mut renderer, 30);
+    let halfway = renderer.capture().unwrap();
+    for (name, end) in [("aerial", &cut), ("overview", &overview)] {
+        let d = diff_images(end, &halfway, 24).unwrap();
+        assert!(d.pixels_over > 320 * 180 / 10, "halfway looks like {name}: {} pixels differ", d.pixels_over);
+    }
+    steps(&mut renderer, 40);
+    let back = renderer.capture().unwrap();
+    let d = diff_images(&overview, &back, 24).unwrap();
+    assert!(d.pixels_over < 320 * 180 / 100, "the move ends on the overview: {} pixels differ", d.pixels_over);
+
+    // Overlays: off in a plain render; on a program output the credits come and go by command.
+    renderer.submit(program(ProgramAction::Overlay { overlay: Overlay::Credits, visible: true }));
+    steps(&mut renderer, 3);
+    let plain = renderer.capture().unwrap();
+    assert!(diff_images(&back, &plain, 24).is_none_or(|d| d.pixels_over < 50), "no overlay without a program output");
+    renderer.app_mut().world_mut().resource_mut::<parvis::engine::program::ProgramOverlays>().enabled = true;
+    steps(&mut renderer, 3);
+    let credits = renderer.capture().unwrap();
+    save_png(&credits, &out_dir().join("program-credits.png")).unwrap();
+    let d = diff_images(&back, &credits, 24).unwrap();
+    assert!(d.pixels_over > 500, "the credits drew {} pixels", d.pixels_over);
+    let (x0, y0, _, _) = d.bbox.unwrap();
+    assert!(x0 < 320 / 3 && y0 > 180 / 2, "the lower third is at the bottom left: changes from ({x0}, {y0})");
+    renderer.submit(program(ProgramAction::Overlay { overlay: Overlay::Credits, visible: false }));
+    steps(&mut renderer, 3);
+    let hidden = renderer.capture().unwrap();
+    assert!(diff_images(&back, &hidden, 24).is_none_or(|d| d.pixels_over < 50), "hidden again");
+
+    // A viewpoint the venue does not have is refused, naming the ones it has.
+    use parvis::engine::command::RejectedCommand;
+    let mut cursor = renderer.app_mut().world().resource::<Messages<RejectedCommand>>().get_cursor();
+    renderer.submit(program(ProgramAction::Cut { viewpoint: "balcony".into() }));
+    renderer.step();
+    let world = renderer.app_mut().world();
+    let errors: Vec<String> =
+        cursor.read(world.resource::<Messages<RejectedCommand>>()).map(|r| r.error.to_string()).collect();
+    assert!(errors.iter().any(|e| e.contains("no viewpoint named \"balcony\"") && e.contains("aerial")), "{errors:?}");
+}

@@ -1,7 +1,8 @@
 //! Shows on the audio clock, headless on kira's mock backend: cues fire once, in order, in the
 //! first frame whose clock position has passed them; GO, follow-ons, seeks, loops and jumps;
 //! the log records planned and actual positions, and replaying it gives the same venue. Also
-//! the control room that drives shows (module `osc`: OSC and OSCQuery with real peers), kept in
+//! the control room that drives shows (module `osc`: OSC and OSCQuery with real peers) and the
+//! program output that broadcasts them (module `program`: ffmpeg, nginx-rtmp, SRT), kept in
 //! this binary because each test binary links the whole engine.
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,9 @@ use parvis::model::params::ParamValue;
 use parvis::model::scene::DEFAULT_SCENE;
 use parvis::model::scene::format::SceneFile;
 use parvis::model::scene::validate::{load_scene_str, parse_scene, validate_scene};
+
+#[path = "show/program.rs"]
+mod program;
 
 const FRAME: f64 = 1.0 / 60.0;
 

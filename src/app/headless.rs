@@ -54,6 +54,8 @@ impl HeadlessRenderer {
                 // stream would show them.
                 IsDefaultUiCamera,
                 VenueCamera,
+                // The headless picture is what a stream or a recording sends.
+                crate::engine::program::ProgramCamera,
                 CameraRig::looking(Vec3::new(0.0, 5.0, 15.0), Vec3::ZERO),
                 AwaitingViewpoint,
             ))
@@ -90,12 +92,12 @@ impl HeadlessRenderer {
     /// cue fires where it would live, and a long show takes as many frames as it has cues).
     /// The transport is left paused at `at`. Returns the number of cues fired.
     pub fn play_show_to(&mut self, show: &str, at: f64) -> Result<usize, OutputError> {
-        use crate::engine::show::clock::{MOCK_BLOCK, MOCK_RATE};
+        use crate::engine::show::clock::ShowClock;
         use crate::engine::show::{Shows, TransportState};
         use crate::model::command::TransportAction;
 
-        let block = MOCK_BLOCK as f64 / f64::from(MOCK_RATE);
         let world = self.app.world_mut();
+        let block = world.get_resource::<ShowClock>().map_or(1.0 / 3000.0, ShowClock::block_seconds);
         let fired_before = world.resource::<Shows>().fired.len();
         // Frames as long as the next cue is far; Bevy caps a frame's time step otherwise.
         world.resource_mut::<Time<Virtual>>().set_max_delta(Duration::from_secs(86_400));

@@ -70,6 +70,7 @@ impl Plugin for VenueCorePlugin {
             ShowPlugin,
             ChasePlugin,
             ControlPlugin,
+            crate::engine::program::ProgramPlugin,
         ));
     }
 }

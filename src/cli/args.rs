@@ -262,6 +262,52 @@ pub struct RunArgs {
     pub play: bool,
     #[command(flatten)]
     pub xr: XrArgs,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// The program output: streams and recordings of the director's view with the program sound.
+#[derive(Args, Clone)]
+pub struct OutputArgs {
+    /// Stream the program output to rtmp://HOST/APP/KEY, rtmps://… or srt://HOST:PORT
+    /// (repeatable). `env:NAME` reads the URL from the environment variable NAME, so that the
+    /// stream key is not in the process list; it never appears in logs or /metrics.
+    #[arg(long = "stream", value_name = "URL")]
+    pub stream: Vec<String>,
+    /// Record the program output to a .mkv (survives a crash) or .mp4 file (repeatable).
+    #[arg(long = "record", value_name = "FILE")]
+    pub record: Vec<String>,
+    /// Output frames per second.
+    #[arg(long, value_name = "FPS", default_value_t = 30)]
+    pub output_fps: u32,
+    /// Video bit rate in kbit/s (Twitch's 720p30: 3000 to 4500).
+    #[arg(long, value_name = "KBPS", default_value_t = 4500)]
+    pub video_kbps: u32,
+    /// Audio bit rate in kbit/s (AAC, 48 kHz stereo).
+    #[arg(long, value_name = "KBPS", default_value_t = 160)]
+    pub audio_kbps: u32,
+    /// Seconds between keyframes (Twitch asks for 2).
+    #[arg(long, value_name = "SECONDS", default_value_t = 2)]
+    pub keyframe_seconds: u32,
+    /// Video encoder (e.g. libx264, h264_nvenc); by default NVENC when ffmpeg has it and it
+    /// works on this machine, else libx264.
+    #[arg(long, value_name = "NAME")]
+    pub encoder: Option<String>,
+    /// The ffmpeg program.
+    #[arg(long, value_name = "PATH", default_value = "ffmpeg")]
+    pub ffmpeg: PathBuf,
+    /// Stamp each output frame's number in its bottom-right corner from the start (a row of
+    /// squares that survives compression): read back from what viewers get, it gives the
+    /// stream's delay. The `stamp` overlay switches it later.
+    #[arg(long)]
+    pub frame_code: bool,
+}
+
+impl OutputArgs {
+    /// Whether any output is asked for.
+    pub fn any(&self) -> bool {
+        !self.stream.is_empty() || !self.record.is_empty()
+    }
 }
 
 /// What `--xr` does without a headset.
@@ -336,8 +382,8 @@ pub struct RenderArgs {
     #[command(flatten)]
     pub venue: VenueArgs,
     /// PNG file to write.
-    #[arg(long, value_name = "FILE.png")]
-    pub out: PathBuf,
+    #[arg(long, value_name = "FILE.png", required_unless_present = "video")]
+    pub out: Option<PathBuf>,
     /// Image size.
     #[arg(long, value_name = "WxH", default_value = "1280x720", value_parser = parse_size)]
     pub size: UVec2,
@@ -348,6 +394,21 @@ pub struct RenderArgs {
     /// render the venue as it stands there (a preview of any moment of a show).
     #[arg(long, value_name = "SECONDS", requires = "show", value_parser = parse_show_seconds)]
     pub at: Option<f64>,
+    /// Render a video instead of a picture: `--show` from its start to `--at` (or its end),
+    /// frame by frame at a fixed time step with the program sound, into a .mkv or .mp4 file
+    /// (`--out` is then not needed).
+    #[arg(long, value_name = "FILE.mp4", requires = "show")]
+    pub video: Option<String>,
+    /// With --video: frames per second (each frame advances the venue by 1/FPS s).
+    #[arg(long, value_name = "FPS", default_value_t = 30)]
+    pub fps: u32,
+    /// Draw the program output's overlays (credits, poll, chat) as a stream shows them
+    /// (always on with --video).
+    #[arg(long)]
+    pub program: bool,
+    /// With --video: stamp each frame's number in its bottom-right corner.
+    #[arg(long, requires = "video")]
+    pub frame_code: bool,
 }
 
 pub fn parse_osc_addr(text: &str) -> Result<std::net::SocketAddr, String> {

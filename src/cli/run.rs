@@ -20,6 +20,14 @@ use parvis::model::command::read_command_log_recovering;
 /// Runs the venue until it is closed, interrupted, or has shown `--frames` frames.
 pub fn run(args: RunArgs) -> Result<()> {
     super::signals::watch();
+    if args.output.any() && args.no_render {
+        bail!("--stream and --record send the rendered picture: they cannot go with --no-render");
+    }
+    if args.output.any() && args.xr.xr.is_some() {
+        bail!("--stream and --record do not run with --xr yet: stream from a desktop or headless venue");
+    }
+    // Every output and setting is checked before anything starts.
+    let program = program_output(&args)?;
     let mut setup = venue_setup(&args.venue)?;
     if args.play
         && let Some(show) = &args.venue.show
@@ -67,7 +75,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let resting = limit.is_none() && !args.no_rest;
         let title = setup.scene.venue.title.clone();
         let mut app = windowed_app(setup, limit);
-        if resting {
+        if resting && program.is_none() {
             parvis::app::rest_when_idle(&mut app);
         }
         if let Some(server) = audience {
@@ -75,6 +83,17 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         attach_osc(&mut app, &args, &title)?;
         attach_timecode(&mut app, &args)?;
+        if let Some((targets, settings)) = program {
+            // The window shows the visitor's view; the program has a camera of its own.
+            let size = bevy::math::UVec2::new(settings.width, settings.height);
+            let world = app.world_mut();
+            let target = parvis::engine::output::readable_target(
+                &mut world.resource_mut::<bevy::asset::Assets<bevy::image::Image>>(),
+                size,
+            );
+            parvis::engine::program::spawn_program_camera(world, target);
+            super::program::attach_program(&mut app, targets, settings, &args.output.ffmpeg, args.output.frame_code)?;
+        }
         let exit = app.run();
         close_edges(app.world_mut());
         return match exit {
@@ -88,7 +107,17 @@ pub fn run(args: RunArgs) -> Result<()> {
             args.size.x, args.size.y
         );
     }
-    run_headless(setup, audience, &args)
+    run_headless(setup, audience, &args, program)
+}
+
+/// The outputs and their settings, checked before anything starts; `None` without outputs.
+fn program_output(args: &RunArgs) -> Result<Program> {
+    if !args.output.any() {
+        return Ok(None);
+    }
+    let targets = super::program::targets(&args.output)?;
+    let settings = super::program::settings(&args.output, args.size, args.output.output_fps)?;
+    Ok(Some((targets, settings)))
 }
 
 /// Carries on the show logged in `path`, appending to it.
@@ -159,10 +188,11 @@ impl FramePacer {
         if self.last_report.elapsed() >= Duration::from_secs(5) {
             self.times.sort_by(f64::total_cmp);
             eprintln!(
-                "parvis: {} frame {}: median {:.2} ms over the last {} frames",
+                "parvis: {} frame {}: median {:.2} ms, longest {:.2} ms over the last {} frames",
                 self.label,
                 self.frame,
                 self.times[self.times.len() / 2],
+                self.times[self.times.len() - 1],
                 self.times.len()
             );
             self.times.clear();
@@ -204,7 +234,14 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
     result
 }
 
-pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
+type Program = Option<(Vec<parvis::model::program::OutputTarget>, parvis::model::program::OutputSettings)>;
+
+pub fn run_headless(
+    setup: VenueSetup,
+    audience: Option<AudienceServer>,
+    args: &RunArgs,
+    program: Program,
+) -> Result<()> {
     let title = setup.scene.venue.title.clone();
     let mut renderer = HeadlessRenderer::new(setup, args.size);
     if let Some(server) = audience {
@@ -212,7 +249,24 @@ pub fn run_headless(setup: VenueSetup, audience: Option<AudienceServer>, args: &
     }
     attach_osc(renderer.app_mut(), args, &title)?;
     attach_timecode(renderer.app_mut(), args)?;
+    if let Some((targets, settings)) = program {
+        super::program::attach_program(
+            renderer.app_mut(),
+            targets,
+            settings,
+            &args.output.ffmpeg,
+            args.output.frame_code,
+        )?;
+    }
     renderer.wait_until_ready().context("the venue did not load")?;
+    // The venue's time: the wall clock when it goes out live (a slow renderer must not slow
+    // the stream's sound), else one frame's worth per frame at the paced rate.
+    let step = if args.output.any() {
+        bevy::time::TimeUpdateStrategy::Automatic
+    } else {
+        bevy::time::TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(1.0 / args.fps.max(1.0)))
+    };
+    renderer.app_mut().insert_resource(step);
     let mut pacer = FramePacer::new(args.fps, "headless");
     allow_rest(renderer.app_mut().world_mut(), args);
     while (args.frames == 0 || pacer.frame < args.frames) && !shutdown::requested() {

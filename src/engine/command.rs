@@ -21,6 +21,7 @@ use crate::model::command::{
     CommandError, CommandOrigin, LoggedCommand, MAX_SHOWN_CHARS, TransportAction, VenueCommand, state_hash,
 };
 use crate::model::params::StageParams;
+use crate::model::program::ProgramAction;
 use crate::model::scene::format::{ParamKind, SceneFile, ShowDef};
 use crate::model::scene::validate::validate_scene;
 
@@ -439,6 +440,30 @@ fn apply_commands(
                     return Err(CommandError::Invalid("a cue fires at 0 s or later".into()));
                 }
                 Ok(())
+            }
+            VenueCommand::Program { action } => {
+                let viewpoint = match action {
+                    ProgramAction::Cut { viewpoint } => viewpoint,
+                    ProgramAction::Move { viewpoint, seconds, .. } => {
+                        if !(0.0..=600.0).contains(seconds) {
+                            return Err(CommandError::Invalid(format!(
+                                "a camera move lasts 0 to 600 seconds, not {seconds}"
+                            )));
+                        }
+                        viewpoint
+                    }
+                    ProgramAction::Overlay { .. } => return Ok(()),
+                };
+                let scene = scene_now.as_deref().ok_or_else(|| CommandError::Invalid("no venue yet".into()))?;
+                if scene.viewpoints.iter().any(|v| &v.name == viewpoint) {
+                    Ok(())
+                } else {
+                    let names: Vec<&str> = scene.viewpoints.iter().map(|v| v.name.as_str()).collect();
+                    Err(CommandError::Invalid(format!(
+                        "no viewpoint named {viewpoint:?} in this venue; viewpoints: {}",
+                        if names.is_empty() { "(none)".to_owned() } else { names.join(", ") }
+                    )))
+                }
             }
             VenueCommand::LoadScene { scene: new_scene } => {
                 if let Some(assets) = assets.as_deref() {

@@ -7,7 +7,8 @@
 //! venue ([`stage_text`]) and the panels they and the headset's hotspot panel are drawn on
 //! ([`ui_panel`]), resting when nothing changes ([`rest`]), the venue's side of the live audience (rules, votes, crowd energy,
 //! moderation state, [`audience`]), hotspots and tours ([`visit`]), shows on the audio clock ([`show`]), the control room's inputs and echoes (OSC, [`control`]), heritage scans
-//! ([`heritage`]), headsets ([`xr`]) and offscreen output ([`output`]).
+//! ([`heritage`]), headsets ([`xr`]), offscreen output ([`output`]) and the program output's
+//! camera, overlays and feed ([`program`]).
 //!
 //! What it may use: the model ([`crate::model`]), Bevy and its ecosystem (rapier, OpenXR,
 //! kira), and channels. It never imports the edges or the app: an edge reaches the venue only
@@ -23,6 +24,7 @@ pub mod environment;
 pub mod heritage;
 pub mod hud;
 pub mod output;
+pub mod program;
 pub mod rest;
 pub mod scene;
 pub mod schedule;

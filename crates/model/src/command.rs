@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::params::{ParamError, ParamValue, StageParams};
+use crate::program::ProgramAction;
 use crate::scene::format::{Easing, SceneFile};
 use crate::scene::validate::SceneProblem;
 
@@ -128,6 +129,12 @@ pub enum VenueCommand {
         /// The clock's position in the frame it fired, seconds.
         actual: f64,
     },
+    /// The director's work on the program output: cut or move the program camera, show or
+    /// hide an overlay.
+    Program {
+        /// What to do.
+        action: ProgramAction,
+    },
 }
 
 /// What a show's transport is asked to do.
@@ -212,6 +219,7 @@ impl VenueCommand {
             VenueCommand::OpenWindow { seconds, .. } => seconds.is_none_or(f32::is_finite),
             VenueCommand::CloseWindow { .. } => true,
             VenueCommand::CueFired { planned, actual, .. } => planned.is_finite() && actual.is_finite(),
+            VenueCommand::Program { action } => action.numbers_are_finite(),
             VenueCommand::SpawnEffect { .. }
             | VenueCommand::HideText { .. }
             | VenueCommand::OpenPoll { .. }
@@ -246,6 +254,7 @@ impl VenueCommand {
             VenueCommand::CueFired { show, cue, planned, actual } => {
                 format!("show {show}: cue {cue} fired at {actual:.3} s (planned {planned:.3} s)")
             }
+            VenueCommand::Program { action } => format!("program: {action}"),
         }
     }
 }
@@ -308,7 +317,8 @@ impl CommandOrigin {
             | VenueCommand::PlayTour { .. }
             | VenueCommand::Transport { .. }
             | VenueCommand::OpenWindow { .. }
-            | VenueCommand::CloseWindow { .. } => !matches!(self, CommandOrigin::Audience(_)),
+            | VenueCommand::CloseWindow { .. }
+            | VenueCommand::Program { .. } => !matches!(self, CommandOrigin::Audience(_)),
             // Only a show's own transport says that one of its cues fired (and replay, which
             // asks again as the same origin).
             VenueCommand::CueFired { .. } => matches!(self, CommandOrigin::Cue(_)),

@@ -5,8 +5,8 @@
 //! ([`command`]), stage-parameter values ([`params`]), language tags and fallback ([`lang`]),
 //! the roles chat platforms give ([`roles`]), the audience protocol, moderation, rule matching
 //! and vote counting ([`audience`]), the IRCv3 parser chat bridges read Twitch with ([`irc`]),
-//! the seeded random numbers effects are planned with ([`rng`]), and shows: timecode and which cue
-//! fires when ([`show`]).
+//! the seeded random numbers effects are planned with ([`rng`]), shows: timecode and which cue
+//! fires when ([`show`]), and the program output's targets, settings and frame code ([`program`]).
 //!
 //! What it may use: the standard library and small data crates (serde, ron, thiserror,
 //! unicode-normalization, memchr). No Bevy, no threads, no network, no async: the engine
@@ -23,6 +23,7 @@ pub mod lang;
 pub mod osc;
 pub mod oscquery;
 pub mod params;
+pub mod program;
 pub mod rng;
 pub mod roles;
 pub mod scene;

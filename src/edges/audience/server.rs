@@ -247,7 +247,7 @@ async fn serve_connection(
             moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared).await;
         }
         ("GET", "/metrics", false) => {
-            let body = shared.hub.metrics.render(shared.hub.direct.lock().map(|d| d.len()).unwrap_or(0));
+            let body = shared.hub.render_metrics();
             respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes()).await;
         }
         ("GET", _, false) => serve_static(&mut stream, &shared.config().web_root, &path).await,

@@ -67,9 +67,26 @@ pub struct AudienceHub {
     pub open_bridges: AtomicU32,
     /// Rung with each event queued for the venue, so that a resting venue wakes at once.
     pub doorbell: Doorbell,
+    /// Other parts of the venue's metrics (the program output), appended to `/metrics`.
+    pub metric_sections: RwLock<Vec<Arc<dyn MetricsSection>>>,
+}
+
+/// A part of `/metrics` that another capability keeps (Prometheus text format).
+pub trait MetricsSection: Send + Sync {
+    /// Appends its metrics to `out`.
+    fn render(&self, out: &mut String);
 }
 
 impl AudienceHub {
+    /// `/metrics`: the audience's, then every other section's.
+    pub fn render_metrics(&self) -> String {
+        let mut body = self.metrics.render(self.direct.lock().map(|d| d.len()).unwrap_or(0));
+        for section in self.metric_sections.read().expect("metric sections").iter() {
+            section.render(&mut body);
+        }
+        body
+    }
+
     /// Sends `message` to one member, if connected; a full mailbox drops it (counted).
     pub fn send_to(&self, user: &str, message: &ServerMessage) {
         let mailbox = self.direct.lock().expect("direct map").get(user).cloned();
@@ -137,6 +154,7 @@ impl AudienceLink {
             closing: watch::channel(false).0,
             open_bridges: AtomicU32::new(0),
             doorbell: Doorbell::default(),
+            metric_sections: RwLock::default(),
         });
         Self { hub, events }
     }

@@ -92,6 +92,30 @@ pub struct Audience {
     windows: HashMap<String, Window>,
 }
 
+impl Audience {
+    /// The open poll as the program overlay shows it: question, each option's label and votes,
+    /// and seconds left.
+    pub fn poll_overlay(&self, now: Instant) -> Option<(String, Vec<(String, u64)>, f32)> {
+        let poll = self.poll.as_ref()?;
+        let options = poll.def.options.iter().zip(poll.tally.counts()).map(|(o, c)| (o.label.clone(), *c)).collect();
+        Some((poll.def.question.clone(), options, poll.closes_at.saturating_duration_since(now).as_secs_f32()))
+    }
+
+    /// Open interaction windows for the program overlay: label and seconds left (`None`:
+    /// until closed), one line per label.
+    pub fn window_overlay(&self, now: Instant) -> Vec<(String, Option<f32>)> {
+        let mut out: Vec<(String, Option<f32>)> = Vec::new();
+        for w in self.windows.values() {
+            let left = w.closes_at.map(|t| t.saturating_duration_since(now).as_secs_f32());
+            if !out.iter().any(|(l, _)| l == &w.label) {
+                out.push((w.label.clone(), left));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
 /// An interaction window on a closed rule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Window {

@@ -7,7 +7,9 @@
 use std::path::Path;
 
 use bevy::prelude::*;
-use kira::backend::mock::{MockBackend, MockBackendSettings};
+use std::sync::Mutex;
+
+use kira::backend::{Backend, Renderer};
 use kira::clock::{ClockHandle, ClockSpeed, ClockTime};
 use kira::sound::FromFileError;
 use kira::sound::streaming::{StreamingSoundData, StreamingSoundHandle};
@@ -19,9 +21,62 @@ pub const MOCK_RATE: u32 = 12_000;
 /// Samples in a block of the silent mixer (its clock moves by blocks).
 pub const MOCK_BLOCK: usize = 4;
 
+/// Samples a second of the mixer whose sound goes to the program output.
+pub const PROGRAM_RATE: u32 = crate::model::program::AUDIO_RATE;
+/// Samples in a block of that mixer: 1/3000 s, the same granularity as the silent mixer's.
+pub const PROGRAM_BLOCK: usize = 16;
+
 enum Mixer {
     Device(Box<AudioManager<DefaultBackend>>),
-    Silent { manager: Box<AudioManager<MockBackend>>, owed: f64 },
+    /// Pumped by the frames; `capture` keeps what it plays when the program output wants it.
+    Silent {
+        manager: Box<AudioManager<CaptureBackend>>,
+        owed: f64,
+        rate: u32,
+        block: usize,
+        capture: Option<Vec<f32>>,
+    },
+}
+
+/// kira's mock backend, except that the sound it renders can be read: the silent mixer, and the
+/// program output's mixer when the venue is streamed or recorded.
+pub struct CaptureBackend {
+    // kira hands the renderer over once; a mutex makes the backend `Sync` (the resource is).
+    renderer: Option<Mutex<Renderer>>,
+    frames: Vec<f32>,
+}
+
+impl Backend for CaptureBackend {
+    type Settings = u32;
+    type Error = std::convert::Infallible;
+
+    fn setup(sample_rate: u32, internal_buffer_size: usize) -> Result<(Self, u32), Self::Error> {
+        Ok((Self { renderer: None, frames: vec![0.0; internal_buffer_size * 2] }, sample_rate))
+    }
+
+    fn start(&mut self, renderer: Renderer) -> Result<(), Self::Error> {
+        self.renderer = Some(Mutex::new(renderer));
+        Ok(())
+    }
+}
+
+impl CaptureBackend {
+    fn renderer(&mut self) -> &mut Renderer {
+        self.renderer.as_mut().expect("kira starts the backend when the manager is made").get_mut().expect("renderer")
+    }
+
+    /// Applies commands sent since the last block (kira's `on_start_processing`).
+    fn start_block(&mut self) {
+        self.renderer().on_start_processing();
+    }
+
+    /// Renders one block; returns its interleaved stereo samples.
+    fn process(&mut self) -> &[f32] {
+        let mut frames = std::mem::take(&mut self.frames);
+        self.renderer().process(&mut frames, 2);
+        self.frames = frames;
+        &self.frames
+    }
 }
 
 /// The show's clock and the music playing on it.
@@ -44,17 +99,11 @@ impl ShowClock {
                 }
             })
             .flatten();
-        let mut mixer = device.unwrap_or_else(|| Mixer::Silent {
-            manager: Box::new(
-                AudioManager::<MockBackend>::new(AudioManagerSettings {
-                    backend_settings: MockBackendSettings { sample_rate: MOCK_RATE },
-                    internal_buffer_size: MOCK_BLOCK,
-                    ..default()
-                })
-                .expect("the mock backend always starts"),
-            ),
-            owed: 0.0,
-        });
+        let mixer = device.unwrap_or_else(|| Self::silent_mixer(MOCK_RATE, MOCK_BLOCK, false));
+        Self::with_mixer(mixer)
+    }
+
+    fn with_mixer(mut mixer: Mixer) -> Self {
         let speed = ClockSpeed::TicksPerSecond(1.0);
         let clock = match &mut mixer {
             Mixer::Device(m) => m.add_clock(speed),
@@ -64,6 +113,46 @@ impl ShowClock {
         Self { mixer, clock, tracks: Vec::new() }
     }
 
+    /// A clock whose mixer plays into the program output: pumped by the frames like the silent
+    /// one, at [`PROGRAM_RATE`], keeping its sound for [`ShowClock::take_program_audio`].
+    pub fn for_program() -> Self {
+        Self::with_mixer(Self::silent_mixer(PROGRAM_RATE, PROGRAM_BLOCK, true))
+    }
+
+    fn silent_mixer(rate: u32, block: usize, capture: bool) -> Mixer {
+        Mixer::Silent {
+            manager: Box::new(
+                AudioManager::<CaptureBackend>::new(AudioManagerSettings {
+                    backend_settings: rate,
+                    internal_buffer_size: block,
+                    ..default()
+                })
+                .unwrap_or_else(|e| match e {}),
+            ),
+            owed: 0.0,
+            rate,
+            block,
+            capture: capture.then(Vec::new),
+        }
+    }
+
+    /// Seconds in a block of the frame-pumped mixer (its clock moves by blocks).
+    pub fn block_seconds(&self) -> f64 {
+        match &self.mixer {
+            Mixer::Silent { rate, block, .. } => *block as f64 / f64::from(*rate),
+            Mixer::Device(_) => MOCK_BLOCK as f64 / f64::from(MOCK_RATE),
+        }
+    }
+
+    /// The sound played since the last call, interleaved stereo at [`PROGRAM_RATE`], when this
+    /// clock plays into the program output; `None` otherwise.
+    pub fn take_program_audio(&mut self) -> Option<Vec<f32>> {
+        match &mut self.mixer {
+            Mixer::Silent { capture: Some(buffer), .. } => Some(std::mem::take(buffer)),
+            _ => None,
+        }
+    }
+
     /// Whether the music reaches a sound card.
     pub fn audible(&self) -> bool {
         matches!(self.mixer, Mixer::Device(_))
@@ -71,18 +160,21 @@ impl ShowClock {
 
     /// Runs the silent mixer for `seconds` (a frame's time step); a sound card runs itself.
     pub fn pump(&mut self, seconds: f64) {
-        if let Mixer::Silent { manager, owed } = &mut self.mixer {
-            *owed += seconds * f64::from(MOCK_RATE) / MOCK_BLOCK as f64;
+        if let Mixer::Silent { manager, owed, rate, block, capture } = &mut self.mixer {
+            *owed += seconds * f64::from(*rate) / *block as f64;
             // Commands sent since the last frame (start, pause, sounds) apply first, as an
             // audio thread would at the start of its next block.
-            manager.backend_mut().on_start_processing();
+            manager.backend_mut().start_block();
             while *owed >= 1.0 - 1e-9 {
-                manager.backend_mut().process();
+                let samples = manager.backend_mut().process();
+                if let Some(buffer) = capture.as_mut() {
+                    buffer.extend_from_slice(samples);
+                }
                 *owed -= 1.0;
             }
             // The clock publishes its time at the start of a block: once more, so that this
             // frame reads where the mixer now stands, not where it stood before the frame.
-            manager.backend_mut().on_start_processing();
+            manager.backend_mut().start_block();
         }
     }
 

@@ -243,6 +243,25 @@ pub enum CueAction {
     },
     /// Close audience rules' windows (by name or group).
     CloseWindow(Vec<String>),
+    /// Cut the program output (the broadcast's camera) to a viewpoint.
+    Cut(String),
+    /// Move the program camera smoothly to a viewpoint.
+    MoveCamera {
+        /// The viewpoint.
+        viewpoint: String,
+        /// Seconds (0 to 600).
+        seconds: f32,
+        /// Shape of the move.
+        #[serde(default)]
+        easing: Easing,
+    },
+    /// Show or hide an overlay of the program output (`credits`, `poll`, `chat`, `stamp`).
+    Overlay {
+        /// Which.
+        overlay: Overlay,
+        /// Shown or hidden.
+        visible: bool,
+    },
 }
 
 /// A text in several languages, keyed by language tag: `{"en": "The well", "fr": "Le puits"}`.
@@ -1240,5 +1259,41 @@ impl<'de> Deserialize<'de> for Colour {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Colour::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The overlays drawn on the program output only (never in a headset or the desktop window).
+// Written as the scene format writes its other names (`InOut`, `Credits`), in scene files and
+// in commands alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Overlay {
+    /// A lower third naming the venue and crediting its content with each licence, built from
+    /// the scene's credit metadata.
+    Credits,
+    /// The open poll, its options and votes, and an open interaction window's countdown.
+    Poll,
+    /// The last audience lines that passed moderation.
+    Chat,
+    /// The machine-readable frame code in the bottom-right corner (for measuring the delay).
+    Stamp,
+}
+
+impl Overlay {
+    /// Every overlay.
+    pub const ALL: [Overlay; 4] = [Overlay::Credits, Overlay::Poll, Overlay::Chat, Overlay::Stamp];
+
+    /// Its name in commands and on OSC.
+    pub fn name(self) -> &'static str {
+        match self {
+            Overlay::Credits => "credits",
+            Overlay::Poll => "poll",
+            Overlay::Chat => "chat",
+            Overlay::Stamp => "stamp",
+        }
+    }
+
+    /// The overlay with this name.
+    pub fn from_name(name: &str) -> Option<Overlay> {
+        Overlay::ALL.into_iter().find(|o| o.name() == name)
     }
 }

@@ -1726,6 +1726,14 @@ fn check_cue_action(scene: &SceneFile, params: &crate::params::StageParams, acti
             window_rules(scene, rules)
         }
         CueAction::CloseWindow(rules) => window_rules(scene, rules),
+        CueAction::Cut(name) | CueAction::MoveCamera { viewpoint: name, .. }
+            if !scene.viewpoints.iter().any(|v| &v.name == name) =>
+        {
+            missing("viewpoint", name, scene.viewpoints.iter().map(|v| v.name.as_str()).collect())
+        }
+        CueAction::MoveCamera { seconds, .. } if !(seconds.is_finite() && (0.0..=600.0).contains(seconds)) => {
+            Err(format!("a camera move lasts 0 to 600 seconds, not {seconds}"))
+        }
         _ => Ok(()),
     }
 }

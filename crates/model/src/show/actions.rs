@@ -4,6 +4,7 @@
 
 use crate::command::VenueCommand;
 use crate::params::{ParamError, StageParams};
+use crate::program::ProgramAction;
 use crate::scene::format::CueAction;
 
 /// The venue command a cue action stands for; a value that does not read or fit its parameter
@@ -29,5 +30,14 @@ pub fn cue_command(action: &CueAction, params: &StageParams) -> Result<VenueComm
             VenueCommand::OpenWindow { rules: rules.clone(), seconds: *seconds, label: label.clone() }
         }
         CueAction::CloseWindow(rules) => VenueCommand::CloseWindow { rules: rules.clone() },
+        CueAction::Cut(viewpoint) => {
+            VenueCommand::Program { action: ProgramAction::Cut { viewpoint: viewpoint.clone() } }
+        }
+        CueAction::MoveCamera { viewpoint, seconds, easing } => VenueCommand::Program {
+            action: ProgramAction::Move { viewpoint: viewpoint.clone(), seconds: *seconds, easing: *easing },
+        },
+        CueAction::Overlay { overlay, visible } => {
+            VenueCommand::Program { action: ProgramAction::Overlay { overlay: *overlay, visible: *visible } }
+        }
     })
 }

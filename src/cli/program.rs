@@ -1,0 +1,109 @@
+//! The program output on the command line: `--stream` and `--record` of `parvis run`, and
+//! `parvis render --video`. Every target and setting is checked before the venue starts, with
+//! errors that name the problem and never the stream key.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use bevy::prelude::*;
+
+use super::args::OutputArgs;
+use parvis::edges::program::{ProgramOutput, QUEUE, choose_encoder};
+use parvis::engine::audience::hub::AudienceLink;
+use parvis::engine::program::{ProgramFeed, ProgramOverlays, ProgramStats};
+use parvis::engine::show::clock::ShowClock;
+use parvis::model::program::{OutputSettings, OutputTarget, find_program};
+
+/// Set in tests: network outputs must be on this machine.
+const LOOPBACK_ONLY_ENV: &str = "PARVIS_OUTPUT_LOOPBACK_ONLY";
+
+/// The outputs asked for, read and checked.
+pub fn targets(args: &OutputArgs) -> Result<Vec<OutputTarget>> {
+    let loopback_only = std::env::var_os(LOOPBACK_ONLY_ENV).is_some_and(|v| !v.is_empty() && v != "0");
+    let mut out = Vec::new();
+    for given in &args.stream {
+        // `env:NAME` keeps the key out of the process list.
+        let url = match given.strip_prefix("env:") {
+            Some(name) => std::env::var(name)
+                .with_context(|| format!("--stream env:{name}: the environment variable {name} is not set"))?,
+            None => given.clone(),
+        };
+        let target = OutputTarget::parse(&url).map_err(|e| anyhow::anyhow!("--stream {e}"))?;
+        if !target.is_stream() {
+            bail!("--stream {}: a file is recorded with --record", target.redacted());
+        }
+        target.check(loopback_only).map_err(|e| anyhow::anyhow!("--stream {e}"))?;
+        out.push(target);
+    }
+    for given in &args.record {
+        let target = OutputTarget::parse(given).map_err(|e| anyhow::anyhow!("--record {e}"))?;
+        if target.is_stream() {
+            bail!("--record {}: a network output is sent with --stream", target.redacted());
+        }
+        target.check(loopback_only).map_err(|e| anyhow::anyhow!("--record {e}"))?;
+        out.push(target);
+    }
+    Ok(out)
+}
+
+/// Size, rates and the encoder, checked (ffmpeg is run once to try the encoder).
+pub fn settings(args: &OutputArgs, size: UVec2, fps: u32) -> Result<OutputSettings> {
+    let mut settings = OutputSettings {
+        width: size.x,
+        height: size.y,
+        fps,
+        video_kbps: args.video_kbps,
+        audio_kbps: args.audio_kbps,
+        keyframe_seconds: args.keyframe_seconds,
+        encoder: String::new(),
+    };
+    settings.check()?;
+    let ffmpeg = find_program(&args.ffmpeg.to_string_lossy()).with_context(|| {
+        format!("cannot find {} (install Debian's ffmpeg package, or give --ffmpeg PATH)", args.ffmpeg.display())
+    })?;
+    settings.encoder = choose_encoder(&ffmpeg, args.encoder.as_deref())?;
+    Ok(settings)
+}
+
+/// Starts the program output of `app`, whose camera marked `ProgramCamera` renders at
+/// `settings`' size: the show's mixer plays into it, its overlays are drawn, `/metrics` gets
+/// its counters.
+pub fn attach_program(
+    app: &mut App,
+    targets: Vec<OutputTarget>,
+    settings: OutputSettings,
+    ffmpeg: &std::path::Path,
+    frame_code: bool,
+) -> Result<()> {
+    let ffmpeg = find_program(&ffmpeg.to_string_lossy()).context("ffmpeg")?;
+    let stats = Arc::new(ProgramStats::default());
+    let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+    for t in &targets {
+        eprintln!(
+            "parvis: program output to {} ({}x{} at {} fps, {} at {} kbit/s, AAC {} kbit/s)",
+            t.redacted(),
+            settings.width,
+            settings.height,
+            settings.fps,
+            settings.encoder,
+            settings.video_kbps,
+            settings.audio_kbps
+        );
+    }
+    let fps = settings.fps;
+    let output = ProgramOutput::start(targets, settings, ffmpeg, stats.clone(), rx)?;
+    let world = app.world_mut();
+    if let Some(link) = world.get_resource::<AudienceLink>() {
+        link.hub.metric_sections.write().expect("metric sections").push(stats.clone());
+    }
+    // The show's music goes into the program (and no longer to a sound card).
+    world.insert_resource(ShowClock::for_program());
+    let mut overlays = world.resource_mut::<ProgramOverlays>();
+    overlays.enabled = true;
+    if frame_code {
+        overlays.visible.insert(parvis::model::program::Overlay::Stamp);
+    }
+    world.insert_resource(ProgramFeed::new(tx, stats, fps));
+    world.insert_resource(output);
+    Ok(())
+}
