@@ -645,3 +645,56 @@ fn write_audio(mut socket: TcpStream, sound: Receiver<Arc<[i16]>>) -> std::io::R
     let _ = socket.read(&mut [0u8; 1]);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(time: f64) -> ProgramPacket {
+        ProgramPacket::Frame { time, width: 32, height: 18, rgba: vec![7; 32 * 18 * 4], stamp: false }
+    }
+
+    fn sound(until: f64, seconds: f64) -> ProgramPacket {
+        ProgramPacket::Audio { until, samples: vec![0; (seconds * f64::from(AUDIO_RATE)) as usize * 2] }
+    }
+
+    /// The stream's clock: output frame k shows the newest picture at or before k / fps; a slow
+    /// renderer's pictures are repeated, a fast one's extra pictures skipped, and the end is
+    /// written out to where the sound ends.
+    #[test]
+    fn output_frames_follow_the_venue_clock() {
+        let settings = OutputSettings { width: 32, height: 18, fps: 10, ..Default::default() };
+        let stats = Arc::new(ProgramStats::default());
+        let (tx, rx) = sync_channel(64);
+        let packets = [sound(0.1, 0.1), frame(0.0), frame(0.3), frame(0.31), frame(0.32), frame(0.33), sound(0.5, 0.4)];
+        stats.in_flight.store(5, Ordering::Relaxed);
+        for p in packets {
+            tx.send(p).unwrap();
+        }
+        drop(tx);
+        Dispatcher::new(settings, stats.clone(), Vec::new()).run(rx, &AtomicBool::new(false));
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        // Frames 0–2 (0.0–0.2 s) show the first picture: two repeats; frame 3 (0.3 s) the
+        // picture of 0.3 s; those of 0.31 and 0.32 s are replaced before frame 4 (0.4 s),
+        // which shows the 0.33 s one; the sound ends at 0.5 s: five frames in all.
+        assert_eq!(load(&stats.stream_frame), 5);
+        assert_eq!(load(&stats.frames_repeated), 2);
+        assert_eq!(load(&stats.frames_skipped), 2);
+        assert_eq!(stats.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    /// A frame of the wrong size (a resized target) is left out, not written.
+    #[test]
+    fn frames_of_the_wrong_size_are_left_out() {
+        let settings = OutputSettings { width: 64, height: 36, fps: 10, ..Default::default() };
+        let stats = Arc::new(ProgramStats::default());
+        let (tx, rx) = sync_channel(8);
+        stats.in_flight.store(1, Ordering::Relaxed);
+        tx.send(sound(0.1, 0.1)).unwrap();
+        tx.send(frame(0.0)).unwrap();
+        tx.send(sound(0.5, 0.4)).unwrap();
+        drop(tx);
+        Dispatcher::new(settings, stats.clone(), Vec::new()).run(rx, &AtomicBool::new(false));
+        assert_eq!(stats.stream_frame.load(Ordering::Relaxed), 0);
+    }
+}

@@ -37,6 +37,11 @@ impl CameraRig {
     }
 }
 
+/// The camera whose picture is the program output (the broadcast's): moved by the director's
+/// commands (`engine::program`), never by the desktop visitor's mouse and keys.
+#[derive(Component, Debug, Clone, Copy)]
+pub struct ProgramCamera;
+
 /// The viewpoint a session starts at; `None` means the scene's `spawn` (or its first viewpoint).
 #[derive(Debug, Clone, Default, Resource)]
 pub struct StartViewpoint(pub Option<String>);
@@ -114,7 +119,7 @@ fn orbit_with_mouse(
     buttons: Res<ButtonInput<MouseButton>>,
     motion: Res<AccumulatedMouseMotion>,
     scroll: Res<AccumulatedMouseScroll>,
-    mut rigs: Query<&mut CameraRig>,
+    mut rigs: Query<&mut CameraRig, Without<ProgramCamera>>,
 ) {
     let delta = motion.delta;
     let wheel = match scroll.unit {
@@ -137,7 +142,11 @@ fn orbit_with_mouse(
     }
 }
 
-fn walk_with_keys(keys: Res<ButtonInput<KeyCode>>, time: Res<Time>, mut rigs: Query<&mut CameraRig>) {
+fn walk_with_keys(
+    keys: Res<ButtonInput<KeyCode>>,
+    time: Res<Time>,
+    mut rigs: Query<&mut CameraRig, Without<ProgramCamera>>,
+) {
     let mut input = Vec3::ZERO;
     for (key, dir) in [
         (KeyCode::KeyW, Vec3::NEG_Z),
@@ -170,26 +179,32 @@ fn walk_with_keys(keys: Res<ButtonInput<KeyCode>>, time: Res<Time>, mut rigs: Qu
 fn jump_to_viewpoint(
     keys: Res<ButtonInput<KeyCode>>,
     scene: Option<Res<CurrentScene>>,
-    mut cameras: Query<(&mut CameraRig, &mut Projection)>,
+    mut cameras: Query<(&mut CameraRig, &mut Projection), Without<ProgramCamera>>,
 ) {
     let Some(scene) = scene else { return };
-    const DIGITS: [KeyCode; 9] = [
-        KeyCode::Digit1,
-        KeyCode::Digit2,
-        KeyCode::Digit3,
-        KeyCode::Digit4,
-        KeyCode::Digit5,
-        KeyCode::Digit6,
-        KeyCode::Digit7,
-        KeyCode::Digit8,
-        KeyCode::Digit9,
-    ];
+    // Shift with a digit cuts the program output instead (`engine::program`).
+    if keys.any_pressed([KeyCode::ShiftLeft, KeyCode::ShiftRight]) {
+        return;
+    }
     let Some(i) = DIGITS.iter().position(|k| keys.just_pressed(*k)) else { return };
     let Some(vp) = scene.0.viewpoints.get(i) else { return };
     for (mut rig, mut projection) in &mut cameras {
         apply_viewpoint(&mut rig, &mut projection, vp);
     }
 }
+
+/// The keys 1 to 9, for the scene's first nine viewpoints.
+pub const DIGITS: [KeyCode; 9] = [
+    KeyCode::Digit1,
+    KeyCode::Digit2,
+    KeyCode::Digit3,
+    KeyCode::Digit4,
+    KeyCode::Digit5,
+    KeyCode::Digit6,
+    KeyCode::Digit7,
+    KeyCode::Digit8,
+    KeyCode::Digit9,
+];
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,7 @@ impl Plugin for HudPlugin {
     fn build(&self, app: &mut App) {
         app.add_systems(PreStartup, load_hud_font).add_systems(Startup, spawn_hud).add_systems(
             Update,
-            (update_title, update_params, update_problems, update_scans, update_show)
+            (update_title, update_params, update_problems, update_scans, update_show, update_program)
                 .after(crate::engine::schedule::VenueSystems::Present),
         );
     }
@@ -38,6 +38,8 @@ struct ProblemText;
 struct ScanText;
 #[derive(Component)]
 struct ShowText;
+#[derive(Component)]
+struct ProgramText;
 
 fn load_hud_font(mut commands: Commands, mut fonts: ResMut<Assets<Font>>) {
     let handle = ui_font(&mut fonts);
@@ -130,6 +132,43 @@ fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
         font(14.0),
         ProblemText,
     ));
+    commands.spawn((
+        // Bottom right: the program output's state, for the operator of a streamed show.
+        Node {
+            position_type: PositionType::Absolute,
+            right: Val::Px(12.0),
+            bottom: Val::Px(48.0),
+            max_width: Val::Percent(40.0),
+            padding: UiRect::all(Val::Px(8.0)),
+            display: Display::None,
+            ..default()
+        },
+        BackgroundColor(Color::srgba(0.0, 0.0, 0.0, 0.8)),
+        Text::new(""),
+        font(14.0),
+        ProgramText,
+    ));
+}
+
+/// The program output's state: each output (live, reconnecting and why), frames dropped and
+/// repeated. Refreshed twice a second.
+fn update_program(
+    feed: Option<Res<crate::engine::program::ProgramFeed>>,
+    time: Res<Time<Real>>,
+    mut last: Local<f64>,
+    mut node: Single<(&mut Text, &mut Node), With<ProgramText>>,
+) {
+    let (text, node) = &mut *node;
+    let Some(feed) = feed else {
+        node.display = Display::None;
+        return;
+    };
+    if time.elapsed_secs_f64() - *last < 0.5 {
+        return;
+    }
+    *last = time.elapsed_secs_f64();
+    node.display = Display::Flex;
+    text.0 = crate::engine::program::status_text(&feed.stats);
 }
 
 fn update_title(scene: Option<Res<CurrentScene>>, mut text: Single<&mut Text, With<TitleText>>) {

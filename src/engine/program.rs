@@ -21,7 +21,7 @@ use bevy::render::view::screenshot::{Screenshot, ScreenshotCaptured};
 use crate::engine::audience::Audience;
 use crate::engine::audience::hub::MetricsSection;
 use crate::engine::camera::{CameraRig, apply_viewpoint};
-use crate::engine::command::{AppliedCommand, CurrentScene};
+use crate::engine::command::{AppliedCommand, CurrentScene, SubmitCommand};
 use crate::engine::schedule::VenueSystems;
 use crate::engine::show::clock::ShowClock;
 use crate::model::command::VenueCommand;
@@ -44,9 +44,7 @@ pub enum ProgramSystems {
     Feed,
 }
 
-/// The camera whose picture is the program output (the broadcast's).
-#[derive(Component, Debug, Clone, Copy)]
-pub struct ProgramCamera;
+pub use crate::engine::camera::ProgramCamera;
 
 /// An eased move of the program camera from one rig to another.
 #[derive(Component, Debug, Clone)]
@@ -220,6 +218,29 @@ impl MetricsSection for ProgramStats {
     }
 }
 
+/// The program output's state in a few lines, for the operator's panel.
+pub fn status_text(stats: &ProgramStats) -> String {
+    let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let mut lines = vec![format!(
+        "program: frame {} · {} dropped · {} repeated",
+        load(&stats.stream_frame),
+        load(&stats.frames_dropped),
+        load(&stats.frames_repeated)
+    )];
+    for t in stats.targets.lock().map(|t| t.clone()).unwrap_or_default() {
+        let mark = if t.state == "live" { "●" } else { "○" };
+        let mut line = format!("{mark} {} {}", t.state, t.name);
+        if t.restarts > 0 {
+            line.push_str(&format!(" ({} restarts)", t.restarts));
+        }
+        if t.state != "live" && !t.last_error.is_empty() {
+            line.push_str(&format!(": {}", t.last_error));
+        }
+        lines.push(line);
+    }
+    lines.join("\n")
+}
+
 fn escape(label: &str) -> String {
     label.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', " ")
 }
@@ -252,6 +273,10 @@ impl Plugin for ProgramPlugin {
             .configure_sets(Update, ProgramSystems::Direct.in_set(VenueSystems::Simulate))
             .configure_sets(Update, ProgramSystems::Present.in_set(VenueSystems::Present))
             .add_systems(Update, direct_program.in_set(ProgramSystems::Direct))
+            .add_systems(
+                Update,
+                director_keys.run_if(resource_exists::<ButtonInput<KeyCode>>).in_set(VenueSystems::Ingest),
+            )
             .add_systems(
                 Update,
                 (move_program_camera, spawn_overlays, refresh_overlays).chain().in_set(ProgramSystems::Present),
@@ -324,6 +349,25 @@ fn direct_program(
             VenueCommand::HideText { id: None } => chat.0.clear(),
             _ => {}
         }
+    }
+}
+
+/// At the desktop, Shift with 1 to 9 cuts the program output to the scene's viewpoints (the
+/// digits alone move the visitor's view).
+fn director_keys(
+    keys: Res<ButtonInput<KeyCode>>,
+    scene: Option<Res<CurrentScene>>,
+    cameras: Query<(), With<ProgramCamera>>,
+    mut submit: MessageWriter<SubmitCommand>,
+) {
+    if cameras.is_empty() || !keys.any_pressed([KeyCode::ShiftLeft, KeyCode::ShiftRight]) {
+        return;
+    }
+    let Some(i) = crate::engine::camera::DIGITS.iter().position(|k| keys.just_pressed(*k)) else { return };
+    if let Some(viewpoint) = scene.as_deref().and_then(|s| s.0.viewpoints.get(i)) {
+        submit.write(SubmitCommand::local(VenueCommand::Program {
+            action: ProgramAction::Cut { viewpoint: viewpoint.name.clone() },
+        }));
     }
 }
 

@@ -103,6 +103,18 @@ fn duration(probe: &str) -> f64 {
         .unwrap_or_else(|| panic!("no duration in {probe}"))
 }
 
+/// Video packets in a file, counted by reading it through (a file whose writer was killed has
+/// no duration in its header).
+fn video_frames(file: &Path) -> u64 {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v", "-count_packets", "-show_entries", "stream=nb_read_packets"])
+        .args(["-of", "csv=p=0"])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
 /// Every frame of a video, decoded to RGBA.
 fn decode_frames(file: &Path, w: usize, h: usize) -> Vec<Vec<u8>> {
     let out = Command::new("ffmpeg")
@@ -360,12 +372,17 @@ fn the_venue_streams_to_rtmp_and_srt_and_survives_a_lost_ingest() {
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let record = dir.join("program.mkv");
+    // A recording onto a full disk: /dev/full refuses every write with ENOSPC.
+    let full = dir.join("full.mkv");
+    std::os::unix::fs::symlink("/dev/full", &full).unwrap();
     let mut venue = Command::new(env!("CARGO_BIN_EXE_parvis"))
         .args(["run", "--headless", "--size", "320x180", "--fps", "30", "--audience", "127.0.0.1:0"])
         .args(["--show", "evening", "--play", "--stream", "env:PARVIS_TEST_STREAM_URL", "--stream"])
         .arg(format!("srt://127.0.0.1:{srt_port}?mode=caller"))
         .arg("--record")
         .arg(&record)
+        .arg("--record")
+        .arg(&full)
         .arg("--frame-code")
         .env("PARVIS_TEST_STREAM_URL", &rtmp_url)
         .env("PARVIS_OUTPUT_LOOPBACK_ONLY", "1")
@@ -394,8 +411,9 @@ fn the_venue_streams_to_rtmp_and_srt_and_survives_a_lost_ingest() {
         m.contains(&format!("target=\"{shown}\",state=\"live\"}} 1"))
             && m.contains(&format!("target=\"{}\",state=\"live\"}} 1", record.display()))
             && m.contains("srt://127.0.0.1")
-            && m.matches("state=\"live\"} 1").count() == 3
+            && m.matches("state=\"live\"} 1").count() >= 3
     });
+    wait_for("the full disk named", Duration::from_secs(30), || text().contains("No space left on device"));
     let _ = up;
 
     // Read the stream back from nginx as a viewer would.
@@ -428,7 +446,20 @@ fn the_venue_streams_to_rtmp_and_srt_and_survives_a_lost_ingest() {
     let probed = probe(&rtmp_url);
     assert!(probed.contains("codec_name=h264") && probed.contains("codec_name=aac"), "after the restart: {probed}");
     let m = metrics(&addr);
-    assert_eq!(m.matches("state=\"live\"} 1").count(), 3, "the SRT stream and the file carried on:\n{m}");
+    for target in [format!("{}", record.display()), format!("srt://127.0.0.1:{srt_port}?mode=…")] {
+        assert!(m.contains(&format!("target=\"{target}\",state=\"live\"}} 1")), "{target} carried on:\n{m}");
+    }
+
+    // ffmpeg dies under the recording: it is started again into a new file, the first kept.
+    let pids = Command::new("pgrep").args(["-f", &format!("{}$", record.display())]).output().unwrap();
+    let pid = String::from_utf8_lossy(&pids.stdout).lines().next().expect("the recording's ffmpeg").to_owned();
+    let _ = Command::new("kill").args(["-KILL", &pid]).status();
+    let restarts = format!("parvis_program_output_restarts_total{{target=\"{}\"}} ", record.display());
+    wait_for("the recording started again", Duration::from_secs(30), || {
+        let m = metrics(&addr);
+        metric(&m, &restarts) >= 1.0 && m.contains(&format!("target=\"{}\",state=\"live\"}} 1", record.display()))
+    });
+    std::thread::sleep(Duration::from_secs(2));
     assert!(metric(&m, &format!("parvis_program_output_missed_total{{target=\"{shown}\"}} ")) > 0.0, "{m}");
 
     // A clean stop finishes the file and the streams.
@@ -449,9 +480,18 @@ fn the_venue_streams_to_rtmp_and_srt_and_survives_a_lost_ingest() {
         .filter_map(|l| l.split("longest ").nth(1)?.split(" ms").next()?.parse::<f64>().ok())
         .fold(0.0f64, f64::max);
     assert!(longest > 0.0 && longest < 1000.0, "longest frame {longest} ms\n{log}");
+    // The file of the killed ffmpeg is readable up to its death (Matroska), and the second
+    // one goes on from there.
     let recorded = probe(record.to_str().unwrap());
     assert!(recorded.contains("codec_name=h264") && recorded.contains("codec_name=aac"), "{recorded}");
-    assert!(duration(&recorded) > 5.0, "{recorded}");
+    assert!(video_frames(&record) > 90, "{} frames before the kill", video_frames(&record));
+    let second = probe(dir.join("program-2.mkv").to_str().unwrap());
+    assert!(second.contains("codec_name=h264") && duration(&second) > 1.0, "{second}");
+    assert!(
+        log.lines().any(|l| l.contains(&format!("program output {}:", full.display()))
+            && l.contains("No space left on device; starting it again")),
+        "{log}"
+    );
     let srt = probe(srt_file.to_str().unwrap());
     assert!(srt.contains("codec_name=h264") && srt.contains("width=320"), "the SRT listener got the stream: {srt}");
 }

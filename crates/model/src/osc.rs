@@ -19,7 +19,8 @@ use thiserror::Error;
 
 use crate::command::{TransportAction, VenueCommand};
 use crate::params::{ParamError, ParamValue, StageParams};
-use crate::scene::format::{Colour, ParamKind};
+use crate::program::ProgramAction;
+use crate::scene::format::{Colour, Easing, Overlay, ParamKind};
 
 /// Largest OSC packet read (a UDP datagram's payload).
 pub const MAX_PACKET: usize = 65_507;
@@ -228,6 +229,30 @@ pub fn command_for(
         }
         return press(TransportAction::Jump { cue: id.to_owned() });
     }
+    // The director: `/parvis/program/cut "stage"`, `/parvis/program/move "aerial" 8`,
+    // `/parvis/program/overlay "credits" 1` (a button's press shows, its release hides).
+    let program = |action| Ok(Some(VenueCommand::Program { action }));
+    match (addr, msg.args.as_slice()) {
+        ("/parvis/program/cut", [OscType::String(viewpoint)]) => {
+            return program(ProgramAction::Cut { viewpoint: viewpoint.clone() });
+        }
+        ("/parvis/program/cut", _) => return Err(wrong("a viewpoint's name")),
+        ("/parvis/program/move", [OscType::String(viewpoint), seconds]) => {
+            let seconds = number(seconds).ok_or_else(|| wrong("a viewpoint's name and seconds"))? as f32;
+            return program(ProgramAction::Move { viewpoint: viewpoint.clone(), seconds, easing: Easing::InOut });
+        }
+        ("/parvis/program/move", _) => return Err(wrong("a viewpoint's name and seconds")),
+        ("/parvis/program/overlay", [OscType::String(name), state]) => {
+            let overlay = Overlay::from_name(name).ok_or_else(|| wrong("credits, poll, chat or stamp, and 1 or 0"))?;
+            let visible = match state {
+                OscType::Bool(b) => *b,
+                other => number(other).ok_or_else(|| wrong("an overlay's name and 1 or 0"))? != 0.0,
+            };
+            return program(ProgramAction::Overlay { overlay, visible });
+        }
+        ("/parvis/program/overlay", _) => return Err(wrong("an overlay's name and 1 or 0")),
+        _ => {}
+    }
     match addr {
         "/parvis/show/play" => press(TransportAction::Play),
         "/parvis/show/pause" => press(TransportAction::Pause),
@@ -433,6 +458,32 @@ mod tests {
         assert!(err(msg("/other", vec![])).contains("unknown OSC address"));
         assert!(err(msg("/parvis/cue/", vec![])).contains("unknown OSC address"));
         assert!(command_for(&msg("/parvis/show/go", vec![]), &p, None).unwrap_err().to_string().contains("no show"));
+    }
+
+    #[test]
+    fn the_director_is_reached_by_osc() {
+        let p = params();
+        let run = |addr: &str, args| command_for(&msg(addr, args), &p, None);
+        let program = |action| Some(VenueCommand::Program { action });
+        assert_eq!(
+            run("/parvis/program/cut", vec![OscType::String("stage".into())]).unwrap(),
+            program(ProgramAction::Cut { viewpoint: "stage".into() })
+        );
+        assert_eq!(
+            run("/parvis/program/move", vec![OscType::String("aerial".into()), OscType::Int(8)]).unwrap(),
+            program(ProgramAction::Move { viewpoint: "aerial".into(), seconds: 8.0, easing: Easing::InOut })
+        );
+        assert_eq!(
+            run("/parvis/program/overlay", vec![OscType::String("Credits".into()), OscType::Float(0.0)]).unwrap(),
+            program(ProgramAction::Overlay { overlay: Overlay::Credits, visible: false })
+        );
+        let err = |addr: &str, args| run(addr, args).unwrap_err().to_string();
+        assert!(err("/parvis/program/cut", vec![]).contains("expected a viewpoint's name"));
+        assert!(err("/parvis/program/move", vec![OscType::String("a".into())]).contains("and seconds"));
+        assert!(
+            err("/parvis/program/overlay", vec![OscType::String("ticker".into()), OscType::Int(1)])
+                .contains("credits, poll, chat or stamp")
+        );
     }
 
     #[test]

@@ -89,6 +89,23 @@ pub fn namespace(scene: &SceneFile, params: &StageParams, show: Option<&str>, sh
         }
         parvis.insert("cue".into(), container("/parvis/cue", cues));
     }
+    let viewpoints: Vec<&str> = scene.viewpoints.iter().map(|v| v.name.as_str()).collect();
+    if !viewpoints.is_empty() {
+        let mut program = Map::new();
+        let mut cut = leaf("/parvis/program/cut", "s", WRITE_ONLY, "cut the program output to a viewpoint");
+        cut.insert("RANGE".into(), json!([{ "VALS": viewpoints }]));
+        program.insert("cut".into(), Value::Object(cut));
+        let mut moves =
+            leaf("/parvis/program/move", "sf", WRITE_ONLY, "move the program camera to a viewpoint, over seconds");
+        moves.insert("RANGE".into(), json!([{ "VALS": viewpoints }, { "MIN": 0.0, "MAX": 600.0 }]));
+        program.insert("move".into(), Value::Object(moves));
+        let names: Vec<&str> = crate::scene::format::Overlay::ALL.iter().map(|o| o.name()).collect();
+        let mut overlay =
+            leaf("/parvis/program/overlay", "si", WRITE_ONLY, "show (1) or hide (0) an overlay of the program output");
+        overlay.insert("RANGE".into(), json!([{ "VALS": names }, { "MIN": 0, "MAX": 1 }]));
+        program.insert("overlay".into(), Value::Object(overlay));
+        parvis.insert("program".into(), container("/parvis/program", program));
+    }
     let mut root = Map::new();
     root.insert("parvis".into(), container("/parvis", parvis));
     let mut top = container("/", root);

@@ -1292,8 +1292,8 @@ impl Overlay {
         }
     }
 
-    /// The overlay with this name.
+    /// The overlay with this name, in any case.
     pub fn from_name(name: &str) -> Option<Overlay> {
-        Overlay::ALL.into_iter().find(|o| o.name() == name)
+        Overlay::ALL.into_iter().find(|o| o.name().eq_ignore_ascii_case(name))
     }
 }
