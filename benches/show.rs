@@ -1,7 +1,8 @@
 //! Shows and OSC (issue #16): how late cues fire against the audio clock over a 10-minute show
 //! of 500 cues, with steady frames and with frames of random length (a loaded renderer); OSC
 //! messages decoded and turned into commands per second on one core; and a packet's time from
-//! its arrival in the venue's inbox to its command applied.
+//! its arrival in the venue's inbox to its command applied; and the program output's cost per
+//! frame (`SHOW_BENCH_PROGRAM=1` for that alone; needs ffmpeg and a renderer, lavapipe here).
 //!
 //! `cargo bench --profile dev --bench show`. Results in docs/benchmarks.md.
 
@@ -296,7 +297,88 @@ fn surtitle_timing() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The program output's cost per frame (issue #17): the same venue rendered headless at
+/// 1280×720 and 1920×1080, frame times without an output, with the output's readback and
+/// queue (every frame read back and handed to the dispatcher, no encoder), and with libx264
+/// encoding into a Matroska file (ffmpeg competes for the same cores).
+fn program_output_cost() {
+    use parvis::app::headless::HeadlessRenderer;
+    use parvis::edges::program::{ProgramOutput, QUEUE};
+    use parvis::engine::program::{ProgramFeed, ProgramOverlays, ProgramStats};
+    use parvis::model::program::{OutputSettings, OutputTarget, Overlay};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+
+    let frames = 60;
+    let median = |r: &mut HeadlessRenderer| {
+        let mut times: Vec<f64> = (0..frames)
+            .map(|_| {
+                let t = Instant::now();
+                r.step();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    for size in [UVec2::new(1280, 720), UVec2::new(1920, 1080)] {
+        let assets = AssetsRoot::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets"));
+        let attach = |r: &mut HeadlessRenderer, targets: Vec<OutputTarget>| {
+            let settings = OutputSettings { width: size.x, height: size.y, fps: 60, ..Default::default() };
+            let stats = Arc::new(ProgramStats::default());
+            let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+            let output = ProgramOutput::start(targets, settings, "ffmpeg".into(), stats.clone(), rx).unwrap();
+            let world = r.app_mut().world_mut();
+            let mut overlays = world.resource_mut::<ProgramOverlays>();
+            overlays.enabled = true;
+            overlays.visible.insert(Overlay::Stamp);
+            world.insert_resource(ProgramFeed::new(tx, stats.clone(), 60));
+            world.insert_resource(output);
+            stats
+        };
+        let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene(), assets.clone()), size);
+        renderer.wait_until_ready().unwrap();
+        for _ in 0..10 {
+            renderer.step();
+        }
+        let base = median(&mut renderer);
+        let stats = attach(&mut renderer, Vec::new());
+        for _ in 0..10 {
+            renderer.step();
+        }
+        let fed = median(&mut renderer);
+        let grabbed = stats.frames_grabbed.load(Ordering::Relaxed);
+        let dropped = stats.frames_dropped.load(Ordering::Relaxed);
+        parvis::app::shutdown::close_edges(renderer.app_mut().world_mut());
+
+        let file = std::env::temp_dir().join(format!("parvis-bench-program-{}.mkv", size.y));
+        let mut renderer = HeadlessRenderer::new(VenueSetup::new(scene(), assets), size);
+        renderer.wait_until_ready().unwrap();
+        let stats = attach(&mut renderer, vec![OutputTarget::File(file.clone())]);
+        for _ in 0..10 {
+            renderer.step();
+        }
+        let encoded = median(&mut renderer);
+        let encoded_dropped = stats.frames_dropped.load(Ordering::Relaxed);
+        parvis::app::shutdown::close_edges(renderer.app_mut().world_mut());
+        let _ = std::fs::remove_file(&file);
+        println!(
+            "program output {}x{}: median frame {base:.1} ms without output; {fed:.1} ms with readback and queue \
+             (ratio {:.2}; {grabbed} read back, {dropped} dropped); {encoded:.1} ms with libx264 into a file \
+             (ratio {:.2}; {encoded_dropped} dropped)",
+            size.x,
+            size.y,
+            fed / base,
+            encoded / base
+        );
+    }
+}
+
 fn main() {
+    if std::env::var_os("SHOW_BENCH_PROGRAM").is_some() {
+        program_output_cost();
+        return;
+    }
     if std::env::var_os("SHOW_BENCH_SURTITLES").is_some() {
         surtitle_timing();
         return;
@@ -310,4 +392,5 @@ fn main() {
     report_timing("frames of random length", "8–50 ms", play(|rng| 0.008 + f64::from(rng.unit()) * 0.042));
     osc_ingest();
     surtitle_timing();
+    program_output_cost();
 }

@@ -230,8 +230,13 @@ pub struct RunArgs {
     pub twitch_nick: Option<String>,
     /// How many seconds the stream's viewers see the stage late (the stream's delay): polls and
     /// votes stay open that much longer for them, and their votes count for what they saw.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
-    pub stream_delay: f64,
+    /// `auto`: measured every 30 s by reading --playback-url's frame code (with --stream).
+    #[arg(long, value_name = "SECONDS|auto", default_value = "0", value_parser = parse_stream_delay)]
+    pub stream_delay: StreamDelayArg,
+    /// With --stream-delay auto: where viewers get the stream (an RTMP, SRT or HLS URL that
+    /// ffmpeg reads); the program output stamps its frames and the delay is read back from it.
+    #[arg(long, value_name = "URL")]
+    pub playback_url: Option<String>,
     /// Listen for OSC on this UDP address or port (e.g. 9000, or 0.0.0.0:9000 for a desk on
     /// the network, with --osc-allow). Off by default; a bare port binds 127.0.0.1.
     #[arg(long, value_name = "ADDR|PORT", value_parser = parse_osc_addr)]
@@ -409,6 +414,25 @@ pub struct RenderArgs {
     /// With --video: stamp each frame's number in its bottom-right corner.
     #[arg(long, requires = "video")]
     pub frame_code: bool,
+}
+
+/// `--stream-delay`: seconds, or measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum StreamDelayArg {
+    /// Declared by the operator.
+    Seconds(f64),
+    /// Measured from the stream itself.
+    Auto,
+}
+
+pub fn parse_stream_delay(text: &str) -> Result<StreamDelayArg, String> {
+    if text == "auto" {
+        return Ok(StreamDelayArg::Auto);
+    }
+    match text.parse::<f64>() {
+        Ok(v) if (0.0..=600.0).contains(&v) => Ok(StreamDelayArg::Seconds(v)),
+        _ => Err("expected seconds from 0 to 600, or auto".into()),
+    }
 }
 
 pub fn parse_osc_addr(text: &str) -> Result<std::net::SocketAddr, String> {

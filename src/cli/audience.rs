@@ -134,8 +134,12 @@ pub fn attach_timecode(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// The declared delay; a measured one (`auto`) starts at 0 until the first measurement.
 pub fn stream_delay(args: &RunArgs) -> Duration {
-    Duration::from_secs_f64(if args.stream_delay.is_finite() { args.stream_delay.clamp(0.0, 600.0) } else { 0.0 })
+    match args.stream_delay {
+        StreamDelayArg::Seconds(s) => Duration::from_secs_f64(s),
+        StreamDelayArg::Auto => Duration::ZERO,
+    }
 }
 
 /// The Twitch bridge's settings from the command line and the environment, checked.

@@ -107,3 +107,25 @@ pub fn attach_program(
     world.insert_resource(output);
     Ok(())
 }
+
+/// `--stream-delay auto`: reads the playback URL's frame code every 30 s; the venue's
+/// audience windows then use the measured delay.
+pub fn measure_delay(app: &mut App, args: &super::args::RunArgs) -> Result<()> {
+    use super::args::StreamDelayArg;
+    let (StreamDelayArg::Auto, Some(url)) = (args.stream_delay, &args.playback_url) else { return Ok(()) };
+    let ffmpeg = find_program(&args.output.ffmpeg.to_string_lossy()).context("ffmpeg")?;
+    let world = app.world_mut();
+    let feed = world.resource::<ProgramFeed>();
+    let (stats, fps) = (feed.stats.clone(), args.output.output_fps);
+    let shown = OutputTarget::Rtmp(url.clone()).redacted();
+    eprintln!("parvis: measuring the stream's delay from {shown} every 30 s");
+    let meter = parvis::edges::program::DelayMeter::start(
+        url.clone(),
+        ffmpeg,
+        stats,
+        bevy::math::UVec2::new(args.size.x, args.size.y),
+        fps,
+    )?;
+    world.insert_resource(meter);
+    Ok(())
+}

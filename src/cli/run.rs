@@ -26,6 +26,9 @@ pub fn run(args: RunArgs) -> Result<()> {
     if args.output.any() && args.xr.xr.is_some() {
         bail!("--stream and --record do not run with --xr yet: stream from a desktop or headless venue");
     }
+    if args.stream_delay == StreamDelayArg::Auto && (args.playback_url.is_none() || args.output.stream.is_empty()) {
+        bail!("--stream-delay auto measures the delay of a stream: give --stream URL and --playback-url URL");
+    }
     // Every output and setting is checked before anything starts.
     let program = program_output(&args)?;
     let mut setup = venue_setup(&args.venue)?;
@@ -92,7 +95,8 @@ pub fn run(args: RunArgs) -> Result<()> {
                 size,
             );
             parvis::engine::program::spawn_program_camera(world, target);
-            super::program::attach_program(&mut app, targets, settings, &args.output.ffmpeg, args.output.frame_code)?;
+            super::program::attach_program(&mut app, targets, settings, &args.output.ffmpeg, frame_code(&args))?;
+            super::program::measure_delay(&mut app, &args)?;
         }
         let exit = app.run();
         close_edges(app.world_mut());
@@ -118,6 +122,11 @@ fn program_output(args: &RunArgs) -> Result<Program> {
     let targets = super::program::targets(&args.output)?;
     let settings = super::program::settings(&args.output, args.size, args.output.output_fps)?;
     Ok(Some((targets, settings)))
+}
+
+/// Whether output frames carry the frame code: asked for, or needed to measure the delay.
+fn frame_code(args: &RunArgs) -> bool {
+    args.output.frame_code || args.stream_delay == StreamDelayArg::Auto
 }
 
 /// Carries on the show logged in `path`, appending to it.
@@ -250,13 +259,8 @@ pub fn run_headless(
     attach_osc(renderer.app_mut(), args, &title)?;
     attach_timecode(renderer.app_mut(), args)?;
     if let Some((targets, settings)) = program {
-        super::program::attach_program(
-            renderer.app_mut(),
-            targets,
-            settings,
-            &args.output.ffmpeg,
-            args.output.frame_code,
-        )?;
+        super::program::attach_program(renderer.app_mut(), targets, settings, &args.output.ffmpeg, frame_code(args))?;
+        super::program::measure_delay(renderer.app_mut(), args)?;
     }
     renderer.wait_until_ready().context("the venue did not load")?;
     // The venue's time: the wall clock when it goes out live (a slow renderer must not slow

@@ -531,8 +531,7 @@ fn run_encoder(
     let mut audio_writer: Option<JoinHandle<std::io::Result<()>>> = None;
     let mut audio_rx = Some(audio_rx);
     let mut live_since = None;
-    let mut last_written = -1i64;
-    let mut last_move = Instant::now();
+    let sent_before = stats.targets.lock().expect("targets").get(link.index).map_or(0, |t| t.frames);
     let opened = Instant::now();
     let error = loop {
         std::thread::sleep(Duration::from_millis(20));
@@ -579,17 +578,19 @@ fn run_encoder(
         }
         // The output is live once ffmpeg has written some of it (for a network output: the
         // server took it); it is stalled when that stops moving.
+        // Stalled is counted in the stream's time, not the wall's: an offline render may feed
+        // it far slower than real time, and ffmpeg writes nothing until it has about a
+        // second of both streams.
         let us = written_us.load(Ordering::Relaxed);
-        if us != last_written {
-            last_written = us;
-            last_move = Instant::now();
-            if live_since.is_none() && us > 0 {
-                live_since = Some(Instant::now());
-                set_state(stats, link.index, "live", None);
-                bevy::log::info!("program output {}: live ({})", target.redacted(), settings.encoder);
-            }
-        } else if last_move.elapsed() > STALL {
-            break Some(format!("nothing written for {} s: the output is stalled", STALL.as_secs()));
+        if live_since.is_none() && us > 0 {
+            live_since = Some(Instant::now());
+            set_state(stats, link.index, "live", None);
+            bevy::log::info!("program output {}: live ({})", target.redacted(), settings.encoder);
+        }
+        let sent = stats.targets.lock().expect("targets").get(link.index).map_or(0, |t| t.frames) - sent_before;
+        let behind = sent as f64 / f64::from(settings.fps) - us.max(0) as f64 / 1e6;
+        if behind > STALL.as_secs_f64() {
+            break Some(format!("{behind:.0} s of the stream sent and not written: the output is stalled"));
         }
     };
     link.ready.store(false, Ordering::Release);
@@ -607,6 +608,86 @@ fn run_encoder(
         let _ = t.join();
     }
     Outcome { error, live_since }
+}
+
+/// How often the delay is read back from the playback URL.
+const DELAY_EVERY: Duration = Duration::from_secs(30);
+
+/// `--stream-delay auto`: a thread that decodes one frame of what viewers get every 30 s with
+/// ffmpeg, reads its frame code, and stores the delay in [`ProgramStats::measured_delay_ms`].
+#[derive(bevy::prelude::Resource)]
+pub struct DelayMeter {
+    stop: Arc<AtomicBool>,
+}
+
+impl DelayMeter {
+    /// Starts measuring `url`, a stream of `size` at `fps` whose frames carry the frame code.
+    pub fn start(
+        url: String,
+        ffmpeg: PathBuf,
+        stats: Arc<ProgramStats>,
+        size: bevy::math::UVec2,
+        fps: u32,
+    ) -> std::io::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        std::thread::Builder::new().name("stream delay".into()).spawn(move || {
+            let target = OutputTarget::Rtmp(url.clone());
+            let (shown, secrets) = (target.redacted(), target.secrets());
+            let mut next = Instant::now() + Duration::from_secs(5);
+            while !flag.load(Ordering::Relaxed) {
+                if Instant::now() < next {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+                next = Instant::now() + DELAY_EVERY;
+                match read_delay(&ffmpeg, &url, &stats, size, fps) {
+                    Ok(delay) => {
+                        stats.measured_delay_ms.store((delay * 1000.0).round().max(1.0) as u64, Ordering::Relaxed);
+                        bevy::log::info!("stream delay measured from {shown}: {delay:.2} s");
+                    }
+                    Err(e) => {
+                        bevy::log::warn!("stream delay from {shown}: {}", scrub(&e, &secrets));
+                        // A stream not readable yet (starting, reconnecting): try again soon.
+                        next = Instant::now() + Duration::from_secs(5);
+                    }
+                }
+            }
+        })?;
+        Ok(Self { stop })
+    }
+}
+
+impl Drop for DelayMeter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Decodes one frame of `url` at the output's size and reads the delay off its frame code.
+fn read_delay(
+    ffmpeg: &Path,
+    url: &str,
+    stats: &ProgramStats,
+    size: bevy::math::UVec2,
+    fps: u32,
+) -> Result<f64, String> {
+    let out = Command::new(ffmpeg)
+        .args(["-v", "error", "-nostdin", "-rw_timeout", "15000000", "-i", url, "-frames:v", "1"])
+        .args(["-s", &format!("{}x{}", size.x, size.y), "-f", "rawvideo", "-pix_fmt", "rgba", "-"])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
+    // The frame the venue has reached when the viewer's frame arrived.
+    let now = stats.stream_frame.load(Ordering::Relaxed);
+    if !out.status.success() {
+        let said = String::from_utf8_lossy(&out.stderr);
+        return Err(said.lines().last().unwrap_or("ffmpeg could not read the stream").to_owned());
+    }
+    let seen = stamp::read(&out.stdout, size.x as usize, size.y as usize)
+        .ok_or("no frame code in the stream's picture (is the stamp overlay off?)")?;
+    let behind = (now as u16).wrapping_sub(seen);
+    Ok(f64::from(behind) / f64::from(fps.max(1)))
 }
 
 /// Writes output frames to ffmpeg's standard input until the queue closes or ffmpeg goes.

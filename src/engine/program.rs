@@ -73,7 +73,7 @@ impl Default for ProgramOverlays {
         // Credits wait for a cue (a lower third at the start or the end); the frame code is
         // for line checks and delay measurements (`--frame-code`, or a command); the rest
         // are on.
-        Self { visible: [Overlay::Poll, Overlay::Chat].into(), enabled: false }
+        Self { visible: [Overlay::Poll, Overlay::Chat, Overlay::Surtitles].into(), enabled: false }
     }
 }
 
@@ -131,6 +131,8 @@ pub struct ProgramStats {
     pub stream_frame: AtomicU64,
     /// Each target's state, set by the edge.
     pub targets: std::sync::Mutex<Vec<TargetStatus>>,
+    /// The stream's delay read back from a viewer's copy, milliseconds (0: not measured).
+    pub measured_delay_ms: AtomicU64,
 }
 
 /// One output's state, for `/metrics` and the log. `name` is redacted: no stream key.
@@ -179,6 +181,14 @@ impl MetricsSection for ProgramStats {
             "# HELP parvis_program_stream_frame The output frame the stream has reached (its frame code, before the wrap at 65536).\n# TYPE parvis_program_stream_frame gauge\nparvis_program_stream_frame {}",
             load(&self.stream_frame)
         );
+        let measured = load(&self.measured_delay_ms);
+        if measured > 0 {
+            let _ = writeln!(
+                out,
+                "# HELP parvis_program_measured_delay_seconds The stream's delay read back from what viewers get.\n# TYPE parvis_program_measured_delay_seconds gauge\nparvis_program_measured_delay_seconds {:.3}",
+                measured as f64 / 1000.0
+            );
+        }
         let targets = self.targets.lock().map(|t| t.clone()).unwrap_or_default();
         let _ = writeln!(
             out,
@@ -281,7 +291,11 @@ impl Plugin for ProgramPlugin {
                 Update,
                 (move_program_camera, spawn_overlays, refresh_overlays).chain().in_set(ProgramSystems::Present),
             )
-            .add_systems(Last, feed_program.run_if(resource_exists::<ProgramFeed>).in_set(ProgramSystems::Feed));
+            .add_systems(Last, feed_program.run_if(resource_exists::<ProgramFeed>).in_set(ProgramSystems::Feed))
+            .add_systems(
+                Update,
+                use_measured_delay.run_if(resource_exists::<ProgramFeed>).in_set(ProgramSystems::Direct),
+            );
     }
 }
 
@@ -441,7 +455,7 @@ pub fn credits_text(scene: &SceneFile) -> String {
 
 fn spawn_overlays(
     overlays: Res<ProgramOverlays>,
-    cameras: Query<Entity, With<ProgramCamera>>,
+    cameras: Query<(Entity, Has<IsDefaultUiCamera>), With<ProgramCamera>>,
     existing: Query<(), With<OverlayText>>,
     fonts: Option<ResMut<Assets<Font>>>,
     mut commands: Commands,
@@ -449,7 +463,7 @@ fn spawn_overlays(
     if !overlays.enabled || !existing.is_empty() {
         return;
     }
-    let (Some(camera), Some(mut fonts)) = (cameras.iter().next(), fonts) else { return };
+    let (Some((camera, default_ui)), Some(mut fonts)) = (cameras.iter().next(), fonts) else { return };
     let font = crate::engine::ui_panel::ui_font(&mut fonts);
     let panel = BackgroundColor(Color::srgba(0.03, 0.03, 0.06, 0.78));
     // Sizes follow the output's height, so a 720p and a 1080p stream look alike.
@@ -470,12 +484,7 @@ fn spawn_overlays(
         padding: UiRect::axes(Val::Vh(1.6), Val::Vh(0.9)),
         ..default()
     };
-    // Lower third above the surtitles' band; poll top right; chat on the left.
-    for (name, overlay, place, size) in [
-        ("credits", Overlay::Credits, node(Some(4.0), None, None, Some(17.0)), 2.6),
-        ("poll", Overlay::Poll, node(None, Some(3.0), Some(4.0), None), 2.8),
-        ("chat", Overlay::Chat, node(Some(3.0), None, Some(28.0), None), 2.5),
-    ] {
+    let mut spawn = |name: &str, overlay: Overlay, place: Node, size: f32| {
         commands.spawn((
             Name::new(format!("program overlay: {name}")),
             place,
@@ -485,6 +494,21 @@ fn spawn_overlays(
             Visibility::Hidden,
             OverlayText(overlay),
         ));
+    };
+    // Lower third above the surtitles' band; poll top right; chat on the left.
+    for (name, overlay, place, size) in [
+        ("credits", Overlay::Credits, node(Some(4.0), None, None, Some(17.0)), 2.6),
+        ("poll", Overlay::Poll, node(None, Some(3.0), Some(4.0), None), 2.8),
+        ("chat", Overlay::Chat, node(Some(3.0), None, Some(28.0), None), 2.5),
+    ] {
+        spawn(name, overlay, place, size);
+    }
+    // Surtitles at the bottom, where the venue draws its own on its default camera: only for
+    // a program camera that is not that one (a program beside a desktop window).
+    if !default_ui {
+        let mut place = node(Some(10.0), Some(10.0), None, Some(4.0));
+        place.justify_content = JustifyContent::Center;
+        spawn("surtitles", Overlay::Surtitles, place, 3.6);
     }
 }
 
@@ -493,6 +517,7 @@ fn refresh_overlays(
     scene: Option<Res<CurrentScene>>,
     audience: Option<Res<Audience>>,
     chat: Res<ChatLines>,
+    surtitles: Option<Res<crate::engine::show::ShowSurtitles>>,
     mut texts: Query<(&OverlayText, &mut Text, &mut Visibility)>,
 ) {
     let now = std::time::Instant::now();
@@ -524,6 +549,15 @@ fn refresh_overlays(
             }
             Overlay::Chat => chat.0.iter().map(|(_, by, line)| format!("{by}: {line}")).collect::<Vec<_>>().join("\n"),
             Overlay::Stamp => String::new(),
+            Overlay::Surtitles => {
+                let first = scene.as_deref().and_then(|s| s.0.venue.languages.first().cloned());
+                surtitles
+                    .as_deref()
+                    .and_then(|s| {
+                        first.and_then(|l| s.texts.get(&l).cloned()).or_else(|| s.texts.values().next().cloned())
+                    })
+                    .unwrap_or_default()
+            }
         };
         let show = overlays.enabled && overlays.visible.contains(&kind.0) && !content.is_empty();
         let wanted = if show { Visibility::Inherited } else { Visibility::Hidden };
@@ -534,6 +568,17 @@ fn refresh_overlays(
             text.0 = content;
         }
     }
+}
+
+/// A delay measured from the stream becomes the one the audience's windows allow for.
+fn use_measured_delay(feed: Res<ProgramFeed>, audience: Option<ResMut<Audience>>, mut last: Local<u64>) {
+    let ms = feed.stats.measured_delay_ms.load(Ordering::Relaxed);
+    let Some(mut audience) = audience else { return };
+    if ms == 0 || ms == *last {
+        return;
+    }
+    *last = ms;
+    audience.stream_delay = std::time::Duration::from_millis(ms);
 }
 
 /// Reads the program camera's picture back when an output frame is due, and hands the frame's

@@ -255,6 +255,8 @@ fn bad_outputs_are_refused_before_the_venue_starts() {
         (vec!["--stream".into(), "env:PARVIS_TEST_NO_SUCH_VAR".into()], "PARVIS_TEST_NO_SUCH_VAR is not set"),
         (vec!["--stream".into(), format!("rtmp://live.example.org/app/{key}")], "only loopback outputs"),
         (vec!["--no-render".into(), "--record".into(), "/tmp/x.mkv".into()], "cannot go with --no-render"),
+        (vec!["--stream-delay".into(), "auto".into(), "--record".into(), "/tmp/x.mkv".into()], "--playback-url URL"),
+        (vec!["--stream-delay".into(), "soon".into()], "seconds from 0 to 600, or auto"),
     ];
     for (extra, expected) in cases {
         let started = Instant::now();
@@ -383,7 +385,7 @@ fn the_venue_streams_to_rtmp_and_srt_and_survives_a_lost_ingest() {
         .arg(&record)
         .arg("--record")
         .arg(&full)
-        .arg("--frame-code")
+        .args(["--stream-delay", "auto", "--playback-url", &rtmp_url])
         .env("PARVIS_TEST_STREAM_URL", &rtmp_url)
         .env("PARVIS_OUTPUT_LOOPBACK_ONLY", "1")
         .current_dir(root())
@@ -432,6 +434,12 @@ fn the_venue_streams_to_rtmp_and_srt_and_survives_a_lost_ingest() {
     let delay = (venue_frame - f64::from(seen)) / 30.0;
     eprintln!("stream delay through nginx, read back by ffmpeg: {delay:.2} s (frame {seen} seen at {venue_frame})");
     assert!((0.0..10.0).contains(&delay), "delay {delay} s");
+    // --stream-delay auto measures the same way, on its own.
+    let measured = "parvis_program_measured_delay_seconds ";
+    wait_for("the delay measured", Duration::from_secs(60), || metrics(&addr).contains(measured));
+    let auto = metric(&metrics(&addr), measured);
+    assert!(auto > 0.0 && auto < 10.0, "measured delay {auto} s");
+    eprintln!("--stream-delay auto measured {auto:.2} s");
 
     // The ingest goes away mid-stream, and comes back.
     nginx.kill();

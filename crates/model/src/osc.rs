@@ -243,7 +243,8 @@ pub fn command_for(
         }
         ("/parvis/program/move", _) => return Err(wrong("a viewpoint's name and seconds")),
         ("/parvis/program/overlay", [OscType::String(name), state]) => {
-            let overlay = Overlay::from_name(name).ok_or_else(|| wrong("credits, poll, chat or stamp, and 1 or 0"))?;
+            let overlay =
+                Overlay::from_name(name).ok_or_else(|| wrong("credits, poll, chat, stamp or surtitles, and 1 or 0"))?;
             let visible = match state {
                 OscType::Bool(b) => *b,
                 other => number(other).ok_or_else(|| wrong("an overlay's name and 1 or 0"))? != 0.0,
@@ -482,7 +483,7 @@ mod tests {
         assert!(err("/parvis/program/move", vec![OscType::String("a".into())]).contains("and seconds"));
         assert!(
             err("/parvis/program/overlay", vec![OscType::String("ticker".into()), OscType::Int(1)])
-                .contains("credits, poll, chat or stamp")
+                .contains("credits, poll, chat, stamp or surtitles")
         );
     }
 

@@ -255,7 +255,8 @@ pub enum CueAction {
         #[serde(default)]
         easing: Easing,
     },
-    /// Show or hide an overlay of the program output (`credits`, `poll`, `chat`, `stamp`).
+    /// Show or hide an overlay of the program output (`Credits`, `Poll`, `Chat`, `Stamp`,
+    /// `Surtitles`).
     Overlay {
         /// Which.
         overlay: Overlay,
@@ -1276,11 +1277,14 @@ pub enum Overlay {
     Chat,
     /// The machine-readable frame code in the bottom-right corner (for measuring the delay).
     Stamp,
+    /// The show's surtitles in the venue's first language, for a program camera of its own
+    /// (beside a desktop window); a headless venue's picture has the venue's own surtitles.
+    Surtitles,
 }
 
 impl Overlay {
     /// Every overlay.
-    pub const ALL: [Overlay; 4] = [Overlay::Credits, Overlay::Poll, Overlay::Chat, Overlay::Stamp];
+    pub const ALL: [Overlay; 5] = [Overlay::Credits, Overlay::Poll, Overlay::Chat, Overlay::Stamp, Overlay::Surtitles];
 
     /// Its name in commands and on OSC.
     pub fn name(self) -> &'static str {
@@ -1289,6 +1293,7 @@ impl Overlay {
             Overlay::Poll => "poll",
             Overlay::Chat => "chat",
             Overlay::Stamp => "stamp",
+            Overlay::Surtitles => "surtitles",
         }
     }
 
