@@ -327,7 +327,7 @@ fn program_output_cost() {
             let settings = OutputSettings { width: size.x, height: size.y, fps: 60, ..Default::default() };
             let stats = Arc::new(ProgramStats::default());
             let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
-            let output = ProgramOutput::start(targets, settings, "ffmpeg".into(), stats.clone(), rx).unwrap();
+            let output = ProgramOutput::start(targets, settings, "ffmpeg".into(), stats.clone(), rx, false).unwrap();
             let world = r.app_mut().world_mut();
             let mut overlays = world.resource_mut::<ProgramOverlays>();
             overlays.enabled = true;

@@ -67,13 +67,14 @@ pub fn settings(args: &OutputArgs, size: UVec2, fps: u32) -> Result<OutputSettin
 
 /// Starts the program output of `app`, whose camera marked `ProgramCamera` renders at
 /// `settings`' size: the show's mixer plays into it, its overlays are drawn, `/metrics` gets
-/// its counters.
+/// its counters. `patient`: an offline render, which waits for the encoder.
 pub fn attach_program(
     app: &mut App,
     targets: Vec<OutputTarget>,
     settings: OutputSettings,
     ffmpeg: &std::path::Path,
     frame_code: bool,
+    patient: bool,
 ) -> Result<()> {
     let ffmpeg = find_program(&ffmpeg.to_string_lossy()).context("ffmpeg")?;
     let stats = Arc::new(ProgramStats::default());
@@ -91,13 +92,18 @@ pub fn attach_program(
         );
     }
     let fps = settings.fps;
-    let output = ProgramOutput::start(targets, settings, ffmpeg, stats.clone(), rx)?;
+    let output = ProgramOutput::start(targets, settings, ffmpeg, stats.clone(), rx, patient)?;
     let world = app.world_mut();
     if let Some(link) = world.get_resource::<AudienceLink>() {
         link.hub.metric_sections.write().expect("metric sections").push(stats.clone());
     }
     // The show's music goes into the program (and no longer to a sound card).
     world.insert_resource(ShowClock::for_program());
+    if !patient {
+        // Live, the stream's clock is the venue's: a frame that stalls up to a second (slow
+        // rendering) is caught up rather than lost from the stream (Bevy's cap is 250 ms).
+        world.resource_mut::<Time<Virtual>>().set_max_delta(std::time::Duration::from_secs(1));
+    }
     let mut overlays = world.resource_mut::<ProgramOverlays>();
     overlays.enabled = true;
     if frame_code {
@@ -117,7 +123,7 @@ pub fn measure_delay(app: &mut App, args: &super::args::RunArgs) -> Result<()> {
     let world = app.world_mut();
     let feed = world.resource::<ProgramFeed>();
     let (stats, fps) = (feed.stats.clone(), args.output.output_fps);
-    let shown = OutputTarget::Rtmp(url.clone()).redacted();
+    let shown = parvis::model::program::redact_url(url);
     eprintln!("parvis: measuring the stream's delay from {shown} every 30 s");
     let meter = parvis::edges::program::DelayMeter::start(
         url.clone(),

@@ -56,7 +56,7 @@ fn render_video(args: &RenderArgs, video: &str) -> Result<()> {
     let mut renderer = HeadlessRenderer::new(setup, args.size);
     renderer.wait_until_ready().context("the venue did not load")?;
     // The output starts with the show: loading frames are not part of the film.
-    super::program::attach_program(renderer.app_mut(), vec![target.clone()], settings, &ffmpeg, args.frame_code)?;
+    super::program::attach_program(renderer.app_mut(), vec![target.clone()], settings, &ffmpeg, args.frame_code, true)?;
     let step = 1.0 / f64::from(args.fps);
     renderer.app_mut().insert_resource(bevy::time::TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(step)));
     renderer.submit(VenueCommand::Transport { show: show.clone(), action: TransportAction::Play });
@@ -79,8 +79,15 @@ fn render_video(args: &RenderArgs, video: &str) -> Result<()> {
     );
     let started = Instant::now();
     let mut said = Instant::now();
+    let stats = renderer.app_mut().world().resource::<ProgramFeed>().stats.clone();
     for frame in 0..frames {
         renderer.step();
+        // Offline, the encoder sets the pace: wait while the queue to it is long (a frame
+        // not yet read back needs more frames, so the queue is never waited empty).
+        let waited = Instant::now();
+        while stats.queued.load(Ordering::Relaxed) > 16 && waited.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         if said.elapsed() > Duration::from_secs(5) {
             eprintln!(
                 "parvis: frame {frame}/{frames} ({:.1} frames/s)",
@@ -93,7 +100,6 @@ fn render_video(args: &RenderArgs, video: &str) -> Result<()> {
     for _ in 0..parvis::engine::program::MAX_IN_FLIGHT {
         renderer.step();
     }
-    let stats = renderer.app_mut().world().resource::<ProgramFeed>().stats.clone();
     parvis::app::shutdown::close_edges(renderer.app_mut().world_mut());
     let (grabbed, dropped, repeated) = (
         stats.frames_grabbed.load(Ordering::Relaxed),
@@ -103,6 +109,10 @@ fn render_video(args: &RenderArgs, video: &str) -> Result<()> {
     let failed = stats.targets.lock().ok().and_then(|t| t.first().filter(|t| t.state != "stopped").cloned());
     if let Some(t) = failed {
         bail!("the video {} was not finished: {}", t.name, t.last_error);
+    }
+    let restarts = stats.targets.lock().ok().and_then(|t| t.first().map(|t| t.restarts)).unwrap_or(0);
+    if restarts > 0 {
+        bail!("the encoder had to start again {restarts} times: the video is split into numbered files");
     }
     eprintln!(
         "parvis: wrote {} ({frames} frames in {:.1} s; {grabbed} read back, {dropped} dropped, {repeated} repeated)",

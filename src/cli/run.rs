@@ -95,7 +95,7 @@ pub fn run(args: RunArgs) -> Result<()> {
                 size,
             );
             parvis::engine::program::spawn_program_camera(world, target);
-            super::program::attach_program(&mut app, targets, settings, &args.output.ffmpeg, frame_code(&args))?;
+            super::program::attach_program(&mut app, targets, settings, &args.output.ffmpeg, frame_code(&args), false)?;
             super::program::measure_delay(&mut app, &args)?;
         }
         let exit = app.run();
@@ -259,7 +259,14 @@ pub fn run_headless(
     attach_osc(renderer.app_mut(), args, &title)?;
     attach_timecode(renderer.app_mut(), args)?;
     if let Some((targets, settings)) = program {
-        super::program::attach_program(renderer.app_mut(), targets, settings, &args.output.ffmpeg, frame_code(args))?;
+        super::program::attach_program(
+            renderer.app_mut(),
+            targets,
+            settings,
+            &args.output.ffmpeg,
+            frame_code(args),
+            false,
+        )?;
         super::program::measure_delay(renderer.app_mut(), args)?;
     }
     renderer.wait_until_ready().context("the venue did not load")?;

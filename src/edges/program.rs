@@ -16,7 +16,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ use crate::model::program::{AUDIO_RATE, OutputSettings, OutputTarget, scrub, sta
 pub const QUEUE: usize = 512;
 /// Seconds of output queued for one encoder before it counts as stalled.
 const ENCODER_QUEUE_SECONDS: u32 = 4;
+/// ... and at most this many bytes of pictures (about 60 frames of 1080p).
+const ENCODER_QUEUE_BYTES: usize = 512 << 20;
 /// An encoder that took nothing for this long is restarted.
 const STALL: Duration = Duration::from_secs(10);
 /// Longest wait between restarts.
@@ -120,13 +122,15 @@ pub struct ProgramOutput {
 }
 
 impl ProgramOutput {
-    /// Starts one encoder per target. `packets` is the engine's end of the queue.
+    /// Starts one encoder per target. `packets` is the engine's end of the queue. A `patient`
+    /// output (an offline render) waits for a slow encoder instead of restarting it.
     pub fn start(
         targets: Vec<OutputTarget>,
         settings: OutputSettings,
         ffmpeg: PathBuf,
         stats: Arc<ProgramStats>,
         packets: Receiver<ProgramPacket>,
+        patient: bool,
     ) -> Result<Self, ProgramOutputError> {
         let stop = Arc::new(AtomicBool::new(false));
         let closing = Arc::new(AtomicBool::new(false));
@@ -163,7 +167,7 @@ impl ProgramOutput {
             let (stats, settings, closing) = (stats.clone(), settings.clone(), closing.clone());
             std::thread::Builder::new()
                 .name("program dispatcher".into())
-                .spawn(move || Dispatcher::new(settings, stats, links).run(packets, &closing))?
+                .spawn(move || Dispatcher::new(settings, stats, links, patient).run(packets, &closing))?
         };
         Ok(Self { dispatcher: Some(dispatcher), supervisors, stop, closing })
     }
@@ -194,36 +198,49 @@ struct Dispatcher {
     settings: OutputSettings,
     stats: Arc<ProgramStats>,
     links: Vec<Arc<TargetLink>>,
+    /// Whether to wait for a slow encoder instead of restarting it (an offline render).
+    patient: bool,
     /// Venue time of the stream's start (the start of the first sound).
     t0: Option<f64>,
     /// Next output frame.
     tick: u64,
-    /// The newest picture, its venue time, whether it has been written, and its stamp flag.
-    current: Option<(f64, Arc<Vec<u8>>, bool, bool)>,
+    /// Pictures by venue time, oldest first: the one the last output frame showed (kept for
+    /// repeats), then newer ones not shown yet. Each: time, pixels, shown, stamped.
+    pictures: VecDeque<(f64, Arc<Vec<u8>>, bool, bool)>,
     /// Sound not yet released, and the sample (per channel) its first sample is.
     sound: VecDeque<i16>,
     sound_start: u64,
-    /// Venue time the sound received reaches.
-    sound_until: f64,
+    /// Samples (per channel) received since the stream's start, silence for gaps included.
+    sound_end: u64,
 }
 
 impl Dispatcher {
-    fn new(settings: OutputSettings, stats: Arc<ProgramStats>, links: Vec<Arc<TargetLink>>) -> Self {
+    fn new(settings: OutputSettings, stats: Arc<ProgramStats>, links: Vec<Arc<TargetLink>>, patient: bool) -> Self {
         Self {
             settings,
             stats,
             links,
+            patient,
             t0: None,
             tick: 0,
-            current: None,
+            pictures: VecDeque::new(),
             sound: VecDeque::new(),
             sound_start: 0,
-            sound_until: 0.0,
+            sound_end: 0,
         }
     }
 
     fn tick_time(&self, k: u64) -> f64 {
         self.t0.unwrap_or(0.0) + k as f64 / f64::from(self.settings.fps)
+    }
+
+    /// The first sample (per channel) after output frame `k`.
+    fn tick_end_sample(&self, k: u64) -> u64 {
+        ((k + 1) * u64::from(AUDIO_RATE)) / u64::from(self.settings.fps)
+    }
+
+    fn sound_until(&self) -> f64 {
+        self.t0.unwrap_or(0.0) + self.sound_end as f64 / f64::from(AUDIO_RATE)
     }
 
     fn run(mut self, packets: Receiver<ProgramPacket>, closing: &AtomicBool) {
@@ -236,21 +253,26 @@ impl Dispatcher {
             };
             match packet {
                 Ok(ProgramPacket::Audio { until, samples }) => {
-                    if self.t0.is_none() {
-                        self.t0 = Some(until - samples.len() as f64 / 2.0 / f64::from(AUDIO_RATE));
+                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                    let frames = (samples.len() / 2) as u64;
+                    let start = until - frames as f64 / f64::from(AUDIO_RATE);
+                    let t0 = *self.t0.get_or_insert(start);
+                    // A block lost to a full queue leaves a gap: silence fills it, so that the
+                    // sound after it stays on the venue's clock (and with the pictures).
+                    let expected = ((start - t0) * f64::from(AUDIO_RATE)).round() as i64;
+                    let gap = expected - self.sound_end as i64;
+                    if gap > i64::from(AUDIO_RATE) / 1000 {
+                        let gap = gap.min(i64::from(AUDIO_RATE) * 10) as u64;
+                        self.sound.extend(std::iter::repeat_n(0i16, gap as usize * 2));
+                        self.sound_end += gap;
                     }
-                    self.sound_until = until;
                     self.sound.extend(samples);
-                    // A renderer far behind the sound: repeat the picture to keep the stream
-                    // going (the stream's clock is the sound's).
-                    if self.current.is_some() {
-                        while self.tick_time(self.tick) < self.sound_until - MAX_VIDEO_LAG {
-                            self.emit_tick();
-                        }
-                    }
+                    self.sound_end += frames;
+                    self.emit_ready(false);
                 }
                 Ok(ProgramPacket::Frame { time, width, height, rgba, stamp }) => {
                     self.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    self.stats.queued.fetch_sub(1, Ordering::Relaxed);
                     if (width, height) != (self.settings.width, self.settings.height)
                         || rgba.len() != self.settings.frame_bytes()
                     {
@@ -264,30 +286,13 @@ impl Dispatcher {
                     if self.t0.is_none() {
                         continue;
                     }
-                    // Frames up to this picture's time show the previous picture.
-                    if self.current.is_none() {
-                        self.current = Some((time, Arc::new(rgba), false, stamp));
-                        while self.tick_time(self.tick) < time {
-                            self.emit_tick();
-                        }
-                        continue;
-                    }
-                    while self.tick_time(self.tick) < time {
-                        self.emit_tick();
-                    }
-                    if let Some((_, _, false, _)) = self.current {
-                        self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
-                    }
-                    self.current = Some((time, Arc::new(rgba), false, stamp));
+                    self.pictures.push_back((time, Arc::new(rgba), false, stamp));
+                    self.emit_ready(false);
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     // The venue stopped: write out the stream up to where its sound ends.
-                    if self.current.is_some() {
-                        while self.tick_time(self.tick + 1) <= self.sound_until + 1e-9 {
-                            self.emit_tick();
-                        }
-                    }
+                    self.emit_ready(true);
                     for link in &self.links {
                         link.closed.store(true, Ordering::Release);
                         link.video.lock().expect("video queue").take();
@@ -299,14 +304,39 @@ impl Dispatcher {
         }
     }
 
-    /// Writes output frame `tick` (the current picture) and the sound up to the next frame to
-    /// every ready encoder.
+    /// Writes every output frame that can be written: its whole sound has arrived, and its
+    /// picture is known — a newer picture exists (so the one before it is the frame's), or
+    /// the renderer has fallen half a second behind the sound (the newest is repeated to keep
+    /// the stream going), or the stream is ending.
+    fn emit_ready(&mut self, ending: bool) {
+        loop {
+            if self.pictures.is_empty() || self.sound_end < self.tick_end_sample(self.tick) {
+                return;
+            }
+            let t = self.tick_time(self.tick);
+            // Drop pictures that a newer one replaces for this frame.
+            while self.pictures.len() > 1 && self.pictures[1].0 <= t {
+                if let Some((_, _, false, _)) = self.pictures.pop_front() {
+                    self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            let known =
+                self.pictures.len() > 1 || ending || self.pictures[0].0 > t || self.sound_until() - t > MAX_VIDEO_LAG;
+            if !known {
+                return;
+            }
+            self.emit_tick();
+        }
+    }
+
+    /// Writes output frame `tick` (the oldest kept picture) and its sound to every ready
+    /// encoder.
     fn emit_tick(&mut self) {
-        let Some((_, picture, written, stamped)) = self.current.as_mut() else { return };
-        if *written {
+        let Some((_, picture, shown, stamped)) = self.pictures.front_mut() else { return };
+        if *shown {
             self.stats.frames_repeated.fetch_add(1, Ordering::Relaxed);
         }
-        *written = true;
+        *shown = true;
         let (w, h) = (self.settings.width as usize, self.settings.height as usize);
         let tail = stamped.then(|| {
             let start = (h - STAMP_ROWS.min(h)) * w * 4;
@@ -317,9 +347,9 @@ impl Dispatcher {
             Arc::new(rows)
         });
         let tick = Tick { picture: picture.clone(), tail };
-        // The sound from this frame's start to the next one's.
-        let end_sample = ((self.tick + 1) * u64::from(AUDIO_RATE)) / u64::from(self.settings.fps);
-        let take = (end_sample.saturating_sub(self.sound_start) as usize * 2).min(self.sound.len());
+        // This frame's sound: from its start to the next frame's, all arrived (emit_ready).
+        let take =
+            (self.tick_end_sample(self.tick).saturating_sub(self.sound_start) as usize * 2).min(self.sound.len());
         let chunk: Arc<[i16]> = self.sound.drain(..take).collect::<Vec<_>>().into();
         self.sound_start += (take / 2) as u64;
         // A target that is (again) ready starts here: on a frame's start, with that frame's
@@ -331,23 +361,27 @@ impl Dispatcher {
             }
             let video = link.video.lock().expect("video queue").clone();
             let audio = link.audio.lock().expect("audio queue").clone();
-            let (Some(video), Some(audio)) = (video, audio) else { continue };
-            let sent_video = video.try_send(tick.clone());
-            let sent_audio = if chunk.is_empty() { Ok(()) } else { audio.try_send(chunk.clone()) };
-            match (sent_video, sent_audio) {
-                (Ok(()), Ok(())) => {
-                    self.stats.frames_written.fetch_add(1, Ordering::Relaxed);
-                    if let Some(t) = self.stats.targets.lock().expect("targets").get_mut(link.index) {
-                        t.frames += 1;
-                    }
+            let (Some(video), Some(audio)) = (video, audio) else {
+                self.note_missed(i);
+                continue;
+            };
+            let sent = if self.patient {
+                // Offline: wait for the encoder (a render may outrun it); a dead one errs.
+                video.send(tick.clone()).is_ok() && (chunk.is_empty() || audio.send(chunk.clone()).is_ok())
+            } else {
+                video.try_send(tick.clone()).is_ok() && (chunk.is_empty() || audio.try_send(chunk.clone()).is_ok())
+            };
+            if sent {
+                self.stats.frames_written.fetch_add(1, Ordering::Relaxed);
+                if let Some(t) = self.stats.targets.lock().expect("targets").get_mut(link.index) {
+                    t.frames += 1;
                 }
-                (Err(TrySendError::Full(_)), _) | (_, Err(TrySendError::Full(_))) => {
-                    // Half a frame written is a frame out of step: this encoder restarts.
-                    link.overflowed.store(true, Ordering::Release);
-                    link.ready.store(false, Ordering::Release);
-                    self.note_missed(i);
-                }
-                _ => self.note_missed(i),
+            } else {
+                // A full queue (the encoder stalled), a closed one (it died), or half a frame
+                // sent: out of step from here, so this encoder starts again.
+                link.overflowed.store(true, Ordering::Release);
+                link.ready.store(false, Ordering::Release);
+                self.note_missed(i);
             }
         }
         self.tick += 1;
@@ -394,7 +428,7 @@ fn supervise(
             (OutputTarget::File(path), n) if n > 1 => OutputTarget::File(numbered(path, n)),
             (t, _) => t.clone(),
         };
-        let outcome = run_encoder(&link, &target, &settings, &ffmpeg, &stats, &secrets);
+        let outcome = run_encoder(&link, &target, &settings, &ffmpeg, &stats, &secrets, &stop);
         link.ready.store(false, Ordering::Release);
         link.video.lock().expect("video queue").take();
         link.audio.lock().expect("audio queue").take();
@@ -407,8 +441,11 @@ fn supervise(
             }
             Some(error) => {
                 let error = scrub(&error, &secrets);
-                if stop.load(Ordering::Relaxed) {
-                    set_state(&stats, link.index, "stopped", Some(error));
+                if stop.load(Ordering::Relaxed) || link.closed.load(Ordering::Acquire) {
+                    // The end of the show, badly: a file may be cut short. Said, and kept as
+                    // the output's state for whoever checks (`parvis render --video` does).
+                    bevy::log::error!("program output {name}: did not finish cleanly: {error}");
+                    set_state(&stats, link.index, "failed", Some(error));
                     break;
                 }
                 // A run that stayed up a while starts the backoff again.
@@ -433,10 +470,14 @@ fn supervise(
     }
 }
 
+/// `NAME-n.ext`, or the next number free: a file an earlier run left is never overwritten.
 fn numbered(path: &Path, n: u32) -> PathBuf {
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("program");
     let ext = path.extension().and_then(|s| s.to_str()).unwrap_or("mkv");
-    path.with_file_name(format!("{stem}-{n}.{ext}"))
+    (n..n + 1000)
+        .map(|i| path.with_file_name(format!("{stem}-{i}.{ext}")))
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| path.with_file_name(format!("{stem}-{n}.{ext}")))
 }
 
 struct Outcome {
@@ -452,6 +493,7 @@ fn run_encoder(
     ffmpeg: &Path,
     stats: &Arc<ProgramStats>,
     secrets: &[String],
+    stop: &AtomicBool,
 ) -> Outcome {
     let fail = |e: String| Outcome { error: Some(e), live_since: None };
     set_state(stats, link.index, "starting", None);
@@ -515,9 +557,11 @@ fn run_encoder(
         let _ = child.wait();
         return fail("ffmpeg has no standard input".into());
     };
-    // Pictures are shared, so a queue of a few seconds costs little; it covers ffmpeg's start
-    // and an ingest's hiccups before the encoder counts as stalled.
-    let depth = (settings.fps * ENCODER_QUEUE_SECONDS) as usize;
+    // A few seconds of output: ffmpeg's start and an ingest's hiccups, before the encoder
+    // counts as stalled. Repeated frames share their picture.
+    // Bounded in bytes too: a stalled 1080p encoder must not hold gigabytes.
+    let by_bytes = (ENCODER_QUEUE_BYTES / settings.frame_bytes().max(1)).max(8);
+    let depth = ((settings.fps * ENCODER_QUEUE_SECONDS) as usize).min(by_bytes);
     let (video_tx, video_rx) = sync_channel::<Tick>(depth);
     let (audio_tx, audio_rx) = sync_channel::<Arc<[i16]>>(depth);
     let video_writer = {
@@ -549,7 +593,8 @@ fn run_encoder(
                 Err(e) => break Some(format!("sound input: {e}")),
             }
         }
-        let closed = link.closed.load(Ordering::Acquire);
+        // The venue ended the stream (or the output is dropped without `finish`).
+        let closed = link.closed.load(Ordering::Acquire) || stop.load(Ordering::Relaxed);
         match child.try_wait() {
             Ok(Some(status)) if status.success() && closed => break None,
             Ok(Some(status)) => break Some(said(format!("ffmpeg stopped ({status})"))),
@@ -557,9 +602,12 @@ fn run_encoder(
             Err(e) => break Some(e.to_string()),
         }
         if closed {
-            // The venue ended the stream and the queues are closed: give ffmpeg time to
-            // write the rest and finish the file (an MP4's index is written last).
+            // Close the inputs (a queue installed after the dispatcher closed the others is
+            // closed here), then give ffmpeg time to write the rest and finish the file (an
+            // MP4's index is written last).
             link.ready.store(false, Ordering::Release);
+            link.video.lock().expect("video queue").take();
+            link.audio.lock().expect("audio queue").take();
             let deadline = Instant::now() + Duration::from_secs(30);
             while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
@@ -575,6 +623,9 @@ fn run_encoder(
         }
         if video_writer.is_finished() {
             break Some(said("ffmpeg stopped reading the frames".into()));
+        }
+        if audio_writer.as_ref().is_some_and(JoinHandle::is_finished) {
+            break Some(said("ffmpeg stopped reading the sound".into()));
         }
         // The output is live once ffmpeg has written some of it (for a network output: the
         // server took it); it is stalled when that stops moving.
@@ -597,6 +648,12 @@ fn run_encoder(
     link.video.lock().expect("video queue").take();
     link.audio.lock().expect("audio queue").take();
     if error.is_some() {
+        // Its inputs closed, ffmpeg ends a file properly if it still can (an MP4 killed
+        // mid-write has no index and cannot be read); one that does not is killed.
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = child.kill();
     }
     let _ = child.wait();
@@ -632,8 +689,7 @@ impl DelayMeter {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         std::thread::Builder::new().name("stream delay".into()).spawn(move || {
-            let target = OutputTarget::Rtmp(url.clone());
-            let (shown, secrets) = (target.redacted(), target.secrets());
+            let (shown, secrets) = (crate::model::program::redact_url(&url), crate::model::program::url_secrets(&url));
             let mut next = Instant::now() + Duration::from_secs(5);
             while !flag.load(Ordering::Relaxed) {
                 if Instant::now() < next {
@@ -749,11 +805,12 @@ mod tests {
         let (tx, rx) = sync_channel(64);
         let packets = [sound(0.1, 0.1), frame(0.0), frame(0.3), frame(0.31), frame(0.32), frame(0.33), sound(0.5, 0.4)];
         stats.in_flight.store(5, Ordering::Relaxed);
+        stats.queued.store(packets.len(), Ordering::Relaxed);
         for p in packets {
             tx.send(p).unwrap();
         }
         drop(tx);
-        Dispatcher::new(settings, stats.clone(), Vec::new()).run(rx, &AtomicBool::new(false));
+        Dispatcher::new(settings, stats.clone(), Vec::new(), false).run(rx, &AtomicBool::new(false));
         let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         // Frames 0–2 (0.0–0.2 s) show the first picture: two repeats; frame 3 (0.3 s) the
         // picture of 0.3 s; those of 0.31 and 0.32 s are replaced before frame 4 (0.4 s),
@@ -771,11 +828,12 @@ mod tests {
         let stats = Arc::new(ProgramStats::default());
         let (tx, rx) = sync_channel(8);
         stats.in_flight.store(1, Ordering::Relaxed);
+        stats.queued.store(3, Ordering::Relaxed);
         tx.send(sound(0.1, 0.1)).unwrap();
         tx.send(frame(0.0)).unwrap();
         tx.send(sound(0.5, 0.4)).unwrap();
         drop(tx);
-        Dispatcher::new(settings, stats.clone(), Vec::new()).run(rx, &AtomicBool::new(false));
+        Dispatcher::new(settings, stats.clone(), Vec::new(), false).run(rx, &AtomicBool::new(false));
         assert_eq!(stats.stream_frame.load(Ordering::Relaxed), 0);
     }
 }

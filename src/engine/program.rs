@@ -126,6 +126,8 @@ pub struct ProgramStats {
     pub audio_dropped: AtomicU64,
     /// Frames handed over and not yet taken by the edge.
     pub in_flight: AtomicUsize,
+    /// Packets in the queue to the edge (an offline render waits on it).
+    pub queued: AtomicUsize,
     /// The output frame the stream has reached (the number the frame code carries, before
     /// its wrap at 65 536): with a frame code read back from what viewers get, the delay.
     pub stream_frame: AtomicU64,
@@ -603,12 +605,18 @@ fn feed_program(
         None => vec![0; (time.delta_secs_f64() * f64::from(AUDIO_RATE)).round() as usize * 2],
     };
     if !samples.is_empty() {
+        // Counted before the send, so that the edge never takes one not counted yet.
+        feed.stats.queued.fetch_add(1, Ordering::Relaxed);
         match feed.out.try_send(ProgramPacket::Audio { until: now, samples }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                feed.stats.queued.fetch_sub(1, Ordering::Relaxed);
                 feed.stats.audio_dropped.fetch_add(1, Ordering::Relaxed);
             }
-            Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Disconnected(_)) => {
+                feed.stats.queued.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
         }
     }
     let period = 1.0 / feed.fps;
@@ -637,11 +645,13 @@ fn feed_program(
             return;
         };
         let frame = ProgramPacket::Frame { time: now, width: size.x, height: size.y, rgba, stamp };
+        stats.queued.fetch_add(1, Ordering::Relaxed);
         match out.try_send(frame) {
             Ok(()) => {
                 stats.frames_grabbed.fetch_add(1, Ordering::Relaxed);
             }
             Err(_) => {
+                stats.queued.fetch_sub(1, Ordering::Relaxed);
                 stats.in_flight.fetch_sub(1, Ordering::Relaxed);
                 stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
             }

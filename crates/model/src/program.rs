@@ -154,7 +154,11 @@ impl OutputTarget {
         let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
         match ext.as_deref() {
             Some("mkv" | "mp4") => Ok(OutputTarget::File(path)),
-            _ => Err(OutputError::UnknownScheme { url: text.to_owned() }),
+            // Not echoed whole: a URL typed without its scheme would show its key.
+            Some(ext) if ext.len() <= 5 && !text.contains(['?', '@']) => {
+                Err(OutputError::UnknownScheme { url: format!("a .{ext} file") })
+            }
+            _ => Err(OutputError::UnknownScheme { url: redact_url(text) }),
         }
     }
 
@@ -201,23 +205,10 @@ impl OutputTarget {
     /// The secrets in this target (stream key, pass phrase, user info), to be scrubbed from
     /// anything ffmpeg prints.
     pub fn secrets(&self) -> Vec<String> {
-        let (OutputTarget::Rtmp(url) | OutputTarget::Srt(url)) = self else { return Vec::new() };
-        let mut secrets = vec![url.clone()];
-        let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if let Some((user, _)) = authority.rsplit_once('@') {
-            secrets.push(user.to_owned());
+        match self {
+            OutputTarget::Rtmp(url) | OutputTarget::Srt(url) => url_secrets(url),
+            OutputTarget::File(_) => Vec::new(),
         }
-        if let OutputTarget::Rtmp(_) = self
-            && let Some((_, key)) = path.split_once('/')
-        {
-            secrets.push(key.split('?').next().unwrap_or_default().to_owned());
-        }
-        if let Some((_, query)) = url.split_once('?') {
-            secrets.extend(query.split('&').filter_map(|kv| kv.split_once('=')).map(|(_, v)| v.to_owned()));
-        }
-        secrets.retain(|s| s.len() >= 3);
-        secrets
     }
 
     /// The container ffmpeg writes.
@@ -258,7 +249,11 @@ fn is_loopback_host(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-fn redact_url(url: &str) -> String {
+/// A URL as logs may show it: scheme and host; of the path, only its first segment when more
+/// follow (an RTMP application, an HLS folder), everything else (a stream key, a playlist named
+/// after it) as `…`; query values and any user or password as `…`. The same for every scheme, so
+/// that a mistyped or unusual URL hides as much as a usual one.
+pub fn redact_url(url: &str) -> String {
     let scheme_end = url.find("://").map_or(0, |i| i + 3);
     let (scheme, rest) = url.split_at(scheme_end);
     let (rest, query) = match rest.split_once('?') {
@@ -268,26 +263,46 @@ fn redact_url(url: &str) -> String {
     let (authority, path) = rest.split_once('/').map_or((rest, None), |(a, p)| (a, Some(p)));
     let authority = authority.rsplit_once('@').map_or(authority.to_owned(), |(_, h)| format!("…@{h}"));
     let mut out = format!("{scheme}{authority}");
-    if let Some(path) = path {
-        // rtmp://host/app/key: the application is public, everything after it is the key.
-        match path.split_once('/') {
-            Some((app, _)) if scheme.starts_with("rtmp") => out.push_str(&format!("/{app}/…")),
-            _ if scheme.starts_with("rtmp") => out.push_str(&format!("/{path}")),
-            _ => out.push_str(&format!("/{path}")),
-        }
+    match path.filter(|p| !p.is_empty()) {
+        Some(path) => match path.split_once('/') {
+            Some((first, _)) => out.push_str(&format!("/{first}/…")),
+            None => out.push_str("/…"),
+        },
+        None => out.push_str(path.map_or("", |_| "/")),
     }
     if let Some(query) = query {
         let parts: Vec<String> = query
             .split('&')
             .map(|kv| match kv.split_once('=') {
                 Some((k, _)) => format!("{k}=…"),
-                None => kv.to_owned(),
+                None => "…".to_owned(),
             })
             .collect();
         out.push('?');
         out.push_str(&parts.join("&"));
     }
     out
+}
+
+/// What [`redact_url`] hides, to scrub from anything ffmpeg prints: the URL, its user info,
+/// its path beyond the first segment (or the whole of a one-segment path), its query values.
+pub fn url_secrets(url: &str) -> Vec<String> {
+    let mut secrets = vec![url.to_owned()];
+    let rest = &url[url.find("://").map_or(0, |i| i + 3)..];
+    let rest_no_query = rest.split('?').next().unwrap_or_default();
+    let (authority, path) = rest_no_query.split_once('/').unwrap_or((rest_no_query, ""));
+    if let Some((user, _)) = authority.rsplit_once('@') {
+        secrets.push(user.to_owned());
+    }
+    match path.split_once('/') {
+        Some((_, hidden)) => secrets.push(hidden.to_owned()),
+        None => secrets.push(path.to_owned()),
+    }
+    if let Some((_, query)) = rest.split_once('?') {
+        secrets.extend(query.split('&').map(|kv| kv.split_once('=').map_or(kv, |(_, v)| v).to_owned()));
+    }
+    secrets.retain(|s| s.len() >= 3);
+    secrets
 }
 
 /// Replaces each of `secrets` in `text` by `…` (ffmpeg prints its output URL in errors).
@@ -297,8 +312,10 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
     let mut sorted: Vec<&String> = secrets.iter().collect();
     sorted.sort_by_key(|s| std::cmp::Reverse(s.len()));
     for secret in sorted {
+        // A whole URL becomes its redacted form, so that the message still says where.
+        let with = if secret.contains("://") { redact_url(secret) } else { "…".to_owned() };
         if !secret.is_empty() {
-            out = out.replace(secret.as_str(), "…");
+            out = out.replace(secret.as_str(), &with);
         }
     }
     out
@@ -581,6 +598,27 @@ mod tests {
         assert!(OutputTarget::parse("srt://[::1]:9000").unwrap().check(true).is_ok());
         let missing = OutputTarget::parse("/no/such/folder/show.mkv").unwrap();
         assert!(matches!(missing.check(false), Err(OutputError::Unwritable { .. })));
+    }
+
+    #[test]
+    fn secrets_hide_in_every_shape_of_url() {
+        for (url, key) in [
+            ("RTMP://live.example.org/app/K3yOfTheStream", "K3yOfTheStream"),
+            ("rtmp://live.example.org/K3yOfTheStream", "K3yOfTheStream"),
+            ("rtmps://live.example.org:443/app/K3yOfTheStream?x=1", "K3yOfTheStream"),
+            ("http://cdn.example.org/hls/K3yOfTheStream.m3u8", "K3yOfTheStream"),
+            ("srt://host:9000/K3yOfTheStream", "K3yOfTheStream"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(key), "{url} shows as {shown}");
+            let printed = format!("Error opening output {url}: I/O error");
+            assert!(!scrub(&printed, &url_secrets(url)).contains(key), "{url}");
+        }
+        assert_eq!(redact_url("rtmp://live.example.org/K3yOfTheStream"), "rtmp://live.example.org/…");
+        for typo in ["live.twitch.tv/app/live_123_K3yOfTheStream", "rtmp:/host/app/K3yOfTheStream"] {
+            let err = OutputTarget::parse(typo).unwrap_err().to_string();
+            assert!(!err.contains("K3yOfTheStream"), "{err}");
+        }
     }
 
     #[test]
