@@ -45,7 +45,7 @@ cargo build --workspace --all-targets --locked
 say "running the tests"
 cargo test --workspace --locked "$@"
 unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
-# The fuzz targets, a few seconds each (under a minute in all), so the harness cannot rot; the
+# The fuzz targets, a few seconds each (half a minute in all), so the harness cannot rot; the
 # long runs are in docs/benchmarks.md.
-say "fuzzing each parser briefly (scripts/fuzz.sh all 6)"
-scripts/fuzz.sh all 6
+say "fuzzing each parser briefly (scripts/fuzz.sh all 3)"
+scripts/fuzz.sh all 3
