@@ -756,6 +756,7 @@ mod osc {
 
     use parvis::model::command::{CommandOrigin, TransportAction, VenueCommand, read_command_log};
     use parvis::model::params::ParamValue;
+    use parvis::model::program::{Overlay, ProgramAction};
 
     fn root() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -911,6 +912,13 @@ mod osc {
         wait_logged(&log, "cue 3 fired", |l| {
             l.iter().any(|e| matches!(&e.command, VenueCommand::CueFired { cue, .. } if cue == "3"))
         });
+        // The director from the desk: a viewpoint the venue lacks is refused by the venue.
+        oscsend(addr, "/parvis/program/cut", "s", &["balcony"]);
+        oscsend(addr, "/parvis/program/overlay", "si", &["credits", "1"]);
+        oscsend(addr, "/parvis/program/cut", "s", &["aerial"]);
+        wait_logged(&log, "the program cut", |l| {
+            l.iter().any(|e| matches!(&e.command, VenueCommand::Program { action: ProgramAction::Cut { .. } }))
+        });
 
         let entries = logged(&log);
         let from_osc: Vec<&VenueCommand> = entries
@@ -936,6 +944,21 @@ mod osc {
             .filter(|c| matches!(c, VenueCommand::Transport { action: TransportAction::Play, .. }))
             .count();
         assert_eq!(plays, 1, "a button's release is not a press");
+        let program: Vec<&ProgramAction> = from_osc
+            .iter()
+            .filter_map(|c| match c {
+                VenueCommand::Program { action } => Some(action),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            program,
+            [
+                &ProgramAction::Overlay { overlay: Overlay::Credits, visible: true },
+                &ProgramAction::Cut { viewpoint: "aerial".into() }
+            ],
+            "the director's messages, the unknown viewpoint refused"
+        );
         // GO fired the cue in standby (4, the first manual cue); /parvis/cue/3 jumped to cue 3.
         let cues: Vec<&str> = entries
             .iter()
