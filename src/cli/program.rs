@@ -8,11 +8,11 @@ use anyhow::{Context, Result, bail};
 use bevy::prelude::*;
 
 use super::args::OutputArgs;
-use parvis::edges::program::{ProgramOutput, QUEUE, choose_encoder};
+use parvis::edges::program::{ProgramOutput, QUEUE, check_target, choose_encoder, find_program};
 use parvis::engine::audience::hub::AudienceLink;
 use parvis::engine::program::{ProgramFeed, ProgramOverlays, ProgramStats};
 use parvis::engine::show::clock::ShowClock;
-use parvis::model::program::{OutputSettings, OutputTarget, find_program};
+use parvis::model::program::{OutputSettings, OutputTarget};
 
 /// Set in tests: network outputs must be on this machine.
 const LOOPBACK_ONLY_ENV: &str = "PARVIS_OUTPUT_LOOPBACK_ONLY";
@@ -32,7 +32,7 @@ pub fn targets(args: &OutputArgs) -> Result<Vec<OutputTarget>> {
         if !target.is_stream() {
             bail!("--stream {}: a file is recorded with --record", target.redacted());
         }
-        target.check(loopback_only).map_err(|e| anyhow::anyhow!("--stream {e}"))?;
+        check_target(&target, loopback_only).map_err(|e| anyhow::anyhow!("--stream {e}"))?;
         out.push(target);
     }
     for given in &args.record {
@@ -40,14 +40,24 @@ pub fn targets(args: &OutputArgs) -> Result<Vec<OutputTarget>> {
         if target.is_stream() {
             bail!("--record {}: a network output is sent with --stream", target.redacted());
         }
-        target.check(loopback_only).map_err(|e| anyhow::anyhow!("--record {e}"))?;
+        check_target(&target, loopback_only).map_err(|e| anyhow::anyhow!("--record {e}"))?;
         out.push(target);
     }
     Ok(out)
 }
 
-/// Size, rates and the encoder, checked (ffmpeg is run once to try the encoder).
-pub fn settings(args: &OutputArgs, size: UVec2, fps: u32) -> Result<OutputSettings> {
+/// What a program output needs, checked before the venue starts.
+pub struct Program {
+    /// Where it goes.
+    pub targets: Vec<OutputTarget>,
+    /// Size, rates, encoder.
+    pub settings: OutputSettings,
+    /// The ffmpeg found.
+    pub ffmpeg: std::path::PathBuf,
+}
+
+/// Size, rates and the encoder, checked: ffmpeg is found once, and run once to try the encoder.
+pub fn settings(args: &OutputArgs, size: UVec2, fps: u32) -> Result<(OutputSettings, std::path::PathBuf)> {
     let mut settings = OutputSettings {
         width: size.x,
         height: size.y,
@@ -58,25 +68,18 @@ pub fn settings(args: &OutputArgs, size: UVec2, fps: u32) -> Result<OutputSettin
         encoder: String::new(),
     };
     settings.check()?;
-    let ffmpeg = find_program(&args.ffmpeg.to_string_lossy()).with_context(|| {
+    let ffmpeg = find_program(&args.ffmpeg).with_context(|| {
         format!("cannot find {} (install Debian's ffmpeg package, or give --ffmpeg PATH)", args.ffmpeg.display())
     })?;
     settings.encoder = choose_encoder(&ffmpeg, args.encoder.as_deref())?;
-    Ok(settings)
+    Ok((settings, ffmpeg))
 }
 
 /// Starts the program output of `app`, whose camera marked `ProgramCamera` renders at
 /// `settings`' size: the show's mixer plays into it, its overlays are drawn, `/metrics` gets
 /// its counters. `patient`: an offline render, which waits for the encoder.
-pub fn attach_program(
-    app: &mut App,
-    targets: Vec<OutputTarget>,
-    settings: OutputSettings,
-    ffmpeg: &std::path::Path,
-    frame_code: bool,
-    patient: bool,
-) -> Result<()> {
-    let ffmpeg = find_program(&ffmpeg.to_string_lossy()).context("ffmpeg")?;
+pub fn attach_program(app: &mut App, program: Program, frame_code: bool, patient: bool) -> Result<()> {
+    let Program { targets, settings, ffmpeg } = program;
     let stats = Arc::new(ProgramStats::default());
     let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
     for t in &targets {
@@ -116,10 +119,9 @@ pub fn attach_program(
 
 /// `--stream-delay auto`: reads the playback URL's frame code every 30 s; the venue's
 /// audience windows then use the measured delay.
-pub fn measure_delay(app: &mut App, args: &super::args::RunArgs) -> Result<()> {
+pub fn measure_delay(app: &mut App, args: &super::args::RunArgs, ffmpeg: &std::path::Path) -> Result<()> {
     use super::args::StreamDelayArg;
     let (StreamDelayArg::Auto, Some(url)) = (args.stream_delay, &args.playback_url) else { return Ok(()) };
-    let ffmpeg = find_program(&args.output.ffmpeg.to_string_lossy()).context("ffmpeg")?;
     let world = app.world_mut();
     let feed = world.resource::<ProgramFeed>();
     let (stats, fps) = (feed.stats.clone(), args.output.output_fps);
@@ -127,7 +129,7 @@ pub fn measure_delay(app: &mut App, args: &super::args::RunArgs) -> Result<()> {
     eprintln!("parvis: measuring the stream's delay from {shown} every 30 s");
     let meter = parvis::edges::program::DelayMeter::start(
         url.clone(),
-        ffmpeg,
+        ffmpeg.to_owned(),
         stats,
         bevy::math::UVec2::new(args.size.x, args.size.y),
         fps,

@@ -3,6 +3,7 @@
 //! its sound, frame by frame at a fixed time step (the offline capture for trailers and
 //! archives: as deterministic as the venue, faster or slower than real time).
 
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -11,11 +12,12 @@ use anyhow::{Context, Result, bail};
 use super::args::*;
 use super::venue::venue_setup;
 use parvis::app::headless::HeadlessRenderer;
+use parvis::edges::program::{check_target, choose_encoder, find_program};
 use parvis::engine::output::save_png;
 use parvis::engine::program::{ProgramFeed, ProgramOverlays};
 use parvis::engine::show::Shows;
 use parvis::model::command::{TransportAction, VenueCommand};
-use parvis::model::program::{OutputSettings, OutputTarget, find_program};
+use parvis::model::program::{OutputSettings, OutputTarget};
 
 pub fn render(args: RenderArgs) -> Result<()> {
     if let Some(video) = &args.video {
@@ -45,18 +47,19 @@ fn render_video(args: &RenderArgs, video: &str) -> Result<()> {
     if target.is_stream() {
         bail!("--video {}: a file (.mkv or .mp4); to stream, use parvis run --stream", target.redacted());
     }
-    target.check(false).map_err(|e| anyhow::anyhow!("--video {e}"))?;
+    check_target(&target, false).map_err(|e| anyhow::anyhow!("--video {e}"))?;
     let mut settings = OutputSettings { width: args.size.x, height: args.size.y, fps: args.fps, ..Default::default() };
     settings.check()?;
-    let ffmpeg = find_program("ffmpeg").context("cannot find ffmpeg (install Debian's ffmpeg package)")?;
+    let ffmpeg = find_program(Path::new("ffmpeg")).context("cannot find ffmpeg (install Debian's ffmpeg package)")?;
     // The same encoder a stream would use; an archive wants quality more than speed, but one
     // encoder path is one thing to test.
-    settings.encoder = parvis::edges::program::choose_encoder(&ffmpeg, None)?;
+    settings.encoder = choose_encoder(&ffmpeg, None)?;
     let setup = venue_setup(&args.venue)?;
     let mut renderer = HeadlessRenderer::new(setup, args.size);
     renderer.wait_until_ready().context("the venue did not load")?;
     // The output starts with the show: loading frames are not part of the film.
-    super::program::attach_program(renderer.app_mut(), vec![target.clone()], settings, &ffmpeg, args.frame_code, true)?;
+    let program = super::program::Program { targets: vec![target.clone()], settings, ffmpeg };
+    super::program::attach_program(renderer.app_mut(), program, args.frame_code, true)?;
     let step = 1.0 / f64::from(args.fps);
     renderer.app_mut().insert_resource(bevy::time::TimeUpdateStrategy::ManualDuration(Duration::from_secs_f64(step)));
     renderer.submit(VenueCommand::Transport { show: show.clone(), action: TransportAction::Play });

@@ -86,17 +86,18 @@ pub fn run(args: RunArgs) -> Result<()> {
         }
         attach_osc(&mut app, &args, &title)?;
         attach_timecode(&mut app, &args)?;
-        if let Some((targets, settings)) = program {
+        if let Some(program) = program {
             // The window shows the visitor's view; the program has a camera of its own.
-            let size = bevy::math::UVec2::new(settings.width, settings.height);
+            let size = bevy::math::UVec2::new(program.settings.width, program.settings.height);
             let world = app.world_mut();
             let target = parvis::engine::output::readable_target(
                 &mut world.resource_mut::<bevy::asset::Assets<bevy::image::Image>>(),
                 size,
             );
             parvis::engine::program::spawn_program_camera(world, target);
-            super::program::attach_program(&mut app, targets, settings, &args.output.ffmpeg, frame_code(&args), false)?;
-            super::program::measure_delay(&mut app, &args)?;
+            let ffmpeg = program.ffmpeg.clone();
+            super::program::attach_program(&mut app, program, frame_code(&args), false)?;
+            super::program::measure_delay(&mut app, &args, &ffmpeg)?;
         }
         let exit = app.run();
         close_edges(app.world_mut());
@@ -120,8 +121,8 @@ fn program_output(args: &RunArgs) -> Result<Program> {
         return Ok(None);
     }
     let targets = super::program::targets(&args.output)?;
-    let settings = super::program::settings(&args.output, args.size, args.output.output_fps)?;
-    Ok(Some((targets, settings)))
+    let (settings, ffmpeg) = super::program::settings(&args.output, args.size, args.output.output_fps)?;
+    Ok(Some(super::program::Program { targets, settings, ffmpeg }))
 }
 
 /// Whether output frames carry the frame code: asked for, or needed to measure the delay.
@@ -243,7 +244,7 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
     result
 }
 
-type Program = Option<(Vec<parvis::model::program::OutputTarget>, parvis::model::program::OutputSettings)>;
+type Program = Option<super::program::Program>;
 
 pub fn run_headless(
     setup: VenueSetup,
@@ -258,16 +259,10 @@ pub fn run_headless(
     }
     attach_osc(renderer.app_mut(), args, &title)?;
     attach_timecode(renderer.app_mut(), args)?;
-    if let Some((targets, settings)) = program {
-        super::program::attach_program(
-            renderer.app_mut(),
-            targets,
-            settings,
-            &args.output.ffmpeg,
-            frame_code(args),
-            false,
-        )?;
-        super::program::measure_delay(renderer.app_mut(), args)?;
+    if let Some(program) = program {
+        let ffmpeg = program.ffmpeg.clone();
+        super::program::attach_program(renderer.app_mut(), program, frame_code(args), false)?;
+        super::program::measure_delay(renderer.app_mut(), args, &ffmpeg)?;
     }
     renderer.wait_until_ready().context("the venue did not load")?;
     // The venue's time: the wall clock when it goes out live (a slow renderer must not slow

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 use crate::engine::program::{ProgramPacket, ProgramStats, TargetStatus};
-use crate::model::program::{AUDIO_RATE, OutputSettings, OutputTarget, scrub, stamp};
+use crate::model::program::{AUDIO_RATE, OutputError, OutputSettings, OutputTarget, scrub, stamp};
 
 /// Packets the engine may queue before it drops frames (and, beyond, sound).
 pub const QUEUE: usize = 512;
@@ -59,6 +59,37 @@ pub enum ProgramOutputError {
     /// A thread could not be started.
     #[error("cannot start the program output: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Checks a target before anything starts: a network one against `loopback_only`, a
+/// recording's folder for existence and write permission (by creating and removing a file in
+/// it: read-only mounts and permissions both show).
+pub fn check_target(target: &OutputTarget, loopback_only: bool) -> Result<(), OutputError> {
+    target.check_host(loopback_only)?;
+    let OutputTarget::File(path) = target else { return Ok(()) };
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+        _ => PathBuf::from("."),
+    };
+    let unwritable = |why: String| OutputError::Unwritable { path: path.clone(), why };
+    if !folder.is_dir() {
+        return Err(unwritable("no such folder".into()));
+    }
+    if path.is_dir() {
+        return Err(unwritable("it is a folder".into()));
+    }
+    let probe = folder.join(format!(".parvis-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"").map_err(|e| unwritable(e.to_string()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// The program at `name`: a path to a file, or a command found on `PATH`.
+pub fn find_program(name: &Path) -> Option<PathBuf> {
+    if name.components().count() > 1 {
+        return name.is_file().then(|| name.to_owned());
+    }
+    std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()))
 }
 
 /// Picks the video encoder: `asked` if given (checked), else NVENC when this ffmpeg has it and
@@ -819,6 +850,20 @@ mod tests {
         assert_eq!(load(&stats.frames_repeated), 2);
         assert_eq!(load(&stats.frames_skipped), 2);
         assert_eq!(stats.in_flight.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn recordings_need_a_folder_that_can_be_written() {
+        let missing = OutputTarget::parse("/no/such/folder/show.mkv").unwrap();
+        assert!(matches!(check_target(&missing, false), Err(OutputError::Unwritable { .. })));
+        let here = OutputTarget::File(std::env::temp_dir().join("parvis-check.mkv"));
+        assert!(check_target(&here, false).is_ok());
+        let folder = OutputTarget::File(std::env::temp_dir());
+        assert!(matches!(check_target(&folder, false), Err(OutputError::Unwritable { .. })));
+        let remote = OutputTarget::parse("rtmp://live.example.org/app/key").unwrap();
+        assert!(matches!(check_target(&remote, true), Err(OutputError::NotLoopback { .. })));
+        assert!(find_program(Path::new("sh")).is_some());
+        assert!(find_program(Path::new("/no/such/program")).is_none());
     }
 
     /// A frame of the wrong size (a resized target) is left out, not written.

@@ -4,7 +4,7 @@
 //! logs without its secret, and the frame code stamped in a corner of every output frame so that
 //! the delay to the viewers can be measured by reading the stream back.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -162,34 +162,14 @@ impl OutputTarget {
         }
     }
 
-    /// Checks what can be checked before starting: a recording's folder exists and can be
-    /// written; with `loopback_only`, a network target is on this machine.
-    pub fn check(&self, loopback_only: bool) -> Result<(), OutputError> {
+    /// With `loopback_only`, refuses a network target that is not on this machine. (Whether a
+    /// recording's folder can be written is the edge's to find out: the model does no I/O.)
+    pub fn check_host(&self, loopback_only: bool) -> Result<(), OutputError> {
         match self {
-            OutputTarget::File(path) => {
-                let folder = match path.parent() {
-                    Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
-                    _ => PathBuf::from("."),
-                };
-                if !folder.is_dir() {
-                    return Err(OutputError::Unwritable { path: path.clone(), why: "no such folder".into() });
-                }
-                if path.is_dir() {
-                    return Err(OutputError::Unwritable { path: path.clone(), why: "it is a folder".into() });
-                }
-                // Probe by creating a file next to it: permissions, read-only mounts.
-                let probe = folder.join(format!(".parvis-probe-{}", std::process::id()));
-                std::fs::write(&probe, b"")
-                    .map_err(|e| OutputError::Unwritable { path: path.clone(), why: e.to_string() })?;
-                let _ = std::fs::remove_file(probe);
-                Ok(())
+            OutputTarget::Rtmp(url) | OutputTarget::Srt(url) if loopback_only && !is_loopback_host(host_of(url)) => {
+                Err(OutputError::NotLoopback { url: self.redacted() })
             }
-            OutputTarget::Rtmp(url) | OutputTarget::Srt(url) => {
-                if loopback_only && !is_loopback_host(host_of(url)) {
-                    return Err(OutputError::NotLoopback { url: self.redacted() });
-                }
-                Ok(())
-            }
+            _ => Ok(()),
         }
     }
 
@@ -565,15 +545,6 @@ pub mod stamp {
     }
 }
 
-/// Whether `path` names a file ffmpeg can be found at, or a command on `PATH`.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let direct = Path::new(name);
-    if direct.components().count() > 1 {
-        return direct.is_file().then(|| direct.to_owned());
-    }
-    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(name)).find(|p| p.is_file())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -592,12 +563,10 @@ mod tests {
         assert!(matches!(OutputTarget::parse("rtmp:///app/key"), Err(OutputError::BadUrl { .. })));
         assert!(matches!(OutputTarget::parse("srt://host"), Err(OutputError::BadUrl { .. })));
         let remote = OutputTarget::parse("rtmp://live.twitch.tv/app/key").unwrap();
-        assert!(matches!(remote.check(true), Err(OutputError::NotLoopback { .. })));
-        assert!(remote.check(false).is_ok());
-        assert!(OutputTarget::parse("rtmp://127.0.0.1:1935/live/x").unwrap().check(true).is_ok());
-        assert!(OutputTarget::parse("srt://[::1]:9000").unwrap().check(true).is_ok());
-        let missing = OutputTarget::parse("/no/such/folder/show.mkv").unwrap();
-        assert!(matches!(missing.check(false), Err(OutputError::Unwritable { .. })));
+        assert!(matches!(remote.check_host(true), Err(OutputError::NotLoopback { .. })));
+        assert!(remote.check_host(false).is_ok());
+        assert!(OutputTarget::parse("rtmp://127.0.0.1:1935/live/x").unwrap().check_host(true).is_ok());
+        assert!(OutputTarget::parse("srt://[::1]:9000").unwrap().check_host(true).is_ok());
     }
 
     #[test]
