@@ -205,27 +205,17 @@ impl MetricsSection for ProgramStats {
                 u8::from(t.state == "live")
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP parvis_program_output_restarts_total Encoder restarts per output.\n# TYPE parvis_program_output_restarts_total counter"
-        );
-        for t in &targets {
-            let _ =
-                writeln!(out, "parvis_program_output_restarts_total{{target=\"{}\"}} {}", escape(&t.name), t.restarts);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP parvis_program_output_frames_total Frames written per output.\n# TYPE parvis_program_output_frames_total counter"
-        );
-        for t in &targets {
-            let _ = writeln!(out, "parvis_program_output_frames_total{{target=\"{}\"}} {}", escape(&t.name), t.frames);
-        }
-        let _ = writeln!(
-            out,
-            "# HELP parvis_program_output_missed_total Frames an output missed while it was down.\n# TYPE parvis_program_output_missed_total counter"
-        );
-        for t in &targets {
-            let _ = writeln!(out, "parvis_program_output_missed_total{{target=\"{}\"}} {}", escape(&t.name), t.missed);
+        // Per output, each counter's lines in turn (Prometheus wants a metric's samples together).
+        let per_target: [(&str, &str, fn(&TargetStatus) -> u64); 3] = [
+            ("program_output_restarts_total", "Encoder restarts per output.", |t| t.restarts),
+            ("program_output_frames_total", "Frames written per output.", |t| t.frames),
+            ("program_output_missed_total", "Frames an output missed while it was down.", |t| t.missed),
+        ];
+        for (name, help, value) in per_target {
+            let _ = writeln!(out, "# HELP parvis_{name} {help}\n# TYPE parvis_{name} counter");
+            for t in &targets {
+                let _ = writeln!(out, "parvis_{name}{{target=\"{}\"}} {}", escape(&t.name), value(t));
+            }
         }
     }
 }
