@@ -346,17 +346,23 @@ fn write_wav(path: &Path, seconds: f32) {
     let rate = 8_000u32;
     let samples: Vec<i16> =
         (0..(seconds * rate as f32) as u32).map(|i| ((i as f32 * 0.05).sin() * 3_000.0) as i16).collect();
+    write_pcm_wav(path, rate, 1, &samples);
+}
+
+/// A 16-bit PCM WAV file of interleaved `samples`, its folder made if needed.
+fn write_pcm_wav(path: &Path, rate: u32, channels: u16, samples: &[i16]) {
     let data_len = samples.len() as u32 * 2;
+    let block = channels * 2;
     let mut bytes = Vec::new();
     bytes.extend(b"RIFF");
     bytes.extend((36 + data_len).to_le_bytes());
     bytes.extend(b"WAVEfmt ");
     bytes.extend(16u32.to_le_bytes());
     bytes.extend(1u16.to_le_bytes());
-    bytes.extend(1u16.to_le_bytes());
+    bytes.extend(channels.to_le_bytes());
     bytes.extend(rate.to_le_bytes());
-    bytes.extend((rate * 2).to_le_bytes());
-    bytes.extend(2u16.to_le_bytes());
+    bytes.extend((rate * u32::from(block)).to_le_bytes());
+    bytes.extend(block.to_le_bytes());
     bytes.extend(16u16.to_le_bytes());
     bytes.extend(b"data");
     bytes.extend(data_len.to_le_bytes());

@@ -53,25 +53,7 @@ fn write_click(path: &Path) {
         samples[i * 2] = v;
         samples[i * 2 + 1] = v;
     }
-    let data_len = samples.len() as u32 * 2;
-    let mut bytes = Vec::new();
-    bytes.extend(b"RIFF");
-    bytes.extend((36 + data_len).to_le_bytes());
-    bytes.extend(b"WAVEfmt ");
-    bytes.extend(16u32.to_le_bytes());
-    bytes.extend(1u16.to_le_bytes());
-    bytes.extend(2u16.to_le_bytes());
-    bytes.extend(rate.to_le_bytes());
-    bytes.extend((rate * 4).to_le_bytes());
-    bytes.extend(4u16.to_le_bytes());
-    bytes.extend(16u16.to_le_bytes());
-    bytes.extend(b"data");
-    bytes.extend(data_len.to_le_bytes());
-    for s in samples {
-        bytes.extend(s.to_le_bytes());
-    }
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, bytes).unwrap();
+    super::write_pcm_wav(path, rate, 2, &samples);
 }
 
 fn flash_venue(dir: &Path) -> PathBuf {
@@ -154,21 +136,12 @@ fn an_offline_video_has_its_picture_and_sound_in_step() {
     let assets = dir.join("assets");
     let (w, h) = (320usize, 180usize);
     let video = dir.join("sync.mp4");
-    let out = parvis(&[
-        "render",
-        scene.to_str().unwrap(),
-        "--assets",
-        assets.to_str().unwrap(),
-        "--show",
-        "sync",
-        "--video",
-        video.to_str().unwrap(),
-        "--fps",
-        "30",
-        "--frame-code",
-        "--size",
-        "320x180",
-    ]);
+    // `parvis render` of the flash scene's show at 320x180, with `extra` arguments.
+    let render = |extra: &[&str]| {
+        let base = ["render", scene.to_str().unwrap(), "--assets", assets.to_str().unwrap(), "--show", "sync"];
+        parvis(&[&base[..], &["--size", "320x180"], extra].concat())
+    };
+    let out = render(&["--video", video.to_str().unwrap(), "--fps", "30", "--frame-code"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(stderr.contains("0 dropped"), "an offline render drops nothing: {stderr}");
@@ -200,21 +173,7 @@ fn an_offline_video_has_its_picture_and_sound_in_step() {
     // A frame of the film against a still render of the same moment, with the same overlays
     // (no frame code: the edge stamps it).
     let still = dir.join("still.png");
-    let out = parvis(&[
-        "render",
-        scene.to_str().unwrap(),
-        "--assets",
-        assets.to_str().unwrap(),
-        "--show",
-        "sync",
-        "--at",
-        "3",
-        "--program",
-        "--size",
-        "320x180",
-        "--out",
-        still.to_str().unwrap(),
-    ]);
+    let out = render(&["--at", "3", "--program", "--out", still.to_str().unwrap()]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let still = image::open(&still).unwrap().to_rgba8();
     let film = &frames[3 * 30 + 5];
