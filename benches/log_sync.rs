@@ -2,7 +2,7 @@
 //! each apply K commands, with the log synced every busy frame (`--log-sync frame`, the
 //! default) and without (`never`). The difference is what durability costs a frame.
 //!
-//! `cargo bench --profile dev --bench log_sync`; results in docs/benchmarks.md.
+//! `cargo bench --profile perf --bench log_sync`; results in docs/benchmarks.md.
 
 use std::time::{Duration, Instant};
 

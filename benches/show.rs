@@ -4,7 +4,7 @@
 //! its arrival in the venue's inbox to its command applied; and the program output's cost per
 //! frame (`SHOW_BENCH_PROGRAM=1` for that alone; needs ffmpeg and a renderer, lavapipe here).
 //!
-//! `cargo bench --profile dev --bench show`. Results in docs/benchmarks.md.
+//! `cargo bench --profile perf --bench show`. Results in docs/benchmarks.md.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
