@@ -21,8 +21,10 @@ install_packages() {
     done
     if [ ${#missing[@]} -gt 0 ]; then
         say "installing system packages: ${missing[*]}"
-        as_root apt-get update -qq
-        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+        # Waits for another apt (an unattended upgrade, a second install) instead of failing on
+        # its lock.
+        as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     fi
 }
 
