@@ -34,6 +34,20 @@ install_packages() {
 BUILD_PACKAGES=(build-essential pkg-config libasound2-dev libudev-dev libdbus-1-dev
     libvulkan1 mesa-vulkan-drivers libx11-6 libxcursor1 libxrandr2 libxi6 libxkbcommon-x11-0)
 
+# The live captions' speech recogniser: PyPI's moonshine-voice 0.1.0, the last release that
+# ships its English model inside the wheel (later ones download it at run time), in a Python
+# environment of its own. `--no-deps`: the recogniser script loads the package's C library with
+# ctypes and needs none of its Python dependencies. About 56 MB, once.
+ensure_captions_engine() {
+    local venv="${PARVIS_CAPTIONS_VENV:-$HOME/.cache/parvis/captions-venv}"
+    if [ ! -x "$venv/bin/python3" ] || ! "$venv/bin/python3" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("moonshine_voice") is None)' 2>/dev/null; then
+        say "installing the captions' speech recogniser (PyPI moonshine-voice 0.1.0, its English model inside) in $venv"
+        install_packages python3-venv
+        python3 -m venv "$venv"
+        "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps moonshine-voice==0.1.0
+    fi
+}
+
 ensure_rust() {
     if ! command -v cargo >/dev/null 2>&1; then
         if [ -x "$HOME/.cargo/bin/cargo" ]; then

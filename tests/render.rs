@@ -1211,3 +1211,195 @@ fn the_director_cuts_moves_and_switches_overlays() {
         cursor.read(world.resource::<Messages<RejectedCommand>>()).map(|r| r.error.to_string()).collect();
     assert!(errors.iter().any(|e| e.contains("no viewpoint named \"balcony\"") && e.contains("aerial")), "{errors:?}");
 }
+
+/// Sends one OSC message with liblo's `oscsend` (a separate OSC implementation).
+fn oscsend(addr: std::net::SocketAddr, path: &str, types: &str, values: &[&str]) {
+    let found = Command::new("sh").args(["-c", "command -v oscsend"]).output().unwrap();
+    assert!(found.status.success(), "oscsend is missing: scripts/test.sh installs liblo-tools");
+    let status = Command::new("oscsend")
+        .args(["127.0.0.1", &addr.port().to_string(), path, types])
+        .args(values)
+        .status()
+        .unwrap();
+    assert!(status.success(), "oscsend {path} {types} {values:?}");
+}
+
+/// The built-in venue with its performer taking VMC on a free port, seen from close by.
+fn performer_venue(hold: f32, ease: f32) -> HeadlessRenderer {
+    use parvis::model::scene::format::{PerformerSource, ViewpointDef};
+    let assets = AssetsRoot::new(root().join("assets"));
+    let mut scene = load_scene_str(DEFAULT_SCENE, "cloister.ron", &assets).unwrap();
+    let performer = &mut scene.performers[0];
+    performer.source = PerformerSource::Vmc { port: 0, from: None };
+    (performer.hold, performer.ease) = (hold, ease);
+    let mut close: ViewpointDef = scene.viewpoints[0].clone();
+    close.name = "close".into();
+    close.position = [1.6, 1.5, -2.6];
+    close.look_at = [1.6, 1.25, -5.9];
+    close.fov = 60.0;
+    scene.viewpoints.push(close);
+    let mut setup = VenueSetup::new(scene, assets);
+    setup.viewpoint = Some("close".into());
+    let mut renderer = HeadlessRenderer::new(setup, SIZE);
+    renderer.wait_until_ready().expect("the venue loads");
+    renderer
+}
+
+fn performer(renderer: &mut HeadlessRenderer) -> parvis::engine::performer::PerformerState {
+    let world = renderer.app_mut().world();
+    world.resource::<parvis::engine::performer::Performers>().get("singer").expect("the singer").clone()
+}
+
+fn bone(name: &str) -> parvis::model::performer::HumanBone {
+    parvis::model::performer::HumanBone::from_name(name).unwrap()
+}
+
+#[test]
+fn liblo_drives_the_performer_over_vmc_which_holds_then_eases_to_idle_when_the_capture_stops() {
+    use parvis::engine::performer::{CaptureState, PerformerStats, pose_link, vmc_ports};
+    use parvis::model::osc::AllowList;
+    use std::sync::atomic::Ordering;
+
+    // Live until 0.5 s after the last packet, holding for a second more, then 0.4 s of ease.
+    let mut renderer = performer_venue(1.0, 0.4);
+    let world = renderer.app_mut().world_mut();
+    let scene = world.resource::<parvis::engine::command::CurrentScene>().0.clone();
+    let doorbell = world.resource::<parvis::engine::rest::Rest>().doorbell.clone();
+    let (hub, link) = pose_link(doorbell);
+    let stats: std::sync::Arc<PerformerStats> = link.stats.clone();
+    let edge = parvis::edges::vmc::VmcEdge::start(
+        "127.0.0.1".parse().unwrap(),
+        vmc_ports(&scene.performers),
+        AllowList::loopback(),
+        hub,
+    )
+    .unwrap();
+    let addr = edge.sockets[0].0;
+    world.insert_resource(link);
+    world.insert_resource(edge);
+    for _ in 0..300 {
+        if performer(&mut renderer).is_bound() {
+            break;
+        }
+        renderer.step();
+    }
+    let waiting = performer(&mut renderer);
+    assert!(waiting.is_bound(), "the avatar's bones are found");
+    assert_eq!(waiting.state, CaptureState::Waiting);
+    let idle_arm = waiting.bone_rotation(bone("LeftUpperArm")).unwrap();
+    let idle = renderer.capture().unwrap();
+
+    // Unity's rotation (0, 0, -0.5, 0.866) about its left-handed Z raises the left arm 60°
+    // above the T-pose: in glTF's axes, 60° about +Z. Hostile values beside it change nothing.
+    let send_pose = || {
+        oscsend(addr, "/VMC/Ext/Bone/Pos", "sfffffff", &["LeftUpperArm", "0", "0", "0", "0", "0", "-0.5", "0.8660254"]);
+        oscsend(addr, "/VMC/Ext/Bone/Pos", "sfffffff", &["RightUpperArm", "0", "0", "0", "0", "0", "0", "1"]);
+    };
+    oscsend(addr, "/VMC/Ext/Bone/Pos", "sfffffff", &["Head", "0", "0", "0", "nan", "0", "0", "1"]);
+    oscsend(addr, "/VMC/Ext/Bone/Pos", "sfffffff", &["Hips", "1e9", "0", "0", "0", "0", "0", "1"]);
+    oscsend(addr, "/VMC/Ext/Bone/Pos", "sfffffff", &["Tail", "0", "0", "0", "0", "0", "0", "1"]);
+    oscsend(addr, "/VMC/Ext/Bone/Pos", "si", &["Neck", "3"]);
+    send_pose();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stats.applied.load(Ordering::Relaxed) < 2 {
+        assert!(std::time::Instant::now() < deadline, "the pose never arrived: {stats:?}");
+        renderer.step();
+    }
+    for _ in 0..20 {
+        renderer.step();
+    }
+    let live = performer(&mut renderer);
+    assert_eq!(live.state, CaptureState::Live);
+    let raised = Quat::from_rotation_z(60f32.to_radians());
+    let arm = live.bone_rotation(bone("LeftUpperArm")).unwrap();
+    assert!(arm.angle_between(raised) < 2f32.to_radians(), "the left arm is raised 60°: {arm:?}");
+    let right = live.bone_rotation(bone("RightUpperArm")).unwrap();
+    assert!(right.angle_between(Quat::IDENTITY) < 2f32.to_radians(), "the right arm in a T: {right:?}");
+    assert!(live.bone_rotation(bone("Head")).unwrap().is_finite(), "the head kept a finite rotation despite the NaN");
+    assert_eq!(stats.refused_messages.load(Ordering::Relaxed), 4, "NaN, huge, unknown bone, wrong types: {stats:?}");
+    // The hand, drawn at the end of the raised arm, is above the shoulder.
+    let world = renderer.app_mut().world();
+    let y = |b: &str| world.get::<GlobalTransform>(live.bone_entity(bone(b)).unwrap()).unwrap().translation().y;
+    assert!(y("LeftHand") > y("LeftUpperArm") + 0.3, "hand {} shoulder {}", y("LeftHand"), y("LeftUpperArm"));
+    let raised_image = renderer.capture().unwrap();
+    save_png(&raised_image, &out_dir().join("performer-raised.png")).unwrap();
+    save_png(&idle, &out_dir().join("performer-idle.png")).unwrap();
+    let d = diff_images(&idle, &raised_image, 24).expect("the pose changed the picture");
+    assert!(d.pixels_over > 150, "the arms moved {} pixels", d.pixels_over);
+    // What changed is the performer: around the arms, not the rest of the venue.
+    let (x0, y0, x1, y1) = d.bbox.unwrap();
+    assert!(x1 - x0 < SIZE.x * 3 / 4 && y1 - y0 < SIZE.y * 3 / 4, "changes spread to ({x0}, {y0})–({x1}, {y1})");
+
+    // The capture stops: the last pose held for `hold`, then an ease to the idle pose.
+    for _ in 0..40 {
+        renderer.step();
+    }
+    let holding = performer(&mut renderer);
+    assert_eq!(holding.state, CaptureState::Holding, "a second after the last packet");
+    assert!(holding.bone_rotation(bone("LeftUpperArm")).unwrap().angle_between(raised) < 2f32.to_radians());
+    for _ in 0..80 {
+        renderer.step();
+    }
+    let idle_again = performer(&mut renderer);
+    assert_eq!(idle_again.state, CaptureState::Idle);
+    let arm = idle_again.bone_rotation(bone("LeftUpperArm")).unwrap();
+    assert!(arm.angle_between(idle_arm) < 1f32.to_radians(), "back in the idle pose: {arm:?} vs {idle_arm:?}");
+    let rested = renderer.capture().unwrap();
+    assert!(diff_images(&idle, &rested, 24).is_none_or(|d| d.pixels_over < 30), "the picture is the idle one again");
+
+    // A second sender is ignored while the first drives the performer.
+    send_pose();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while performer(&mut renderer).state != CaptureState::Live {
+        assert!(std::time::Instant::now() < deadline, "the capture never came back");
+        renderer.step();
+    }
+    // Another machine (another loopback address): a second capture rig left sending.
+    let other = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    let mut args = vec![rosc::OscType::String("LeftUpperArm".into())];
+    args.extend([0.0f32, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0].map(rosc::OscType::Float));
+    let message = rosc::OscMessage { addr: "/VMC/Ext/Bone/Pos".into(), args };
+    let packet = rosc::encoder::encode(&rosc::OscPacket::Message(message)).unwrap();
+    other.send_to(&packet, addr).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while stats.contested.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the second sender was not turned away: {stats:?}");
+        renderer.step();
+    }
+    for _ in 0..20 {
+        renderer.step();
+    }
+    let arm = performer(&mut renderer).bone_rotation(bone("LeftUpperArm")).unwrap();
+    assert!(arm.angle_between(raised) < 2f32.to_radians(), "the first sender still drives: {arm:?}");
+}
+
+#[test]
+fn a_recorded_performance_plays_on_the_show_clock() {
+    use parvis::model::performer::recording;
+    let bytes = std::fs::read(root().join("assets/performances/evening.poses")).unwrap();
+    let records = recording::read(&bytes).unwrap();
+    let mut renderer = renderer();
+    for _ in 0..100 {
+        if performer(&mut renderer).is_bound() {
+            break;
+        }
+        renderer.step();
+    }
+    let arm = |p: &parvis::engine::performer::PerformerState| p.bone_rotation(bone("LeftUpperArm")).unwrap();
+    let at_rest = arm(&performer(&mut renderer));
+    let first = &records[0].update.bones.iter().find(|(b, _)| *b == bone("LeftUpperArm")).unwrap().1;
+    assert!(at_rest.angle_between(Quat::from_array(first.rotation)) < 1f32.to_radians(), "no show: the first pose");
+
+    renderer.play_show_to("evening", 50.0).unwrap();
+    for _ in 0..30 {
+        renderer.step();
+    }
+    let recorded = records.iter().rev().find(|r| r.time <= 50.0).unwrap();
+    let expected = recorded.update.bones.iter().find(|(b, _)| *b == bone("LeftUpperArm")).unwrap().1.rotation;
+    let drawn = arm(&performer(&mut renderer));
+    assert!(
+        drawn.angle_between(Quat::from_array(expected)) < 1f32.to_radians(),
+        "at 50 s the arm is where the recording has it: {drawn:?} vs {expected:?}"
+    );
+    assert!(drawn.angle_between(at_rest) > 90f32.to_radians(), "in the finale the arms are up");
+}

@@ -22,6 +22,8 @@ use parvis::model::scene::DEFAULT_SCENE;
 use parvis::model::scene::format::SceneFile;
 use parvis::model::scene::validate::{load_scene_str, parse_scene, validate_scene};
 
+#[path = "show/captions.rs"]
+mod captions;
 #[path = "show/program.rs"]
 mod program;
 
@@ -1098,6 +1100,69 @@ mod osc {
         assert_eq!(curl(&format!("{base}/parvis/nothing")).1, "404");
         assert_eq!(curl(&format!("{base}/parvis/param/fog?UNIT")).1, "404");
         drop(venue);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A scene file: the built-in venue with its performer taking VMC on a free port.
+    fn vmc_scene(dir: &std::path::Path) -> PathBuf {
+        let text = parvis::model::scene::DEFAULT_SCENE.replace(
+            "source: Recording(path: \"performances/evening.poses\")",
+            "source: Vmc(port: 0), hold: 0.5, ease: 0.3",
+        );
+        assert!(text.contains("Vmc(port: 0)"), "the built-in performer's source was found");
+        let path = dir.join("vmc.ron");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn vmc_addr(stderr: &str) -> SocketAddr {
+        stderr.split("VMC for singer on udp://").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
+    }
+
+    /// The whole path through real processes: liblo's `oscsend` sends VMC to a running venue,
+    /// which records it (`--record-performers`), says when the capture is lost and when the
+    /// performer goes idle, and turns away what it should.
+    #[test]
+    fn vmc_from_liblo_is_recorded_and_its_loss_is_told_to_the_operator() {
+        use parvis::model::performer::{HumanBone, recording};
+        let dir = std::env::temp_dir().join(format!("parvis-vmc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (log, poses) = (dir.join("vmc.jsonl"), dir.join("vmc.poses"));
+        let scene = vmc_scene(&dir);
+        let (live, _) = venue(&log, &["--record-performers", poses.to_str().unwrap(), scene.to_str().unwrap()]);
+        let stderr = live.wait_for("VMC for singer on udp://", Duration::from_secs(30));
+        let addr = vmc_addr(&stderr);
+        assert!(stderr.contains("from 127.0.0.1/8, ::1/128"), "loopback only by default: {stderr}");
+        oscsend(addr, "/VMC/Ext/Bone/Pos", "sfffffff", &["LeftUpperArm", "0", "0", "0", "0", "0", "-0.5", "0.8660254"]);
+        oscsend(addr, "/VMC/Ext/Root/Pos", "sfffffff", &["root", "0.5", "0", "0", "0", "0", "0", "1"]);
+        oscsend(addr, "/VMC/Ext/Blend/Val", "sf", &["A", "0.75"]);
+        oscsend(addr, "/VMC/Ext/Blend/Apply", "", &[]);
+        oscsend(addr, "/VMC/Ext/Bone/Pos", "sfffffff", &["Wing", "0", "0", "0", "0", "0", "0", "1"]);
+        live.wait_for("performer singer: capture from 127.0.0.1:", Duration::from_secs(20));
+        live.wait_for("capture lost; holding the last pose", Duration::from_secs(20));
+        let text = live.wait_for("easing to the idle pose", Duration::from_secs(20));
+        assert!(text.contains("unknown bone \"Wing\""), "the bad bone is said: {text}");
+        drop(live);
+
+        let records = recording::read(&std::fs::read(&poses).unwrap()).unwrap();
+        // The arm, the root, the applied blendshape (the value alone and the unknown bone
+        // update nothing).
+        assert_eq!(records.len(), 3, "three updates recorded: {records:#?}");
+        assert!(records.iter().all(|r| r.performer == "singer"));
+        assert!(records.windows(2).all(|w| w[0].time <= w[1].time), "recorded in the clock's order");
+        let arm = &records[0].update.bones[0];
+        assert_eq!(arm.0, HumanBone::from_name("LeftUpperArm").unwrap());
+        assert!((arm.1.rotation[2] - 0.5).abs() < 1e-3, "stored in glTF's axes: {:?}", arm.1.rotation);
+        assert_eq!(records[1].update.root.unwrap().position, [-0.5, 0.0, 0.0], "X mirrored from Unity's");
+        assert_eq!(records[2].update.blends, vec![("A".to_owned(), 0.75)]);
+
+        // Capture from an address that is not allowed is dropped unread.
+        let (guarded, _) = venue(&log, &["--vmc-allow", "10.0.0.0/8", scene.to_str().unwrap()]);
+        let stderr = guarded.wait_for("VMC for singer on udp://", Duration::from_secs(30));
+        oscsend(vmc_addr(&stderr), "/VMC/Ext/Bone/Pos", "sfffffff", &["Head", "0", "0", "0", "0", "0", "0", "1"]);
+        let stderr = guarded.wait_for("not an allowed address", Duration::from_secs(20));
+        assert!(stderr.contains("see --vmc-allow") && !stderr.contains("capture from"), "{stderr}");
+        drop(guarded);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

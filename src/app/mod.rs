@@ -71,7 +71,9 @@ impl Plugin for VenueCorePlugin {
             ChasePlugin,
             ControlPlugin,
             crate::engine::program::ProgramPlugin,
-        ));
+            crate::engine::performer::PerformerPlugin,
+        ))
+        .add_plugins(crate::engine::captions::CaptionsPlugin);
     }
 }
 
@@ -147,6 +149,8 @@ impl VenueSetup {
                         | VenueCommand::ShowText { .. }
                         | VenueCommand::HideText { .. }
                         | VenueCommand::PlayTour { .. }
+                        | VenueCommand::Caption { .. }
+                        | VenueCommand::HideCaption { .. }
                 )
             })
             .cloned()

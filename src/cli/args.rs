@@ -253,6 +253,35 @@ pub struct RunArgs {
     /// so a lighting desk or TouchDesigner follows the venue.
     #[arg(long = "osc-out", value_name = "ADDR")]
     pub osc_out: Vec<std::net::SocketAddr>,
+    /// Take motion capture (VMC, OSC over UDP) for the scene's performers on this interface
+    /// (default 127.0.0.1; 0.0.0.0 for capture machines on the network, with --vmc-allow).
+    /// Each performer's port is in the scene file (`source: Vmc(port: 39539)`).
+    #[arg(long = "vmc-host", value_name = "IP", default_value = "127.0.0.1")]
+    pub vmc_host: std::net::IpAddr,
+    /// Accept motion capture only from these addresses or ranges (e.g. 192.168.1.30,
+    /// 10.0.0.0/24); default loopback. VMC has no authentication.
+    #[arg(long = "vmc-allow", value_name = "IP[/BITS]")]
+    pub vmc_allow: Vec<String>,
+    /// Record the performers' capture to this file, timed by the show's clock (the venue's
+    /// when no show plays): a scene's `source: Recording(path: ...)` plays it back.
+    #[arg(long = "record-performers", value_name = "FILE.poses")]
+    pub record_performers: Option<std::path::PathBuf>,
+    /// Live captions from this audio command (run by `sh -c`), which writes raw 16-bit 16 kHz
+    /// mono samples on its standard output: e.g. `arecord -q -f S16_LE -r 16000 -c 1 -t raw`
+    /// for a sound card, or `ffmpeg -loglevel error -re -i narration.wav -f s16le -ar 16000 -ac
+    /// 1 -` for a file played as if live.
+    #[arg(long = "captions-audio", value_name = "COMMAND")]
+    pub captions_audio: Option<String>,
+    /// The speech recogniser (run by `sh -c`): samples on its standard input, one JSON line
+    /// per recognised line on its standard output (scripts/captions/README.md).
+    #[arg(long = "captions-engine", value_name = "COMMAND", default_value = "scripts/captions/moonshine.sh")]
+    pub captions_engine: String,
+    /// The language spoken (BCP 47): captions show as surtitles in it.
+    #[arg(long = "captions-lang", value_name = "TAG", default_value = "en")]
+    pub captions_lang: String,
+    /// Seconds each caption line waits before it shows, for a moderator to hide or correct it.
+    #[arg(long = "captions-delay", value_name = "SECONDS", default_value_t = 0.0)]
+    pub captions_delay: f64,
     /// Chase linear timecode (LTC) from this WAV file, played as if it came from a sound card:
     /// the `--show` locates to where the timecode puts it (by its songs' `timecode`), plays,
     /// freewheels through a dropout for a second, then holds.

@@ -107,6 +107,73 @@ pub fn attach_osc(app: &mut bevy::app::App, args: &RunArgs, title: &str) -> Resu
     Ok(())
 }
 
+/// Starts taking motion capture for the scene's performers that have a VMC source, and the
+/// recording of it if `--record-performers` asks.
+pub fn attach_performers(
+    app: &mut bevy::app::App,
+    args: &RunArgs,
+    performers: &[parvis::model::scene::format::PerformerDef],
+) -> Result<()> {
+    use parvis::engine::performer::{PerformerRecorder, pose_link, vmc_ports};
+    use parvis::model::osc::AllowList;
+    if let Some(path) = &args.record_performers {
+        let recorder = PerformerRecorder::create(path)
+            .with_context(|| format!("--record-performers: cannot write {}", path.display()))?;
+        eprintln!("parvis: recording the performers to {}", path.display());
+        app.insert_resource(recorder);
+    }
+    let ports = vmc_ports(performers);
+    if ports.is_empty() {
+        return Ok(());
+    }
+    let allow = if args.vmc_allow.is_empty() {
+        AllowList::loopback()
+    } else {
+        AllowList::parse(args.vmc_allow.iter().map(String::as_str)).map_err(|e| anyhow::anyhow!("--vmc-allow {e}"))?
+    };
+    let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
+    let (hub, link) = pose_link(doorbell);
+    if let Some(audience) = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>() {
+        audience.hub.metric_sections.write().expect("metric sections").push(link.stats.clone());
+    }
+    let edge = parvis::edges::vmc::VmcEdge::start(args.vmc_host, ports, allow.clone(), hub)
+        .context("motion capture: choose another port in the scene, or another --vmc-host")?;
+    for (addr, users) in &edge.sockets {
+        let names: Vec<&str> = users.iter().map(|&i| performers[i].name.as_str()).collect();
+        eprintln!("parvis: VMC for {} on udp://{addr} from {allow}", names.join(", "));
+    }
+    app.insert_resource(link).insert_resource(edge);
+    Ok(())
+}
+
+/// Starts live captions if `--captions-audio` asks: the audio command and the recogniser are
+/// started before the venue runs, so a command that cannot start stops it with its reason.
+pub fn attach_captions(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
+    use parvis::edges::captions::{CaptionsConfig, start_captions};
+    let Some(audio) = &args.captions_audio else { return Ok(()) };
+    if !(0.0..=10.0).contains(&args.captions_delay) {
+        anyhow::bail!("--captions-delay: expected 0 to 10 seconds, found {}", args.captions_delay);
+    }
+    if !parvis::model::lang::is_language_tag(&args.captions_lang) {
+        anyhow::bail!("--captions-lang: expected a language tag such as en or fr-CA, found {:?}", args.captions_lang);
+    }
+    let language = args.captions_lang.clone();
+    let name = args.captions_engine.split_whitespace().next().unwrap_or("engine");
+    let name = std::path::Path::new(name).file_stem().map_or(name.to_owned(), |s| s.to_string_lossy().into_owned());
+    let config = CaptionsConfig { audio: audio.clone(), engine: args.captions_engine.clone(), name };
+    let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
+    let link = start_captions(config, doorbell).context("--captions-audio")?;
+    if let Some(audience) = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>() {
+        audience.hub.metric_sections.write().expect("metric sections").push(link.stats.clone());
+    }
+    eprintln!("parvis: live captions ({language}) through {}", args.captions_engine);
+    let mut captions = app.world_mut().resource_mut::<parvis::engine::captions::LiveCaptions>();
+    captions.language = language;
+    captions.delay = args.captions_delay;
+    app.insert_resource(link);
+    Ok(())
+}
+
 /// Starts chasing `--ltc`'s timecode: the file is read (and refused, naming why) before the
 /// venue runs.
 pub fn attach_timecode(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {

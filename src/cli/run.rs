@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use super::args::*;
-use super::audience::{attach_audience, attach_osc, attach_timecode, start_audience};
+use super::audience::{
+    attach_audience, attach_captions, attach_osc, attach_performers, attach_timecode, start_audience,
+};
 use super::venue::venue_setup;
 use super::xr::{XR_CHILD_ENV, run_xr, supervise_xr};
 use parvis::app::headless::HeadlessRenderer;
@@ -77,6 +79,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         let limit = (args.frames > 0).then(|| FrameLimit { frames: args.frames, screenshot: args.screenshot.clone() });
         let resting = limit.is_none() && !args.no_rest;
         let title = setup.scene.venue.title.clone();
+        let performers = setup.scene.performers.clone();
         let mut app = windowed_app(setup, limit);
         if resting && program.is_none() {
             parvis::app::rest_when_idle(&mut app);
@@ -85,6 +88,8 @@ pub fn run(args: RunArgs) -> Result<()> {
             attach_audience(&mut app, server, &args);
         }
         attach_osc(&mut app, &args, &title)?;
+        attach_performers(&mut app, &args, &performers)?;
+        attach_captions(&mut app, &args)?;
         attach_timecode(&mut app, &args)?;
         if let Some(program) = program {
             // The window shows the visitor's view; the program has a camera of its own.
@@ -216,6 +221,7 @@ impl FramePacer {
 
 pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>, args: &RunArgs) -> Result<()> {
     let title = setup.scene.venue.title.clone();
+    let performers = setup.scene.performers.clone();
     let mut app = parvis::app::core_app(setup);
     // A server's warnings (refused commands and packets, lost peers) reach its operator.
     app.add_plugins(parvis::app::log_plugin());
@@ -223,6 +229,8 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
         attach_audience(&mut app, server, args);
     }
     attach_osc(&mut app, args, &title)?;
+    attach_performers(&mut app, args, &performers)?;
+    attach_captions(&mut app, args)?;
     attach_timecode(&mut app, args)?;
     app.finish();
     app.cleanup();
@@ -253,11 +261,14 @@ pub fn run_headless(
     program: Program,
 ) -> Result<()> {
     let title = setup.scene.venue.title.clone();
+    let performers = setup.scene.performers.clone();
     let mut renderer = HeadlessRenderer::new(setup, args.size);
     if let Some(server) = audience {
         attach_audience(renderer.app_mut(), server, args);
     }
     attach_osc(renderer.app_mut(), args, &title)?;
+    attach_performers(renderer.app_mut(), args, &performers)?;
+    attach_captions(renderer.app_mut(), args)?;
     attach_timecode(renderer.app_mut(), args)?;
     if let Some(program) = program {
         let ffmpeg = program.ffmpeg.clone();

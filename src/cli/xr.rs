@@ -122,6 +122,7 @@ pub fn run_xr(
         spectator_size: args.size,
         spectator_out: xr.spectator_out.clone(),
     };
+    let performers = setup.scene.performers.clone();
     let mut app = parvis::app::xr_app(setup, options);
     // The probe passed but OpenXR's own start failed (it fell back to a plain renderer): this
     // process cannot show a headset; the supervisor (with --xr) carries on at the desktop.
@@ -135,6 +136,7 @@ pub fn run_xr(
     if let Some(server) = audience {
         attach_audience(&mut app, server, args);
     }
+    super::audience::attach_performers(&mut app, args, &performers)?;
     let exit = app.run();
     parvis::app::shutdown::close_edges(app.world_mut());
     match exit {

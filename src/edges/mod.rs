@@ -16,6 +16,8 @@
 
 pub mod audience;
 pub mod bridge;
+pub mod captions;
 pub mod osc;
 pub mod program;
 pub mod timecode;
+pub mod vmc;

@@ -361,7 +361,16 @@ fn apply_commands(
                 }
                 Ok(())
             }
-            VenueCommand::HideText { .. } => Ok(()),
+            VenueCommand::HideText { .. } | VenueCommand::HideCaption { .. } => Ok(()),
+            VenueCommand::Caption { text, .. } => {
+                let max = crate::model::command::MAX_CAPTION_CHARS;
+                if text.chars().count() > max || text.chars().any(char::is_control) {
+                    return Err(CommandError::Invalid(format!(
+                        "a caption has at most {max} characters and no control characters"
+                    )));
+                }
+                Ok(())
+            }
             VenueCommand::OpenPoll { poll } | VenueCommand::ClosePoll { poll } => {
                 let known = scene_now.as_deref().is_some_and(|s| s.polls.iter().any(|p| &p.name == poll));
                 if known { Ok(()) } else { Err(CommandError::Invalid(format!("no poll named {poll:?} in this venue"))) }

@@ -150,25 +150,32 @@ fn spawn_hud(mut commands: Commands, hud_font: Res<HudFont>) {
     ));
 }
 
-/// The program output's state: each output (live, reconnecting and why), frames dropped and
-/// repeated. Refreshed twice a second.
+/// The program output's state (each output live or reconnecting and why, frames dropped and
+/// repeated) and the performers' (capture live, held or lost). Refreshed twice a second.
 fn update_program(
     feed: Option<Res<crate::engine::program::ProgramFeed>>,
+    performers: Option<Res<crate::engine::performer::Performers>>,
     time: Res<Time<Real>>,
+    venue_time: Res<Time>,
     mut last: Local<f64>,
     mut node: Single<(&mut Text, &mut Node), With<ProgramText>>,
 ) {
     let (text, node) = &mut *node;
-    let Some(feed) = feed else {
+    let performers = performers.filter(|p| !p.list.is_empty());
+    if feed.is_none() && performers.is_none() {
         node.display = Display::None;
         return;
-    };
+    }
     if time.elapsed_secs_f64() - *last < 0.5 {
         return;
     }
     *last = time.elapsed_secs_f64();
     node.display = Display::Flex;
-    text.0 = crate::engine::program::status_text(&feed.stats);
+    let mut status = feed.map(|f| crate::engine::program::status_text(&f.stats)).unwrap_or_default();
+    if let Some(performers) = performers {
+        status.push_str(&crate::engine::performer::status_text(&performers, venue_time.elapsed_secs_f64()));
+    }
+    text.0 = status.trim_end().to_owned();
 }
 
 fn update_title(scene: Option<Res<CurrentScene>>, mut text: Single<&mut Text, With<TitleText>>) {

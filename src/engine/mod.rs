@@ -17,6 +17,7 @@
 
 pub mod audience;
 pub mod camera;
+pub mod captions;
 pub mod command;
 pub mod control;
 pub mod effects;
@@ -24,6 +25,7 @@ pub mod environment;
 pub mod heritage;
 pub mod hud;
 pub mod output;
+pub mod performer;
 pub mod program;
 pub mod rest;
 pub mod scene;

@@ -428,7 +428,8 @@ pub fn credits_text(scene: &SceneFile) -> String {
     let placed = scene.assets.iter().map(|a| (&a.name, &a.credit));
     let clouds = scene.clouds.iter().map(|c| (&c.name, &c.credit));
     let meshes = scene.meshes.iter().map(|m| (&m.name, &m.credit));
-    for (name, credit) in placed.chain(clouds).chain(meshes) {
+    let performers = scene.performers.iter().map(|p| (&p.name, &p.credit));
+    for (name, credit) in placed.chain(clouds).chain(meshes).chain(performers) {
         add(name, &credit.author, &credit.licence);
     }
     let mut text = scene.venue.title.clone();

@@ -135,6 +135,26 @@ pub enum VenueCommand {
         /// What to do.
         action: ProgramAction,
     },
+    /// A line of live captions: what a performer or the narrator says, from the speech
+    /// recogniser (revised while they speak, `done` once the line is complete), or a staff
+    /// correction of it, which later recognitions of the line do not overwrite.
+    Caption {
+        /// The line's number (the recogniser's).
+        id: u64,
+        /// The words, at most [`MAX_CAPTION_CHARS`] characters.
+        text: String,
+        /// Whether the line is complete.
+        #[serde(default)]
+        done: bool,
+    },
+    /// Hide a caption line, before or after it shows (a moderator's decision), or show it
+    /// again.
+    HideCaption {
+        /// The line's number.
+        id: u64,
+        /// Hidden (`true`) or shown again.
+        hidden: bool,
+    },
 }
 
 /// What a show's transport is asked to do.
@@ -199,6 +219,9 @@ impl std::fmt::Display for TransportAction {
 /// Longest text a panel shows, in characters.
 pub const MAX_SHOWN_CHARS: usize = 120;
 
+/// Longest caption line, in characters: two lines of a broadcast caption band and some.
+pub const MAX_CAPTION_CHARS: usize = 200;
+
 impl VenueCommand {
     /// Whether every number in the command is finite. JSON, and so the command log, cannot
     /// carry infinities or NaN (they would be written as `null`, a line no one can read back),
@@ -225,7 +248,9 @@ impl VenueCommand {
             | VenueCommand::OpenPoll { .. }
             | VenueCommand::ClosePoll { .. }
             | VenueCommand::ShowHotspot { .. }
-            | VenueCommand::PlayTour { .. } => true,
+            | VenueCommand::PlayTour { .. }
+            | VenueCommand::Caption { .. }
+            | VenueCommand::HideCaption { .. } => true,
         }
     }
 
@@ -255,6 +280,10 @@ impl VenueCommand {
                 format!("show {show}: cue {cue} fired at {actual:.3} s (planned {planned:.3} s)")
             }
             VenueCommand::Program { action } => format!("program: {action}"),
+            VenueCommand::Caption { id, done: true, .. } => format!("caption #{id}"),
+            VenueCommand::Caption { id, done: false, .. } => format!("caption #{id} (so far)"),
+            VenueCommand::HideCaption { id, hidden: true } => format!("hide caption #{id}"),
+            VenueCommand::HideCaption { id, hidden: false } => format!("show caption #{id} again"),
         }
     }
 }
@@ -318,7 +347,9 @@ impl CommandOrigin {
             | VenueCommand::Transport { .. }
             | VenueCommand::OpenWindow { .. }
             | VenueCommand::CloseWindow { .. }
-            | VenueCommand::Program { .. } => !matches!(self, CommandOrigin::Audience(_)),
+            | VenueCommand::Program { .. }
+            | VenueCommand::Caption { .. }
+            | VenueCommand::HideCaption { .. } => !matches!(self, CommandOrigin::Audience(_)),
             // Only a show's own transport says that one of its cues fired (and replay, which
             // asks again as the same origin).
             VenueCommand::CueFired { .. } => matches!(self, CommandOrigin::Cue(_)),

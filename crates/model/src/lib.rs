@@ -6,7 +6,8 @@
 //! the roles chat platforms give ([`roles`]), the audience protocol, moderation, rule matching
 //! and vote counting ([`audience`]), the IRCv3 parser chat bridges read Twitch with ([`irc`]),
 //! the seeded random numbers effects are planned with ([`rng`]), shows: timecode and which cue
-//! fires when ([`show`]), and the program output's targets, settings and frame code ([`program`]).
+//! fires when ([`show`]), the program output's targets, settings and frame code ([`program`]),
+//! and performers: humanoid bones, the VMC protocol, smoothing and recordings ([`performer`]).
 //!
 //! What it may use: the standard library and small data crates (serde, ron, thiserror,
 //! unicode-normalization, memchr). No Bevy, no threads, no network, no async: the engine
@@ -23,6 +24,7 @@ pub mod lang;
 pub mod osc;
 pub mod oscquery;
 pub mod params;
+pub mod performer;
 pub mod program;
 pub mod rng;
 pub mod roles;

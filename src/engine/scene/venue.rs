@@ -48,7 +48,7 @@ impl VenueIndex {
         self.by_name.get(name).map_or(&[], Vec::as_slice)
     }
 
-    pub(super) fn add(&mut self, name: &str, entity: Entity) {
+    pub(crate) fn add(&mut self, name: &str, entity: Entity) {
         self.by_name.entry(name.to_owned()).or_default().push(entity);
     }
 }

@@ -154,7 +154,7 @@ impl Plugin for ShowPlugin {
                 (
                     follow_scene_changes.run_if(resource_exists_and_changed::<CurrentScene>),
                     run_transport,
-                    show_surtitles,
+                    show_surtitles.after(crate::engine::captions::CaptionSystems::Follow),
                 )
                     .chain()
                     .in_set(ShowSystems::Transport),
@@ -533,8 +533,9 @@ fn show_surtitles(
     language: Option<Res<crate::engine::visit::VisitorLanguage>>,
     mut current: ResMut<ShowSurtitles>,
     mut subtitles: ResMut<crate::engine::visit::Subtitles>,
+    captions: Option<Res<crate::engine::captions::LiveCaptions>>,
 ) {
-    let mut texts = std::collections::BTreeMap::new();
+    let mut texts: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
     if let Some(show) = &shows.running
         && let Some(song) = show.plan.song_at(show.position)
         && let Some(by_language) = show.surtitles.get(song)
@@ -546,6 +547,14 @@ fn show_surtitles(
                 texts.insert(lang.clone(), cue.text.clone());
             }
         }
+    }
+    // Live captions show in the surtitle band, in the language spoken, under its surtitle.
+    if let Some(captions) = captions.filter(|c| !c.text.is_empty()) {
+        let text = texts.entry(captions.language.clone()).or_default();
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        text.push_str(&captions.text);
     }
     if current.texts == texts {
         return;

@@ -70,6 +70,11 @@ pub struct SceneFile {
     // `command::state_hash`) as it did before shows existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shows: Vec<ShowDef>,
+    /// Performers: humanoid avatars on the stage, driven by motion capture (VMC) or by a
+    /// recorded performance.
+    // Left out when empty, as `shows`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub performers: Vec<PerformerDef>,
 }
 
 impl SceneFile {
@@ -86,8 +91,78 @@ impl SceneFile {
         self.hotspots.clear();
         self.tours.clear();
         self.shows.clear();
+        self.performers.clear();
         self
     }
+}
+
+/// A performer: a humanoid avatar (glTF/GLB; VRM files are glTF) placed on the stage, whose
+/// bones follow a motion-capture source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PerformerDef {
+    /// Unique name, as shown to the operator and kept in recordings.
+    pub name: String,
+    /// The avatar, relative to the assets root: a `.glb`, `.gltf` or `.vrm`.
+    pub avatar: String,
+    /// Placement of the avatar's root on the stage.
+    #[serde(default)]
+    pub transform: TransformDef,
+    /// Credit and licence of the avatar.
+    pub credit: CreditDef,
+    /// What drives it.
+    #[serde(default)]
+    pub source: PerformerSource,
+    /// Humanoid bone (Unity's `HumanBodyBones` name) to the avatar's node name, for avatars
+    /// whose nodes are named otherwise and that carry no VRM humanoid map.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub bones: std::collections::BTreeMap<String, String>,
+    /// Seconds the last pose is held when the capture stops, before easing to the idle pose.
+    #[serde(default = "default_hold")]
+    pub hold: f32,
+    /// Seconds the ease to the idle pose takes.
+    #[serde(default = "default_ease")]
+    pub ease: f32,
+    /// Smoothing: the one-euro filter's cut-off at rest in hertz (lower is smoother) and how
+    /// fast it rises with speed.
+    #[serde(default = "default_smoothing")]
+    pub smoothing: (f32, f32),
+}
+
+fn default_hold() -> f32 {
+    2.0
+}
+
+fn default_ease() -> f32 {
+    1.5
+}
+
+fn default_smoothing() -> (f32, f32) {
+    (4.0, 0.5)
+}
+
+/// What drives a performer.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub enum PerformerSource {
+    /// Live capture over the VMC protocol (OSC on UDP) on `port`, from `from` if given (several
+    /// performers can share a port, each from its own sender), else from the first allowed
+    /// sender (`parvis run --vmc-allow`).
+    Vmc {
+        /// UDP port; 0 takes a free one (said at start).
+        port: u16,
+        /// The sender's IP address.
+        #[serde(default)]
+        from: Option<String>,
+    },
+    /// A recorded performance (`parvis run --record-performers`), relative to the assets root,
+    /// played on the show's clock: a rehearsal without the performer.
+    Recording {
+        /// The `.poses` file.
+        path: String,
+    },
+    /// Stands in its idle pose.
+    #[default]
+    Idle,
 }
 
 /// A show: songs played one after the other on one clock (a set list), each with its music and

@@ -725,7 +725,108 @@ pub fn validate_scene(scene: &SceneFile, text: &str, assets: &AssetsRoot) -> Vec
     check_effects(&mut c, scene);
     check_rules(&mut c, scene);
     check_shows(&mut c, scene, assets);
+    check_performers(&mut c, scene, assets);
     c.problems
+}
+
+/// Performers: unique names, an avatar with a humanoid rig, a source that can be told apart
+/// from the others on its port, and timings in range.
+fn check_performers(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
+    let mut names = HashSet::new();
+    // Port → (performer, its sender), to find two performers a packet could not be told apart for.
+    let mut ports: HashMap<u16, Vec<(&str, Option<&str>)>> = HashMap::new();
+    for (i, performer) in scene.performers.iter().enumerate() {
+        let path = format!("performers[{i}]");
+        let anchor = Some(performer.name.as_str());
+        c.name(&format!("{path}.name"), &performer.name);
+        if !names.insert(performer.name.as_str()) {
+            c.report_at(
+                format!("{path}.name"),
+                Some(Anchor::Name(&performer.name, 2)),
+                format!("duplicate performer name {:?}", performer.name),
+            );
+        }
+        c.transform(&format!("{path}.transform"), anchor, &performer.transform);
+        c.credit(&format!("{path}.credit"), anchor, &performer.credit);
+        c.in_range(&format!("{path}.hold"), anchor, performer.hold, 0.0, 600.0);
+        c.in_range(&format!("{path}.ease"), anchor, performer.ease, 0.0, 60.0);
+        c.in_range(&format!("{path}.smoothing"), anchor, performer.smoothing.0, 0.01, 100.0);
+        c.in_range(&format!("{path}.smoothing"), anchor, performer.smoothing.1, 0.0, 100.0);
+        let lower = performer.avatar.to_ascii_lowercase();
+        if ![".glb", ".gltf", ".vrm"].iter().any(|e| lower.ends_with(e)) {
+            c.report(
+                format!("{path}.avatar"),
+                Some(&performer.avatar),
+                format!("expected a .glb, .gltf or .vrm file, found {:?}", performer.avatar),
+            );
+        } else {
+            match assets.resolve(&performer.avatar).map(std::fs::read) {
+                Err(e) => c.report(format!("{path}.avatar"), Some(&performer.avatar), e.to_string()),
+                Ok(Err(e)) => c.report(
+                    format!("{path}.avatar"),
+                    Some(&performer.avatar),
+                    format!("cannot read {:?}: {e}", performer.avatar),
+                ),
+                Ok(Ok(bytes)) => {
+                    if let Err(why) = crate::performer::read_avatar_rig(&bytes, &performer.bones) {
+                        c.report(format!("{path}.bones"), anchor, format!("avatar {:?}: {why}", performer.avatar));
+                    }
+                }
+            }
+        }
+        match &performer.source {
+            PerformerSource::Vmc { port, from } => {
+                if let Some(from) = from
+                    && from.parse::<std::net::IpAddr>().is_err()
+                {
+                    c.report(
+                        format!("{path}.source.from"),
+                        Some(from),
+                        format!("expected an IP address such as \"192.168.1.20\", found {from:?}"),
+                    );
+                }
+                if *port != 0 {
+                    ports.entry(*port).or_default().push((&performer.name, from.as_deref()));
+                }
+            }
+            PerformerSource::Recording { path: file } => {
+                if !file.to_ascii_lowercase().ends_with(".poses") {
+                    c.report(
+                        format!("{path}.source.path"),
+                        Some(file),
+                        format!("expected a .poses recording (parvis run --record-performers), found {file:?}"),
+                    );
+                } else {
+                    match assets.resolve(file) {
+                        Err(e) => c.report(format!("{path}.source.path"), Some(file), e.to_string()),
+                        Ok(found) if !found.is_file() => c.report(
+                            format!("{path}.source.path"),
+                            Some(file),
+                            format!("no such recording under the assets root: {file:?}"),
+                        ),
+                        Ok(_) => {}
+                    }
+                }
+            }
+            PerformerSource::Idle => {}
+        }
+    }
+    let mut ports: Vec<_> = ports.into_iter().collect();
+    ports.sort();
+    for (port, users) in ports {
+        for (k, (name, from)) in users.iter().enumerate() {
+            if let Some((other, _)) = users[..k].iter().find(|(_, f)| f.is_none() || *f == *from || from.is_none()) {
+                let i = scene.performers.iter().position(|p| p.name == *name).unwrap_or(0);
+                c.report(
+                    format!("performers[{i}].source"),
+                    Some(name),
+                    format!(
+                        "performers {other:?} and {name:?} both take VMC on port {port} and could not be told apart: give each its own port or its own `from` address"
+                    ),
+                );
+            }
+        }
+    }
 }
 
 /// Ids in polls and votes: short words, as typed by people and sent in JSON.
