@@ -16,8 +16,19 @@ use parvis_model::scene::format::SceneFile;
 use parvis_model::scene::validate::{parse_scene, validate_scene};
 
 /// The names of the targets, for the script and the smoke test.
-pub const TARGETS: [&str; 9] =
-    ["audience_frame", "moderation", "rules", "irc_line", "scene", "command_log", "gltf", "osc", "subtitles"];
+pub const TARGETS: [&str; 11] = [
+    "audience_frame",
+    "moderation",
+    "rules",
+    "irc_line",
+    "scene",
+    "command_log",
+    "gltf",
+    "osc",
+    "subtitles",
+    "vmc",
+    "poses",
+];
 
 /// Runs the target named `name` on `data`.
 pub fn run(name: &str, data: &[u8]) {
@@ -31,6 +42,8 @@ pub fn run(name: &str, data: &[u8]) {
         "gltf" => gltf(data),
         "osc" => osc(data),
         "subtitles" => subtitles(data),
+        "vmc" => vmc(data),
+        "poses" => poses(data),
         other => panic!("no fuzz target named {other:?}"),
     }
 }
@@ -160,4 +173,41 @@ pub fn subtitles(data: &[u8]) {
             assert!(cues.iter().all(|c| c.end > c.start), "a cue ends before it starts");
         }
     }
+}
+
+fn unit(q: &[f32; 4]) -> bool {
+    (q.iter().map(|v| v * v).sum::<f32>().sqrt() - 1.0).abs() < 1e-3
+}
+
+/// A motion-capture packet (VMC over OSC): what is accepted can be drawn: finite, within
+/// reach of the stage, rotations of unit length, blendshape values from 0 to 1.
+pub fn vmc(data: &[u8]) {
+    use parvis_model::performer::{MAX_OFFSET_M, VmcReader};
+    let Ok(messages) = parvis_model::osc::decode(data) else { return };
+    let packet = VmcReader::default().read(&messages);
+    let update = &packet.update;
+    for pose in update.root.iter().chain(update.bones.iter().map(|(_, p)| p)) {
+        assert!(pose.position.iter().all(|v| v.is_finite() && v.abs() <= MAX_OFFSET_M), "{pose:?}");
+        assert!(pose.rotation.iter().all(|v| v.is_finite()) && unit(&pose.rotation), "{pose:?}");
+    }
+    assert!(update.blends.iter().all(|(_, v)| (0.0..=1.0).contains(v)));
+}
+
+/// A performance recording: what reads is finite with unit rotations, and writes back to a
+/// file that reads as the same records.
+pub fn poses(data: &[u8]) {
+    use parvis_model::performer::recording;
+    let mut file = recording::MAGIC.to_vec();
+    file.extend_from_slice(data);
+    let Ok(records) = recording::read(&file) else { return };
+    let mut again = recording::MAGIC.to_vec();
+    for record in &records {
+        assert!(record.time.is_finite());
+        for (_, pose) in &record.update.bones {
+            assert!(unit(&pose.rotation) && pose.position.iter().all(|v| v.is_finite()), "{pose:?}");
+        }
+        recording::write(&mut again, record);
+    }
+    let back = recording::read(&again).expect("what was read writes back readable");
+    assert_eq!(back.len(), records.len());
 }
