@@ -2,7 +2,8 @@
 //! of 500 cues, with steady frames and with frames of random length (a loaded renderer); OSC
 //! messages decoded and turned into commands per second on one core; and a packet's time from
 //! its arrival in the venue's inbox to its command applied; and the program output's cost per
-//! frame (`SHOW_BENCH_PROGRAM=1` for that alone; needs ffmpeg and a renderer, lavapipe here).
+//! frame (`SHOW_BENCH_PROGRAM=1` for that alone; needs ffmpeg and a renderer, lavapipe here);
+//! performers' VMC decoding and their cost per frame (`SHOW_BENCH_PERFORMERS=1` for that alone).
 //!
 //! `cargo bench --profile perf --bench show`. Results in docs/benchmarks.md.
 
@@ -374,7 +375,135 @@ fn program_output_cost() {
     }
 }
 
+/// A full-body VMC frame as VSeeFace sends it: the root, the 55 humanoid bones and 20
+/// blendshape values with their apply, in one bundle.
+fn vmc_frame(t: f32) -> Vec<u8> {
+    use rosc::{OscBundle, OscMessage, OscPacket, OscTime, OscType};
+    let transform = |name: &str, addr: &str, angle: f32| {
+        let mut args = vec![OscType::String(name.into())];
+        let (s, c) = (angle / 2.0).sin_cos();
+        args.extend([0.0, 0.1, 0.0, 0.0, 0.0, s, c].map(OscType::Float));
+        OscPacket::Message(OscMessage { addr: addr.into(), args })
+    };
+    let mut content = vec![transform("root", "/VMC/Ext/Root/Pos", 0.0)];
+    for (i, bone) in parvis::model::performer::HUMAN_BONES.iter().enumerate() {
+        content.push(transform(bone, "/VMC/Ext/Bone/Pos", t + i as f32 * 0.01));
+    }
+    for i in 0..20 {
+        content.push(OscPacket::Message(OscMessage {
+            addr: "/VMC/Ext/Blend/Val".into(),
+            args: vec![OscType::String(format!("shape{i}")), OscType::Float(0.5)],
+        }));
+    }
+    content.push(OscPacket::Message(OscMessage { addr: "/VMC/Ext/Blend/Apply".into(), args: vec![] }));
+    rosc::encoder::encode(&OscPacket::Bundle(OscBundle { timetag: OscTime { seconds: 0, fractional: 1 }, content }))
+        .unwrap()
+}
+
+/// Performers (issue #19): VMC frames decoded and checked per second on one core; then frame
+/// times on the renderer with no performer, ten idle performers, and ten whose 55-bone capture
+/// arrives every frame (through the venue's queue, as the edge delivers it).
+fn performers_cost() {
+    use parvis::app::headless::HeadlessRenderer;
+    use parvis::engine::performer::{Performers, PoseArrival, pose_link};
+    use parvis::model::performer::VmcReader;
+    use parvis::model::scene::format::PerformerSource;
+
+    let packets: Vec<Vec<u8>> = (0..64).map(|i| vmc_frame(i as f32 * 0.05)).collect();
+    let mut reader = VmcReader::default();
+    let mut rates = Vec::new();
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut n = 0u32;
+        while start.elapsed() < Duration::from_millis(500) {
+            for packet in &packets {
+                let messages = osc::decode(packet).unwrap();
+                let read = reader.read(&messages);
+                assert_eq!(read.update.bones.len(), 55);
+                n += 1;
+            }
+        }
+        rates.push(f64::from(n) / start.elapsed().as_secs_f64());
+    }
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "VMC frames ({} bytes, 55 bones, 20 blendshapes) decoded and checked: median {:.0}/s on one core \
+         ({:.0} bones/s; runs {:?})",
+        packets[0].len(),
+        rates[2],
+        rates[2] * 55.0,
+        rates.iter().map(|r| r.round()).collect::<Vec<_>>()
+    );
+
+    let size = UVec2::new(640, 360);
+    let frames = 40;
+    let assets = AssetsRoot::new(concat!(env!("CARGO_MANIFEST_DIR"), "/assets"));
+    let median_frame = |r: &mut HeadlessRenderer, feed: &dyn Fn(&mut HeadlessRenderer, u32)| {
+        let mut times: Vec<f64> = (0..frames)
+            .map(|i| {
+                feed(r, i);
+                let t = Instant::now();
+                r.step();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect();
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    };
+    let venue = |count: usize| {
+        let mut scene = scene();
+        let singer = scene.performers[0].clone();
+        scene.performers = (0..count)
+            .map(|i| {
+                let mut p = singer.clone();
+                p.name = format!("performer {i}");
+                p.source = PerformerSource::Vmc { port: 0, from: None };
+                p.transform.translation = [-3.0 + (i % 5) as f32 * 1.5, 0.6, -6.5 + (i / 5) as f32 * 1.2];
+                p
+            })
+            .collect();
+        let mut setup = VenueSetup::new(scene, assets.clone());
+        setup.viewpoint = Some("courtyard".into());
+        let mut r = HeadlessRenderer::new(setup, size);
+        r.wait_until_ready().unwrap();
+        for _ in 0..20 {
+            r.step();
+        }
+        r
+    };
+    let mut none = venue(0);
+    let bare = median_frame(&mut none, &|_, _| {});
+    drop(none);
+    let mut ten = venue(10);
+    let bound = ten.app_mut().world().resource::<Performers>().list.iter().filter(|p| p.is_bound()).count();
+    assert_eq!(bound, 10, "every avatar bound");
+    let idle = median_frame(&mut ten, &|_, _| {});
+    let doorbell = ten.app_mut().world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
+    let (hub, link) = pose_link(doorbell);
+    ten.app_mut().insert_resource(link);
+    let from: SocketAddr = "127.0.0.1:39539".parse().unwrap();
+    let live = median_frame(&mut ten, &|_, i| {
+        let messages = osc::decode(&packets[i as usize % packets.len()]).unwrap();
+        let update = VmcReader::default().read(&messages).update;
+        for performer in 0..10 {
+            hub.send(PoseArrival { performer, from, update: update.clone(), received: Instant::now() });
+        }
+    });
+    println!(
+        "frame at {}x{} on this renderer, median of {frames}: no performer {bare:.1} ms; ten idle {idle:.1} ms \
+         (×{:.2}); ten live (550 bones received, 220 drawn a frame) {live:.1} ms (×{:.2})",
+        size.x,
+        size.y,
+        idle / bare,
+        live / bare
+    );
+}
+
 fn main() {
+    if std::env::var_os("SHOW_BENCH_PERFORMERS").is_some() {
+        performers_cost();
+        return;
+    }
     if std::env::var_os("SHOW_BENCH_PROGRAM").is_some() {
         program_output_cost();
         return;
@@ -393,4 +522,5 @@ fn main() {
     osc_ingest();
     surtitle_timing();
     program_output_cost();
+    performers_cost();
 }
