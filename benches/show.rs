@@ -486,6 +486,7 @@ fn performers_cost() {
         let messages = osc::decode(&packets[i as usize % packets.len()]).unwrap();
         let update = VmcReader::default().read(&messages).update;
         for performer in 0..10 {
+            let performer = format!("performer {performer}");
             hub.send(PoseArrival { performer, from, update: update.clone(), received: Instant::now() });
         }
     });

@@ -1036,6 +1036,7 @@ mod audience {
                 let mut m = Client::moderator(addr).await;
                 m.send(r#"{"type":"command","command":{"type":"caption","id":4,"text":"Good evnin","done":false}}"#)
                     .await;
+                m.expect(|v| v["type"] == "ok" && v["of"] == "command").await;
                 ana.expect(|v| v["type"] == "surtitle" && v["texts"]["en"] == "Good evnin").await;
                 m.send(r#"{"type":"command","command":{"type":"caption","id":4,"text":"Good evening.","done":true}}"#)
                     .await;

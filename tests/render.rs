@@ -1403,3 +1403,71 @@ fn a_recorded_performance_plays_on_the_show_clock() {
     );
     assert!(drawn.angle_between(at_rest) > 90f32.to_radians(), "in the finale the arms are up");
 }
+
+/// `--performers FILE` plays a recording onto the scene's performers in an offline render, in
+/// place of their own source: a rehearsal taken with `--record-performers` renders as it stood.
+#[test]
+fn a_render_plays_a_recorded_performance_onto_the_performer() {
+    use parvis::model::performer::{HumanBone, Pose, PoseUpdate, recording};
+    let dir = out_dir();
+    let take = dir.join("arms-up.poses");
+    let mut file = recording::MAGIC.to_vec();
+    // Both arms raised 60° above the T-pose, the whole time.
+    let (s, c) = (30f32.to_radians().sin(), 30f32.to_radians().cos());
+    // One arm per record, as a sender that sends a bone per packet is recorded: both count.
+    for (bone, z) in [("LeftUpperArm", s), ("RightUpperArm", -s)] {
+        let pose = Pose { position: [0.0; 3], rotation: [0.0, 0.0, z, c] };
+        let update =
+            PoseUpdate { root: None, bones: vec![(HumanBone::from_name(bone).unwrap(), pose)], blends: vec![] };
+        recording::write(&mut file, &recording::PoseRecord { time: 0.0, performer: "take".into(), update });
+    }
+    std::fs::write(&take, &file).unwrap();
+    // The built-in venue with a viewpoint close to the stage. No show on the transport: a
+    // recording then holds its first pose (both records here are at 0 s).
+    let scene = dir.join("close-to-the-stage.ron");
+    let text = DEFAULT_SCENE.replace(
+        "(name: \"aerial\",",
+        "(name: \"close\", position: (1.6, 1.5, -2.6), look_at: (1.6, 1.25, -5.9)),\n        (name: \"aerial\",",
+    );
+    assert!(text.contains("\"close\""));
+    std::fs::write(&scene, text).unwrap();
+    let render = |extra: &[&str], out: &str| {
+        let output = Command::new(env!("CARGO_BIN_EXE_parvis"))
+            .args(["render", "--size", "320x180", "--viewpoint", "close"])
+            .arg(&scene)
+            .args(extra)
+            .arg("--out")
+            .arg(dir.join(out))
+            .current_dir(root())
+            .output()
+            .unwrap();
+        (output.status.success(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, stderr) = render(&[], "rehearsal-own.png");
+    assert!(ok, "{stderr}");
+    let (ok, stderr) = render(&["--performers", take.to_str().unwrap()], "rehearsal-take.png");
+    assert!(ok, "{stderr}");
+    let own = image::open(dir.join("rehearsal-own.png")).unwrap().to_rgba8();
+    let played = image::open(dir.join("rehearsal-take.png")).unwrap().to_rgba8();
+    let d = diff_images(&own, &played, 24).expect("the arms are up");
+    assert!(d.pixels_over > 100, "the raised arms changed {} pixels", d.pixels_over);
+    let (x0, y0, x1, y1) = d.bbox.unwrap();
+    assert!(x1 - x0 < 200 && y1 < 120, "only the performer's arms changed: ({x0}, {y0})–({x1}, {y1})");
+    // Both arms: the changes lie on both sides of the performer's middle.
+    let middle = (x0 + x1) / 2;
+    let side = |range: std::ops::Range<u32>| {
+        range
+            .flat_map(|x| (y0..=y1).map(move |y| (x, y)))
+            .filter(|&(x, y)| {
+                let (a, b) = (own.get_pixel(x, y).0, played.get_pixel(x, y).0);
+                (0..3).any(|i| a[i].abs_diff(b[i]) > 24)
+            })
+            .count()
+    };
+    assert!(side(x0..middle) > 2 && side(middle + 1..x1 + 1) > 2, "both arms moved");
+
+    // A broken recording stops the render, naming the file and where it breaks.
+    std::fs::write(&take, &file[..file.len() - 3]).unwrap();
+    let (ok, stderr) = render(&["--performers", take.to_str().unwrap()], "rehearsal-broken.png");
+    assert!(!ok && stderr.contains("arms-up.poses: byte 44: a truncated record"), "{stderr}");
+}

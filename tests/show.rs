@@ -1119,6 +1119,71 @@ mod osc {
         stderr.split("VMC for singer on udp://").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
     }
 
+    /// A flood of capture packets (a broken sender, or an attack from an allowed address):
+    /// the venue's frames keep their pace, every packet is counted as read or dropped, and the
+    /// performer ends on the last pose.
+    #[test]
+    fn a_flood_of_vmc_packets_does_not_stall_the_venue() {
+        use parvis::engine::performer::{Performers, pose_link, vmc_ports};
+        use parvis::model::scene::format::PerformerSource;
+        use std::sync::atomic::Ordering;
+
+        let mut scene = super::cloister();
+        scene.performers[0].source = PerformerSource::Vmc { port: 0, from: None };
+        let performers = scene.performers.clone();
+        let mut app = super::app_with(super::VenueSetup::new(scene, super::assets()));
+        let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
+        let (hub, link) = pose_link(doorbell);
+        let stats = link.stats.clone();
+        let allow = parvis::model::osc::AllowList::loopback();
+        let edge = parvis::edges::vmc::VmcEdge::start("127.0.0.1".parse().unwrap(), vmc_ports(&performers), allow, hub)
+            .unwrap();
+        let addr = edge.sockets[0].0;
+        app.insert_resource(link).insert_resource(edge);
+        let sender = std::thread::spawn(move || {
+            let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+            let total = 50_000u32;
+            for i in 0..total {
+                let angle = if i + 1 == total { 0.5f32 } else { (i % 100) as f32 / 200.0 };
+                let mut args = vec![rosc::OscType::String("Head".into())];
+                args.extend([0.0, 0.0, 0.0, angle.sin(), 0.0, 0.0, angle.cos()].map(rosc::OscType::Float));
+                let message = rosc::OscMessage { addr: "/VMC/Ext/Bone/Pos".into(), args };
+                let packet = rosc::encoder::encode(&rosc::OscPacket::Message(message)).unwrap();
+                let _ = socket.send_to(&packet, addr);
+            }
+            total
+        });
+        let mut slowest = Duration::ZERO;
+        let started = Instant::now();
+        while !sender.is_finished() || started.elapsed() < Duration::from_millis(500) {
+            let t = Instant::now();
+            app.update();
+            slowest = slowest.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(5));
+            assert!(started.elapsed() < Duration::from_secs(60), "the flood never ended");
+        }
+        let sent = sender.join().unwrap();
+        for _ in 0..20 {
+            app.update();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (packets, dropped, applied) = (
+            stats.packets.load(Ordering::Relaxed),
+            stats.dropped.load(Ordering::Relaxed),
+            stats.applied.load(Ordering::Relaxed),
+        );
+        eprintln!(
+            "VMC flood: {sent} sent, {packets} read, {applied} applied, {dropped} dropped; slowest frame {slowest:?}"
+        );
+        // UDP may lose packets in the kernel under a flood; what was read was applied or dropped.
+        assert!(packets > u64::from(sent) / 10, "most of the flood was read: {packets} of {sent}");
+        assert_eq!(packets, applied + dropped, "every packet read is counted");
+        assert!(slowest < Duration::from_millis(250), "a frame took {slowest:?} during the flood");
+        let state = app.world().resource::<Performers>().list[0].state;
+        use parvis::engine::performer::CaptureState;
+        assert!(matches!(state, CaptureState::Live | CaptureState::Holding), "the capture was taken: {state:?}");
+    }
+
     /// The whole path through real processes: liblo's `oscsend` sends VMC to a running venue,
     /// which records it (`--record-performers`), says when the capture is lost and when the
     /// performer goes idle, and turns away what it should.

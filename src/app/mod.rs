@@ -102,6 +102,8 @@ pub struct VenueSetup {
     pub log_sync: LogSync,
     /// Replaying a log: shows follow its cue records and never run their clock.
     pub replay: bool,
+    /// A recorded performance played onto the performers in place of their sources (`--performers`).
+    pub performances: Vec<crate::model::performer::recording::PoseRecord>,
 }
 
 /// The part of a logged show that is restored.
@@ -127,6 +129,7 @@ impl VenueSetup {
             restore: None,
             log_sync: LogSync::Frame,
             replay: false,
+            performances: Vec::new(),
         }
     }
 
@@ -186,6 +189,9 @@ fn add_venue(app: &mut App, setup: VenueSetup) {
         .insert_resource(StartViewpoint(setup.viewpoint.clone()))
         .insert_resource(ShowMode { live: !setup.replay })
         .insert_resource(VisitorLanguage(setup.language.clone().unwrap_or_default()));
+    if !setup.performances.is_empty() {
+        app.insert_resource(crate::engine::performer::PerformanceOverride(setup.performances.clone()));
+    }
     let world = app.world_mut();
     match setup.restore {
         // The restored entries begin with the log's own scene load.

@@ -84,6 +84,10 @@ pub struct LoadgenArgs {
 pub struct ReplayArgs {
     /// Command log: JSON lines written by `parvis run --log`.
     pub log: PathBuf,
+    /// The performance recorded beside it (`parvis run --record-performers`), played onto the
+    /// performers on the show's clock, so `--out` shows them as they stood.
+    #[arg(long, value_name = "FILE.poses")]
+    pub performers: Option<PathBuf>,
     /// Folder that asset paths are relative to (see `run --help`).
     #[arg(long, value_name = "DIR")]
     pub assets: Option<PathBuf>,
@@ -128,6 +132,10 @@ pub struct VenueArgs {
     /// GO, P plays and pauses; `/mod` sends `transport` commands).
     #[arg(long, value_name = "NAME")]
     pub show: Option<String>,
+    /// Play this recorded performance (`--record-performers`) onto the scene's performers, in
+    /// place of their own sources, on the show's clock: a rehearsal without the performer.
+    #[arg(long, value_name = "FILE.poses")]
+    pub performers: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -138,8 +138,7 @@ pub fn attach_performers(
     }
     let edge = parvis::edges::vmc::VmcEdge::start(args.vmc_host, ports, allow.clone(), hub)
         .context("motion capture: choose another port in the scene, or another --vmc-host")?;
-    for (addr, users) in &edge.sockets {
-        let names: Vec<&str> = users.iter().map(|&i| performers[i].name.as_str()).collect();
+    for (addr, names) in &edge.sockets {
         eprintln!("parvis: VMC for {} on udp://{addr} from {allow}", names.join(", "));
     }
     app.insert_resource(link).insert_resource(edge);

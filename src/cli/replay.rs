@@ -18,6 +18,9 @@ pub fn replay(args: &ReplayArgs) -> Result<()> {
         bail!("{}: the log has no load_scene command, so there is no venue to replay onto", args.log.display());
     };
     setup.viewpoint = args.viewpoint.clone();
+    if let Some(path) = &args.performers {
+        setup.performances = super::venue::read_performances(path)?;
+    }
     let mut renderer = args.out.as_ref().map(|_| HeadlessRenderer::new(setup.clone(), args.size));
     let mut core = match renderer {
         Some(_) => None,

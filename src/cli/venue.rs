@@ -88,6 +88,9 @@ pub fn venue_setup(args: &VenueArgs) -> Result<VenueSetup> {
     setup.initial_commands = initial_commands.into_iter().map(SubmitCommand::local).collect();
     setup.command_log = args.log.clone();
     setup.language = args.lang.clone();
+    if let Some(path) = &args.performers {
+        setup.performances = read_performances(path)?;
+    }
     Ok(setup)
 }
 
@@ -101,4 +104,11 @@ pub fn parse_sets(scene: &SceneFile, sets: &[String]) -> Result<Vec<VenueCommand
             Ok(VenueCommand::SetParam { name: name.to_owned(), value })
         })
         .collect()
+}
+
+/// Reads a performance recording; an error names the file and the byte where it breaks.
+pub fn read_performances(path: &std::path::Path) -> Result<Vec<parvis::model::performer::recording::PoseRecord>> {
+    let bytes = std::fs::read(path).with_context(|| format!("--performers: cannot read {}", path.display()))?;
+    parvis::model::performer::recording::read(&bytes)
+        .map_err(|e| anyhow::anyhow!("--performers {}: {e}", path.display()))
 }

@@ -137,6 +137,7 @@ pub fn run_xr(
         attach_audience(&mut app, server, args);
     }
     super::audience::attach_performers(&mut app, args, &performers)?;
+    super::audience::attach_captions(&mut app, args)?;
     let exit = app.run();
     parvis::app::shutdown::close_edges(app.world_mut());
     match exit {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::Sender;
 
 use crate::engine::captions::{CaptionLink, CaptionStats, RecognisedLine};
+use crate::engine::control::Throttle;
 use crate::model::command::CommandOrigin;
 
 /// The rate recognisers take.
@@ -42,13 +43,14 @@ pub struct ProcessRecogniser {
     name: String,
     child: Child,
     stdin: Option<ChildStdin>,
-    lines: Receiver<Result<RecognisedLine, String>>,
+    lines: Receiver<RecognisedLine>,
     ended: Arc<AtomicBool>,
 }
 
 impl ProcessRecogniser {
-    /// Starts `command` (run by `sh -c`); an error names it.
-    pub fn start(name: &str, command: &str) -> std::io::Result<Self> {
+    /// Starts `command` (run by `sh -c`); an error names it, also when it exits at once (a
+    /// missing engine, a wrong path).
+    pub fn start(name: &str, command: &str, stats: Arc<CaptionStats>) -> std::io::Result<Self> {
         let mut child = Command::new("sh")
             .args(["-c", command])
             .stdin(Stdio::piped())
@@ -60,22 +62,46 @@ impl ProcessRecogniser {
         let (tx, rx) = std::sync::mpsc::sync_channel(LINE_QUEUE);
         let ended = Arc::new(AtomicBool::new(false));
         let done = ended.clone();
+        let engine = name.to_owned();
         std::thread::Builder::new().name("parvis-captions-read".into()).spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = Vec::new();
+            let mut garbage = Throttle::default();
             loop {
                 line.clear();
                 match reader.by_ref().take(MAX_LINE as u64).read_until(b'\n', &mut line) {
                     Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        if tx.send(parse_line(&line)).is_err() {
-                            break;
+                    Ok(_) => match parse_line(&line) {
+                        // A flood of lines faster than the pump takes them (a broken engine) is
+                        // dropped, counted, rather than left to hold the engine's output.
+                        Ok(parsed) => match tx.try_send(parsed) {
+                            Ok(()) => {}
+                            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                                stats.bad_lines.fetch_add(1, Ordering::Relaxed);
+                                garbage.say(|| format!("captions: {engine}: lines faster than they are read; dropped"));
+                            }
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
+                        },
+                        Err(why) => {
+                            stats.bad_lines.fetch_add(1, Ordering::Relaxed);
+                            garbage.say(|| format!("captions: {engine}: {why}"));
                         }
-                    }
+                    },
                 }
             }
+            garbage.flush("recogniser lines refused");
             done.store(true, Ordering::Release);
         })?;
+        // An engine that cannot run (no Python environment, a wrong path) exits at once: say so
+        // now, while the operator is starting the venue.
+        for _ in 0..15 {
+            if let Some(status) = child.try_wait()? {
+                return Err(std::io::Error::other(format!(
+                    "the recogniser {command:?} exited at once ({status}); its own message is above"
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let stdin = child.stdin.take();
         Ok(Self { name: name.to_owned(), child, stdin, lines: rx, ended })
     }
@@ -84,8 +110,7 @@ impl ProcessRecogniser {
         let mut out = Vec::new();
         loop {
             match self.lines.try_recv() {
-                Ok(Ok(line)) => out.push(line),
-                Ok(Err(why)) => bevy::log::warn!("captions: {}: {why}", self.name),
+                Ok(line) => out.push(line),
                 Err(TryRecvError::Empty) => return Ok(out),
                 Err(TryRecvError::Disconnected) => {
                     if out.is_empty() {
@@ -148,6 +173,11 @@ impl Recogniser for ProcessRecogniser {
             std::thread::sleep(Duration::from_millis(20));
         }
         let lines = self.drain().unwrap_or_default();
+        // An engine that has not ended by now will not: it is stopped, not waited for.
+        if !self.ended.load(Ordering::Acquire) {
+            bevy::log::warn!("captions: {} did not finish within 30 s of the audio's end; stopped", self.name);
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
         Ok(lines)
     }
@@ -172,7 +202,7 @@ pub fn start_captions(config: CaptionsConfig, doorbell: crate::engine::rest::Doo
     let (tx, rx) = tokio::sync::mpsc::channel(LINE_QUEUE);
     let audio = start_audio(&config.audio)?;
     // The first start's failure is the operator's to see at once; later ones are retried.
-    let recogniser = ProcessRecogniser::start(&config.name, &config.engine)?;
+    let recogniser = ProcessRecogniser::start(&config.name, &config.engine, stats.clone())?;
     let origin = CommandOrigin::Control(format!("captions {}", config.name));
     let pump_stats = stats.clone();
     std::thread::Builder::new()
@@ -218,11 +248,24 @@ fn pump(
     let mut bytes = vec![0u8; SAMPLE_RATE as usize / 10 * 2];
     let mut odd: Option<u8> = None;
     let mut backoff = Duration::from_secs(1);
+    // Each run of the recogniser numbers its lines from 0: the run goes in the high bits, so
+    // a restarted engine's line 0 is a new line, not a revision of the first run's.
+    let mut run: u64 = 0;
+    let mut run_started = Instant::now();
+    let mut heard = false;
+    let numbered = |run: u64, lines: Vec<RecognisedLine>| -> Vec<RecognisedLine> {
+        lines.into_iter().map(|l| RecognisedLine { id: (run << 32) | (l.id & 0xffff_ffff), ..l }).collect()
+    };
     bevy::log::info!("captions: listening to {:?} through {}", config.audio, config.name);
     loop {
         let n = match input.read(&mut bytes) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                bevy::log::error!("captions: reading the audio input: {e}");
+                break;
+            }
         };
         let mut chunk: Vec<u8> = odd.take().into_iter().chain(bytes[..n].iter().copied()).collect();
         if chunk.len() % 2 == 1 {
@@ -233,19 +276,31 @@ fn pump(
         let fed = recogniser.feed(&samples).and_then(|()| recogniser.lines());
         match fed {
             Ok(lines) => {
-                if !send(lines, &tx, &doorbell) {
+                heard |= !lines.is_empty();
+                if !send(numbered(run, lines), &tx, &doorbell) {
                     return;
                 }
-                backoff = Duration::from_secs(1);
+                // Only an engine that has shown it works earns a quick restart next time: one
+                // that dies after taking a few writes must not be restarted every second.
+                if heard || run_started.elapsed() > Duration::from_secs(10) {
+                    backoff = Duration::from_secs(1);
+                }
             }
             Err(e) => {
+                // What it wrote before it stopped still counts.
+                if let Ok(lines) = recogniser.lines() {
+                    send(numbered(run, lines), &tx, &doorbell);
+                }
                 bevy::log::error!("captions: {e}; starting it again in {} s", backoff.as_secs());
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(10));
-                match ProcessRecogniser::start(&config.name, &config.engine) {
+                match ProcessRecogniser::start(&config.name, &config.engine, stats.clone()) {
                     Ok(r) => {
                         stats.restarts.fetch_add(1, Ordering::Relaxed);
                         recogniser = r;
+                        run += 1;
+                        run_started = Instant::now();
+                        heard = false;
                     }
                     Err(e) => bevy::log::error!("captions: {e}"),
                 }
@@ -255,6 +310,6 @@ fn pump(
     let status = audio.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
     bevy::log::info!("captions: the audio input ended ({status}); the last lines complete");
     if let Ok(lines) = recogniser.finish() {
-        send(lines, &tx, &doorbell);
+        send(numbered(run, lines), &tx, &doorbell);
     }
 }

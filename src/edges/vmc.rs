@@ -23,7 +23,7 @@ use crate::model::performer::VmcReader;
 #[derive(bevy::prelude::Resource)]
 pub struct VmcEdge {
     /// Each socket's address (ports chosen when asked for 0) and the performers on it.
-    pub sockets: Vec<(SocketAddr, Vec<usize>)>,
+    pub sockets: Vec<(SocketAddr, Vec<String>)>,
     stop: watch::Sender<bool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -41,7 +41,7 @@ impl VmcEdge {
         }
         let sockets = bound
             .iter()
-            .map(|(s, users)| Ok((s.local_addr()?, users.iter().map(|u| u.0).collect())))
+            .map(|(s, users)| Ok((s.local_addr()?, users.iter().map(|u| u.0.clone()).collect())))
             .collect::<std::io::Result<Vec<_>>>()?;
         let (stop, stopped) = watch::channel(false);
         let thread = std::thread::Builder::new().name("parvis-vmc".into()).spawn(move || {
@@ -86,13 +86,14 @@ impl Drop for VmcEdge {
 
 /// Which performer a packet from `from` drives: the one that names that sender, else the one
 /// that takes any sender.
-fn performer_for(users: &[(usize, Option<IpAddr>)], from: IpAddr) -> Option<usize> {
-    users.iter().find(|(_, f)| *f == Some(from)).or_else(|| users.iter().find(|(_, f)| f.is_none())).map(|u| u.0)
+fn performer_for(users: &[(String, Option<IpAddr>)], from: IpAddr) -> Option<&str> {
+    let named = users.iter().find(|(_, f)| *f == Some(from));
+    named.or_else(|| users.iter().find(|(_, f)| f.is_none())).map(|u| u.0.as_str())
 }
 
 async fn receive(
     socket: UdpSocket,
-    users: Vec<(usize, Option<IpAddr>)>,
+    users: Vec<(String, Option<IpAddr>)>,
     allow: AllowList,
     hub: Arc<PoseHub>,
     mut stopped: watch::Receiver<bool>,
@@ -154,7 +155,8 @@ async fn receive(
         if packet.update.is_empty() {
             continue;
         }
-        let arrival = PoseArrival { performer, from, update: packet.update, received: Instant::now() };
+        let arrival =
+            PoseArrival { performer: performer.to_owned(), from, update: packet.update, received: Instant::now() };
         if !hub.send(arrival) {
             full.say(|| format!("VMC from {from}: the venue's queue is full"));
         }

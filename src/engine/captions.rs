@@ -46,18 +46,22 @@ pub struct CaptionStats {
     pub held: AtomicU64,
     /// Seconds of audio given to the recogniser, in milliseconds.
     pub audio_ms: AtomicU64,
-    /// Times the recogniser or the audio input was started again after stopping.
+    /// Times the recogniser was started again after stopping.
     pub restarts: AtomicU64,
+    /// Lines from the recogniser that were not its protocol, or came faster than the venue
+    /// took them (dropped).
+    pub bad_lines: AtomicU64,
 }
 
 impl MetricsSection for CaptionStats {
     fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
-        let rows: [(&str, &str, &AtomicU64); 4] = [
+        let rows: [(&str, &str, &AtomicU64); 5] = [
             ("caption_lines_received_total", "Caption lines and revisions from the recogniser.", &self.received),
             ("caption_lines_held_total", "Caption lines held hidden for a moderator.", &self.held),
             ("caption_audio_milliseconds_total", "Audio given to the speech recogniser.", &self.audio_ms),
-            ("caption_restarts_total", "Restarts of the recogniser or the audio input.", &self.restarts),
+            ("caption_restarts_total", "Restarts of the recogniser after it stopped.", &self.restarts),
+            ("caption_bad_lines_total", "Recogniser lines not in its protocol, or dropped.", &self.bad_lines),
         ];
         for (name, help, value) in rows {
             let _ = writeln!(
@@ -94,7 +98,8 @@ pub struct CaptionLine {
     pub hidden: bool,
     /// Corrected by staff: the recogniser's later revisions are ignored.
     pub corrected: bool,
-    /// Venue seconds when it was last changed, to let it go after a while.
+    /// Venue seconds when its words last changed, to let it go after a while (hiding or
+    /// showing it again does not count: that would bring back lines that had gone).
     pub changed: f64,
     /// Venue seconds when it arrived, for the delay before it shows.
     pub arrived: f64,
@@ -160,17 +165,22 @@ fn ingest_lines(
         if let Some((cut, _)) = text.char_indices().nth(MAX_CAPTION_CHARS) {
             text.truncate(cut);
         }
-        // The chat's blocklist when an audience runs (the venue's own words), else the default.
+        // The chat's moderation: its cleaning (invisible and reordering characters go), then its
+        // blocklist (the venue's own words when an audience runs, else the built-in ones).
         let refused = if text.is_empty() {
             None
         } else {
-            use crate::model::audience::moderation::{Blocklist, moderate};
-            match audience.as_deref() {
-                Some(a) => moderate(&text, MAX_CAPTION_CHARS, &a.hub.policy.blocklist).err(),
-                None => {
-                    moderate(&text, MAX_CAPTION_CHARS, default_blocklist.get_or_insert_with(Blocklist::default_fr_en))
-                        .err()
+            use crate::model::audience::moderation::{Blocklist, sanitize};
+            match sanitize(&text, MAX_CAPTION_CHARS) {
+                Ok(clean) => {
+                    text = clean;
+                    let blocklist = match audience.as_deref() {
+                        Some(a) => &a.hub.policy.blocklist,
+                        None => &*default_blocklist.get_or_insert_with(Blocklist::default_fr_en),
+                    };
+                    blocklist.check(&text).err()
                 }
+                Err(e) => Some(e),
             }
         };
         let id = line.id;
@@ -249,7 +259,6 @@ fn follow_captions(
             VenueCommand::HideCaption { id, hidden } => {
                 if let Some(line) = captions.lines.iter_mut().find(|l| l.id == *id) {
                     line.hidden = *hidden;
-                    line.changed = now;
                 } else if *hidden {
                     // Hidden before the recogniser's line arrived: keep the decision for it.
                     captions.lines.push_back(CaptionLine {

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -50,8 +50,9 @@ pub enum PerformerSystems {
 /// A pose update from a capture source, as the edge read it.
 #[derive(Debug, Clone)]
 pub struct PoseArrival {
-    /// The performer's index in the scene's `performers`.
-    pub performer: usize,
+    /// The performer's name: the edge was started for the scene of its time, and a scene
+    /// loaded since may have other performers, in another order.
+    pub performer: String,
     /// Who sent it.
     pub from: SocketAddr,
     /// What it says, checked.
@@ -79,13 +80,15 @@ pub struct PerformerStats {
     pub dropped: AtomicU64,
     /// Updates applied to avatars.
     pub applied: AtomicU64,
-    /// Updates written to the recording.
+    /// Updates queued for the recording.
     pub recorded: AtomicU64,
+    /// Updates not recorded: the recording's queue was full, or its file failed.
+    pub unrecorded: AtomicU64,
 }
 
 impl MetricsSection for PerformerStats {
     fn render(&self, out: &mut String) {
-        let rows: [(&str, &str, &AtomicU64); 9] = [
+        let rows: [(&str, &str, &AtomicU64); 10] = [
             ("vmc_packets_total", "VMC packets received from allowed addresses.", &self.packets),
             ("vmc_refused_sources_total", "VMC packets from addresses not allowed.", &self.refused_sources),
             ("vmc_malformed_total", "VMC packets that were not OSC or over the limits.", &self.malformed),
@@ -95,6 +98,7 @@ impl MetricsSection for PerformerStats {
             ("vmc_dropped_total", "Pose updates dropped on a full queue.", &self.dropped),
             ("performer_updates_applied_total", "Pose updates applied to avatars.", &self.applied),
             ("performer_updates_recorded_total", "Pose updates written to the recording.", &self.recorded),
+            ("performer_updates_unrecorded_total", "Pose updates the recording could not take.", &self.unrecorded),
         ];
         for (name, help, value) in rows {
             let _ = writeln!(
@@ -208,8 +212,22 @@ pub struct PerformerState {
     pub blends: BTreeMap<String, f32>,
     /// A recording driving it: the records for this performer, by time.
     playback: Option<Vec<recording::PoseRecord>>,
+    /// How many records have been applied, and the clock they were applied up to: records
+    /// carry some bones each, so every one up to the clock counts, in order.
+    played: (usize, f64),
     /// Why the avatar could not be bound, if it could not.
     pub problem: Option<String>,
+    /// The avatar's bones by node name, read once when the scene is built.
+    rig: Option<crate::model::performer::AvatarRig>,
+    /// The avatar faces -Z (VRM 0.x): capture is turned half a turn to meet it.
+    faces_back: bool,
+    /// Venue seconds when it was spawned: an avatar not there after a while failed to load.
+    spawned: f64,
+    /// Where the root and hips were when the ease to idle began.
+    idle_from: (Transform, Option<Vec3>),
+    /// Draw the targets as they are next frame, without smoothing: a recording's first pose,
+    /// or its pose after the show's clock jumped (a seek, a still render at a moment).
+    snap: bool,
 }
 
 impl PerformerState {
@@ -229,8 +247,24 @@ impl PerformerState {
             rate: 0,
             blends: BTreeMap::new(),
             playback: None,
+            played: (0, f64::NEG_INFINITY),
             problem: None,
+            rig: None,
+            faces_back: false,
+            spawned: 0.0,
+            idle_from: (Transform::IDENTITY, None),
+            snap: false,
         }
+    }
+
+    /// Back to the rest pose before a recording is played again from its start.
+    fn reset_pose(&mut self) {
+        for track in &mut self.bones {
+            track.target = Quat::from_array(idle_rotation(track.bone));
+        }
+        self.hips = None;
+        self.root = None;
+        self.blends.clear();
     }
 
     /// Each bound bone's drawn rotation relative to its rest, in glTF's axes (for tests and
@@ -250,18 +284,26 @@ impl PerformerState {
     }
 
     fn apply(&mut self, update: &PoseUpdate, now: f64) {
+        // Capture arrives in glTF's axes for an avatar facing +Z; one facing -Z (VRM 0.x) sees
+        // it turned half a turn about Y: x and z change sign, in rotations and positions.
+        let turn = |q: [f32; 4], back: bool| {
+            let q = Quat::from_array(q).normalize();
+            if back { Quat::from_xyzw(-q.x, q.y, -q.z, q.w) } else { q }
+        };
+        let place = |p: [f32; 3], back: bool| if back { Vec3::new(-p[0], p[1], -p[2]) } else { Vec3::from_array(p) };
+        let back = self.faces_back;
         for (bone, pose) in &update.bones {
             if let Some(track) = self.bones.iter_mut().find(|b| b.bone == *bone) {
-                track.target = Quat::from_array(pose.rotation).normalize();
+                track.target = turn(pose.rotation, back);
             }
             if *bone == HumanBone::HIPS {
-                self.hips = Some(Vec3::from_array(pose.position));
+                self.hips = Some(place(pose.position, back));
             }
         }
         if let Some(root) = &update.root {
             self.root = Some(Transform {
-                translation: Vec3::from_array(root.position),
-                rotation: Quat::from_array(root.rotation).normalize(),
+                translation: place(root.position, back),
+                rotation: turn(root.rotation, back),
                 scale: Vec3::ONE,
             });
         }
@@ -293,24 +335,76 @@ impl Performers {
     }
 }
 
-/// Writes every pose update to a recording (`parvis run --record-performers FILE`).
+/// Writes every pose update to a recording (`parvis run --record-performers FILE`), on a
+/// thread of its own behind a bounded queue: the frame never waits for the disk.
 #[derive(Resource)]
 pub struct PerformerRecorder {
-    file: std::io::BufWriter<std::fs::File>,
-    path: PathBuf,
+    queue: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     buffer: Vec<u8>,
-    failed: bool,
 }
 
+/// Record batches waiting for the disk before new ones are dropped (counted).
+const RECORDER_QUEUE: usize = 1024;
+
 impl PerformerRecorder {
-    /// Creates (or replaces) the recording; an error names the file.
+    /// Opens the recording to append to (a new file gets the header; an existing one must be
+    /// a recording: a second take in one session, after a headset handed back to the desktop,
+    /// follows the first instead of replacing it). An error names the file.
     pub fn create(path: &Path) -> std::io::Result<Self> {
-        let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
-        file.write_all(recording::MAGIC)?;
-        file.flush()?;
-        Ok(Self { file, path: path.to_owned(), buffer: Vec::new(), failed: false })
+        use std::io::Read as _;
+        let mut file = std::fs::OpenOptions::new().create(true).read(true).append(true).open(path)?;
+        let mut head = Vec::new();
+        (&mut file).take(recording::MAGIC.len() as u64).read_to_end(&mut head)?;
+        if head.is_empty() {
+            file.write_all(recording::MAGIC)?;
+        } else if head != recording::MAGIC {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{} is not a performance recording; choose a new file", path.display()),
+            ));
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(RECORDER_QUEUE);
+        let shown = path.display().to_string();
+        let thread = std::thread::Builder::new().name("parvis-recorder".into()).spawn(move || {
+            let mut out = std::io::BufWriter::new(file);
+            while let Ok(first) = rx.recv() {
+                let written = std::iter::once(first)
+                    .chain(rx.try_iter())
+                    .try_for_each(|batch| out.write_all(&batch))
+                    .and_then(|()| out.flush());
+                if let Err(e) = written {
+                    error!("performer recording {shown}: {e}; recording stopped");
+                    return;
+                }
+            }
+        })?;
+        Ok(Self { queue: Some(tx), thread: Some(thread), buffer: Vec::new() })
+    }
+
+    /// Queues one record; `false` when the queue is full (the disk is behind) or the writer
+    /// stopped.
+    fn write(&mut self, record: &recording::PoseRecord) -> bool {
+        self.buffer.clear();
+        recording::write(&mut self.buffer, record);
+        self.queue.as_ref().is_some_and(|q| q.try_send(self.buffer.clone()).is_ok())
     }
 }
+
+impl Drop for PerformerRecorder {
+    /// What is queued reaches the file before the venue closes.
+    fn drop(&mut self) {
+        drop(self.queue.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A recorded performance played onto the performers in place of their own sources
+/// (`parvis run|render|replay --performers FILE`).
+#[derive(Resource, Debug, Clone)]
+pub struct PerformanceOverride(pub Vec<recording::PoseRecord>);
 
 /// Performers: avatars spawned with the scene, their bones moved by capture or recordings.
 pub struct PerformerPlugin;
@@ -353,11 +447,31 @@ fn spawn_performers(
     asset_server: Res<AssetServer>,
     mut performers: ResMut<Performers>,
     mut index: ResMut<VenueIndex>,
+    played: Option<Res<PerformanceOverride>>,
+    time: Res<Time>,
 ) {
-    // The avatars themselves went with the venue's other entities (`VenueEntity`).
+    // The avatars themselves went with the venue's other entities (`VenueEntity`). The files
+    // below are read here, once per scene (as the scene's own files are), never per frame.
     performers.list = scene.0.performers.iter().cloned().map(PerformerState::new).collect();
     for performer in &mut performers.list {
+        performer.spawned = time.elapsed_secs_f64();
         let def = &performer.def;
+        let rig = assets
+            .as_deref()
+            .ok_or_else(|| "no assets root".to_owned())
+            .and_then(|a| a.resolve(&def.avatar).map_err(|e| e.to_string()))
+            .and_then(|file| std::fs::read(file).map_err(|e| e.to_string()))
+            .and_then(|bytes| read_avatar_rig(&bytes, &def.bones));
+        match rig {
+            Ok(rig) => {
+                performer.faces_back = rig.source == "VRM 0.x";
+                performer.rig = Some(rig);
+            }
+            Err(e) => {
+                error!("performer {}: avatar {}: {e}", def.name, def.avatar);
+                performer.problem = Some(e);
+            }
+        }
         let handle = asset_server.load(GltfAssetLabel::Scene(0).from_asset(def.avatar.clone()));
         let entity = commands
             .spawn((
@@ -369,6 +483,17 @@ fn spawn_performers(
             .id();
         index.add(&def.name, entity);
         performer.entity = Some(entity);
+        if let Some(played) = &played {
+            let def = &performer.def;
+            match records_for(played.0.clone(), &def.name) {
+                Ok(records) => performer.playback = Some(records),
+                Err(e) => warn!("performer {}: --performers {e}; it keeps its own source", def.name),
+            }
+        }
+        if performer.playback.is_some() {
+            continue;
+        }
+        let def = &performer.def;
         if let PerformerSource::Recording { path } = &def.source {
             performer.playback = match load_playback(assets.as_deref(), path, &def.name) {
                 Ok(records) => Some(records),
@@ -387,53 +512,56 @@ fn load_playback(assets: Option<&VenueAssets>, path: &str, name: &str) -> Result
     let file = assets.ok_or("no assets root")?.resolve(path).map_err(|e| format!("recording {path}: {e}"))?;
     let bytes = std::fs::read(&file).map_err(|e| format!("recording {path}: {e}"))?;
     let records = recording::read(&bytes).map_err(|e| format!("recording {path}: {e}"))?;
+    records_for(records, name).map_err(|e| format!("recording {path}: {e}"))
+}
+
+/// The records for `name`, or all of them if they hold one performer only, by time.
+fn records_for(records: Vec<recording::PoseRecord>, name: &str) -> Result<Vec<recording::PoseRecord>, String> {
     let mine: Vec<_> = records.iter().filter(|r| r.performer == name).cloned().collect();
     let mut chosen =
         if mine.is_empty() && records.iter().all(|r| r.performer == records[0].performer) { records } else { mine };
     if chosen.is_empty() {
-        return Err(format!("recording {path} holds no performance of {name:?}"));
+        return Err(format!("the recording holds no performance of {name:?}"));
     }
     chosen.sort_by(|a, b| a.time.total_cmp(&b.time));
     Ok(chosen)
 }
 
+/// Seconds an avatar may take to load before the operator is told it did not.
+const AVATAR_LOAD_S: f64 = 30.0;
+
 /// Finds each spawned avatar's bones once its glTF scene is there.
 fn bind_rigs(
     mut performers: ResMut<Performers>,
-    assets: Option<Res<VenueAssets>>,
     children: Query<&Children>,
     names: Query<(&Name, &Transform)>,
+    time: Res<Time>,
 ) {
+    let now = time.elapsed_secs_f64();
     for performer in &mut performers.list {
         let Some(root) = performer.entity else { continue };
-        if performer.is_bound() || performer.problem.is_some() || children.get(root).is_err() {
+        let Some(rig) = performer.rig.as_ref() else { continue };
+        if performer.is_bound() || performer.problem.is_some() {
             continue;
         }
-        let rig = assets
-            .as_deref()
-            .ok_or_else(|| "no assets root".to_owned())
-            .and_then(|a| a.resolve(&performer.def.avatar).map_err(|e| e.to_string()))
-            .and_then(|file| std::fs::read(file).map_err(|e| e.to_string()))
-            .and_then(|bytes| read_avatar_rig(&bytes, &performer.def.bones));
-        let rig = match rig {
-            Ok(rig) => rig,
-            Err(e) => {
-                error!("performer {}: avatar {}: {e}", performer.def.name, performer.def.avatar);
-                performer.problem = Some(e);
-                continue;
-            }
-        };
         let mut found: HashMap<&str, (Entity, Transform)> = HashMap::new();
-        for entity in children.iter_descendants(root) {
-            if let Ok((name, transform)) = names.get(entity) {
-                found.entry(name.as_str()).or_insert((entity, *transform));
+        if children.get(root).is_ok() {
+            for entity in children.iter_descendants(root) {
+                if let Ok((name, transform)) = names.get(entity) {
+                    found.entry(name.as_str()).or_insert((entity, *transform));
+                }
             }
         }
         if !found.contains_key(rig.bones[&HumanBone::HIPS].as_str()) {
-            // The glTF scene is still being spawned.
+            // The glTF scene is still loading, or never will (the loader said why in the log).
+            if now - performer.spawned > AVATAR_LOAD_S {
+                let why = format!("the avatar {} did not load within {AVATAR_LOAD_S} s", performer.def.avatar);
+                error!("performer {}: {why}", performer.def.name);
+                performer.problem = Some(why);
+            }
             continue;
         }
-        performer.bones = rig
+        let bones: Vec<BoneTrack> = rig
             .bones
             .iter()
             .filter_map(|(bone, node)| {
@@ -445,10 +573,13 @@ fn bind_rigs(
         info!(
             "performer {}: {} bones of {} found (by {})",
             performer.def.name,
-            performer.bones.len(),
+            bones.len(),
             performer.def.avatar,
             rig.source
         );
+        performer.bones = bones;
+        // A recording applied before the bones were there plays again onto them.
+        performer.played = (0, f64::NEG_INFINITY);
     }
 }
 
@@ -466,10 +597,16 @@ fn receive_poses(
     let clock = performance_clock(&shows, &time);
     let mut recorder = recorder;
     while let Ok(arrival) = link.inbox.try_recv() {
-        let Some(performer) = performers.list.get_mut(arrival.performer) else { continue };
-        if performer.playback.is_some() {
+        let performer = performers.list.iter_mut().find(|p| {
+            p.def.name == arrival.performer
+                && matches!(p.def.source, PerformerSource::Vmc { .. })
+                && p.playback.is_none()
+        });
+        let Some(performer) = performer else {
+            // The scene changed since the edge started: no performer takes this capture now.
+            link.stats.unclaimed.fetch_add(1, Ordering::Relaxed);
             continue;
-        }
+        };
         // A performer with no `from` follows the first sender; another sender takes over only
         // once the first has been silent for LIVE_GAP_S (a second machine left sending by
         // mistake must not make the avatar flicker between two people).
@@ -494,48 +631,41 @@ fn receive_poses(
         if let Some(recorder) = recorder.as_deref_mut() {
             let record =
                 recording::PoseRecord { time: clock, performer: performer.def.name.clone(), update: arrival.update };
-            write_record(recorder, &record, &link.stats);
-        }
-    }
-    if let Some(recorder) = recorder.as_deref_mut()
-        && !recorder.failed
-        && let Err(e) = recorder.file.flush()
-    {
-        error!("performer recording {}: {e}; recording stopped", recorder.path.display());
-        recorder.failed = true;
-    }
-}
-
-fn write_record(recorder: &mut PerformerRecorder, record: &recording::PoseRecord, stats: &PerformerStats) {
-    if recorder.failed {
-        return;
-    }
-    recorder.buffer.clear();
-    recording::write(&mut recorder.buffer, record);
-    match recorder.file.write_all(&recorder.buffer) {
-        Ok(()) => {
-            stats.recorded.fetch_add(1, Ordering::Relaxed);
-        }
-        Err(e) => {
-            error!("performer recording {}: {e}; recording stopped", recorder.path.display());
-            recorder.failed = true;
+            if recorder.write(&record) {
+                link.stats.recorded.fetch_add(1, Ordering::Relaxed);
+            } else {
+                link.stats.unrecorded.fetch_add(1, Ordering::Relaxed);
+                said.say(|| {
+                    "performer recording: the disk is behind (or failed, said above); updates not recorded".into()
+                });
+            }
         }
     }
 }
 
-/// Performers driven by a recording take the latest record at or before the show's clock (so
-/// a seek or a loop of the show lands on the right pose). A recording is a rehearsal of a
-/// show: with no show on the transport it holds its first pose, which keeps a still render of
-/// the venue the same whenever it is taken.
+/// Performers driven by a recording take every record up to the show's clock, in order (a
+/// record may carry some bones only); a seek back starts again from the rest pose and the
+/// first record, so a seek or a loop of the show lands on the recorded pose. A recording is a
+/// rehearsal of a show: with no show on the transport it holds its first pose, which keeps a
+/// still render of the venue the same whenever it is taken.
 fn play_recordings(mut performers: ResMut<Performers>, shows: Res<Shows>, time: Res<Time>, mut rest: ResMut<Rest>) {
     let clock = shows.running.as_ref().map_or(0.0, |show| show.position);
     let now = time.elapsed_secs_f64();
     for performer in &mut performers.list {
         let Some(records) = performer.playback.take() else { continue };
-        let at = records.partition_point(|r| r.time <= clock);
-        if at > 0 {
-            performer.apply(&records[at - 1].update, now);
+        if clock < performer.played.1 {
+            performer.played.0 = 0;
+            performer.reset_pose();
         }
+        // The first pose, and the pose after a jump of the clock, are drawn as they are.
+        let jumped = (clock - performer.played.1).abs() > 0.25;
+        performer.snap |= performer.played.0 == 0 || jumped;
+        // At least the first record: a take whose first pose comes after 0 still shows it.
+        let until = records.partition_point(|r| r.time <= clock).max(1);
+        for record in &records[performer.played.0.min(until)..until] {
+            performer.apply(&record.update, now);
+        }
+        performer.played = (until, clock);
         performer.playback = Some(records);
         performer.state = CaptureState::Playing;
         if shows.running.as_ref().is_some_and(|s| s.state == crate::engine::show::TransportState::Playing) {
@@ -585,6 +715,8 @@ fn animate_performers(
             for track in &mut performer.bones {
                 track.from = track.current;
             }
+            // The root and the hips ease home with the bones instead of jumping there.
+            performer.idle_from = (performer.root.take().unwrap_or(Transform::IDENTITY), performer.hips.take());
         }
         // Frames must keep coming while the pose moves or may change state: a resting venue
         // would otherwise hold a lost capture for ever.
@@ -604,13 +736,17 @@ fn animate_performers(
             .idle_since
             .filter(|_| performer.state == CaptureState::Idle)
             .map(|since| ((now - since) as f32 / performer.def.ease.max(1e-3)).clamp(0.0, 1.0));
+        let eased = idle_blend.map(|k| k * k * (3.0 - 2.0 * k));
         for track in &mut performer.bones {
-            match idle_blend {
-                Some(k) => {
-                    let eased = k * k * (3.0 - 2.0 * k);
+            match eased {
+                Some(eased) => {
                     track.current = track.from.slerp(Quat::from_array(idle_rotation(track.bone)), eased);
                 }
                 None if performer.state == CaptureState::Waiting => {}
+                None if performer.snap => {
+                    track.current = track.target;
+                    track.speed = 0.0;
+                }
                 None => {
                     let gap = track.current.angle_between(track.target);
                     let raw_speed = if dt > 0.0 { gap / dt } else { 0.0 };
@@ -622,8 +758,9 @@ fn animate_performers(
             if let Ok(mut transform) = transforms.get_mut(track.entity) {
                 transform.rotation = track.rest.rotation * track.current;
                 if track.bone == HumanBone::HIPS {
-                    transform.translation = match (performer.hips, idle_blend) {
-                        (Some(hips), None) => hips,
+                    transform.translation = match (performer.hips, eased, performer.idle_from.1) {
+                        (Some(hips), None, _) => hips,
+                        (_, Some(k), Some(from)) => from.lerp(track.rest.translation, k),
                         _ => track.rest.translation,
                     };
                 }
@@ -632,11 +769,21 @@ fn animate_performers(
         if let Some(entity) = performer.entity
             && let Ok(mut transform) = transforms.get_mut(entity)
         {
-            *transform = match (performer.root, idle_blend) {
+            *transform = match (performer.root, eased) {
                 (Some(root), None) => performer.placement * root,
-                _ => performer.placement,
+                (_, Some(k)) => {
+                    let from = performer.idle_from.0;
+                    let root = Transform {
+                        translation: from.translation.lerp(Vec3::ZERO, k),
+                        rotation: from.rotation.slerp(Quat::IDENTITY, k),
+                        scale: Vec3::ONE,
+                    };
+                    performer.placement * root
+                }
+                (None, None) => performer.placement,
             };
         }
+        performer.snap = false;
     }
 }
 
@@ -687,17 +834,17 @@ pub fn status_text(performers: &Performers, now: f64) -> String {
 
 /// A UDP port and the performers that take capture on it, each with the sender it takes
 /// (`None`: the first allowed sender).
-pub type VmcPort = (u16, Vec<(usize, Option<IpAddr>)>);
+pub type VmcPort = (u16, Vec<(String, Option<IpAddr>)>);
 
 /// Which performers listen where. Performers on port 0 get a free port each.
 pub fn vmc_ports(performers: &[PerformerDef]) -> Vec<VmcPort> {
     let mut ports: Vec<VmcPort> = Vec::new();
-    for (i, p) in performers.iter().enumerate() {
+    for p in performers {
         if let PerformerSource::Vmc { port, from } = &p.source {
             let from = from.as_deref().and_then(|f| f.parse().ok());
             match ports.iter_mut().find(|(q, _)| *q == *port && *port != 0) {
-                Some((_, users)) => users.push((i, from)),
-                None => ports.push((*port, vec![(i, from)])),
+                Some((_, users)) => users.push((p.name.clone(), from)),
+                None => ports.push((*port, vec![(p.name.clone(), from)])),
             }
         }
     }

@@ -255,3 +255,73 @@ fn speech_from_espeak_is_captioned_live_by_moonshine_within_two_seconds() {
     assert!(latency <= 2.0, "the first words showed {latency:.2} s after they were spoken");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Silence, then loud noise clipping the samples, then a recogniser that dies: the venue carries
+/// on, says what happened, and logs no line over its limits.
+#[test]
+fn silence_noise_and_a_dying_recogniser_do_not_stop_the_venue() {
+    let dir = temp_dir("captions-noise");
+    let log = dir.join("noise.jsonl");
+    let audio = "ffmpeg -loglevel error -f lavfi -i anullsrc=r=16000:cl=mono:d=2 -f lavfi -i anoisesrc=r=16000:a=1:d=2 \
+                 -filter_complex '[0][1]concat=n=2:v=0:a=1,volume=4' -f s16le -ar 16000 -ac 1 -";
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--no-render", "--no-audience", "--frames", "400", "--fps", "100", "--captions-audio", audio])
+        .arg("--log")
+        .arg(&log)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("the audio input ended"), "{stderr}");
+    let entries = read_command_log(std::fs::read(&log).unwrap().as_slice()).unwrap();
+    for entry in &entries {
+        if let VenueCommand::Caption { text, .. } = &entry.command {
+            assert!(text.chars().count() <= 200 && !text.chars().any(char::is_control), "{text:?}");
+        }
+    }
+
+    // A recogniser that dies is started again, with a growing backoff, and said; its garbage is
+    // counted and said; each run's lines are new lines (each run numbers its own from 0).
+    let dying = dir.join("dying.jsonl");
+    let engine =
+        r#"head -c 3200 >/dev/null; echo '{"id": 0, "text": "line zero", "final": true}'; echo not-json; exit 3"#;
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--no-render", "--no-audience", "--frames", "300", "--fps", "100"])
+        .args(["--captions-audio", "ffmpeg -loglevel error -re -f lavfi -i anullsrc=r=16000:cl=mono:d=3 -f s16le -"])
+        .args(["--captions-engine", engine, "--log"])
+        .arg(&dying)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the venue carried on: {stderr}");
+    assert!(stderr.contains("not a JSON line"), "{stderr}");
+    assert!(stderr.contains("the recogniser head stopped") && stderr.contains("starting it again in 1 s"), "{stderr}");
+    assert!(stderr.contains("starting it again in 2 s"), "the backoff grows: {stderr}");
+    let ids: Vec<u64> = read_command_log(std::fs::read(&dying).unwrap().as_slice())
+        .unwrap()
+        .iter()
+        .filter_map(|e| match &e.command {
+            VenueCommand::Caption { id, text, .. } if text == "line zero" => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids, vec![0, 1 << 32], "two runs, two lines: {stderr}");
+
+    // An engine that cannot run stops the venue before it starts, naming it; so does a bad tag.
+    for (extra, said) in [
+        (["--captions-engine", "exit 2"], "the recogniser \"exit 2\" exited at once (exit status: 2)"),
+        (["--captions-lang", "english!"], "--captions-lang: expected a language tag"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_parvis"))
+            .args(["run", "--no-render", "--no-audience", "--frames", "5", "--captions-audio", "true"])
+            .args(extra)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success() && stderr.contains(said), "{said}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

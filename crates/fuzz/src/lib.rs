@@ -203,6 +203,12 @@ pub fn poses(data: &[u8]) {
     let mut again = recording::MAGIC.to_vec();
     for record in &records {
         assert!(record.time.is_finite());
+        if let Some(root) = &record.update.root {
+            assert!(
+                unit(&root.rotation) && root.position.iter().all(|v| v.is_finite() && v.abs() <= 100.0),
+                "{root:?}"
+            );
+        }
         for (_, pose) in &record.update.bones {
             assert!(unit(&pose.rotation) && pose.position.iter().all(|v| v.is_finite()), "{pose:?}");
         }

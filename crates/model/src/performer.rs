@@ -609,8 +609,23 @@ pub mod recording {
         }
         let performer = r.text()?;
         let mut update = PoseUpdate::default();
+        // The same bounds as live capture: a recording can come from anywhere.
+        let near = |p: [f32; 3], what: &str| {
+            let d = p.iter().map(|v| v * v).sum::<f32>().sqrt();
+            if d <= super::MAX_OFFSET_M {
+                Ok(p)
+            } else {
+                Err(format!("{what} {d:.0} m away, more than {} m", super::MAX_OFFSET_M))
+            }
+        };
         if r.u8()? & 1 == 1 {
-            update.root = Some(Pose { position: r.floats()?, rotation: r.floats()? });
+            let position = near(r.floats()?, "a root")?;
+            let rotation: [f32; 4] = r.floats()?;
+            let norm = rotation.iter().map(|q| q * q).sum::<f32>().sqrt();
+            if !(0.5..=2.0).contains(&norm) {
+                return Err("a root rotation that is not one".into());
+            }
+            update.root = Some(Pose { position, rotation: rotation.map(|q| q / norm) });
         }
         for _ in 0..r.u8()? {
             let index = r.u8()?;
@@ -624,7 +639,7 @@ pub mod recording {
                 return Err(format!("bone {bone}: a rotation that is not one"));
             }
             let rotation = rotation.map(|q| q / norm);
-            let position = if bone == HumanBone::HIPS { r.floats()? } else { [0.0; 3] };
+            let position = if bone == HumanBone::HIPS { near(r.floats()?, "the hips")? } else { [0.0; 3] };
             update.bones.push((bone, Pose { position, rotation }));
         }
         for _ in 0..r.u8()? {

@@ -103,7 +103,7 @@ impl SceneFile {
 pub struct PerformerDef {
     /// Unique name, as shown to the operator and kept in recordings.
     pub name: String,
-    /// The avatar, relative to the assets root: a `.glb`, `.gltf` or `.vrm`.
+    /// The avatar, relative to the assets root: a `.glb` or `.gltf` (a VRM file named `.glb`).
     pub avatar: String,
     /// Placement of the avatar's root on the stage.
     #[serde(default)]

@@ -753,11 +753,20 @@ fn check_performers(c: &mut Checker, scene: &SceneFile, assets: &AssetsRoot) {
         c.in_range(&format!("{path}.smoothing"), anchor, performer.smoothing.0, 0.01, 100.0);
         c.in_range(&format!("{path}.smoothing"), anchor, performer.smoothing.1, 0.0, 100.0);
         let lower = performer.avatar.to_ascii_lowercase();
-        if ![".glb", ".gltf", ".vrm"].iter().any(|e| lower.ends_with(e)) {
+        if lower.ends_with(".vrm") {
             c.report(
                 format!("{path}.avatar"),
                 Some(&performer.avatar),
-                format!("expected a .glb, .gltf or .vrm file, found {:?}", performer.avatar),
+                format!(
+                    "{:?}: a VRM file is a GLB; give it a .glb name (the loader reads .glb and .gltf)",
+                    performer.avatar
+                ),
+            );
+        } else if ![".glb", ".gltf"].iter().any(|e| lower.ends_with(e)) {
+            c.report(
+                format!("{path}.avatar"),
+                Some(&performer.avatar),
+                format!("expected a .glb or .gltf file, found {:?}", performer.avatar),
             );
         } else {
             match assets.resolve(&performer.avatar).map(std::fs::read) {
