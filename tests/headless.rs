@@ -1026,32 +1026,6 @@ mod audience {
         });
     }
 
-    /// Live captions reach every page in the surtitle band; a moderator on `/mod` corrects a
-    /// line and hides it, and the pages follow.
-    #[test]
-    fn a_moderator_corrects_and_hides_a_caption_and_the_pages_follow() {
-        let _app = with_venue(|addr| {
-            Box::pin(async move {
-                let mut ana = Client::join(addr, "Ana").await;
-                let mut m = Client::moderator(addr).await;
-                m.send(r#"{"type":"command","command":{"type":"caption","id":4,"text":"Good evnin","done":false}}"#)
-                    .await;
-                m.expect(|v| v["type"] == "ok" && v["of"] == "command").await;
-                ana.expect(|v| v["type"] == "surtitle" && v["texts"]["en"] == "Good evnin").await;
-                m.send(r#"{"type":"command","command":{"type":"caption","id":4,"text":"Good evening.","done":true}}"#)
-                    .await;
-                ana.expect(|v| v["type"] == "surtitle" && v["texts"]["en"] == "Good evening.").await;
-                m.send(r#"{"type":"command","command":{"type":"hide_caption","id":4,"hidden":true}}"#).await;
-                let gone = ana.expect(|v| v["type"] == "surtitle" && v["texts"].get("en").is_none()).await;
-                assert_eq!(gone["texts"], serde_json::json!({}), "{gone}");
-                // A member cannot caption: the page's protocol has no such message.
-                ana.send(r#"{"type":"command","command":{"type":"caption","id":5,"text":"me","done":true}}"#).await;
-                let refused = ana.expect(|v| v["type"] == "error").await;
-                assert!(refused["message"].as_str().is_some_and(|t| !t.is_empty()), "{refused}");
-            })
-        });
-    }
-
     #[test]
     fn a_member_who_stops_reading_is_closed_and_the_others_carry_on() {
         let _app = with_venue_config(
