@@ -55,7 +55,6 @@ pub struct CaptionStats {
 
 impl MetricsSection for CaptionStats {
     fn render(&self, out: &mut String) {
-        use std::fmt::Write as _;
         let rows: [(&str, &str, &AtomicU64); 5] = [
             ("caption_lines_received_total", "Caption lines and revisions from the recogniser.", &self.received),
             ("caption_lines_held_total", "Caption lines held hidden for a moderator.", &self.held),
@@ -64,11 +63,7 @@ impl MetricsSection for CaptionStats {
             ("caption_bad_lines_total", "Recogniser lines not in its protocol, or dropped.", &self.bad_lines),
         ];
         for (name, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP parvis_{name} {help}\n# TYPE parvis_{name} counter\nparvis_{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+            crate::engine::audience::hub::write_counter(out, name, help, value.load(Ordering::Relaxed));
         }
     }
 }

@@ -101,11 +101,7 @@ impl MetricsSection for PerformerStats {
             ("performer_updates_unrecorded_total", "Pose updates the recording could not take.", &self.unrecorded),
         ];
         for (name, help, value) in rows {
-            let _ = writeln!(
-                out,
-                "# HELP parvis_{name} {help}\n# TYPE parvis_{name} counter\nparvis_{name} {}",
-                value.load(Ordering::Relaxed)
-            );
+            crate::engine::audience::hub::write_counter(out, name, help, value.load(Ordering::Relaxed));
         }
     }
 }

@@ -157,9 +157,8 @@ pub struct TargetStatus {
 impl MetricsSection for ProgramStats {
     fn render(&self, out: &mut String) {
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP parvis_{name} {help}\n# TYPE parvis_{name} counter\nparvis_{name} {value}");
-        };
+        let mut counter =
+            |name: &str, help: &str, value: u64| crate::engine::audience::hub::write_counter(out, name, help, value);
         counter("program_frames_grabbed_total", "Program frames read back.", load(&self.frames_grabbed));
         counter(
             "program_frames_dropped_total",
