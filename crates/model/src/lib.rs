@@ -22,6 +22,7 @@ pub mod command;
 pub mod irc;
 pub mod lang;
 pub mod osc;
+pub mod osc_tags;
 pub mod oscquery;
 pub mod params;
 pub mod performer;

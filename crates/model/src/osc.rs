@@ -117,30 +117,7 @@ fn flatten(packet: OscPacket, out: &mut Vec<OscMessage>) -> Result<(), OscError>
     Ok(())
 }
 
-/// The type tags of a message's arguments, as OSC writes them (`,fff`).
-pub fn type_tags(args: &[OscType]) -> String {
-    let mut tags = String::from(",");
-    for a in args {
-        tags.push(match a {
-            OscType::Int(_) => 'i',
-            OscType::Float(_) => 'f',
-            OscType::String(_) => 's',
-            OscType::Blob(_) => 'b',
-            OscType::Time(_) => 't',
-            OscType::Long(_) => 'h',
-            OscType::Double(_) => 'd',
-            OscType::Char(_) => 'c',
-            OscType::Color(_) => 'r',
-            OscType::Midi(_) => 'm',
-            OscType::Bool(true) => 'T',
-            OscType::Bool(false) => 'F',
-            OscType::Array(_) => '[',
-            OscType::Nil => 'N',
-            OscType::Inf => 'I',
-        });
-    }
-    tags
-}
+pub use crate::osc_tags::type_tags;
 
 fn number(arg: &OscType) -> Option<f64> {
     match arg {

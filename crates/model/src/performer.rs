@@ -279,7 +279,7 @@ fn name_and_floats<'a>(
     let wrong = || VmcError::Arguments {
         addr: message.addr.clone(),
         expected,
-        found: message.args.iter().map(type_tag).collect(),
+        found: crate::osc_tags::type_tags(&message.args),
     };
     let Some(OscType::String(name)) = message.args.first() else { return Err(wrong()) };
     // VMC 2.1 adds scale and offset after the root's rotation: more than `count` is fine.
@@ -297,28 +297,6 @@ fn name_and_floats<'a>(
         return Err(wrong());
     }
     Ok((name, values))
-}
-
-// `osc::type_tags` has the same table, but the model's `osc` imports the scene format, whose
-// validation imports this module: calling it would close a circle of imports (tests/layers.rs).
-fn type_tag(arg: &OscType) -> char {
-    match arg {
-        OscType::Int(_) => 'i',
-        OscType::Float(_) => 'f',
-        OscType::String(_) => 's',
-        OscType::Blob(_) => 'b',
-        OscType::Time(_) => 't',
-        OscType::Long(_) => 'h',
-        OscType::Double(_) => 'd',
-        OscType::Char(_) => 'c',
-        OscType::Color(_) => 'r',
-        OscType::Midi(_) => 'm',
-        OscType::Bool(true) => 'T',
-        OscType::Bool(false) => 'F',
-        OscType::Array(_) => '[',
-        OscType::Nil => 'N',
-        OscType::Inf => 'I',
-    }
 }
 
 /// Unity's position and rotation to glTF's, refusing what would hurt the avatar.
