@@ -282,12 +282,14 @@ fn silence_noise_and_a_dying_recogniser_do_not_stop_the_venue() {
     }
 
     // A recogniser that dies is started again, with a growing backoff, and said; its garbage is
+    // (Six seconds of frames: the second run starts about 1.4 s in, and a loaded CI machine
+    // once ended three seconds before its line was logged.)
     // counted and said; each run's lines are new lines (each run numbers its own from 0).
     let dying = dir.join("dying.jsonl");
     let engine =
         r#"head -c 3200 >/dev/null; echo '{"id": 0, "text": "line zero", "final": true}'; echo not-json; exit 3"#;
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_parvis"))
-        .args(["run", "--no-render", "--no-audience", "--frames", "300", "--fps", "100"])
+        .args(["run", "--no-render", "--no-audience", "--frames", "600", "--fps", "100"])
         .args(["--captions-audio", "ffmpeg -loglevel error -re -f lavfi -i anullsrc=r=16000:cl=mono:d=3 -f s16le -"])
         .args(["--captions-engine", engine, "--log"])
         .arg(&dying)
@@ -307,7 +309,8 @@ fn silence_noise_and_a_dying_recogniser_do_not_stop_the_venue() {
             _ => None,
         })
         .collect();
-    assert_eq!(ids, vec![0, 1 << 32], "two runs, two lines: {stderr}");
+    // Each run's line 0 is a line of its own: run n's is n << 32 (a third run may start too).
+    assert!(ids.len() >= 2 && ids.iter().enumerate().all(|(n, id)| *id == (n as u64) << 32), "{ids:?}: {stderr}");
 
     // An engine that cannot run stops the venue before it starts, naming it; so does a bad tag.
     for (extra, said) in [
