@@ -12,9 +12,10 @@ source "$(dirname "$0")/common.sh"
 # left as the package sets it up; the test uses a free port of its own); liblo's oscsend and
 # oscdump and libltc for the show-control tests; ffmpeg (the program output's encoder, and
 # ffprobe and an SRT listener in its tests) and nginx with its RTMP module (the ingest server
-# the streaming test starts on a loopback port of its own); espeak-ng, synthetic speech for the
+# the streaming test starts on a loopback port of its own); nats-server, with JetStream, for the
+# scale-out tests (started on loopback ports, stores in temporary folders); espeak-ng, synthetic speech for the
 # live captions' test.
-install_packages "${BUILD_PACKAGES[@]}" xvfb xauth chromium ngircd liblo-tools curl libltc-dev ffmpeg nginx libnginx-mod-rtmp espeak-ng
+install_packages "${BUILD_PACKAGES[@]}" xvfb xauth chromium ngircd liblo-tools curl libltc-dev ffmpeg nginx libnginx-mod-rtmp espeak-ng nats-server
 # Live captions: the recogniser (Moonshine, from PyPI with its model); espeak-ng speaks the
 # tests' lines.
 ensure_captions_engine

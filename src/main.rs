@@ -25,6 +25,11 @@ enum Command {
     /// Show a venue: in a window when a display is available (DISPLAY set), otherwise headless.
     /// Saving the scene file updates the running venue; a broken save keeps the last good one.
     Run(Box<RunArgs>),
+    /// Render the venue of an authority's command log on NATS (`run --nats`): catch up from
+    /// its latest snapshot and the log after it, then apply every command it logs, in a window,
+    /// headless (--headless), without rendering (--no-render) or in a headset (--xr). A
+    /// follower takes no commands of its own; its visitor (viewpoint, language, tour) is local.
+    Follow(Box<RunArgs>),
     /// Check scene files without rendering. Exit 0 when all are valid; otherwise print one line
     /// per problem (file:line:column or field path, what was expected, what was found) and exit 1.
     Check(CheckArgs),
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => return cli::check::check(&args),
         Command::Run(args) => cli::run::run(*args),
+        Command::Follow(args) => cli::nats::follow(*args),
         Command::Render(args) => cli::render::render(args),
         Command::Replay(args) => cli::replay::replay(&args),
         Command::Loadgen(args) => cli::loadgen::command(&args),

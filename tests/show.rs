@@ -24,6 +24,8 @@ use parvis::model::scene::validate::{load_scene_str, parse_scene, validate_scene
 
 #[path = "show/captions.rs"]
 mod captions;
+#[path = "show/nats.rs"]
+mod nats;
 #[path = "show/program.rs"]
 mod program;
 
@@ -766,24 +768,24 @@ mod osc {
     use parvis::model::params::ParamValue;
     use parvis::model::program::{Overlay, ProgramAction};
 
-    fn root() -> PathBuf {
+    pub(crate) fn root() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR"))
     }
 
-    fn tool(name: &str) -> &str {
+    pub(crate) fn tool(name: &str) -> &str {
         let found = Command::new("sh").args(["-c", &format!("command -v {name}")]).output().unwrap();
         assert!(found.status.success(), "{name} is missing: scripts/test.sh installs liblo-tools");
         name
     }
 
     /// A child whose stderr (or stdout) is kept as it comes.
-    struct Watched {
-        child: Child,
+    pub(crate) struct Watched {
+        pub(crate) child: Child,
         text: Arc<Mutex<String>>,
     }
 
     impl Watched {
-        fn spawn(mut command: Command, stdout: bool) -> Self {
+        pub(crate) fn spawn(mut command: Command, stdout: bool) -> Self {
             let mut child = if stdout {
                 command.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap()
             } else {
@@ -803,11 +805,11 @@ mod osc {
             Self { child, text }
         }
 
-        fn text(&self) -> String {
+        pub(crate) fn text(&self) -> String {
             self.text.lock().unwrap().clone()
         }
 
-        fn wait_for(&self, what: &str, within: Duration) -> String {
+        pub(crate) fn wait_for(&self, what: &str, within: Duration) -> String {
             let deadline = Instant::now() + within;
             loop {
                 let text = self.text();
@@ -855,7 +857,7 @@ mod osc {
         (venue, addr)
     }
 
-    fn oscsend(addr: SocketAddr, path: &str, types: &str, values: &[&str]) {
+    pub(crate) fn oscsend(addr: SocketAddr, path: &str, types: &str, values: &[&str]) {
         let status = Command::new(tool("oscsend"))
             .args(["127.0.0.1", &addr.port().to_string(), path, types])
             .args(values)

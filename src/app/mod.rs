@@ -73,7 +73,7 @@ impl Plugin for VenueCorePlugin {
             crate::engine::program::ProgramPlugin,
             crate::engine::performer::PerformerPlugin,
         ))
-        .add_plugins(crate::engine::captions::CaptionsPlugin);
+        .add_plugins((crate::engine::captions::CaptionsPlugin, crate::engine::net::NetPlugin));
     }
 }
 
@@ -140,24 +140,9 @@ impl VenueSetup {
     /// log's. Returns the number of commands restored, or `None` (and changes nothing) when
     /// the log never loaded a scene.
     pub fn resume_from(&mut self, entries: &[LoggedCommand]) -> Option<usize> {
-        let start = entries.iter().rposition(|e| matches!(e.command, VenueCommand::LoadScene { .. }))?;
-        let VenueCommand::LoadScene { scene } = &entries[start].command else { return None };
+        let lasting = crate::model::net::lasting_entries(entries)?;
+        let VenueCommand::LoadScene { scene } = &lasting.first()?.command else { return None };
         self.scene = (**scene).clone();
-        let lasting: Vec<LoggedCommand> = entries[start..]
-            .iter()
-            .filter(|e| {
-                !matches!(
-                    e.command,
-                    VenueCommand::SpawnEffect { .. }
-                        | VenueCommand::ShowText { .. }
-                        | VenueCommand::HideText { .. }
-                        | VenueCommand::PlayTour { .. }
-                        | VenueCommand::Caption { .. }
-                        | VenueCommand::HideCaption { .. }
-                )
-            })
-            .cloned()
-            .collect();
         let restored = lasting.len();
         self.restore = Some(Restore { entries: lasting, after: entries.iter().map(|e| e.seq).max().unwrap_or(0) });
         Some(restored)

@@ -51,6 +51,9 @@ pub fn close_edges(world: &mut World) {
     if let Some(osc) = world.remove_resource::<crate::edges::osc::OscEdge>() {
         osc.shutdown();
     }
+    if let Some(nats) = world.remove_resource::<crate::edges::nats::NatsNode>() {
+        nats.close(CLOSING_GRACE);
+    }
     // The venue's end of the program queue goes first, then the encoders finish their files.
     world.remove_resource::<crate::engine::program::ProgramFeed>();
     if let Some(output) = world.remove_resource::<crate::edges::program::ProgramOutput>() {

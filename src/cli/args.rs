@@ -82,8 +82,19 @@ pub struct LoadgenArgs {
 
 #[derive(Args)]
 pub struct ReplayArgs {
-    /// Command log: JSON lines written by `parvis run --log`.
-    pub log: PathBuf,
+    /// Command log: JSON lines written by `parvis run --log` (or, with --nats, none: the
+    /// venue's log on JetStream).
+    #[arg(required_unless_present = "nats")]
+    pub log: Option<PathBuf>,
+    /// Read the command log from the venue's JetStream stream on this NATS server.
+    #[arg(long, value_name = "URL", conflicts_with = "log")]
+    pub nats: Option<String>,
+    /// The venue's name on NATS (`parvis.NAME.log`).
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    pub nats_venue: Option<String>,
+    /// A CA certificate (PEM) to trust for TLS to NATS.
+    #[arg(long, value_name = "FILE.pem", requires = "nats")]
+    pub nats_ca: Option<PathBuf>,
     /// The performance recorded beside it (`parvis run --record-performers`), played onto the
     /// performers on the show's clock, so `--out` shows them as they stood.
     #[arg(long, value_name = "FILE.poses")]
@@ -306,6 +317,42 @@ pub struct RunArgs {
     pub xr: XrArgs,
     #[command(flatten)]
     pub output: OutputArgs,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// Scale-out over NATS (docs/scale.md). Credentials come from the environment only:
+/// `PARVIS_NATS_TOKEN`, `PARVIS_NATS_USER` + `PARVIS_NATS_PASSWORD`, `PARVIS_NATS_CREDS` (a
+/// .creds file) or `PARVIS_NATS_NKEY` (a file with an NKey seed).
+#[derive(Args, Clone, Default)]
+pub struct NatsArgs {
+    /// NATS server(s), comma-separated (`nats://host:4222`, `tls://host:4222`): `run` becomes
+    /// the venue's authority, keeping its command log on JetStream (acknowledgements wait for
+    /// it, a restart carries the show on from it); `follow` renders the venue of that log.
+    #[arg(long, value_name = "URL", env = "PARVIS_NATS_URL")]
+    pub nats: Option<String>,
+    /// The venue's name on NATS: its subjects are `parvis.NAME.*` [default: from the venue's
+    /// title].
+    #[arg(long, value_name = "NAME", requires = "nats")]
+    pub nats_venue: Option<String>,
+    /// A CA certificate (PEM) to trust for TLS to NATS; TLS is then required.
+    #[arg(long, value_name = "FILE.pem", requires = "nats")]
+    pub nats_ca: Option<PathBuf>,
+    /// Start a new command log: empty the venue's streams first, instead of carrying on the
+    /// show they hold (a new night, a rehearsal).
+    #[arg(long, requires = "nats")]
+    pub nats_new_log: bool,
+    /// Store a snapshot of the venue every this many commands: nodes that start or restart
+    /// read it and the log after it, not the whole log.
+    #[arg(long, value_name = "N", default_value_t = 1000, requires = "nats")]
+    pub snapshot_every: u64,
+    /// Serve `/metrics` on this address (a node without an audience server: a follower, or
+    /// `--no-audience`).
+    #[arg(long, value_name = "ADDR", requires = "nats")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Set by `parvis follow`.
+    #[arg(skip)]
+    pub follow: bool,
 }
 
 /// The program output: streams and recordings of the director's view with the program sound.

@@ -7,6 +7,7 @@ pub mod audience;
 pub mod check;
 pub mod import;
 pub mod loadgen;
+pub mod nats;
 pub mod program;
 pub mod render;
 pub mod replay;

@@ -8,14 +8,22 @@ use parvis::app::headless::HeadlessRenderer;
 use parvis::app::replay_setup;
 use parvis::engine::command::{CommandLog, VenueParams, venue_state_hash};
 use parvis::engine::output::save_png;
-use parvis::model::command::read_command_log;
+use parvis::model::command::{LoggedCommand, read_command_log};
 
 pub fn replay(args: &ReplayArgs) -> Result<()> {
     let assets = assets_root(args.assets.as_deref())?;
-    let file = std::fs::File::open(&args.log).with_context(|| format!("cannot open {}", args.log.display()))?;
-    let entries = read_command_log(std::io::BufReader::new(file)).with_context(|| format!("{}", args.log.display()))?;
+    let (entries, source) = match (&args.log, &args.nats) {
+        (Some(path), _) => {
+            let file = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let entries =
+                read_command_log(std::io::BufReader::new(file)).with_context(|| format!("{}", path.display()))?;
+            (entries, path.display().to_string())
+        }
+        (None, Some(url)) => stream_log(args, url)?,
+        (None, None) => bail!("give a command log file, or --nats URL --nats-venue NAME"),
+    };
     let Some(mut setup) = replay_setup(&entries, assets) else {
-        bail!("{}: the log has no load_scene command, so there is no venue to replay onto", args.log.display());
+        bail!("{source}: the log has no load_scene command, so there is no venue to replay onto");
     };
     setup.viewpoint = args.viewpoint.clone();
     if let Some(path) = &args.performers {
@@ -57,4 +65,23 @@ pub fn replay(args: &ReplayArgs) -> Result<()> {
         bail!("{refused} logged commands were refused on replay: the replayed show differs from the live one");
     }
     Ok(())
+}
+
+/// The whole command log of a venue's JetStream stream, from its first command.
+fn stream_log(args: &ReplayArgs, url: &str) -> Result<(Vec<LoggedCommand>, String)> {
+    use parvis::edges::nats::{NatsAuth, NatsConfig, NatsNode};
+    let Some(name) = &args.nats_venue else {
+        bail!("--nats needs --nats-venue NAME: the venue whose log to replay (its subjects are parvis.NAME.*)");
+    };
+    let subjects = parvis::model::net::VenueSubjects::new(name)?;
+    let auth = NatsAuth::from_env(|k| std::env::var(k).ok())?;
+    let config =
+        NatsConfig { url: url.to_owned(), auth, ca: args.nats_ca.clone(), name: format!("parvis replay {name}") };
+    let node = NatsNode::connect(&config, subjects.clone())?;
+    let history = node.whole_log()?;
+    if history.refused > 0 {
+        eprintln!("parvis: {} messages on {} were not logged commands and are left out", history.refused, subjects.log);
+    }
+    node.close(std::time::Duration::ZERO);
+    Ok((history.entries, format!("stream {}", subjects.log_stream)))
 }

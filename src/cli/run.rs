@@ -51,6 +51,7 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(path) = &args.resume {
         resume(&mut setup, path)?;
     }
+    super::nats::prepare(&args, &mut setup)?;
     let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
     if let Some(mode) = args.xr.xr.filter(|_| !args.no_render) {
         match parvis::engine::xr::probe() {
@@ -91,6 +92,7 @@ pub fn run(args: RunArgs) -> Result<()> {
         attach_performers(&mut app, &args, &performers)?;
         attach_captions(&mut app, &args)?;
         attach_timecode(&mut app, &args)?;
+        super::nats::attach_nats(&mut app, &args)?;
         if let Some(program) = program {
             // The window shows the visitor's view; the program has a camera of its own.
             let size = bevy::math::UVec2::new(program.settings.width, program.settings.height);
@@ -232,6 +234,7 @@ pub fn run_without_rendering(setup: VenueSetup, audience: Option<AudienceServer>
     attach_performers(&mut app, args, &performers)?;
     attach_captions(&mut app, args)?;
     attach_timecode(&mut app, args)?;
+    super::nats::attach_nats(&mut app, args)?;
     app.finish();
     app.cleanup();
     eprintln!("parvis: running without rendering at {} frames per second", args.fps);
@@ -270,6 +273,7 @@ pub fn run_headless(
     attach_performers(renderer.app_mut(), args, &performers)?;
     attach_captions(renderer.app_mut(), args)?;
     attach_timecode(renderer.app_mut(), args)?;
+    super::nats::attach_nats(renderer.app_mut(), args)?;
     if let Some(program) = program {
         let ffmpeg = program.ffmpeg.clone();
         super::program::attach_program(renderer.app_mut(), program, frame_code(args), false)?;

@@ -138,6 +138,7 @@ pub fn run_xr(
     }
     super::audience::attach_performers(&mut app, args, &performers)?;
     super::audience::attach_captions(&mut app, args)?;
+    super::nats::attach_nats(&mut app, args)?;
     let exit = app.run();
     parvis::app::shutdown::close_edges(app.world_mut());
     match exit {

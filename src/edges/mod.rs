@@ -17,6 +17,7 @@
 pub mod audience;
 pub mod bridge;
 pub mod captions;
+pub mod nats;
 pub mod osc;
 pub mod program;
 pub mod timecode;

@@ -51,6 +51,9 @@ pub struct AppliedCommand {
     /// Applied again from the log to restore a show ([`RestoreCommand`]): it was acknowledged
     /// when first applied, and is not written or acknowledged again.
     pub restored: bool,
+    /// Applied from another venue's log ([`FollowCommand`]): live here, but acknowledged and
+    /// logged durably by that venue.
+    pub followed: bool,
 }
 
 /// A command from the venue's own log, applied again to restore the show (`parvis run
@@ -58,6 +61,27 @@ pub struct AppliedCommand {
 /// and is not written to the log a second time.
 #[derive(Debug, Clone, Message)]
 pub struct RestoreCommand(pub LoggedCommand);
+
+/// A command of another venue's log, applied here with its own sequence number: a render
+/// follower keeping up with its authority (`parvis follow`). Unlike a [`RestoreCommand`] it is
+/// applied as live (its effects play, its texts show); like one, it is not acknowledged here.
+#[derive(Debug, Clone, Message)]
+pub struct FollowCommand(pub LoggedCommand);
+
+/// An applied command that its origin may now be told about: the log holds it durably. With a
+/// log on another machine ([`DurableGate`]) that is when the log said so, frames later; else
+/// the frame it was applied (the log file is synced before this is announced).
+#[derive(Debug, Clone, PartialEq, Message, Deref)]
+pub struct DurableCommand(pub LoggedCommand);
+
+/// Holds acknowledgements back until a log elsewhere (JetStream) holds their command: the
+/// highest sequence number it confirmed, every earlier one included. Inserted by the edge
+/// that writes that log.
+#[derive(Debug, Clone, Default, Resource)]
+pub struct DurableGate {
+    /// Highest sequence number the log has confirmed.
+    pub confirmed: Arc<std::sync::atomic::AtomicU64>,
+}
 
 /// A logged command asked again by the same origin, so that permissions apply exactly as they
 /// did when it was logged (replay, a show restored from its log).
@@ -152,6 +176,8 @@ impl Plugin for CommandPlugin {
     fn build(&self, app: &mut App) {
         app.add_message::<SubmitCommand>()
             .add_message::<RestoreCommand>()
+            .add_message::<FollowCommand>()
+            .add_message::<DurableCommand>()
             .add_message::<AppliedCommand>()
             .add_message::<RejectedCommand>()
             .init_resource::<CommandLog>()
@@ -164,6 +190,7 @@ impl Plugin for CommandPlugin {
                 (
                     apply_commands,
                     write_command_log_file,
+                    release_durable,
                     advance_param_moves,
                     linger_after_commands,
                     report_rejected_commands,
@@ -278,6 +305,25 @@ fn write_command_log_file(mut applied: MessageReader<AppliedCommand>, file: Opti
     }
 }
 
+/// Announces applied commands as [`DurableCommand`]s once the log holds them: at once where
+/// the log is this machine's file (written and synced just before), else when the
+/// [`DurableGate`] has confirmed their sequence number. Restored and followed commands were
+/// acknowledged where they were first applied.
+fn release_durable(
+    mut applied: MessageReader<AppliedCommand>,
+    mut pending: Local<VecDeque<LoggedCommand>>,
+    gate: Option<Res<DurableGate>>,
+    mut durable: MessageWriter<DurableCommand>,
+) {
+    for entry in applied.read().filter(|a| !a.restored && !a.followed) {
+        pending.push_back(entry.entry.clone());
+    }
+    let confirmed = gate.map_or(u64::MAX, |g| g.confirmed.load(std::sync::atomic::Ordering::Acquire));
+    while pending.front().is_some_and(|e| e.seq <= confirmed) {
+        durable.write(DurableCommand(pending.pop_front().expect("just seen")));
+    }
+}
+
 /// The venue's state fingerprint ([`state_hash`]) read from a world: its scene and every
 /// stage parameter value.
 pub fn venue_state_hash(world: &World) -> u64 {
@@ -288,6 +334,7 @@ pub fn venue_state_hash(world: &World) -> u64 {
 /// refused with a reason.
 fn apply_commands(
     mut restored: MessageReader<RestoreCommand>,
+    mut followed: MessageReader<FollowCommand>,
     mut submitted: MessageReader<SubmitCommand>,
     mut applied: MessageWriter<AppliedCommand>,
     mut rejected: MessageWriter<RejectedCommand>,
@@ -302,9 +349,10 @@ fn apply_commands(
     // commands follow the first `LoadScene` in the same frame).
     let mut latest: Option<Arc<SceneFile>> = scene.as_deref().map(|s| s.0.clone());
     // Restored commands first: the show as its log left it, then what is asked now.
-    let restored = restored.read().map(|r| (&r.0.origin, &r.0.command, Some(&r.0)));
-    let submitted = submitted.read().map(|s| (&s.origin, &s.command, None));
-    for (origin, command, logged) in restored.chain(submitted) {
+    let restored = restored.read().map(|r| (&r.0.origin, &r.0.command, Some(&r.0), false));
+    let followed = followed.read().map(|f| (&f.0.origin, &f.0.command, Some(&f.0), true));
+    let submitted = submitted.read().map(|s| (&s.origin, &s.command, None, false));
+    for (origin, command, logged, follows) in restored.chain(followed).chain(submitted) {
         let now = time.elapsed_secs_f64();
         let scene_now = latest.clone();
         // A parameter's own check names it and its range, which says more than this does.
@@ -501,7 +549,11 @@ fn apply_commands(
                     None => log.append(origin.clone(), command.clone()),
                 };
                 debug!("command #{} from {:?}: {}", entry.seq, entry.origin, entry.command.summary());
-                applied.write(AppliedCommand { entry: entry.clone(), restored: logged.is_some() });
+                applied.write(AppliedCommand {
+                    entry: entry.clone(),
+                    restored: logged.is_some() && !follows,
+                    followed: follows,
+                });
             }
             Err(error) => {
                 log.refused += 1;

@@ -24,6 +24,7 @@ pub mod effects;
 pub mod environment;
 pub mod heritage;
 pub mod hud;
+pub mod net;
 pub mod output;
 pub mod performer;
 pub mod program;

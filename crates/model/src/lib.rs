@@ -21,6 +21,7 @@ pub mod audience;
 pub mod command;
 pub mod irc;
 pub mod lang;
+pub mod net;
 pub mod osc;
 pub mod osc_tags;
 pub mod oscquery;

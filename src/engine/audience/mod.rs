@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use bevy::prelude::*;
 
-use crate::engine::command::{AppliedCommand, CurrentScene, RejectedCommand, SubmitCommand, VenueParams};
+use crate::engine::command::{
+    AppliedCommand, CurrentScene, DurableCommand, RejectedCommand, SubmitCommand, VenueParams,
+};
 use crate::engine::rest::Rest;
 use crate::engine::schedule::VenueSystems;
 use crate::engine::stage_text::ShownTexts;
@@ -1153,10 +1155,10 @@ fn follow_poll_commands(
 /// log holds it under: it is on disk by now) or refused, and why.
 fn answer_moderators(
     link: Res<AudienceLink>,
-    mut applied: MessageReader<AppliedCommand>,
+    mut applied: MessageReader<DurableCommand>,
     mut rejected: MessageReader<RejectedCommand>,
 ) {
-    for entry in applied.read().filter(|a| !a.restored) {
+    for entry in applied.read() {
         if let CommandOrigin::Moderator(by) = &entry.origin {
             let message =
                 serde_json::json!({"type": "applied", "by": by, "seq": entry.seq, "command": entry.command.summary()});
@@ -1176,7 +1178,7 @@ fn answer_moderators(
 fn announce_applied_effects(
     link: Res<AudienceLink>,
     mut audience: ResMut<Audience>,
-    mut applied: MessageReader<AppliedCommand>,
+    mut applied: MessageReader<DurableCommand>,
     mut rejected: MessageReader<RejectedCommand>,
 ) {
     let shared = &link.hub;

@@ -1,0 +1,175 @@
+//! Wiring NATS for `parvis run --nats` (the venue's authority) and `parvis follow` (a render
+//! follower): connecting before the venue starts (so a bad URL or credential stops it at once,
+//! named), carrying the show on from the stream, then linking the venue to the edge's tasks.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+
+use super::args::*;
+use parvis::app::VenueSetup;
+use parvis::edges::nats::{NatsAuth, NatsConfig, NatsNode};
+use parvis::engine::command::DurableGate;
+use parvis::engine::net::{LogFollower, LogPublisher, NetStats, insert_publisher};
+use parvis::model::net::{FollowPosition, VenueSubjects, venue_name_from_title};
+
+/// How long a follower waits for its authority's log to hold a venue.
+const WAIT_FOR_AUTHORITY: Duration = Duration::from_secs(120);
+
+/// What `prepare` connected, waiting for the venue's app to link it.
+struct Session {
+    node: NatsNode,
+    role: Role,
+}
+
+enum Role {
+    Authority { snapshot_every: u64 },
+    Follower { after_stream_seq: u64, applied: u64 },
+}
+
+/// Between `prepare` (before the app exists) and `attach_nats` (each way of running builds its
+/// own app): one venue per process.
+static SESSION: Mutex<Option<Session>> = Mutex::new(None);
+
+/// `parvis follow`: refuses what would make the follower's venue differ from its authority's,
+/// then runs it like `run`.
+pub fn follow(mut args: RunArgs) -> Result<()> {
+    if args.nats.nats.is_none() {
+        bail!("follow needs --nats URL (or PARVIS_NATS_URL): the NATS server of the venue's authority");
+    }
+    // A follower shows its authority's venue: commands of its own would make it differ, so
+    // every input that issues venue commands is refused, by name.
+    let inputs = [
+        ("--osc", args.osc.is_some()),
+        ("--osc-out", !args.osc_out.is_empty()),
+        ("--oscquery", args.oscquery.is_some()),
+        ("--twitch", args.twitch.is_some()),
+        ("--captions-audio", args.captions_audio.is_some()),
+        ("--play", args.play),
+        ("--resume", args.resume.is_some()),
+        ("--set", !args.venue.sets.is_empty()),
+        ("--show", args.venue.show.is_some()),
+        ("--ltc", args.ltc.is_some()),
+        ("--mtc", args.mtc.is_some()),
+        ("--nats-new-log", args.nats.nats_new_log),
+        ("--tour", args.venue.tour.is_some()),
+    ];
+    if let Some((flag, _)) = inputs.iter().find(|(_, given)| *given) {
+        bail!(
+            "{flag} issues venue commands, and a follower takes none of its own: it applies its authority's log. Give {flag} to the authority (`parvis run --nats`)"
+        );
+    }
+    args.no_audience = true;
+    args.nats.follow = true;
+    super::run::run(args)
+}
+
+/// Connects to NATS if `--nats` asks, before the venue starts: an authority makes its streams
+/// and carries on the show they hold; a follower waits for its authority's log and starts from
+/// it. Does nothing without `--nats`.
+pub fn prepare(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
+    let Some(url) = &args.nats.nats else { return Ok(()) };
+    let name = match &args.nats.nats_venue {
+        Some(name) => name.clone(),
+        None => venue_name_from_title(&setup.scene.venue.title),
+    };
+    let subjects = VenueSubjects::new(&name)?;
+    let auth = NatsAuth::from_env(|k| std::env::var(k).ok())?;
+    let role_name = if args.nats.follow { "follower" } else { "authority" };
+    let config = NatsConfig {
+        url: url.clone(),
+        auth,
+        ca: args.nats.nats_ca.clone(),
+        name: format!("parvis {role_name} {name}"),
+    };
+    let node = NatsNode::connect(&config, subjects.clone())?;
+    let shown = parvis::edges::nats::shown_url(url);
+    let role = if args.nats.follow {
+        let history = node.wait_for_history(WAIT_FOR_AUTHORITY)?;
+        let applied = history.entries.iter().map(|e| e.seq).max().unwrap_or(0);
+        let Some(restored) = setup.resume_from(&history.entries) else {
+            bail!("{}: the log holds no load_scene, so there is no venue to follow", subjects.log_stream);
+        };
+        // The show's clock is the authority's: cues arrive as logged, never fired here.
+        setup.replay = true;
+        setup.watch = None;
+        eprintln!(
+            "parvis: following venue {name:?} on {shown}: caught up at #{applied} ({}{restored} commands restored)",
+            history.from_snapshot.map_or(String::new(), |s| format!("snapshot at #{s}, "))
+        );
+        Role::Follower { after_stream_seq: history.stream_seq, applied }
+    } else {
+        if args.resume.is_some() {
+            bail!(
+                "--resume carries a show on from a file; with --nats it carries on from its stream: give one of them"
+            );
+        }
+        node.ensure_streams()?;
+        if args.nats.nats_new_log {
+            node.purge()?;
+            eprintln!("parvis: emptied the command log of venue {name:?} on {shown} (--nats-new-log)");
+        }
+        let history = node.history()?;
+        if !history.entries.is_empty() {
+            let last = history.entries.iter().map(|e| e.seq).max().unwrap_or(0);
+            let Some(restored) = setup.resume_from(&history.entries) else {
+                bail!("{}: the log holds no load_scene, so there is no show to carry on", subjects.log_stream);
+            };
+            eprintln!(
+                "parvis: carrying on the show of venue {name:?} from {}: {restored} commands restored, up to #{last}{}",
+                subjects.log_stream,
+                history.from_snapshot.map_or(String::new(), |s| format!(" (snapshot at #{s})"))
+            );
+        }
+        eprintln!("parvis: venue {name:?} logs to JetStream stream {} on {shown}", subjects.log_stream);
+        Role::Authority { snapshot_every: args.nats.snapshot_every.max(1) }
+    };
+    *SESSION.lock().expect("session") = Some(Session { node, role });
+    Ok(())
+}
+
+/// Links the venue to NATS if `prepare` connected: starts the publisher or the follower and
+/// shows the link's counters on `/metrics`.
+pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
+    let Some(Session { node, role }) = SESSION.lock().expect("session").take() else { return Ok(()) };
+    let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
+    let stats: Arc<NetStats> = node.stats.clone();
+    match role {
+        Role::Authority { snapshot_every } => {
+            let (outgoing, receiver) = tokio::sync::mpsc::unbounded_channel();
+            let gate = DurableGate::default();
+            let wants_snapshot = Arc::new(AtomicBool::new(false));
+            node.start_publisher(receiver, gate.confirmed.clone(), wants_snapshot.clone(), doorbell);
+            let publisher = LogPublisher { outgoing, snapshot_every, wants_snapshot, stats: stats.clone() };
+            insert_publisher(app, publisher, gate);
+        }
+        Role::Follower { after_stream_seq, applied } => {
+            let (sender, incoming) = tokio::sync::mpsc::channel(4096);
+            node.start_follower(after_stream_seq, sender, doorbell);
+            app.insert_resource(LogFollower { incoming, position: FollowPosition { applied }, stats: stats.clone() });
+        }
+    }
+    let hub = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>().map(|l| l.hub.clone());
+    if let Some(hub) = &hub {
+        hub.metric_sections.write().expect("metric sections").push(stats.clone());
+    }
+    if let Some(addr) = args.nats.metrics {
+        let render: Arc<dyn Fn() -> String + Send + Sync> = match hub {
+            Some(hub) => Arc::new(move || hub.render_metrics()),
+            None => {
+                let stats = stats.clone();
+                Arc::new(move || {
+                    let mut out = String::new();
+                    parvis::engine::audience::hub::MetricsSection::render(&*stats, &mut out);
+                    out
+                })
+            }
+        };
+        let bound = node.serve_metrics(addr, render).with_context(|| format!("cannot serve /metrics on {addr}"))?;
+        eprintln!("parvis: metrics at http://{bound}/metrics");
+    }
+    app.insert_resource(node);
+    Ok(())
+}

@@ -1,0 +1,385 @@
+//! Scale-out on NATS with the real server: Debian's `nats-server` with JetStream in a
+//! temporary folder, started and killed (-9) by these tests on loopback. An authority keeps its
+//! command log on JetStream; render followers apply it; every process is killed at some point
+//! of a scripted session and the survivors end in the same state, with nothing acknowledged
+//! lost. Hostile messages on the venue's subjects and a stream deleted under the venue are
+//! survived.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use parvis::edges::nats::{NatsAuth, NatsConfig, NatsNode};
+use parvis::model::command::{LoggedCommand, VenueCommand};
+use parvis::model::net::VenueSubjects;
+use parvis::model::params::ParamValue;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::osc::{Watched, oscsend, root, tool};
+use super::temp_dir;
+
+/// A `nats-server` with JetStream on a loopback port, its store in `dir`: killed -9 on drop,
+/// started again on the same port and store by [`NatsServer::restart`].
+struct NatsServer {
+    process: Option<Watched>,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl NatsServer {
+    fn start(dir: &Path) -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut server = Self { process: None, port, dir: dir.join("jetstream") };
+        server.restart();
+        server
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&mut self) {
+        let mut command = Command::new(tool("nats-server"));
+        command.args(["-js", "-a", "127.0.0.1", "-p", &self.port.to_string(), "-sd"]).arg(&self.dir);
+        let process = Watched::spawn(command, false);
+        process.wait_for("Server is ready", Duration::from_secs(20));
+        self.process = Some(process);
+    }
+
+    fn kill(&mut self) {
+        // Watched kills with SIGKILL on drop.
+        self.process.take();
+    }
+}
+
+/// A parvis process, and the addresses it said it serves.
+fn parvis(args: &[&str]) -> Watched {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_parvis"));
+    command.args(args).current_dir(root());
+    Watched::spawn(command, false)
+}
+
+fn said_addr(process: &Watched, before: &str) -> SocketAddr {
+    let text = process.wait_for(before, Duration::from_secs(60));
+    let rest = text.split(before).nth(1).unwrap();
+    rest.split(['/', ' ', '\n']).next().unwrap().parse().unwrap()
+}
+
+/// The state fingerprint and log position a node shows on `/metrics`.
+fn state(metrics: SocketAddr) -> Option<(String, u64)> {
+    let out =
+        Command::new("curl").args(["-s", "--max-time", "2", &format!("http://{metrics}/metrics")]).output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find(|l| l.starts_with("parvis_state_info{"))?;
+    let hash = line.split("hash=\"").nth(1)?.split('"').next()?.to_owned();
+    let seq = line.split("seq=\"").nth(1)?.split('"').next()?.parse().ok()?;
+    Some((hash, seq))
+}
+
+fn metric(metrics: SocketAddr, name: &str) -> u64 {
+    let out =
+        Command::new("curl").args(["-s", "--max-time", "2", &format!("http://{metrics}/metrics")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+/// Waits until every node shows the same fingerprint at position `seq`.
+fn wait_in_step(nodes: &[(&str, SocketAddr)], seq: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let states: Vec<(&str, Option<(String, u64)>)> = nodes.iter().map(|(n, m)| (*n, state(*m))).collect();
+        let first = states[0].1.clone();
+        if first.as_ref().is_some_and(|(_, s)| *s == seq) && states.iter().all(|(_, s)| *s == first) {
+            return first.unwrap().0;
+        }
+        assert!(Instant::now() < deadline, "the nodes never met at #{seq}: {states:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The whole log in the venue's stream, read with parvis's own client.
+fn stream_log(url: &str, venue: &str) -> Vec<LoggedCommand> {
+    let config = NatsConfig { url: url.into(), auth: NatsAuth::None, ca: None, name: "test".into() };
+    let node = NatsNode::connect(&config, VenueSubjects::new(venue).unwrap()).unwrap();
+    node.whole_log().unwrap().entries
+}
+
+fn fog_values(entries: &[LoggedCommand]) -> Vec<f32> {
+    entries
+        .iter()
+        .filter_map(|e| match &e.command {
+            VenueCommand::SetParam { name, value: ParamValue::Float(v) } if name == "fog" => Some(*v),
+            _ => None,
+        })
+        .collect()
+}
+
+fn authority(url: &str, venue: &str, log: &Path) -> (Watched, SocketAddr, SocketAddr) {
+    let process = parvis(&[
+        "run",
+        "--no-render",
+        "--no-audience",
+        "--fps",
+        "60",
+        "--osc",
+        "127.0.0.1:0",
+        "--nats",
+        url,
+        "--nats-venue",
+        venue,
+        "--snapshot-every",
+        "4",
+        "--metrics",
+        "127.0.0.1:0",
+        "--log",
+        log.to_str().unwrap(),
+    ]);
+    let osc = said_addr(&process, "OSC on udp://");
+    let metrics = said_addr(&process, "metrics at http://");
+    (process, osc, metrics)
+}
+
+fn follower(url: &str, venue: &str) -> (Watched, SocketAddr) {
+    let process = parvis(&[
+        "follow",
+        "--no-render",
+        "--fps",
+        "60",
+        "--nats",
+        url,
+        "--nats-venue",
+        venue,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = said_addr(&process, "metrics at http://");
+    (process, metrics)
+}
+
+/// Sets the fog from the desk and waits until the authority logged it as `seq`.
+fn desk_sets_fog(osc: SocketAddr, metrics: SocketAddr, value: f32, seq: u64) {
+    oscsend(osc, "/parvis/param/fog", "f", &[&value.to_string()]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while state(metrics).is_none_or(|(_, s)| s < seq) {
+        assert!(Instant::now() < deadline, "fog {value} never logged as #{seq}: {:?}", state(metrics));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn followers_and_a_restarted_authority_end_in_one_state_through_kill_9_of_each() {
+    let dir = temp_dir("nats-sync");
+    let log = dir.join("authority.jsonl");
+    let nats = NatsServer::start(&dir);
+    let url = nats.url();
+    let venue = "sync-test";
+
+    let (mut auth, mut osc, mut auth_metrics) = authority(&url, venue, &log);
+    let (first_process, mut first_metrics) = follower(&url, venue);
+    let mut first = Some(first_process);
+    let initial = wait_in_step(&[("authority", auth_metrics), ("first", first_metrics)], 1);
+
+    // A scripted evening: the desk sets the fog 24 times (#2 … #25); every process is killed
+    // with -9 at some point and started again.
+    let mut late: Option<(Watched, SocketAddr)> = None;
+    for step in 0..24u64 {
+        let seq = step + 2;
+        desk_sets_fog(osc, auth_metrics, 0.005 * (step % 20) as f32 + 0.001 * (step / 20) as f32 + 0.002, seq);
+        match step {
+            5 => {
+                first = None;
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            9 => {
+                let (process, metrics) = follower(&url, venue);
+                (first, first_metrics) = (Some(process), metrics);
+            }
+            12 => {
+                // The authority dies mid-show, once JetStream holds what it applied (the desk's
+                // OSC has no acknowledgement to wait for); its successor carries on from the
+                // stream.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while metric(auth_metrics, "parvis_nats_log_backlog") > 0 {
+                    assert!(Instant::now() < deadline, "JetStream never stored #{seq}");
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                drop(auth);
+                (auth, osc, auth_metrics) = authority(&url, venue, &log);
+                let said = auth.wait_for("carrying on the show", Duration::from_secs(30));
+                assert!(said.contains(&format!("up to #{seq}")), "{said}");
+            }
+            16 => late = Some(follower(&url, venue)),
+            _ => {}
+        }
+    }
+    let (late_process, late_metrics) = late.unwrap();
+    assert!(first.is_some());
+    let hash = wait_in_step(&[("authority", auth_metrics), ("first", first_metrics), ("late", late_metrics)], 25);
+    assert_ne!(hash, initial, "the session changed the venue: the fingerprint can differ");
+    // The late follower started from a snapshot, not from the whole log.
+    let said = late_process.text();
+    assert!(said.contains("caught up at #18 (snapshot at #"), "{said}");
+
+    // The stream holds every command once, in order, without gaps, the restart included.
+    let entries = stream_log(&url, venue);
+    let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=25).collect::<Vec<u64>>());
+    assert_eq!(fog_values(&entries).len(), 24);
+
+    // Replaying the stream gives the state every node shows.
+    let out = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["replay", "--nats", &url, "--nats-venue", venue])
+        .current_dir(root())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&format!("state hash {hash}")), "every node is at {hash}; replay says:\n{stdout}");
+    drop(nats);
+}
+
+/// A moderator connection to the authority's `/mod`.
+struct Moderator {
+    socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
+
+impl Moderator {
+    async fn connect(addr: SocketAddr) -> Self {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/mod")).await.unwrap();
+        let mut m = Self { socket };
+        m.send(r#"{"type":"auth","token":"nats-test-token"}"#).await;
+        m.next_within(|v| v["type"] == "authed", Duration::from_secs(5)).await.expect("authed");
+        m
+    }
+
+    async fn send(&mut self, text: &str) {
+        self.socket.send(Message::text(text.to_owned())).await.unwrap();
+    }
+
+    async fn set_fog(&mut self, value: f32) {
+        let command = format!(
+            r#"{{"type":"command","command":{{"type":"set_param","name":"fog","value":{{"Float":{value}}}}}}}"#
+        );
+        self.send(&command).await;
+    }
+
+    async fn next_within(
+        &mut self,
+        want: impl Fn(&serde_json::Value) -> bool,
+        within: Duration,
+    ) -> Option<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let message = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??.ok()?;
+            if let Message::Text(text) = message {
+                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+                if want(&value) {
+                    return Some(value);
+                }
+            }
+        }
+    }
+}
+
+fn applied(v: &serde_json::Value) -> bool {
+    v["type"] == "applied"
+}
+
+#[test]
+fn acknowledgements_wait_for_jetstream_and_hostile_messages_or_a_deleted_stream_are_survived() {
+    let dir = temp_dir("nats-acks");
+    let mut nats = NatsServer::start(&dir);
+    let url = nats.url();
+    let venue = "acks-test";
+    let auth = parvis(&[
+        "run",
+        "--no-render",
+        "--fps",
+        "60",
+        "--audience",
+        "127.0.0.1:0",
+        "--mod-token",
+        "nats-test-token",
+        "--nats",
+        &url,
+        "--nats-venue",
+        venue,
+    ]);
+    let page = said_addr(&auth, "audience page at http://");
+    let (follower_process, follower_metrics) = follower(&url, venue);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut moderator = Moderator::connect(page).await;
+        moderator.set_fog(0.05).await;
+        let ack = moderator.next_within(applied, Duration::from_secs(10)).await.expect("acknowledged");
+        assert_eq!(ack["seq"], 2);
+
+        // NATS dies: the command applies on stage, but its origin hears nothing until
+        // JetStream holds it.
+        nats.kill();
+        moderator.set_fog(0.1).await;
+        let early = moderator.next_within(applied, Duration::from_millis(1500)).await;
+        assert!(early.is_none(), "acknowledged before the log had it: {early:?}");
+        nats.restart();
+        let ack = moderator.next_within(applied, Duration::from_secs(30)).await.expect("acknowledged once stored");
+        assert_eq!(ack["seq"], 3);
+        assert_eq!(
+            fog_values(&stream_log_async(&url, venue).await),
+            vec![0.05, 0.1],
+            "what was acknowledged is in the stream"
+        );
+    });
+    let metrics = page;
+    let hash = wait_in_step(&[("authority", metrics), ("follower", follower_metrics)], 3);
+    assert!(metric(metrics, "parvis_nats_reconnects_total") >= 1, "the reconnection is counted");
+
+    // Hostile messages on the log subject (NATS has no schema): garbage, an oversized message,
+    // a redelivered command. The follower refuses or skips them, says so, and stays in step.
+    runtime.block_on(async {
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let subject = format!("parvis.{venue}.log");
+        let old = serde_json::to_vec(&stream_log_async(&url, venue).await[1]).unwrap();
+        for payload in [b"{not json".to_vec(), old] {
+            js.publish(subject.clone(), payload.into()).await.unwrap().await.unwrap();
+        }
+        // The stream itself refuses what no node would read.
+        let oversized = js.publish(subject.clone(), vec![b'x'; 950 * 1024].into()).await.unwrap().await;
+        assert!(oversized.is_err(), "the stream stored a message over the venue's limit");
+    });
+    follower_process.wait_for("not a logged command", Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(follower_metrics, "parvis_nats_duplicates_total") < 1 {
+        assert!(Instant::now() < deadline, "the redelivery was not skipped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(state(follower_metrics).unwrap().0, hash, "nothing hostile changed the follower");
+
+    // The stream is deleted under the running venue: the next command makes it again, the
+    // venue stores a snapshot, and a follower starting now catches up from it.
+    runtime.block_on(async {
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        async_nats::jetstream::new(client).delete_stream(format!("PARVIS_{}_LOG", "ACKS_TEST")).await.unwrap();
+        let mut moderator = Moderator::connect(page).await;
+        moderator.set_fog(0.15).await;
+        let ack = moderator
+            .next_within(applied, Duration::from_secs(30))
+            .await
+            .expect("acknowledged after the stream is made again");
+        assert_eq!(ack["seq"], 4);
+    });
+    auth.wait_for("was gone (deleted under the running venue)", Duration::from_secs(10));
+    let (_fresh, fresh_metrics) = follower(&url, venue);
+    let after = wait_in_step(&[("authority", metrics), ("follower", follower_metrics), ("fresh", fresh_metrics)], 4);
+    assert_ne!(after, hash);
+}
+
+async fn stream_log_async(url: &str, venue: &str) -> Vec<LoggedCommand> {
+    let (url, venue) = (url.to_owned(), venue.to_owned());
+    tokio::task::spawn_blocking(move || stream_log(&url, &venue)).await.unwrap()
+}
