@@ -30,6 +30,11 @@ enum Command {
     /// headless (--headless), without rendering (--no-render) or in a headset (--xr). A
     /// follower takes no commands of its own; its visitor (viewpoint, language, tour) is local.
     Follow(Box<RunArgs>),
+    /// Serve a venue's audience on this machine for its authority elsewhere (`run --nats`): the
+    /// audience page, its WebSockets, per-member limits and moderation, with no venue and no
+    /// rendering; accepted events go to the authority over NATS, and what it says comes back
+    /// to this edge's members. Edges can be added and removed while a show runs.
+    Edge(Box<RunArgs>),
     /// Check scene files without rendering. Exit 0 when all are valid; otherwise print one line
     /// per problem (file:line:column or field path, what was expected, what was found) and exit 1.
     Check(CheckArgs),
@@ -57,6 +62,7 @@ fn main() -> ExitCode {
         Command::Check(args) => return cli::check::check(&args),
         Command::Run(args) => cli::run::run(*args),
         Command::Follow(args) => cli::nats::follow(*args),
+        Command::Edge(args) => cli::nats::edge(*args),
         Command::Render(args) => cli::render::render(args),
         Command::Replay(args) => cli::replay::replay(&args),
         Command::Loadgen(args) => cli::loadgen::command(&args),

@@ -350,6 +350,14 @@ pub struct NatsArgs {
     /// `--no-audience`).
     #[arg(long, value_name = "ADDR", requires = "nats")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// This audience edge's id (`parvis edge`): 1 to 16 lower-case letters or digits; its
+    /// members' ids start with it [default: a random one].
+    #[arg(long, value_name = "ID")]
+    pub edge_id: Option<String>,
+    /// This audience edge passes its moderators' requests to the venue (`parvis edge`; its NATS
+    /// user must be allowed to publish on `parvis.VENUE.staff.in`).
+    #[arg(long)]
+    pub staff_edge: bool,
     /// Set by `parvis follow`.
     #[arg(skip)]
     pub follow: bool,

@@ -19,6 +19,30 @@ pub fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<Audie
         }
         return Ok(None);
     }
+    let config = audience_config(args, setup)?;
+    let server = AudienceServer::start(config).with_context(|| {
+        format!(
+            "cannot start the audience server on {} (choose another address with --audience, or --no-audience)",
+            args.audience
+        )
+    })?;
+    eprintln!("parvis: audience page at http://{}/ (WebSocket /ws, metrics /metrics)", server.local_addr);
+    if let Some(config) = twitch {
+        let what = format!(
+            "{} on {}{}",
+            config.channels.join(", "),
+            config.endpoint,
+            if config.login.is_some() { "" } else { ", read-only" }
+        );
+        let bridge = parvis::edges::bridge::twitch::TwitchBridge::new(config)?;
+        parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:");
+        eprintln!("parvis: reading the chat of {what}");
+    }
+    Ok(Some(server))
+}
+
+/// The audience server's settings from the command line.
+pub fn audience_config(args: &RunArgs, setup: &VenueSetup) -> Result<AudienceConfig> {
     let web_root = setup.assets.dir().join("web");
     let mut config = AudienceConfig::new(args.audience, web_root, setup.scene.venue.title.clone());
     config.mod_token = args.mod_token.clone().filter(|t| !t.is_empty());
@@ -42,25 +66,7 @@ pub fn start_audience(args: &RunArgs, setup: &VenueSetup) -> Result<Option<Audie
     config.mod_origins.clone_from(&args.mod_origins);
     config.ws_origins.clone_from(&args.ws_origins);
     config.send_timeout = std::time::Duration::from_secs_f64(args.send_timeout.max(0.1));
-    let server = AudienceServer::start(config).with_context(|| {
-        format!(
-            "cannot start the audience server on {} (choose another address with --audience, or --no-audience)",
-            args.audience
-        )
-    })?;
-    eprintln!("parvis: audience page at http://{}/ (WebSocket /ws, metrics /metrics)", server.local_addr);
-    if let Some(config) = twitch {
-        let what = format!(
-            "{} on {}{}",
-            config.channels.join(", "),
-            config.endpoint,
-            if config.login.is_some() { "" } else { ", read-only" }
-        );
-        let bridge = parvis::edges::bridge::twitch::TwitchBridge::new(config)?;
-        parvis::edges::bridge::start(server.runtime(), server.hub(), Box::new(bridge), "twitch:");
-        eprintln!("parvis: reading the chat of {what}");
-    }
-    Ok(Some(server))
+    Ok(config)
 }
 
 pub fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &RunArgs) {

@@ -154,6 +154,10 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
     let hub = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>().map(|l| l.hub.clone());
     if let Some(hub) = &hub {
         hub.metric_sections.write().expect("metric sections").push(stats.clone());
+        // An authority's audience includes every edge's (`parvis edge`).
+        if !args.nats.follow {
+            node.start_audience_authority(hub.clone());
+        }
     }
     if let Some(addr) = args.nats.metrics {
         let render: Arc<dyn Fn() -> String + Send + Sync> = match hub {
@@ -172,4 +176,85 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
     }
     app.insert_resource(node);
     Ok(())
+}
+
+/// `parvis edge`: the venue's audience page and WebSockets on this machine, for its authority
+/// elsewhere. Runs until interrupted.
+pub fn edge(args: RunArgs) -> Result<()> {
+    use parvis::edges::audience::server::AudienceServer;
+    super::signals::watch();
+    // An edge runs no venue app, but its warnings (refused messages, lost peers) reach its
+    // operator the same way: Bevy's log plugin installs the process's log output.
+    let mut logs = bevy::app::App::new();
+    logs.add_plugins(parvis::app::log_plugin());
+    let Some(url) = &args.nats.nats else {
+        bail!("edge needs --nats URL (or PARVIS_NATS_URL): the NATS server of the venue's authority");
+    };
+    let refused = [
+        ("--no-audience", args.no_audience),
+        ("--twitch", args.twitch.is_some()),
+        ("--osc", args.osc.is_some()),
+        ("--play", args.play),
+        ("--resume", args.resume.is_some()),
+        ("--captions-audio", args.captions_audio.is_some()),
+    ];
+    if let Some((flag, _)) = refused.iter().find(|(_, given)| *given) {
+        bail!(
+            "an audience edge holds the audience's connections only: {flag} belongs to the venue's authority (`parvis run --nats`)"
+        );
+    }
+    if args.nats.staff_edge && args.mod_token.as_deref().is_none_or(str::is_empty) {
+        bail!("--staff-edge passes moderators' requests on: give the moderators' --mod-token too");
+    }
+    let setup = super::venue::venue_setup(&args.venue)?;
+    let name = match &args.nats.nats_venue {
+        Some(name) => name.clone(),
+        None => venue_name_from_title(&setup.scene.venue.title),
+    };
+    let subjects = VenueSubjects::new(&name)?;
+    let edge_id = match &args.nats.edge_id {
+        Some(id) => id.clone(),
+        None => random_edge_id(),
+    };
+    parvis::model::net::check_edge_id(&edge_id)?;
+    let auth = NatsAuth::from_env(|k| std::env::var(k).ok())?;
+    let config = NatsConfig {
+        url: url.clone(),
+        auth,
+        ca: args.nats.nats_ca.clone(),
+        name: format!("parvis edge {edge_id} {name}"),
+    };
+    let node = NatsNode::connect(&config, subjects)?;
+    let mut audience = super::audience::audience_config(&args, &setup)?;
+    audience.member_prefix = Some(edge_id.clone());
+    let mut server = AudienceServer::start(audience).with_context(|| {
+        format!("cannot start the audience server on {} (choose another with --audience)", args.audience)
+    })?;
+    let mut link = server.take_link().context("the audience server's link")?;
+    // The hub's input goes to NATS instead of a venue; the link stays here so that closing it
+    // says goodbye to every connection.
+    let events = std::mem::replace(&mut link.events, tokio::sync::mpsc::channel(1).1);
+    server.hub().metric_sections.write().expect("metric sections").push(node.stats.clone());
+    node.start_audience_edge(server.hub().clone(), events, edge_id.clone(), args.nats.staff_edge);
+    eprintln!(
+        "parvis: audience edge {edge_id:?} of venue {name:?}: page at http://{}/ (WebSocket /ws, metrics /metrics), events to {}",
+        server.local_addr,
+        parvis::edges::nats::shown_url(url)
+    );
+    while !parvis::app::shutdown::requested() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("parvis: audience edge {edge_id:?} closing");
+    drop(link);
+    server.shutdown(Duration::from_secs(2));
+    node.close(Duration::from_secs(1));
+    Ok(())
+}
+
+/// An edge id nobody chose: `e` and seven hex digits.
+fn random_edge_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    format!("e{:07x}", hasher.finish() & 0x0fff_ffff)
 }

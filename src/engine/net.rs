@@ -58,6 +58,18 @@ pub struct NetStats {
     pub lag_ms: AtomicU64,
     /// The last sequence number applied here.
     pub position: AtomicU64,
+    /// Audience events an edge sent to the venue.
+    pub audience_sent: AtomicU64,
+    /// Audience events the venue received from edges (and accepted).
+    pub audience_received: AtomicU64,
+    /// Audience edges the venue hears from now.
+    pub edges: AtomicU64,
+    /// Messages for the audience the venue sent to its edges.
+    pub words_sent: AtomicU64,
+    /// Messages for the audience an edge received from the venue.
+    pub words_received: AtomicU64,
+    /// Messages for the audience the venue's relay skipped (it fell behind its broadcast).
+    pub words_lagged: AtomicU64,
     /// The venue's state fingerprint at [`Self::hashed_at`] ([`crate::model::command::state_hash`]).
     pub state_hash: AtomicU64,
     /// The sequence number the fingerprint was taken at.
@@ -82,6 +94,41 @@ impl MetricsSection for NetStats {
         write_counter(out, "nats_duplicates_total", "Redelivered commands skipped.", get(&self.duplicates));
         write_counter(out, "nats_gaps_total", "Gaps found in the followed log.", get(&self.gaps));
         write_counter(out, "nats_refused_total", "Messages refused on the venue's subjects.", get(&self.refused));
+        write_counter(
+            out,
+            "nats_audience_sent_total",
+            "Audience events this edge sent to the venue.",
+            get(&self.audience_sent),
+        );
+        write_counter(
+            out,
+            "nats_audience_received_total",
+            "Audience events the venue accepted from its edges.",
+            get(&self.audience_received),
+        );
+        write_counter(
+            out,
+            "nats_words_sent_total",
+            "Messages for the audience sent to the edges.",
+            get(&self.words_sent),
+        );
+        write_counter(
+            out,
+            "nats_words_received_total",
+            "Messages for the audience received from the venue.",
+            get(&self.words_received),
+        );
+        write_counter(
+            out,
+            "nats_words_lagged_total",
+            "Messages for the audience the relay skipped.",
+            get(&self.words_lagged),
+        );
+        let _ = writeln!(
+            out,
+            "# HELP parvis_nats_edges Audience edges the venue hears from.\n# TYPE parvis_nats_edges gauge\nparvis_nats_edges {}",
+            get(&self.edges)
+        );
         let backlog = get(&self.queued).saturating_sub(get(&self.stored));
         let _ = writeln!(
             out,

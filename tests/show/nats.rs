@@ -243,7 +243,7 @@ fn followers_and_a_restarted_authority_end_in_one_state_through_kill_9_of_each()
     drop(nats);
 }
 
-/// A moderator connection to the authority's `/mod`.
+/// A WebSocket to a venue's or an edge's `/ws` or `/mod`.
 struct Moderator {
     socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
@@ -255,6 +255,15 @@ impl Moderator {
         m.send(r#"{"type":"auth","token":"nats-test-token"}"#).await;
         m.next_within(|v| v["type"] == "authed", Duration::from_secs(5)).await.expect("authed");
         m
+    }
+
+    /// A member joining the audience at `addr`, and the id the venue gave them.
+    async fn join(addr: SocketAddr, name: &str) -> (Self, String) {
+        let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
+        let mut m = Self { socket };
+        m.send(&format!(r#"{{"type":"hello","v":1,"name":"{name}","lang":"en"}}"#)).await;
+        let welcome = m.next_within(|v| v["type"] == "welcome", Duration::from_secs(5)).await.expect("welcome");
+        (m, welcome["id"].as_str().unwrap().to_owned())
     }
 
     async fn send(&mut self, text: &str) {
@@ -382,4 +391,124 @@ fn acknowledgements_wait_for_jetstream_and_hostile_messages_or_a_deleted_stream_
 async fn stream_log_async(url: &str, venue: &str) -> Vec<LoggedCommand> {
     let (url, venue) = (url.to_owned(), venue.to_owned());
     tokio::task::spawn_blocking(move || stream_log(&url, &venue)).await.unwrap()
+}
+
+fn edge(url: &str, venue: &str, id: &str, staff: bool) -> (Watched, SocketAddr) {
+    let mut args = vec![
+        "edge",
+        "--audience",
+        "127.0.0.1:0",
+        "--mod-token",
+        "nats-test-token",
+        "--nats",
+        url,
+        "--nats-venue",
+        venue,
+        "--edge-id",
+        id,
+    ];
+    if staff {
+        args.push("--staff-edge");
+    }
+    let process = parvis(&args);
+    let page = said_addr(&process, "page at http://");
+    (process, page)
+}
+
+fn audience_is(n: u64) -> impl Fn(&serde_json::Value) -> bool {
+    move |v| v["type"] == "state" && v["audience"] == n
+}
+
+#[test]
+fn audience_edges_feed_one_venue_counted_once_moderated_everywhere_and_lost_cleanly() {
+    let dir = temp_dir("nats-edges");
+    let nats = NatsServer::start(&dir);
+    let url = nats.url();
+    let venue = "edges-test";
+    let authority = parvis(&[
+        "run",
+        "--no-render",
+        "--fps",
+        "60",
+        "--audience",
+        "127.0.0.1:0",
+        "--mod-token",
+        "nats-test-token",
+        "--nats",
+        &url,
+        "--nats-venue",
+        venue,
+    ]);
+    let venue_page = said_addr(&authority, "audience page at http://");
+    let (_one, one) = edge(&url, venue, "one", true);
+    let (two_process, two) = edge(&url, venue, "two", false);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let second = Duration::from_secs(10);
+    let (ana, cy) = runtime.block_on(async {
+        let (mut ana, ana_id) = Moderator::join(one, "Ana").await;
+        let (mut bob, bob_id) = Moderator::join(two, "Bob").await;
+        let (cy, _) = Moderator::join(two, "Cy").await;
+        assert!(ana_id.starts_with("one-") && bob_id.starts_with("two-"), "{ana_id} {bob_id}");
+        // One venue counts every edge's members, once.
+        ana.next_within(audience_is(3), second).await.expect("3 members across two edges");
+
+        // A member's command at one edge changes the venue, and members at the other hear it.
+        ana.send(r#"{"type":"chat","text":"!light red"}"#).await;
+        let effect =
+            bob.next_within(|v| v["type"] == "effect", second).await.expect("the effect reaches the other edge");
+        assert_eq!(effect["param"], "stage_light", "{effect}");
+        bob.next_within(|v| v["type"] == "state" && v["params"]["stage_light"] == "#ff0000", second)
+            .await
+            .expect("state");
+
+        // A moderator at the staff edge: a command reaches the venue and is acknowledged back
+        // there; a ban reaches the member at the other edge.
+        let mut moderator = Moderator::connect(one).await;
+        moderator.set_fog(0.05).await;
+        let ack = moderator.next_within(applied, second).await.expect("acknowledged at the edge");
+        assert!(ack["by"].as_str().unwrap().starts_with("one/"), "the venue says which edge: {ack}");
+        moderator.send(&format!(r#"{{"type":"ban","user":"{bob_id}"}}"#)).await;
+        let banned = bob.next_within(|v| v["code"] == "banned", second).await;
+        assert!(banned.is_some(), "the ban made at edge one reaches Bob at edge two");
+
+        // The same request at an edge without a staff credential goes nowhere.
+        let mut outsider = Moderator::connect(two).await;
+        outsider.set_fog(0.15).await;
+        assert!(outsider.next_within(applied, Duration::from_millis(1500)).await.is_none());
+        (ana, cy)
+    });
+    two_process.wait_for("without --staff-edge", Duration::from_secs(5));
+
+    // A forged moderator's request on the audience subject is refused by the venue, by name.
+    runtime.block_on(async {
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        let forged = br#"{"edge":"two","members":2,"events":[{"t":"moderator","moderator":"m","action":{"command":{"type":"set_param","name":"fog","value":{"Float":0.2}}}}]}"#;
+        client.publish(format!("parvis.{venue}.audience.in"), forged.to_vec().into()).await.unwrap();
+        client.flush().await.unwrap();
+    });
+    authority.wait_for("moderator's request", Duration::from_secs(5));
+    let out = Command::new("curl").args(["-s", &format!("http://{venue_page}/metrics")]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&out.stdout);
+    assert!(metrics.contains("parvis_nats_edges 2"), "{metrics}");
+
+    // Edge two dies with Cy: its members leave the venue's count within the edge time-out.
+    drop(two_process);
+    runtime.block_on(async {
+        let (mut dan, _) = Moderator::join(one, "Dan").await;
+        // Ana, Cy and Dan (the ban closed Bob's connection), until edge two is found lost.
+        dan.next_within(audience_is(3), second).await.expect("Dan counted");
+        let remain = dan.next_within(audience_is(2), Duration::from_secs(15)).await;
+        assert!(remain.is_some(), "Ana and Dan remain:\n{}", authority.text());
+    });
+    let said = authority.wait_for("\"two\" lost", Duration::from_secs(5));
+    assert!(!said.contains("its 0 members leave"), "Cy was still there:\n{said}");
+    drop((ana, cy));
+    let entries = {
+        let out = Command::new("curl").args(["-s", &format!("http://{venue_page}/metrics")]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(entries.contains("parvis_nats_edges 1"), "{entries}");
+    let fog = stream_log(&url, venue);
+    assert_eq!(fog_values(&fog), vec![0.05], "only the staff edge's request was applied");
+    drop(nats);
 }

@@ -50,6 +50,16 @@ pub struct VenueSubjects {
     pub log_stream: String,
     /// JetStream stream holding the latest snapshot.
     pub snapshot_stream: String,
+    /// Audience events from the edges ([`EdgeBatch`]): what any edge may publish.
+    pub audience_in: String,
+    /// Staff events from the edges (moderators' requests, staff chat): only edges with a staff
+    /// credential may publish here (NATS permissions, docs/scale.md).
+    pub staff_in: String,
+    /// What the venue says to the audience and its moderators ([`AudienceOut`]), to every
+    /// edge.
+    pub audience_out: String,
+    /// Moderators' decisions every edge enforces ([`ModerationDecision`]).
+    pub moderation: String,
 }
 
 impl VenueSubjects {
@@ -69,6 +79,10 @@ impl VenueSubjects {
             snapshot: format!("parvis.{name}.snapshot"),
             log_stream: format!("PARVIS_{stream}_LOG"),
             snapshot_stream: format!("PARVIS_{stream}_SNAPSHOT"),
+            audience_in: format!("parvis.{name}.audience.in"),
+            staff_in: format!("parvis.{name}.staff.in"),
+            audience_out: format!("parvis.{name}.audience.out"),
+            moderation: format!("parvis.{name}.staff.moderation"),
         })
     }
 
@@ -211,6 +225,313 @@ impl FollowPosition {
     }
 }
 
+/// Longest edge id.
+pub const MAX_EDGE_ID: usize = 16;
+
+/// Checks an audience edge's id (`--edge-id`): its members' ids start with it, so the venue
+/// can tell whose members an edge speaks for and forget them when the edge is lost.
+pub fn check_edge_id(id: &str) -> Result<(), NetError> {
+    let ok =
+        !id.is_empty() && id.len() <= MAX_EDGE_ID && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    ok.then_some(()).ok_or_else(|| NetError::BadMessage {
+        subject: "--edge-id".into(),
+        message: format!("{id:?}: use 1 to {MAX_EDGE_ID} lower-case letters or digits"),
+    })
+}
+
+/// What a chat platform says about a line, as it travels.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WireMeta {
+    /// The sender's roles.
+    #[serde(default)]
+    pub roles: crate::roles::ChatRoles,
+    /// Bits attached.
+    #[serde(default)]
+    pub bits: u32,
+    /// The platform's id of the line.
+    #[serde(default)]
+    pub platform_id: Option<String>,
+    /// How far the sender's view lags the stage, in milliseconds.
+    #[serde(default)]
+    pub behind_ms: u64,
+    /// From a stream's chat.
+    #[serde(default)]
+    pub from_stream: bool,
+}
+
+/// An audience event as it travels from an edge to the venue: the edge's
+/// [`AudienceEvent`](crate::audience::event::AudienceEvent) with its arrival time as an age.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum WireEvent {
+    /// Someone joined.
+    Joined {
+        /// Member id.
+        user: String,
+        /// Moderated display name.
+        name: String,
+    },
+    /// Someone left.
+    Left {
+        /// Member id.
+        user: String,
+    },
+    /// A moderated chat line.
+    Chat {
+        /// Member id.
+        user: String,
+        /// Display name.
+        name: String,
+        /// Cleaned text.
+        text: String,
+        /// Milliseconds since the edge received it.
+        age_ms: u64,
+        /// Staff (only on the staff subject).
+        staff: bool,
+        /// Platform details.
+        #[serde(default)]
+        meta: WireMeta,
+    },
+    /// A reaction.
+    React {
+        /// Member id.
+        user: String,
+        /// Emoji.
+        emoji: String,
+        /// Milliseconds since the edge received it.
+        age_ms: u64,
+    },
+    /// A moderator's request (only on the staff subject).
+    Moderator {
+        /// Which moderator connection.
+        moderator: String,
+        /// What to do.
+        action: crate::audience::moderator::ModeratorAction,
+    },
+    /// A vote.
+    Vote {
+        /// Member id.
+        user: String,
+        /// Poll id.
+        poll: String,
+        /// Option id.
+        option: String,
+        /// Milliseconds since the edge received it.
+        age_ms: u64,
+        /// Platform details.
+        #[serde(default)]
+        meta: WireMeta,
+    },
+}
+
+/// What an edge publishes: its events since the last batch, and how many members it holds
+/// (sent at least every second, events or not, so the venue knows the edge is alive).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EdgeBatch {
+    /// The edge's id ([`check_edge_id`]).
+    pub edge: String,
+    /// Members connected to it now.
+    pub members: u32,
+    /// Events, oldest first.
+    pub events: Vec<WireEvent>,
+}
+
+/// Longest text fields accepted from an edge, in characters: an edge checks the protocol's
+/// own, tighter limits; these stop a hostile publisher.
+const MAX_WIRE_NAME: usize = 64;
+const MAX_WIRE_TEXT: usize = 2000;
+const MAX_WIRE_AGE_MS: u64 = 60_000;
+
+impl WireEvent {
+    /// The event as it travels; `now` turns its arrival time into an age.
+    pub fn from_event(event: &crate::audience::event::AudienceEvent, now: std::time::Instant) -> Self {
+        use crate::audience::event::AudienceEvent as E;
+        let age = |t: &std::time::Instant| now.saturating_duration_since(*t).as_millis() as u64;
+        let meta = |m: &crate::audience::event::ChatMeta| WireMeta {
+            roles: m.roles,
+            bits: m.bits,
+            platform_id: m.platform_id.as_deref().map(str::to_owned),
+            behind_ms: m.behind.as_millis() as u64,
+            from_stream: m.from_stream,
+        };
+        match event {
+            E::Joined { user, name } => Self::Joined { user: user.to_string(), name: name.to_string() },
+            E::Left { user } => Self::Left { user: user.to_string() },
+            E::Chat { user, name, text, received, staff, meta: m } => Self::Chat {
+                user: user.to_string(),
+                name: name.to_string(),
+                text: text.clone(),
+                age_ms: age(received),
+                staff: *staff,
+                meta: meta(m),
+            },
+            E::React { user, emoji, received } => {
+                Self::React { user: user.to_string(), emoji: emoji.clone(), age_ms: age(received) }
+            }
+            E::Moderator { moderator, action } => {
+                Self::Moderator { moderator: moderator.to_string(), action: action.clone() }
+            }
+            E::Vote { user, poll, option, received, meta: m } => Self::Vote {
+                user: user.to_string(),
+                poll: poll.clone(),
+                option: option.clone(),
+                age_ms: age(received),
+                meta: meta(m),
+            },
+        }
+    }
+
+    /// The event for the venue, from edge `edge` on the staff subject or not: refuses a member
+    /// id that is not the edge's, oversized fields, and staff events (a moderator's request,
+    /// staff chat, a platform's moderator role) from the audience subject.
+    pub fn into_event(
+        self,
+        edge: &str,
+        staff_subject: bool,
+        now: std::time::Instant,
+    ) -> Result<crate::audience::event::AudienceEvent, String> {
+        use crate::audience::event::{AudienceEvent as E, ChatMeta};
+        let prefix = format!("{edge}-");
+        let member = |user: &str| {
+            if user.starts_with(&prefix) && user.len() <= prefix.len() + 32 {
+                Ok(std::sync::Arc::<str>::from(user))
+            } else {
+                Err(format!("member id {user:?} is not one of edge {edge:?}'s"))
+            }
+        };
+        let short = |what: &str, text: &str, max: usize| {
+            if text.chars().count() <= max { Ok(()) } else { Err(format!("{what} longer than {max} characters")) }
+        };
+        let received =
+            |age_ms: u64| now.checked_sub(std::time::Duration::from_millis(age_ms.min(MAX_WIRE_AGE_MS))).unwrap_or(now);
+        let meta = |m: WireMeta| -> Result<ChatMeta, String> {
+            if m.roles.is_staff() && !staff_subject {
+                return Err("a member with a staff role on the audience subject".into());
+            }
+            Ok(ChatMeta {
+                roles: m.roles,
+                bits: m.bits,
+                platform_id: m.platform_id.map(|p| p.chars().take(MAX_WIRE_NAME).collect::<String>().into()),
+                behind: std::time::Duration::from_millis(m.behind_ms.min(MAX_WIRE_AGE_MS)),
+                from_stream: m.from_stream,
+            })
+        };
+        Ok(match self {
+            Self::Joined { user, name } => {
+                short("name", &name, MAX_WIRE_NAME)?;
+                E::Joined { user: member(&user)?, name: name.into() }
+            }
+            Self::Left { user } => E::Left { user: member(&user)? },
+            Self::Chat { user, name, text, age_ms, staff, meta: m } => {
+                if staff && !staff_subject {
+                    return Err("staff chat on the audience subject".into());
+                }
+                short("name", &name, MAX_WIRE_NAME)?;
+                short("text", &text, MAX_WIRE_TEXT)?;
+                E::Chat {
+                    user: member(&user)?,
+                    name: name.into(),
+                    text,
+                    received: received(age_ms),
+                    staff,
+                    meta: meta(m)?,
+                }
+            }
+            Self::React { user, emoji, age_ms } => {
+                short("emoji", &emoji, 8)?;
+                E::React { user: member(&user)?, emoji, received: received(age_ms) }
+            }
+            Self::Moderator { moderator, action } => {
+                if !staff_subject {
+                    return Err(format!("a moderator's request ({action:?}) on the audience subject"));
+                }
+                short("moderator", &moderator, MAX_WIRE_NAME)?;
+                if let crate::audience::moderator::ModeratorAction::Command(command) = &action
+                    && !command.numbers_are_finite()
+                {
+                    return Err("a command with a number that is not finite".into());
+                }
+                E::Moderator { moderator: format!("{edge}/{moderator}").into(), action }
+            }
+            Self::Vote { user, poll, option, age_ms, meta: m } => {
+                short("poll", &poll, MAX_WIRE_NAME)?;
+                short("option", &option, MAX_WIRE_NAME)?;
+                E::Vote { user: member(&user)?, poll, option, received: received(age_ms), meta: meta(m)? }
+            }
+        })
+    }
+}
+
+impl EdgeBatch {
+    /// Reads a batch from a message, refusing what does not fit.
+    pub fn from_message(subject: &str, payload: &[u8]) -> Result<Self, NetError> {
+        let bad = |message: String| NetError::BadMessage { subject: subject.to_owned(), message };
+        if payload.len() > MAX_MESSAGE_BYTES {
+            return Err(bad(format!("{} bytes, more than the {MAX_MESSAGE_BYTES} allowed", payload.len())));
+        }
+        let batch: EdgeBatch = serde_json::from_slice(payload).map_err(|e| bad(format!("not an edge batch: {e}")))?;
+        check_edge_id(&batch.edge).map_err(|e| bad(e.to_string()))?;
+        Ok(batch)
+    }
+}
+
+/// What the venue says to the audience and its moderators, as it travels to every edge: the
+/// protocol's JSON text, written once by the venue and passed on as it is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum AudienceOut {
+    /// To every member (chat lines, effects, polls, `state`).
+    Everyone {
+        /// The message.
+        json: String,
+    },
+    /// To one member, wherever connected.
+    Member {
+        /// Member id.
+        user: String,
+        /// The message.
+        json: String,
+    },
+    /// To every moderator.
+    Moderators {
+        /// The message.
+        json: String,
+    },
+    /// The approval queue, for moderators who connect later.
+    Approvals {
+        /// The message.
+        json: String,
+    },
+}
+
+/// A moderator's decision that every edge enforces on every message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum ModerationDecision {
+    /// Ban a member (and the address they came from, where the edge holding them knows it).
+    Ban {
+        /// Member id.
+        user: String,
+    },
+    /// Lift a ban.
+    Unban {
+        /// Member id.
+        user: String,
+    },
+    /// Time a member out.
+    TimeOut {
+        /// Member id.
+        user: String,
+        /// For how long.
+        seconds: u64,
+    },
+    /// Slow mode: one chat line per this many seconds (0: off).
+    SlowMode {
+        /// Seconds.
+        seconds: u64,
+    },
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,5 +622,61 @@ mod tests {
         assert_eq!(at.arrive(9), Arrival::Duplicate);
         assert_eq!(at.arrive(14), Arrival::Gap { expected: 12 });
         assert_eq!(at.applied, 14);
+    }
+
+    #[test]
+    fn edge_events_are_refused_when_they_claim_staff_or_another_edges_members() {
+        use crate::audience::event::AudienceEvent;
+        use crate::audience::moderator::ModeratorAction;
+        let now = std::time::Instant::now();
+        let chat = |user: &str, staff: bool| WireEvent::Chat {
+            user: user.into(),
+            name: "Ada".into(),
+            text: "!fog 0.1".into(),
+            age_ms: 12,
+            staff,
+            meta: WireMeta::default(),
+        };
+        let event = chat("e1-abc", false).into_event("e1", false, now).unwrap();
+        assert!(matches!(event, AudienceEvent::Chat { staff: false, .. }));
+        // Round trip through JSON, as it travels.
+        let batch = EdgeBatch { edge: "e1".into(), members: 3, events: vec![chat("e1-abc", false)] };
+        let read = EdgeBatch::from_message("s", &serde_json::to_vec(&batch).unwrap()).unwrap();
+        assert_eq!(read, batch);
+
+        let e = chat("e2-abc", false).into_event("e1", false, now).unwrap_err();
+        assert!(e.contains("not one of edge"), "{e}");
+        let e = chat("e1-abc", true).into_event("e1", false, now).unwrap_err();
+        assert!(e.contains("staff chat on the audience subject"), "{e}");
+        assert!(chat("e1-abc", true).into_event("e1", true, now).is_ok(), "staff chat from a staff edge");
+        let command = WireEvent::Moderator {
+            moderator: "m1".into(),
+            action: ModeratorAction::Command(VenueCommand::SetParam {
+                name: "fog".into(),
+                value: ParamValue::Float(0.1),
+            }),
+        };
+        let e = command.clone().into_event("e1", false, now).unwrap_err();
+        assert!(e.contains("moderator's request") && e.contains("audience subject"), "{e}");
+        let AudienceEvent::Moderator { moderator, .. } = command.into_event("e1", true, now).unwrap() else { panic!() };
+        assert_eq!(&*moderator, "e1/m1", "the venue says which edge a moderator is on");
+        let staff_role = WireEvent::Vote {
+            user: "e1-x".into(),
+            poll: "p".into(),
+            option: "a".into(),
+            age_ms: 0,
+            meta: WireMeta {
+                roles: crate::roles::ChatRoles { moderator: true, ..Default::default() },
+                ..Default::default()
+            },
+        };
+        assert!(staff_role.into_event("e1", false, now).unwrap_err().contains("staff role"));
+        let long = WireEvent::Joined { user: "e1-x".into(), name: "n".repeat(65) };
+        assert!(long.into_event("e1", false, now).unwrap_err().contains("longer than"));
+        for bad in ["", "E1", "edge-1", &"x".repeat(17)] {
+            assert!(check_edge_id(bad).is_err(), "{bad:?}");
+        }
+        let e = EdgeBatch::from_message("s", br#"{"edge":"NO","members":0,"events":[]}"#).unwrap_err();
+        assert!(e.to_string().contains("lower-case"), "{e}");
     }
 }

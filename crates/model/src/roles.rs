@@ -2,7 +2,7 @@
 //! `only:` admits and which make a member staff.
 
 /// Roles a chat platform gives a member; the audience page gives none.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatRoles {
     /// The channel's owner.
     pub broadcaster: bool,

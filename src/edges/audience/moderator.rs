@@ -15,6 +15,7 @@ use crate::model::audience::event::{AudienceEvent, UserId};
 use crate::model::audience::moderation::moderate;
 use crate::model::audience::moderator::{ModeratorAction, ModeratorRequest, parse_request};
 use crate::model::audience::protocol::ServerMessage;
+use crate::model::net::ModerationDecision;
 
 /// Compares two secrets in time that depends only on their lengths, not on where they differ.
 pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
@@ -144,10 +145,12 @@ fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared) -> Result<
             // The address too, so that reconnecting under a new name does not lift the ban.
             shared.hub.moderation.lock().expect("moderation").ban(user.clone(), shared.member_address(&user));
             shared.hub.send_to(&user, &ServerMessage::error("banned", "a moderator banned you from this venue"));
+            shared.hub.share_decision(ModerationDecision::Ban { user: user.to_string() });
             ("ban", None)
         }
         ModeratorRequest::Unban { user } => {
-            shared.hub.moderation.lock().expect("moderation").unban(&user.into());
+            shared.hub.moderation.lock().expect("moderation").unban(&user.as_str().into());
+            shared.hub.share_decision(ModerationDecision::Unban { user });
             ("unban", None)
         }
         ModeratorRequest::Timeout { user, seconds } => {
@@ -157,10 +160,11 @@ fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared) -> Result<
             let user: UserId = user.into();
             let address = shared.member_address(&user);
             shared.hub.moderation.lock().expect("moderation").time_out(
-                user,
+                user.clone(),
                 address,
                 now + Duration::from_secs(seconds),
             );
+            shared.hub.share_decision(ModerationDecision::TimeOut { user: user.to_string(), seconds });
             ("timeout", None)
         }
         ModeratorRequest::SlowMode { seconds } => {
@@ -169,6 +173,7 @@ fn apply(request: ModeratorRequest, moderator: &str, shared: &Shared) -> Result<
             }
             shared.hub.moderation.lock().expect("moderation").slow_mode =
                 (seconds > 0).then(|| Duration::from_secs(seconds));
+            shared.hub.share_decision(ModerationDecision::SlowMode { seconds });
             ("slow_mode", None)
         }
         ModeratorRequest::Clear { id, user } => {

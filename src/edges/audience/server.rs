@@ -50,6 +50,12 @@ impl AudienceServer {
         &self.runtime
     }
 
+    /// The venue's end of the hub, for a venue elsewhere (`parvis edge` hands its events to
+    /// NATS); `None` once taken or attached.
+    pub fn take_link(&mut self) -> Option<AudienceLink> {
+        self.link.take()
+    }
+
     /// Connects the edge to a venue app: the venue's audience systems drain its input from
     /// the next frame, and the server lives as long as the app.
     pub fn attach(mut self, app: &mut bevy::app::App) {

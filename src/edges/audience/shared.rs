@@ -61,6 +61,9 @@ pub struct AudienceConfig {
     /// nothing for this long is closed: its task would otherwise wait on it for ever, deaf to
     /// bans and to the venue closing, while the kernel holds its unsent frames.
     pub send_timeout: Duration,
+    /// Member ids start with this and a '-' (an audience edge's id, `parvis edge`), so that the
+    /// venue can tell whose members an edge speaks for; `None`: ids start with `a`.
+    pub member_prefix: Option<String>,
 }
 
 impl AudienceConfig {
@@ -82,6 +85,7 @@ impl AudienceConfig {
             mod_origins: Vec::new(),
             ws_origins: Vec::new(),
             send_timeout: Duration::from_secs(10),
+            member_prefix: None,
         }
     }
 }
@@ -284,7 +288,10 @@ impl Shared {
         x ^= x >> 33;
         x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
         x ^= x >> 33;
-        format!("a{x:016x}").into()
+        match &self.config.member_prefix {
+            Some(prefix) => format!("{prefix}-{x:016x}").into(),
+            None => format!("a{x:016x}").into(),
+        }
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use bevy::prelude::Resource;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -17,6 +17,7 @@ use crate::engine::rest::Doorbell;
 use crate::model::audience::event::{AudienceEvent, UserId};
 use crate::model::audience::moderation::{Blocklist, ModerationState};
 use crate::model::audience::protocol::{Limits, ServerMessage};
+use crate::model::net::ModerationDecision;
 
 /// Messages to everyone waiting for a slow member before they skip ahead.
 const BROADCAST_CAPACITY: usize = 1024;
@@ -69,6 +70,19 @@ pub struct AudienceHub {
     pub doorbell: Doorbell,
     /// Other parts of the venue's metrics (the program output), appended to `/metrics`.
     pub metric_sections: RwLock<Vec<Arc<dyn MetricsSection>>>,
+    /// Audience edges on other machines (NATS), once linked: replies for their members, and
+    /// moderators' decisions every edge enforces.
+    pub remote: OnceLock<RemoteAudience>,
+}
+
+/// Where a hub reaches the audience edges of other machines (`edges::nats`).
+#[derive(Debug)]
+pub struct RemoteAudience {
+    /// Replies for members connected elsewhere (the venue's authority has these; an edge does
+    /// not). Bounded: when full a reply is dropped and counted, like a full mailbox.
+    pub direct: Option<mpsc::Sender<(UserId, Arc<str>)>>,
+    /// Moderators' decisions made here, for every other edge and the venue.
+    pub decisions: mpsc::UnboundedSender<ModerationDecision>,
 }
 
 /// A part of `/metrics` that another capability keeps (Prometheus text format).
@@ -97,10 +111,21 @@ impl AudienceHub {
     /// Sends `message` to one member, if connected; a full mailbox drops it (counted).
     pub fn send_to(&self, user: &str, message: &ServerMessage) {
         let mailbox = self.direct.lock().expect("direct map").get(user).cloned();
-        if let Some(mailbox) = mailbox
-            && !mailbox.push(message.to_json().into())
-        {
+        let delivered = match (mailbox, self.remote.get().and_then(|r| r.direct.as_ref())) {
+            (Some(mailbox), _) => mailbox.push(message.to_json().into()),
+            // Not connected here: maybe at an edge elsewhere.
+            (None, Some(remote)) => remote.try_send((user.into(), message.to_json().into())).is_ok(),
+            (None, None) => true,
+        };
+        if !delivered {
             self.metrics.dropped_outbound.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Tells every other edge about a moderator's decision made here (nothing without NATS).
+    pub fn share_decision(&self, decision: ModerationDecision) {
+        if let Some(remote) = self.remote.get() {
+            let _ = remote.decisions.send(decision);
         }
     }
 
@@ -162,6 +187,7 @@ impl AudienceLink {
             open_bridges: AtomicU32::new(0),
             doorbell: Doorbell::default(),
             metric_sections: RwLock::default(),
+            remote: OnceLock::new(),
         });
         Self { hub, events }
     }

@@ -72,8 +72,10 @@ pub enum ModeratorRequest {
     MeasureDelay,
 }
 
-/// Requests that need the venue's state, passed on to it.
-#[derive(Debug, Clone, PartialEq)]
+/// Requests that need the venue's state, passed on to it (between machines too: an audience
+/// edge hands them to the venue's authority over NATS).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ModeratorAction {
     /// Retract lines.
     Clear {

@@ -11,6 +11,8 @@
 //!
 //! [`DurableGate`]: crate::engine::command::DurableGate
 
+pub mod audience;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
