@@ -512,3 +512,120 @@ fn audience_edges_feed_one_venue_counted_once_moderated_everywhere_and_lost_clea
     assert_eq!(fog_values(&fog), vec![0.05], "only the staff edge's request was applied");
     drop(nats);
 }
+
+#[test]
+fn credentials_and_tls_are_required_checked_and_never_logged_and_an_edges_permissions_hold() {
+    let dir = temp_dir("nats-tls");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tls = root().join("tests/data/tls");
+    // A server with TLS and three users: the venue's authority, a follower, and an audience
+    // edge that may only publish audience events (docs/scale.md).
+    let config = format!(
+        r#"listen: "127.0.0.1:{port}"
+jetstream {{ store_dir: "{store}" }}
+tls {{ cert_file: "{cert}", key_file: "{key}" }}
+authorization {{
+  users = [
+    {{ user: authority, password: "auth-s3cret-pw" }}
+    {{ user: follower, password: "follow-s3cret-pw" }}
+    {{ user: edge, password: "edge-s3cret-pw", permissions: {{
+        publish: ["parvis.tls-test.audience.in"],
+        subscribe: ["parvis.tls-test.audience.out", "parvis.tls-test.staff.moderation"] }} }}
+  ]
+}}
+"#,
+        store = dir.join("js").display(),
+        cert = tls.join("server.pem").display(),
+        key = tls.join("server.key").display(),
+    );
+    let conf = dir.join("nats.conf");
+    std::fs::write(&conf, config).unwrap();
+    let mut command = Command::new(tool("nats-server"));
+    command.arg("-c").arg(&conf);
+    let server = Watched::spawn(command, false);
+    server.wait_for("Server is ready", Duration::from_secs(20));
+    let url = format!("tls://127.0.0.1:{port}");
+    let ca = tls.join("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let venue = ["--nats-venue", "tls-test"];
+    let run = |user: &str, password: &str, args: &[&str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_parvis"));
+        command.args(args).current_dir(root()).env("PARVIS_NATS_USER", user).env("PARVIS_NATS_PASSWORD", password);
+        command
+    };
+    let authority_args = [
+        "run",
+        "--no-render",
+        "--fps",
+        "60",
+        "--audience",
+        "127.0.0.1:0",
+        "--mod-token",
+        "nats-test-token",
+        "--nats",
+        &url,
+    ];
+
+    // A wrong password and a missing CA are refused before the venue starts, naming the
+    // server, and the password is never shown.
+    let mut args = authority_args.to_vec();
+    args.extend(venue);
+    args.extend(["--nats-ca", ca]);
+    let out = run("authority", "wrong-pw-zz", &args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("cannot connect to NATS at {url}")), "{err}");
+    assert!(!err.contains("wrong-pw-zz"), "the password reached the log:\n{err}");
+    let mut args = authority_args.to_vec();
+    args.extend(venue);
+    let out = run("authority", "auth-s3cret-pw", &args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cannot connect to NATS"), "no CA: {err}");
+
+    // With the CA and the right password: an authority, a follower, and an edge.
+    let mut args = authority_args.to_vec();
+    args.extend(venue);
+    args.extend(["--nats-ca", ca]);
+    let authority = Watched::spawn(run("authority", "auth-s3cret-pw", &args), false);
+    let page = said_addr(&authority, "audience page at http://");
+    let follow_args =
+        ["follow", "--no-render", "--fps", "60", "--nats", &url, "--nats-ca", ca, "--metrics", "127.0.0.1:0"];
+    let mut args = follow_args.to_vec();
+    args.extend(venue);
+    let follower = Watched::spawn(run("follower", "follow-s3cret-pw", &args), false);
+    let follower_metrics = said_addr(&follower, "metrics at http://");
+    let mut args = vec!["edge", "--audience", "127.0.0.1:0", "--mod-token", "nats-test-token", "--staff-edge"];
+    args.extend(["--nats", &url, "--nats-ca", ca, "--edge-id", "lim"]);
+    args.extend(venue);
+    let edge = Watched::spawn(run("edge", "edge-s3cret-pw", &args), false);
+    let edge_page = said_addr(&edge, "page at http://");
+
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        // The edge's member is heard by the venue...
+        let (mut ana, _) = Moderator::join(edge_page, "Ana").await;
+        ana.next_within(audience_is(1), Duration::from_secs(10)).await.expect("the edge's member counted");
+        // ...but the edge's NATS user may not publish staff events, whatever the edge claims:
+        // the server refuses them, and the venue never sees the request.
+        let mut moderator = Moderator::connect(edge_page).await;
+        moderator.set_fog(0.15).await;
+        assert!(moderator.next_within(applied, Duration::from_millis(1500)).await.is_none());
+        // The authority's own moderators are staff.
+        let mut staff = Moderator::connect(page).await;
+        staff.set_fog(0.05).await;
+        staff.next_within(applied, Duration::from_secs(10)).await.expect("applied");
+    });
+    edge.wait_for("ermissions", Duration::from_secs(5));
+    let position = |m: SocketAddr| state(m).map(|(_, s)| s);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while position(follower_metrics) != Some(2) {
+        assert!(Instant::now() < deadline, "the follower over TLS never reached #2: {:?}", state(follower_metrics));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for (who, process) in [("authority", &authority), ("follower", &follower), ("edge", &edge)] {
+        let said = process.text();
+        for secret in ["auth-s3cret-pw", "follow-s3cret-pw", "edge-s3cret-pw"] {
+            assert!(!said.contains(secret), "the {who}'s log holds a password:\n{said}");
+        }
+    }
+    drop(server);
+}
