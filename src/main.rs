@@ -61,7 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => return cli::check::check(&args),
         Command::Run(args) => cli::run::run(*args),
-        Command::Follow(args) => cli::nats::follow(*args),
+        Command::Follow(args) => cli::run::follow(*args),
         Command::Edge(args) => cli::nats::edge(*args),
         Command::Render(args) => cli::render::render(args),
         Command::Replay(args) => cli::replay::replay(&args),

@@ -122,6 +122,39 @@ pub fn run(args: RunArgs) -> Result<()> {
     run_headless(setup, audience, &args, program)
 }
 
+/// `parvis follow`: refuses what would make the follower's venue differ from its authority's,
+/// then runs it like `run`.
+pub fn follow(mut args: RunArgs) -> Result<()> {
+    if args.nats.nats.is_none() {
+        bail!("follow needs --nats URL (or PARVIS_NATS_URL): the NATS server of the venue's authority");
+    }
+    // A follower shows its authority's venue: commands of its own would make it differ, so
+    // every input that issues venue commands is refused, by name.
+    let inputs = [
+        ("--osc", args.osc.is_some()),
+        ("--osc-out", !args.osc_out.is_empty()),
+        ("--oscquery", args.oscquery.is_some()),
+        ("--twitch", args.twitch.is_some()),
+        ("--captions-audio", args.captions_audio.is_some()),
+        ("--play", args.play),
+        ("--resume", args.resume.is_some()),
+        ("--set", !args.venue.sets.is_empty()),
+        ("--show", args.venue.show.is_some()),
+        ("--ltc", args.ltc.is_some()),
+        ("--mtc", args.mtc.is_some()),
+        ("--nats-new-log", args.nats.nats_new_log),
+        ("--tour", args.venue.tour.is_some()),
+    ];
+    if let Some((flag, _)) = inputs.iter().find(|(_, given)| *given) {
+        bail!(
+            "{flag} issues venue commands, and a follower takes none of its own: it applies its authority's log. Give {flag} to the authority (`parvis run --nats`)"
+        );
+    }
+    args.no_audience = true;
+    args.nats.follow = true;
+    run(args)
+}
+
 /// The outputs and their settings, checked before anything starts; `None` without outputs.
 fn program_output(args: &RunArgs) -> Result<Program> {
     if !args.output.any() {
