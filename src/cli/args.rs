@@ -329,7 +329,7 @@ pub struct NatsArgs {
     /// NATS server(s), comma-separated (`nats://host:4222`, `tls://host:4222`): `run` becomes
     /// the venue's authority, keeping its command log on JetStream (acknowledgements wait for
     /// it, a restart carries the show on from it); `follow` renders the venue of that log.
-    #[arg(long, value_name = "URL", env = "PARVIS_NATS_URL")]
+    #[arg(long, value_name = "URL", env = "PARVIS_NATS_URL", hide_env_values = true)]
     pub nats: Option<String>,
     /// The venue's name on NATS: its subjects are `parvis.NAME.*` [default: from the venue's
     /// title].

@@ -26,7 +26,7 @@ struct Session {
 
 enum Role {
     Authority { snapshot_every: u64 },
-    Follower { after_stream_seq: u64, applied: u64 },
+    Follower { history: parvis::edges::nats::History },
 }
 
 /// Between `prepare` (before the app exists) and `attach_nats` (each way of running builds its
@@ -54,11 +54,13 @@ pub fn prepare(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
     let node = NatsNode::connect(&config, subjects.clone())?;
     let shown = parvis::edges::nats::shown_url(url);
     let role = if args.nats.follow {
-        let history = node.wait_for_history(WAIT_FOR_AUTHORITY)?;
-        let applied = history.entries.iter().map(|e| e.seq).max().unwrap_or(0);
-        let Some(restored) = setup.resume_from(&history.entries) else {
+        let mut history = node.wait_for_history(WAIT_FOR_AUTHORITY)?;
+        let applied = history.last_seq;
+        let Some(restored) = restore_from(setup, &history) else {
             bail!("{}: the log holds no load_scene, so there is no venue to follow", subjects.log_stream);
         };
+        // The restored commands are in the setup now.
+        history.entries = Vec::new();
         // The show's clock is the authority's: cues arrive as logged, never fired here.
         setup.replay = true;
         setup.watch = None;
@@ -66,7 +68,7 @@ pub fn prepare(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
             "parvis: following venue {name:?} on {shown}: caught up at #{applied} ({}{restored} commands restored)",
             history.from_snapshot.map_or(String::new(), |s| format!("snapshot at #{s}, "))
         );
-        Role::Follower { after_stream_seq: history.stream_seq, applied }
+        Role::Follower { history }
     } else {
         if args.resume.is_some() {
             bail!(
@@ -75,13 +77,13 @@ pub fn prepare(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
         }
         node.ensure_streams()?;
         if args.nats.nats_new_log {
-            node.purge()?;
+            node.new_log()?;
             eprintln!("parvis: emptied the command log of venue {name:?} on {shown} (--nats-new-log)");
         }
         let history = node.history()?;
         if !history.entries.is_empty() {
-            let last = history.entries.iter().map(|e| e.seq).max().unwrap_or(0);
-            let Some(restored) = setup.resume_from(&history.entries) else {
+            let last = history.last_seq;
+            let Some(restored) = restore_from(setup, &history) else {
                 bail!("{}: the log holds no load_scene, so there is no show to carry on", subjects.log_stream);
             };
             eprintln!(
@@ -90,11 +92,30 @@ pub fn prepare(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
                 history.from_snapshot.map_or(String::new(), |s| format!(" (snapshot at #{s})"))
             );
         }
+        // A scene too large for one NATS message could never be logged: refuse it now rather
+        // than run a show its followers cannot see.
+        let scene_bytes = serde_json::to_vec(&setup.scene).map_or(0, |j| j.len());
+        if scene_bytes + 1024 > parvis::model::net::MAX_MESSAGE_BYTES {
+            bail!(
+                "the scene is {scene_bytes} bytes as a logged command, over what one NATS message carries ({} bytes): it cannot go in the venue's log",
+                parvis::model::net::MAX_MESSAGE_BYTES
+            );
+        }
         eprintln!("parvis: venue {name:?} logs to JetStream stream {} on {shown}", subjects.log_stream);
         Role::Authority { snapshot_every: args.nats.snapshot_every.max(1) }
     };
     *SESSION.lock().expect("session") = Some(Session { node, role });
     Ok(())
+}
+
+/// Restores the show `history` holds into `setup`, numbering new commands after the last one
+/// the history stands for (a snapshot's own sequence may be a passing command it left out).
+fn restore_from(setup: &mut VenueSetup, history: &parvis::edges::nats::History) -> Option<usize> {
+    let restored = setup.resume_from(&history.entries)?;
+    if let Some(restore) = setup.restore.as_mut() {
+        restore.after = restore.after.max(history.last_seq);
+    }
+    Some(restored)
 }
 
 /// Links the venue to NATS if `prepare` connected: starts the publisher or the follower and
@@ -112,10 +133,11 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
             let publisher = LogPublisher { outgoing, snapshot_every, wants_snapshot, stats: stats.clone() };
             insert_publisher(app, publisher, gate);
         }
-        Role::Follower { after_stream_seq, applied } => {
+        Role::Follower { history } => {
             let (sender, incoming) = tokio::sync::mpsc::channel(4096);
-            node.start_follower(after_stream_seq, sender, doorbell);
-            app.insert_resource(LogFollower { incoming, position: FollowPosition { applied }, stats: stats.clone() });
+            node.start_follower(&history, sender, doorbell);
+            let position = FollowPosition { applied: history.last_seq };
+            app.insert_resource(LogFollower { incoming, position, stats: stats.clone() });
         }
     }
     let hub = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>().map(|l| l.hub.clone());

@@ -51,7 +51,6 @@ pub fn run(args: RunArgs) -> Result<()> {
     if let Some(path) = &args.resume {
         resume(&mut setup, path)?;
     }
-    super::nats::prepare(&args, &mut setup)?;
     let has_display = std::env::var_os("DISPLAY").is_some_and(|d| !d.is_empty());
     if let Some(mode) = args.xr.xr.filter(|_| !args.no_render) {
         match parvis::engine::xr::probe() {
@@ -61,6 +60,9 @@ pub fn run(args: RunArgs) -> Result<()> {
                     if child_log.is_some() {
                         setup.command_log = child_log;
                     }
+                    // Here, not before the supervisor: the process that runs the venue connects,
+                    // and reads the log as it is when it starts.
+                    super::nats::prepare(&args, &mut setup)?;
                     let audience = start_audience(&args, &setup)?;
                     return run_xr(setup, audience, &args, runtime, has_display && !args.headless);
                 }
@@ -72,6 +74,7 @@ pub fn run(args: RunArgs) -> Result<()> {
             }
         }
     }
+    super::nats::prepare(&args, &mut setup)?;
     let audience = start_audience(&args, &setup)?;
     if args.no_render {
         return run_without_rendering(setup, audience, &args);

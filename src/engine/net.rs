@@ -30,6 +30,15 @@ pub enum LogOutgoing {
     },
 }
 
+/// What arrives from a followed log, in order.
+#[derive(Debug, Clone)]
+pub enum FollowIn {
+    /// A logged command.
+    Command(LoggedCommand),
+    /// The log was started again (a new stream): its numbering starts over.
+    LogStartedAgain,
+}
+
 /// Counters of the venue's NATS link, shared with the edge's tasks and shown on `/metrics`.
 #[derive(Debug, Default)]
 pub struct NetStats {
@@ -168,7 +177,7 @@ pub struct LogPublisher {
 #[derive(Resource)]
 pub struct LogFollower {
     /// Logged commands, as they arrive.
-    pub incoming: mpsc::Receiver<LoggedCommand>,
+    pub incoming: mpsc::Receiver<FollowIn>,
     /// Where the follower is.
     pub position: FollowPosition,
     /// Counters.
@@ -248,8 +257,24 @@ fn fingerprint_state(
 
 fn follow_log(mut follower: ResMut<LogFollower>, mut follow: MessageWriter<FollowCommand>) {
     let follower = &mut *follower;
-    while let Ok(entry) = follower.incoming.try_recv() {
+    while let Ok(arrived) = follower.incoming.try_recv() {
+        let entry = match arrived {
+            FollowIn::Command(entry) => entry,
+            FollowIn::LogStartedAgain => {
+                warn!("the authority's log was started again: following its new numbering from #1");
+                follower.position = FollowPosition::default();
+                continue;
+            }
+        };
         match follower.position.arrive(entry.seq) {
+            Arrival::Implausible => {
+                follower.stats.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "refused from the authority's log: #{} is implausibly far after #{} (a forged or broken message)",
+                    entry.seq, follower.position.applied
+                );
+                continue;
+            }
             Arrival::Duplicate => {
                 follower.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                 continue;

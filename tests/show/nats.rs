@@ -161,6 +161,15 @@ fn follower(url: &str, venue: &str) -> (Watched, SocketAddr) {
     (process, metrics)
 }
 
+/// Waits until JetStream stored everything the authority applied.
+fn wait_stored(metrics: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(metrics, "parvis_nats_log_backlog") > 0 {
+        assert!(Instant::now() < deadline, "JetStream never stored the backlog");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Sets the fog from the desk and waits until the authority logged it as `seq`.
 fn desk_sets_fog(osc: SocketAddr, metrics: SocketAddr, value: f32, seq: u64) {
     oscsend(osc, "/parvis/param/fog", "f", &[&value.to_string()]);
@@ -203,17 +212,16 @@ fn followers_and_a_restarted_authority_end_in_one_state_through_kill_9_of_each()
                 // The authority dies mid-show, once JetStream holds what it applied (the desk's
                 // OSC has no acknowledgement to wait for); its successor carries on from the
                 // stream.
-                let deadline = Instant::now() + Duration::from_secs(20);
-                while metric(auth_metrics, "parvis_nats_log_backlog") > 0 {
-                    assert!(Instant::now() < deadline, "JetStream never stored #{seq}");
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+                wait_stored(auth_metrics);
                 drop(auth);
                 (auth, osc, auth_metrics) = authority(&url, venue, &log);
                 let said = auth.wait_for("carrying on the show", Duration::from_secs(30));
                 assert!(said.contains(&format!("up to #{seq}")), "{said}");
             }
-            16 => late = Some(follower(&url, venue)),
+            16 => {
+                wait_stored(auth_metrics);
+                late = Some(follower(&url, venue));
+            }
             _ => {}
         }
     }
@@ -383,6 +391,7 @@ fn acknowledgements_wait_for_jetstream_and_hostile_messages_or_a_deleted_stream_
         assert_eq!(ack["seq"], 4);
     });
     auth.wait_for("was gone (deleted under the running venue)", Duration::from_secs(10));
+    auth.wait_for("snapshot of the venue at #4 stored", Duration::from_secs(10));
     let (_fresh, fresh_metrics) = follower(&url, venue);
     let after = wait_in_step(&[("authority", metrics), ("follower", follower_metrics), ("fresh", fresh_metrics)], 4);
     assert_ne!(after, hash);
@@ -425,7 +434,7 @@ fn audience_edges_feed_one_venue_counted_once_moderated_everywhere_and_lost_clea
     let nats = NatsServer::start(&dir);
     let url = nats.url();
     let venue = "edges-test";
-    let authority = parvis(&[
+    let authority_args = [
         "run",
         "--no-render",
         "--fps",
@@ -438,16 +447,17 @@ fn audience_edges_feed_one_venue_counted_once_moderated_everywhere_and_lost_clea
         &url,
         "--nats-venue",
         venue,
-    ]);
+    ];
+    let mut authority = parvis(&authority_args);
     let venue_page = said_addr(&authority, "audience page at http://");
     let (_one, one) = edge(&url, venue, "one", true);
     let (two_process, two) = edge(&url, venue, "two", false);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let second = Duration::from_secs(10);
-    let (ana, cy) = runtime.block_on(async {
+    let (ana, cy, cy_id) = runtime.block_on(async {
         let (mut ana, ana_id) = Moderator::join(one, "Ana").await;
         let (mut bob, bob_id) = Moderator::join(two, "Bob").await;
-        let (cy, _) = Moderator::join(two, "Cy").await;
+        let (cy, cy_id) = Moderator::join(two, "Cy").await;
         assert!(ana_id.starts_with("one-") && bob_id.starts_with("two-"), "{ana_id} {bob_id}");
         // One venue counts every edge's members, once.
         ana.next_within(audience_is(3), second).await.expect("3 members across two edges");
@@ -475,34 +485,41 @@ fn audience_edges_feed_one_venue_counted_once_moderated_everywhere_and_lost_clea
         let mut outsider = Moderator::connect(two).await;
         outsider.set_fog(0.15).await;
         assert!(outsider.next_within(applied, Duration::from_millis(1500)).await.is_none());
-        (ana, cy)
+        (ana, cy, cy_id)
     });
     two_process.wait_for("without --staff-edge", Duration::from_secs(5));
 
-    // A forged moderator's request on the audience subject is refused by the venue, by name.
+    // Forged batches are refused by the venue, by name: a moderator's request on the audience
+    // subject, and Cy leaving in edge two's name on edge one's subject.
     runtime.block_on(async {
         let client = async_nats::connect(url.as_str()).await.unwrap();
         let forged = br#"{"edge":"two","members":2,"events":[{"t":"moderator","moderator":"m","action":{"command":{"type":"set_param","name":"fog","value":{"Float":0.2}}}}]}"#;
-        client.publish(format!("parvis.{venue}.audience.in"), forged.to_vec().into()).await.unwrap();
+        client.publish(format!("parvis.{venue}.audience.in.two"), forged.to_vec().into()).await.unwrap();
+        // The venue says one refusal a second (and counts the rest): the next one a second on.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let impostor = format!(r#"{{"edge":"two","members":0,"events":[{{"t":"left","user":"{cy_id}"}}]}}"#);
+        client.publish(format!("parvis.{venue}.audience.in.one"), impostor.into_bytes().into()).await.unwrap();
         client.flush().await.unwrap();
     });
     authority.wait_for("moderator's request", Duration::from_secs(5));
+    authority.wait_for("a batch in the name of edge \"two\"", Duration::from_secs(5));
     let out = Command::new("curl").args(["-s", &format!("http://{venue_page}/metrics")]).output().unwrap();
     let metrics = String::from_utf8_lossy(&out.stdout);
     assert!(metrics.contains("parvis_nats_edges 2"), "{metrics}");
 
     // Edge two dies with Cy: its members leave the venue's count within the edge time-out.
     drop(two_process);
-    runtime.block_on(async {
+    let dan = runtime.block_on(async {
         let (mut dan, _) = Moderator::join(one, "Dan").await;
         // Ana, Cy and Dan (the ban closed Bob's connection), until edge two is found lost.
         dan.next_within(audience_is(3), second).await.expect("Dan counted");
         let remain = dan.next_within(audience_is(2), Duration::from_secs(15)).await;
         assert!(remain.is_some(), "Ana and Dan remain:\n{}", authority.text());
+        dan
     });
     let said = authority.wait_for("\"two\" lost", Duration::from_secs(5));
     assert!(!said.contains("its 0 members leave"), "Cy was still there:\n{said}");
-    drop((ana, cy));
+    drop(cy);
     let entries = {
         let out = Command::new("curl").args(["-s", &format!("http://{venue_page}/metrics")]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
@@ -510,6 +527,17 @@ fn audience_edges_feed_one_venue_counted_once_moderated_everywhere_and_lost_clea
     assert!(entries.contains("parvis_nats_edges 1"), "{entries}");
     let fog = stream_log(&url, venue);
     assert_eq!(fog_values(&fog), vec![0.05], "only the staff edge's request was applied");
+
+    // The authority is killed and started again: edge one says again who its members are.
+    drop(authority);
+    authority = parvis(&authority_args);
+    authority.wait_for("audience edge \"one\" joined", Duration::from_secs(30));
+    runtime.block_on(async {
+        let (mut eve, _) = Moderator::join(one, "Eve").await;
+        let counted = eve.next_within(audience_is(3), Duration::from_secs(10)).await;
+        assert!(counted.is_some(), "Ana, Dan and Eve counted by the new authority:\n{}", authority.text());
+    });
+    drop((dan, ana));
     drop(nats);
 }
 
@@ -529,8 +557,9 @@ authorization {{
     {{ user: authority, password: "auth-s3cret-pw" }}
     {{ user: follower, password: "follow-s3cret-pw" }}
     {{ user: edge, password: "edge-s3cret-pw", permissions: {{
-        publish: ["parvis.tls-test.audience.in"],
-        subscribe: ["parvis.tls-test.audience.out", "parvis.tls-test.staff.moderation"] }} }}
+        publish: ["parvis.tls-test.audience.in.lim"],
+        subscribe: ["parvis.tls-test.audience.out", "parvis.tls-test.audience.resync",
+                    "parvis.tls-test.staff.moderation"] }} }}
   ]
 }}
 "#,

@@ -16,7 +16,7 @@ use parvis_model::scene::format::SceneFile;
 use parvis_model::scene::validate::{parse_scene, validate_scene};
 
 /// The names of the targets, for the script and the smoke test.
-pub const TARGETS: [&str; 11] = [
+pub const TARGETS: [&str; 12] = [
     "audience_frame",
     "moderation",
     "rules",
@@ -28,6 +28,7 @@ pub const TARGETS: [&str; 11] = [
     "subtitles",
     "vmc",
     "poses",
+    "nats",
 ];
 
 /// Runs the target named `name` on `data`.
@@ -44,6 +45,7 @@ pub fn run(name: &str, data: &[u8]) {
         "subtitles" => subtitles(data),
         "vmc" => vmc(data),
         "poses" => poses(data),
+        "nats" => nats(data),
         other => panic!("no fuzz target named {other:?}"),
     }
 }
@@ -191,6 +193,30 @@ pub fn vmc(data: &[u8]) {
         assert!(pose.rotation.iter().all(|v| v.is_finite()) && unit(&pose.rotation), "{pose:?}");
     }
     assert!(update.blends.iter().all(|(_, v)| (0.0..=1.0).contains(v)));
+}
+
+/// What arrives from NATS (anyone allowed on a subject may publish anything there): an audience
+/// edge's batch, each of its events then checked as the venue checks it; a logged command; a
+/// snapshot. What is accepted is within bounds, and nothing from the audience subject is staff.
+pub fn nats(data: &[u8]) {
+    use parvis_model::audience::event::AudienceEvent;
+    use parvis_model::net::{EdgeBatch, LogSnapshot, logged_from_message};
+    if let Ok(batch) = EdgeBatch::from_message("s", data) {
+        let now = std::time::Instant::now();
+        for event in batch.events {
+            if let Ok(event) = event.clone().into_event(&batch.edge, false, now) {
+                let staff = matches!(event, AudienceEvent::Moderator { .. } | AudienceEvent::Chat { staff: true, .. });
+                assert!(!staff, "a staff event accepted from the audience subject: {event:?}");
+            }
+            let _ = event.into_event(&batch.edge, true, now);
+        }
+    }
+    if let Ok(entry) = logged_from_message("s", data) {
+        assert!(entry.seq > 0 && entry.command.numbers_are_finite(), "{entry:?}");
+    }
+    if let Ok(snapshot) = LogSnapshot::from_message("s", data) {
+        assert!(snapshot.entries.iter().all(|e| e.seq <= snapshot.seq));
+    }
 }
 
 /// A performance recording: what reads is finite with unit rotations, and writes back to a

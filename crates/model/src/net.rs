@@ -50,11 +50,17 @@ pub struct VenueSubjects {
     pub log_stream: String,
     /// JetStream stream holding the latest snapshot.
     pub snapshot_stream: String,
-    /// Audience events from the edges ([`EdgeBatch`]): what any edge may publish.
-    pub audience_in: String,
-    /// Staff events from the edges (moderators' requests, staff chat): only edges with a staff
-    /// credential may publish here (NATS permissions, docs/scale.md).
-    pub staff_in: String,
+    /// Audience events from the edges ([`EdgeBatch`]), one subject per edge
+    /// (`….audience.in.EDGE`, see [`Self::audience_in`]): this is the wildcard the venue reads.
+    pub audience_in_all: String,
+    /// Staff events from the edges (moderators' requests, staff chat), one subject per edge
+    /// (`….staff.in.EDGE`): only edges with a staff credential may publish there (NATS
+    /// permissions, docs/scale.md). The wildcard the venue reads.
+    pub staff_in_all: String,
+    /// The venue asks an edge to say again who its members are (`….audience.resync`, the
+    /// payload is the edge's id): after the venue restarted, or heard from an edge it had
+    /// thought lost.
+    pub resync: String,
     /// What the venue says to the audience and its moderators ([`AudienceOut`]), to every
     /// edge.
     pub audience_out: String,
@@ -79,11 +85,23 @@ impl VenueSubjects {
             snapshot: format!("parvis.{name}.snapshot"),
             log_stream: format!("PARVIS_{stream}_LOG"),
             snapshot_stream: format!("PARVIS_{stream}_SNAPSHOT"),
-            audience_in: format!("parvis.{name}.audience.in"),
-            staff_in: format!("parvis.{name}.staff.in"),
+            audience_in_all: format!("parvis.{name}.audience.in.*"),
+            staff_in_all: format!("parvis.{name}.staff.in.*"),
+            resync: format!("parvis.{name}.audience.resync"),
             audience_out: format!("parvis.{name}.audience.out"),
             moderation: format!("parvis.{name}.staff.moderation"),
         })
+    }
+
+    /// Where edge `edge` publishes its audience events: a subject of its own, so that NATS
+    /// permissions can hold each edge to it.
+    pub fn audience_in(&self, edge: &str) -> String {
+        format!("parvis.{}.audience.in.{edge}", self.venue)
+    }
+
+    /// Where edge `edge` publishes its staff events.
+    pub fn staff_in(&self, edge: &str) -> String {
+        format!("parvis.{}.staff.in.{edge}", self.venue)
     }
 
     /// The message id JetStream de-duplicates a logged command by: publishing it again (a
@@ -122,6 +140,10 @@ pub struct LogSnapshot {
     pub stream_seq: u64,
     /// The commands to apply, oldest first, starting with a `load_scene`.
     pub entries: Vec<LoggedCommand>,
+    /// When the log stream `stream_seq` counts in was made (nanoseconds since the Unix epoch):
+    /// a snapshot of a stream since deleted and made again is not used with the new one.
+    #[serde(default)]
+    pub stream_created_ns: u64,
 }
 
 impl LogSnapshot {
@@ -198,13 +220,19 @@ pub enum Arrival {
     Apply,
     /// Already applied (a redelivery): skip it.
     Duplicate,
-    /// Later than the next one: commands are missing in between (the stream lost them, or the
-    /// venue's log was started again); apply it and say so.
+    /// Later than the next one: commands are missing in between (the stream lost them); apply
+    /// it and say so.
     Gap {
         /// The sequence number expected.
         expected: u64,
     },
+    /// So far ahead that it cannot be the venue's (a forged or broken message): refused, the
+    /// position unchanged.
+    Implausible,
 }
+
+/// The furthest a followed log may jump ahead at once; more is refused as [`Arrival::Implausible`].
+pub const MAX_SEQ_JUMP: u64 = 10_000_000;
 
 /// Where a follower is in the venue's log.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -218,6 +246,9 @@ impl FollowPosition {
     pub fn arrive(&mut self, seq: u64) -> Arrival {
         if seq <= self.applied {
             return Arrival::Duplicate;
+        }
+        if seq - self.applied > MAX_SEQ_JUMP {
+            return Arrival::Implausible;
         }
         let expected = self.applied + 1;
         self.applied = seq;
@@ -611,6 +642,9 @@ mod tests {
             assert!(e.starts_with(subject) && e.contains(says), "{e}");
         }
         let e = LogSnapshot::from_message("s", br#"{"seq":1,"stream_seq":1,"entries":[]}"#).unwrap_err();
+        let subjects = VenueSubjects::new("v").unwrap();
+        assert_eq!(subjects.audience_in("e1"), "parvis.v.audience.in.e1");
+        assert_eq!(subjects.audience_in_all, "parvis.v.audience.in.*");
         assert!(e.to_string().contains("load_scene"), "{e}");
     }
 
@@ -621,6 +655,8 @@ mod tests {
         assert_eq!(at.arrive(11), Arrival::Duplicate);
         assert_eq!(at.arrive(9), Arrival::Duplicate);
         assert_eq!(at.arrive(14), Arrival::Gap { expected: 12 });
+        assert_eq!(at.applied, 14);
+        assert_eq!(at.arrive(u64::MAX), Arrival::Implausible, "a forged sequence would skip the rest");
         assert_eq!(at.applied, 14);
     }
 

@@ -100,13 +100,33 @@ async fn send_batches(
     let mut staff_events: Vec<WireEvent> = Vec::new();
     let mut last_sent = Instant::now();
     let mut refused = Throttle::default();
+    // Who is connected here, as the venue was told: said again when the venue asks (it
+    // restarted, or had thought this edge lost).
+    let mut members: HashMap<UserId, Arc<str>> = HashMap::new();
+    let Ok(mut resync) = client.subscribe(subjects.resync.clone()).await else {
+        warn!("NATS: cannot subscribe to {}", subjects.resync);
+        return;
+    };
+    let (audience_subject, staff_subject) = (subjects.audience_in(&edge), subjects.staff_in(&edge));
     loop {
         let wait = if audience.is_empty() && staff_events.is_empty() { HEARTBEAT } else { BATCH_WAIT };
         let deadline = tokio::time::Instant::from_std(last_sent + wait);
         tokio::select! {
+            asked = resync.next() => {
+                let Some(asked) = asked else { return };
+                if asked.payload.as_ref() == edge.as_bytes() {
+                    audience.extend(members.iter().map(|(user, name)| WireEvent::Joined { user: user.to_string(), name: name.to_string() }));
+                }
+                continue;
+            }
             event = events.recv() => {
                 let Some(event) = event else { return };
                 let now = Instant::now();
+                match &event {
+                    AudienceEvent::Joined { user, name } => { members.insert(user.clone(), name.clone()); }
+                    AudienceEvent::Left { user } => { members.remove(user); }
+                    _ => {}
+                }
                 let wire = WireEvent::from_event(&event, now);
                 let is_staff = matches!(event, AudienceEvent::Moderator { .. } | AudienceEvent::Chat { staff: true, .. });
                 if is_staff && !staff {
@@ -120,19 +140,30 @@ async fn send_batches(
             }
             _ = tokio::time::sleep_until(deadline) => {}
         }
-        let members = hub.direct.lock().map(|d| d.len() as u32).unwrap_or(0);
-        for (subject, batch) in [(&subjects.staff_in, &mut staff_events), (&subjects.audience_in, &mut audience)] {
+        let connected = hub.direct.lock().map(|d| d.len() as u32).unwrap_or(0);
+        for (subject, batch) in [(&staff_subject, &mut staff_events), (&audience_subject, &mut audience)] {
             // The audience batch always goes: it is the heartbeat.
-            if batch.is_empty() && subject == &subjects.staff_in {
+            if batch.is_empty() && subject == &staff_subject {
                 continue;
             }
-            let count = batch.len() as u64;
-            let message = EdgeBatch { edge: edge.clone(), members, events: std::mem::take(batch) };
-            let payload = serde_json::to_vec(&message).unwrap_or_default();
-            // The client queues while reconnecting; a full queue waits here, which fills the
-            // hub's bounded input, and members hear `busy`: the edge never grows without end.
-            if client.publish(subject.clone(), payload.into()).await.is_ok() {
-                stats.audience_sent.fetch_add(count, Ordering::Relaxed);
+            // In pieces that fit a NATS message (a resync of many members is large).
+            let mut events = std::mem::take(batch);
+            loop {
+                let rest =
+                    if events.len() > 2 * BATCH_EVENTS { events.split_off(2 * BATCH_EVENTS) } else { Vec::new() };
+                let count = events.len() as u64;
+                let message = EdgeBatch { edge: edge.clone(), members: connected, events };
+                let payload = serde_json::to_vec(&message).unwrap_or_default();
+                // The client queues while reconnecting; a full queue waits here, which fills
+                // the hub's bounded input, and members hear `busy`: the edge never grows
+                // without end.
+                if client.publish(subject.clone(), payload.into()).await.is_ok() {
+                    stats.audience_sent.fetch_add(count, Ordering::Relaxed);
+                }
+                if rest.is_empty() {
+                    break;
+                }
+                events = rest;
             }
         }
         last_sent = Instant::now();
@@ -246,6 +277,8 @@ async fn receive_decisions(client: async_nats::Client, subject: String, hub: Arc
 struct EdgeSeen {
     last: Instant,
     members: HashSet<UserId>,
+    /// Whether the edge was asked to say its members again.
+    asked: bool,
 }
 
 /// Edges → venue: every batch read, checked and handed to the hub; lost edges' members leave.
@@ -255,9 +288,10 @@ async fn receive_edges(
     stats: Arc<NetStats>,
     hub: Arc<AudienceHub>,
 ) {
-    let (Ok(audience), Ok(staff)) =
-        (client.subscribe(subjects.audience_in.clone()).await, client.subscribe(subjects.staff_in.clone()).await)
-    else {
+    let (Ok(audience), Ok(staff)) = (
+        client.subscribe(subjects.audience_in_all.clone()).await,
+        client.subscribe(subjects.staff_in_all.clone()).await,
+    ) else {
         warn!("NATS: cannot subscribe to the audience edges' subjects");
         return;
     };
@@ -277,11 +311,24 @@ async fn receive_edges(
                         continue;
                     }
                 };
+                // Each edge publishes on a subject of its own (which NATS permissions can hold
+                // it to): a batch naming another edge is refused.
+                if message.subject.rsplit('.').next() != Some(batch.edge.as_str()) {
+                    stats.refused.fetch_add(1, Ordering::Relaxed);
+                    refused.say(|| format!("NATS: refused on {}: a batch in the name of edge {:?}", message.subject, batch.edge));
+                    continue;
+                }
                 let now = Instant::now();
                 let seen = edges.entry(batch.edge.clone()).or_insert_with(|| {
                     warn!("NATS: audience edge {:?} joined ({} members)", batch.edge, batch.members);
-                    EdgeSeen { last: now, members: HashSet::new() }
+                    EdgeSeen { last: now, members: HashSet::new(), asked: false }
                 });
+                if !seen.asked {
+                    // Members who joined before the venue heard from this edge (the venue
+                    // restarted, or thought the edge lost) are said again.
+                    seen.asked = true;
+                    let _ = client.publish(subjects.resync.clone(), batch.edge.clone().into_bytes().into()).await;
+                }
                 seen.last = now;
                 for wire in batch.events {
                     match wire.into_event(&batch.edge, staff_subject, now) {
@@ -353,8 +400,16 @@ async fn publish_venue_words(
             },
         };
         batch.push(word);
-        // Whatever else is waiting travels in the same message.
-        while batch.len() < BATCH_EVENTS {
+        // Whatever else is waiting travels in the same message, within a NATS message's size.
+        let mut bytes = 0;
+        while batch.len() < BATCH_EVENTS && bytes < MAX_MESSAGE_BYTES / 4 {
+            bytes += match batch.last() {
+                Some(
+                    AudienceOut::Everyone { json } | AudienceOut::Moderators { json } | AudienceOut::Approvals { json },
+                ) => json.len(),
+                Some(AudienceOut::Member { json, .. }) => json.len() + 32,
+                None => 0,
+            };
             let next = if let Ok(json) = everyone.try_recv() {
                 AudienceOut::Everyone { json: json.to_string() }
             } else if let Ok(json) = moderators.try_recv() {
@@ -373,6 +428,9 @@ async fn publish_venue_words(
         let payload = serde_json::to_vec(&batch).unwrap_or_default();
         stats.words_sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         batch.clear();
-        let _ = client.publish(subjects.audience_out.clone(), payload.into()).await;
+        if let Err(e) = client.publish(subjects.audience_out.clone(), payload.into()).await {
+            stats.words_lagged.fetch_add(1, Ordering::Relaxed);
+            warn!("NATS: a batch for the audience was not sent: {e}");
+        }
     }
 }

@@ -26,15 +26,15 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::engine::control::Throttle;
-use crate::engine::net::{LogOutgoing, NetStats};
+use crate::engine::net::{FollowIn, LogOutgoing, NetStats};
 use crate::engine::rest::Doorbell;
 use crate::model::command::LoggedCommand;
 use crate::model::net::{LogSnapshot, VenueSubjects, logged_from_message};
 
 /// How long to wait for NATS when a node starts.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Commands published before their acknowledgements are awaited.
-const PUBLISH_WINDOW: usize = 256;
+/// The longest a node waits for the venue's history when it starts.
+const HISTORY_TIMEOUT: Duration = Duration::from_secs(60);
 /// JetStream's de-duplication window: a retry within it is stored once.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
@@ -173,6 +173,11 @@ pub struct History {
     pub stream_seq: u64,
     /// Whether a snapshot was used.
     pub from_snapshot: Option<u64>,
+    /// When the log stream read was made (its identity; nanoseconds since the Unix epoch).
+    pub stream_created_ns: u64,
+    /// The last command sequence number the history stands for (the snapshot's own, or the
+    /// last read after it): new commands are numbered after it, a follower follows on from it.
+    pub last_seq: u64,
     /// Messages refused on the log subject while reading (counted, each said).
     pub refused: u64,
 }
@@ -199,19 +204,22 @@ impl NatsNode {
             .build()?;
         let stats = Arc::new(NetStats::default());
         let shown = shown_url(&config.url);
+        // Set once the first connection is made: a `Connected` after that is a reconnection.
+        let first_made = Arc::new(AtomicBool::new(false));
         let client = runtime.block_on(async {
             let events = stats.clone();
+            let first = first_made.clone();
             let said = shown.clone();
             let mut options = ConnectOptions::new()
                 .name(&config.name)
                 .connection_timeout(CONNECT_TIMEOUT)
                 .max_reconnects(None)
                 .event_callback(move |event| {
-                    let (stats, url) = (events.clone(), said.clone());
+                    let (stats, url, first) = (events.clone(), said.clone(), first.clone());
                     async move {
                         match event {
                             async_nats::Event::Connected => {
-                                if stats.connected.swap(1, Ordering::Relaxed) == 0 {
+                                if stats.connected.swap(1, Ordering::Relaxed) == 0 && first.load(Ordering::Acquire) {
                                     stats.reconnects.fetch_add(1, Ordering::Relaxed);
                                     warn!("NATS: connected again to {url}");
                                 }
@@ -245,8 +253,9 @@ impl NatsNode {
                 Err(_) => Err(NatsError::Connect { url: shown.clone(), message: "no answer within 10 s".into() }),
             }
         })?;
-        // The first connection says nothing through the callback's "again".
+        // Up before `first_made`: the first connection's own event is not counted as a return.
         stats.connected.store(1, Ordering::Relaxed);
+        first_made.store(true, Ordering::Release);
         // The JetStream context starts a task of its own: inside the node's runtime.
         let js = {
             let _inside = runtime.enter();
@@ -261,26 +270,39 @@ impl NatsNode {
         self.runtime.block_on(ensure_streams(&self.js, &self.subjects))
     }
 
-    /// Empties the venue's streams: the next show starts a new log.
-    pub fn purge(&self) -> Result<(), NatsError> {
+    /// Starts the venue's log afresh: deletes its streams and makes them again. (A purge would
+    /// keep JetStream's de-duplication ids, and the new log's first commands, numbered from 1
+    /// again, would be taken for the old log's and dropped.)
+    pub fn new_log(&self) -> Result<(), NatsError> {
         self.runtime.block_on(async {
             for name in [&self.subjects.log_stream, &self.subjects.snapshot_stream] {
-                let stream = self.js.get_stream(name).await.map_err(|e| jetstream_error(name, e))?;
-                stream.purge().await.map_err(|e| jetstream_error(&format!("purging {name}"), e))?;
+                self.js.delete_stream(name).await.map_err(|e| jetstream_error(&format!("deleting {name}"), e))?;
             }
-            Ok(())
+            ensure_streams(&self.js, &self.subjects).await
         })
     }
 
     /// Reads the latest snapshot and the log after it. Messages that are not logged commands
     /// are refused (counted and said) and reading goes on.
     pub fn history(&self) -> Result<History, NatsError> {
-        self.runtime.block_on(read_history(&self.js, &self.subjects, &self.stats, true))
+        self.read_history(true)
     }
 
     /// Reads the whole log from its first message, without the snapshot (`parvis replay`).
     pub fn whole_log(&self) -> Result<History, NatsError> {
-        self.runtime.block_on(read_history(&self.js, &self.subjects, &self.stats, false))
+        self.read_history(false)
+    }
+
+    fn read_history(&self, use_snapshot: bool) -> Result<History, NatsError> {
+        let read = read_history(&self.js, &self.subjects, &self.stats, use_snapshot);
+        // The timer is made inside the runtime, whose clock it needs.
+        match self.runtime.block_on(async { tokio::time::timeout(HISTORY_TIMEOUT, read).await }) {
+            Ok(history) => history,
+            Err(_) => Err(NatsError::JetStream {
+                what: self.subjects.log_stream.clone(),
+                message: format!("reading the log took more than {HISTORY_TIMEOUT:?}"),
+            }),
+        }
     }
 
     /// Waits until the venue's log holds a scene (its authority started), up to `within`.
@@ -290,7 +312,15 @@ impl NatsNode {
         loop {
             let history = self.history();
             match history {
-                Ok(h) if !h.entries.is_empty() => return Ok(h),
+                // A log whose scene load is not there yet (a stream made again, before its
+                // snapshot) is waited for like an empty one.
+                Ok(h)
+                    if h.entries
+                        .iter()
+                        .any(|e| matches!(e.command, crate::model::command::VenueCommand::LoadScene { .. })) =>
+                {
+                    return Ok(h);
+                }
                 Ok(_) | Err(NatsError::JetStream { .. }) if Instant::now() < deadline => {
                     if !said {
                         eprintln!(
@@ -337,11 +367,13 @@ impl NatsNode {
         self.runtime.spawn(publisher.run(outgoing));
     }
 
-    /// Starts following the log after stream sequence `after`, handing each command to
-    /// `incoming` in order (redeliveries included: the venue skips them by sequence number).
-    pub fn start_follower(&self, after: u64, incoming: mpsc::Sender<LoggedCommand>, doorbell: Doorbell) {
+    /// Starts following the log after `history` (its stream sequence, in its stream's life),
+    /// handing each command to `incoming` in order (redeliveries included: the venue skips
+    /// them by sequence number).
+    pub fn start_follower(&self, history: &History, incoming: mpsc::Sender<FollowIn>, doorbell: Doorbell) {
         let (js, subjects, stats) = (self.js.clone(), self.subjects.clone(), self.stats.clone());
-        self.runtime.spawn(follow(js, subjects, stats, after, incoming, doorbell));
+        let (after, created) = (history.stream_seq, history.stream_created_ns);
+        self.runtime.spawn(follow(js, subjects, stats, after, created, incoming, doorbell));
     }
 
     /// Serves `/metrics` (what `render` writes) on `addr`, for a node without an audience
@@ -441,6 +473,10 @@ async fn read_history(
 ) -> Result<History, NatsError> {
     let mut history = History::default();
     let mut last_seq = 0;
+    let mut log = js.get_stream(&subjects.log_stream).await.map_err(|e| jetstream_error(&subjects.log_stream, e))?;
+    let info = log.info().await.map_err(|e| jetstream_error(&subjects.log_stream, e))?;
+    let (state, log_created_ns) = (info.state.clone(), u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0));
+    history.stream_created_ns = log_created_ns;
     let snapshots =
         js.get_stream(&subjects.snapshot_stream).await.map_err(|e| jetstream_error(&subjects.snapshot_stream, e))?;
     let latest = match use_snapshot {
@@ -450,6 +486,12 @@ async fn read_history(
     match latest {
         Ok(None) => {}
         Ok(Some(message)) => match LogSnapshot::from_message(&subjects.snapshot, &message.payload) {
+            Ok(snapshot) if snapshot.stream_created_ns != 0 && snapshot.stream_created_ns != log_created_ns => {
+                warn!(
+                    "NATS: the latest snapshot (#{}) is of a log stream since deleted; reading the whole log instead",
+                    snapshot.seq
+                );
+            }
             Ok(snapshot) => {
                 history.stream_seq = snapshot.stream_seq;
                 history.from_snapshot = Some(snapshot.seq);
@@ -464,12 +506,11 @@ async fn read_history(
         Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
         Err(e) => return Err(jetstream_error(&subjects.snapshot_stream, e)),
     }
-    let mut log = js.get_stream(&subjects.log_stream).await.map_err(|e| jetstream_error(&subjects.log_stream, e))?;
-    let state = log.info().await.map_err(|e| jetstream_error(&subjects.log_stream, e))?.state.clone();
     // A log started again (stream deleted and made anew) is shorter than the snapshot says.
     if history.stream_seq > state.last_sequence {
         history.stream_seq = 0;
     }
+    history.last_seq = last_seq;
     if state.messages == 0 || state.last_sequence <= history.stream_seq {
         return Ok(history);
     }
@@ -487,9 +528,17 @@ async fn read_history(
         let stream_seq = message.info().map(|i| i.stream_sequence).unwrap_or(history.stream_seq + 1);
         history.stream_seq = stream_seq;
         match logged_from_message(&subjects.log, &message.payload) {
-            Ok(entry) if entry.seq > last_seq => {
+            Ok(entry) if entry.seq > last_seq && entry.seq - last_seq <= crate::model::net::MAX_SEQ_JUMP => {
                 last_seq = entry.seq;
                 history.entries.push(entry);
+            }
+            Ok(entry) if entry.seq > last_seq => {
+                history.refused += 1;
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                warn!(
+                    "NATS: refused on the venue's log (stream #{stream_seq}): #{} is implausibly far after #{last_seq}",
+                    entry.seq
+                );
             }
             // A retry stored twice (after the de-duplication window): skipped.
             Ok(_) => {
@@ -505,6 +554,7 @@ async fn read_history(
             break;
         }
     }
+    history.last_seq = last_seq;
     Ok(history)
 }
 
@@ -534,91 +584,94 @@ struct Publisher {
 
 impl Publisher {
     async fn run(mut self, mut outgoing: mpsc::UnboundedReceiver<LogOutgoing>) {
-        let mut batch: Vec<LoggedCommand> = Vec::new();
-        while let Some(first) = outgoing.recv().await {
-            let mut next = Some(first);
-            while let Some(item) = next.take() {
-                match item {
-                    LogOutgoing::Command(entry) => batch.push(entry),
-                    LogOutgoing::Snapshot { seq, entries } => {
-                        // Every command before it is stored first: its stream sequence is known.
-                        self.store_commands(std::mem::take(&mut batch)).await;
-                        self.store_snapshot(seq, entries).await;
-                    }
-                }
-                if batch.len() < PUBLISH_WINDOW {
-                    next = outgoing.try_recv().ok();
-                }
+        while let Some(item) = outgoing.recv().await {
+            match item {
+                LogOutgoing::Command(entry) => self.store_command(entry).await,
+                LogOutgoing::Snapshot { seq, entries } => self.store_snapshot(seq, entries).await,
             }
-            self.store_commands(std::mem::take(&mut batch)).await;
         }
     }
 
-    /// Publishes `batch` in order, then awaits each acknowledgement; on an error, publishes
-    /// again from the first unconfirmed one until JetStream has them all. Never gives up: the
-    /// venue's acknowledgements wait on it, and a stage manager would rather see a backlog on
-    /// `/metrics` than lose a cue.
-    async fn store_commands(&mut self, mut batch: Vec<LoggedCommand>) {
-        let mut delay = Duration::from_millis(100);
-        while !batch.is_empty() {
-            let mut acks = Vec::with_capacity(batch.len());
-            let mut failure: Option<String> = None;
-            for entry in &batch {
-                let payload = match serde_json::to_vec(entry) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        failure = Some(format!("#{} cannot be written as JSON: {e}", entry.seq));
-                        break;
-                    }
-                };
-                let mut headers = HeaderMap::new();
-                headers.insert("Nats-Msg-Id", self.subjects.message_id(entry.seq).as_str());
-                match self.js.publish_with_headers(self.subjects.log.clone(), headers, payload.into()).await {
-                    Ok(ack) => acks.push(ack),
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        break;
-                    }
-                }
+    /// Publishes one command and waits for JetStream's acknowledgement, trying again (same
+    /// message id) until it has it. One at a time, on purpose: a command published after one
+    /// that was lost on a broken connection could be stored first, and every reader would
+    /// then take the late one for a duplicate. Never gives up: the venue's acknowledgements
+    /// wait on it, and a stage manager would rather see a backlog on `/metrics` than lose a
+    /// cue.
+    async fn store_command(&mut self, entry: LoggedCommand) {
+        let payload = match serde_json::to_vec(&entry) {
+            Ok(p) if p.len() <= crate::model::net::MAX_MESSAGE_BYTES => p,
+            Ok(p) => {
+                // It cannot be stored, ever: say so loudly and let the show (and the
+                // acknowledgements of later commands) go on; followers will name the gap.
+                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                error!(
+                    "NATS: command #{} ({}) is {} bytes, over the log's {} — it is applied here but NOT in the NATS log; followers will miss it",
+                    entry.seq,
+                    entry.command.summary(),
+                    p.len(),
+                    crate::model::net::MAX_MESSAGE_BYTES
+                );
+                self.confirm(&entry);
+                return;
             }
-            let mut stored = 0;
-            for ack in acks {
-                match ack.await {
-                    Ok(ack) => {
-                        let entry = &batch[stored];
+            Err(e) => {
+                error!("NATS: command #{} cannot be written as JSON ({e}); it is not in the NATS log", entry.seq);
+                self.confirm(&entry);
+                return;
+            }
+        };
+        let mut delay = Duration::from_millis(100);
+        let mut first_try = true;
+        loop {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Msg-Id", self.subjects.message_id(entry.seq).as_str());
+            let stored =
+                match self.js.publish_with_headers(self.subjects.log.clone(), headers, payload.clone().into()).await {
+                    Ok(ack) => ack.await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+            match stored {
+                Ok(ack) => {
+                    if ack.duplicate && first_try {
+                        // Only a retry can be a duplicate: the stream holds another command
+                        // under this number (a log started again without --nats-new-log).
+                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        error!(
+                            "NATS: JetStream already held a command numbered #{} for venue {:?}: this one is NOT in the log. Was the log started again without --nats-new-log?",
+                            entry.seq, self.subjects.venue
+                        );
+                    } else {
                         self.last_stream_seq = ack.sequence;
                         self.stats.stored.fetch_add(1, Ordering::Relaxed);
-                        self.stats.lag_ms.store(now_ms().saturating_sub(entry.time_ms), Ordering::Relaxed);
-                        self.confirmed.fetch_max(entry.seq, Ordering::AcqRel);
-                        stored += 1;
                     }
-                    Err(e) => {
-                        failure.get_or_insert(e.to_string());
-                        break;
-                    }
+                    self.stats.lag_ms.store(now_ms().saturating_sub(entry.time_ms), Ordering::Relaxed);
+                    self.confirm(&entry);
+                    return;
+                }
+                Err(why) => {
+                    first_try = false;
+                    self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    let (seq, subject) = (entry.seq, self.subjects.log.clone());
+                    self.failing.say(|| {
+                        format!("NATS: the log did not store #{seq} on {subject} ({why}); trying again, acknowledgements wait")
+                    });
+                    self.recover_stream().await;
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
                 }
             }
-            if stored > 0 {
-                self.doorbell.ring();
-            }
-            batch.drain(..stored);
-            if let Some(why) = failure.filter(|_| !batch.is_empty()) {
-                self.stats.retries.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                let (first, subject) = (batch[0].seq, self.subjects.log.clone());
-                self.failing.say(|| {
-                    format!(
-                        "NATS: the log did not store #{first} on {subject} ({why}); trying again, acknowledgements wait"
-                    )
-                });
-                self.recover_stream().await;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(2));
-            }
         }
+    }
+
+    /// The venue may acknowledge `entry` (and everything before it).
+    fn confirm(&self, entry: &LoggedCommand) {
+        self.confirmed.fetch_max(entry.seq, Ordering::AcqRel);
+        self.doorbell.ring();
     }
 
     /// After a failed publication: if the venue's streams are gone (deleted under it), makes
-    /// them again and asks the venue for a snapshot, so that followers can start from it.
+    /// them again and asks the venue for a snapshot, so that nodes can start from it.
     async fn recover_stream(&mut self) {
         match self.js.get_stream(&self.subjects.log_stream).await {
             Ok(_) => {}
@@ -648,7 +701,14 @@ impl Publisher {
     }
 
     async fn store_snapshot(&mut self, seq: u64, entries: Vec<LoggedCommand>) {
-        let snapshot = LogSnapshot { seq, stream_seq: self.last_stream_seq, entries };
+        let stream_created_ns = match self.js.get_stream(&self.subjects.log_stream).await {
+            Ok(mut stream) => match stream.info().await {
+                Ok(info) => u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0),
+                Err(_) => 0,
+            },
+            Err(_) => 0,
+        };
+        let snapshot = LogSnapshot { seq, stream_seq: self.last_stream_seq, entries, stream_created_ns };
         let payload = match serde_json::to_vec(&snapshot) {
             Ok(p) if p.len() <= crate::model::net::MAX_MESSAGE_BYTES => p,
             Ok(p) => {
@@ -678,19 +738,22 @@ impl Publisher {
     }
 }
 
-/// Follows the log live after stream sequence `after`, making the consumer again whenever it
-/// breaks (the server restarted, the stream was made again).
+/// Follows the log live after stream sequence `after` of the stream made at `created_ns`,
+/// making the consumer again whenever it breaks (the server restarted, the stream was made
+/// again: then the venue is told, and the new stream is read from its start).
 async fn follow(
     js: jetstream::Context,
     subjects: VenueSubjects,
     stats: Arc<NetStats>,
     mut after: u64,
-    incoming: mpsc::Sender<LoggedCommand>,
+    mut created_ns: u64,
+    incoming: mpsc::Sender<FollowIn>,
     doorbell: Doorbell,
 ) {
     let mut trouble = Throttle::default();
     loop {
-        let reason = match follow_once(&js, &subjects, &stats, &mut after, &incoming, &doorbell).await {
+        let reason = match follow_once(&js, &subjects, &stats, &mut after, &mut created_ns, &incoming, &doorbell).await
+        {
             Ok(()) => return,
             Err(why) => why,
         };
@@ -707,14 +770,27 @@ async fn follow_once(
     subjects: &VenueSubjects,
     stats: &NetStats,
     after: &mut u64,
-    incoming: &mpsc::Sender<LoggedCommand>,
+    created_ns: &mut u64,
+    incoming: &mpsc::Sender<FollowIn>,
     doorbell: &Doorbell,
 ) -> Result<(), String> {
     let mut log = js.get_stream(&subjects.log_stream).await.map_err(|e| e.to_string())?;
     let info = log.info().await.map_err(|e| e.to_string())?;
-    let (last, created) = (info.state.last_sequence, info.created);
-    if last < *after {
-        // The stream was made again: its numbering starts over. The venue skips what it has.
+    let created = u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0);
+    if created != *created_ns {
+        // Another life of the stream: the log was started again (`--nats-new-log`) or the
+        // stream deleted and made again. Its numbering starts over; the venue is told, so that
+        // the new log's commands are not taken for ones it has.
+        if *created_ns != 0 {
+            warn!(
+                "NATS: the venue's log stream {} was made again; following the new one from its start",
+                subjects.log_stream
+            );
+            if incoming.send(FollowIn::LogStartedAgain).await.is_err() {
+                return Ok(());
+            }
+        }
+        *created_ns = created;
         *after = 0;
     }
     let consumer = log
@@ -738,8 +814,7 @@ async fn follow_once(
             _ = check.tick() => {
                 match js.get_stream(&subjects.log_stream).await {
                     Ok(mut now) => match now.info().await {
-                        Ok(info) if info.created != created => {
-                            *after = 0;
+                        Ok(info) if u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0) != *created_ns => {
                             return Err("the stream was deleted and made again".into());
                         }
                         _ => continue,
@@ -755,7 +830,7 @@ async fn follow_once(
         }
         match logged_from_message(&subjects.log, &message.payload) {
             Ok(entry) => {
-                if incoming.send(entry).await.is_err() {
+                if incoming.send(FollowIn::Command(entry)).await.is_err() {
                     return Ok(());
                 }
                 doorbell.ring();
