@@ -142,11 +142,12 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, broadcast: broa
         let _ = stream.set_nodelay(true);
         shared.open_connections.fetch_add(1, Ordering::Relaxed);
         let (shared, broadcast) = (shared.clone(), broadcast.clone());
-        tokio::spawn(async move {
+        let task = async move {
             serve_connection(stream, ip, &shared, broadcast).await;
             shared.release_address(ip);
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
-        });
+        };
+        tokio::spawn(task);
     }
 }
 
@@ -215,7 +216,10 @@ async fn serve_connection(
     shared: &Arc<Shared>,
     broadcast: broadcast::Sender<Arc<str>>,
 ) {
-    let Some(head) = read_head(&mut stream, shared.config().hello_timeout).await else {
+    // One-off futures are boxed: a task's future is as large as its largest state for the
+    // connection's whole life, and the handshake's would otherwise be carried by every idle
+    // member (docs/benchmarks.md, memory per connection).
+    let Some(head) = Box::pin(read_head(&mut stream, shared.config().hello_timeout)).await else {
         shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -241,7 +245,7 @@ async fn serve_connection(
                 "refused a {path} connection from {ip}: origin {:?} is not allowed",
                 origin.unwrap_or_default()
             );
-            respond(&mut stream, "403 Forbidden", "text/plain", b"origin not allowed\n").await;
+            Box::pin(respond(&mut stream, "403 Forbidden", "text/plain", b"origin not allowed\n")).await;
             return;
         }
     }
@@ -250,14 +254,14 @@ async fn serve_connection(
             serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, broadcast).await;
         }
         ("GET", "/mod", true) => {
-            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared).await;
+            Box::pin(moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared)).await;
         }
         ("GET", "/metrics", false) => {
             let body = shared.hub.render_metrics();
-            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes()).await;
+            Box::pin(respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes())).await;
         }
         ("GET", _, false) => serve_static(&mut stream, &shared.config().web_root, &path).await,
-        _ => respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await,
+        _ => Box::pin(respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n")).await,
     }
 }
 
@@ -322,7 +326,7 @@ async fn serve_audience_socket(
     shared: &Arc<Shared>,
     broadcast: broadcast::Sender<Arc<str>>,
 ) {
-    let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
+    let Ok(socket) = Box::pin(tokio_tungstenite::accept_async_with_config(stream, Some(socket_config()))).await else {
         shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
         return;
     };
@@ -331,7 +335,7 @@ async fn serve_audience_socket(
     let send = |m: &ServerMessage| Message::text(m.to_json());
 
     // The first message must be a hello, within the handshake time.
-    let hello = tokio::time::timeout(shared.config().hello_timeout, source.next()).await;
+    let hello = Box::pin(tokio::time::timeout(shared.config().hello_timeout, source.next())).await;
     let (name, session) = match hello {
         Ok(Some(Ok(Message::Text(text)))) => match parse_client_message(text.as_str()) {
             Ok(ClientMessage::Hello { v, name, session, .. }) if v == PROTOCOL_VERSION => {
@@ -367,7 +371,7 @@ async fn serve_audience_socket(
         },
         _ => {
             metrics.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-            close_gracefully(&mut sink, &mut source, CloseCode::Policy, "no hello").await;
+            Box::pin(close_gracefully(&mut sink, &mut source, CloseCode::Policy, "no hello")).await;
             return;
         }
     };
@@ -377,7 +381,7 @@ async fn serve_audience_socket(
     if shared.hub.moderation.lock().expect("moderation").is_banned(&returning.clone().unwrap_or_default(), Some(ip)) {
         metrics.reject(Rejection::Banned);
         let _ = sink.send(send(&ServerMessage::error("banned", "a moderator banned you from this venue"))).await;
-        close_gracefully(&mut sink, &mut source, CloseCode::Policy, "banned").await;
+        Box::pin(close_gracefully(&mut sink, &mut source, CloseCode::Policy, "banned")).await;
         return;
     }
     let user = returning.filter(|user| !shared.member_connected(user)).unwrap_or_else(|| shared.new_user_id());
@@ -481,7 +485,7 @@ async fn serve_audience_socket(
         }
     };
     if let Some((code, reason)) = close_reason {
-        close_gracefully(&mut sink, &mut source, code, reason).await;
+        Box::pin(close_gracefully(&mut sink, &mut source, code, reason)).await;
     }
     shared.hub.direct.lock().expect("direct map").remove(&user);
     shared.leave_member(&user);
