@@ -136,7 +136,7 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
         Role::Follower { history } => {
             let (sender, incoming) = tokio::sync::mpsc::channel(4096);
             node.start_follower(&history, sender, doorbell);
-            let position = FollowPosition { applied: history.last_seq };
+            let position = FollowPosition { applied: history.last_seq, rebasing: false };
             app.insert_resource(LogFollower { incoming, position, stats: stats.clone() });
         }
     }

@@ -20,7 +20,7 @@ use parvis::engine::rest::Rest;
 use parvis::model::command::read_command_log_recovering;
 
 /// Runs the venue until it is closed, interrupted, or has shown `--frames` frames.
-pub fn run(args: RunArgs) -> Result<()> {
+pub fn run(mut args: RunArgs) -> Result<()> {
     super::signals::watch();
     if args.output.any() && args.no_render {
         bail!("--stream and --record send the rendered picture: they cannot go with --no-render");
@@ -67,6 +67,9 @@ pub fn run(args: RunArgs) -> Result<()> {
                     return run_xr(setup, audience, &args, runtime, has_display && !args.headless);
                 }
                 supervise_xr(&args, &mut setup)?;
+                // The headset's process started the new log; carrying on at the desktop must
+                // not delete what it wrote.
+                args.nats.nats_new_log = false;
             }
             Err(e) if mode == XrModeArg::Require => bail!("--xr=require: {e}"),
             Err(e) => {

@@ -54,6 +54,9 @@ pub struct NetStats {
     pub retries: AtomicU64,
     /// Snapshots stored.
     pub snapshots: AtomicU64,
+    /// Commands applied that cannot be in the log (over a NATS message, or a number the
+    /// stream already held): said as errors when they happen.
+    pub unlogged: AtomicU64,
     /// Commands applied from another venue's log.
     pub followed: AtomicU64,
     /// Redeliveries skipped (already applied).
@@ -138,7 +141,13 @@ impl MetricsSection for NetStats {
             "# HELP parvis_nats_edges Audience edges the venue hears from.\n# TYPE parvis_nats_edges gauge\nparvis_nats_edges {}",
             get(&self.edges)
         );
-        let backlog = get(&self.queued).saturating_sub(get(&self.stored));
+        write_counter(
+            out,
+            "nats_log_unlogged_total",
+            "Commands applied that could not be logged.",
+            get(&self.unlogged),
+        );
+        let backlog = get(&self.queued).saturating_sub(get(&self.stored) + get(&self.unlogged));
         let _ = writeln!(
             out,
             "# HELP parvis_nats_log_backlog Commands applied and not yet stored by JetStream.\n# TYPE parvis_nats_log_backlog gauge\nparvis_nats_log_backlog {backlog}\n# HELP parvis_nats_lag_ms Milliseconds from a command being logged to being stored or followed here.\n# TYPE parvis_nats_lag_ms gauge\nparvis_nats_lag_ms {}\n# HELP parvis_log_position The last command sequence number applied here.\n# TYPE parvis_log_position gauge\nparvis_log_position {}",
@@ -238,21 +247,30 @@ fn now_ms() -> u64 {
 }
 
 /// Takes the venue's state fingerprint whenever commands were applied, for `/metrics`: nodes
-/// that follow one log show the same fingerprint at the same position.
+/// that follow one log show the same fingerprint at the same position (a follower's is where
+/// it is in the authority's log).
 fn fingerprint_state(
     log: Res<CommandLog>,
     scene: Option<Res<CurrentScene>>,
     params: Res<VenueParams>,
     publisher: Option<Res<LogPublisher>>,
     follower: Option<Res<LogFollower>>,
+    mut applied: MessageReader<AppliedCommand>,
+    mut taken: Local<bool>,
 ) {
-    let Some(stats) = publisher.map(|p| p.stats.clone()).or_else(|| follower.map(|f| f.stats.clone())) else { return };
-    if stats.hashed_at.load(Ordering::Relaxed) == log.applied() && log.applied() > 0 {
+    let changed = applied.read().count() > 0;
+    let (stats, position) = match (publisher, follower) {
+        (Some(p), _) => (p.stats.clone(), log.applied()),
+        (None, Some(f)) => (f.stats.clone(), f.position.applied),
+        (None, None) => return,
+    };
+    if *taken && !changed && stats.hashed_at.load(Ordering::Relaxed) == position {
         return;
     }
+    *taken = true;
     let hash = state_hash(scene.as_deref().map(|s| &*s.0), Some(&params.0));
     stats.state_hash.store(hash, Ordering::Relaxed);
-    stats.hashed_at.store(log.applied(), Ordering::Relaxed);
+    stats.hashed_at.store(position, Ordering::Relaxed);
 }
 
 fn follow_log(mut follower: ResMut<LogFollower>, mut follow: MessageWriter<FollowCommand>) {
@@ -261,12 +279,13 @@ fn follow_log(mut follower: ResMut<LogFollower>, mut follow: MessageWriter<Follo
         let entry = match arrived {
             FollowIn::Command(entry) => entry,
             FollowIn::LogStartedAgain => {
-                warn!("the authority's log was started again: following its new numbering from #1");
-                follower.position = FollowPosition::default();
+                warn!("the authority's log stream was made again: following it on from its first command");
+                follower.position.log_started_again();
                 continue;
             }
         };
-        match follower.position.arrive(entry.seq) {
+        let loads_scene = matches!(entry.command, crate::model::command::VenueCommand::LoadScene { .. });
+        match follower.position.arrive(entry.seq, loads_scene) {
             Arrival::Implausible => {
                 follower.stats.refused.fetch_add(1, Ordering::Relaxed);
                 warn!(

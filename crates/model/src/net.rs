@@ -157,6 +157,10 @@ impl LogSnapshot {
         if !matches!(snapshot.entries.first().map(|e| &e.command), Some(VenueCommand::LoadScene { .. })) {
             return Err(bad("a snapshot must start with a load_scene".into()));
         }
+        let last_entry = snapshot.entries.iter().map(|e| e.seq).max().unwrap_or(0);
+        if snapshot.seq - last_entry.min(snapshot.seq) > MAX_SEQ_JUMP {
+            return Err(bad(format!("its sequence #{} is implausibly far after its last command", snapshot.seq)));
+        }
         if snapshot.entries.iter().any(|e| e.seq > snapshot.seq || !e.command.numbers_are_finite()) {
             return Err(bad(
                 "an entry is after the snapshot's own sequence or holds a number that is not finite".into()
@@ -239,17 +243,34 @@ pub const MAX_SEQ_JUMP: u64 = 10_000_000;
 pub struct FollowPosition {
     /// The last sequence number applied.
     pub applied: u64,
+    /// The log's stream was made again: the next arrival sets the position, whatever its jump
+    /// (the authority numbers on; a new log starts again from a scene load).
+    pub rebasing: bool,
 }
 
 impl FollowPosition {
-    /// Decides about `seq`, and moves past it unless it is a duplicate.
-    pub fn arrive(&mut self, seq: u64) -> Arrival {
+    /// The log's stream was made again (deleted under the authority, or a new log started).
+    pub fn log_started_again(&mut self) {
+        self.rebasing = true;
+    }
+
+    /// Decides about `seq` (a scene load when `loads_scene`), and moves past it unless it is a
+    /// duplicate. After [`Self::log_started_again`], a scene load at or before the position
+    /// starts the numbering again (a new log); anything later than the position is taken
+    /// whatever its jump (the authority numbering on into the new stream).
+    pub fn arrive(&mut self, seq: u64, loads_scene: bool) -> Arrival {
+        if self.rebasing && seq <= self.applied && loads_scene {
+            self.rebasing = false;
+            self.applied = seq;
+            return Arrival::Apply;
+        }
         if seq <= self.applied {
             return Arrival::Duplicate;
         }
-        if seq - self.applied > MAX_SEQ_JUMP {
+        if seq - self.applied > MAX_SEQ_JUMP && !self.rebasing {
             return Arrival::Implausible;
         }
+        self.rebasing = false;
         let expected = self.applied + 1;
         self.applied = seq;
         if seq == expected { Arrival::Apply } else { Arrival::Gap { expected } }
@@ -650,14 +671,24 @@ mod tests {
 
     #[test]
     fn a_follower_skips_redeliveries_and_names_a_gap() {
-        let mut at = FollowPosition { applied: 10 };
-        assert_eq!(at.arrive(11), Arrival::Apply);
-        assert_eq!(at.arrive(11), Arrival::Duplicate);
-        assert_eq!(at.arrive(9), Arrival::Duplicate);
-        assert_eq!(at.arrive(14), Arrival::Gap { expected: 12 });
+        let mut at = FollowPosition { applied: 10, rebasing: false };
+        assert_eq!(at.arrive(11, false), Arrival::Apply);
+        assert_eq!(at.arrive(11, false), Arrival::Duplicate);
+        assert_eq!(at.arrive(9, false), Arrival::Duplicate);
+        assert_eq!(at.arrive(14, false), Arrival::Gap { expected: 12 });
         assert_eq!(at.applied, 14);
-        assert_eq!(at.arrive(u64::MAX), Arrival::Implausible, "a forged sequence would skip the rest");
+        assert_eq!(at.arrive(u64::MAX, false), Arrival::Implausible, "a forged sequence would skip the rest");
         assert_eq!(at.applied, 14);
+        // The stream made again under a running authority: it numbers on; a command stored in
+        // both streams is still a duplicate.
+        at.log_started_again();
+        assert_eq!(at.arrive(14, false), Arrival::Duplicate);
+        assert_eq!(at.arrive(15, false), Arrival::Apply);
+        // A new log (`--nats-new-log`): it starts again from a scene load at #1.
+        at.log_started_again();
+        assert_eq!(at.arrive(1, true), Arrival::Apply);
+        assert_eq!(at.arrive(2, false), Arrival::Apply);
+        assert_eq!(at.applied, 2);
     }
 
     #[test]

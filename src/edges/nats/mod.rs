@@ -363,6 +363,7 @@ impl NatsNode {
             doorbell,
             last_stream_seq: 0,
             failing: Throttle::default(),
+            snapshot_owed: false,
         };
         self.runtime.spawn(publisher.run(outgoing));
     }
@@ -398,8 +399,10 @@ impl NatsNode {
     /// client holds. A command left unstored was never acknowledged to its origin.
     pub fn close(&self, grace: Duration) {
         let deadline = Instant::now() + grace;
-        let backlog =
-            || self.stats.queued.load(Ordering::Relaxed).saturating_sub(self.stats.stored.load(Ordering::Relaxed));
+        let backlog = || {
+            let done = self.stats.stored.load(Ordering::Relaxed) + self.stats.unlogged.load(Ordering::Relaxed);
+            self.stats.queued.load(Ordering::Relaxed).saturating_sub(done)
+        };
         while backlog() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -477,6 +480,7 @@ async fn read_history(
     let info = log.info().await.map_err(|e| jetstream_error(&subjects.log_stream, e))?;
     let (state, log_created_ns) = (info.state.clone(), u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0));
     history.stream_created_ns = log_created_ns;
+    let mut snapshot_of_this_life = false;
     let snapshots =
         js.get_stream(&subjects.snapshot_stream).await.map_err(|e| jetstream_error(&subjects.snapshot_stream, e))?;
     let latest = match use_snapshot {
@@ -493,6 +497,7 @@ async fn read_history(
                 );
             }
             Ok(snapshot) => {
+                snapshot_of_this_life = snapshot.stream_created_ns == log_created_ns;
                 history.stream_seq = snapshot.stream_seq;
                 history.from_snapshot = Some(snapshot.seq);
                 last_seq = snapshot.seq;
@@ -506,8 +511,10 @@ async fn read_history(
         Err(e) if e.kind() == jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {}
         Err(e) => return Err(jetstream_error(&subjects.snapshot_stream, e)),
     }
-    // A log started again (stream deleted and made anew) is shorter than the snapshot says.
-    if history.stream_seq > state.last_sequence {
+    // A snapshot of unknown stream life (from before it carried one) past the stream's end
+    // belongs to a log since started again. (A snapshot of this life past the end read above
+    // was stored just after: the tail after it is empty, and following goes on from it.)
+    if history.stream_seq > state.last_sequence && !snapshot_of_this_life {
         history.stream_seq = 0;
     }
     history.last_seq = last_seq;
@@ -580,6 +587,9 @@ struct Publisher {
     doorbell: Doorbell,
     last_stream_seq: u64,
     failing: Throttle,
+    /// A snapshot must be stored for the new life of the stream (made again under the venue):
+    /// until then nodes starting could not find a scene in it. Asked for again until stored.
+    snapshot_owed: bool,
 }
 
 impl Publisher {
@@ -600,11 +610,12 @@ impl Publisher {
     /// cue.
     async fn store_command(&mut self, entry: LoggedCommand) {
         let payload = match serde_json::to_vec(&entry) {
-            Ok(p) if p.len() <= crate::model::net::MAX_MESSAGE_BYTES => p,
+            // Room for the headers, which the stream's limit counts too.
+            Ok(p) if p.len() + 1024 <= crate::model::net::MAX_MESSAGE_BYTES => p,
             Ok(p) => {
                 // It cannot be stored, ever: say so loudly and let the show (and the
                 // acknowledgements of later commands) go on; followers will name the gap.
-                self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                self.stats.unlogged.fetch_add(1, Ordering::Relaxed);
                 error!(
                     "NATS: command #{} ({}) is {} bytes, over the log's {} — it is applied here but NOT in the NATS log; followers will miss it",
                     entry.seq,
@@ -616,6 +627,7 @@ impl Publisher {
                 return;
             }
             Err(e) => {
+                self.stats.unlogged.fetch_add(1, Ordering::Relaxed);
                 error!("NATS: command #{} cannot be written as JSON ({e}); it is not in the NATS log", entry.seq);
                 self.confirm(&entry);
                 return;
@@ -636,7 +648,7 @@ impl Publisher {
                     if ack.duplicate && first_try {
                         // Only a retry can be a duplicate: the stream holds another command
                         // under this number (a log started again without --nats-new-log).
-                        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+                        self.stats.unlogged.fetch_add(1, Ordering::Relaxed);
                         error!(
                             "NATS: JetStream already held a command numbered #{} for venue {:?}: this one is NOT in the log. Was the log started again without --nats-new-log?",
                             entry.seq, self.subjects.venue
@@ -689,6 +701,7 @@ impl Publisher {
                             self.subjects.log_stream
                         );
                         self.last_stream_seq = 0;
+                        self.snapshot_owed = true;
                         self.wants_snapshot.store(true, Ordering::Release);
                         self.doorbell.ring();
                     }
@@ -701,6 +714,21 @@ impl Publisher {
     }
 
     async fn store_snapshot(&mut self, seq: u64, entries: Vec<LoggedCommand>) {
+        let stored = self.try_store_snapshot(seq, entries).await;
+        if !stored && self.snapshot_owed {
+            // Asked for again, a second on: the venue sends a fresh one.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            self.wants_snapshot.store(true, Ordering::Release);
+            self.doorbell.ring();
+        }
+        if stored {
+            self.snapshot_owed = false;
+        }
+    }
+
+    async fn try_store_snapshot(&mut self, seq: u64, entries: Vec<LoggedCommand>) -> bool {
+        // Without the stream's creation time a snapshot could be taken for another life of the
+        // stream: not stored.
         let stream_created_ns = match self.js.get_stream(&self.subjects.log_stream).await {
             Ok(mut stream) => match stream.info().await {
                 Ok(info) => u64::try_from(info.created.unix_timestamp_nanos()).unwrap_or(0),
@@ -708,6 +736,10 @@ impl Publisher {
             },
             Err(_) => 0,
         };
+        if stream_created_ns == 0 {
+            warn!("NATS: the snapshot at #{seq} is not stored: the log stream's details could not be read");
+            return false;
+        }
         let snapshot = LogSnapshot { seq, stream_seq: self.last_stream_seq, entries, stream_created_ns };
         let payload = match serde_json::to_vec(&snapshot) {
             Ok(p) if p.len() <= crate::model::net::MAX_MESSAGE_BYTES => p,
@@ -716,11 +748,11 @@ impl Publisher {
                     "NATS: the snapshot at #{seq} is {} bytes, over the limit: not stored (nodes read the log instead)",
                     p.len()
                 );
-                return;
+                return false;
             }
             Err(e) => {
                 warn!("NATS: the snapshot at #{seq} cannot be written: {e}");
-                return;
+                return false;
             }
         };
         // A lost snapshot costs a node a longer catch-up, never a command: one try is enough.
@@ -732,8 +764,12 @@ impl Publisher {
             Ok(()) => {
                 self.stats.snapshots.fetch_add(1, Ordering::Relaxed);
                 info!("NATS: snapshot of the venue at #{seq} stored");
+                true
             }
-            Err(e) => warn!("NATS: the snapshot at #{seq} was not stored ({e}); the next one will be"),
+            Err(e) => {
+                warn!("NATS: the snapshot at #{seq} was not stored ({e}); the next one will be");
+                false
+            }
         }
     }
 }
