@@ -261,3 +261,90 @@ fn a_runtime_killed_mid_session_ends_a_required_visit_with_a_message() {
     assert!(log.contains("went away mid-session") && log.contains("exiting"), "the reason is given");
     assert!(!log.contains("carries on at the desktop"));
 }
+
+/// A render follower in a headset: `parvis follow --xr=require` catches up from an authority's
+/// command log on NATS (Debian's `nats-server`, on a loopback port of its own) and applies, in
+/// the headset session, the commands the authority logs while it runs.
+#[test]
+fn a_headset_follows_an_authoritys_venue_over_nats() {
+    use std::net::{TcpListener, TcpStream, UdpSocket};
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+
+    let _one = RUNTIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = out_dir("follow");
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut nats = Command::new("nats-server")
+        .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+        .arg(dir.join("jetstream"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nats-server runs (scripts/test.sh installs it)");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "nats-server never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let osc = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port().to_string();
+    let mut authority = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["run", "--no-render", "--no-audience", "--fps", "60", "--osc", &format!("127.0.0.1:{osc}")])
+        .args(["--nats", &url, "--nats-venue", "xr-follow"])
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let fog = |value: f32| {
+        let sent = Command::new("oscsend")
+            .args(["127.0.0.1", &osc, "/parvis/param/fog", "f", &value.to_string()])
+            .status()
+            .expect("oscsend (liblo-tools)");
+        assert!(sent.success());
+    };
+    // No wait for the authority: the follower waits until the log holds a scene.
+    let log = dir.join("follower.jsonl");
+    let follower = {
+        let (url, log) = (url.clone(), log.to_str().unwrap().to_owned());
+        std::thread::spawn(move || {
+            with_monado(&[
+                env!("CARGO_BIN_EXE_parvis"),
+                "follow",
+                "--xr=require",
+                "--frames",
+                "40",
+                "--size",
+                "320x180",
+                "--nats",
+                &url,
+                "--nats-venue",
+                "xr-follow",
+                "--log",
+                &log,
+            ])
+        })
+    };
+    // The desk changes the fog while the headset runs.
+    let mut step = 0;
+    while !follower.is_finished() {
+        step += 1;
+        fog(0.001 * (step % 150) as f32);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = follower.join().unwrap();
+    let _ = authority.kill();
+    let _ = nats.kill();
+    let _ = (authority.wait(), nats.wait());
+    assert!(output.status.success(), "the followed session ran and exited cleanly");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("following venue \"xr-follow\""), "{stderr}");
+    assert!(stderr.contains("headset session through Monado"), "{stderr}");
+    // What the follower applied live (not what it caught up with) is in its log, in the
+    // authority's numbering and order.
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let entries = parvis::model::command::read_command_log(text.as_bytes()).unwrap();
+    assert!(!entries.is_empty(), "the headset followed commands live:\n{stderr}");
+    assert!(entries.windows(2).all(|w| w[1].seq == w[0].seq + 1), "in order, without gaps");
+    assert!(entries[0].seq > 1, "after what it caught up with");
+}
