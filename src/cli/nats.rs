@@ -33,25 +33,32 @@ enum Role {
 /// own app): one venue per process.
 static SESSION: Mutex<Option<Session>> = Mutex::new(None);
 
+/// The venue's name on NATS: `--nats-venue`, else made from the scene's title.
+fn venue_name(args: &RunArgs, setup: &VenueSetup) -> String {
+    match &args.nats.nats_venue {
+        Some(name) => name.clone(),
+        None => venue_name_from_title(&setup.scene.venue.title),
+    }
+}
+
+/// Connects this node (`node`: the client name the server shows) to venue `venue` on the
+/// NATS server at `url`, with the credential the environment gives.
+pub fn connect(url: &str, ca: Option<&std::path::Path>, venue: &str, node: &str) -> Result<NatsNode> {
+    let subjects = VenueSubjects::new(venue)?;
+    let auth = NatsAuth::from_env(|k| std::env::var(k).ok())?;
+    let config = NatsConfig { url: url.to_owned(), auth, ca: ca.map(ToOwned::to_owned), name: node.to_owned() };
+    Ok(NatsNode::connect(&config, subjects)?)
+}
+
 /// Connects to NATS if `--nats` asks, before the venue starts: an authority makes its streams
 /// and carries on the show they hold; a follower waits for its authority's log and starts from
 /// it. Does nothing without `--nats`.
 pub fn prepare(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
     let Some(url) = &args.nats.nats else { return Ok(()) };
-    let name = match &args.nats.nats_venue {
-        Some(name) => name.clone(),
-        None => venue_name_from_title(&setup.scene.venue.title),
-    };
-    let subjects = VenueSubjects::new(&name)?;
-    let auth = NatsAuth::from_env(|k| std::env::var(k).ok())?;
+    let name = venue_name(args, setup);
     let role_name = if args.nats.follow { "follower" } else { "authority" };
-    let config = NatsConfig {
-        url: url.clone(),
-        auth,
-        ca: args.nats.nats_ca.clone(),
-        name: format!("parvis {role_name} {name}"),
-    };
-    let node = NatsNode::connect(&config, subjects.clone())?;
+    let node = connect(url, args.nats.nats_ca.as_deref(), &name, &format!("parvis {role_name} {name}"))?;
+    let subjects = node.subjects.clone();
     let shown = parvis::edges::nats::shown_url(url);
     let role = if args.nats.follow {
         let mut history = node.wait_for_history(WAIT_FOR_AUTHORITY)?;
@@ -196,24 +203,13 @@ pub fn edge(args: RunArgs) -> Result<()> {
         bail!("--staff-edge passes moderators' requests on: give the moderators' --mod-token too");
     }
     let setup = super::venue::venue_setup(&args.venue)?;
-    let name = match &args.nats.nats_venue {
-        Some(name) => name.clone(),
-        None => venue_name_from_title(&setup.scene.venue.title),
-    };
-    let subjects = VenueSubjects::new(&name)?;
+    let name = venue_name(&args, &setup);
     let edge_id = match &args.nats.edge_id {
         Some(id) => id.clone(),
         None => random_edge_id(),
     };
     parvis::model::net::check_edge_id(&edge_id)?;
-    let auth = NatsAuth::from_env(|k| std::env::var(k).ok())?;
-    let config = NatsConfig {
-        url: url.clone(),
-        auth,
-        ca: args.nats.nats_ca.clone(),
-        name: format!("parvis edge {edge_id} {name}"),
-    };
-    let node = NatsNode::connect(&config, subjects)?;
+    let node = connect(url, args.nats.nats_ca.as_deref(), &name, &format!("parvis edge {edge_id} {name}"))?;
     let mut audience = super::audience::audience_config(&args, &setup)?;
     audience.member_prefix = Some(edge_id.clone());
     let mut server = AudienceServer::start(audience).with_context(|| {

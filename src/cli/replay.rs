@@ -69,15 +69,11 @@ pub fn replay(args: &ReplayArgs) -> Result<()> {
 
 /// The whole command log of a venue's JetStream stream, from its first command.
 fn stream_log(args: &ReplayArgs, url: &str) -> Result<(Vec<LoggedCommand>, String)> {
-    use parvis::edges::nats::{NatsAuth, NatsConfig, NatsNode};
     let Some(name) = &args.nats_venue else {
         bail!("--nats needs --nats-venue NAME: the venue whose log to replay (its subjects are parvis.NAME.*)");
     };
-    let subjects = parvis::model::net::VenueSubjects::new(name)?;
-    let auth = NatsAuth::from_env(|k| std::env::var(k).ok())?;
-    let config =
-        NatsConfig { url: url.to_owned(), auth, ca: args.nats_ca.clone(), name: format!("parvis replay {name}") };
-    let node = NatsNode::connect(&config, subjects.clone())?;
+    let node = super::nats::connect(url, args.nats_ca.as_deref(), name, &format!("parvis replay {name}"))?;
+    let subjects = node.subjects.clone();
     let history = node.whole_log()?;
     if history.refused > 0 {
         eprintln!("parvis: {} messages on {} were not logged commands and are left out", history.refused, subjects.log);

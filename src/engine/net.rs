@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bevy::prelude::*;
 use tokio::sync::mpsc;
 
-use crate::engine::audience::hub::{MetricsSection, write_counter};
+use crate::engine::audience::hub::{MetricsSection, write_counter, write_gauge};
 use crate::engine::command::{AppliedCommand, CommandLog, CurrentScene, DurableGate, FollowCommand, VenueParams};
 use crate::engine::schedule::VenueSystems;
 use crate::model::command::{LoggedCommand, state_hash};
@@ -92,11 +92,7 @@ impl MetricsSection for NetStats {
     fn render(&self, out: &mut String) {
         use std::fmt::Write as _;
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "# HELP parvis_nats_connected Whether the NATS connection is up (1) or not (0).\n# TYPE parvis_nats_connected gauge\nparvis_nats_connected {}",
-            get(&self.connected)
-        );
+        write_gauge(out, "nats_connected", "Whether the NATS connection is up (1) or not (0).", get(&self.connected));
         write_counter(out, "nats_reconnects_total", "NATS connections made again after a loss.", get(&self.reconnects));
         write_counter(out, "nats_log_queued_total", "Commands handed to the JetStream log.", get(&self.queued));
         write_counter(out, "nats_log_stored_total", "Commands JetStream acknowledged.", get(&self.stored));
@@ -136,11 +132,7 @@ impl MetricsSection for NetStats {
             "Messages for the audience the relay skipped.",
             get(&self.words_lagged),
         );
-        let _ = writeln!(
-            out,
-            "# HELP parvis_nats_edges Audience edges the venue hears from.\n# TYPE parvis_nats_edges gauge\nparvis_nats_edges {}",
-            get(&self.edges)
-        );
+        write_gauge(out, "nats_edges", "Audience edges the venue hears from.", get(&self.edges));
         write_counter(
             out,
             "nats_log_unlogged_total",
@@ -148,12 +140,14 @@ impl MetricsSection for NetStats {
             get(&self.unlogged),
         );
         let backlog = get(&self.queued).saturating_sub(get(&self.stored) + get(&self.unlogged));
-        let _ = writeln!(
+        write_gauge(out, "nats_log_backlog", "Commands applied and not yet stored by JetStream.", backlog);
+        write_gauge(
             out,
-            "# HELP parvis_nats_log_backlog Commands applied and not yet stored by JetStream.\n# TYPE parvis_nats_log_backlog gauge\nparvis_nats_log_backlog {backlog}\n# HELP parvis_nats_lag_ms Milliseconds from a command being logged to being stored or followed here.\n# TYPE parvis_nats_lag_ms gauge\nparvis_nats_lag_ms {}\n# HELP parvis_log_position The last command sequence number applied here.\n# TYPE parvis_log_position gauge\nparvis_log_position {}",
+            "nats_lag_ms",
+            "Milliseconds from a command being logged to being stored or followed here.",
             get(&self.lag_ms),
-            get(&self.position)
         );
+        write_gauge(out, "log_position", "The last command sequence number applied here.", get(&self.position));
         // A label, not a value: a 64-bit fingerprint does not fit a Prometheus float.
         let _ = writeln!(
             out,
@@ -242,7 +236,7 @@ impl Plugin for NetPlugin {
 }
 
 /// Milliseconds since the Unix epoch, as the log stamps its entries.
-fn now_ms() -> u64 {
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -177,17 +177,19 @@ impl MetricsSection for ProgramStats {
         );
         counter("program_frames_written_total", "Output frames written to encoders.", load(&self.frames_written));
         counter("program_audio_dropped_total", "Program sound blocks lost to a full queue.", load(&self.audio_dropped));
-        let _ = writeln!(
+        crate::engine::audience::hub::write_gauge(
             out,
-            "# HELP parvis_program_stream_frame The output frame the stream has reached (its frame code, before the wrap at 65536).\n# TYPE parvis_program_stream_frame gauge\nparvis_program_stream_frame {}",
-            load(&self.stream_frame)
+            "program_stream_frame",
+            "The output frame the stream has reached (its frame code, before the wrap at 65536).",
+            load(&self.stream_frame),
         );
         let measured = load(&self.measured_delay_ms);
         if measured > 0 {
-            let _ = writeln!(
+            crate::engine::audience::hub::write_gauge(
                 out,
-                "# HELP parvis_program_measured_delay_seconds The stream's delay read back from what viewers get.\n# TYPE parvis_program_measured_delay_seconds gauge\nparvis_program_measured_delay_seconds {:.3}",
-                measured as f64 / 1000.0
+                "program_measured_delay_seconds",
+                "The stream's delay read back from what viewers get.",
+                format_args!("{:.3}", measured as f64 / 1000.0),
             );
         }
         let targets = self.targets.lock().map(|t| t.clone()).unwrap_or_default();

@@ -54,6 +54,12 @@ impl NatsServer {
     }
 }
 
+/// `parvis run` as a venue's authority on NATS with an audience server and moderators.
+fn authority_with_audience<'a>(url: &'a str, venue: &'a str) -> Vec<&'a str> {
+    let audience = ["--audience", "127.0.0.1:0", "--mod-token", "nats-test-token"];
+    [&["run", "--no-render", "--fps", "60"][..], &audience, &["--nats", url, "--nats-venue", venue]].concat()
+}
+
 /// A parvis process, and the addresses it said it serves.
 fn parvis(args: &[&str]) -> Watched {
     let mut command = Command::new(env!("CARGO_BIN_EXE_parvis"));
@@ -313,20 +319,7 @@ fn acknowledgements_wait_for_jetstream_and_hostile_messages_or_a_deleted_stream_
     let mut nats = NatsServer::start(&dir);
     let url = nats.url();
     let venue = "acks-test";
-    let auth = parvis(&[
-        "run",
-        "--no-render",
-        "--fps",
-        "60",
-        "--audience",
-        "127.0.0.1:0",
-        "--mod-token",
-        "nats-test-token",
-        "--nats",
-        &url,
-        "--nats-venue",
-        venue,
-    ]);
+    let auth = parvis(&authority_with_audience(&url, venue));
     let page = said_addr(&auth, "audience page at http://");
     let (follower_process, follower_metrics) = follower(&url, venue);
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -434,20 +427,7 @@ fn audience_edges_feed_one_venue_counted_once_moderated_everywhere_and_lost_clea
     let nats = NatsServer::start(&dir);
     let url = nats.url();
     let venue = "edges-test";
-    let authority_args = [
-        "run",
-        "--no-render",
-        "--fps",
-        "60",
-        "--audience",
-        "127.0.0.1:0",
-        "--mod-token",
-        "nats-test-token",
-        "--nats",
-        &url,
-        "--nats-venue",
-        venue,
-    ];
+    let authority_args = authority_with_audience(&url, venue);
     let mut authority = parvis(&authority_args);
     let venue_page = said_addr(&authority, "audience page at http://");
     let (_one, one) = edge(&url, venue, "one", true);
@@ -580,55 +560,37 @@ authorization {{
     let url = format!("tls://127.0.0.1:{port}");
     let ca = tls.join("ca.pem");
     let ca = ca.to_str().unwrap();
-    let venue = ["--nats-venue", "tls-test"];
     let run = |user: &str, password: &str, args: &[&str]| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_parvis"));
         command.args(args).current_dir(root()).env("PARVIS_NATS_USER", user).env("PARVIS_NATS_PASSWORD", password);
         command
     };
-    let authority_args = [
-        "run",
-        "--no-render",
-        "--fps",
-        "60",
-        "--audience",
-        "127.0.0.1:0",
-        "--mod-token",
-        "nats-test-token",
-        "--nats",
-        &url,
-    ];
+    let authority_args = authority_with_audience(&url, "tls-test");
 
     // A wrong password and a missing CA are refused before the venue starts, naming the
     // server, and the password is never shown.
-    let mut args = authority_args.to_vec();
-    args.extend(venue);
+    let mut args = authority_args.clone();
     args.extend(["--nats-ca", ca]);
     let out = run("authority", "wrong-pw-zz", &args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&format!("cannot connect to NATS at {url}")), "{err}");
     assert!(!err.contains("wrong-pw-zz"), "the password reached the log:\n{err}");
-    let mut args = authority_args.to_vec();
-    args.extend(venue);
+    let args = authority_args.clone();
     let out = run("authority", "auth-s3cret-pw", &args).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("cannot connect to NATS"), "no CA: {err}");
 
     // With the CA and the right password: an authority, a follower, and an edge.
-    let mut args = authority_args.to_vec();
-    args.extend(venue);
+    let mut args = authority_args.clone();
     args.extend(["--nats-ca", ca]);
     let authority = Watched::spawn(run("authority", "auth-s3cret-pw", &args), false);
     let page = said_addr(&authority, "audience page at http://");
-    let follow_args =
-        ["follow", "--no-render", "--fps", "60", "--nats", &url, "--nats-ca", ca, "--metrics", "127.0.0.1:0"];
-    let mut args = follow_args.to_vec();
-    args.extend(venue);
+    let args = ["follow", "--no-render", "--fps", "60", "--nats", &url, "--nats-ca", ca, "--metrics", "127.0.0.1:0"];
+    let args = [&args[..], &["--nats-venue", "tls-test"]].concat();
     let follower = Watched::spawn(run("follower", "follow-s3cret-pw", &args), false);
     let follower_metrics = said_addr(&follower, "metrics at http://");
     let mut args = vec!["edge", "--audience", "127.0.0.1:0", "--mod-token", "nats-test-token", "--staff-edge"];
-    args.extend(["--nats", &url, "--nats-ca", ca, "--edge-id", "lim"]);
-    args.extend(venue);
+    args.extend(["--nats", &url, "--nats-ca", ca, "--edge-id", "lim", "--nats-venue", "tls-test"]);
     let edge = Watched::spawn(run("edge", "edge-s3cret-pw", &args), false);
     let edge_page = said_addr(&edge, "page at http://");
 

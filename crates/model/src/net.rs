@@ -150,9 +150,7 @@ impl LogSnapshot {
     /// Reads a snapshot from a message, refusing what does not fit.
     pub fn from_message(subject: &str, payload: &[u8]) -> Result<Self, NetError> {
         let bad = |message: String| NetError::BadMessage { subject: subject.to_owned(), message };
-        if payload.len() > MAX_MESSAGE_BYTES {
-            return Err(bad(format!("{} bytes, more than the {MAX_MESSAGE_BYTES} allowed", payload.len())));
-        }
+        within_limit(subject, payload)?;
         let snapshot: LogSnapshot = serde_json::from_slice(payload).map_err(|e| bad(format!("not a snapshot: {e}")))?;
         if !matches!(snapshot.entries.first().map(|e| &e.command), Some(VenueCommand::LoadScene { .. })) {
             return Err(bad("a snapshot must start with a load_scene".into()));
@@ -170,12 +168,21 @@ impl LogSnapshot {
     }
 }
 
+/// Refuses a message longer than any node reads, before it is parsed.
+fn within_limit(subject: &str, payload: &[u8]) -> Result<(), NetError> {
+    if payload.len() <= MAX_MESSAGE_BYTES {
+        return Ok(());
+    }
+    Err(NetError::BadMessage {
+        subject: subject.to_owned(),
+        message: format!("{} bytes, more than the {MAX_MESSAGE_BYTES} allowed", payload.len()),
+    })
+}
+
 /// Reads one logged command from a message of the log subject, refusing what does not fit.
 pub fn logged_from_message(subject: &str, payload: &[u8]) -> Result<LoggedCommand, NetError> {
     let bad = |message: String| NetError::BadMessage { subject: subject.to_owned(), message };
-    if payload.len() > MAX_MESSAGE_BYTES {
-        return Err(bad(format!("{} bytes, more than the {MAX_MESSAGE_BYTES} allowed", payload.len())));
-    }
+    within_limit(subject, payload)?;
     let entry: LoggedCommand = serde_json::from_slice(payload).map_err(|e| {
         let shown: String = String::from_utf8_lossy(&payload[..payload.len().min(60)]).into_owned();
         bad(format!("not a logged command ({e}): {shown:?}"))
@@ -518,9 +525,7 @@ impl EdgeBatch {
     /// Reads a batch from a message, refusing what does not fit.
     pub fn from_message(subject: &str, payload: &[u8]) -> Result<Self, NetError> {
         let bad = |message: String| NetError::BadMessage { subject: subject.to_owned(), message };
-        if payload.len() > MAX_MESSAGE_BYTES {
-            return Err(bad(format!("{} bytes, more than the {MAX_MESSAGE_BYTES} allowed", payload.len())));
-        }
+        within_limit(subject, payload)?;
         let batch: EdgeBatch = serde_json::from_slice(payload).map_err(|e| bad(format!("not an edge batch: {e}")))?;
         check_edge_id(&batch.edge).map_err(|e| bad(e.to_string()))?;
         Ok(batch)

@@ -16,7 +16,7 @@ pub mod audience;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 use async_nats::{ConnectOptions, HeaderMap};
@@ -26,7 +26,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 use crate::engine::control::Throttle;
-use crate::engine::net::{FollowIn, LogOutgoing, NetStats};
+use crate::engine::net::{FollowIn, LogOutgoing, NetStats, now_ms};
 use crate::engine::rest::Doorbell;
 use crate::model::command::LoggedCommand;
 use crate::model::net::{LogSnapshot, VenueSubjects, logged_from_message};
@@ -572,10 +572,6 @@ fn start_after(after: u64) -> jetstream::consumer::DeliverPolicy {
     } else {
         jetstream::consumer::DeliverPolicy::ByStartSequence { start_sequence: after + 1 }
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 struct Publisher {

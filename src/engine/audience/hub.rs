@@ -91,12 +91,8 @@ pub trait MetricsSection: Send + Sync {
     fn render(&self, out: &mut String);
 }
 
-/// Appends one Prometheus counter, `parvis_` + `name`, with its help line: the form every
-/// metrics section writes its counters in.
-pub fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
-    use std::fmt::Write as _;
-    let _ = writeln!(out, "# HELP parvis_{name} {help}\n# TYPE parvis_{name} counter\nparvis_{name} {value}");
-}
+// The metrics sections' writers live with the audience's metrics; every section uses them.
+pub use super::metrics::{write_counter, write_gauge};
 
 impl AudienceHub {
     /// `/metrics`: the audience's, then every other section's.

@@ -184,9 +184,7 @@ impl AudienceMetrics {
     pub fn render(&self, connected: usize) -> String {
         let mut out = String::with_capacity(2048);
         let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut counter = |name: &str, help: &str, value: u64| {
-            let _ = writeln!(out, "# HELP parvis_{name} {help}\n# TYPE parvis_{name} counter\nparvis_{name} {value}");
-        };
+        let mut counter = |name: &str, help: &str, value: u64| write_counter(&mut out, name, help, value);
         counter("audience_connections_total", "Audience connections that said hello.", load(&self.connections_total));
         counter(
             "audience_connections_refused_total",
@@ -264,15 +262,8 @@ impl AudienceMetrics {
             "WebSocket upgrades refused for their web origin.",
             load(&self.refused_origins),
         );
-        let _ = writeln!(
-            out,
-            "# HELP parvis_audience_connected Audience members connected now.\n# TYPE parvis_audience_connected gauge\nparvis_audience_connected {connected}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP parvis_audience_queue_depth Events waiting for the venue.\n# TYPE parvis_audience_queue_depth gauge\nparvis_audience_queue_depth {}",
-            load(&self.queue_depth)
-        );
+        write_gauge(&mut out, "audience_connected", "Audience members connected now.", connected);
+        write_gauge(&mut out, "audience_queue_depth", "Events waiting for the venue.", load(&self.queue_depth));
         let _ = writeln!(
             out,
             "# HELP parvis_audience_messages_rejected_total Messages refused, by reason.\n# TYPE parvis_audience_messages_rejected_total counter"
@@ -305,6 +296,22 @@ impl AudienceMetrics {
         let _ = writeln!(out, "parvis_audience_latency_frames_count {count}");
         out
     }
+}
+
+/// Appends one Prometheus counter, `parvis_` + `name`, with its help line: the form every
+/// metrics section writes its counters in.
+pub fn write_counter(out: &mut String, name: &str, help: &str, value: u64) {
+    write_metric(out, name, help, "counter", value);
+}
+
+/// Appends one Prometheus gauge, `parvis_` + `name`, with its help line.
+pub fn write_gauge(out: &mut String, name: &str, help: &str, value: impl std::fmt::Display) {
+    write_metric(out, name, help, "gauge", value);
+}
+
+fn write_metric(out: &mut String, name: &str, help: &str, kind: &str, value: impl std::fmt::Display) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP parvis_{name} {help}\n# TYPE parvis_{name} {kind}\nparvis_{name} {value}");
 }
 
 #[cfg(test)]
