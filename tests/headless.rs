@@ -795,7 +795,9 @@ mod audience {
 
     type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-    struct Client(Socket);
+    /// A member's socket, read as the page reads it (a `batch` as its messages, each `state`
+    /// merged into the state shown).
+    struct Client(Socket, parvis::model::audience::protocol::FrameReader);
 
     impl Client {
         async fn connect(addr: SocketAddr) -> Self {
@@ -804,7 +806,7 @@ mod audience {
 
         async fn connect_to(addr: SocketAddr, path: &str) -> Self {
             let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}")).await.expect("connect");
-            Self(socket)
+            Self(socket, Default::default())
         }
 
         async fn moderator(addr: SocketAddr) -> Self {
@@ -830,15 +832,15 @@ mod audience {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             let mut seen = Vec::new();
             loop {
+                for v in self.1.by_ref() {
+                    if want(&v) {
+                        return v;
+                    }
+                    seen.push(v);
+                }
                 let next = tokio::time::timeout_at(deadline, self.0.next()).await;
                 match next {
-                    Ok(Some(Ok(Message::Text(t)))) => {
-                        let v: serde_json::Value = serde_json::from_str(t.as_str()).expect("server sends JSON");
-                        if want(&v) {
-                            return v;
-                        }
-                        seen.push(v);
-                    }
+                    Ok(Some(Ok(Message::Text(t)))) => self.1.frame(t.as_str()).expect("server sends JSON"),
                     Ok(Some(Ok(_))) => {}
                     other => panic!("expected message not received ({other:?}); saw {seen:#?}"),
                 }
@@ -944,6 +946,140 @@ mod audience {
             std::panic::resume_unwind(panic);
         }
         app
+    }
+
+    /// The next text frame as the server sent it (a `batch` not unpacked), within 5 s.
+    async fn raw_frame(client: &mut Client) -> serde_json::Value {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), client.0.next()).await {
+                Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).unwrap(),
+                Ok(Some(Ok(_))) => {}
+                other => panic!("no frame in time: {other:?}"),
+            }
+        }
+    }
+
+    /// Reads raw frames until one matches `want`; returns it and when it came.
+    async fn raw_until(client: &mut Client, want: impl Fn(&serde_json::Value) -> bool) -> (serde_json::Value, Instant) {
+        let mut seen = Vec::new();
+        loop {
+            let frame = raw_frame(client).await;
+            if want(&frame) {
+                return (frame, Instant::now());
+            }
+            seen.push(frame);
+            assert!(seen.len() < 50, "no such frame; saw {seen:#?}");
+        }
+    }
+
+    fn chat_texts(frame: &serde_json::Value) -> Vec<String> {
+        let messages = match frame["type"].as_str() {
+            Some("batch") => frame["messages"].as_array().unwrap().clone(),
+            _ => vec![frame.clone()],
+        };
+        messages.iter().filter(|m| m["type"] == "chat").map(|m| m["text"].as_str().unwrap().to_owned()).collect()
+    }
+
+    #[test]
+    fn what_the_venue_says_to_everyone_goes_gathered_and_a_members_own_line_at_once() {
+        let configure = |config: &mut AudienceConfig, _: &mut App| {
+            config.fanout =
+                parvis::edges::audience::fanout::Pace { interval: Duration::from_secs(2), frames_per_second: 0 };
+        };
+        let app = with_venue_config(
+            default_scene(),
+            configure,
+            Box::new(|addr| {
+                Box::pin(async move {
+                    let mut ana = Client::join(addr, "Ana").await;
+                    let mut bob = Client::join(addr, "Bob").await;
+                    // A page that shows no chat says so, and is sent none.
+                    let mut mia = Client::connect(addr).await;
+                    mia.send(r#"{"type":"hello","v":1,"name":"Mia","mute":["chat"]}"#).await;
+                    mia.expect(|m| m["type"] == "welcome").await;
+                    let mut odd = Client::connect(addr).await;
+                    odd.send(r#"{"type":"hello","v":1,"name":"Odd","mute":["everything"]}"#).await;
+                    let refused = odd.expect_error("bad_field").await;
+                    assert!(refused["message"].as_str().unwrap().contains("chat, effects"), "{refused}");
+
+                    // Let the joins' state go out, then speak: three lines in a row.
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                    let sent = Instant::now();
+                    for text in ["one", "two", "three"] {
+                        ana.send(&format!(r#"{{"type":"chat","text":"{text}"}}"#)).await;
+                    }
+                    // Ana's own lines come back at once, one by one.
+                    let mut own = Vec::new();
+                    let mut own_done = sent;
+                    while own.len() < 3 {
+                        let (frame, at) = raw_until(&mut ana, |f| f["type"] == "chat").await;
+                        own.push(frame["text"].as_str().unwrap().to_owned());
+                        own_done = at;
+                    }
+                    assert_eq!(own, ["one", "two", "three"]);
+                    // Bob gets everyone's words gathered: the first line may go alone (nothing
+                    // went for an interval), the rest wait for the interval and go as one frame.
+                    let mut bob_lines = Vec::new();
+                    let mut frames = 0;
+                    let mut last_frame = sent;
+                    while bob_lines.len() < 3 {
+                        let (frame, at) = raw_until(&mut bob, |f| !chat_texts(f).is_empty()).await;
+                        bob_lines.extend(chat_texts(&frame));
+                        frames += 1;
+                        last_frame = at;
+                    }
+                    assert_eq!(bob_lines, ["one", "two", "three"]);
+                    assert!(frames <= 2, "three lines in {frames} frames");
+                    assert!(
+                        own_done < last_frame && last_frame - sent >= Duration::from_millis(1500),
+                        "Ana's own lines ({:?}) come before the gathered frame ({:?})",
+                        own_done - sent,
+                        last_frame - sent
+                    );
+
+                    // What changed goes, not the whole state: a member joining changes the
+                    // count, not the stage.
+                    let _eve = Client::join(addr, "Eve").await;
+                    // Mia started from the whole state, sent when she joined.
+                    let whole = raw_frame(&mut mia).await;
+                    assert!(whole["type"] == "state" && whole["params"]["stage_light"].is_string(), "{whole}");
+                    let (delta, _) = raw_until(&mut mia, |f| {
+                        assert!(chat_texts(f).is_empty(), "Mia muted chat, and got {f}");
+                        f["type"] == "state"
+                            || f["messages"].as_array().is_some_and(|m| m.iter().any(|m| m["type"] == "state"))
+                    })
+                    .await;
+                    let state = match delta["type"].as_str() {
+                        Some("batch") => {
+                            delta["messages"].as_array().unwrap().iter().find(|m| m["type"] == "state").unwrap().clone()
+                        }
+                        _ => delta.clone(),
+                    };
+                    assert!(state["audience"].is_number() && state.get("params").is_none(), "{state}");
+                    // Mia, who muted chat, still follows the stage, and never got a chat line.
+                    ana.send(r#"{"type":"chat","text":"!light red"}"#).await;
+                    let effect = mia.expect(|m| m["type"] == "effect" || m["type"] == "chat").await;
+                    assert_eq!(effect["type"], "effect", "{effect}");
+                    mia.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000").await;
+                    // The page shows each line once: the same id came directly and gathered.
+                    let ids = ana.expect(|m| m["type"] == "chat" && m["text"] == "!light red").await["id"].clone();
+                    let again = ana.expect(|m| m["type"] == "chat" && m["text"] == "!light red").await;
+                    assert_eq!(again["id"], ids);
+                    let metrics = http_get(addr, "/metrics").await;
+                    let value = |name: &str| -> f64 {
+                        metrics
+                            .lines()
+                            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+                    };
+                    let (frames, messages) =
+                        (value("parvis_audience_fanout_frames_total"), value("parvis_audience_fanout_messages_total"));
+                    assert!(frames >= 2.0 && messages > frames, "{frames} frames for {messages} messages");
+                })
+            }),
+        );
+        drop(app);
     }
 
     #[test]
@@ -2157,7 +2293,7 @@ mod audience {
                 tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
                     .await
                     .map_err(|e| e.to_string())?;
-            Ok(Client(socket))
+            Ok(Client(socket, Default::default()))
         }
 
         /// Says hello (with a session token, if any) and returns the welcome or the error.

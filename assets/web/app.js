@@ -297,6 +297,7 @@ document.addEventListener('visibilitychange', () => {
 
 function handle(msg) {
   switch (msg.type) {
+    case 'batch': return onBatch(msg);
     case 'welcome': return onWelcome(msg);
     case 'state': return onState(msg);
     case 'chat': return addChat(msg);
@@ -307,6 +308,19 @@ function handle(msg) {
     case 'notice': return addLine('notice', [make('span', 'text', valueText(msg.text))]);
     case 'error': return onError(msg);
     default: console.debug('ignoring message type', msg.type);
+  }
+}
+
+// What the venue said to everyone in one interval, in order (docs/protocol.md#batch).
+function onBatch(msg) {
+  if (!Array.isArray(msg.messages)) return;
+  for (const m of msg.messages) {
+    if (!m || typeof m !== 'object' || Array.isArray(m) || m.type === 'batch') continue;
+    try {
+      handle(m);
+    } catch (e) {
+      console.error('while handling', m.type, e);
+    }
   }
 }
 
@@ -545,6 +559,8 @@ function addLine(kind, parts) {
 
 function addChat(msg) {
   const id = msg.id === undefined || msg.id === null ? '' : String(msg.id);
+  // A member's own line comes at once, and again with everyone's: show it once.
+  if (id && linesById.has(id)) return;
   const li = addLine('chat', [
     make('span', 'from', valueText(msg.from)),
     make('span', 'sep', ': '),

@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 
 use super::args::*;
 use parvis::app::VenueSetup;
+use parvis::edges::audience::fanout::Pace;
 use parvis::edges::audience::server::AudienceServer;
 use parvis::edges::audience::shared::AudienceConfig;
 use parvis::model::audience::moderation::Blocklist;
@@ -66,6 +67,13 @@ pub fn audience_config(args: &RunArgs, setup: &VenueSetup) -> Result<AudienceCon
     config.mod_origins.clone_from(&args.mod_origins);
     config.ws_origins.clone_from(&args.ws_origins);
     config.send_timeout = std::time::Duration::from_secs_f64(args.send_timeout.max(0.1));
+    if !(0.0..=10.0).contains(&args.fanout_interval) {
+        bail!("--fanout-interval {} is not between 0 and 10 seconds", args.fanout_interval);
+    }
+    config.fanout = Pace {
+        interval: std::time::Duration::from_secs_f64(args.fanout_interval),
+        frames_per_second: args.fanout_rate,
+    };
     Ok(config)
 }
 

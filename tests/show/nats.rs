@@ -257,15 +257,17 @@ fn followers_and_a_restarted_authority_end_in_one_state_through_kill_9_of_each()
     drop(nats);
 }
 
-/// A WebSocket to a venue's or an edge's `/ws` or `/mod`.
+/// A WebSocket to a venue's or an edge's `/ws` or `/mod`, read as the page reads it: a `batch`
+/// as its messages, each `state` merged into the state shown.
 struct Moderator {
     socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    read: parvis::model::audience::protocol::FrameReader,
 }
 
 impl Moderator {
     async fn connect(addr: SocketAddr) -> Self {
         let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/mod")).await.unwrap();
-        let mut m = Self { socket };
+        let mut m = Self { socket, read: Default::default() };
         m.send(r#"{"type":"auth","token":"nats-test-token"}"#).await;
         m.next_within(|v| v["type"] == "authed", Duration::from_secs(15)).await.expect("authed");
         m
@@ -274,7 +276,7 @@ impl Moderator {
     /// A member joining the audience at `addr`, and the id the venue gave them.
     async fn join(addr: SocketAddr, name: &str) -> (Self, String) {
         let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await.unwrap();
-        let mut m = Self { socket };
+        let mut m = Self { socket, read: Default::default() };
         m.send(&format!(r#"{{"type":"hello","v":1,"name":"{name}","lang":"en"}}"#)).await;
         let welcome = m.next_within(|v| v["type"] == "welcome", Duration::from_secs(15)).await.expect("welcome");
         (m, welcome["id"].as_str().unwrap().to_owned())
@@ -298,12 +300,14 @@ impl Moderator {
     ) -> Option<serde_json::Value> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let message = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??.ok()?;
-            if let Message::Text(text) = message {
-                let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+            for value in self.read.by_ref() {
                 if want(&value) {
                     return Some(value);
                 }
+            }
+            let message = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??.ok()?;
+            if let Message::Text(text) = message {
+                self.read.frame(&text).unwrap();
             }
         }
     }

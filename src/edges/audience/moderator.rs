@@ -43,12 +43,11 @@ pub async fn serve_moderator_socket<S>(stream: S, ip: std::net::IpAddr, shared: 
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    let Ok(socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
+    let Ok(mut socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
         return;
     };
-    let (mut sink, mut source) = socket.split();
     let timeout = shared.config().hello_timeout;
-    let auth = tokio::time::timeout(timeout, source.next()).await;
+    let auth = tokio::time::timeout(timeout, socket.next()).await;
     let token = match auth {
         Ok(Some(Ok(Message::Text(t)))) => serde_json::from_str::<serde_json::Value>(t.as_str())
             .ok()
@@ -61,8 +60,8 @@ where
     if let Some(wait) = shared.auth_locked(ip, Instant::now()) {
         shared.hub.metrics.moderator_auth_throttled.fetch_add(1, Ordering::Relaxed);
         let why = format!("too many failed attempts from this address; retry in {} s", wait.as_secs() + 1);
-        let _ = sink.send(reply("too_many_failures", &why)).await;
-        close_gracefully(&mut sink, &mut source, CloseCode::Policy, "too many failures").await;
+        let _ = socket.send(reply("too_many_failures", &why)).await;
+        close_gracefully(&mut socket, CloseCode::Policy, "too many failures").await;
         return;
     }
     let authed = match (&shared.config().mod_token, token) {
@@ -78,37 +77,37 @@ where
         } else {
             "authentication failed"
         };
-        let _ = sink.send(reply("not_allowed", why)).await;
-        close_gracefully(&mut sink, &mut source, CloseCode::Policy, "not authenticated").await;
+        let _ = socket.send(reply("not_allowed", why)).await;
+        close_gracefully(&mut socket, CloseCode::Policy, "not authenticated").await;
         return;
     }
     shared.auth_succeeded(ip);
     let moderator = format!("mod{}", NEXT_MODERATOR.fetch_add(1, Ordering::Relaxed));
     // A moderator's console that stops reading is closed like a page member's.
     let deadline = shared.config().send_timeout;
-    if send_within(&mut sink, reply("authed", &moderator), deadline).await.is_err() {
+    if send_within(&mut socket, reply("authed", &moderator), deadline).await.is_err() {
         return;
     }
     let mut updates = shared.hub.moderators.subscribe();
     let mut closing = shared.hub.closing.subscribe();
     let approvals = shared.hub.approvals_json.read().expect("approvals snapshot").clone();
-    if send_within(&mut sink, Message::text(approvals.to_string()), deadline).await.is_err() {
+    if send_within(&mut socket, Message::text(approvals.to_string()), deadline).await.is_err() {
         return;
     }
     loop {
         let frame = tokio::select! {
-            frame = source.next() => frame,
+            frame = socket.next() => frame,
             () = async { let _ = closing.wait_for(|closed| *closed).await; } => {
-                close_gracefully(&mut sink, &mut source, CloseCode::Away, "the venue is closing").await;
+                close_gracefully(&mut socket, CloseCode::Away, "the venue is closing").await;
                 return;
             }
             update = updates.recv() => {
                 match update {
-                    Ok(json) => if send_within(&mut sink, Message::text(json.to_string()), deadline).await.is_err() { break },
+                    Ok(json) => if send_within(&mut socket, Message::text(json.to_string()), deadline).await.is_err() { break },
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
                         // Too far behind: send the whole current queue instead.
                         let json = shared.hub.approvals_json.read().expect("approvals snapshot").clone();
-                        if send_within(&mut sink, Message::text(json.to_string()), deadline).await.is_err() { break }
+                        if send_within(&mut socket, Message::text(json.to_string()), deadline).await.is_err() { break }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
@@ -130,7 +129,7 @@ where
             Ok(of) => reply("ok", of),
             Err((code, why)) => reply(code, &why),
         };
-        if send_within(&mut sink, message, deadline).await.is_err() {
+        if send_within(&mut socket, message, deadline).await.is_err() {
             break;
         }
     }

@@ -1,7 +1,8 @@
 //! The audience edge: a tokio runtime on its own thread serving the audience page, the
 //! WebSocket (`/ws`) and metrics. It never touches the ECS: accepted input goes out through a
-//! bounded channel (full → dropped and counted), and everything the venue says comes back
-//! through a bounded broadcast channel (a slow client skips messages instead of growing memory).
+//! bounded channel (full → dropped and counted), and everything the venue says to everyone
+//! comes back gathered per interval (`fanout`: a slow client skips frames and is sent the whole
+//! state again instead of growing memory); what concerns one member comes through its mailbox.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use super::fanout::Muted;
 use super::moderator;
 use super::shared::{AudienceConfig, SendFailed, Shared, close_gracefully, send_within, socket_config};
 use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
@@ -88,12 +90,12 @@ impl AudienceServer {
             .enable_all()
             .build()?;
         let task_shared = shared.clone();
-        let task_broadcast = link.hub.broadcast.clone();
         let handle = runtime.handle().clone();
+        handle.spawn(shared.fanout.clone().run(link.hub.clone()));
         std::thread::Builder::new().name("parvis-audience-rt".into()).spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(std_listener) {
-                    Ok(listener) => accept_loop(listener, task_shared, task_broadcast).await,
+                    Ok(listener) => accept_loop(listener, task_shared).await,
                     Err(e) => bevy::log::error!("audience server cannot listen: {e}"),
                 }
             });
@@ -123,7 +125,7 @@ impl Drop for AudienceServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, broadcast: broadcast::Sender<Arc<str>>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     while !shared.hub.stopping() {
         let Ok(Ok((stream, peer))) = tokio::time::timeout(Duration::from_millis(250), listener.accept()).await else {
             continue;
@@ -141,9 +143,9 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, broadcast: broa
         }
         let _ = stream.set_nodelay(true);
         shared.open_connections.fetch_add(1, Ordering::Relaxed);
-        let (shared, broadcast) = (shared.clone(), broadcast.clone());
+        let shared = shared.clone();
         let task = async move {
-            serve_connection(stream, ip, &shared, broadcast).await;
+            serve_connection(stream, ip, &shared).await;
             shared.release_address(ip);
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         };
@@ -210,12 +212,7 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>>
     Some(head)
 }
 
-async fn serve_connection(
-    mut stream: TcpStream,
-    ip: std::net::IpAddr,
-    shared: &Arc<Shared>,
-    broadcast: broadcast::Sender<Arc<str>>,
-) {
+async fn serve_connection(mut stream: TcpStream, ip: std::net::IpAddr, shared: &Arc<Shared>) {
     // One-off futures are boxed: a task's future is as large as its largest state for the
     // connection's whole life, and the handshake's would otherwise be carried by every idle
     // member (docs/benchmarks.md, memory per connection).
@@ -251,7 +248,7 @@ async fn serve_connection(
     }
     match (method, path.as_str(), upgrade) {
         ("GET", "/ws", true) => {
-            serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared, broadcast).await;
+            serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared).await;
         }
         ("GET", "/mod", true) => {
             Box::pin(moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared)).await;
@@ -320,37 +317,40 @@ fn give_up(failed: SendFailed, metrics: &AudienceMetrics) -> Option<(CloseCode, 
     None
 }
 
-async fn serve_audience_socket(
-    stream: Replayed,
-    ip: std::net::IpAddr,
-    shared: &Arc<Shared>,
-    broadcast: broadcast::Sender<Arc<str>>,
-) {
-    let Ok(socket) = Box::pin(tokio_tungstenite::accept_async_with_config(stream, Some(socket_config()))).await else {
+async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &Arc<Shared>) {
+    let Ok(mut socket) = Box::pin(tokio_tungstenite::accept_async_with_config(stream, Some(socket_config()))).await
+    else {
         shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    let (mut sink, mut source) = socket.split();
     let metrics = &shared.hub.metrics;
     let send = |m: &ServerMessage| Message::text(m.to_json());
 
     // The first message must be a hello, within the handshake time.
-    let hello = Box::pin(tokio::time::timeout(shared.config().hello_timeout, source.next())).await;
-    let (name, session) = match hello {
+    let hello = Box::pin(tokio::time::timeout(shared.config().hello_timeout, socket.next())).await;
+    let (name, session, muted) = match hello {
         Ok(Some(Ok(Message::Text(text)))) => match parse_client_message(text.as_str()) {
-            Ok(ClientMessage::Hello { v, name, session, .. }) if v == PROTOCOL_VERSION => {
+            Ok(ClientMessage::Hello { v, name, session, mute, .. }) if v == PROTOCOL_VERSION => {
+                let muted = match Muted::parse(&mute) {
+                    Ok(muted) => muted,
+                    Err(e) => {
+                        metrics.reject(Rejection::BadField);
+                        let _ = socket.send(send(&ServerMessage::error("bad_field", e))).await;
+                        return;
+                    }
+                };
                 match moderate_name(&name, 32, shared.blocklist()) {
-                    Ok(name) => (name, session),
+                    Ok(name) => (name, session, muted),
                     Err(e) => {
                         metrics.reject(Rejection::from_code(e.code()));
-                        let _ = sink.send(send(&ServerMessage::error(e.code(), format!("name refused: {e}")))).await;
-                        let _ = sink.close().await;
+                        let _ = socket.send(send(&ServerMessage::error(e.code(), format!("name refused: {e}")))).await;
+                        let _ = socket.close(None).await;
                         return;
                     }
                 }
             }
             Ok(ClientMessage::Hello { v, .. }) => {
-                let _ = sink
+                let _ = socket
                     .send(send(&ServerMessage::error(
                         "bad_field",
                         format!("protocol version {v} is not supported; this venue speaks {PROTOCOL_VERSION}"),
@@ -360,18 +360,18 @@ async fn serve_audience_socket(
             }
             Ok(_) => {
                 metrics.reject(Rejection::HelloRequired);
-                let _ = sink.send(send(&ServerMessage::error("hello_required", "send hello first"))).await;
+                let _ = socket.send(send(&ServerMessage::error("hello_required", "send hello first"))).await;
                 return;
             }
             Err(e) => {
                 metrics.reject(Rejection::from_code(e.code()));
-                let _ = sink.send(send(&ServerMessage::error(e.code(), e.to_string()))).await;
+                let _ = socket.send(send(&ServerMessage::error(e.code(), e.to_string()))).await;
                 return;
             }
         },
         _ => {
             metrics.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-            Box::pin(close_gracefully(&mut sink, &mut source, CloseCode::Policy, "no hello")).await;
+            Box::pin(close_gracefully(&mut socket, CloseCode::Policy, "no hello")).await;
             return;
         }
     };
@@ -380,8 +380,8 @@ async fn serve_audience_socket(
     let returning = session.as_deref().and_then(|token| shared.sessions.verify(token));
     if shared.hub.moderation.lock().expect("moderation").is_banned(&returning.clone().unwrap_or_default(), Some(ip)) {
         metrics.reject(Rejection::Banned);
-        let _ = sink.send(send(&ServerMessage::error("banned", "a moderator banned you from this venue"))).await;
-        Box::pin(close_gracefully(&mut sink, &mut source, CloseCode::Policy, "banned")).await;
+        let _ = socket.send(send(&ServerMessage::error("banned", "a moderator banned you from this venue"))).await;
+        Box::pin(close_gracefully(&mut socket, CloseCode::Policy, "banned")).await;
         return;
     }
     let user = returning.filter(|user| !shared.member_connected(user)).unwrap_or_else(|| shared.new_user_id());
@@ -390,7 +390,7 @@ async fn serve_audience_socket(
     shared.hub.direct.lock().expect("direct map").insert(user.clone(), mailbox.clone());
     shared.join_member(&user, ip);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    let mut updates = broadcast.subscribe();
+    let (state, mut frames) = shared.fanout.join();
     let config = shared.config();
     let welcome = ServerMessage::Welcome {
         v: PROTOCOL_VERSION,
@@ -400,10 +400,9 @@ async fn serve_audience_socket(
         limits: shared.limits(),
         session: shared.sessions.sign(&user),
     };
-    let state: Arc<str> = shared.hub.state_json.read().expect("state snapshot").clone();
     let deadline = config.send_timeout;
-    if send_within(&mut sink, send(&welcome), deadline).await.is_err()
-        || send_within(&mut sink, Message::text(state.to_string()), deadline).await.is_err()
+    if send_within(&mut socket, send(&welcome), deadline).await.is_err()
+        || send_within(&mut socket, Message::Text(state), deadline).await.is_err()
     {
         shared.hub.direct.lock().expect("direct map").remove(&user);
         shared.leave_member(&user);
@@ -419,7 +418,7 @@ async fn serve_audience_socket(
     let mut strikes = 0u32;
     let close_reason = loop {
         tokio::select! {
-            frame = source.next() => {
+            frame = socket.next() => {
                 let received = Instant::now();
                 let reply = match frame {
                     Some(Ok(Message::Text(text))) => {
@@ -457,7 +456,7 @@ async fn serve_audience_socket(
                     }
                 };
                 if let Some(reply) = reply
-                    && let Err(failed) = send_within(&mut sink, send(&reply), deadline).await
+                    && let Err(failed) = send_within(&mut socket, send(&reply), deadline).await
                 {
                     break give_up(failed, metrics);
                 }
@@ -465,16 +464,29 @@ async fn serve_audience_socket(
                     break Some((CloseCode::Policy, "banned"));
                 }
             }
-            update = updates.recv() => match update {
-                Ok(json) => if let Err(failed) = send_within(&mut sink, Message::text(json.to_string()), deadline).await {
+            frame = frames.recv() => {
+                let text = match frame {
+                    Ok(frame) => match frame.for_member(muted) {
+                        Some(text) => text.clone(),
+                        None => continue,
+                    },
+                    // Frames skipped may have held state changes: start again from the whole
+                    // state, and the frames after it.
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed);
+                        let (state, newer) = shared.fanout.join();
+                        frames = newer;
+                        state
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break None,
+                };
+                if let Err(failed) = send_within(&mut socket, Message::Text(text), deadline).await {
                     break give_up(failed, metrics);
-                },
-                Err(broadcast::error::RecvError::Lagged(n)) => { metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed); }
-                Err(broadcast::error::RecvError::Closed) => break None,
+                }
             },
             () = async { let _ = closing.wait_for(|closed| *closed).await; } => break Some((CloseCode::Away, "the venue is closing")),
             json = mailbox.next() => {
-                if let Err(failed) = send_within(&mut sink, Message::text(json.to_string()), deadline).await {
+                if let Err(failed) = send_within(&mut socket, Message::text(json.to_string()), deadline).await {
                     break give_up(failed, metrics);
                 }
                 // A ban arrives this way too: close at once, even if the member is idle.
@@ -485,7 +497,7 @@ async fn serve_audience_socket(
         }
     };
     if let Some((code, reason)) = close_reason {
-        Box::pin(close_gracefully(&mut sink, &mut source, code, reason)).await;
+        Box::pin(close_gracefully(&mut socket, code, reason)).await;
     }
     shared.hub.direct.lock().expect("direct map").remove(&user);
     shared.leave_member(&user);

@@ -106,11 +106,16 @@ impl AudienceHub {
 
     /// Sends `message` to one member, if connected; a full mailbox drops it (counted).
     pub fn send_to(&self, user: &str, message: &ServerMessage) {
+        self.send_json_to(user, message.to_json().into());
+    }
+
+    /// Sends a message already encoded to one member, as [`Self::send_to`].
+    pub fn send_json_to(&self, user: &str, json: Arc<str>) {
         let mailbox = self.direct.lock().expect("direct map").get(user).cloned();
         let delivered = match (mailbox, self.remote.get().and_then(|r| r.direct.as_ref())) {
-            (Some(mailbox), _) => mailbox.push(message.to_json().into()),
+            (Some(mailbox), _) => mailbox.push(json),
             // Not connected here: maybe at an edge elsewhere.
-            (None, Some(remote)) => remote.try_send((user.into(), message.to_json().into())).is_ok(),
+            (None, Some(remote)) => remote.try_send((user.into(), json)).is_ok(),
             (None, None) => true,
         };
         if !delivered {

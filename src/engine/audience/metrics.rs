@@ -113,6 +113,10 @@ pub struct AudienceMetrics {
     pub dropped_outbound: AtomicU64,
     /// Connections closed because the client read nothing for the send timeout.
     pub slow_clients_closed: AtomicU64,
+    /// Frames gathered for everyone (one per interval at most, each sent to every member).
+    pub fanout_frames: AtomicU64,
+    /// Messages for everyone in those frames.
+    pub fanout_messages: AtomicU64,
     /// Venue commands caused by the audience and applied.
     pub commands_applied: AtomicU64,
     /// Chat lines over the display limit, sent only to their sender.
@@ -204,6 +208,16 @@ impl AudienceMetrics {
             load(&self.dropped_inbound),
         );
         counter("audience_dropped_outbound_total", "Messages skipped by slow clients.", load(&self.dropped_outbound));
+        counter(
+            "audience_fanout_frames_total",
+            "Frames gathered for everyone, each sent once to every member.",
+            load(&self.fanout_frames),
+        );
+        counter(
+            "audience_fanout_messages_total",
+            "Messages for everyone in those frames.",
+            load(&self.fanout_messages),
+        );
         counter(
             "audience_slow_clients_closed_total",
             "Connections closed because the client read nothing for the send timeout.",

@@ -502,7 +502,8 @@ fn apply_audience_rules(
 }
 
 /// Broadcasts a chat line, unless more than the per-second display limit were shown already;
-/// then only its sender sees it.
+/// then only its sender sees it. The sender is sent it at once either way: everyone else's copy
+/// waits for the edge's next gathered frame, and the page shows a line once by its id.
 fn show_chat_line(audience: &mut Audience, link: &AudienceLink, user: &UserId, line: &ServerMessage, now: Instant) {
     let (start, shown) = &mut audience.shown_this_second;
     if start.is_none_or(|s| now.duration_since(s) >= Duration::from_secs(1)) {
@@ -511,11 +512,21 @@ fn show_chat_line(audience: &mut Audience, link: &AudienceLink, user: &UserId, l
     }
     if *shown < audience.chat_lines_per_second {
         *shown += 1;
-        let _ = link.hub.broadcast.send(line.to_json().into());
+        let json: Arc<str> = line.to_json().into();
+        let _ = link.hub.broadcast.send(json.clone());
+        if is_page_member(user) {
+            link.hub.send_json_to(user, json);
+        }
     } else {
         link.hub.metrics.chat_unshown.fetch_add(1, Ordering::Relaxed);
         link.hub.send_to(user, line);
     }
+}
+
+/// Whether `user` is a member of an audience page (here or at an edge), who has a mailbox;
+/// chat platforms' members (`twitch:…`) have none.
+fn is_page_member(user: &str) -> bool {
+    !user.contains(':')
 }
 
 fn no_fire_message(scene: &SceneFile, why: NoFire) -> String {

@@ -1,0 +1,452 @@
+//! What the venue says to everyone, gathered. One task per edge reads the hub's broadcast and,
+//! at most once per interval, hands every member's connection one frame: the messages of the
+//! interval in order (several as one `batch`), of several `state` messages only what changed
+//! since the last one sent, encoded once and shared by every connection (a reference count, not
+//! a copy). A member wakes once per interval however busy the venue is, which is what the
+//! fan-out costs: wake-ups and writes per member, not bytes. The interval grows with the crowd
+//! so that the edge sends at most a set number of frames a second in all: a larger crowd sees
+//! others' words a little later instead of costing the edge more.
+//!
+//! A member may leave out what its page does not show (`hello`'s `mute`): each frame is built
+//! once per choice, not per member. What concerns one member (their own chat line, errors,
+//! notices) goes through their mailbox at once, not through here.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+use crate::engine::audience::hub::AudienceHub;
+
+/// Frames a slow member may fall behind before it skips to the newest and is sent the whole
+/// state again.
+const FRAME_CAPACITY: usize = 64;
+/// A gathered frame is sent early once its messages reach this size.
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+
+/// What a member chose not to receive (`hello`'s `mute`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Muted(u8);
+
+/// What may be muted: a name in `hello`'s `mute` and its bit.
+const MUTABLE: [(&str, u8); 2] = [("chat", 1), ("effects", 2)];
+
+impl Muted {
+    /// Reads `hello`'s `mute` list; an unknown name is refused with the names there are.
+    pub fn parse(names: &[String]) -> Result<Self, String> {
+        let mut bits = 0;
+        for name in names {
+            match MUTABLE.iter().find(|(n, _)| n == name) {
+                Some((_, bit)) => bits |= bit,
+                None => {
+                    let known: Vec<&str> = MUTABLE.iter().map(|(n, _)| *n).collect();
+                    return Err(format!("cannot mute {name:?}; these can be muted: {}", known.join(", ")));
+                }
+            }
+        }
+        Ok(Self(bits))
+    }
+
+    fn hides(self, kind: Kind) -> bool {
+        match kind {
+            Kind::Chat => self.0 & 1 != 0,
+            Kind::Effect => self.0 & 2 != 0,
+            Kind::State | Kind::Other => false,
+        }
+    }
+}
+
+/// Every choice of [`Muted`].
+const VARIANTS: usize = 1 << MUTABLE.len();
+
+/// One gathered frame, built once for each choice of what to mute.
+#[derive(Debug)]
+pub struct Frame {
+    variants: [Option<Utf8Bytes>; VARIANTS],
+}
+
+impl Frame {
+    /// What a member who muted `muted` receives of this frame (`None`: nothing).
+    pub fn for_member(&self, muted: Muted) -> Option<&Utf8Bytes> {
+        self.variants[usize::from(muted.0)].as_ref()
+    }
+}
+
+/// What a message is, for muting and for gathering states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Chat,
+    Effect,
+    State,
+    Other,
+}
+
+fn kind_of(json: &str) -> Kind {
+    let Some(rest) = json.strip_prefix(r#"{"type":""#) else { return Kind::Other };
+    if rest.starts_with(r#"chat""#) || rest.starts_with(r#"retract""#) {
+        Kind::Chat
+    } else if rest.starts_with(r#"effect""#) {
+        Kind::Effect
+    } else if rest.starts_with(r#"state""#) {
+        Kind::State
+    } else {
+        Kind::Other
+    }
+}
+
+/// The messages of one interval, in order; of several states only the last keeps its place.
+#[derive(Debug, Default)]
+struct Gathered {
+    items: Vec<(Kind, Arc<str>)>,
+    bytes: usize,
+    state_at: Option<usize>,
+}
+
+impl Gathered {
+    fn push(&mut self, json: Arc<str>) {
+        let kind = kind_of(&json);
+        if kind == Kind::State
+            && let Some(i) = self.state_at.take()
+        {
+            let (_, old) = self.items.remove(i);
+            self.bytes -= old.len();
+        }
+        if kind == Kind::State {
+            self.state_at = Some(self.items.len());
+        }
+        self.bytes += json.len();
+        self.items.push((kind, json));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// The state as members last received it, to send only what changed.
+#[derive(Debug, Default)]
+struct SentState {
+    fields: Map<String, Value>,
+}
+
+impl SentState {
+    /// The `state` message with only the fields that differ from what was sent (each whole),
+    /// or `None` when nothing changed; remembers `json` as sent. A state that is not a JSON
+    /// object goes as it is.
+    fn delta(&mut self, json: &str) -> Option<String> {
+        let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(json) else { return Some(json.to_owned()) };
+        let mut out = String::from(r#"{"type":"state""#);
+        let mut changed = false;
+        for (key, value) in &fields {
+            if key == "type" || self.fields.get(key) == Some(value) {
+                continue;
+            }
+            changed = true;
+            // Keys and values come from serde_json: writing them back cannot fail.
+            out.push(',');
+            out.push_str(&serde_json::to_string(key).unwrap_or_default());
+            out.push(':');
+            out.push_str(&serde_json::to_string(value).unwrap_or_default());
+        }
+        out.push('}');
+        self.fields = fields;
+        changed.then_some(out)
+    }
+}
+
+/// Builds the frame for each choice of muting: a lone message as it is, several as a `batch`.
+fn build(messages: &[(Kind, &str)]) -> Frame {
+    let mut variants: [Option<Utf8Bytes>; VARIANTS] = Default::default();
+    for (bits, variant) in variants.iter_mut().enumerate() {
+        let muted = Muted(u8::try_from(bits).unwrap_or(0));
+        let kept: Vec<&str> = messages.iter().filter(|(k, _)| !muted.hides(*k)).map(|(_, m)| *m).collect();
+        *variant = match kept.as_slice() {
+            [] => None,
+            [one] => Some((*one).into()),
+            several => {
+                let mut out = String::with_capacity(several.iter().map(|m| m.len() + 1).sum::<usize>() + 32);
+                out.push_str(r#"{"type":"batch","messages":["#);
+                for (i, m) in several.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(m);
+                }
+                out.push_str("]}");
+                Some(out.into())
+            }
+        };
+    }
+    // Variants with the same messages share their bytes.
+    for bits in 1..VARIANTS {
+        let same = (0..bits)
+            .find(|&b| variants[b].as_ref().map(|v| v.as_str()) == variants[bits].as_ref().map(|v| v.as_str()));
+        if let Some(b) = same {
+            variants[bits] = variants[b].clone();
+        }
+    }
+    Frame { variants }
+}
+
+/// The gathered frames of one edge, and the state a joining member starts from.
+#[derive(Debug)]
+pub struct Fanout {
+    /// The whole state as last sent and the frames after it, changed together so that a
+    /// member who joins between two frames misses nothing and applies nothing twice.
+    inner: Mutex<Inner>,
+    pace: Pace,
+}
+
+/// How often frames go: at most once per `interval`, and at most `frames_per_second` member
+/// frames a second in all (a crowd of N waits at least N / `frames_per_second` seconds).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pace {
+    /// The shortest time between two frames.
+    pub interval: Duration,
+    /// Frames a second the edge sends at most, all members together (0: no bound).
+    pub frames_per_second: u32,
+}
+
+impl Pace {
+    /// The time between two frames for a crowd of `members`.
+    pub fn interval_for(&self, members: usize) -> Duration {
+        let crowd = match self.frames_per_second {
+            0 => Duration::ZERO,
+            rate => Duration::from_secs_f64(members as f64 / f64::from(rate)),
+        };
+        self.interval.max(crowd)
+    }
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: Utf8Bytes,
+    frames: broadcast::Sender<Arc<Frame>>,
+}
+
+impl Fanout {
+    /// Gathers at the `pace` given (an interval of zero: as soon as the task runs, taking
+    /// whatever waits), starting from the hub's latest state.
+    pub fn new(hub: &AudienceHub, pace: Pace) -> Self {
+        let state: &str = &hub.state_json.read().expect("state snapshot");
+        let (frames, _) = broadcast::channel(FRAME_CAPACITY);
+        Self { inner: Mutex::new(Inner { state: state.into(), frames }), pace }
+    }
+
+    /// A member's start: the whole state as members have it now, and the frames after it.
+    pub fn join(&self) -> (Utf8Bytes, broadcast::Receiver<Arc<Frame>>) {
+        let inner = self.inner.lock().expect("fanout");
+        (inner.state.clone(), inner.frames.subscribe())
+    }
+
+    /// Reads the hub's broadcast until the venue closes it, and hands out what it says.
+    pub async fn run(self: Arc<Self>, hub: Arc<AudienceHub>) {
+        let mut updates = hub.broadcast.subscribe();
+        let mut gathered = Gathered::default();
+        let mut sent = SentState::default();
+        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(self.join().0.as_str()) {
+            sent.fields = fields;
+        }
+        let mut closing = hub.closing.subscribe();
+        let mut interval = self.pace.interval;
+        let mut last = Instant::now() - interval;
+        loop {
+            let due = (!gathered.is_empty()).then(|| last + interval);
+            tokio::select! {
+                // What waits is taken before a frame goes: a burst becomes one frame.
+                biased;
+                update = updates.recv() => match update {
+                    Ok(json) => {
+                        gathered.push(json);
+                        if gathered.bytes < MAX_FRAME_BYTES {
+                            continue;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        hub.metrics.dropped_outbound.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => {
+                        self.send(std::mem::take(&mut gathered), &mut sent, &hub);
+                        return;
+                    }
+                },
+                () = tokio::time::sleep_until(due.unwrap_or(last)), if due.is_some() => {}
+                // The venue closes: its connections say goodbye; nothing more to gather.
+                _ = closing.changed() => if *closing.borrow() { return } else { continue },
+            }
+            last = Instant::now();
+            let members = self.send(std::mem::take(&mut gathered), &mut sent, &hub);
+            interval = self.pace.interval_for(members);
+        }
+    }
+
+    /// Sends a frame of what was gathered; returns how many members it went to.
+    fn send(&self, gathered: Gathered, sent: &mut SentState, hub: &AudienceHub) -> usize {
+        let mut whole_state = None;
+        let mut delta = None;
+        if let Some(i) = gathered.state_at {
+            let json = &gathered.items[i].1;
+            delta = sent.delta(json);
+            whole_state = Some(json.clone());
+        }
+        let messages: Vec<(Kind, &str)> = gathered
+            .items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (kind, json))| match gathered.state_at == Some(i) {
+                true => delta.as_deref().map(|d| (*kind, d)),
+                false => Some((*kind, &**json)),
+            })
+            .collect();
+        let count = messages.len() as u64;
+        let frame = (!messages.is_empty()).then(|| Arc::new(build(&messages)));
+        let mut inner = self.inner.lock().expect("fanout");
+        if let Some(state) = whole_state {
+            inner.state = (&*state).into();
+        }
+        let Some(frame) = frame else { return inner.frames.receiver_count() };
+        // No receiver (nobody connected) is not an error.
+        let members = inner.frames.send(frame).unwrap_or(0);
+        hub.metrics.fanout_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        hub.metrics.fanout_messages.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        members
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame_of(jsons: &[&str], sent: &mut SentState) -> Option<Frame> {
+        let mut g = Gathered::default();
+        for j in jsons {
+            g.push((*j).into());
+        }
+        let delta = g.state_at.and_then(|i| sent.delta(&g.items[i].1));
+        let messages: Vec<(Kind, &str)> = g
+            .items
+            .iter()
+            .enumerate()
+            .filter_map(
+                |(i, (k, j))| if g.state_at == Some(i) { delta.as_deref().map(|d| (*k, d)) } else { Some((*k, &**j)) },
+            )
+            .collect();
+        (!messages.is_empty()).then(|| build(&messages))
+    }
+
+    fn text(frame: &Frame, muted: Muted) -> Option<String> {
+        frame.for_member(muted).map(|b| b.as_str().to_owned())
+    }
+
+    #[test]
+    fn several_messages_go_as_one_batch_in_order_with_only_the_last_state() {
+        let mut sent = SentState::default();
+        let frame = frame_of(
+            &[
+                r#"{"type":"state","audience":1,"energy":0.0}"#,
+                r#"{"type":"chat","id":1,"from":"Ana","text":"hi"}"#,
+                r#"{"type":"state","audience":2,"energy":0.0}"#,
+                r#"{"type":"effect","param":"fog","value":"0.5","by":"Ana","rule":null,"action":"set","others":0}"#,
+            ],
+            &mut sent,
+        )
+        .unwrap();
+        let all: Value = serde_json::from_str(&text(&frame, Muted::default()).unwrap()).unwrap();
+        assert_eq!(all["type"], "batch");
+        let types: Vec<&str> =
+            all["messages"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["chat", "state", "effect"]);
+        assert_eq!(all["messages"][1]["audience"], 2);
+    }
+
+    #[test]
+    fn a_state_carries_only_what_changed_and_nothing_when_nothing_did() {
+        let mut sent = SentState::default();
+        let first =
+            frame_of(&[r#"{"type":"state","params":{"fog":"0.1"},"audience":1,"paused":false}"#], &mut sent).unwrap();
+        assert_eq!(
+            text(&first, Muted::default()).unwrap(),
+            r#"{"type":"state","audience":1,"params":{"fog":"0.1"},"paused":false}"#
+        );
+        let second =
+            frame_of(&[r#"{"type":"state","params":{"fog":"0.1"},"audience":2,"paused":false}"#], &mut sent).unwrap();
+        assert_eq!(text(&second, Muted::default()).unwrap(), r#"{"type":"state","audience":2}"#);
+        assert!(
+            frame_of(&[r#"{"type":"state","params":{"fog":"0.1"},"audience":2,"paused":false}"#], &mut sent).is_none()
+        );
+    }
+
+    #[test]
+    fn muted_members_get_what_they_did_not_mute_and_equal_variants_share_bytes() {
+        let mut sent = SentState::default();
+        let frame = frame_of(
+            &[
+                r#"{"type":"chat","id":1,"from":"Ana","text":"hi"}"#,
+                r#"{"type":"retract","id":1}"#,
+                r#"{"type":"poll","phase":"tally"}"#,
+            ],
+            &mut sent,
+        )
+        .unwrap();
+        let chat = Muted::parse(&["chat".into()]).unwrap();
+        assert_eq!(text(&frame, chat).unwrap(), r#"{"type":"poll","phase":"tally"}"#);
+        let both = Muted::parse(&["chat".into(), "effects".into()]).unwrap();
+        assert_eq!(
+            frame.for_member(both).unwrap().as_str().as_ptr(),
+            frame.for_member(chat).unwrap().as_str().as_ptr()
+        );
+        let only_chat = frame_of(&[r#"{"type":"chat","id":2,"from":"Ana","text":"hi"}"#], &mut sent).unwrap();
+        assert!(only_chat.for_member(chat).is_none());
+        assert!(only_chat.for_member(Muted::default()).is_some());
+    }
+
+    #[test]
+    fn the_interval_grows_with_the_crowd_beyond_the_frames_a_second() {
+        let pace = Pace { interval: Duration::from_millis(250), frames_per_second: 20_000 };
+        assert_eq!(pace.interval_for(100), Duration::from_millis(250));
+        assert_eq!(pace.interval_for(10_000), Duration::from_millis(500));
+        assert_eq!(pace.interval_for(100_000), Duration::from_secs(5));
+        assert_eq!(Pace { frames_per_second: 0, ..pace }.interval_for(100_000), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn unknown_mutes_are_refused_by_name() {
+        let e = Muted::parse(&["chat".into(), "state".into()]).unwrap_err();
+        assert!(e.contains("\"state\"") && e.contains("chat, effects"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_burst_becomes_one_frame_and_a_joiner_starts_from_the_state_sent() {
+        let hub = crate::engine::audience::hub::AudienceLink::new(
+            crate::engine::audience::hub::ModerationPolicy {
+                blocklist: crate::model::audience::moderation::Blocklist::default_fr_en(),
+                limits: crate::model::audience::protocol::Limits { max_chars: 280, messages_per_10s: 10 },
+            },
+            16,
+        )
+        .hub
+        .clone();
+        let fanout = Arc::new(Fanout::new(&hub, Pace { interval: Duration::from_millis(200), frames_per_second: 0 }));
+        let (_, mut frames) = fanout.join();
+        tokio::spawn(fanout.clone().run(hub.clone()));
+        tokio::task::yield_now().await;
+        // The first message goes at once (nothing was sent for an interval); the burst after
+        // it waits for the interval and goes as one frame.
+        hub.broadcast.send(r#"{"type":"chat","id":1,"from":"A","text":"one"}"#.into()).unwrap();
+        let first = frames.recv().await.unwrap();
+        assert!(first.for_member(Muted::default()).unwrap().as_str().contains("one"));
+        for i in 2..=5 {
+            hub.broadcast.send(format!(r#"{{"type":"chat","id":{i},"from":"A","text":"x"}}"#).into()).unwrap();
+        }
+        hub.broadcast.send(r#"{"type":"state","audience":7}"#.into()).unwrap();
+        let burst = frames.recv().await.unwrap();
+        let v: Value = serde_json::from_str(burst.for_member(Muted::default()).unwrap().as_str()).unwrap();
+        assert_eq!(v["messages"].as_array().unwrap().len(), 5);
+        assert_eq!(fanout.join().0.as_str(), r#"{"type":"state","audience":7}"#);
+        assert_eq!(hub.metrics.fanout_frames.load(std::sync::atomic::Ordering::Relaxed), 2);
+    }
+}
