@@ -795,9 +795,8 @@ mod audience {
 
     type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
-    /// A member's socket, read as the page reads it (a `batch` as its messages, each `state`
-    /// merged into the state shown).
-    struct Client(Socket, parvis::model::audience::protocol::FrameReader);
+    /// A member's socket, read as the page reads it (each `state` merged into the state shown).
+    struct Client(Socket, parvis::model::audience::protocol::StateReader);
 
     impl Client {
         async fn connect(addr: SocketAddr) -> Self {
@@ -840,7 +839,7 @@ mod audience {
                 }
                 let next = tokio::time::timeout_at(deadline, self.0.next()).await;
                 match next {
-                    Ok(Some(Ok(Message::Text(t)))) => self.1.frame(t.as_str()).expect("server sends JSON"),
+                    Ok(Some(Ok(Message::Text(t)))) => self.1.read(t.as_str()).expect("server sends JSON"),
                     Ok(Some(Ok(_))) => {}
                     other => panic!("expected message not received ({other:?}); saw {seen:#?}"),
                 }
@@ -948,43 +947,35 @@ mod audience {
         app
     }
 
-    /// The next text frame as the server sent it (a `batch` not unpacked), within 5 s.
-    async fn raw_frame(client: &mut Client) -> serde_json::Value {
+    /// The next message as the server sent it (a `state` not merged), within 5 s.
+    async fn raw_message(client: &mut Client) -> serde_json::Value {
         loop {
             match tokio::time::timeout(Duration::from_secs(5), client.0.next()).await {
                 Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).unwrap(),
                 Ok(Some(Ok(_))) => {}
-                other => panic!("no frame in time: {other:?}"),
+                other => panic!("no message in time: {other:?}"),
             }
         }
     }
 
-    /// Reads raw frames until one matches `want`; returns it and when it came.
+    /// Reads raw messages until one matches `want`; returns it and when it came.
     async fn raw_until(client: &mut Client, want: impl Fn(&serde_json::Value) -> bool) -> (serde_json::Value, Instant) {
         let mut seen = Vec::new();
         loop {
-            let frame = raw_frame(client).await;
-            if want(&frame) {
-                return (frame, Instant::now());
+            let message = raw_message(client).await;
+            if want(&message) {
+                return (message, Instant::now());
             }
-            seen.push(frame);
-            assert!(seen.len() < 50, "no such frame; saw {seen:#?}");
+            seen.push(message);
+            assert!(seen.len() < 50, "no such message; saw {seen:#?}");
         }
-    }
-
-    fn chat_texts(frame: &serde_json::Value) -> Vec<String> {
-        let messages = match frame["type"].as_str() {
-            Some("batch") => frame["messages"].as_array().unwrap().clone(),
-            _ => vec![frame.clone()],
-        };
-        messages.iter().filter(|m| m["type"] == "chat").map(|m| m["text"].as_str().unwrap().to_owned()).collect()
     }
 
     #[test]
     fn what_the_venue_says_to_everyone_goes_gathered_and_a_members_own_line_at_once() {
         let configure = |config: &mut AudienceConfig, _: &mut App| {
             config.fanout =
-                parvis::edges::audience::fanout::Pace { interval: Duration::from_secs(2), frames_per_second: 0 };
+                parvis::edges::audience::fanout::Pace { interval: Duration::from_secs(1), frames_per_second: 0 };
         };
         let app = with_venue_config(
             default_scene(),
@@ -1002,69 +993,68 @@ mod audience {
                     let refused = odd.expect_error("bad_field").await;
                     assert!(refused["message"].as_str().unwrap().contains("chat, effects"), "{refused}");
 
-                    // Let the joins' state go out, then speak: three lines in a row.
+                    // Let the joins' state go out and an interval pass, then speak: three lines
+                    // in a row.
                     tokio::time::sleep(Duration::from_millis(2500)).await;
                     let sent = Instant::now();
                     for text in ["one", "two", "three"] {
                         ana.send(&format!(r#"{{"type":"chat","text":"{text}"}}"#)).await;
                     }
-                    // Ana's own lines come back at once, one by one.
-                    let mut own = Vec::new();
+                    // Ana's own lines come back at once (the first may also come with
+                    // everyone's, having gone at once too: the page shows a line once).
+                    let mut own: Vec<String> = Vec::new();
                     let mut own_done = sent;
                     while own.len() < 3 {
-                        let (frame, at) = raw_until(&mut ana, |f| f["type"] == "chat").await;
-                        own.push(frame["text"].as_str().unwrap().to_owned());
-                        own_done = at;
+                        let (line, at) = raw_until(&mut ana, |m| m["type"] == "chat").await;
+                        let text = line["text"].as_str().unwrap().to_owned();
+                        if !own.contains(&text) {
+                            own.push(text);
+                            own_done = at;
+                        }
                     }
                     assert_eq!(own, ["one", "two", "three"]);
                     // Bob gets everyone's words gathered: the first line may go alone (nothing
-                    // went for an interval), the rest wait for the interval and go as one frame.
+                    // went for an interval), the others wait for the interval and come together.
                     let mut bob_lines = Vec::new();
-                    let mut frames = 0;
-                    let mut last_frame = sent;
                     while bob_lines.len() < 3 {
-                        let (frame, at) = raw_until(&mut bob, |f| !chat_texts(f).is_empty()).await;
-                        bob_lines.extend(chat_texts(&frame));
-                        frames += 1;
-                        last_frame = at;
+                        let (line, at) = raw_until(&mut bob, |m| m["type"] == "chat").await;
+                        bob_lines.push((line["text"].as_str().unwrap().to_owned(), at));
                     }
-                    assert_eq!(bob_lines, ["one", "two", "three"]);
-                    assert!(frames <= 2, "three lines in {frames} frames");
+                    let texts: Vec<&str> = bob_lines.iter().map(|(t, _)| t.as_str()).collect();
+                    assert_eq!(texts, ["one", "two", "three"]);
+                    let (two, three) = (bob_lines[1].1, bob_lines[2].1);
                     assert!(
-                        own_done < last_frame && last_frame - sent >= Duration::from_millis(1500),
-                        "Ana's own lines ({:?}) come before the gathered frame ({:?})",
+                        own_done < two
+                            && two - sent >= Duration::from_millis(700)
+                            && three - two < Duration::from_millis(300),
+                        "Ana had her lines after {:?}; Bob got two after {:?}, three after {:?}",
                         own_done - sent,
-                        last_frame - sent
+                        two - sent,
+                        three - sent
                     );
 
                     // What changed goes, not the whole state: a member joining changes the
                     // count, not the stage.
                     let _eve = Client::join(addr, "Eve").await;
-                    // Mia started from the whole state, sent when she joined.
-                    let whole = raw_frame(&mut mia).await;
-                    assert!(whole["type"] == "state" && whole["params"]["stage_light"].is_string(), "{whole}");
-                    let (delta, _) = raw_until(&mut mia, |f| {
-                        assert!(chat_texts(f).is_empty(), "Mia muted chat, and got {f}");
-                        f["type"] == "state"
-                            || f["messages"].as_array().is_some_and(|m| m.iter().any(|m| m["type"] == "state"))
+                    // Mia started from the whole state as sent when she joined.
+                    let whole = raw_message(&mut mia).await;
+                    assert!(whole["type"] == "state" && whole["params"].is_object(), "{whole}");
+                    let (delta, _) = raw_until(&mut mia, |m| {
+                        assert_ne!(m["type"], "chat", "Mia muted chat");
+                        m["type"] == "state" && m["audience"] == 4
                     })
                     .await;
-                    let state = match delta["type"].as_str() {
-                        Some("batch") => {
-                            delta["messages"].as_array().unwrap().iter().find(|m| m["type"] == "state").unwrap().clone()
-                        }
-                        _ => delta.clone(),
-                    };
-                    assert!(state["audience"].is_number() && state.get("params").is_none(), "{state}");
-                    // Mia, who muted chat, still follows the stage, and never got a chat line.
+                    assert!(delta["audience"].is_number() && delta.get("params").is_none(), "{delta}");
+                    // Mia, who muted chat, still follows the stage.
                     ana.send(r#"{"type":"chat","text":"!light red"}"#).await;
                     let effect = mia.expect(|m| m["type"] == "effect" || m["type"] == "chat").await;
                     assert_eq!(effect["type"], "effect", "{effect}");
                     mia.expect(|m| m["type"] == "state" && m["params"]["stage_light"] == "#ff0000").await;
-                    // The page shows each line once: the same id came directly and gathered.
-                    let ids = ana.expect(|m| m["type"] == "chat" && m["text"] == "!light red").await["id"].clone();
+                    // Ana's line came twice with one id, at once and gathered: the page shows it
+                    // once.
+                    let first = ana.expect(|m| m["type"] == "chat" && m["text"] == "!light red").await;
                     let again = ana.expect(|m| m["type"] == "chat" && m["text"] == "!light red").await;
-                    assert_eq!(again["id"], ids);
+                    assert_eq!(again["id"], first["id"]);
                     let metrics = http_get(addr, "/metrics").await;
                     let value = |name: &str| -> f64 {
                         metrics

@@ -297,7 +297,6 @@ document.addEventListener('visibilitychange', () => {
 
 function handle(msg) {
   switch (msg.type) {
-    case 'batch': return onBatch(msg);
     case 'welcome': return onWelcome(msg);
     case 'state': return onState(msg);
     case 'chat': return addChat(msg);
@@ -308,19 +307,6 @@ function handle(msg) {
     case 'notice': return addLine('notice', [make('span', 'text', valueText(msg.text))]);
     case 'error': return onError(msg);
     default: console.debug('ignoring message type', msg.type);
-  }
-}
-
-// What the venue said to everyone in one interval, in order (docs/protocol.md#batch).
-function onBatch(msg) {
-  if (!Array.isArray(msg.messages)) return;
-  for (const m of msg.messages) {
-    if (!m || typeof m !== 'object' || Array.isArray(m) || m.type === 'batch') continue;
-    try {
-      handle(m);
-    } catch (e) {
-      console.error('while handling', m.type, e);
-    }
   }
 }
 
@@ -559,14 +545,17 @@ function addLine(kind, parts) {
 
 function addChat(msg) {
   const id = msg.id === undefined || msg.id === null ? '' : String(msg.id);
-  // A member's own line comes at once, and again with everyone's: show it once.
-  if (id && linesById.has(id)) return;
+  // A member's own line comes at once, and again with everyone's: show it once. (Ids start
+  // again when a venue restarts: the same id with other words is another line.)
+  const key = `${valueText(msg.from)}\u0000${valueText(msg.text)}`;
+  if (id && linesById.get(id)?.dataset.key === key) return;
   const li = addLine('chat', [
     make('span', 'from', valueText(msg.from)),
     make('span', 'sep', ': '),
     make('span', 'text', valueText(msg.text)),
   ]);
   li.dataset.id = id;
+  li.dataset.key = key;
   if (id) linesById.set(id, li);
 }
 

@@ -226,14 +226,15 @@ pub struct RunArgs {
     /// connection would otherwise hold a task and the kernel's buffers for ever.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub send_timeout: f64,
-    /// Seconds between two frames of what the venue says to everyone (chat, effects, state,
-    /// tallies), gathered and sent once to each member: fewer wake-ups and writes for a large
-    /// crowd. A member's own line and replies to them go at once. 0: as soon as possible.
+    /// Seconds between two writes to each member of what the venue says to everyone (chat,
+    /// effects, state, tallies), gathered: fewer wake-ups and writes for a large crowd. A
+    /// member's own line and replies to them go at once. 0: as soon as possible.
     #[arg(long, value_name = "SECONDS", default_value_t = 0.25)]
     pub fanout_interval: f64,
-    /// Frames a second the audience server sends at most, every member together (0: no
-    /// bound): a larger crowd gets the venue's words a little less often (10 000 members at
-    /// 20 000: every half second) instead of costing the server more.
+    /// Writes a second the audience server makes at most to send what the venue says to
+    /// everyone, every member together (0: no bound): a larger crowd gets the venue's words a
+    /// little less often (10 000 members at 20 000: every half second) instead of costing the
+    /// server more.
     #[arg(long, value_name = "N", default_value_t = 20_000)]
     pub fanout_rate: u32,
     /// Chat lines shown to everyone per second; faster chat is still read by the rules, and

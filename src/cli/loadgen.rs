@@ -120,7 +120,7 @@ pub const CHAT_TEXTS: &[&str] = &[
 const SUFFIXES: [&str; 4] = ["", " :)", " !!", " 🎶"];
 
 /// Frame types of the audience protocol, counted without allocating.
-const TYPES: [&str; 9] = ["welcome", "state", "chat", "retract", "effect", "poll", "notice", "error", "batch"];
+const TYPES: [&str; 8] = ["welcome", "state", "chat", "retract", "effect", "poll", "notice", "error"];
 /// Error codes of the audience protocol, counted without allocating.
 const CODES: [&str; 17] = [
     "bad_json",
@@ -367,13 +367,12 @@ pub struct LoadReport {
     pub late_sends: u64,
     /// The latest any send started after its scheduled time.
     pub max_send_lag_ms: f64,
-    /// Frames received over the whole run (a `batch` is one frame).
+    /// Frames received over the whole run, all types.
     pub received: u64,
     /// `received` divided by the load phase's length (the few frames of the connect phase and
     /// the drain are included).
     pub received_per_s: f64,
-    /// Messages received by `type`, a `batch`'s one by one (`batch`: the frames that carried
-    /// several; `other` for unparsable ones, `non_text` for binary frames).
+    /// Frames received by `type` (`other` for unparsable ones, `non_text` for binary).
     pub received_by_type: BTreeMap<String, u64>,
     /// `error` frames by `code`.
     pub errors_by_code: BTreeMap<String, u64>,
@@ -588,7 +587,7 @@ fn build_report(cfg: &LoadConfig, shared: &Shared, m: Measured) -> LoadReport {
     for (name, count) in lock(&shared.other_codes).iter() {
         *errors_by_code.entry(name.clone()).or_default() += count;
     }
-    let received = load(&shared.frames);
+    let received: u64 = received_by_type.values().sum();
     let mut rtts = std::mem::take(&mut *lock(&shared.rtts_us));
     rtts.sort_unstable();
     let ms = |us: u64| us as f64 / 1000.0;
@@ -815,7 +814,6 @@ struct Ctx {
 /// Totals, added to by each connection when it ends (see [`ConnStats`]).
 #[derive(Default)]
 struct Shared {
-    frames: AtomicU64,
     types: [AtomicU64; TYPES.len()],
     codes: [AtomicU64; CODES.len()],
     other_types: Mutex<BTreeMap<String, u64>>,
@@ -868,7 +866,6 @@ struct ConnStats {
 
 #[derive(Default)]
 struct Incoming {
-    frames: u64,
     types: [u64; TYPES.len()],
     codes: [u64; CODES.len()],
     other_types: Vec<String>,
@@ -919,7 +916,6 @@ impl Drop for ConnStats {
             }
         }
         add(&s.non_text, self.rx.non_text);
-        add(&s.frames, self.rx.frames);
         add(&s.probes_lost, self.rx.probes_lost + self.tx.probes_given_up);
         add(&s.probes_late, self.rx.probes_late);
         add(&s.probes_refused, self.rx.probes_refused);
@@ -1060,7 +1056,7 @@ async fn open(n: u32, ctx: &Ctx, rx: &mut Incoming) -> Result<Socket, String> {
             return Err("timeout_welcome".into());
         };
         match frame {
-            Some(Ok(Message::Text(text))) => match rx.count_frame(&text) {
+            Some(Ok(Message::Text(text))) => match rx.count(&text) {
                 Some(Head { ty, .. }) if ty == "welcome" => return Ok(socket),
                 Some(Head { ty, code }) if ty == "error" => {
                     return Err(format!("hello_refused_{}", code.as_deref().unwrap_or("unknown")));
@@ -1073,10 +1069,7 @@ async fn open(n: u32, ctx: &Ctx, rx: &mut Incoming) -> Result<Socket, String> {
                     |f| format!("closed_before_welcome_{}", u16::from(f.code)),
                 ));
             }
-            Some(Ok(Message::Binary(_))) => {
-                rx.frames += 1;
-                rx.non_text += 1;
-            }
+            Some(Ok(Message::Binary(_))) => rx.non_text += 1,
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(ws_label("before_welcome", &e)),
             None => return Err("closed_before_welcome".into()),
@@ -1160,23 +1153,17 @@ async fn read_loop(
                 }
             }
             frame = stream.next() => match frame {
-                Some(Ok(Message::Text(text))) => match batch_messages(&text) {
-                    Some(messages) => {
-                        rx.frames += 1;
-                        rx.types[BATCH] += 1;
-                        for message in messages {
-                            rx.read(n, message, pending);
+                Some(Ok(Message::Text(text))) => {
+                    let head = rx.count(&text);
+                    if let (Some(pending), Some(head)) = (pending, head) {
+                        match &*head.ty {
+                            "chat" => rx.match_probe(n, &text, pending),
+                            "error" => rx.refuse_probe(pending),
+                            _ => {}
                         }
                     }
-                    None => {
-                        rx.frames += 1;
-                        rx.read(n, &text, pending);
-                    }
-                },
-                Some(Ok(Message::Binary(_))) => {
-                    rx.frames += 1;
-                    rx.non_text += 1;
                 }
+                Some(Ok(Message::Binary(_))) => rx.non_text += 1,
                 Some(Ok(Message::Close(frame))) => {
                     return ReadEnd::Gone(frame.map_or_else(|| "close_no_code".to_owned(), |f| format!("close_{}", u16::from(f.code))));
                 }
@@ -1326,61 +1313,8 @@ fn frame_head(text: &str) -> Option<Head<'_>> {
     Some(Head { ty: m.ty, code: m.code })
 }
 
-/// Where `batch` is in [`TYPES`].
-const BATCH: usize = TYPES.len() - 1;
-
-/// The messages of a `batch` frame as the server writes it (`None`: not a batch), split
-/// without parsing them: each is a JSON object, found by its braces outside strings.
-fn batch_messages(text: &str) -> Option<Vec<&str>> {
-    let rest = text.strip_prefix(r#"{"type":"batch","messages":["#)?;
-    let mut messages = Vec::new();
-    let (mut depth, mut in_string, mut escaped, mut start) = (0u32, false, false, 0);
-    for (i, b) in rest.bytes().enumerate() {
-        match (in_string, b) {
-            (true, _) if escaped => escaped = false,
-            (true, b'\\') => escaped = true,
-            (true, b'"') => in_string = false,
-            (true, _) => {}
-            (false, b'"') => in_string = true,
-            (false, b'{') => {
-                if depth == 0 {
-                    start = i;
-                }
-                depth += 1;
-            }
-            (false, b'}') => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    messages.push(&rest[start..=i]);
-                }
-            }
-            (false, b']') if depth == 0 => return Some(messages),
-            _ => {}
-        }
-    }
-    None
-}
-
 impl Incoming {
-    /// Counts a frame that is not a batch; returns its head.
-    fn count_frame<'a>(&mut self, text: &'a str) -> Option<Head<'a>> {
-        self.frames += 1;
-        self.count(text)
-    }
-
-    /// Counts one message and, on a probe connection, matches it against the waiting probes.
-    fn read(&mut self, n: u32, text: &str, pending: Option<&Pending>) {
-        let head = self.count(text);
-        if let (Some(pending), Some(head)) = (pending, head) {
-            match &*head.ty {
-                "chat" => self.match_probe(n, text, pending),
-                "error" => self.refuse_probe(pending),
-                _ => {}
-            }
-        }
-    }
-
-    /// Counts one message by type and error code; returns its head.
+    /// Counts one text frame by type and error code; returns its head.
     fn count<'a>(&mut self, text: &'a str) -> Option<Head<'a>> {
         let Some(head) = frame_head(text) else {
             self.other_types.push("other".to_owned());
@@ -1784,17 +1718,6 @@ pub fn command(args: &super::args::LoadgenArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn batches_split_into_their_messages_with_braces_inside_strings() {
-        let frame = r#"{"type":"batch","messages":[{"type":"chat","id":1,"from":"A","text":"} { \" ]"},{"type":"state","params":{"a":"1"}}]}"#;
-        let messages = batch_messages(frame).unwrap();
-        assert_eq!(messages.len(), 2);
-        assert_eq!(serde_json::from_str::<serde_json::Value>(messages[0]).unwrap()["text"], "} { \" ]");
-        assert_eq!(frame_head(messages[1]).unwrap().ty, "state");
-        assert!(batch_messages(r#"{"type":"chat","id":1}"#).is_none());
-        assert!(batch_messages(r#"{"type":"batch","messages":[{"type":"chat""#).is_none());
-    }
 
     #[test]
     fn refuses_non_loopback_targets() {

@@ -257,11 +257,11 @@ fn followers_and_a_restarted_authority_end_in_one_state_through_kill_9_of_each()
     drop(nats);
 }
 
-/// A WebSocket to a venue's or an edge's `/ws` or `/mod`, read as the page reads it: a `batch`
-/// as its messages, each `state` merged into the state shown.
+/// A WebSocket to a venue's or an edge's `/ws` or `/mod`, read as the page reads it: each
+/// `state` merged into the state shown.
 struct Moderator {
     socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    read: parvis::model::audience::protocol::FrameReader,
+    read: parvis::model::audience::protocol::StateReader,
 }
 
 impl Moderator {
@@ -307,7 +307,7 @@ impl Moderator {
             }
             let message = tokio::time::timeout_at(deadline, self.socket.next()).await.ok()??.ok()?;
             if let Message::Text(text) = message {
-                self.read.frame(&text).unwrap();
+                self.read.read(&text).unwrap();
             }
         }
     }

@@ -1,16 +1,18 @@
 //! What the venue says to everyone, gathered. One task per edge reads the hub's broadcast and,
 //! at most once per interval, hands every member's connection one frame: the messages of the
-//! interval in order (several as one `batch`), of several `state` messages only what changed
-//! since the last one sent, encoded once and shared by every connection (a reference count, not
-//! a copy). A member wakes once per interval however busy the venue is, which is what the
+//! interval in order, of several `state` messages only what changed since the last one sent,
+//! each encoded once and shared by every connection (a reference count, not a copy). A
+//! connection writes a frame's messages together (one WebSocket message each, one write to the
+//! socket), so a member wakes once per interval however busy the venue is, which is what the
 //! fan-out costs: wake-ups and writes per member, not bytes. The interval grows with the crowd
 //! so that the edge sends at most a set number of frames a second in all: a larger crowd sees
 //! others' words a little later instead of costing the edge more.
 //!
-//! A member may leave out what its page does not show (`hello`'s `mute`): each frame is built
-//! once per choice, not per member. What concerns one member (their own chat line, errors,
+//! A member may leave out what its page does not show (`hello`'s `mute`): its connection skips
+//! those messages of each frame. What concerns one member (their own chat line, errors,
 //! notices) goes through their mailbox at once, not through here.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -59,19 +61,17 @@ impl Muted {
     }
 }
 
-/// Every choice of [`Muted`].
-const VARIANTS: usize = 1 << MUTABLE.len();
-
-/// One gathered frame, built once for each choice of what to mute.
+/// One interval's messages for everyone, each encoded once and shared by every connection.
 #[derive(Debug)]
 pub struct Frame {
-    variants: [Option<Utf8Bytes>; VARIANTS],
+    messages: Vec<(Kind, Utf8Bytes)>,
 }
 
 impl Frame {
-    /// What a member who muted `muted` receives of this frame (`None`: nothing).
-    pub fn for_member(&self, muted: Muted) -> Option<&Utf8Bytes> {
-        self.variants[usize::from(muted.0)].as_ref()
+    /// What a member who muted `muted` is sent of this frame, in order: written together,
+    /// one WebSocket message each.
+    pub fn for_member(&self, muted: Muted) -> impl Iterator<Item = &Utf8Bytes> {
+        self.messages.iter().filter(move |(kind, _)| !muted.hides(*kind)).map(|(_, text)| text)
     }
 }
 
@@ -86,7 +86,8 @@ enum Kind {
 
 fn kind_of(json: &str) -> Kind {
     let Some(rest) = json.strip_prefix(r#"{"type":""#) else { return Kind::Other };
-    if rest.starts_with(r#"chat""#) || rest.starts_with(r#"retract""#) {
+    // A retraction goes to everyone: a member who muted chat still has their own lines.
+    if rest.starts_with(r#"chat""#) {
         Kind::Chat
     } else if rest.starts_with(r#"effect""#) {
         Kind::Effect
@@ -157,40 +158,6 @@ impl SentState {
     }
 }
 
-/// Builds the frame for each choice of muting: a lone message as it is, several as a `batch`.
-fn build(messages: &[(Kind, &str)]) -> Frame {
-    let mut variants: [Option<Utf8Bytes>; VARIANTS] = Default::default();
-    for (bits, variant) in variants.iter_mut().enumerate() {
-        let muted = Muted(u8::try_from(bits).unwrap_or(0));
-        let kept: Vec<&str> = messages.iter().filter(|(k, _)| !muted.hides(*k)).map(|(_, m)| *m).collect();
-        *variant = match kept.as_slice() {
-            [] => None,
-            [one] => Some((*one).into()),
-            several => {
-                let mut out = String::with_capacity(several.iter().map(|m| m.len() + 1).sum::<usize>() + 32);
-                out.push_str(r#"{"type":"batch","messages":["#);
-                for (i, m) in several.iter().enumerate() {
-                    if i > 0 {
-                        out.push(',');
-                    }
-                    out.push_str(m);
-                }
-                out.push_str("]}");
-                Some(out.into())
-            }
-        };
-    }
-    // Variants with the same messages share their bytes.
-    for bits in 1..VARIANTS {
-        let same = (0..bits)
-            .find(|&b| variants[b].as_ref().map(|v| v.as_str()) == variants[bits].as_ref().map(|v| v.as_str()));
-        if let Some(b) = same {
-            variants[bits] = variants[b].clone();
-        }
-    }
-    Frame { variants }
-}
-
 /// The gathered frames of one edge, and the state a joining member starts from.
 #[derive(Debug)]
 pub struct Fanout {
@@ -198,6 +165,8 @@ pub struct Fanout {
     /// member who joins between two frames misses nothing and applies nothing twice.
     inner: Mutex<Inner>,
     pace: Pace,
+    /// The hub's broadcast, listened to from the start, until the task takes it.
+    updates: Mutex<Option<broadcast::Receiver<Arc<str>>>>,
 }
 
 /// How often frames go: at most once per `interval`, and at most `frames_per_second` member
@@ -231,9 +200,11 @@ impl Fanout {
     /// Gathers at the `pace` given (an interval of zero: as soon as the task runs, taking
     /// whatever waits), starting from the hub's latest state.
     pub fn new(hub: &AudienceHub, pace: Pace) -> Self {
+        // Listening before reading the state: nothing said in between is missed.
+        let updates = hub.broadcast.subscribe();
         let state: &str = &hub.state_json.read().expect("state snapshot");
         let (frames, _) = broadcast::channel(FRAME_CAPACITY);
-        Self { inner: Mutex::new(Inner { state: state.into(), frames }), pace }
+        Self { inner: Mutex::new(Inner { state: state.into(), frames }), pace, updates: Mutex::new(Some(updates)) }
     }
 
     /// A member's start: the whole state as members have it now, and the frames after it.
@@ -242,9 +213,10 @@ impl Fanout {
         (inner.state.clone(), inner.frames.subscribe())
     }
 
-    /// Reads the hub's broadcast until the venue closes it, and hands out what it says.
+    /// Reads the hub's broadcast until the venue closes, and hands out what it says. Runs
+    /// once: a second call returns at once.
     pub async fn run(self: Arc<Self>, hub: Arc<AudienceHub>) {
-        let mut updates = hub.broadcast.subscribe();
+        let Some(mut updates) = self.updates.lock().expect("fanout").take() else { return };
         let mut gathered = Gathered::default();
         let mut sent = SentState::default();
         if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(self.join().0.as_str()) {
@@ -252,9 +224,10 @@ impl Fanout {
         }
         let mut closing = hub.closing.subscribe();
         let mut interval = self.pace.interval;
-        let mut last = Instant::now() - interval;
+        // Nothing sent yet: the first message goes at once.
+        let mut last: Option<Instant> = None;
         loop {
-            let due = (!gathered.is_empty()).then(|| last + interval);
+            let due = (!gathered.is_empty()).then(|| last.map_or_else(Instant::now, |t| t + interval));
             tokio::select! {
                 // What waits is taken before a frame goes: a burst becomes one frame.
                 biased;
@@ -265,8 +238,11 @@ impl Fanout {
                             continue;
                         }
                     }
+                    // Messages lost here may have been states: send the whole state again.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
-                        hub.metrics.dropped_outbound.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                        hub.metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed);
+                        gathered.push(hub.state_json.read().expect("state snapshot").clone());
+                        sent.fields.clear();
                         continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => {
@@ -274,76 +250,73 @@ impl Fanout {
                         return;
                     }
                 },
-                () = tokio::time::sleep_until(due.unwrap_or(last)), if due.is_some() => {}
-                // The venue closes: its connections say goodbye; nothing more to gather.
-                _ = closing.changed() => if *closing.borrow() { return } else { continue },
+                () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+                // The venue closes: what was gathered goes, then nothing more.
+                _ = closing.changed() => if *closing.borrow() {
+                    self.send(std::mem::take(&mut gathered), &mut sent, &hub);
+                    return;
+                } else {
+                    continue
+                },
             }
-            last = Instant::now();
+            last = Some(Instant::now());
             let members = self.send(std::mem::take(&mut gathered), &mut sent, &hub);
             interval = self.pace.interval_for(members);
         }
     }
 
-    /// Sends a frame of what was gathered; returns how many members it went to.
+    /// Sends a frame of what was gathered; returns how many members are listening.
     fn send(&self, gathered: Gathered, sent: &mut SentState, hub: &AudienceHub) -> usize {
-        let mut whole_state = None;
-        let mut delta = None;
-        if let Some(i) = gathered.state_at {
-            let json = &gathered.items[i].1;
-            delta = sent.delta(json);
-            whole_state = Some(json.clone());
-        }
-        let messages: Vec<(Kind, &str)> = gathered
-            .items
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (kind, json))| match gathered.state_at == Some(i) {
-                true => delta.as_deref().map(|d| (*kind, d)),
-                false => Some((*kind, &**json)),
-            })
-            .collect();
-        let count = messages.len() as u64;
-        let frame = (!messages.is_empty()).then(|| Arc::new(build(&messages)));
+        let (frame, whole_state) = gather(gathered, sent);
         let mut inner = self.inner.lock().expect("fanout");
         if let Some(state) = whole_state {
-            inner.state = (&*state).into();
+            inner.state = state;
         }
         let Some(frame) = frame else { return inner.frames.receiver_count() };
+        hub.metrics.fanout_frames.fetch_add(1, Ordering::Relaxed);
+        hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
         // No receiver (nobody connected) is not an error.
-        let members = inner.frames.send(frame).unwrap_or(0);
-        hub.metrics.fanout_frames.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        hub.metrics.fanout_messages.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-        members
+        inner.frames.send(frame).unwrap_or(0)
     }
+}
+
+/// The frame of what was gathered (`None`: nothing to send, the state unchanged) and the whole
+/// state members have after it, if a state came.
+fn gather(gathered: Gathered, sent: &mut SentState) -> (Option<Arc<Frame>>, Option<Utf8Bytes>) {
+    let state_at = gathered.state_at;
+    let mut whole_state = None;
+    let mut messages = Vec::with_capacity(gathered.items.len());
+    for (i, (kind, json)) in gathered.items.into_iter().enumerate() {
+        if state_at == Some(i) {
+            whole_state = Some(Utf8Bytes::from(&*json));
+            if let Some(delta) = sent.delta(&json) {
+                messages.push((kind, delta.into()));
+            }
+        } else {
+            messages.push((kind, Utf8Bytes::from(&*json)));
+        }
+    }
+    ((!messages.is_empty()).then(|| Arc::new(Frame { messages })), whole_state)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn frame_of(jsons: &[&str], sent: &mut SentState) -> Option<Frame> {
+    fn frame_of(jsons: &[&str], sent: &mut SentState) -> Option<Arc<Frame>> {
         let mut g = Gathered::default();
         for j in jsons {
             g.push((*j).into());
         }
-        let delta = g.state_at.and_then(|i| sent.delta(&g.items[i].1));
-        let messages: Vec<(Kind, &str)> = g
-            .items
-            .iter()
-            .enumerate()
-            .filter_map(
-                |(i, (k, j))| if g.state_at == Some(i) { delta.as_deref().map(|d| (*k, d)) } else { Some((*k, &**j)) },
-            )
-            .collect();
-        (!messages.is_empty()).then(|| build(&messages))
+        gather(g, sent).0
     }
 
-    fn text(frame: &Frame, muted: Muted) -> Option<String> {
-        frame.for_member(muted).map(|b| b.as_str().to_owned())
+    fn texts(frame: &Frame, muted: Muted) -> Vec<String> {
+        frame.for_member(muted).map(|b| b.as_str().to_owned()).collect()
     }
 
     #[test]
-    fn several_messages_go_as_one_batch_in_order_with_only_the_last_state() {
+    fn messages_keep_their_order_with_only_the_last_state() {
         let mut sent = SentState::default();
         let frame = frame_of(
             &[
@@ -355,12 +328,11 @@ mod tests {
             &mut sent,
         )
         .unwrap();
-        let all: Value = serde_json::from_str(&text(&frame, Muted::default()).unwrap()).unwrap();
-        assert_eq!(all["type"], "batch");
-        let types: Vec<&str> =
-            all["messages"].as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+        let all: Vec<Value> =
+            texts(&frame, Muted::default()).iter().map(|t| serde_json::from_str(t).unwrap()).collect();
+        let types: Vec<&str> = all.iter().map(|m| m["type"].as_str().unwrap()).collect();
         assert_eq!(types, ["chat", "state", "effect"]);
-        assert_eq!(all["messages"][1]["audience"], 2);
+        assert_eq!(all[1]["audience"], 2);
     }
 
     #[test]
@@ -369,23 +341,24 @@ mod tests {
         let first =
             frame_of(&[r#"{"type":"state","params":{"fog":"0.1"},"audience":1,"paused":false}"#], &mut sent).unwrap();
         assert_eq!(
-            text(&first, Muted::default()).unwrap(),
-            r#"{"type":"state","audience":1,"params":{"fog":"0.1"},"paused":false}"#
+            texts(&first, Muted::default()),
+            [r#"{"type":"state","audience":1,"params":{"fog":"0.1"},"paused":false}"#]
         );
         let second =
             frame_of(&[r#"{"type":"state","params":{"fog":"0.1"},"audience":2,"paused":false}"#], &mut sent).unwrap();
-        assert_eq!(text(&second, Muted::default()).unwrap(), r#"{"type":"state","audience":2}"#);
+        assert_eq!(texts(&second, Muted::default()), [r#"{"type":"state","audience":2}"#]);
         assert!(
             frame_of(&[r#"{"type":"state","params":{"fog":"0.1"},"audience":2,"paused":false}"#], &mut sent).is_none()
         );
     }
 
     #[test]
-    fn muted_members_get_what_they_did_not_mute_and_equal_variants_share_bytes() {
+    fn muted_members_get_what_they_did_not_mute_and_every_member_shares_the_bytes() {
         let mut sent = SentState::default();
         let frame = frame_of(
             &[
                 r#"{"type":"chat","id":1,"from":"Ana","text":"hi"}"#,
+                r#"{"type":"effect","param":"fog"}"#,
                 r#"{"type":"retract","id":1}"#,
                 r#"{"type":"poll","phase":"tally"}"#,
             ],
@@ -393,15 +366,19 @@ mod tests {
         )
         .unwrap();
         let chat = Muted::parse(&["chat".into()]).unwrap();
-        assert_eq!(text(&frame, chat).unwrap(), r#"{"type":"poll","phase":"tally"}"#);
-        let both = Muted::parse(&["chat".into(), "effects".into()]).unwrap();
         assert_eq!(
-            frame.for_member(both).unwrap().as_str().as_ptr(),
-            frame.for_member(chat).unwrap().as_str().as_ptr()
+            texts(&frame, chat),
+            [
+                r#"{"type":"effect","param":"fog"}"#,
+                r#"{"type":"retract","id":1}"#,
+                r#"{"type":"poll","phase":"tally"}"#
+            ]
         );
-        let only_chat = frame_of(&[r#"{"type":"chat","id":2,"from":"Ana","text":"hi"}"#], &mut sent).unwrap();
-        assert!(only_chat.for_member(chat).is_none());
-        assert!(only_chat.for_member(Muted::default()).is_some());
+        let both = Muted::parse(&["chat".into(), "effects".into()]).unwrap();
+        assert_eq!(texts(&frame, both), [r#"{"type":"retract","id":1}"#, r#"{"type":"poll","phase":"tally"}"#]);
+        let a = frame.for_member(Muted::default()).last().unwrap().as_str().as_ptr();
+        let b = frame.for_member(both).last().unwrap().as_str().as_ptr();
+        assert_eq!(a, b, "one encoding for every member");
     }
 
     #[test]
@@ -431,22 +408,20 @@ mod tests {
         .hub
         .clone();
         let fanout = Arc::new(Fanout::new(&hub, Pace { interval: Duration::from_millis(200), frames_per_second: 0 }));
+        // Said before the task runs: not lost.
+        hub.broadcast.send(r#"{"type":"chat","id":1,"from":"A","text":"one"}"#.into()).unwrap();
         let (_, mut frames) = fanout.join();
         tokio::spawn(fanout.clone().run(hub.clone()));
-        tokio::task::yield_now().await;
-        // The first message goes at once (nothing was sent for an interval); the burst after
-        // it waits for the interval and goes as one frame.
-        hub.broadcast.send(r#"{"type":"chat","id":1,"from":"A","text":"one"}"#.into()).unwrap();
         let first = frames.recv().await.unwrap();
-        assert!(first.for_member(Muted::default()).unwrap().as_str().contains("one"));
+        assert!(texts(&first, Muted::default())[0].contains("one"));
+        // The burst after it waits for the interval and goes as one frame.
         for i in 2..=5 {
             hub.broadcast.send(format!(r#"{{"type":"chat","id":{i},"from":"A","text":"x"}}"#).into()).unwrap();
         }
         hub.broadcast.send(r#"{"type":"state","audience":7}"#.into()).unwrap();
         let burst = frames.recv().await.unwrap();
-        let v: Value = serde_json::from_str(burst.for_member(Muted::default()).unwrap().as_str()).unwrap();
-        assert_eq!(v["messages"].as_array().unwrap().len(), 5);
+        assert_eq!(burst.for_member(Muted::default()).count(), 5);
         assert_eq!(fanout.join().0.as_str(), r#"{"type":"state","audience":7}"#);
-        assert_eq!(hub.metrics.fanout_frames.load(std::sync::atomic::Ordering::Relaxed), 2);
+        assert_eq!(hub.metrics.fanout_frames.load(Ordering::Relaxed), 2);
     }
 }

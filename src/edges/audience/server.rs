@@ -20,7 +20,9 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::fanout::Muted;
 use super::moderator;
-use super::shared::{AudienceConfig, SendFailed, Shared, close_gracefully, send_within, socket_config};
+use super::shared::{
+    AudienceConfig, SendFailed, Shared, close_gracefully, send_all_within, send_within, socket_config,
+};
 use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
 use crate::engine::audience::metrics::{AudienceMetrics, Rejection};
 use crate::model::assets_root::check_relative;
@@ -465,22 +467,25 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
                 }
             }
             frame = frames.recv() => {
-                let text = match frame {
-                    Ok(frame) => match frame.for_member(muted) {
-                        Some(text) => text.clone(),
-                        None => continue,
-                    },
+                let sent = match frame {
+                    Ok(frame) => {
+                        let messages: Vec<Message> = frame.for_member(muted).map(|text| Message::Text(text.clone())).collect();
+                        if messages.is_empty() {
+                            continue;
+                        }
+                        send_all_within(&mut socket, messages, deadline).await
+                    }
                     // Frames skipped may have held state changes: start again from the whole
                     // state, and the frames after it.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed);
                         let (state, newer) = shared.fanout.join();
                         frames = newer;
-                        state
+                        send_within(&mut socket, Message::Text(state), deadline).await
                     }
                     Err(broadcast::error::RecvError::Closed) => break None,
                 };
-                if let Err(failed) = send_within(&mut socket, Message::Text(text), deadline).await {
+                if let Err(failed) = sent {
                     break give_up(failed, metrics);
                 }
             },

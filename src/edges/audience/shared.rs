@@ -114,7 +114,25 @@ pub async fn send_within<Si>(sink: &mut Si, message: Message, timeout: Duration)
 where
     Si: futures_util::Sink<Message> + Unpin,
 {
-    let mut send = std::pin::pin!(sink.send(message));
+    send_all_within(sink, std::iter::once(message), timeout).await
+}
+
+/// Sends several messages written together (one write to the socket when they fit its
+/// buffer), as [`send_within`].
+pub async fn send_all_within<Si>(
+    sink: &mut Si,
+    messages: impl IntoIterator<Item = Message>,
+    timeout: Duration,
+) -> Result<(), SendFailed>
+where
+    Si: futures_util::Sink<Message> + Unpin,
+{
+    let mut send = std::pin::pin!(async move {
+        for message in messages {
+            sink.feed(message).await?;
+        }
+        sink.flush().await
+    });
     // Almost every send finishes at once, the socket having room: those need no timer, which
     // for tens of thousands of members a few times a second is measurable work.
     let done = match futures_util::FutureExt::now_or_never(send.as_mut()) {
@@ -320,7 +338,9 @@ pub fn socket_config() -> WebSocketConfig {
         .max_message_size(Some(4 << 10))
         .max_frame_size(Some(4 << 10))
         .read_buffer_size(1 << 10)
-        .write_buffer_size(0)
+        // Messages are written out on flush, so that a gathered frame's messages go in one
+        // write; a send is always flushed.
+        .write_buffer_size(64 << 10)
         .max_write_buffer_size(256 << 10)
 }
 

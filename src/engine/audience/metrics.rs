@@ -109,7 +109,7 @@ pub struct AudienceMetrics {
     rejected: [AtomicU64; 15],
     /// Messages dropped because the channel to the venue was full.
     pub dropped_inbound: AtomicU64,
-    /// Messages a slow client skipped, or replies dropped because its queue was full.
+    /// Gathered intervals a slow client skipped, or replies dropped because its queue was full.
     pub dropped_outbound: AtomicU64,
     /// Connections closed because the client read nothing for the send timeout.
     pub slow_clients_closed: AtomicU64,
@@ -207,10 +207,14 @@ impl AudienceMetrics {
             "Messages dropped because the venue's queue was full.",
             load(&self.dropped_inbound),
         );
-        counter("audience_dropped_outbound_total", "Messages skipped by slow clients.", load(&self.dropped_outbound));
+        counter(
+            "audience_dropped_outbound_total",
+            "What slow clients skipped: gathered intervals, or replies for a full mailbox.",
+            load(&self.dropped_outbound),
+        );
         counter(
             "audience_fanout_frames_total",
-            "Frames gathered for everyone, each sent once to every member.",
+            "Intervals gathered for everyone, each written once to every member.",
             load(&self.fanout_frames),
         );
         counter(

@@ -280,18 +280,6 @@ impl ServerMessage {
     }
 }
 
-/// The messages one frame from the server carries, in order: a `batch`'s (what the venue said
-/// to everyone in one interval), or the frame itself. Clients read every frame through this.
-pub fn frame_messages(text: &str) -> Result<Vec<serde_json::Value>, serde_json::Error> {
-    let mut frame: serde_json::Value = serde_json::from_str(text)?;
-    if frame["type"] == "batch"
-        && let Some(serde_json::Value::Array(messages)) = frame.get_mut("messages").map(serde_json::Value::take)
-    {
-        return Ok(messages);
-    }
-    Ok(vec![frame])
-}
-
 /// Merges a `state` message into the state a client shows: a field the message has replaces
 /// the client's (whole: `params` is every parameter); a field it lacks did not change.
 pub fn merge_state(shown: &mut serde_json::Map<String, serde_json::Value>, state: &serde_json::Value) {
@@ -302,32 +290,31 @@ pub fn merge_state(shown: &mut serde_json::Map<String, serde_json::Value>, state
     }
 }
 
-/// A client's reading of the server's frames, as the audience page reads them: a `batch` as its
-/// messages in order, and each `state` merged into the state shown, which is what
-/// [`Iterator::next`] gives for it (a later `state` carries only what changed).
+/// A client's reading of the server's messages, as the audience page reads them: each `state`
+/// merged into the state shown, which is what [`Iterator::next`] gives for it (a later `state`
+/// carries only what changed).
 #[derive(Debug, Default)]
-pub struct FrameReader {
+pub struct StateReader {
     waiting: std::collections::VecDeque<serde_json::Value>,
     state: serde_json::Map<String, serde_json::Value>,
 }
 
-impl FrameReader {
-    /// Reads one text frame.
-    pub fn frame(&mut self, text: &str) -> Result<(), serde_json::Error> {
-        for message in frame_messages(text)? {
-            if message["type"] == "state" {
-                merge_state(&mut self.state, &message);
-                self.waiting.push_back(serde_json::Value::Object(self.state.clone()));
-            } else {
-                self.waiting.push_back(message);
-            }
+impl StateReader {
+    /// Reads one text message.
+    pub fn read(&mut self, text: &str) -> Result<(), serde_json::Error> {
+        let message: serde_json::Value = serde_json::from_str(text)?;
+        if message["type"] == "state" {
+            merge_state(&mut self.state, &message);
+            self.waiting.push_back(serde_json::Value::Object(self.state.clone()));
+        } else {
+            self.waiting.push_back(message);
         }
         Ok(())
     }
 }
 
 /// The messages read and not yet taken, in order.
-impl Iterator for FrameReader {
+impl Iterator for StateReader {
     type Item = serde_json::Value;
 
     fn next(&mut self) -> Option<serde_json::Value> {
@@ -340,24 +327,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_batch_is_read_as_its_messages_and_states_merge_field_by_field() {
-        let frame = r#"{"type":"batch","messages":[{"type":"chat","id":1},{"type":"state","audience":2}]}"#;
-        let messages = frame_messages(frame).unwrap();
-        assert_eq!(messages.len(), 2);
-        assert_eq!(messages[0]["type"], "chat");
-        assert_eq!(frame_messages(r#"{"type":"notice","text":"x"}"#).unwrap()[0]["text"], "x");
-        assert!(frame_messages("{").is_err());
+    fn states_merge_field_by_field() {
         let mut shown = serde_json::Map::new();
         merge_state(&mut shown, &serde_json::json!({"type": "state", "audience": 1, "paused": false}));
-        merge_state(&mut shown, &messages[1]);
+        merge_state(&mut shown, &serde_json::json!({"type": "state", "audience": 2}));
         assert_eq!(
             serde_json::Value::Object(shown),
             serde_json::json!({"type": "state", "audience": 2, "paused": false})
         );
 
-        let mut reader = FrameReader::default();
-        reader.frame(r#"{"type":"state","audience":1,"paused":true}"#).unwrap();
-        reader.frame(frame).unwrap();
+        let mut reader = StateReader::default();
+        reader.read(r#"{"type":"state","audience":1,"paused":true}"#).unwrap();
+        reader.read(r#"{"type":"chat","id":1}"#).unwrap();
+        reader.read(r#"{"type":"state","audience":2}"#).unwrap();
+        assert!(reader.read("{").is_err());
         assert_eq!(reader.next().unwrap()["audience"], 1);
         assert_eq!(reader.next().unwrap()["type"], "chat");
         assert_eq!(reader.next().unwrap(), serde_json::json!({"type": "state", "audience": 2, "paused": true}));
