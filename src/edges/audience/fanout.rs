@@ -6,7 +6,9 @@
 //! socket), so a member wakes once per interval however busy the venue is, which is what the
 //! fan-out costs: wake-ups and writes per member, not bytes. The interval grows with the crowd
 //! so that the edge sends at most a set number of frames a second in all: a larger crowd sees
-//! others' words a little later instead of costing the edge more.
+//! others' words a little later instead of costing the edge more. Members are in groups, each
+//! handed the frame at its own moment of the interval, so that the writes are spread and a
+//! member's own reply (through its mailbox) never waits behind a burst of everyone's.
 //!
 //! A member may leave out what its page does not show (`hello`'s `mute`): its connection skips
 //! those messages of each frame. What concerns one member (their own chat line, errors,
@@ -158,16 +160,26 @@ impl SentState {
     }
 }
 
+/// Members are spread over this many groups, each written to at its own moment of the
+/// interval: a frame's writes are spread over the interval instead of one burst that a member's
+/// own reply would wait behind.
+const GROUPS: usize = 16;
+
 /// The gathered frames of one edge, and the state a joining member starts from.
 #[derive(Debug)]
 pub struct Fanout {
-    /// The whole state as last sent and the frames after it, changed together so that a
-    /// member who joins between two frames misses nothing and applies nothing twice.
-    inner: Mutex<Inner>,
+    /// Per group, the whole state as last sent to it and the frames after it, changed together
+    /// so that a member who joins between two frames misses nothing and applies nothing twice.
+    groups: Mutex<Vec<Group>>,
+    next_group: std::sync::atomic::AtomicUsize,
     pace: Pace,
     /// The hub's broadcast, listened to from the start, until the task takes it.
     updates: Mutex<Option<broadcast::Receiver<Arc<str>>>>,
 }
+
+/// Where a member listens: its group of the fan-out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupId(usize);
 
 /// How often frames go: at most once per `interval`, and at most `frames_per_second` member
 /// frames a second in all (a crowd of N waits at least N / `frames_per_second` seconds).
@@ -191,9 +203,18 @@ impl Pace {
 }
 
 #[derive(Debug)]
-struct Inner {
+struct Group {
     state: Utf8Bytes,
     frames: broadcast::Sender<Arc<Frame>>,
+}
+
+/// A frame waiting for its group's moment.
+#[derive(Debug)]
+struct Due {
+    at: Instant,
+    group: usize,
+    frame: Option<Arc<Frame>>,
+    state: Option<Utf8Bytes>,
 }
 
 impl Fanout {
@@ -202,15 +223,30 @@ impl Fanout {
     pub fn new(hub: &AudienceHub, pace: Pace) -> Self {
         // Listening before reading the state: nothing said in between is missed.
         let updates = hub.broadcast.subscribe();
-        let state: &str = &hub.state_json.read().expect("state snapshot");
-        let (frames, _) = broadcast::channel(FRAME_CAPACITY);
-        Self { inner: Mutex::new(Inner { state: state.into(), frames }), pace, updates: Mutex::new(Some(updates)) }
+        let state: Utf8Bytes = (&**hub.state_json.read().expect("state snapshot")).into();
+        let groups =
+            (0..GROUPS).map(|_| Group { state: state.clone(), frames: broadcast::channel(FRAME_CAPACITY).0 }).collect();
+        Self {
+            groups: Mutex::new(groups),
+            next_group: std::sync::atomic::AtomicUsize::new(0),
+            pace,
+            updates: Mutex::new(Some(updates)),
+        }
     }
 
-    /// A member's start: the whole state as members have it now, and the frames after it.
-    pub fn join(&self) -> (Utf8Bytes, broadcast::Receiver<Arc<Frame>>) {
-        let inner = self.inner.lock().expect("fanout");
-        (inner.state.clone(), inner.frames.subscribe())
+    /// A new member's start: its group, the whole state as its group has it now, and the
+    /// frames after it.
+    pub fn join(&self) -> (GroupId, Utf8Bytes, broadcast::Receiver<Arc<Frame>>) {
+        let group = GroupId(self.next_group.fetch_add(1, Ordering::Relaxed) % GROUPS);
+        let (state, frames) = self.rejoin(group);
+        (group, state, frames)
+    }
+
+    /// A member's start again in its group (after it fell behind).
+    pub fn rejoin(&self, group: GroupId) -> (Utf8Bytes, broadcast::Receiver<Arc<Frame>>) {
+        let groups = self.groups.lock().expect("fanout");
+        let group = &groups[group.0 % GROUPS];
+        (group.state.clone(), group.frames.subscribe())
     }
 
     /// Reads the hub's broadcast until the venue closes, and hands out what it says. Runs
@@ -219,15 +255,17 @@ impl Fanout {
         let Some(mut updates) = self.updates.lock().expect("fanout").take() else { return };
         let mut gathered = Gathered::default();
         let mut sent = SentState::default();
-        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(self.join().0.as_str()) {
+        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(self.rejoin(GroupId(0)).0.as_str()) {
             sent.fields = fields;
         }
+        let mut waiting: std::collections::VecDeque<Due> = std::collections::VecDeque::new();
         let mut closing = hub.closing.subscribe();
         let mut interval = self.pace.interval;
         // Nothing sent yet: the first message goes at once.
         let mut last: Option<Instant> = None;
         loop {
             let due = (!gathered.is_empty()).then(|| last.map_or_else(Instant::now, |t| t + interval));
+            let next_group = waiting.front().map(|d| d.at);
             tokio::select! {
                 // What waits is taken before a frame goes: a burst becomes one frame.
                 biased;
@@ -246,37 +284,85 @@ impl Fanout {
                         continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => {
-                        self.send(std::mem::take(&mut gathered), &mut sent, &hub);
+                        self.finish(gathered, &mut sent, &hub, waiting);
                         return;
                     }
                 },
+                () = tokio::time::sleep_until(next_group.unwrap_or_else(Instant::now)), if next_group.is_some() => {
+                    let now = Instant::now();
+                    while waiting.front().is_some_and(|d| d.at <= now) {
+                        if let Some(due) = waiting.pop_front() {
+                            self.hand_out(due);
+                        }
+                    }
+                    continue;
+                }
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
                 // The venue closes: what was gathered goes, then nothing more.
                 _ = closing.changed() => if *closing.borrow() {
-                    self.send(std::mem::take(&mut gathered), &mut sent, &hub);
+                    self.finish(gathered, &mut sent, &hub, waiting);
                     return;
                 } else {
                     continue
                 },
             }
-            last = Some(Instant::now());
-            let members = self.send(std::mem::take(&mut gathered), &mut sent, &hub);
-            interval = self.pace.interval_for(members);
+            let now = Instant::now();
+            last = Some(now);
+            let (frame, state) = gather(std::mem::take(&mut gathered), &mut sent);
+            if let Some(frame) = &frame {
+                hub.metrics.fanout_frames.fetch_add(1, Ordering::Relaxed);
+                hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
+            }
+            // Each group at its moment of the interval, the first at once. A group's frames
+            // stay in order: the next interval's first moment comes after this one's last.
+            for group in 0..GROUPS {
+                let at = now + interval.mul_f64(group as f64 / GROUPS as f64);
+                waiting.push_back(Due { at, group, frame: frame.clone(), state: state.clone() });
+            }
+            if let Some(first) = waiting.pop_front() {
+                self.hand_out(first);
+            }
+            interval = self.pace.interval_for(self.members());
         }
     }
 
-    /// Sends a frame of what was gathered; returns how many members are listening.
-    fn send(&self, gathered: Gathered, sent: &mut SentState, hub: &AudienceHub) -> usize {
-        let (frame, whole_state) = gather(gathered, sent);
-        let mut inner = self.inner.lock().expect("fanout");
-        if let Some(state) = whole_state {
-            inner.state = state;
+    /// Hands a frame to its group, and the state it leaves them with.
+    fn hand_out(&self, due: Due) {
+        let mut groups = self.groups.lock().expect("fanout");
+        let group = &mut groups[due.group];
+        if let Some(state) = due.state {
+            group.state = state;
         }
-        let Some(frame) = frame else { return inner.frames.receiver_count() };
-        hub.metrics.fanout_frames.fetch_add(1, Ordering::Relaxed);
-        hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
-        // No receiver (nobody connected) is not an error.
-        inner.frames.send(frame).unwrap_or(0)
+        if let Some(frame) = due.frame {
+            // No receiver (nobody connected) is not an error.
+            let _ = group.frames.send(frame);
+        }
+    }
+
+    /// Members listening now, every group together.
+    fn members(&self) -> usize {
+        self.groups.lock().expect("fanout").iter().map(|g| g.frames.receiver_count()).sum()
+    }
+
+    /// The venue closes: every group gets what waits and what was gathered, at once.
+    fn finish(
+        &self,
+        gathered: Gathered,
+        sent: &mut SentState,
+        hub: &AudienceHub,
+        waiting: std::collections::VecDeque<Due>,
+    ) {
+        for due in waiting {
+            self.hand_out(due);
+        }
+        let (frame, state) = gather(gathered, sent);
+        if let Some(frame) = &frame {
+            hub.metrics.fanout_frames.fetch_add(1, Ordering::Relaxed);
+            hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
+        }
+        for group in 0..GROUPS {
+            self.hand_out(Due { at: Instant::now(), group, frame: frame.clone(), state: state.clone() });
+        }
     }
 }
 
@@ -410,7 +496,7 @@ mod tests {
         let fanout = Arc::new(Fanout::new(&hub, Pace { interval: Duration::from_millis(200), frames_per_second: 0 }));
         // Said before the task runs: not lost.
         hub.broadcast.send(r#"{"type":"chat","id":1,"from":"A","text":"one"}"#.into()).unwrap();
-        let (_, mut frames) = fanout.join();
+        let (_, _, mut frames) = fanout.join();
         tokio::spawn(fanout.clone().run(hub.clone()));
         let first = frames.recv().await.unwrap();
         assert!(texts(&first, Muted::default())[0].contains("one"));
@@ -421,7 +507,43 @@ mod tests {
         hub.broadcast.send(r#"{"type":"state","audience":7}"#.into()).unwrap();
         let burst = frames.recv().await.unwrap();
         assert_eq!(burst.for_member(Muted::default()).count(), 5);
-        assert_eq!(fanout.join().0.as_str(), r#"{"type":"state","audience":7}"#);
+        assert_eq!(fanout.rejoin(GroupId(0)).0.as_str(), r#"{"type":"state","audience":7}"#);
         assert_eq!(hub.metrics.fanout_frames.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn the_groups_are_written_to_spread_over_the_interval_each_in_order() {
+        let hub = crate::engine::audience::hub::AudienceLink::new(
+            crate::engine::audience::hub::ModerationPolicy {
+                blocklist: crate::model::audience::moderation::Blocklist::default_fr_en(),
+                limits: crate::model::audience::protocol::Limits { max_chars: 280, messages_per_10s: 10 },
+            },
+            16,
+        )
+        .hub
+        .clone();
+        let interval = Duration::from_millis(320);
+        let fanout = Arc::new(Fanout::new(&hub, Pace { interval, frames_per_second: 0 }));
+        let mut members: Vec<_> = (0..GROUPS).map(|_| fanout.join().2).collect();
+        tokio::spawn(fanout.clone().run(hub.clone()));
+        let start = Instant::now();
+        for i in 1..=3 {
+            hub.broadcast.send(format!(r#"{{"type":"chat","id":{i},"from":"A","text":"x"}}"#).into()).unwrap();
+        }
+        let first = members[0].recv().await.unwrap();
+        let first_at = start.elapsed();
+        let last = members[GROUPS - 1].recv().await.unwrap();
+        let last_at = start.elapsed();
+        assert_eq!(texts(&first, Muted::default()), texts(&last, Muted::default()));
+        assert!(
+            last_at >= interval.mul_f64(0.8) && first_at < interval / 2,
+            "the first group at {first_at:?}, the last at {last_at:?}"
+        );
+        // Every group gets every frame, in order.
+        hub.broadcast.send(r#"{"type":"chat","id":4,"from":"A","text":"y"}"#.into()).unwrap();
+        for member in &mut members[1..GROUPS - 1] {
+            assert!(texts(&member.recv().await.unwrap(), Muted::default())[0].contains("\"id\":1"));
+            assert!(texts(&member.recv().await.unwrap(), Muted::default())[0].contains("\"id\":4"));
+        }
     }
 }

@@ -392,7 +392,7 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
     shared.hub.direct.lock().expect("direct map").insert(user.clone(), mailbox.clone());
     shared.join_member(&user, ip);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    let (state, mut frames) = shared.fanout.join();
+    let (group, state, mut frames) = shared.fanout.join();
     let config = shared.config();
     let welcome = ServerMessage::Welcome {
         v: PROTOCOL_VERSION,
@@ -479,7 +479,7 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
                     // state, and the frames after it.
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed);
-                        let (state, newer) = shared.fanout.join();
+                        let (state, newer) = shared.fanout.rejoin(group);
                         frames = newer;
                         send_within(&mut socket, Message::Text(state), deadline).await
                     }
