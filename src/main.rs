@@ -29,6 +29,8 @@ enum Command {
     /// its latest snapshot and the log after it, then apply every command it logs, in a window,
     /// headless (--headless), without rendering (--no-render) or in a headset (--xr). A
     /// follower takes no commands of its own; its visitor (viewpoint, language, tour) is local.
+    /// With --shard, an overflow shard: it also serves an audience of its own, whose effects
+    /// stay on this instance while the main stage's state comes from the authority.
     Follow(Box<RunArgs>),
     /// Serve a venue's audience on this machine for its authority elsewhere (`run --nats`): the
     /// audience page, its WebSockets, per-member limits and moderation, with no venue and no

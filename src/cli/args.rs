@@ -369,6 +369,12 @@ pub struct NatsArgs {
     /// user must be allowed to publish on `parvis.VENUE.staff.in`).
     #[arg(long)]
     pub staff_edge: bool,
+    /// Run this follower as an overflow shard (`parvis follow`): it also serves an audience of
+    /// its own (`--audience`), whose effects apply here only, while the main stage's state
+    /// (staff, cues, captions) comes from the authority's log. 1 to 16 lower-case letters or
+    /// digits; its members' ids start with it.
+    #[arg(long, value_name = "ID", requires = "nats")]
+    pub shard: Option<String>,
     /// Set by `parvis follow`.
     #[arg(skip)]
     pub follow: bool,

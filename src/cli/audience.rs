@@ -70,6 +70,8 @@ pub fn audience_config(args: &RunArgs, setup: &VenueSetup) -> Result<AudienceCon
     if !(0.0..=10.0).contains(&args.fanout_interval) {
         bail!("--fanout-interval {} is not between 0 and 10 seconds", args.fanout_interval);
     }
+    // A shard's members are told apart from every other instance's by its id.
+    config.member_prefix.clone_from(&args.nats.shard);
     config.fanout = Pace {
         interval: std::time::Duration::from_secs_f64(args.fanout_interval),
         frames_per_second: args.fanout_rate,

@@ -186,6 +186,9 @@ pub fn edge(args: RunArgs) -> Result<()> {
     let Some(url) = &args.nats.nats else {
         bail!("edge needs --nats URL (or PARVIS_NATS_URL): the NATS server of the venue's authority");
     };
+    if args.nats.shard.is_some() {
+        bail!("--shard runs a follower as an overflow shard: use it with `parvis follow`");
+    }
     let refused = [
         ("--no-audience", args.no_audience),
         ("--twitch", args.twitch.is_some()),

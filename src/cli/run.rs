@@ -22,6 +22,9 @@ use parvis::model::command::read_command_log_recovering;
 /// Runs the venue until it is closed, interrupted, or has shown `--frames` frames.
 pub fn run(mut args: RunArgs) -> Result<()> {
     super::signals::watch();
+    if args.nats.shard.is_some() && !args.nats.follow {
+        bail!("--shard runs a follower as an overflow shard: use it with `parvis follow`");
+    }
     if args.output.any() && args.no_render {
         bail!("--stream and --record send the rendered picture: they cannot go with --no-render");
     }
@@ -156,7 +159,18 @@ pub fn follow(mut args: RunArgs) -> Result<()> {
             "{flag} issues venue commands, and a follower takes none of its own: it applies its authority's log. Give {flag} to the authority (`parvis run --nats`)"
         );
     }
-    args.no_audience = true;
+    match &args.nats.shard {
+        // An overflow shard: its audience's effects are its own, the main stage the authority's.
+        Some(shard) => {
+            if parvis::model::net::check_edge_id(shard).is_err() {
+                bail!("--shard {shard:?}: use 1 to {} lower-case letters or digits", parvis::model::net::MAX_EDGE_ID);
+            }
+            if args.no_audience {
+                bail!("--shard serves an audience of its own: leave out --no-audience");
+            }
+        }
+        None => args.no_audience = true,
+    }
     args.nats.follow = true;
     run(args)
 }

@@ -628,3 +628,94 @@ authorization {{
     }
     drop(server);
 }
+
+/// `parvis follow --shard ID`: an overflow shard, following the authority's log and serving an
+/// audience of its own.
+fn shard(url: &str, venue: &str, id: &str) -> (Watched, SocketAddr, SocketAddr) {
+    let process = parvis(&[
+        "follow",
+        "--no-render",
+        "--fps",
+        "60",
+        "--audience",
+        "127.0.0.1:0",
+        "--nats",
+        url,
+        "--nats-venue",
+        venue,
+        "--shard",
+        id,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let page = said_addr(&process, "audience page at http://");
+    let metrics = said_addr(&process, "metrics at http://");
+    (process, page, metrics)
+}
+
+#[test]
+fn overflow_shards_follow_the_main_stage_and_keep_their_audiences_effects() {
+    let dir = temp_dir("nats-shards");
+    let nats = NatsServer::start(&dir);
+    let url = nats.url();
+    let venue = "shards-test";
+    let authority = parvis(&authority_with_audience(&url, venue));
+    let main_page = said_addr(&authority, "audience page at http://");
+    let (_a, a_page, a_metrics) = shard(&url, venue, "a");
+    let (_b, b_page, _) = shard(&url, venue, "b");
+    // Not a shard of anything: refused by name.
+    let wrong = Command::new(env!("CARGO_BIN_EXE_parvis"))
+        .args(["follow", "--no-render", "--nats", &url, "--shard", "Bad Id"])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success() && String::from_utf8_lossy(&wrong.stderr).contains("--shard \"Bad Id\""));
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let within = Duration::from_secs(10);
+    runtime.block_on(async {
+        let (mut ana, ana_id) = Moderator::join(a_page, "Ana").await;
+        let (mut bea, _) = Moderator::join(b_page, "Bea").await;
+        let (mut max, _) = Moderator::join(main_page, "Max").await;
+        assert!(ana_id.starts_with("a-"), "a shard's members carry its id: {ana_id}");
+
+        // The main stage's staff reach every shard.
+        let mut desk = Moderator::connect(main_page).await;
+        desk.set_fog(0.1).await;
+        if desk.next_within(applied, within).await.is_none() {
+            panic!("not applied on the main stage:\n{}", authority.text());
+        }
+        for (name, member) in [("shard a", &mut ana), ("shard b", &mut bea)] {
+            member
+                .next_within(|v| v["type"] == "state" && v["params"]["fog"] == "0.1", within)
+                .await
+                .unwrap_or_else(|| panic!("{name} follows the main stage's fog"));
+        }
+
+        // A shard's audience changes its shard, and nothing else.
+        ana.send(r#"{"type":"chat","text":"!light red"}"#).await;
+        let effect = ana.next_within(|v| v["type"] == "effect", within).await.expect("the effect, in shard a");
+        assert_eq!(effect["param"], "stage_light", "{effect}");
+        ana.next_within(|v| v["type"] == "state" && v["params"]["stage_light"] == "#ff0000", within)
+            .await
+            .expect("shard a's stage");
+        // The main stage carries on (a later fog reaches everyone) without shard a's light.
+        desk.set_fog(0.15).await;
+        desk.next_within(applied, within).await.expect("applied on the main stage");
+        for (name, member) in [("shard b", &mut bea), ("the main stage", &mut max)] {
+            let state = member
+                .next_within(|v| v["type"] == "state" && v["params"]["fog"] == "0.15", within)
+                .await
+                .unwrap_or_else(|| panic!("{name} has the fog"));
+            assert_ne!(state["params"]["stage_light"], "#ff0000", "shard a's effect stayed there, not in {name}");
+        }
+        let state = ana
+            .next_within(|v| v["type"] == "state" && v["params"]["fog"] == "0.15", within)
+            .await
+            .expect("shard a has the fog too");
+        assert_eq!(state["params"]["stage_light"], "#ff0000", "and keeps its own light: {state}");
+    });
+    // The shard followed the whole log.
+    let log_end = stream_log(&url, venue).last().map(|e| e.seq).unwrap();
+    assert!(metric(a_metrics, "parvis_nats_followed_total") >= 2, "shard a applied the desk's commands");
+    assert!(state(a_metrics).is_some_and(|(_, seq)| seq == log_end), "shard a is at the log's end #{log_end}");
+    drop(nats);
+}
