@@ -84,6 +84,9 @@ pub fn attach_audience(app: &mut bevy::app::App, server: AudienceServer, args: &
     let mut audience = app.world_mut().resource_mut::<parvis::engine::audience::Audience>();
     audience.chat_lines_per_second = args.chat_display_rate;
     audience.stream_delay = stream_delay(args);
+    if args.nats.shard.is_some() {
+        audience.number_lines_from(parvis::engine::audience::SHARD_LINE_IDS);
+    }
 }
 
 /// Starts the OSC edge if `--osc` or `--osc-out` asks for it, and links it to the venue.

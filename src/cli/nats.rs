@@ -63,6 +63,10 @@ pub fn prepare(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
     let role = if args.nats.follow {
         let mut history = node.wait_for_history(WAIT_FOR_AUTHORITY)?;
         let applied = history.last_seq;
+        if args.nats.shard.is_some() {
+            // A shard's audience effects are its own: the main stage's are not restored.
+            history.entries.retain(|e| !matches!(e.origin, parvis::model::command::CommandOrigin::Audience(_)));
+        }
         let Some(restored) = restore_from(setup, &history) else {
             bail!("{}: the log holds no load_scene, so there is no venue to follow", subjects.log_stream);
         };
@@ -144,7 +148,8 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
             let (sender, incoming) = tokio::sync::mpsc::channel(4096);
             node.start_follower(&history, sender, doorbell);
             let position = FollowPosition { applied: history.last_seq, rebasing: false };
-            app.insert_resource(LogFollower { incoming, position, stats: stats.clone() });
+            let shard = args.nats.shard.is_some();
+            app.insert_resource(LogFollower { incoming, position, stats: stats.clone(), shard });
         }
     }
     let hub = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>().map(|l| l.hub.clone());

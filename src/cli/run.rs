@@ -168,6 +168,11 @@ pub fn follow(mut args: RunArgs) -> Result<()> {
             if args.no_audience {
                 bail!("--shard serves an audience of its own: leave out --no-audience");
             }
+            if args.venue.log.is_some() {
+                bail!(
+                    "--log with --shard: a shard applies the authority's numbered commands and its audience's between them, so its log could not be one numbered sequence; the authority's log is on NATS"
+                );
+            }
         }
         None => args.no_audience = true,
     }

@@ -59,6 +59,9 @@ pub struct NetStats {
     pub unlogged: AtomicU64,
     /// Commands applied from another venue's log.
     pub followed: AtomicU64,
+    /// The main stage's audience effects an overflow shard left out (its audience's are its
+    /// own).
+    pub shard_skipped: AtomicU64,
     /// Redeliveries skipped (already applied).
     pub duplicates: AtomicU64,
     /// Sequence numbers found missing in a followed log.
@@ -100,6 +103,12 @@ impl MetricsSection for NetStats {
         write_counter(out, "nats_snapshots_total", "Snapshots stored.", get(&self.snapshots));
         write_counter(out, "nats_followed_total", "Commands applied from the authority's log.", get(&self.followed));
         write_counter(out, "nats_duplicates_total", "Redelivered commands skipped.", get(&self.duplicates));
+        write_counter(
+            out,
+            "nats_shard_skipped_total",
+            "The main stage's audience effects this shard left out.",
+            get(&self.shard_skipped),
+        );
         write_counter(out, "nats_gaps_total", "Gaps found in the followed log.", get(&self.gaps));
         write_counter(out, "nats_refused_total", "Messages refused on the venue's subjects.", get(&self.refused));
         write_counter(
@@ -185,6 +194,9 @@ pub struct LogFollower {
     pub position: FollowPosition,
     /// Counters.
     pub stats: Arc<NetStats>,
+    /// An overflow shard: what the main stage's audience caused is left out, as the shard's
+    /// audience's effects stay on the shard.
+    pub shard: bool,
 }
 
 /// The venue's lasting state as commands since its last scene load, kept compact for
@@ -302,9 +314,13 @@ fn follow_log(mut follower: ResMut<LogFollower>, mut follow: MessageWriter<Follo
             }
             Arrival::Apply => {}
         }
-        follower.stats.followed.fetch_add(1, Ordering::Relaxed);
         follower.stats.position.store(entry.seq, Ordering::Relaxed);
         follower.stats.lag_ms.store(now_ms().saturating_sub(entry.time_ms), Ordering::Relaxed);
+        if follower.shard && matches!(entry.origin, crate::model::command::CommandOrigin::Audience(_)) {
+            follower.stats.shard_skipped.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        follower.stats.followed.fetch_add(1, Ordering::Relaxed);
         follow.write(FollowCommand(entry));
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use parvis::edges::nats::{NatsAuth, NatsConfig, NatsNode};
-use parvis::model::command::{LoggedCommand, VenueCommand};
+use parvis::model::command::{CommandOrigin, LoggedCommand, VenueCommand};
 use parvis::model::net::VenueSubjects;
 use parvis::model::params::ParamValue;
 use tokio_tungstenite::tungstenite::Message;
@@ -712,9 +712,31 @@ fn overflow_shards_follow_the_main_stage_and_keep_their_audiences_effects() {
             .await
             .expect("shard a has the fog too");
         assert_eq!(state["params"]["stage_light"], "#ff0000", "and keeps its own light: {state}");
+
+        // The main stage's audience changes the main stage, not the shards.
+        max.send(r#"{"type":"chat","text":"!light #123456"}"#).await;
+        max.next_within(|v| v["type"] == "state" && v["params"]["stage_light"] == "#123456", within)
+            .await
+            .expect("the main stage's light");
+        desk.set_fog(0.05).await;
+        desk.next_within(applied, within).await.expect("applied on the main stage");
+        let state = bea
+            .next_within(|v| v["type"] == "state" && v["params"]["fog"] == "0.05", within)
+            .await
+            .expect("shard b has the desk's fog");
+        assert_ne!(state["params"]["stage_light"], "#123456", "the main stage's audience stays there: {state}");
     });
+    // Nothing from a shard's audience went into the authority's log.
+    let log = stream_log(&url, venue);
+    assert!(
+        !log.iter().any(
+            |e| matches!(&e.origin, CommandOrigin::Audience(who) if who.starts_with("a-") || who.starts_with("b-"))
+        ),
+        "a shard's audience logged on the main stage: {log:?}"
+    );
+    assert!(metric(a_metrics, "parvis_nats_shard_skipped_total") >= 1, "shard a left out the main audience's light");
     // The shard followed the whole log.
-    let log_end = stream_log(&url, venue).last().map(|e| e.seq).unwrap();
+    let log_end = log.last().map(|e| e.seq).unwrap();
     assert!(metric(a_metrics, "parvis_nats_followed_total") >= 2, "shard a applied the desk's commands");
     assert!(state(a_metrics).is_some_and(|(_, seq)| seq == log_end), "shard a is at the log's end #{log_end}");
     drop(nats);

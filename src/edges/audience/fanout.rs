@@ -267,8 +267,18 @@ impl Fanout {
             let due = (!gathered.is_empty()).then(|| last.map_or_else(Instant::now, |t| t + interval));
             let next_group = waiting.front().map(|d| d.at);
             tokio::select! {
-                // What waits is taken before a frame goes: a burst becomes one frame.
+                // Frames due to their groups first, so that a flood of updates cannot hold them;
+                // then what waits is taken before a frame goes: a burst becomes one frame.
                 biased;
+                () = tokio::time::sleep_until(next_group.unwrap_or_else(Instant::now)), if next_group.is_some() => {
+                    let now = Instant::now();
+                    while waiting.front().is_some_and(|d| d.at <= now) {
+                        if let Some(due) = waiting.pop_front() {
+                            self.hand_out(due);
+                        }
+                    }
+                    continue;
+                }
                 update = updates.recv() => match update {
                     Ok(json) => {
                         gathered.push(json);
@@ -288,15 +298,6 @@ impl Fanout {
                         return;
                     }
                 },
-                () = tokio::time::sleep_until(next_group.unwrap_or_else(Instant::now)), if next_group.is_some() => {
-                    let now = Instant::now();
-                    while waiting.front().is_some_and(|d| d.at <= now) {
-                        if let Some(due) = waiting.pop_front() {
-                            self.hand_out(due);
-                        }
-                    }
-                    continue;
-                }
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
                 // The venue closes: what was gathered goes, then nothing more.
                 _ = closing.changed() => if *closing.borrow() {
@@ -313,8 +314,12 @@ impl Fanout {
                 hub.metrics.fanout_frames.fetch_add(1, Ordering::Relaxed);
                 hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
             }
-            // Each group at its moment of the interval, the first at once. A group's frames
-            // stay in order: the next interval's first moment comes after this one's last.
+            // What still waits for its group goes first (an early frame, or an interval
+            // that shrank), so that each group's frames stay in order and the first group
+            // gets this one at once; then each group at its moment of the interval.
+            for due in waiting.drain(..) {
+                self.hand_out(due);
+            }
             for group in 0..GROUPS {
                 let at = now + interval.mul_f64(group as f64 / GROUPS as f64);
                 waiting.push_back(Due { at, group, frame: frame.clone(), state: state.clone() });

@@ -94,7 +94,17 @@ pub struct Audience {
     windows: HashMap<String, Window>,
 }
 
+/// Where an overflow shard numbers its chat lines: far from its authority's (whose on-stage
+/// texts arrive through the log by number), and within what a page's numbers hold exactly.
+pub const SHARD_LINE_IDS: u64 = 1 << 40;
+
 impl Audience {
+    /// Numbers chat lines from `start` on: an overflow shard's ([`SHARD_LINE_IDS`]) must not
+    /// be taken for its authority's.
+    pub fn number_lines_from(&mut self, start: u64) {
+        self.next_message_id = self.next_message_id.max(start);
+    }
+
     /// The open poll as the program overlay shows it: question, each option's label and votes,
     /// and seconds left.
     pub fn poll_overlay(&self, now: Instant) -> Option<(String, Vec<(String, u64)>, f32)> {
