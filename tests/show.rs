@@ -1051,7 +1051,16 @@ mod osc {
         let text = venue.wait_for("OSCQuery at http://", Duration::from_secs(20));
         let base = format!("http://{}", text.split("OSCQuery at http://").nth(1).unwrap().split('/').next().unwrap());
 
-        let (body, code) = curl(&format!("{base}/"));
+        // Until its first frame the venue says it is loading (503): a client retries.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let (body, code) = loop {
+            let (body, code) = curl(&format!("{base}/"));
+            if code != "503" || std::time::Instant::now() > deadline {
+                break (body, code);
+            }
+            assert!(body.contains("loading"), "{body}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
         assert_eq!(code, "200", "{body}");
         let tree: serde_json::Value = serde_json::from_str(&body).unwrap();
         let scene = parvis::model::scene::validate::parse_scene(parvis::model::scene::DEFAULT_SCENE).unwrap();

@@ -231,14 +231,21 @@ async fn answer_query(
             None => (target, None),
         };
         let tree = hub.namespace.read().map(|n| n.clone()).unwrap_or_default();
-        match crate::model::oscquery::answer(&tree, path, query, host_info) {
-            Some(value) => ("200 OK", value),
-            None => ("404 Not Found", serde_json::json!({"error": format!("nothing at {target}")})),
+        // Until the venue's first frame has described its scene there is nothing to answer: a
+        // client told to retry does not take an empty venue for the real one.
+        if tree.is_null() {
+            ("503 Service Unavailable", serde_json::json!({"error": "the venue is loading its scene; retry"}))
+        } else {
+            match crate::model::oscquery::answer(&tree, path, query, host_info) {
+                Some(value) => ("200 OK", value),
+                None => ("404 Not Found", serde_json::json!({"error": format!("nothing at {target}")})),
+            }
         }
     };
     let body = body.to_string();
+    let retry = if status.starts_with("503") { "Retry-After: 1\r\n" } else { "" };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{retry}Access-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;
