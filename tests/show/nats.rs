@@ -176,12 +176,18 @@ fn wait_stored(metrics: SocketAddr) {
     }
 }
 
-/// Sets the fog from the desk and waits until the authority logged it as `seq`.
+/// Sets the fog from the desk and waits until the authority logged it as `seq`. OSC is UDP: a
+/// packet the loaded machine dropped (nothing applied within 3 s, where a frame takes
+/// milliseconds) is sent again, as a desk operator would press again.
 fn desk_sets_fog(osc: SocketAddr, metrics: SocketAddr, value: f32, seq: u64) {
-    oscsend(osc, "/parvis/param/fog", "f", &[&value.to_string()]);
     let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sent = Instant::now() - Duration::from_secs(10);
     while state(metrics).is_none_or(|(_, s)| s < seq) {
         assert!(Instant::now() < deadline, "fog {value} never logged as #{seq}: {:?}", state(metrics));
+        if sent.elapsed() > Duration::from_secs(3) && state(metrics).is_some_and(|(_, s)| s == seq - 1) {
+            oscsend(osc, "/parvis/param/fog", "f", &[&value.to_string()]);
+            sent = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
