@@ -14,6 +14,7 @@
 //! those messages of each frame. What concerns one member (their own chat line, errors,
 //! notices) goes through their mailbox at once, not through here.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -258,7 +259,7 @@ impl Fanout {
         if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(self.rejoin(GroupId(0)).0.as_str()) {
             sent.fields = fields;
         }
-        let mut waiting: std::collections::VecDeque<Due> = std::collections::VecDeque::new();
+        let mut waiting: VecDeque<Due> = VecDeque::new();
         let mut closing = hub.closing.subscribe();
         let mut interval = self.pace.interval;
         // Nothing sent yet: the first message goes at once.
@@ -309,25 +310,38 @@ impl Fanout {
             }
             let now = Instant::now();
             last = Some(now);
-            let (frame, state) = gather(std::mem::take(&mut gathered), &mut sent);
-            if let Some(frame) = &frame {
-                hub.metrics.fanout_frames.fetch_add(1, Ordering::Relaxed);
-                hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
-            }
-            // What still waits for its group goes first (an early frame, or an interval
-            // that shrank), so that each group's frames stay in order and the first group
-            // gets this one at once; then each group at its moment of the interval.
-            for due in waiting.drain(..) {
-                self.hand_out(due);
-            }
-            for group in 0..GROUPS {
-                let at = now + interval.mul_f64(group as f64 / GROUPS as f64);
-                waiting.push_back(Due { at, group, frame: frame.clone(), state: state.clone() });
-            }
-            if let Some(first) = waiting.pop_front() {
-                self.hand_out(first);
-            }
+            self.queue(std::mem::take(&mut gathered), &mut sent, &hub, &mut waiting, now, interval);
             interval = self.pace.interval_for(self.members());
+        }
+    }
+
+    /// Gathers a frame and queues it for every group, each at its moment of `spread` from
+    /// `now`. What still waits for its group goes first (an early frame, or an interval that
+    /// shrank), so that each group's frames stay in order and the first group gets this one at
+    /// once.
+    fn queue(
+        &self,
+        gathered: Gathered,
+        sent: &mut SentState,
+        hub: &AudienceHub,
+        waiting: &mut VecDeque<Due>,
+        now: Instant,
+        spread: Duration,
+    ) {
+        let (frame, state) = gather(gathered, sent);
+        if let Some(frame) = &frame {
+            hub.metrics.fanout_frames.fetch_add(1, Ordering::Relaxed);
+            hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
+        }
+        for due in waiting.drain(..) {
+            self.hand_out(due);
+        }
+        for group in 0..GROUPS {
+            let at = now + spread.mul_f64(group as f64 / GROUPS as f64);
+            waiting.push_back(Due { at, group, frame: frame.clone(), state: state.clone() });
+        }
+        if let Some(first) = waiting.pop_front() {
+            self.hand_out(first);
         }
     }
 
@@ -350,23 +364,10 @@ impl Fanout {
     }
 
     /// The venue closes: every group gets what waits and what was gathered, at once.
-    fn finish(
-        &self,
-        gathered: Gathered,
-        sent: &mut SentState,
-        hub: &AudienceHub,
-        waiting: std::collections::VecDeque<Due>,
-    ) {
+    fn finish(&self, gathered: Gathered, sent: &mut SentState, hub: &AudienceHub, mut waiting: VecDeque<Due>) {
+        self.queue(gathered, sent, hub, &mut waiting, Instant::now(), Duration::ZERO);
         for due in waiting {
             self.hand_out(due);
-        }
-        let (frame, state) = gather(gathered, sent);
-        if let Some(frame) = &frame {
-            hub.metrics.fanout_frames.fetch_add(1, Ordering::Relaxed);
-            hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
-        }
-        for group in 0..GROUPS {
-            self.hand_out(Due { at: Instant::now(), group, frame: frame.clone(), state: state.clone() });
         }
     }
 }
@@ -400,6 +401,17 @@ mod tests {
             g.push((*j).into());
         }
         gather(g, sent).0
+    }
+
+    /// A venue's hub, kept open while the link lives (dropping it closes the hub).
+    fn link() -> crate::engine::audience::hub::AudienceLink {
+        crate::engine::audience::hub::AudienceLink::new(
+            crate::engine::audience::hub::ModerationPolicy {
+                blocklist: crate::model::audience::moderation::Blocklist::default_fr_en(),
+                limits: crate::model::audience::protocol::Limits { max_chars: 280, messages_per_10s: 10 },
+            },
+            16,
+        )
     }
 
     fn texts(frame: &Frame, muted: Muted) -> Vec<String> {
@@ -489,15 +501,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_becomes_one_frame_and_a_joiner_starts_from_the_state_sent() {
-        let hub = crate::engine::audience::hub::AudienceLink::new(
-            crate::engine::audience::hub::ModerationPolicy {
-                blocklist: crate::model::audience::moderation::Blocklist::default_fr_en(),
-                limits: crate::model::audience::protocol::Limits { max_chars: 280, messages_per_10s: 10 },
-            },
-            16,
-        )
-        .hub
-        .clone();
+        let link = link();
+        let hub = link.hub.clone();
         let fanout = Arc::new(Fanout::new(&hub, Pace { interval: Duration::from_millis(200), frames_per_second: 0 }));
         // Said before the task runs: not lost.
         hub.broadcast.send(r#"{"type":"chat","id":1,"from":"A","text":"one"}"#.into()).unwrap();
@@ -518,15 +523,8 @@ mod tests {
 
     #[tokio::test]
     async fn the_groups_are_written_to_spread_over_the_interval_each_in_order() {
-        let hub = crate::engine::audience::hub::AudienceLink::new(
-            crate::engine::audience::hub::ModerationPolicy {
-                blocklist: crate::model::audience::moderation::Blocklist::default_fr_en(),
-                limits: crate::model::audience::protocol::Limits { max_chars: 280, messages_per_10s: 10 },
-            },
-            16,
-        )
-        .hub
-        .clone();
+        let link = link();
+        let hub = link.hub.clone();
         let interval = Duration::from_millis(320);
         let fanout = Arc::new(Fanout::new(&hub, Pace { interval, frames_per_second: 0 }));
         let mut members: Vec<_> = (0..GROUPS).map(|_| fanout.join().2).collect();
