@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use super::args::*;
 use parvis::app::VenueSetup;
 use parvis::edges::nats::{NatsAuth, NatsConfig, NatsNode};
+use parvis::engine::audience::shards::plays_on_shards;
 use parvis::engine::command::DurableGate;
 use parvis::engine::net::{LogFollower, LogPublisher, NetStats, insert_publisher};
 use parvis::model::net::{FollowPosition, VenueSubjects, venue_name_from_title};
@@ -64,8 +65,16 @@ pub fn prepare(args: &RunArgs, setup: &mut VenueSetup) -> Result<()> {
         let mut history = node.wait_for_history(WAIT_FOR_AUTHORITY)?;
         let applied = history.last_seq;
         if args.nats.shard.is_some() {
-            // A shard's audience effects are its own: the main stage's are not restored.
-            history.entries.retain(|e| !matches!(e.origin, parvis::model::command::CommandOrigin::Audience(_)));
+            // A shard's audience effects are its own: the main stage's are not restored, but
+            // for the outcomes the scene counts across shards (summed polls, crowd energy).
+            let mut scene: Option<std::sync::Arc<parvis::model::scene::format::SceneFile>> = None;
+            history.entries.retain(|e| {
+                if let parvis::model::command::VenueCommand::LoadScene { scene: loaded } = &e.command {
+                    scene = Some(std::sync::Arc::new((**loaded).clone()));
+                }
+                !matches!(e.origin, parvis::model::command::CommandOrigin::Audience(_))
+                    || scene.as_deref().is_some_and(|s| plays_on_shards(s, &e.origin))
+            });
         }
         let Some(restored) = restore_from(setup, &history) else {
             bail!("{}: the log holds no load_scene, so there is no venue to follow", subjects.log_stream);
@@ -140,16 +149,21 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
             let (outgoing, receiver) = tokio::sync::mpsc::unbounded_channel();
             let gate = DurableGate::default();
             let wants_snapshot = Arc::new(AtomicBool::new(false));
-            node.start_publisher(receiver, gate.confirmed.clone(), wants_snapshot.clone(), doorbell);
+            node.start_publisher(receiver, gate.confirmed.clone(), wants_snapshot.clone(), doorbell.clone());
             let publisher = LogPublisher { outgoing, snapshot_every, wants_snapshot, stats: stats.clone() };
             insert_publisher(app, publisher, gate);
         }
         Role::Follower { history } => {
             let (sender, incoming) = tokio::sync::mpsc::channel(4096);
-            node.start_follower(&history, sender, doorbell);
+            node.start_follower(&history, sender, doorbell.clone());
             let position = FollowPosition { applied: history.last_seq, rebasing: false };
             let shard = args.nats.shard.is_some();
             app.insert_resource(LogFollower { incoming, position, stats: stats.clone(), shard });
+            // A shard reports its audience's counts to the main stage, for what the scene
+            // counts across shards.
+            if let Some(id) = &args.nats.shard {
+                app.insert_resource(node.start_shard_reporting(id.clone(), doorbell.clone()));
+            }
         }
     }
     let hub = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>().map(|l| l.hub.clone());
@@ -158,6 +172,8 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
         // An authority's audience includes every edge's (`parvis edge`).
         if !args.nats.follow {
             node.start_audience_authority(hub.clone());
+            // And its shards' (`parvis follow --shard`), for what the scene sums across them.
+            app.insert_resource(node.start_shard_counting(doorbell.clone()));
         }
     }
     if let Some(addr) = args.nats.metrics {

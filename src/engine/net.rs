@@ -11,6 +11,7 @@ use bevy::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::engine::audience::hub::{MetricsSection, write_counter, write_gauge};
+use crate::engine::audience::shards::plays_on_shards;
 use crate::engine::command::{AppliedCommand, CommandLog, CurrentScene, DurableGate, FollowCommand, VenueParams};
 use crate::engine::schedule::VenueSystems;
 use crate::model::command::{LoggedCommand, state_hash};
@@ -279,7 +280,11 @@ fn fingerprint_state(
     stats.hashed_at.store(position, Ordering::Relaxed);
 }
 
-fn follow_log(mut follower: ResMut<LogFollower>, mut follow: MessageWriter<FollowCommand>) {
+fn follow_log(
+    mut follower: ResMut<LogFollower>,
+    mut follow: MessageWriter<FollowCommand>,
+    scene: Option<Res<CurrentScene>>,
+) {
     let follower = &mut *follower;
     while let Ok(arrived) = follower.incoming.try_recv() {
         let entry = match arrived {
@@ -316,7 +321,12 @@ fn follow_log(mut follower: ResMut<LogFollower>, mut follow: MessageWriter<Follo
         }
         follower.stats.position.store(entry.seq, Ordering::Relaxed);
         follower.stats.lag_ms.store(now_ms().saturating_sub(entry.time_ms), Ordering::Relaxed);
-        if follower.shard && matches!(entry.origin, crate::model::command::CommandOrigin::Audience(_)) {
+        // The main stage's audience effects stay there, but for the outcomes of what the
+        // scene counts across shards (summed polls and crowd energy), which play everywhere.
+        if follower.shard
+            && matches!(entry.origin, crate::model::command::CommandOrigin::Audience(_))
+            && !scene.as_deref().is_some_and(|s| plays_on_shards(&s.0, &entry.origin))
+        {
             follower.stats.shard_skipped.fetch_add(1, Ordering::Relaxed);
             continue;
         }

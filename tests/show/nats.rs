@@ -747,3 +747,101 @@ fn overflow_shards_follow_the_main_stage_and_keep_their_audiences_effects() {
     assert!(state(a_metrics).is_some_and(|(_, seq)| seq == log_end), "shard a is at the log's end #{log_end}");
     drop(nats);
 }
+
+/// Every `state` a member is sent, until one holds `param` at `value`.
+async fn wait_param(member: &mut Moderator, name: &str, param: &str, value: &str) -> serde_json::Value {
+    member
+        .next_within(|v| v["type"] == "state" && v["params"][param] == value, Duration::from_secs(15))
+        .await
+        .unwrap_or_else(|| panic!("{name}: {param} never became {value}"))
+}
+
+#[test]
+fn a_poll_and_crowd_energy_summed_across_shards_are_decided_once_and_play_everywhere() {
+    let dir = temp_dir("nats-shard-sums");
+    let nats = NatsServer::start(&dir);
+    let url = nats.url();
+    let venue = "shard-sums";
+    let scene = root().join("tests/scenes/shards.ron");
+    let scene = scene.to_str().unwrap();
+    let authority = parvis(&[&["run", scene][..], &authority_with_audience(&url, venue)[1..]].concat());
+    let main_page = said_addr(&authority, "audience page at http://");
+    let (_a, a_page, _) = shard(&url, venue, "a");
+    let (_b, b_page, b_metrics) = shard(&url, venue, "b");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let within = Duration::from_secs(15);
+    runtime.block_on(async {
+        let (mut max, _) = Moderator::join(main_page, "Max").await;
+        let (mut ana, _) = Moderator::join(a_page, "Ana").await;
+        let (mut bea, _) = Moderator::join(b_page, "Bea").await;
+        let mut desk = Moderator::connect(main_page).await;
+
+        // A summed poll: one vote on the main stage against two on the shards. Counted on each
+        // instance, the main stage would pick "stars"; summed, "dawn" wins everywhere.
+        desk.send(r#"{"type":"command","command":{"type":"open_poll","poll":"finale"}}"#).await;
+        desk.next_within(applied, within).await.expect("the poll opens on the main stage");
+        for (name, member) in [("main", &mut max), ("shard a", &mut ana), ("shard b", &mut bea)] {
+            member
+                .next_within(|v| v["type"] == "poll" && v["phase"] == "open" && v["id"] == "finale", within)
+                .await
+                .unwrap_or_else(|| panic!("{name} sees the poll open"));
+        }
+        max.send(r#"{"type":"vote","poll":"finale","option":"stars"}"#).await;
+        ana.send(r#"{"type":"vote","poll":"finale","option":"dawn"}"#).await;
+        bea.send(r#"{"type":"vote","poll":"finale","option":"dawn"}"#).await;
+        // Shard a's page shows every instance's votes while the poll runs.
+        let votes = |v: &serde_json::Value, option: usize| v["options"][option]["votes"].as_u64().unwrap_or(0);
+        let tally = ana
+            .next_within(|v| v["type"] == "poll" && v["id"] == "finale" && votes(v, 0) == 1 && votes(v, 1) == 2, within)
+            .await
+            .expect("shard a shows the summed tally: stars 1, dawn 2");
+        assert_ne!(tally["phase"], "close", "{tally}");
+        for (name, member) in [("main", &mut max), ("shard a", &mut ana), ("shard b", &mut bea)] {
+            let close = member
+                .next_within(|v| v["type"] == "poll" && v["phase"] == "close" && v["id"] == "finale", within)
+                .await
+                .unwrap_or_else(|| panic!("{name} sees the poll close"));
+            assert_eq!(close["winner"], "dawn", "{name}: {close}");
+            assert_eq!((votes(&close, 0), votes(&close, 1)), (1, 2), "{name}: every instance's votes: {close}");
+            wait_param(member, name, "finale", "dawn").await;
+        }
+
+        // Crowd energy summed: 3 lines at each instance within the 2 s window is 4.5 a second,
+        // over the rule's 3; the shards' 6 lines alone are 3, not over it.
+        for member in [&mut ana, &mut bea] {
+            for n in 0..3 {
+                member.send(&format!(r#"{{"type":"chat","text":"hello {n}"}}"#)).await;
+            }
+        }
+        // The shards report within a second; the roar is not up yet.
+        let early = max
+            .next_within(|v| v["type"] == "state" && v["params"]["roar"] == "true", Duration::from_millis(1200))
+            .await;
+        assert!(early.is_none(), "the shards' crowds alone are under the rule's energy: {early:?}");
+        for n in 0..3 {
+            max.send(&format!(r#"{{"type":"chat","text":"bravo {n}"}}"#)).await;
+        }
+        for (name, member) in [("main", &mut max), ("shard a", &mut ana), ("shard b", &mut bea)] {
+            let state = member
+                .next_within(|v| v["type"] == "state" && v["params"]["roar"] == "true", within)
+                .await
+                .unwrap_or_else(|| panic!("{name}: every instance's crowd together roars"));
+            // Max's "bravo" (a rule each instance runs for its own audience) stayed on the main
+            // stage.
+            assert_eq!(state["params"]["fog"] == "0.01", name == "main", "{name}: {state}");
+        }
+    });
+    // One outcome of each summed count in the log, applied by the shards.
+    let log = stream_log(&url, venue);
+    let from = |who: &str| log.iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(w) if w == who)).count();
+    assert_eq!(from("poll:finale"), 1, "the summed poll's outcome, logged once: {log:?}");
+    assert_eq!(from("energy:roar"), 1, "the summed energy's effect, logged once");
+    assert!(
+        !log.iter()
+            .any(|e| matches!(&e.origin, CommandOrigin::Audience(w) if w.starts_with("a-") || w.starts_with("b-"))),
+        "nothing of a shard's audience in the log"
+    );
+    // The main stage's audience's own effect (a line's) stays there.
+    assert!(metric(b_metrics, "parvis_nats_shard_skipped_total") >= 1, "shard b left out the main stage's cheer");
+    drop(nats);
+}

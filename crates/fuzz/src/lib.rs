@@ -217,6 +217,27 @@ pub fn nats(data: &[u8]) {
     if let Ok(snapshot) = LogSnapshot::from_message("s", data) {
         assert!(snapshot.entries.iter().all(|e| e.seq <= snapshot.seq));
     }
+    // A shard's report, read as the authority reads it, twice (a first and a later one), into
+    // its book: sums never overflow.
+    use parvis_model::shard::{ShardBook, ShardReport, ShardTotals};
+    if let Ok(report) = ShardReport::from_message("parvis.v.shard.report.a", data) {
+        assert_eq!(report.shard, "a");
+        let mut book = ShardBook::default();
+        let now = std::time::Instant::now();
+        for p in &report.polls {
+            assert!(p.counts.len() <= 8);
+        }
+        assert_eq!(book.take(report.clone(), now), Some(0), "a first report brings no energy");
+        assert_eq!(book.take(report.clone(), now), Some(0), "the same report again brings none");
+        for p in &report.polls {
+            let _ = book.counts(&p.poll, p.opened, p.counts.len());
+            let _ = book.still_counting(&p.poll, p.opened, now);
+        }
+        let _ = book.members(now);
+    }
+    if let Ok(totals) = ShardTotals::from_message("s", data) {
+        assert!(totals.others("a").len() == totals.counts.len());
+    }
 }
 
 /// A performance recording: what reads is finite with unit rotations, and writes back to a

@@ -7,7 +7,8 @@
 //! and vote counting ([`audience`]), the IRCv3 parser chat bridges read Twitch with ([`irc`]),
 //! the seeded random numbers effects are planned with ([`rng`]), shows: timecode and which cue
 //! fires when ([`show`]), the program output's targets, settings and frame code ([`program`]),
-//! and performers: humanoid bones, the VMC protocol, smoothing and recordings ([`performer`]).
+//! performers: humanoid bones, the VMC protocol, smoothing and recordings ([`performer`]),
+//! and counting votes and crowd energy across overflow shards ([`shard`]).
 //!
 //! What it may use: the standard library and small data crates (serde, ron, thiserror,
 //! unicode-normalization, memchr). No Bevy, no threads, no network, no async: the engine
@@ -31,5 +32,6 @@ pub mod program;
 pub mod rng;
 pub mod roles;
 pub mod scene;
+pub mod shard;
 pub mod show;
 pub mod subtitles;

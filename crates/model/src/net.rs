@@ -66,6 +66,13 @@ pub struct VenueSubjects {
     pub audience_out: String,
     /// Moderators' decisions every edge enforces ([`ModerationDecision`]).
     pub moderation: String,
+    /// Overflow shards' counts for the authority ([`crate::shard::ShardReport`]), one subject
+    /// per shard (`….shard.report.SHARD`, see [`Self::shard_report`]): the wildcard the
+    /// authority reads.
+    pub shard_report_all: String,
+    /// The authority's totals of polls counted across shards ([`crate::shard::ShardTotals`]),
+    /// to every shard.
+    pub shard_totals: String,
 }
 
 impl VenueSubjects {
@@ -90,6 +97,8 @@ impl VenueSubjects {
             resync: format!("parvis.{name}.audience.resync"),
             audience_out: format!("parvis.{name}.audience.out"),
             moderation: format!("parvis.{name}.staff.moderation"),
+            shard_report_all: format!("parvis.{name}.shard.report.*"),
+            shard_totals: format!("parvis.{name}.shard.totals"),
         })
     }
 
@@ -97,6 +106,11 @@ impl VenueSubjects {
     /// permissions can hold each edge to it.
     pub fn audience_in(&self, edge: &str) -> String {
         format!("parvis.{}.audience.in.{edge}", self.venue)
+    }
+
+    /// Where overflow shard `shard` reports its counts.
+    pub fn shard_report(&self, shard: &str) -> String {
+        format!("parvis.{}.shard.report.{shard}", self.venue)
     }
 
     /// Where edge `edge` publishes its staff events.

@@ -7,6 +7,11 @@
 
 pub mod hub;
 pub mod metrics;
+pub mod shards;
+mod state;
+
+use state::{Approval, DemocracyVote, OpenPoll, PendingEffect, RecentLine, Summed, poll_view};
+pub use state::{Audience, Window};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -27,7 +32,7 @@ use crate::model::audience::polls::{EnergyMeter, Outcome, Tally, energy_edge};
 use crate::model::audience::protocol::{PollOptionView, ServerMessage, WindowView};
 use crate::model::audience::rules::{self, Cooldowns, Fired, NoFire, match_chat, match_poll_outcome, match_reaction};
 use crate::model::command::{CommandOrigin, MAX_SHOWN_CHARS, VenueCommand};
-use crate::model::scene::format::{ActionDef, AudienceRuleDef, PollDef, RuleMode, SceneFile, TriggerDef};
+use crate::model::scene::format::{AcrossShards, ActionDef, AudienceRuleDef, RuleMode, SceneFile, TriggerDef};
 use hub::{AudienceHub, AudienceLink};
 use metrics::Rejection;
 
@@ -41,58 +46,6 @@ const TALLY_INTERVAL: Duration = Duration::from_millis(250);
 const SHOWN_ENERGY_WINDOW: Duration = Duration::from_secs(10);
 /// Texts waiting for a moderator's approval; the oldest is dropped beyond this.
 const MAX_APPROVALS: usize = 100;
-
-/// The audience as the venue sees it.
-#[derive(Debug, Resource)]
-pub struct Audience {
-    /// Connected members and their display names.
-    pub members: HashMap<UserId, Arc<str>>,
-    /// Kill switch: while set, audience messages change nothing.
-    pub paused: bool,
-    /// Chat lines shown to everyone per second at most; beyond it a line goes only to its
-    /// sender (still counted for rules and energy): nobody reads a faster chat, and sending
-    /// every line to every member would cost members × lines.
-    pub chat_lines_per_second: u32,
-    next_message_id: u64,
-    cooldowns: Cooldowns,
-    /// Effects waiting for their command to be applied or refused, in submission order.
-    pending: VecDeque<PendingEffect>,
-    last_state: Option<Instant>,
-    state_dirty: bool,
-    /// Recent chat lines, so a moderator (or a platform's) can retract them.
-    recent_lines: VecDeque<RecentLine>,
-    /// The longest delay of a stream that chat arrives from: windows opened on stage (polls,
-    /// democracy votes) stay open this much longer for the stream's viewers, who see them late.
-    pub stream_delay: Duration,
-    /// The poll open now, if any.
-    poll: Option<OpenPoll>,
-    /// Democracy votes running, by rule name.
-    democracy: HashMap<String, DemocracyVote>,
-    last_tally: Option<Instant>,
-    /// Votes changed since the last tally was sent.
-    tally_dirty: bool,
-    energy: Option<EnergyMeter>,
-    /// Crowd-energy rules ready to fire, by rule name.
-    energy_armed: HashMap<String, bool>,
-    /// Texts waiting for a moderator.
-    approvals: VecDeque<Approval>,
-    approvals_dirty: bool,
-    /// Mutex groups of rules, by name.
-    groups: HashMap<String, MutexGroup>,
-    /// Seeds for effects; logged with the commands they go into.
-    seeds: crate::model::rng::SeededRng,
-    /// Chat lines shown in the current second: (second start, count).
-    shown_this_second: (Option<Instant>, u32),
-    /// A code shown on stage to measure the stream's delay, and when it was shown.
-    delay_probe: Option<(String, Instant)>,
-    /// The last chat line or reaction: the crowd's energy falls back over the window after it.
-    last_lively: Option<Instant>,
-    /// When the latest venue frames began to read audience events, newest last, so that
-    /// latency can be counted in frames as well as in time.
-    frame_starts: VecDeque<Instant>,
-    /// Interaction windows open now, by rule name: closed rules fire only in them.
-    windows: HashMap<String, Window>,
-}
 
 /// Where an overflow shard numbers its chat lines: far from its authority's (whose on-stage
 /// texts arrive through the log by number), and within what a page's numbers hold exactly.
@@ -109,7 +62,7 @@ impl Audience {
     /// and seconds left.
     pub fn poll_overlay(&self, now: Instant) -> Option<(String, Vec<(String, u64)>, f32)> {
         let poll = self.poll.as_ref()?;
-        let options = poll.def.options.iter().zip(poll.tally.counts()).map(|(o, c)| (o.label.clone(), *c)).collect();
+        let options = poll.def.options.iter().zip(poll.counts()).map(|(o, c)| (o.label.clone(), c)).collect();
         Some((poll.def.question.clone(), options, poll.closes_at.saturating_duration_since(now).as_secs_f32()))
     }
 
@@ -126,16 +79,6 @@ impl Audience {
         out.sort_by(|a, b| a.0.cmp(&b.0));
         out
     }
-}
-
-/// An interaction window on a closed rule.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Window {
-    /// What the audience reads.
-    pub label: String,
-    /// When it closes on stage; `None` until closed by command. The stream's viewers keep it
-    /// `stream_delay` longer, since they see the stage late.
-    pub closes_at: Option<Instant>,
 }
 
 impl Default for Audience {
@@ -169,6 +112,7 @@ impl Default for Audience {
             frame_starts: VecDeque::with_capacity(FRAMES_REMEMBERED),
             delay_probe: None,
             last_lively: None,
+            lively_total: 0,
             windows: HashMap::new(),
         }
     }
@@ -217,27 +161,8 @@ impl Audience {
     }
 }
 
-/// A chat line remembered for retraction.
-#[derive(Debug)]
-struct RecentLine {
-    id: u64,
-    user: UserId,
-    platform_id: Option<Arc<str>>,
-}
-
 /// Chat lines remembered for retraction.
 const RECENT_LINES: usize = 2000;
-
-#[derive(Debug, Clone)]
-struct PendingEffect {
-    /// The command's origin id and the command, to pair it with its log entry or refusal
-    /// (refusals are reported apart from applied commands, so order alone is not enough).
-    user: String,
-    command: VenueCommand,
-    by: Arc<str>,
-    rule: String,
-    received: Instant,
-}
 
 impl Audience {
     /// Takes the pending effect of the command `command` from `user`.
@@ -247,44 +172,21 @@ impl Audience {
     }
 }
 
-#[derive(Debug)]
-struct OpenPoll {
-    def: PollDef,
-    tally: Tally,
-    closes_at: Instant,
-    /// `ClosePoll` submitted, waiting to be applied.
-    closing: bool,
-}
-
-#[derive(Debug)]
-struct DemocracyVote {
-    tally: Tally,
-    closes_at: Instant,
-}
-
-#[derive(Debug)]
-struct Approval {
-    id: u64,
-    user: UserId,
-    by: Arc<str>,
-    text: String,
-    rule: String,
-    seconds: f32,
-    at: [f32; 3],
-}
-
-#[derive(Debug, Default)]
-struct MutexGroup {
-    busy_until: Option<Instant>,
-    queue: VecDeque<(SubmitCommand, PendingEffect, Duration)>,
-}
-
 /// What the audience still needs frames for: windows to close, counts and state to send,
 /// effects waiting their turn, and the crowd's energy to fall back to calm.
 fn keep_awake(audience: Res<Audience>, mut rest: ResMut<Rest>) {
     let delay = audience.stream_delay;
     if let Some(poll) = &audience.poll {
         rest.wake_at(poll.closes_at + delay);
+        match poll.summed {
+            Summed::Decides => rest.wake_at(poll.closes_at + delay + crate::model::shard::CLOSING_GRACE),
+            Summed::Follows => rest.wake_at(poll.closes_at + delay + shards::MAIN_STAGE_SILENT),
+            Summed::No => {}
+        }
+        // Counts go to and come from the shards while it runs.
+        if poll.summed != Summed::No {
+            rest.wake_at(Instant::now() + crate::model::shard::REPORT_INTERVAL);
+        }
     }
     for vote in audience.democracy.values() {
         rest.wake_at(vote.closes_at + delay);
@@ -349,6 +251,25 @@ impl Plugin for AudiencePlugin {
                     .chain()
                     .in_set(VenueSystems::Present)
                     .run_if(live),
+            )
+            .add_systems(
+                Update,
+                (
+                    shards::receive_shard_reports
+                        .after(receive_audience_events)
+                        .in_set(VenueSystems::Ingest)
+                        .run_if(live.and_then(resource_exists::<shards::ShardCounting>)),
+                    shards::receive_totals
+                        .in_set(VenueSystems::Ingest)
+                        .run_if(live.and_then(resource_exists::<shards::ShardReporting>)),
+                    (
+                        shards::send_totals.run_if(resource_exists::<shards::ShardCounting>),
+                        shards::send_shard_report.run_if(resource_exists::<shards::ShardReporting>),
+                    )
+                        .after(follow_poll_commands)
+                        .in_set(VenueSystems::Present)
+                        .run_if(live),
+                ),
             );
     }
 }
@@ -392,6 +313,7 @@ fn receive_audience_events(
     audience.energy.get_or_insert_with(|| EnergyMeter::new(now)).record(now, lively);
     if lively > 0 {
         audience.last_lively = Some(now);
+        audience.lively_total += u64::from(lively);
     }
     link.hub.metrics.queue_depth.store(link.events.len() as u64, Ordering::Relaxed);
 }
@@ -934,6 +856,8 @@ fn run_votes_and_energy(
     scene: Option<Res<CurrentScene>>,
     params: Res<VenueParams>,
     mut submit: MessageWriter<SubmitCommand>,
+    mut counting: Option<ResMut<shards::ShardCounting>>,
+    reporting: Option<Res<shards::ShardReporting>>,
 ) {
     let Some(scene) = scene else { return };
     let scene = &scene.0;
@@ -943,9 +867,44 @@ fn run_votes_and_energy(
     // Windows close on stage at `closes_at`, and take the stream's viewers' votes until they
     // have seen that moment too.
     let delay = audience.stream_delay;
-    if let Some(poll) = audience.poll.as_mut().filter(|p| !p.closing && now >= p.closes_at + delay) {
-        poll.closing = true;
-        submit.write(SubmitCommand::local(VenueCommand::ClosePoll { poll: poll.def.name.clone() }));
+    if let Some(poll) = audience.poll.as_mut().filter(|p| !p.gave_up && now >= p.closes_at + delay) {
+        let close = match poll.summed {
+            Summed::No => !poll.closing,
+            // Every live shard's last count first, or what there is after a grace.
+            Summed::Decides if !poll.closing => {
+                let waiting = shards::still_counting(counting.as_deref(), poll, now);
+                let late = now >= poll.closes_at + delay + crate::model::shard::CLOSING_GRACE;
+                if late && !waiting.is_empty() {
+                    warn!(
+                        "poll {:?}: closing without the last count of shard(s) {} (none within {} s); their earlier counts are in",
+                        poll.def.name,
+                        waiting.join(", "),
+                        crate::model::shard::CLOSING_GRACE.as_secs()
+                    );
+                }
+                waiting.is_empty() || late
+            }
+            Summed::Decides => false,
+            // A shard stops taking votes and waits for the main stage to close the poll; if the
+            // main stage is gone, it closes it without a result.
+            Summed::Follows => {
+                poll.closing = true;
+                if now >= poll.closes_at + delay + shards::MAIN_STAGE_SILENT {
+                    warn!(
+                        "poll {:?}: the main stage has not closed it {} s after its time; closing it here without a result",
+                        poll.def.name,
+                        shards::MAIN_STAGE_SILENT.as_secs()
+                    );
+                    poll.gave_up = true;
+                    submit.write(SubmitCommand::local(VenueCommand::ClosePoll { poll: poll.def.name.clone() }));
+                }
+                false
+            }
+        };
+        if close {
+            poll.closing = true;
+            submit.write(SubmitCommand::local(VenueCommand::ClosePoll { poll: poll.def.name.clone() }));
+        }
     }
     let due: Vec<String> =
         audience.democracy.iter().filter(|(_, v)| now >= v.closes_at + delay).map(|(k, _)| k.clone()).collect();
@@ -997,8 +956,17 @@ fn run_votes_and_energy(
     }
     let Some(mut meter) = audience.energy.take() else { return };
     for rule in energy_rules {
-        let TriggerDef::CrowdEnergy { above, window } = rule.trigger else { continue };
-        let rate = meter.rate(now, Duration::from_secs_f32(window.max(0.25)));
+        let TriggerDef::CrowdEnergy { above, window, across_shards } = rule.trigger else { continue };
+        let window = Duration::from_secs_f32(window.max(0.25));
+        let mut rate = meter.rate(now, window);
+        if across_shards == AcrossShards::Sum {
+            // The main stage measures every instance's crowd; its effect reaches the shards
+            // through the log.
+            if reporting.is_some() {
+                continue;
+            }
+            rate += counting.as_deref_mut().map_or(0.0, |c| c.energy(now, window));
+        }
         let armed = audience.energy_armed.entry(rule.name.clone()).or_insert(true);
         if energy_edge(armed, rate, above) {
             let crowd: UserId = format!("energy:{}", rule.name).into();
@@ -1064,23 +1032,6 @@ fn tally_view(
     }
 }
 
-fn poll_view(poll: &OpenPoll, phase: &str, now: Instant, outcome: &Outcome) -> ServerMessage {
-    let mut view = tally_view(
-        &poll.def.name,
-        &poll.def.question,
-        &poll.tally,
-        phase,
-        poll.closes_at.saturating_duration_since(now),
-        outcome,
-    );
-    if let ServerMessage::Poll { options, .. } = &mut view {
-        for (option, def) in options.iter_mut().zip(&poll.def.options) {
-            option.label = def.label.clone();
-        }
-    }
-    view
-}
-
 /// Opens and closes polls as their commands are applied, and fires the rules of a result.
 fn follow_poll_commands(
     link: Res<AudienceLink>,
@@ -1089,6 +1040,8 @@ fn follow_poll_commands(
     scene: Option<Res<CurrentScene>>,
     params: Res<VenueParams>,
     mut submit: MessageWriter<SubmitCommand>,
+    mut counting: Option<ResMut<shards::ShardCounting>>,
+    mut reporting: Option<ResMut<shards::ShardReporting>>,
 ) {
     let Some(scene) = scene else {
         applied.clear();
@@ -1101,11 +1054,24 @@ fn follow_poll_commands(
         match &entry.command {
             VenueCommand::OpenPoll { poll } => {
                 let Some(def) = scene.polls.iter().find(|p| &p.name == poll) else { continue };
+                // A summed poll the main stage opened is decided there; one a shard's own
+                // moderators open is the shard's.
+                let summed = match (def.across_shards, counting.is_some(), reporting.is_some() && entry.followed) {
+                    (AcrossShards::Sum, true, _) => Summed::Decides,
+                    (AcrossShards::Sum, _, true) => Summed::Follows,
+                    _ => Summed::No,
+                };
                 let open = OpenPoll {
                     tally: Tally::new(def.options.iter().map(|o| o.id.clone())),
                     closes_at: now + Duration::from_secs_f32(def.seconds.max(1.0)),
                     def: def.clone(),
                     closing: false,
+                    opened: entry.seq,
+                    summed,
+                    elsewhere: Vec::new(),
+                    elsewhere_voters: 0,
+                    result: None,
+                    gave_up: false,
                 };
                 let _ = link
                     .hub
@@ -1126,16 +1092,23 @@ fn follow_poll_commands(
                 audience.state_dirty = true;
             }
             VenueCommand::ClosePoll { poll } => {
-                let Some(open) = audience.poll.take_if(|p| &p.def.name == poll) else { continue };
-                let outcome = open.tally.outcome(open.def.min_votes, open.def.min_share, audience.members.len());
+                let Some(mut open) = audience.poll.take_if(|p| &p.def.name == poll) else { continue };
+                if open.summed == Summed::Follows {
+                    // The main stage decides; its outcome arrives through the log.
+                    shards::close_on_shard(&link, audience, reporting.as_deref_mut(), open, now);
+                    continue;
+                }
+                let deciding = counting.as_deref_mut().filter(|_| open.summed == Summed::Decides);
+                let outcome = shards::decide(deciding, &mut open, audience.members.len());
                 let _ = link.hub.broadcast.send(poll_view(&open, "close", now, &outcome).to_json().into());
                 audience.state_dirty = true;
+                let counts = open.counts();
                 let result = match &outcome {
                     Outcome::Winner(i) => format!(
                         "Poll closed: {} wins ({} of {} votes).",
                         open.def.options[*i].label,
-                        open.tally.counts()[*i],
-                        open.tally.counts().iter().sum::<u64>()
+                        counts[*i],
+                        counts.iter().sum::<u64>()
                     ),
                     _ => "Poll closed without a result: too few votes.".to_owned(),
                 };

@@ -92,21 +92,27 @@ impl Tally {
     /// and `min_share` of the `audience` voted. Ties go to the option listed first (for
     /// democracy votes: the word proposed first), so a result never depends on hashing order.
     pub fn outcome(&self, min_votes: u32, min_share: f32, audience: usize) -> Outcome {
-        // The small slack keeps 5 % of 80 at 4 votes despite f32's 0.05 being a hair above it.
-        let by_share = (f64::from(min_share.clamp(0.0, 1.0)) * audience as f64 - 1e-6).ceil().max(0.0) as u64;
-        let needed = u64::from(min_votes.max(1)).max(by_share);
-        let votes = self.voters() as u64;
-        if votes < needed {
-            return Outcome::NoQuorum { votes, needed };
-        }
-        let mut best = 0;
-        for (i, c) in self.counts.iter().enumerate() {
-            if *c > self.counts[best] {
-                best = i;
-            }
-        }
-        Outcome::Winner(best)
+        outcome_of(&self.counts, self.voters() as u64, min_votes, min_share, audience as u64)
     }
+}
+
+/// The result of weighted `counts` (in option order) cast by `voters` members of an
+/// `audience`: [`Tally::outcome`] for one instance's votes, and the sum of every instance's
+/// when a poll is counted across overflow shards.
+pub fn outcome_of(counts: &[u64], voters: u64, min_votes: u32, min_share: f32, audience: u64) -> Outcome {
+    // The small slack keeps 5 % of 80 at 4 votes despite f32's 0.05 being a hair above it.
+    let by_share = (f64::from(min_share.clamp(0.0, 1.0)) * audience as f64 - 1e-6).ceil().max(0.0) as u64;
+    let needed = u64::from(min_votes.max(1)).max(by_share);
+    if voters < needed || counts.is_empty() {
+        return Outcome::NoQuorum { votes: voters, needed };
+    }
+    let mut best = 0;
+    for (i, c) in counts.iter().enumerate() {
+        if *c > counts[best] {
+            best = i;
+        }
+    }
+    Outcome::Winner(best)
 }
 
 /// Width of one bucket of the energy meter.

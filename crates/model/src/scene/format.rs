@@ -535,7 +535,31 @@ pub enum TriggerDef {
         above: f32,
         /// Averaging window, seconds.
         window: f32,
+        /// With overflow shards: `Each` instance measures its own crowd (the default), or the
+        /// main stage measures the `Sum` of every instance's and its effect plays everywhere.
+        #[serde(default, skip_serializing_if = "AcrossShards::is_each")]
+        across_shards: AcrossShards,
     },
+}
+
+/// How a count is taken when a show runs on overflow shards (`parvis follow --shard`), each
+/// instance with an audience of its own.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcrossShards {
+    /// Each instance counts its own audience and acts on its own result: a poll can end
+    /// differently on each, and each crowd's energy moves its own stage.
+    #[default]
+    Each,
+    /// The main stage adds every instance's counts up (votes, members, crowd energy) and its
+    /// one result plays on every instance.
+    Sum,
+}
+
+impl AcrossShards {
+    /// The default, which scene files leave out.
+    pub fn is_each(&self) -> bool {
+        *self == Self::Each
+    }
 }
 
 /// What an audience rule does when it fires.
@@ -644,6 +668,11 @@ pub struct PollDef {
     /// in all (default 0: every vote weighs 1).
     #[serde(default)]
     pub bits_per_vote: u32,
+    /// With overflow shards: `Each` instance runs the poll for its own audience (the default),
+    /// or the main stage counts the `Sum` of every instance's votes and its winner plays
+    /// everywhere.
+    #[serde(default, skip_serializing_if = "AcrossShards::is_each")]
+    pub across_shards: AcrossShards,
 }
 
 /// A choice in a poll.

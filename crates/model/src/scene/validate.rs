@@ -991,7 +991,7 @@ fn check_rules(c: &mut Checker, scene: &SceneFile) {
                     }
                 }
             },
-            TriggerDef::CrowdEnergy { above, window } => {
+            TriggerDef::CrowdEnergy { above, window, .. } => {
                 c.in_range(&format!("{path}.trigger.above"), anchor, *above, 0.01, 1_000_000.0);
                 c.in_range(&format!("{path}.trigger.window"), anchor, *window, 1.0, 600.0);
             }
