@@ -33,8 +33,9 @@ pub const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CLOSING_GRACE: Duration = Duration::from_secs(2);
 /// Reports forgotten this long after their shard was last heard of.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
-/// Longest report or totals message read (a report holds at most 16 polls of 8 options).
-pub const MAX_SHARD_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest report or totals message read: totals name each of up to [`MAX_SHARDS`] shards with
+/// its counts (about 150 bytes each at most).
+pub const MAX_SHARD_MESSAGE_BYTES: usize = 256 * 1024;
 /// Most shards one authority keeps count of (anyone allowed to publish reports could otherwise
 /// make it remember without end).
 pub const MAX_SHARDS: usize = 1000;

@@ -179,7 +179,12 @@ fn keep_awake(audience: Res<Audience>, mut rest: ResMut<Rest>) {
     if let Some(poll) = &audience.poll {
         rest.wake_at(poll.closes_at + delay);
         match poll.summed {
-            Summed::Decides => rest.wake_at(poll.closes_at + delay + crate::model::shard::CLOSING_GRACE),
+            Summed::Decides => {
+                rest.wake_at(poll.closes_at + delay + crate::model::shard::CLOSING_GRACE);
+                if let Some(t) = poll.decide_by {
+                    rest.wake_at(t);
+                }
+            }
             Summed::Follows => rest.wake_at(poll.closes_at + delay + shards::MAIN_STAGE_SILENT),
             Summed::No => {}
         }
@@ -896,7 +901,6 @@ fn run_votes_and_energy(
                         shards::MAIN_STAGE_SILENT.as_secs()
                     );
                     poll.gave_up = true;
-                    submit.write(SubmitCommand::local(VenueCommand::ClosePoll { poll: poll.def.name.clone() }));
                 }
                 false
             }
@@ -904,6 +908,10 @@ fn run_votes_and_energy(
         if close {
             poll.closing = true;
             submit.write(SubmitCommand::local(VenueCommand::ClosePoll { poll: poll.def.name.clone() }));
+        }
+        // Closed here, not logged: this shard's log is the main stage's.
+        if let Some(poll) = audience.poll.take_if(|p| p.gave_up) {
+            shards::close_on_shard(&link, audience, None, poll, now);
         }
     }
     let due: Vec<String> =
@@ -1050,20 +1058,34 @@ fn follow_poll_commands(
     let scene = &scene.0;
     let now = Instant::now();
     let audience = &mut *audience;
+    // A summed poll staff closed early, once every live shard's last count is in.
+    let due = audience.poll.as_ref().is_some_and(|p| {
+        p.decide_by.is_some_and(|t| now >= t || shards::still_counting(counting.as_deref(), p, now).is_empty())
+    });
+    if due && let Some(open) = audience.poll.take() {
+        close_poll(&link, audience, counting.as_deref_mut(), &params, scene, &mut submit, open, now);
+    }
     for entry in applied.read() {
         match &entry.command {
             VenueCommand::OpenPoll { poll } => {
                 let Some(def) = scene.polls.iter().find(|p| &p.name == poll) else { continue };
                 // A summed poll the main stage opened is decided there; one a shard's own
                 // moderators open is the shard's.
-                let summed = match (def.across_shards, counting.is_some(), reporting.is_some() && entry.followed) {
+                let from_main = entry.followed || entry.restored;
+                let summed = match (def.across_shards, counting.is_some(), reporting.is_some() && from_main) {
                     (AcrossShards::Sum, true, _) => Summed::Decides,
                     (AcrossShards::Sum, _, true) => Summed::Follows,
                     _ => Summed::No,
                 };
+                // A shard closes a summed poll when the main stage does: on the main stage's
+                // clock, also when it caught up with the poll after it opened.
+                let since = match summed {
+                    Summed::Follows => Duration::from_millis(shards::wall_ms().saturating_sub(entry.time_ms)),
+                    _ => Duration::ZERO,
+                };
                 let open = OpenPoll {
                     tally: Tally::new(def.options.iter().map(|o| o.id.clone())),
-                    closes_at: now + Duration::from_secs_f32(def.seconds.max(1.0)),
+                    closes_at: (now + Duration::from_secs_f32(def.seconds.max(1.0))).checked_sub(since).unwrap_or(now),
                     def: def.clone(),
                     closing: false,
                     opened: entry.seq,
@@ -1072,6 +1094,7 @@ fn follow_poll_commands(
                     elsewhere_voters: 0,
                     result: None,
                     gave_up: false,
+                    decide_by: None,
                 };
                 let _ = link
                     .hub
@@ -1092,55 +1115,73 @@ fn follow_poll_commands(
                 audience.state_dirty = true;
             }
             VenueCommand::ClosePoll { poll } => {
-                let Some(mut open) = audience.poll.take_if(|p| &p.def.name == poll) else { continue };
-                if open.summed == Summed::Follows {
+                let Some(open) = audience.poll.take_if(|p| &p.def.name == poll) else { continue };
+                match open.summed {
+                    // Caught up from the log: that poll was decided before this shard came.
+                    Summed::Follows if entry.restored => {}
                     // The main stage decides; its outcome arrives through the log.
-                    shards::close_on_shard(&link, audience, reporting.as_deref_mut(), open, now);
-                    continue;
-                }
-                let deciding = counting.as_deref_mut().filter(|_| open.summed == Summed::Decides);
-                let outcome = shards::decide(deciding, &mut open, audience.members.len());
-                let _ = link.hub.broadcast.send(poll_view(&open, "close", now, &outcome).to_json().into());
-                audience.state_dirty = true;
-                let counts = open.counts();
-                let result = match &outcome {
-                    Outcome::Winner(i) => format!(
-                        "Poll closed: {} wins ({} of {} votes).",
-                        open.def.options[*i].label,
-                        counts[*i],
-                        counts.iter().sum::<u64>()
-                    ),
-                    _ => "Poll closed without a result: too few votes.".to_owned(),
-                };
-                let _ = link.hub.platform_out.send(format!("{} {result}", open.def.question).into());
-                let Outcome::Winner(i) = outcome else {
-                    let _ = link.hub.broadcast.send(
-                        ServerMessage::Notice {
-                            text: format!("the poll {:?} did not reach its quorum", open.def.question),
-                        }
-                        .to_json()
-                        .into(),
-                    );
-                    continue;
-                };
-                let winner = &open.def.options[i].id;
-                let crowd: UserId = format!("poll:{poll}").into();
-                let name: Arc<str> = Arc::from("the audience");
-                for fired in match_poll_outcome(&scene.rules, poll, winner) {
-                    let from = Firing {
-                        user: &crowd,
-                        name: &name,
-                        line: 0,
-                        received: now,
-                        staff: true,
-                        meta: ChatMeta::default(),
-                    };
-                    if let Some(command) = fire(audience, &link.hub, &params, scene, &from, fired, now) {
-                        submit.write(command);
+                    Summed::Follows => shards::close_on_shard(&link, audience, reporting.as_deref_mut(), open, now),
+                    // Closed early by staff while shards are still counting: decided when their
+                    // last counts are in (or the grace is over), below.
+                    Summed::Decides
+                        if !open.closing && !shards::still_counting(counting.as_deref(), &open, now).is_empty() =>
+                    {
+                        let mut open = open;
+                        open.closing = true;
+                        open.decide_by = Some(now + crate::model::shard::CLOSING_GRACE);
+                        audience.poll = Some(open);
                     }
+                    _ => close_poll(&link, audience, counting.as_deref_mut(), &params, scene, &mut submit, open, now),
                 }
             }
             _ => {}
+        }
+    }
+}
+
+/// Closes a poll: decides it (a summed poll on every instance's votes), tells everyone, and
+/// fires the rules of its result.
+fn close_poll(
+    link: &AudienceLink,
+    audience: &mut Audience,
+    counting: Option<&mut shards::ShardCounting>,
+    params: &VenueParams,
+    scene: &SceneFile,
+    submit: &mut MessageWriter<SubmitCommand>,
+    mut open: OpenPoll,
+    now: Instant,
+) {
+    let deciding = counting.filter(|_| open.summed == Summed::Decides);
+    let outcome = shards::decide(deciding, &mut open, audience.members.len());
+    let _ = link.hub.broadcast.send(poll_view(&open, "close", now, &outcome).to_json().into());
+    audience.state_dirty = true;
+    let counts = open.counts();
+    let result = match &outcome {
+        Outcome::Winner(i) => format!(
+            "Poll closed: {} wins ({} of {} votes).",
+            open.def.options[*i].label,
+            counts[*i],
+            counts.iter().sum::<u64>()
+        ),
+        _ => "Poll closed without a result: too few votes.".to_owned(),
+    };
+    let _ = link.hub.platform_out.send(format!("{} {result}", open.def.question).into());
+    let Outcome::Winner(i) = outcome else {
+        let _ = link.hub.broadcast.send(
+            ServerMessage::Notice { text: format!("the poll {:?} did not reach its quorum", open.def.question) }
+                .to_json()
+                .into(),
+        );
+        return;
+    };
+    let poll = &open.def.name;
+    let winner = &open.def.options[i].id;
+    let crowd: UserId = format!("poll:{poll}").into();
+    let name: Arc<str> = Arc::from("the audience");
+    for fired in match_poll_outcome(&scene.rules, poll, winner) {
+        let from = Firing { user: &crowd, name: &name, line: 0, received: now, staff: true, meta: ChatMeta::default() };
+        if let Some(command) = fire(audience, &link.hub, params, scene, &from, fired, now) {
+            submit.write(command);
         }
     }
 }

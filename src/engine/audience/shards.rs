@@ -34,6 +34,8 @@ pub const MAIN_STAGE_SILENT: Duration = Duration::from_secs(30);
 /// How long a shard waits, after the main stage closed a summed poll, for its result before it
 /// shows the close without one.
 const RESULT_WAIT: Duration = Duration::from_secs(2);
+/// How long the authority sends a decided poll's totals again.
+const RESEND_DECIDED: Duration = Duration::from_secs(3);
 
 /// The authority's link to its overflow shards: their reports in, the totals of summed polls
 /// out.
@@ -46,6 +48,9 @@ pub struct ShardCounting {
     /// The shards' chat lines and reactions, counted as they are reported.
     energy: Option<EnergyMeter>,
     last_totals: Option<Instant>,
+    /// The last decided poll's totals and when: sent again for a few seconds, since core NATS
+    /// does not say when one is lost and a shard that misses them has no winner to show.
+    decided: Option<(ShardTotals, Instant)>,
     refused: Throttle,
 }
 
@@ -58,6 +63,7 @@ impl ShardCounting {
             book: ShardBook::default(),
             energy: None,
             last_totals: None,
+            decided: None,
             refused: Throttle::default(),
         }
     }
@@ -68,7 +74,10 @@ impl ShardCounting {
     }
 
     fn send(&mut self, totals: ShardTotals) {
-        // Totals are replaced by the next ones; the final ones are sent again below if lost.
+        if totals.closed {
+            self.decided = Some((totals.clone(), Instant::now()));
+        }
+        // Totals are replaced by the next ones; decided ones are sent again (`send_totals`).
         let _ = self.totals.try_send(totals);
     }
 }
@@ -90,17 +99,13 @@ impl ShardReporting {
     /// Shard `id`'s link, whose NATS side publishes `reports` and reads the main stage's
     /// `totals`.
     pub fn new(id: String, reports: mpsc::Sender<ShardReport>, totals: mpsc::Receiver<ShardTotals>) -> Self {
-        Self {
-            id,
-            reports,
-            totals,
-            started_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            last_report: None,
-            awaiting_result: None,
-        }
+        Self { id, reports, totals, started_ms: wall_ms(), last_report: None, awaiting_result: None }
     }
+}
+
+/// Milliseconds since the Unix epoch, as the log stamps its commands.
+pub(super) fn wall_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Whether a command of the main stage's audience is one a shard applies: the outcome of a
@@ -160,15 +165,24 @@ pub(super) fn receive_shard_reports(mut counting: ResMut<ShardCounting>, mut aud
 
 /// The authority's totals of the summed poll open now, to every shard, every
 /// [`REPORT_INTERVAL`].
-pub(super) fn send_totals(mut counting: ResMut<ShardCounting>, audience: Res<Audience>) {
+pub(super) fn send_totals(mut counting: ResMut<ShardCounting>, audience: Res<Audience>, mut rest: ResMut<Rest>) {
     let now = Instant::now();
-    let Some(poll) = audience.poll.as_ref().filter(|p| p.summed == Summed::Decides) else { return };
-    if counting.last_totals.is_some_and(|t| now.duration_since(t) < REPORT_INTERVAL) {
+    let counting = &mut *counting;
+    if let Some(last) = counting.last_totals.filter(|t| now.duration_since(*t) < REPORT_INTERVAL) {
+        if audience.poll.is_some() || counting.decided.is_some() {
+            rest.wake_at(last + REPORT_INTERVAL);
+        }
         return;
     }
     counting.last_totals = Some(now);
-    let totals = totals_of(&counting.book, poll, None);
-    counting.send(totals);
+    if let Some(poll) = audience.poll.as_ref().filter(|p| p.summed == Summed::Decides) {
+        let totals = totals_of(&counting.book, poll, None);
+        let _ = counting.totals.try_send(totals);
+    } else if let Some((totals, at)) = counting.decided.take_if(|(_, at)| now.duration_since(*at) < RESEND_DECIDED) {
+        let _ = counting.totals.try_send(totals.clone());
+        counting.decided = Some((totals, at));
+        rest.wake_at(now + REPORT_INTERVAL);
+    }
 }
 
 fn totals_of(book: &ShardBook, poll: &OpenPoll, outcome: Option<&Outcome>) -> ShardTotals {
@@ -262,11 +276,19 @@ pub(super) fn receive_totals(
     while let Ok(totals) = reporting.totals.try_recv() {
         let same_run = |p: &OpenPoll| p.def.name == totals.poll && p.opened == totals.opened;
         if let Some(poll) = audience.poll.as_mut().filter(|p| p.summed == Summed::Follows && same_run(p)) {
-            poll.elsewhere = totals.others(&reporting.id);
+            if poll.result.is_some() {
+                continue;
+            }
+            let others = totals.others(&reporting.id);
+            if others != poll.elsewhere {
+                poll.elsewhere = others;
+                audience.tally_dirty = true;
+            }
             if totals.closed {
+                // Decided: votes here no longer count; the close shows when the log says so.
+                poll.closing = true;
                 poll.result = Some(totals);
             }
-            audience.tally_dirty = true;
         } else if totals.closed
             && let Some((mut poll, _)) = reporting.awaiting_result.take_if(|(p, _)| same_run(p))
         {

@@ -121,6 +121,9 @@ pub(super) struct OpenPoll {
     pub(super) result: Option<crate::model::shard::ShardTotals>,
     /// On a shard: closed here because the main stage did not (it is gone).
     pub(super) gave_up: bool,
+    /// On the authority: a summed poll staff closed before its time, decided when every live
+    /// shard's last count is in or at this time, whichever comes first.
+    pub(super) decide_by: Option<Instant>,
 }
 
 /// Where a poll is decided.
@@ -176,6 +179,11 @@ pub(super) struct MutexGroup {
 }
 
 pub(super) fn poll_view(poll: &OpenPoll, phase: &str, now: Instant, outcome: &Outcome) -> ServerMessage {
+    // A shard shows the main stage's decided counts once it has them.
+    let counts = match &poll.result {
+        Some(result) if result.counts.len() == poll.def.options.len() => result.counts.clone(),
+        _ => poll.counts(),
+    };
     ServerMessage::Poll {
         phase: phase.into(),
         id: poll.def.name.clone(),
@@ -184,7 +192,7 @@ pub(super) fn poll_view(poll: &OpenPoll, phase: &str, now: Instant, outcome: &Ou
             .def
             .options
             .iter()
-            .zip(poll.counts())
+            .zip(counts)
             .map(|(o, c)| PollOptionView { id: o.id.clone(), label: o.label.clone(), votes: c as u32 })
             .collect(),
         closes_in_ms: poll.closes_at.saturating_duration_since(now).as_millis() as u64,
