@@ -142,7 +142,9 @@ pub fn attach_performers(
         app.insert_resource(recorder);
     }
     let ports = vmc_ports(performers);
-    if ports.is_empty() {
+    // A follower's performers move as the main stage's do: their poses come over NATS
+    // (`attach_nats`), and the capture rigs send to the authority only.
+    if ports.is_empty() || args.nats.follow {
         return Ok(());
     }
     let allow = if args.vmc_allow.is_empty() {

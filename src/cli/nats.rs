@@ -152,6 +152,8 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
             node.start_publisher(receiver, gate.confirmed.clone(), wants_snapshot.clone(), doorbell.clone());
             let publisher = LogPublisher { outgoing, snapshot_every, wants_snapshot, stats: stats.clone() };
             insert_publisher(app, publisher, gate);
+            // The performers' motion, to every follower and shard.
+            app.insert_resource(node.start_pose_relay());
         }
         Role::Follower { history } => {
             let (sender, incoming) = tokio::sync::mpsc::channel(4096);
@@ -159,6 +161,13 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
             let position = FollowPosition { applied: history.last_seq, rebasing: false };
             let shard = args.nats.shard.is_some();
             app.insert_resource(LogFollower { incoming, position, stats: stats.clone(), shard });
+            // The main stage's performers move here as they move there.
+            let (poses, link) = parvis::engine::performer::pose_link(doorbell.clone());
+            if let Some(audience) = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>() {
+                audience.hub.metric_sections.write().expect("metric sections").push(link.stats.clone());
+            }
+            node.follow_poses(poses);
+            app.insert_resource(link);
             // A shard reports its audience's counts to the main stage, for what the scene
             // counts across shards.
             if let Some(id) = &args.nats.shard {

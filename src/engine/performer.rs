@@ -397,6 +397,41 @@ impl Drop for PerformerRecorder {
     }
 }
 
+/// The authority's relay of its performers' motion to its followers and shards over NATS
+/// (`parvis.V.performer.poses`): each frame's applied pose updates go as one message, in the
+/// recording format, so that every instance shows the same performer. Behind a bounded queue:
+/// a full one drops the frame's poses (the next frame's replace them), counted.
+#[derive(Resource)]
+pub struct PoseRelay {
+    outgoing: mpsc::Sender<Vec<u8>>,
+    buffer: Vec<u8>,
+    /// Frames of poses dropped on a full queue.
+    pub dropped: Arc<AtomicU64>,
+    said: Throttle,
+}
+
+impl PoseRelay {
+    /// A relay whose NATS side publishes what arrives on `outgoing`.
+    pub fn new(outgoing: mpsc::Sender<Vec<u8>>) -> Self {
+        Self { outgoing, buffer: Vec::new(), dropped: Arc::default(), said: Throttle::default() }
+    }
+
+    fn flush(&mut self) {
+        if self.buffer.is_empty() {
+            return;
+        }
+        let mut message = Vec::with_capacity(recording::MAGIC.len() + self.buffer.len());
+        message.extend_from_slice(recording::MAGIC);
+        message.append(&mut self.buffer);
+        if self.outgoing.try_send(message).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.said.say(|| {
+                "performers' poses: NATS is behind; a frame's poses not relayed (the next replace them)".into()
+            });
+        }
+    }
+}
+
 /// A recorded performance played onto the performers in place of their own sources
 /// (`parvis run|render|replay --performers FILE`).
 #[derive(Resource, Debug, Clone)]
@@ -587,6 +622,7 @@ fn receive_poses(
     link: Option<ResMut<PoseLink>>,
     mut performers: ResMut<Performers>,
     recorder: Option<ResMut<PerformerRecorder>>,
+    mut relay: Option<ResMut<PoseRelay>>,
     shows: Res<Shows>,
     time: Res<Time>,
     mut said: Local<Throttle>,
@@ -621,15 +657,26 @@ fn receive_poses(
             }
             Some(driver) if driver == from => {}
             _ => {
-                info!("performer {}: capture from {}", performer.def.name, arrival.from);
+                if from.is_unspecified() {
+                    // Relayed by the main stage (`edges::nats::performers`) to a follower.
+                    info!("performer {}: capture from the main stage", performer.def.name);
+                } else {
+                    info!("performer {}: capture from {}", performer.def.name, arrival.from);
+                }
                 performer.driver = Some(from);
             }
         }
         performer.apply(&arrival.update, now);
         link.stats.applied.fetch_add(1, Ordering::Relaxed);
+        if recorder.is_none() && relay.is_none() {
+            continue;
+        }
+        let record =
+            recording::PoseRecord { time: clock, performer: performer.def.name.clone(), update: arrival.update };
+        if let Some(relay) = relay.as_deref_mut() {
+            recording::write(&mut relay.buffer, &record);
+        }
         if let Some(recorder) = recorder.as_deref_mut() {
-            let record =
-                recording::PoseRecord { time: clock, performer: performer.def.name.clone(), update: arrival.update };
             if recorder.write(&record) {
                 link.stats.recorded.fetch_add(1, Ordering::Relaxed);
             } else {
@@ -639,6 +686,9 @@ fn receive_poses(
                 });
             }
         }
+    }
+    if let Some(relay) = relay.as_deref_mut() {
+        relay.flush();
     }
 }
 

@@ -853,3 +853,79 @@ fn a_poll_and_crowd_energy_summed_across_shards_are_decided_once_and_play_everyw
     assert!(metric(b_metrics, "parvis_nats_shard_skipped_total") >= 1, "shard b left out the main stage's cheer");
     drop(nats);
 }
+
+/// The performer's motion reaches a follower: liblo's `oscsend` drives the authority's
+/// performer over VMC, and a follower (which binds no capture port of its own) moves its
+/// performer the same way, as its recording of what it applied shows; a hostile message on the
+/// poses subject is refused.
+#[test]
+fn the_performers_motion_captured_at_the_authority_moves_the_followers_performer() {
+    let dir = temp_dir("nats-poses");
+    let nats = NatsServer::start(&dir);
+    let url = nats.url();
+    let venue = "poses-test";
+    let text = parvis::model::scene::DEFAULT_SCENE
+        .replace("source: Recording(path: \"performances/evening.poses\")", "source: Vmc(port: 0)");
+    assert!(text.contains("Vmc(port: 0)"), "the built-in performer's source was found");
+    let scene = dir.join("vmc.ron");
+    std::fs::write(&scene, text).unwrap();
+    let authority = parvis(&[
+        "run",
+        scene.to_str().unwrap(),
+        "--no-render",
+        "--no-audience",
+        "--fps",
+        "60",
+        "--nats",
+        &url,
+        "--nats-venue",
+        venue,
+    ]);
+    let stderr = authority.wait_for("VMC for singer on udp://", Duration::from_secs(30));
+    let vmc: SocketAddr =
+        stderr.split("VMC for singer on udp://").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let recorded = dir.join("follower.poses");
+    let follower = parvis(&[
+        "follow",
+        "--no-render",
+        "--fps",
+        "60",
+        "--nats",
+        &url,
+        "--nats-venue",
+        venue,
+        "--record-performers",
+        recorded.to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let metrics = said_addr(&follower, "metrics at http://");
+    // Poses are not logged: the follower sees those sent once it listens. Send until it moved.
+    let magic = parvis::model::performer::recording::MAGIC.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::metadata(&recorded).map_or(0, |m| m.len()) <= magic {
+        assert!(Instant::now() < deadline, "no pose reached the follower:\n{}\n{}", authority.text(), follower.text());
+        oscsend(vmc, "/VMC/Ext/Bone/Pos", "sfffffff", &["LeftUpperArm", "0", "0", "0", "0", "0", "-0.5", "0.8660254"]);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Garbage on the poses subject is refused by name, and counted.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let client = async_nats::connect(url.as_str()).await.unwrap();
+        client.publish(format!("parvis.{venue}.performer.poses"), b"not poses".to_vec().into()).await.unwrap();
+        client.flush().await.unwrap();
+    });
+    follower.wait_for("refused on parvis.poses-test.performer.poses", Duration::from_secs(10));
+    assert!(metric(metrics, "parvis_nats_refused_total") >= 1);
+    assert!(!follower.text().contains("VMC for singer on udp://"), "a follower binds no capture port");
+    drop(follower);
+    let records = parvis::model::performer::recording::read(&std::fs::read(&recorded).unwrap()).unwrap();
+    let arm = parvis::model::performer::HumanBone::from_name("LeftUpperArm").unwrap();
+    let record = records.first().expect("a record");
+    assert_eq!(record.performer, "singer");
+    let (bone, pose) = &record.update.bones[0];
+    assert_eq!(*bone, arm);
+    // Unity's -0.5 about its left-handed Z, as the authority stored it in glTF's axes.
+    assert!((pose.rotation[2] - 0.5).abs() < 1e-3, "the follower's arm is the authority's: {:?}", pose.rotation);
+    drop(nats);
+}

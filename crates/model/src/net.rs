@@ -13,6 +13,10 @@ use crate::command::{LoggedCommand, VenueCommand};
 /// scene (the cloister's is 30 KB as JSON); anything near NATS's own 1 MiB default is refused.
 pub const MAX_MESSAGE_BYTES: usize = 900 * 1024;
 
+/// Longest message of performers' poses a follower reads (a frame's updates of every performer:
+/// a whole skeleton is under 2 KiB).
+pub const MAX_POSES_BYTES: usize = 256 * 1024;
+
 /// Longest venue name on NATS (one subject token).
 pub const MAX_VENUE_NAME: usize = 64;
 
@@ -73,6 +77,10 @@ pub struct VenueSubjects {
     /// The authority's totals of polls counted across shards ([`crate::shard::ShardTotals`]),
     /// to every shard.
     pub shard_totals: String,
+    /// The performers' motion as the authority applied it, a frame's pose updates per message
+    /// (a performance recording: [`crate::performer::recording`]), to every follower and
+    /// shard. Not logged: a pose is replaced by the next within a frame.
+    pub performer_poses: String,
 }
 
 impl VenueSubjects {
@@ -99,6 +107,7 @@ impl VenueSubjects {
             moderation: format!("parvis.{name}.staff.moderation"),
             shard_report_all: format!("parvis.{name}.shard.report.*"),
             shard_totals: format!("parvis.{name}.shard.totals"),
+            performer_poses: format!("parvis.{name}.performer.poses"),
         })
     }
 

@@ -12,6 +12,7 @@
 //! [`DurableGate`]: crate::engine::command::DurableGate
 
 pub mod audience;
+pub mod performers;
 pub mod shards;
 
 use std::path::PathBuf;
