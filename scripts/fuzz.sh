@@ -4,6 +4,8 @@
 #   scripts/fuzz.sh TARGET SECONDS   fuzz one target (see crates/fuzz/src/lib.rs) for that long
 #   scripts/fuzz.sh all SECONDS      each target in turn, SECONDS each
 #   scripts/fuzz.sh list             the targets
+#   FUZZ_PROFILE=brief scripts/fuzz.sh all SECONDS
+#                                    a lighter build (CI's pass: that the targets build and run)
 #   FUZZ_EXECUTIONS=N scripts/fuzz.sh TARGET SECONDS
 #                                    stop after about N executions, or SECONDS, whichever first
 #
@@ -44,8 +46,10 @@ fi
 # Instrumented code goes in a target folder of its own (it would clash with the engine's).
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-$HOME/.cache/parvis-fuzz-target}"
 manifest=crates/fuzz/Cargo.toml
-say "building the fuzz targets with AFL instrumentation"
-cargo afl build --release --locked --manifest-path "$manifest"
+# FUZZ_PROFILE=brief: CI's pass, a lighter build (crates/fuzz/Cargo.toml); release otherwise.
+profile="${FUZZ_PROFILE:-release}"
+say "building the fuzz targets with AFL instrumentation (profile $profile)"
+cargo afl build --profile "$profile" --locked --manifest-path "$manifest"
 
 # AFL++ settings for a machine it does not own: no CPU governor or core dump tuning.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
@@ -58,7 +62,7 @@ run_one() {
     say "fuzzing $name for $seconds s"
     local limit=()
     if [ -n "${FUZZ_EXECUTIONS:-}" ]; then limit=(-E "$FUZZ_EXECUTIONS"); fi
-    cargo afl fuzz -V "$seconds" "${limit[@]}" -t 1000 -i "crates/fuzz/corpus/$name" -o "$out" -- "$CARGO_TARGET_DIR/release/$name" \
+    cargo afl fuzz -V "$seconds" "${limit[@]}" -t 1000 -i "crates/fuzz/corpus/$name" -o "$out" -- "$CARGO_TARGET_DIR/$profile/$name" \
         > "$out/afl.log" 2>&1 || { tail -20 "$out/afl.log" >&2; return 1; }
     local stats="$out/default/fuzzer_stats"
     local execs paths crashes hangs speed elapsed edges

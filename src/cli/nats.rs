@@ -144,6 +144,7 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
     let Some(Session { node, role }) = SESSION.lock().expect("session").take() else { return Ok(()) };
     let doorbell = app.world().resource::<parvis::engine::rest::Rest>().doorbell.clone();
     let stats: Arc<NetStats> = node.stats.clone();
+    let mut pose_stats = None;
     match role {
         Role::Authority { snapshot_every } => {
             let (outgoing, receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -163,6 +164,7 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
             app.insert_resource(LogFollower { incoming, position, stats: stats.clone(), shard });
             // The main stage's performers move here as they move there.
             let (poses, link) = parvis::engine::performer::pose_link(doorbell.clone());
+            pose_stats = Some(link.stats.clone());
             if let Some(audience) = app.world().get_resource::<parvis::engine::audience::hub::AudienceLink>() {
                 audience.hub.metric_sections.write().expect("metric sections").push(link.stats.clone());
             }
@@ -190,9 +192,15 @@ pub fn attach_nats(app: &mut bevy::app::App, args: &RunArgs) -> Result<()> {
             Some(hub) => Arc::new(move || hub.render_metrics()),
             None => {
                 let stats = stats.clone();
+                // A follower's performers' counters (poses applied, dropped, unclaimed) too.
+                let poses = pose_stats.clone();
                 Arc::new(move || {
+                    use parvis::engine::audience::hub::MetricsSection;
                     let mut out = String::new();
-                    parvis::engine::audience::hub::MetricsSection::render(&*stats, &mut out);
+                    stats.render(&mut out);
+                    if let Some(poses) = &poses {
+                        poses.render(&mut out);
+                    }
                     out
                 })
             }

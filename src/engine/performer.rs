@@ -397,6 +397,11 @@ impl Drop for PerformerRecorder {
     }
 }
 
+/// Pose updates gathered into one relayed message before it goes (a record is at most
+/// [`recording::MAX_RECORD`]; followers read messages up to
+/// [`crate::model::net::MAX_POSES_BYTES`]).
+const RELAY_MESSAGE_BYTES: usize = 128 * 1024;
+
 /// The authority's relay of its performers' motion to its followers and shards over NATS
 /// (`parvis.V.performer.poses`): each frame's applied pose updates go as one message, in the
 /// recording format, so that every instance shows the same performer. Behind a bounded queue:
@@ -675,6 +680,10 @@ fn receive_poses(
             recording::PoseRecord { time: clock, performer: performer.def.name.clone(), update: arrival.update };
         if let Some(relay) = relay.as_deref_mut() {
             recording::write(&mut relay.buffer, &record);
+            // A frame after a stall may hold many updates: in messages followers take.
+            if relay.buffer.len() > RELAY_MESSAGE_BYTES {
+                relay.flush();
+            }
         }
         if let Some(recorder) = recorder.as_deref_mut() {
             if recorder.write(&record) {

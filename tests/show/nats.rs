@@ -803,6 +803,9 @@ fn a_poll_and_crowd_energy_summed_across_shards_are_decided_once_and_play_everyw
             .await
             .expect("shard a shows the summed tally: stars 1, dawn 2");
         assert_ne!(tally["phase"], "close", "{tally}");
+        // The desk closes the poll early: the main stage waits for each shard's last count
+        // before it decides.
+        desk.send(r#"{"type":"command","command":{"type":"close_poll","poll":"finale"}}"#).await;
         for (name, member) in [("main", &mut max), ("shard a", &mut ana), ("shard b", &mut bea)] {
             let close = member
                 .next_within(|v| v["type"] == "poll" && v["phase"] == "close" && v["id"] == "finale", within)
@@ -917,6 +920,7 @@ fn the_performers_motion_captured_at_the_authority_moves_the_followers_performer
     });
     follower.wait_for("refused on parvis.poses-test.performer.poses", Duration::from_secs(10));
     assert!(metric(metrics, "parvis_nats_refused_total") >= 1);
+    assert!(metric(metrics, "parvis_performer_updates_applied_total") >= 1, "the follower counts the poses it applied");
     assert!(!follower.text().contains("VMC for singer on udp://"), "a follower binds no capture port");
     drop(follower);
     let records = parvis::model::performer::recording::read(&std::fs::read(&recorded).unwrap()).unwrap();

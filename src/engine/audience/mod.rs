@@ -1077,15 +1077,24 @@ fn follow_poll_commands(
                     (AcrossShards::Sum, _, true) => Summed::Follows,
                     _ => Summed::No,
                 };
-                // A shard closes a summed poll when the main stage does: on the main stage's
-                // clock, also when it caught up with the poll after it opened.
+                // A shard that caught up with a summed poll after it opened closes it when the
+                // main stage does (by the log's clock: the machines' clocks may differ, so only
+                // for a poll that opened before this shard came).
+                let seconds = Duration::from_secs_f32(def.seconds.max(1.0));
                 let since = match summed {
-                    Summed::Follows => Duration::from_millis(shards::wall_ms().saturating_sub(entry.time_ms)),
+                    Summed::Follows if entry.restored => {
+                        Duration::from_millis(shards::wall_ms().saturating_sub(entry.time_ms)).min(seconds)
+                    }
                     _ => Duration::ZERO,
                 };
+                // A summed poll staff closed early and still waiting for shards' counts is
+                // decided now, before the next poll takes its place.
+                if let Some(waiting) = audience.poll.take_if(|p| p.decide_by.is_some()) {
+                    close_poll(&link, audience, counting.as_deref_mut(), &params, scene, &mut submit, waiting, now);
+                }
                 let open = OpenPoll {
                     tally: Tally::new(def.options.iter().map(|o| o.id.clone())),
-                    closes_at: (now + Duration::from_secs_f32(def.seconds.max(1.0))).checked_sub(since).unwrap_or(now),
+                    closes_at: (now + seconds).checked_sub(since).unwrap_or(now),
                     def: def.clone(),
                     closing: false,
                     opened: entry.seq,
@@ -1117,8 +1126,9 @@ fn follow_poll_commands(
             VenueCommand::ClosePoll { poll } => {
                 let Some(open) = audience.poll.take_if(|p| &p.def.name == poll) else { continue };
                 match open.summed {
-                    // Caught up from the log: that poll was decided before this shard came.
-                    Summed::Follows if entry.restored => {}
+                    // Restored from the log: that poll was decided when it closed, and its
+                    // outcome's commands are in the log too.
+                    _ if entry.restored => {}
                     // The main stage decides; its outcome arrives through the log.
                     Summed::Follows => shards::close_on_shard(&link, audience, reporting.as_deref_mut(), open, now),
                     // Closed early by staff while shards are still counting: decided when their

@@ -178,10 +178,13 @@ pub(super) fn send_totals(mut counting: ResMut<ShardCounting>, audience: Res<Aud
     if let Some(poll) = audience.poll.as_ref().filter(|p| p.summed == Summed::Decides) {
         let totals = totals_of(&counting.book, poll, None);
         let _ = counting.totals.try_send(totals);
-    } else if let Some((totals, at)) = counting.decided.take_if(|(_, at)| now.duration_since(*at) < RESEND_DECIDED) {
-        let _ = counting.totals.try_send(totals.clone());
-        counting.decided = Some((totals, at));
-        rest.wake_at(now + REPORT_INTERVAL);
+    } else if let Some((totals, at)) = counting.decided.take() {
+        // Kept (and sent again) for a few seconds after the decision, then forgotten.
+        if now.duration_since(at) < RESEND_DECIDED {
+            let _ = counting.totals.try_send(totals.clone());
+            counting.decided = Some((totals, at));
+            rest.wake_at(now + REPORT_INTERVAL);
+        }
     }
 }
 
