@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh TARGET SECONDS   fuzz one target (see crates/fuzz/src/lib.rs) for that long
 #   scripts/fuzz.sh all SECONDS      each target in turn, SECONDS each
 #   scripts/fuzz.sh list             the targets
+#   scripts/fuzz.sh build            only install cargo-afl and build the targets
 #   FUZZ_PROFILE=brief scripts/fuzz.sh all SECONDS
 #                                    a lighter build (CI's pass: that the targets build and run)
 #   FUZZ_EXECUTIONS=N scripts/fuzz.sh TARGET SECONDS
@@ -20,13 +21,17 @@ if [ "${1:-}" = list ]; then
     printf '%s\n' "${targets[@]}"
     exit 0
 fi
-if [ $# -ne 2 ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
-    echo "usage: scripts/fuzz.sh TARGET|all SECONDS   (scripts/fuzz.sh list)" >&2
+if [ "${1:-}" = build ] && [ $# -eq 1 ]; then
+    target=build
+    seconds=0
+elif [ $# -ne 2 ] || ! [[ "$2" =~ ^[0-9]+$ ]]; then
+    echo "usage: scripts/fuzz.sh TARGET|all SECONDS | build   (scripts/fuzz.sh list)" >&2
     exit 2
+else
+    target=$1
+    seconds=$2
 fi
-target=$1
-seconds=$2
-if [ "$target" != all ] && ! printf '%s\n' "${targets[@]}" | grep -qx "$target"; then
+if [ "$target" != all ] && [ "$target" != build ] && ! printf '%s\n' "${targets[@]}" | grep -qx "$target"; then
     echo "no fuzz target named $target; targets: ${targets[*]}" >&2
     exit 2
 fi
@@ -50,6 +55,9 @@ manifest=crates/fuzz/Cargo.toml
 profile="${FUZZ_PROFILE:-release}"
 say "building the fuzz targets with AFL instrumentation (profile $profile)"
 cargo afl build --profile "$profile" --locked --manifest-path "$manifest"
+if [ "$target" = build ]; then
+    exit 0
+fi
 
 # AFL++ settings for a machine it does not own: no CPU governor or core dump tuning.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_UI=1 AFL_NO_AFFINITY=1
