@@ -502,6 +502,22 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
         }
     };
     if let Some((code, reason)) = close_reason {
+        if reason == "banned" {
+            // The ban is seen as soon as it is made, possibly with replies still waiting in
+            // the mailbox (the ban's own message among them, or not yet pushed): they go
+            // first, and the member is told of the ban in any case before the close.
+            let mut told = false;
+            while let Some(json) = futures_util::FutureExt::now_or_never(mailbox.next()) {
+                told |= json.contains(r#""code":"banned""#);
+                if send_within(&mut socket, Message::text(json.to_string()), deadline).await.is_err() {
+                    break;
+                }
+            }
+            if !told {
+                let banned = ServerMessage::error("banned", "a moderator banned you from this venue");
+                let _ = send_within(&mut socket, send(&banned), deadline).await;
+            }
+        }
         Box::pin(close_gracefully(&mut socket, code, reason)).await;
     }
     shared.hub.direct.lock().expect("direct map").remove(&user);
