@@ -42,27 +42,11 @@ cargo fmt --manifest-path crates/fuzz/Cargo.toml -- --check
 # same lints as `cargo clippy --workspace --all-targets -- -D warnings`, benches included;
 # CLIPPY_ARGS is how cargo-clippy hands its arguments to the driver (`__CLIPPY_HACKERY__`
 # separates them). Developers run `cargo clippy` as usual.
-# The fuzz targets build beside the engine's (their own target folder, their own instrumented
-# compiler flags): a cold engine build leaves a core idle for minutes on its serial stretches
-# (Bevy's rendering crates one after the other), which the fuzz build fills. Started before
-# the lints' wrapper is set, and waited for before the tests, which must not share the cores.
-say "building the fuzz targets in the background (FUZZ_PROFILE=brief scripts/fuzz.sh build)"
-fuzz_log="$(mktemp)"
-FUZZ_PROFILE=brief scripts/fuzz.sh build >"$fuzz_log" 2>&1 &
-fuzz_build=$!
-# A build that fails stops the script: the fuzz build goes with it.
-trap 'kill "$fuzz_build" 2>/dev/null || true' EXIT
 say "building every target with clippy's lints (warnings are errors; cold, about 20 minutes on 2 cores)"
 RUSTC_WORKSPACE_WRAPPER="$(command -v clippy-driver || rustup which clippy-driver)"
 export RUSTC_WORKSPACE_WRAPPER
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 cargo build --workspace --all-targets --locked
-if ! wait "$fuzz_build"; then
-    cat "$fuzz_log" >&2
-    echo "the fuzz targets did not build (above)" >&2
-    exit 1
-fi
-rm -f "$fuzz_log"
 say "running the tests"
 cargo test --workspace --locked "$@"
 unset RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS
