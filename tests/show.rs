@@ -1126,7 +1126,7 @@ mod osc {
         path
     }
 
-    fn vmc_addr(stderr: &str) -> SocketAddr {
+    pub(crate) fn vmc_addr(stderr: &str) -> SocketAddr {
         stderr.split("VMC for singer on udp://").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap()
     }
 

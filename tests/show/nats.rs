@@ -885,8 +885,7 @@ fn the_performers_motion_captured_at_the_authority_moves_the_followers_performer
         venue,
     ]);
     let stderr = authority.wait_for("VMC for singer on udp://", Duration::from_secs(30));
-    let vmc: SocketAddr =
-        stderr.split("VMC for singer on udp://").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let vmc = super::osc::vmc_addr(&stderr);
     let recorded = dir.join("follower.poses");
     let follower = parvis(&[
         "follow",
