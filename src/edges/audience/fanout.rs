@@ -1,10 +1,10 @@
 //! What the venue says to everyone, gathered. One task per edge reads the hub's broadcast and,
-//! at most once per interval, hands every member's connection one frame: the messages of the
-//! interval in order, of several `state` messages only what changed since the last one sent,
-//! each encoded once and shared by every connection (a reference count, not a copy). A
-//! connection writes a frame's messages together (one WebSocket message each, one write to the
-//! socket), so a member wakes once per interval however busy the venue is, which is what the
-//! fan-out costs: wake-ups and writes per member, not bytes. The interval grows with the crowd
+//! at most once per interval, writes every member one frame: the messages of the interval in
+//! order (one WebSocket message each), of several `state` messages only what changed since the
+//! last one sent. The frame's bytes are encoded once for each choice of what to mute and shared
+//! by every member (a reference count, not a copy), and the task writes them into each member's
+//! socket itself ([`Outlet`]): one `write` per member and interval, and no member's task woken,
+//! however busy the venue is. That write is what the fan-out costs, not the bytes. The interval grows with the crowd
 //! so that the edge sends at most a set number of frames a second in all: a larger crowd sees
 //! others' words a little later instead of costing the edge more. Members are in groups, each
 //! handed the frame at its own moment of the interval, so that the writes are spread and a
@@ -16,65 +16,52 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 
+use super::outlet::{Muted, Offered, Outlet, encode_text};
 use crate::engine::audience::hub::AudienceHub;
 
-/// Frames a slow member may fall behind before it skips to the newest and is sent the whole
-/// state again.
-const FRAME_CAPACITY: usize = 64;
 /// A gathered frame is sent early once its messages reach this size.
 const MAX_FRAME_BYTES: usize = 64 * 1024;
-
-/// What a member chose not to receive (`hello`'s `mute`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Muted(u8);
-
-/// What may be muted: a name in `hello`'s `mute` and its bit.
-const MUTABLE: [(&str, u8); 2] = [("chat", 1), ("effects", 2)];
-
-impl Muted {
-    /// Reads `hello`'s `mute` list; an unknown name is refused with the names there are.
-    pub fn parse(names: &[String]) -> Result<Self, String> {
-        let mut bits = 0;
-        for name in names {
-            match MUTABLE.iter().find(|(n, _)| n == name) {
-                Some((_, bit)) => bits |= bit,
-                None => {
-                    let known: Vec<&str> = MUTABLE.iter().map(|(n, _)| *n).collect();
-                    return Err(format!("cannot mute {name:?}; these can be muted: {}", known.join(", ")));
-                }
-            }
-        }
-        Ok(Self(bits))
-    }
-
-    fn hides(self, kind: Kind) -> bool {
-        match kind {
-            Kind::Chat => self.0 & 1 != 0,
-            Kind::Effect => self.0 & 2 != 0,
-            Kind::State | Kind::Other => false,
-        }
-    }
-}
 
 /// One interval's messages for everyone, each encoded once and shared by every connection.
 #[derive(Debug)]
 pub struct Frame {
     messages: Vec<(Kind, Utf8Bytes)>,
+    /// The frame's bytes on the wire for each choice of what to mute, made when first needed.
+    encoded: [OnceLock<Option<Bytes>>; Muted::CHOICES],
 }
 
 impl Frame {
-    /// What a member who muted `muted` is sent of this frame, in order: written together,
-    /// one WebSocket message each.
+    fn new(messages: Vec<(Kind, Utf8Bytes)>) -> Self {
+        Self { messages, encoded: Default::default() }
+    }
+
+    /// What a member who muted `muted` is sent of this frame, in order.
+    #[cfg(test)]
     pub fn for_member(&self, muted: Muted) -> impl Iterator<Item = &Utf8Bytes> {
-        self.messages.iter().filter(move |(kind, _)| !muted.hides(*kind)).map(|(_, text)| text)
+        self.messages.iter().filter(move |(kind, _)| !kind.hidden_by(muted)).map(|(_, text)| text)
+    }
+
+    /// The frame's bytes for a member who muted `muted` (their WebSocket messages one after
+    /// the other), or `None` when none is for them.
+    pub fn encoded(&self, muted: Muted) -> Option<Bytes> {
+        self.encoded[muted.index()]
+            .get_or_init(|| {
+                let mut out = Vec::new();
+                for (_, text) in self.messages.iter().filter(|(kind, _)| !kind.hidden_by(muted)) {
+                    encode_text(&mut out, text.as_bytes());
+                }
+                (!out.is_empty()).then(|| out.into())
+            })
+            .clone()
     }
 }
 
@@ -85,6 +72,16 @@ enum Kind {
     Effect,
     State,
     Other,
+}
+
+impl Kind {
+    fn hidden_by(self, muted: Muted) -> bool {
+        match self {
+            Kind::Chat => muted.hides(Muted::CHAT),
+            Kind::Effect => muted.hides(Muted::EFFECTS),
+            Kind::State | Kind::Other => false,
+        }
+    }
 }
 
 fn kind_of(json: &str) -> Kind {
@@ -99,6 +96,13 @@ fn kind_of(json: &str) -> Kind {
     } else {
         Kind::Other
     }
+}
+
+/// A message's bytes on the wire.
+fn encoded(text: &str) -> Bytes {
+    let mut out = Vec::with_capacity(text.len() + 4);
+    encode_text(&mut out, text.as_bytes());
+    out.into()
 }
 
 /// The messages of one interval, in order; of several states only the last keeps its place.
@@ -169,13 +173,15 @@ const GROUPS: usize = 16;
 /// The gathered frames of one edge, and the state a joining member starts from.
 #[derive(Debug)]
 pub struct Fanout {
-    /// Per group, the whole state as last sent to it and the frames after it, changed together
+    /// Per group, its members and the whole state as last written to them, changed together
     /// so that a member who joins between two frames misses nothing and applies nothing twice.
-    groups: Mutex<Vec<Group>>,
+    groups: Vec<Mutex<Group>>,
     next_group: std::sync::atomic::AtomicUsize,
     pace: Pace,
     /// The hub's broadcast, listened to from the start, until the task takes it.
     updates: Mutex<Option<broadcast::Receiver<Arc<str>>>>,
+    /// The venue closed: every member was written its last frames and told.
+    finished: std::sync::atomic::AtomicBool,
 }
 
 /// Where a member listens: its group of the fan-out.
@@ -205,8 +211,10 @@ impl Pace {
 
 #[derive(Debug)]
 struct Group {
+    /// The whole state, as JSON and on the wire.
     state: Utf8Bytes,
-    frames: broadcast::Sender<Arc<Frame>>,
+    state_frame: Bytes,
+    members: Vec<Arc<Outlet>>,
 }
 
 /// A frame waiting for its group's moment.
@@ -225,29 +233,43 @@ impl Fanout {
         // Listening before reading the state: nothing said in between is missed.
         let updates = hub.broadcast.subscribe();
         let state: Utf8Bytes = (&**hub.state_json.read().expect("state snapshot")).into();
-        let groups =
-            (0..GROUPS).map(|_| Group { state: state.clone(), frames: broadcast::channel(FRAME_CAPACITY).0 }).collect();
+        let state_frame = encoded(&state);
+        let groups = (0..GROUPS)
+            .map(|_| Mutex::new(Group { state: state.clone(), state_frame: state_frame.clone(), members: Vec::new() }))
+            .collect();
         Self {
-            groups: Mutex::new(groups),
+            groups,
             next_group: std::sync::atomic::AtomicUsize::new(0),
             pace,
             updates: Mutex::new(Some(updates)),
+            finished: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
-    /// A new member's start: its group, the whole state as its group has it now, and the
-    /// frames after it.
-    pub fn join(&self) -> (GroupId, Utf8Bytes, broadcast::Receiver<Arc<Frame>>) {
+    /// A new member, who muted `muted`: its socket is written the whole state as its group has
+    /// it now, then every frame after it.
+    pub fn join(&self, outlet: &Arc<Outlet>, muted: Muted) -> GroupId {
         let group = GroupId(self.next_group.fetch_add(1, Ordering::Relaxed) % GROUPS);
-        let (state, frames) = self.rejoin(group);
-        (group, state, frames)
+        let mut members = self.groups[group.0].lock().expect("fanout");
+        outlet.join(muted, &members.state_frame);
+        members.members.push(outlet.clone());
+        // Checked with the group held: `finish` either sees this member or set this first.
+        if self.finished.load(Ordering::SeqCst) {
+            outlet.end();
+        }
+        group
     }
 
-    /// A member's start again in its group (after it fell behind).
-    pub fn rejoin(&self, group: GroupId) -> (Utf8Bytes, broadcast::Receiver<Arc<Frame>>) {
-        let groups = self.groups.lock().expect("fanout");
-        let group = &groups[group.0 % GROUPS];
-        (group.state.clone(), group.frames.subscribe())
+    /// A member who leaves: nothing more is written to it, and its socket is let go.
+    pub fn leave(&self, group: GroupId, outlet: &Arc<Outlet>) {
+        outlet.close();
+        self.groups[group.0].lock().expect("fanout").members.retain(|m| !Arc::ptr_eq(m, outlet));
+    }
+
+    /// The whole state as a group has it now.
+    #[cfg(test)]
+    fn state_of(&self, group: GroupId) -> Utf8Bytes {
+        self.groups[group.0].lock().expect("fanout").state.clone()
     }
 
     /// Reads the hub's broadcast until the venue closes, and hands out what it says. Runs
@@ -256,7 +278,8 @@ impl Fanout {
         let Some(mut updates) = self.updates.lock().expect("fanout").take() else { return };
         let mut gathered = Gathered::default();
         let mut sent = SentState::default();
-        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(self.rejoin(GroupId(0)).0.as_str()) {
+        let first = self.groups[0].lock().expect("fanout").state.clone();
+        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(first.as_str()) {
             sent.fields = fields;
         }
         let mut waiting: VecDeque<Due> = VecDeque::new();
@@ -275,7 +298,7 @@ impl Fanout {
                     let now = Instant::now();
                     while waiting.front().is_some_and(|d| d.at <= now) {
                         if let Some(due) = waiting.pop_front() {
-                            self.hand_out(due);
+                            self.hand_out(due, &hub);
                         }
                     }
                     continue;
@@ -334,40 +357,54 @@ impl Fanout {
             hub.metrics.fanout_messages.fetch_add(frame.messages.len() as u64, Ordering::Relaxed);
         }
         for due in waiting.drain(..) {
-            self.hand_out(due);
+            self.hand_out(due, hub);
         }
         for group in 0..GROUPS {
             let at = now + spread.mul_f64(group as f64 / GROUPS as f64);
             waiting.push_back(Due { at, group, frame: frame.clone(), state: state.clone() });
         }
         if let Some(first) = waiting.pop_front() {
-            self.hand_out(first);
+            self.hand_out(first, hub);
         }
     }
 
-    /// Hands a frame to its group, and the state it leaves them with.
-    fn hand_out(&self, due: Due) {
-        let mut groups = self.groups.lock().expect("fanout");
-        let group = &mut groups[due.group];
-        if let Some(state) = due.state {
-            group.state = state;
-        }
+    /// Writes a frame to its group's members, and keeps the state it leaves them with.
+    fn hand_out(&self, due: Due, hub: &AudienceHub) {
+        let mut group = self.groups[due.group].lock().expect("fanout");
         if let Some(frame) = due.frame {
-            // No receiver (nobody connected) is not an error.
-            let _ = group.frames.send(frame);
+            let mut skipped = 0;
+            let group = &mut *group;
+            group.members.retain(|member| !member.is_closed());
+            for member in &group.members {
+                if member.offer(|muted| frame.encoded(muted), &group.state_frame) == Offered::Skipped {
+                    skipped += 1;
+                }
+            }
+            hub.metrics.dropped_outbound.fetch_add(skipped, Ordering::Relaxed);
+        }
+        if let Some(state) = due.state {
+            group.state_frame = encoded(&state);
+            group.state = state;
         }
     }
 
     /// Members listening now, every group together.
     fn members(&self) -> usize {
-        self.groups.lock().expect("fanout").iter().map(|g| g.frames.receiver_count()).sum()
+        self.groups.iter().map(|g| g.lock().expect("fanout").members.len()).sum()
     }
 
-    /// The venue closes: every group gets what waits and what was gathered, at once.
+    /// The venue closes: every group gets what waits and what was gathered, at once, and every
+    /// member is told to go.
     fn finish(&self, gathered: Gathered, sent: &mut SentState, hub: &AudienceHub, mut waiting: VecDeque<Due>) {
         self.queue(gathered, sent, hub, &mut waiting, Instant::now(), Duration::ZERO);
         for due in waiting {
-            self.hand_out(due);
+            self.hand_out(due, hub);
+        }
+        self.finished.store(true, Ordering::SeqCst);
+        for group in &self.groups {
+            for member in &group.lock().expect("fanout").members {
+                member.end();
+            }
         }
     }
 }
@@ -388,7 +425,7 @@ fn gather(gathered: Gathered, sent: &mut SentState) -> (Option<Arc<Frame>>, Opti
             messages.push((kind, Utf8Bytes::from(&*json)));
         }
     }
-    ((!messages.is_empty()).then(|| Arc::new(Frame { messages })), whole_state)
+    ((!messages.is_empty()).then(|| Arc::new(Frame::new(messages))), whole_state)
 }
 
 #[cfg(test)]
@@ -499,6 +536,31 @@ mod tests {
         assert!(e.contains("\"state\"") && e.contains("chat, effects"), "{e}");
     }
 
+    /// A member connected over loopback: its outlet on the edge's side, joined to `fanout`,
+    /// and a WebSocket client reading what the edge writes.
+    async fn member(fanout: &Fanout, muted: Muted) -> (Arc<Outlet>, Client) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let outlet = Arc::new(Outlet::new(server));
+        fanout.join(&outlet, muted);
+        let client = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            client,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        (outlet, client)
+    }
+
+    type Client = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+    async fn next_text(client: &mut Client) -> String {
+        use futures_util::StreamExt;
+        let message = tokio::time::timeout(Duration::from_secs(5), client.next()).await.expect("a message in time");
+        message.unwrap().unwrap().into_text().unwrap().as_str().to_owned()
+    }
+
     #[tokio::test]
     async fn a_burst_becomes_one_frame_and_a_joiner_starts_from_the_state_sent() {
         let link = link();
@@ -506,19 +568,25 @@ mod tests {
         let fanout = Arc::new(Fanout::new(&hub, Pace { interval: Duration::from_millis(200), frames_per_second: 0 }));
         // Said before the task runs: not lost.
         hub.broadcast.send(r#"{"type":"chat","id":1,"from":"A","text":"one"}"#.into()).unwrap();
-        let (_, _, mut frames) = fanout.join();
+        let (_outlet, mut client) = member(&fanout, Muted::default()).await;
+        let (_muted, mut muted_client) = member(&fanout, Muted::parse(&["chat".into()]).unwrap()).await;
         tokio::spawn(fanout.clone().run(hub.clone()));
-        let first = frames.recv().await.unwrap();
-        assert!(texts(&first, Muted::default())[0].contains("one"));
+        assert!(next_text(&mut client).await.starts_with(r#"{"type":"state""#), "the whole state first");
+        assert!(next_text(&mut client).await.contains("one"));
         // The burst after it waits for the interval and goes as one frame.
         for i in 2..=5 {
             hub.broadcast.send(format!(r#"{{"type":"chat","id":{i},"from":"A","text":"x"}}"#).into()).unwrap();
         }
         hub.broadcast.send(r#"{"type":"state","audience":7}"#.into()).unwrap();
-        let burst = frames.recv().await.unwrap();
-        assert_eq!(burst.for_member(Muted::default()).count(), 5);
-        assert_eq!(fanout.rejoin(GroupId(0)).0.as_str(), r#"{"type":"state","audience":7}"#);
+        for i in 2..=5 {
+            assert!(next_text(&mut client).await.contains(&format!(r#""id":{i}"#)));
+        }
+        assert_eq!(next_text(&mut client).await, r#"{"type":"state","audience":7}"#);
+        assert_eq!(fanout.state_of(GroupId(0)).as_str(), r#"{"type":"state","audience":7}"#);
         assert_eq!(hub.metrics.fanout_frames.load(Ordering::Relaxed), 2);
+        // The member who muted chat: the state, and none of the lines.
+        assert!(next_text(&mut muted_client).await.starts_with(r#"{"type":"state""#));
+        assert_eq!(next_text(&mut muted_client).await, r#"{"type":"state","audience":7}"#);
     }
 
     #[tokio::test]
@@ -527,26 +595,100 @@ mod tests {
         let hub = link.hub.clone();
         let interval = Duration::from_millis(320);
         let fanout = Arc::new(Fanout::new(&hub, Pace { interval, frames_per_second: 0 }));
-        let mut members: Vec<_> = (0..GROUPS).map(|_| fanout.join().2).collect();
+        let mut members = Vec::new();
+        for _ in 0..GROUPS {
+            let (outlet, mut client) = member(&fanout, Muted::default()).await;
+            next_text(&mut client).await;
+            members.push((outlet, client));
+        }
         tokio::spawn(fanout.clone().run(hub.clone()));
         let start = Instant::now();
         for i in 1..=3 {
             hub.broadcast.send(format!(r#"{{"type":"chat","id":{i},"from":"A","text":"x"}}"#).into()).unwrap();
         }
-        let first = members[0].recv().await.unwrap();
+        let first = next_text(&mut members[0].1).await;
         let first_at = start.elapsed();
-        let last = members[GROUPS - 1].recv().await.unwrap();
+        let last = next_text(&mut members[GROUPS - 1].1).await;
         let last_at = start.elapsed();
-        assert_eq!(texts(&first, Muted::default()), texts(&last, Muted::default()));
+        assert_eq!(first, last);
         assert!(
             last_at >= interval.mul_f64(0.8) && first_at < interval / 2,
             "the first group at {first_at:?}, the last at {last_at:?}"
         );
         // Every group gets every frame, in order.
         hub.broadcast.send(r#"{"type":"chat","id":4,"from":"A","text":"y"}"#.into()).unwrap();
-        for member in &mut members[1..GROUPS - 1] {
-            assert!(texts(&member.recv().await.unwrap(), Muted::default())[0].contains("\"id\":1"));
-            assert!(texts(&member.recv().await.unwrap(), Muted::default())[0].contains("\"id\":4"));
+        for (_, client) in &mut members[1..GROUPS - 1] {
+            for id in 1..=3 {
+                assert!(next_text(client).await.contains(&format!(r#""id":{id}"#)));
+            }
+            assert!(next_text(client).await.contains(r#""id":4"#));
         }
+        // A member who leaves is written nothing more, and let go.
+        let (outlet, _) = &members[1];
+        fanout.leave(GroupId(1), outlet);
+        assert_eq!(Arc::strong_count(outlet), 1);
+        assert_eq!(fanout.members(), GROUPS - 1);
+    }
+
+    #[tokio::test]
+    async fn a_member_who_stops_reading_skips_frames_and_gets_the_whole_state_when_it_catches_up() {
+        let link = link();
+        let hub = link.hub.clone();
+        let fanout = Arc::new(Fanout::new(&hub, Pace { interval: Duration::ZERO, frames_per_second: 0 }));
+        let (outlet, mut client) = member(&fanout, Muted::default()).await;
+        next_text(&mut client).await;
+        let runner = tokio::spawn(fanout.clone().run(hub.clone()));
+        // Far more than the socket and the outlet hold, the client reading nothing.
+        let line = "x".repeat(60_000);
+        let total = 2 * (super::super::outlet::MAX_WAITING + (8 << 20)) / line.len();
+        for i in 0..total {
+            hub.broadcast.send(format!(r#"{{"type":"chat","id":{i},"text":"{line}"}}"#).into()).unwrap();
+            // Time for the fan-out to take each (else it would be the hub's queue that skips).
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        hub.broadcast.send(r#"{"type":"state","audience":3}"#.into()).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(hub.metrics.dropped_outbound.load(Ordering::Relaxed) > 0, "frames skipped");
+        assert!(outlet.waiting_bytes() <= super::super::outlet::MAX_WAITING);
+        // Reading again: what waited, in order, then the whole state before the next frame
+        // that has room.
+        let drain = async {
+            loop {
+                outlet.waiting().await;
+                outlet.drain_waiting().await.unwrap();
+            }
+        };
+        let reader = async {
+            let (mut last_id, mut received) = (-1i64, 0);
+            loop {
+                let text = next_text(&mut client).await;
+                let message: Value = serde_json::from_str(&text).unwrap();
+                // The whole state as of the skipped frames, then the frame after them (a small
+                // one had room), whose state says 3.
+                if message["type"] == "state" {
+                    if message["audience"] == 3 {
+                        break;
+                    }
+                    continue;
+                }
+                let id = message["id"].as_i64().unwrap();
+                assert!(id > last_id, "in order: {id} after {last_id}");
+                last_id = id;
+                received += 1;
+            }
+            assert!(received < total, "{received} lines of {total}: some were skipped");
+            hub.broadcast.send(r#"{"type":"chat","id":-7,"text":"after"}"#.into()).unwrap();
+            loop {
+                let text = next_text(&mut client).await;
+                if text.contains(r#""id":-7"#) {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            () = drain => unreachable!(),
+            () = reader => {}
+        }
+        runner.abort();
     }
 }

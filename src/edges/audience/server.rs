@@ -14,21 +14,20 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::broadcast;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use super::fanout::Muted;
+use super::fanout::GroupId;
 use super::moderator;
-use super::shared::{
-    AudienceConfig, SendFailed, Shared, close_gracefully, send_all_within, send_within, socket_config,
-};
+use super::outlet::{Conn, Muted, Outlet};
+use super::shared::{AudienceConfig, SendFailed, Shared, close_gracefully, send_within, socket_config};
 use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
 use crate::engine::audience::metrics::{AudienceMetrics, Rejection};
 use crate::model::assets_root::check_relative;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
 use crate::model::audience::moderation::{Held, TokenBucket, moderate, moderate_name};
 use crate::model::audience::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, parse_client_message};
+use tokio_tungstenite::WebSocketStream;
 
 /// A running audience edge. [`AudienceServer::attach`] connects it to a venue app.
 #[derive(bevy::prelude::Resource)]
@@ -147,7 +146,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         shared.open_connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
         let task = async move {
-            serve_connection(stream, ip, &shared).await;
+            // What is not the audience's WebSocket is served boxed: an idle member's task is
+            // what tens of thousands of them hold, and carries only the WebSocket's states.
+            if let Some((head, outlet)) = boxed(route(stream, ip, &shared)).await {
+                serve_audience_socket(head, outlet, ip, &shared).await;
+            }
             shared.release_address(ip);
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         };
@@ -214,13 +217,12 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>>
     Some(head)
 }
 
-async fn serve_connection(mut stream: TcpStream, ip: std::net::IpAddr, shared: &Arc<Shared>) {
-    // One-off futures are boxed: a task's future is as large as its largest state for the
-    // connection's whole life, and the handshake's would otherwise be carried by every idle
-    // member (docs/benchmarks.md, memory per connection).
-    let Some(head) = Box::pin(read_head(&mut stream, shared.config().hello_timeout)).await else {
+/// Reads the request and serves it, but for an audience WebSocket's, which it returns (the
+/// request head read, the socket as the member's connection and the fan-out will share it).
+async fn route(mut stream: TcpStream, ip: std::net::IpAddr, shared: &Arc<Shared>) -> Option<(Vec<u8>, Arc<Outlet>)> {
+    let Some(head) = read_head(&mut stream, shared.config().hello_timeout).await else {
         shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     };
     let text = String::from_utf8_lossy(&head);
     let mut words = text.lines().next().unwrap_or_default().split_whitespace();
@@ -244,24 +246,23 @@ async fn serve_connection(mut stream: TcpStream, ip: std::net::IpAddr, shared: &
                 "refused a {path} connection from {ip}: origin {:?} is not allowed",
                 origin.unwrap_or_default()
             );
-            Box::pin(respond(&mut stream, "403 Forbidden", "text/plain", b"origin not allowed\n")).await;
-            return;
+            respond(&mut stream, "403 Forbidden", "text/plain", b"origin not allowed\n").await;
+            return None;
         }
     }
     match (method, path.as_str(), upgrade) {
-        ("GET", "/ws", true) => {
-            serve_audience_socket(Replayed { head, pos: 0, inner: stream }, ip, shared).await;
-        }
+        ("GET", "/ws", true) => return Some((head, Arc::new(Outlet::new(stream)))),
         ("GET", "/mod", true) => {
-            Box::pin(moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared)).await;
+            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared).await;
         }
         ("GET", "/metrics", false) => {
             let body = shared.hub.render_metrics();
-            Box::pin(respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes())).await;
+            respond(&mut stream, "200 OK", "text/plain; version=0.0.4", body.as_bytes()).await;
         }
         ("GET", _, false) => serve_static(&mut stream, &shared.config().web_root, &path).await,
-        _ => Box::pin(respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n")).await,
+        _ => respond(&mut stream, "400 Bad Request", "text/plain", b"bad request\n").await,
     }
+    None
 }
 
 async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
@@ -310,6 +311,23 @@ async fn serve_static(stream: &mut TcpStream, root: &std::path::Path, path: &str
     }
 }
 
+/// `future` on the heap: a future awaited in place is part of its caller's state for the
+/// caller's whole life, so what an idle member does not run (the handshake, a send, the
+/// goodbye) is awaited through a box, a pointer in the member's task (docs/benchmarks.md,
+/// "Written by the fan-out").
+fn boxed<'a, T>(future: impl Future<Output = T> + Send + 'a) -> Pin<Box<dyn Future<Output = T> + Send + 'a>> {
+    Box::pin(future)
+}
+
+/// Writes out what the fan-out left waiting, within `deadline`.
+async fn drain_within(outlet: &Outlet, deadline: Duration) -> Result<(), SendFailed> {
+    match tokio::time::timeout(deadline, outlet.drain_waiting()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(SendFailed::Gone),
+        Err(_) => Err(SendFailed::Stalled),
+    }
+}
+
 /// Ends a connection whose send failed; a client that stopped reading is counted, and gets no
 /// close frame (there is no room for one).
 fn give_up(failed: SendFailed, metrics: &AudienceMetrics) -> Option<(CloseCode, &'static str)> {
@@ -319,17 +337,53 @@ fn give_up(failed: SendFailed, metrics: &AudienceMetrics) -> Option<(CloseCode, 
     None
 }
 
-async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &Arc<Shared>) {
-    let Ok(mut socket) = Box::pin(tokio_tungstenite::accept_async_with_config(stream, Some(socket_config()))).await
-    else {
+/// A member who said hello and was welcomed.
+struct Member {
+    socket: WebSocketStream<Conn>,
+    user: UserId,
+    name: Arc<str>,
+    mailbox: Arc<Mailbox>,
+    group: GroupId,
+}
+
+/// A member's connection, after the request head (`head`). The handshake, the hello and the
+/// goodbye run boxed, on the heap only while they do, and so does every send while connected.
+async fn serve_audience_socket(head: Vec<u8>, outlet: Arc<Outlet>, ip: std::net::IpAddr, shared: &Shared) {
+    let Some(mut member) = boxed(admit(head, &outlet, ip, shared)).await else { return };
+    // The member is lent, not moved: an async function keeps a moved-in argument twice.
+    let close_reason = serve_member(&mut member, &outlet, ip, shared).await;
+    boxed(goodbye(member, close_reason, &outlet, shared)).await;
+}
+
+/// The member's last words and the closing handshake, and the edge forgets them.
+async fn goodbye(
+    mut member: Member,
+    close_reason: Option<(CloseCode, &'static str)>,
+    outlet: &Arc<Outlet>,
+    shared: &Shared,
+) {
+    shared.fanout.leave(member.group, outlet);
+    let deadline = shared.config().send_timeout;
+    farewell(&mut member.socket, close_reason, &member.mailbox, deadline).await;
+    shared.hub.direct.lock().expect("direct map").remove(&member.user);
+    shared.leave_member(&member.user);
+    if shared.hub.submit(AudienceEvent::Left { user: member.user }).is_err() {
+        shared.hub.metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The handshake, the hello and the welcome; `None` when the connection ends there.
+async fn admit(head: Vec<u8>, outlet: &Arc<Outlet>, ip: std::net::IpAddr, shared: &Shared) -> Option<Member> {
+    let stream = Conn::new(head, outlet.clone());
+    let Ok(mut socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
         shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return;
+        return None;
     };
     let metrics = &shared.hub.metrics;
     let send = |m: &ServerMessage| Message::text(m.to_json());
 
     // The first message must be a hello, within the handshake time.
-    let hello = Box::pin(tokio::time::timeout(shared.config().hello_timeout, socket.next())).await;
+    let hello = tokio::time::timeout(shared.config().hello_timeout, socket.next()).await;
     let (name, session, muted) = match hello {
         Ok(Some(Ok(Message::Text(text)))) => match parse_client_message(text.as_str()) {
             Ok(ClientMessage::Hello { v, name, session, mute, .. }) if v == PROTOCOL_VERSION => {
@@ -338,7 +392,7 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
                     Err(e) => {
                         metrics.reject(Rejection::BadField);
                         let _ = socket.send(send(&ServerMessage::error("bad_field", e))).await;
-                        return;
+                        return None;
                     }
                 };
                 match moderate_name(&name, 32, shared.blocklist()) {
@@ -347,7 +401,7 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
                         metrics.reject(Rejection::from_code(e.code()));
                         let _ = socket.send(send(&ServerMessage::error(e.code(), format!("name refused: {e}")))).await;
                         let _ = socket.close(None).await;
-                        return;
+                        return None;
                     }
                 }
             }
@@ -358,23 +412,23 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
                         format!("protocol version {v} is not supported; this venue speaks {PROTOCOL_VERSION}"),
                     )))
                     .await;
-                return;
+                return None;
             }
             Ok(_) => {
                 metrics.reject(Rejection::HelloRequired);
                 let _ = socket.send(send(&ServerMessage::error("hello_required", "send hello first"))).await;
-                return;
+                return None;
             }
             Err(e) => {
                 metrics.reject(Rejection::from_code(e.code()));
                 let _ = socket.send(send(&ServerMessage::error(e.code(), e.to_string()))).await;
-                return;
+                return None;
             }
         },
         _ => {
             metrics.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-            Box::pin(close_gracefully(&mut socket, CloseCode::Policy, "no hello")).await;
-            return;
+            close_gracefully(&mut socket, CloseCode::Policy, "no hello").await;
+            return None;
         }
     };
     // A returning member keeps their id (and their bans, time-outs and cooldowns); a second
@@ -383,8 +437,8 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
     if shared.hub.moderation.lock().expect("moderation").is_banned(&returning.clone().unwrap_or_default(), Some(ip)) {
         metrics.reject(Rejection::Banned);
         let _ = socket.send(send(&ServerMessage::error("banned", "a moderator banned you from this venue"))).await;
-        Box::pin(close_gracefully(&mut socket, CloseCode::Policy, "banned")).await;
-        return;
+        close_gracefully(&mut socket, CloseCode::Policy, "banned").await;
+        return None;
     }
     let user = returning.filter(|user| !shared.member_connected(user)).unwrap_or_else(|| shared.new_user_id());
     let name: Arc<str> = name.into();
@@ -392,7 +446,6 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
     shared.hub.direct.lock().expect("direct map").insert(user.clone(), mailbox.clone());
     shared.join_member(&user, ip);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    let (group, state, mut frames) = shared.fanout.join();
     let config = shared.config();
     let welcome = ServerMessage::Welcome {
         v: PROTOCOL_VERSION,
@@ -402,25 +455,34 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
         limits: shared.limits(),
         session: shared.sessions.sign(&user),
     };
-    let deadline = config.send_timeout;
-    if send_within(&mut socket, send(&welcome), deadline).await.is_err()
-        || send_within(&mut socket, Message::Text(state), deadline).await.is_err()
-    {
-        shared.hub.direct.lock().expect("direct map").remove(&user);
-        shared.leave_member(&user);
-        return;
-    }
+    // Written straight to the socket, not through tungstenite, whose write buffer would keep
+    // the welcome's size for the connection's life; the whole state goes next, then what the
+    // venue says to everyone.
+    outlet.write_text(&welcome.to_json());
+    let group = shared.fanout.join(outlet, muted);
     if shared.hub.submit(AudienceEvent::Joined { user: user.clone(), name: name.clone() }).is_err() {
         metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
     }
+    Some(Member { socket, user, name, mailbox, group })
+}
 
-    let mut closing = shared.hub.closing.subscribe();
+/// A member's connection from the welcome until it is to close (and why, when it says).
+async fn serve_member(
+    member: &mut Member,
+    outlet: &Outlet,
+    ip: std::net::IpAddr,
+    shared: &Shared,
+) -> Option<(CloseCode, &'static str)> {
+    let metrics = &shared.hub.metrics;
+    let send = |m: &ServerMessage| Message::text(m.to_json());
+    let deadline = shared.config().send_timeout;
+
     let limits = shared.limits();
     let mut bucket = TokenBucket::new(f64::from(limits.messages_per_10s), f64::from(limits.messages_per_10s) / 10.0);
     let mut strikes = 0u32;
-    let close_reason = loop {
+    loop {
         tokio::select! {
-            frame = socket.next() => {
+            frame = member.socket.next() => {
                 let received = Instant::now();
                 let reply = match frame {
                     Some(Ok(Message::Text(text))) => {
@@ -435,7 +497,7 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
                             Some(ServerMessage::error("rate_limited", format!("too many messages; retry in {:.1} s", wait.as_secs_f32())))
                         } else {
                             strikes = 0;
-                            handle_text(text.as_str(), &user, ip, &name, received, shared)
+                            handle_text(text.as_str(), &member.user, ip, &member.name, received, shared)
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
@@ -457,74 +519,64 @@ async fn serve_audience_socket(stream: Replayed, ip: std::net::IpAddr, shared: &
                         break reason;
                     }
                 };
-                if let Some(reply) = reply
-                    && let Err(failed) = send_within(&mut socket, send(&reply), deadline).await
+                if let Some(reply) = reply.map(|reply| send(&reply))
+                    && let Err(failed) = boxed(send_within(&mut member.socket, reply, deadline)).await
                 {
                     break give_up(failed, metrics);
                 }
-                if shared.hub.moderation.lock().expect("moderation").is_banned(&user, Some(ip)) {
+                if shared.hub.moderation.lock().expect("moderation").is_banned(&member.user, Some(ip)) {
                     break Some((CloseCode::Policy, "banned"));
                 }
             }
-            frame = frames.recv() => {
-                let sent = match frame {
-                    Ok(frame) => {
-                        let messages: Vec<Message> = frame.for_member(muted).map(|text| Message::Text(text.clone())).collect();
-                        if messages.is_empty() {
-                            continue;
-                        }
-                        send_all_within(&mut socket, messages, deadline).await
-                    }
-                    // Frames skipped may have held state changes: start again from the whole
-                    // state, and the frames after it.
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        metrics.dropped_outbound.fetch_add(n, Ordering::Relaxed);
-                        let (state, newer) = shared.fanout.rejoin(group);
-                        frames = newer;
-                        send_within(&mut socket, Message::Text(state), deadline).await
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break None,
-                };
-                if let Err(failed) = sent {
+            // The fan-out's bytes the socket had no room for: out as it makes room, or the
+            // member stopped reading. The fan-out also says so when the venue closes (its last
+            // frames written), which saves each member a listener of its own.
+            () = outlet.waiting() => {
+                if let Err(failed) = boxed(drain_within(outlet, deadline)).await {
                     break give_up(failed, metrics);
                 }
+                if outlet.is_ended() {
+                    break Some((CloseCode::Away, "the venue is closing"));
+                }
             },
-            () = async { let _ = closing.wait_for(|closed| *closed).await; } => break Some((CloseCode::Away, "the venue is closing")),
-            json = mailbox.next() => {
-                if let Err(failed) = send_within(&mut socket, Message::text(json.to_string()), deadline).await {
+            json = member.mailbox.next() => {
+                if let Err(failed) = boxed(send_within(&mut member.socket, Message::text(json.to_string()), deadline)).await {
                     break give_up(failed, metrics);
                 }
                 // A ban arrives this way too: close at once, even if the member is idle.
-                if shared.hub.moderation.lock().expect("moderation").is_banned(&user, Some(ip)) {
+                if shared.hub.moderation.lock().expect("moderation").is_banned(&member.user, Some(ip)) {
                     break Some((CloseCode::Policy, "banned"));
                 }
             }
         }
-    };
-    if let Some((code, reason)) = close_reason {
-        if reason == "banned" {
-            // The ban is seen as soon as it is made, possibly with replies still waiting in
-            // the mailbox (the ban's own message among them, or not yet pushed): they go
-            // first, and the member is told of the ban in any case before the close.
-            let mut told = false;
-            while let Some(json) = futures_util::FutureExt::now_or_never(mailbox.next()) {
-                told |= json.contains(r#""code":"banned""#);
-                if send_within(&mut socket, Message::text(json.to_string()), deadline).await.is_err() {
-                    break;
-                }
-            }
-            if !told {
-                let banned = ServerMessage::error("banned", "a moderator banned you from this venue");
-                let _ = send_within(&mut socket, send(&banned), deadline).await;
+    }
+}
+
+/// The member's last words (a ban's among them) and the closing handshake.
+async fn farewell(
+    socket: &mut WebSocketStream<Conn>,
+    close_reason: Option<(CloseCode, &'static str)>,
+    mailbox: &Mailbox,
+    deadline: Duration,
+) {
+    let Some((code, reason)) = close_reason else { return };
+    if reason == "banned" {
+        // The ban is seen as soon as it is made, possibly with replies still waiting in the
+        // mailbox (the ban's own message among them, or not yet pushed): they go first, and
+        // the member is told of the ban in any case before the close.
+        let mut told = false;
+        while let Some(json) = futures_util::FutureExt::now_or_never(mailbox.next()) {
+            told |= json.contains(r#""code":"banned""#);
+            if send_within(socket, Message::text(json.to_string()), deadline).await.is_err() {
+                break;
             }
         }
-        Box::pin(close_gracefully(&mut socket, code, reason)).await;
+        if !told {
+            let banned = ServerMessage::error("banned", "a moderator banned you from this venue");
+            let _ = send_within(socket, Message::text(banned.to_json()), deadline).await;
+        }
     }
-    shared.hub.direct.lock().expect("direct map").remove(&user);
-    shared.leave_member(&user);
-    if shared.hub.submit(AudienceEvent::Left { user }).is_err() {
-        metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
-    }
+    close_gracefully(socket, code, reason).await;
 }
 
 /// Checks one text frame from a member who said hello; returns the reply to send, if any.

@@ -337,7 +337,9 @@ pub fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(4 << 10))
         .max_frame_size(Some(4 << 10))
-        .read_buffer_size(1 << 10)
+        // Each read takes at most this much; a longer message is read into room reserved
+        // for it whole (its header says its length) and released after.
+        .read_buffer_size(128)
         // Messages are written out on flush, so that a gathered frame's messages go in one
         // write; a send is always flushed.
         .write_buffer_size(64 << 10)

@@ -1,0 +1,392 @@
+//! A member's socket, shared by its connection's task and the fan-out. The fan-out writes what
+//! the venue says to everyone straight into each member's socket from its own task, walking the
+//! members of a group in turn: the bytes of a gathered frame are encoded once (a server's
+//! WebSocket frames are not masked, so they are the same for every member) and written with one
+//! non-blocking `write` each, without waking the member's task. That task only wakes for what
+//! concerns its member (their messages, their replies) and when a write did not go out whole:
+//! then the rest waits here, in order, and the task drives it out as the socket makes room.
+//!
+//! tungstenite keeps the connection's own traffic (the handshake, replies, pongs, the closing
+//! handshake) and writes it through [`Conn`], which appends behind what waits here: frames are
+//! never interleaved, whoever writes them.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+/// Bytes that may wait for one member's socket; beyond, the fan-out skips frames for it (and
+/// sends the whole state again once it has caught up) and its own traffic waits for room.
+pub const MAX_WAITING: usize = 256 << 10;
+
+/// What a member chose not to receive (`hello`'s `mute`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Muted(u8);
+
+/// What may be muted: a name in `hello`'s `mute` and its bit.
+const MUTABLE: [(&str, u8); 2] = [("chat", Muted::CHAT), ("effects", Muted::EFFECTS)];
+
+impl Muted {
+    /// Chat lines.
+    pub const CHAT: u8 = 1;
+    /// Effects the audience set off.
+    pub const EFFECTS: u8 = 2;
+    /// How many different choices there are.
+    pub const CHOICES: usize = 4;
+
+    /// Reads `hello`'s `mute` list; an unknown name is refused with the names there are.
+    pub fn parse(names: &[String]) -> Result<Self, String> {
+        let mut bits = 0;
+        for name in names {
+            match MUTABLE.iter().find(|(n, _)| n == name) {
+                Some((_, bit)) => bits |= bit,
+                None => {
+                    let known: Vec<&str> = MUTABLE.iter().map(|(n, _)| *n).collect();
+                    return Err(format!("cannot mute {name:?}; these can be muted: {}", known.join(", ")));
+                }
+            }
+        }
+        Ok(Self(bits))
+    }
+
+    /// Whether `bit` ([`Muted::CHAT`], [`Muted::EFFECTS`]) is muted.
+    pub fn hides(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    /// This choice's place among the [`Muted::CHOICES`].
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+/// A member's socket and what waits to be written to it.
+#[derive(Debug)]
+pub struct Outlet {
+    stream: TcpStream,
+    out: Mutex<Out>,
+    /// Set when bytes wait: the member's task drives them out.
+    wake: Notify,
+    /// Once set, the fan-out writes nothing more (the connection is closing).
+    closed: AtomicBool,
+    /// The venue closes: the connection ends once what waits is written.
+    ended: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    waiting: VecDeque<Bytes>,
+    bytes: usize,
+    /// Bytes written from `waiting` since the start.
+    sent: u64,
+    /// The member joined the fan-out: it may write frames.
+    joined: bool,
+    /// Frames were skipped: the whole state goes before the next one.
+    lagged: bool,
+    muted: Muted,
+}
+
+/// What became of a frame offered to a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Written, or waiting behind earlier bytes.
+    Sent,
+    /// The member is too far behind: skipped (it will get the whole state again).
+    Skipped,
+    /// The member is leaving, or not there yet: nothing written.
+    Gone,
+}
+
+impl Outlet {
+    /// A member's socket, before the handshake.
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            out: Mutex::default(),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+        }
+    }
+
+    /// What the member chose not to receive, set once it said hello; `state` (the whole state,
+    /// encoded) goes first and the fan-out's frames may follow from now on.
+    pub fn join(&self, muted: Muted, state: &Bytes) {
+        let mut out = self.out.lock().expect("outlet");
+        out.muted = muted;
+        out.joined = true;
+        self.write_or_queue(&mut out, state.clone());
+    }
+
+    /// Writes one text message of the connection's own, or queues it; the member's task
+    /// drives out what waits.
+    pub fn write_text(&self, text: &str) {
+        let mut bytes = Vec::with_capacity(text.len() + 10);
+        encode_text(&mut bytes, text.as_bytes());
+        let mut out = self.out.lock().expect("outlet");
+        self.write_or_queue(&mut out, bytes.into());
+    }
+
+    /// Stops the fan-out's writes: the connection closes (its own last words still go).
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection is closing.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
+    /// The venue closes: the member's task ends the connection once what waits is written.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Relaxed);
+        self.wake.notify_one();
+    }
+
+    /// Whether the venue closed.
+    pub fn is_ended(&self) -> bool {
+        self.ended.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when bytes wait (or the venue closed) for the member's task to drive them out.
+    pub async fn waiting(&self) {
+        self.wake.notified().await;
+    }
+
+    /// Writes a frame of the fan-out, as `frame` encodes it for what the member muted (`None`:
+    /// nothing for them), or queues what the socket has no room for; `state` (the whole state)
+    /// goes first if frames were skipped. Never waits.
+    pub fn offer(&self, frame: impl FnOnce(Muted) -> Option<Bytes>, state: &Bytes) -> Offered {
+        if self.is_closed() {
+            return Offered::Gone;
+        }
+        let mut out = self.out.lock().expect("outlet");
+        if !out.joined {
+            return Offered::Gone;
+        }
+        let Some(frame) = frame(out.muted) else { return Offered::Sent };
+        if out.lagged {
+            if out.bytes + state.len() + frame.len() > MAX_WAITING {
+                return Offered::Skipped;
+            }
+            out.lagged = false;
+            self.write_or_queue(&mut out, state.clone());
+        } else if out.bytes + frame.len() > MAX_WAITING {
+            out.lagged = true;
+            return Offered::Skipped;
+        }
+        self.write_or_queue(&mut out, frame);
+        Offered::Sent
+    }
+
+    /// Writes `bytes` at once if nothing waits, else queues them behind; wakes the member's
+    /// task when something is left to write.
+    fn write_or_queue(&self, out: &mut Out, mut bytes: Bytes) {
+        if out.waiting.is_empty() {
+            // A broken socket shows on the task's next read or flush: queue, which it then
+            // drops with the connection.
+            if let Ok(n) = self.stream.try_write(&bytes) {
+                bytes.advance(n);
+            }
+            if bytes.is_empty() {
+                return;
+            }
+        }
+        out.bytes += bytes.len();
+        out.waiting.push_back(bytes);
+        self.wake.notify_one();
+    }
+
+    /// Writes what waits; ready once nothing does.
+    pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        loop {
+            let mut out = self.out.lock().expect("outlet");
+            self.drain(&mut out)?;
+            if out.waiting.is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            drop(out);
+            ready!(self.stream.poll_write_ready(cx))?;
+        }
+    }
+
+    /// Writes what waits now; ready once it is out, whatever was queued since. A member who
+    /// reads more slowly than the venue speaks then skips frames (and catches up with the whole
+    /// state), instead of waiting for a queue that never empties.
+    pub async fn drain_waiting(&self) -> io::Result<()> {
+        let mark = {
+            let out = self.out.lock().expect("outlet");
+            out.sent + out.bytes as u64
+        };
+        std::future::poll_fn(|cx| {
+            loop {
+                let mut out = self.out.lock().expect("outlet");
+                self.drain(&mut out)?;
+                if out.sent >= mark {
+                    return Poll::Ready(Ok(()));
+                }
+                drop(out);
+                ready!(self.stream.poll_write_ready(cx))?;
+            }
+        })
+        .await
+    }
+
+    /// Bytes waiting now.
+    pub fn waiting_bytes(&self) -> usize {
+        self.out.lock().expect("outlet").bytes
+    }
+
+    /// Writes what waits, as far as the socket takes it.
+    fn drain(&self, out: &mut Out) -> io::Result<()> {
+        while let Some(front) = out.waiting.front_mut() {
+            match self.stream.try_write(front) {
+                Ok(n) => {
+                    front.advance(n);
+                    out.bytes -= n;
+                    out.sent += n as u64;
+                    if front.is_empty() {
+                        out.waiting.pop_front();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The connection's stream for tungstenite: the request head already read, then the socket,
+/// whose writes go behind what the fan-out left waiting.
+#[derive(Debug)]
+pub struct Conn {
+    head: Vec<u8>,
+    pos: usize,
+    outlet: std::sync::Arc<Outlet>,
+}
+
+impl Conn {
+    /// The stream over `outlet`'s socket, `head` read again first.
+    pub fn new(head: Vec<u8>, outlet: std::sync::Arc<Outlet>) -> Self {
+        Self { head, pos: 0, outlet }
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if self.pos < self.head.len() {
+            let n = (self.head.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.head[start..start + n]);
+            self.pos += n;
+            if self.pos == self.head.len() {
+                self.head = Vec::new();
+                self.pos = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        let stream = &self.outlet.stream;
+        loop {
+            ready!(stream.poll_read_ready(cx))?;
+            match stream.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    /// Takes `buf` whole (what the socket has no room for waits, in order), or waits when too
+    /// much already does: a frame is never split by another writer's.
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let outlet = &self.outlet;
+        loop {
+            let mut out = outlet.out.lock().expect("outlet");
+            outlet.drain(&mut out)?;
+            if out.waiting.is_empty() {
+                let n = match outlet.stream.try_write(buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                    Err(e) => return Poll::Ready(Err(e)),
+                };
+                if n < buf.len() {
+                    out.bytes += buf.len() - n;
+                    out.waiting.push_back(Bytes::copy_from_slice(&buf[n..]));
+                }
+                return Poll::Ready(Ok(buf.len()));
+            }
+            if out.bytes + buf.len() <= MAX_WAITING {
+                out.bytes += buf.len();
+                out.waiting.push_back(Bytes::copy_from_slice(buf));
+                return Poll::Ready(Ok(buf.len()));
+            }
+            drop(out);
+            ready!(outlet.stream.poll_write_ready(cx))?;
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.outlet.poll_drain(cx)
+    }
+
+    /// Flushes only: the socket closes when the connection's task and the fan-out let go of
+    /// it (the member leaves its group as the task ends).
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
+/// Appends one WebSocket text message as a server sends it (final, unmasked) to `out`.
+pub fn encode_text(out: &mut Vec<u8>, text: &[u8]) {
+    out.push(0x81);
+    match text.len() {
+        n if n < 126 => out.push(n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            out.push(126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(text);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+
+    use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    use super::*;
+
+    #[test]
+    fn text_messages_are_encoded_as_tungstenite_reads_them_at_every_length_boundary() {
+        for len in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let text = "é".repeat(len / 2) + &"a".repeat(len % 2);
+            let mut out = Vec::new();
+            encode_text(&mut out, text.as_bytes());
+            let mut cursor = Cursor::new(&out[..]);
+            let (header, length) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
+            assert!(header.is_final && header.mask.is_none(), "{len}: {header:?}");
+            assert_eq!(header.opcode, OpCode::Data(Data::Text));
+            assert_eq!(length as usize, text.len());
+            assert_eq!(&out[cursor.position() as usize..], text.as_bytes(), "{len}");
+        }
+    }
+}
