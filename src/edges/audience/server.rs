@@ -474,7 +474,6 @@ async fn serve_member(
     shared: &Shared,
 ) -> Option<(CloseCode, &'static str)> {
     let metrics = &shared.hub.metrics;
-    let send = |m: &ServerMessage| Message::text(m.to_json());
     let deadline = shared.config().send_timeout;
 
     let limits = shared.limits();
@@ -519,10 +518,10 @@ async fn serve_member(
                         break reason;
                     }
                 };
-                if let Some(reply) = reply.map(|reply| send(&reply))
-                    && let Err(failed) = boxed(send_within(&mut member.socket, reply, deadline)).await
-                {
-                    break give_up(failed, metrics);
+                // Replies, like the fan-out's frames, are written by the outlet (what the socket
+                // has no room for waits there, driven out by the branch below).
+                if let Some(reply) = reply {
+                    outlet.write_text(&reply.to_json());
                 }
                 if shared.hub.moderation.lock().expect("moderation").is_banned(&member.user, Some(ip)) {
                     break Some((CloseCode::Policy, "banned"));
@@ -540,9 +539,7 @@ async fn serve_member(
                 }
             },
             json = member.mailbox.next() => {
-                if let Err(failed) = boxed(send_within(&mut member.socket, Message::text(json.to_string()), deadline)).await {
-                    break give_up(failed, metrics);
-                }
+                outlet.write_text(&json);
                 // A ban arrives this way too: close at once, even if the member is idle.
                 if shared.hub.moderation.lock().expect("moderation").is_banned(&member.user, Some(ip)) {
                     break Some((CloseCode::Policy, "banned"));
