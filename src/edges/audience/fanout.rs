@@ -178,8 +178,9 @@ pub struct Fanout {
     groups: Vec<Mutex<Group>>,
     next_group: std::sync::atomic::AtomicUsize,
     pace: Pace,
-    /// The hub's broadcast, listened to from the start, until the task takes it.
-    updates: Mutex<Option<broadcast::Receiver<Arc<str>>>>,
+    /// The hub's broadcast and its closing, listened to from the start, until the task takes
+    /// them (a venue closed before the task first runs is seen).
+    updates: Mutex<Option<(broadcast::Receiver<Arc<str>>, tokio::sync::watch::Receiver<bool>)>>,
     /// The venue closed: every member was written its last frames and told.
     finished: std::sync::atomic::AtomicBool,
 }
@@ -231,7 +232,7 @@ impl Fanout {
     /// whatever waits), starting from the hub's latest state.
     pub fn new(hub: &AudienceHub, pace: Pace) -> Self {
         // Listening before reading the state: nothing said in between is missed.
-        let updates = hub.broadcast.subscribe();
+        let updates = (hub.broadcast.subscribe(), hub.closing.subscribe());
         let state: Utf8Bytes = (&**hub.state_json.read().expect("state snapshot")).into();
         let state_frame = encoded(&state);
         let groups = (0..GROUPS)
@@ -275,7 +276,7 @@ impl Fanout {
     /// Reads the hub's broadcast until the venue closes, and hands out what it says. Runs
     /// once: a second call returns at once.
     pub async fn run(self: Arc<Self>, hub: Arc<AudienceHub>) {
-        let Some(mut updates) = self.updates.lock().expect("fanout").take() else { return };
+        let Some((mut updates, mut closing)) = self.updates.lock().expect("fanout").take() else { return };
         let mut gathered = Gathered::default();
         let mut sent = SentState::default();
         let first = self.groups[0].lock().expect("fanout").state.clone();
@@ -283,7 +284,10 @@ impl Fanout {
             sent.fields = fields;
         }
         let mut waiting: VecDeque<Due> = VecDeque::new();
-        let mut closing = hub.closing.subscribe();
+        if *closing.borrow_and_update() {
+            self.finish(Gathered::default(), &mut sent, &hub, VecDeque::new());
+            return;
+        }
         let mut interval = self.pace.interval;
         // Nothing sent yet: the first message goes at once.
         let mut last: Option<Instant> = None;
@@ -539,8 +543,17 @@ mod tests {
     /// A member connected over loopback: its outlet on the edge's side, joined to `fanout`,
     /// and a WebSocket client reading what the edge writes.
     async fn member(fanout: &Fanout, muted: Muted) -> (Arc<Outlet>, Client) {
+        member_reading_into(fanout, muted, None).await
+    }
+
+    /// As [`member`], the client's socket receive buffer set to `buffer` bytes.
+    async fn member_reading_into(fanout: &Fanout, muted: Muted, buffer: Option<u32>) -> (Arc<Outlet>, Client) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        if let Some(buffer) = buffer {
+            socket.set_recv_buffer_size(buffer).unwrap();
+        }
+        let client = socket.connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let outlet = Arc::new(Outlet::new(server));
         fanout.join(&outlet, muted);
@@ -612,7 +625,7 @@ mod tests {
         let last_at = start.elapsed();
         assert_eq!(first, last);
         assert!(
-            last_at >= interval.mul_f64(0.8) && first_at < interval / 2,
+            last_at >= interval.mul_f64(0.8) && first_at < interval,
             "the first group at {first_at:?}, the last at {last_at:?}"
         );
         // Every group gets every frame, in order.
@@ -635,58 +648,63 @@ mod tests {
         let link = link();
         let hub = link.hub.clone();
         let fanout = Arc::new(Fanout::new(&hub, Pace { interval: Duration::ZERO, frames_per_second: 0 }));
-        let (outlet, mut client) = member(&fanout, Muted::default()).await;
+        let (outlet, mut client) = member_reading_into(&fanout, Muted::default(), Some(16 << 10)).await;
         next_text(&mut client).await;
         let runner = tokio::spawn(fanout.clone().run(hub.clone()));
-        // Far more than the socket and the outlet hold, the client reading nothing.
+        // Far more than the socket (its send buffer grows up to the kernel's tcp_wmem maximum)
+        // and the outlet hold, the client reading nothing.
+        let wmem_max: usize = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_wmem")
+            .ok()
+            .and_then(|s| s.split_whitespace().last().and_then(|n| n.parse().ok()))
+            .unwrap_or(4 << 20);
         let line = "x".repeat(60_000);
-        let total = 2 * (super::super::outlet::MAX_WAITING + (8 << 20)) / line.len();
+        let total = 2 * (super::super::outlet::MAX_WAITING + wmem_max + (1 << 20)) / line.len();
         for i in 0..total {
             hub.broadcast.send(format!(r#"{{"type":"chat","id":{i},"text":"{line}"}}"#).into()).unwrap();
             // Time for the fan-out to take each (else it would be the hub's queue that skips).
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        hub.broadcast.send(r#"{"type":"state","audience":3}"#.into()).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(hub.metrics.dropped_outbound.load(Ordering::Relaxed) > 0, "frames skipped");
         assert!(outlet.waiting_bytes() <= super::super::outlet::MAX_WAITING);
-        // Reading again: what waited, in order, then the whole state before the next frame
-        // that has room.
+        // Reading again, while the state changes and a line follows now and then: what waited,
+        // in order, then — before the first line that finds room — the state as it is.
         let drain = async {
             loop {
                 outlet.waiting().await;
                 outlet.drain_waiting().await.unwrap();
             }
         };
+        let speak = async {
+            hub.broadcast.send(r#"{"type":"state","audience":3}"#.into()).unwrap();
+            loop {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                hub.broadcast.send(r#"{"type":"chat","id":-7,"text":"after"}"#.into()).unwrap();
+            }
+        };
         let reader = async {
-            let (mut last_id, mut received) = (-1i64, 0);
+            let (mut last_id, mut received, mut state) = (-1i64, 0, None);
             loop {
                 let text = next_text(&mut client).await;
                 let message: Value = serde_json::from_str(&text).unwrap();
-                // The whole state as of the skipped frames, then the frame after them (a small
-                // one had room), whose state says 3.
                 if message["type"] == "state" {
-                    if message["audience"] == 3 {
-                        break;
-                    }
+                    state = Some(message["audience"].clone());
                     continue;
                 }
                 let id = message["id"].as_i64().unwrap();
+                if id == -7 {
+                    break;
+                }
                 assert!(id > last_id, "in order: {id} after {last_id}");
                 last_id = id;
                 received += 1;
             }
             assert!(received < total, "{received} lines of {total}: some were skipped");
-            hub.broadcast.send(r#"{"type":"chat","id":-7,"text":"after"}"#.into()).unwrap();
-            loop {
-                let text = next_text(&mut client).await;
-                if text.contains(r#""id":-7"#) {
-                    break;
-                }
-            }
+            assert_eq!(state, Some(Value::from(3)), "the state as it is, before the line after");
         };
         tokio::select! {
             () = drain => unreachable!(),
+            () = speak => unreachable!(),
             () = reader => {}
         }
         runner.abort();

@@ -239,6 +239,11 @@ impl Outlet {
         .await
     }
 
+    /// Bytes written from the queue since the start: whether a slow member makes progress.
+    pub fn sent(&self) -> u64 {
+        self.out.lock().expect("outlet").sent
+    }
+
     /// Bytes waiting now.
     pub fn waiting_bytes(&self) -> usize {
         self.out.lock().expect("outlet").bytes
@@ -325,12 +330,15 @@ impl AsyncWrite for Conn {
                 if n < buf.len() {
                     out.bytes += buf.len() - n;
                     out.waiting.push_back(Bytes::copy_from_slice(&buf[n..]));
+                    // tungstenite may not flush (the handshake's answer): the task drives it.
+                    outlet.wake.notify_one();
                 }
                 return Poll::Ready(Ok(buf.len()));
             }
             if out.bytes + buf.len() <= MAX_WAITING {
                 out.bytes += buf.len();
                 out.waiting.push_back(Bytes::copy_from_slice(buf));
+                outlet.wake.notify_one();
                 return Poll::Ready(Ok(buf.len()));
             }
             drop(out);

@@ -319,12 +319,31 @@ fn boxed<'a, T>(future: impl Future<Output = T> + Send + 'a) -> Pin<Box<dyn Futu
     Box::pin(future)
 }
 
-/// Writes out what the fan-out left waiting, within `deadline`.
+/// Writes out what the fan-out left waiting; stalled when the socket took nothing for
+/// `deadline` (a member who reads, however slowly, skips frames instead of being closed).
 async fn drain_within(outlet: &Outlet, deadline: Duration) -> Result<(), SendFailed> {
-    match tokio::time::timeout(deadline, outlet.drain_waiting()).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(SendFailed::Gone),
-        Err(_) => Err(SendFailed::Stalled),
+    loop {
+        let before = outlet.sent();
+        match tokio::time::timeout(deadline, outlet.drain_waiting()).await {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(_)) => return Err(SendFailed::Gone),
+            Err(_) if outlet.sent() == before => return Err(SendFailed::Stalled),
+            Err(_) => {}
+        }
+    }
+}
+
+/// Takes a member out of the fan-out when its task ends, however it ends: a socket left in its
+/// group would be held open and written to.
+struct LeaveOnDrop<'a> {
+    shared: &'a Shared,
+    group: GroupId,
+    outlet: &'a Arc<Outlet>,
+}
+
+impl Drop for LeaveOnDrop<'_> {
+    fn drop(&mut self) {
+        self.shared.fanout.leave(self.group, self.outlet);
     }
 }
 
@@ -350,6 +369,7 @@ struct Member {
 /// goodbye run boxed, on the heap only while they do, and so does every send while connected.
 async fn serve_audience_socket(head: Vec<u8>, outlet: Arc<Outlet>, ip: std::net::IpAddr, shared: &Shared) {
     let Some(mut member) = boxed(admit(head, &outlet, ip, shared)).await else { return };
+    let _leave = LeaveOnDrop { shared, group: member.group, outlet: &outlet };
     // The member is lent, not moved: an async function keeps a moved-in argument twice.
     let close_reason = serve_member(&mut member, &outlet, ip, shared).await;
     boxed(goodbye(member, close_reason, &outlet, shared)).await;
