@@ -679,3 +679,52 @@ fn handle_text(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An outlet over loopback with far more waiting than the sockets hold: both kernel
+    /// buffers set small (which also stops the kernel growing them).
+    async fn backed_up() -> (Arc<Outlet>, TcpStream) {
+        let listening = tokio::net::TcpSocket::new_v4().unwrap();
+        listening.set_recv_buffer_size(8 << 10).unwrap();
+        listening.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = listening.listen(8).unwrap();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_send_buffer_size(8 << 10).unwrap();
+        let ours = socket.connect(listener.local_addr().unwrap()).await.unwrap();
+        let (client, _) = listener.accept().await.unwrap();
+        let outlet = Arc::new(Outlet::new(ours));
+        let line = "x".repeat(60_000);
+        while outlet.waiting_bytes() < super::super::outlet::MAX_WAITING / 2 {
+            outlet.write_text(&line);
+        }
+        (outlet, client)
+    }
+
+    #[tokio::test]
+    async fn a_member_who_reads_slowly_is_drained_and_one_who_reads_nothing_is_stalled() {
+        let deadline = Duration::from_millis(300);
+        // Reading 4 KiB every 20 ms: far slower than the whole queue within the deadline, but
+        // never nothing for that long.
+        let (outlet, mut client) = backed_up().await;
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 4 << 10];
+            loop {
+                if client.read(&mut buf).await.unwrap_or(0) == 0 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        let started = Instant::now();
+        assert_eq!(drain_within(&outlet, deadline).await, Ok(()));
+        assert!(started.elapsed() > deadline, "the slow reader took longer than one deadline");
+        assert_eq!(outlet.waiting_bytes(), 0);
+        reader.abort();
+        // Reading nothing: stalled after the deadline.
+        let (outlet, _client) = backed_up().await;
+        assert_eq!(drain_within(&outlet, deadline).await, Err(SendFailed::Stalled));
+    }
+}
