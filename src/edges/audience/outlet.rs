@@ -206,15 +206,7 @@ impl Outlet {
 
     /// Writes what waits; ready once nothing does.
     pub fn poll_drain(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        loop {
-            let mut out = self.out.lock().expect("outlet");
-            self.drain(&mut out)?;
-            if out.waiting.is_empty() {
-                return Poll::Ready(Ok(()));
-            }
-            drop(out);
-            ready!(self.stream.poll_write_ready(cx))?;
-        }
+        self.poll_drain_until(cx, |out| out.waiting.is_empty())
     }
 
     /// Writes what waits now; ready once it is out, whatever was queued since. A member who
@@ -225,18 +217,20 @@ impl Outlet {
             let out = self.out.lock().expect("outlet");
             out.sent + out.bytes as u64
         };
-        std::future::poll_fn(|cx| {
-            loop {
-                let mut out = self.out.lock().expect("outlet");
-                self.drain(&mut out)?;
-                if out.sent >= mark {
-                    return Poll::Ready(Ok(()));
-                }
-                drop(out);
-                ready!(self.stream.poll_write_ready(cx))?;
+        std::future::poll_fn(|cx| self.poll_drain_until(cx, |out| out.sent >= mark)).await
+    }
+
+    /// Writes what waits as the socket makes room, until `done`.
+    fn poll_drain_until(&self, cx: &mut Context<'_>, done: impl Fn(&Out) -> bool) -> Poll<io::Result<()>> {
+        loop {
+            let mut out = self.out.lock().expect("outlet");
+            self.drain(&mut out)?;
+            if done(&out) {
+                return Poll::Ready(Ok(()));
             }
-        })
-        .await
+            drop(out);
+            ready!(self.stream.poll_write_ready(cx))?;
+        }
     }
 
     /// Bytes written from the queue since the start: whether a slow member makes progress.
@@ -273,29 +267,49 @@ impl Outlet {
 /// whose writes go behind what the fan-out left waiting.
 #[derive(Debug)]
 pub struct Conn {
-    head: Vec<u8>,
-    pos: usize,
+    head: Head,
     outlet: std::sync::Arc<Outlet>,
 }
 
 impl Conn {
     /// The stream over `outlet`'s socket, `head` read again first.
     pub fn new(head: Vec<u8>, outlet: std::sync::Arc<Outlet>) -> Self {
-        Self { head, pos: 0, outlet }
+        Self { head: Head::new(head), outlet }
+    }
+}
+
+/// Bytes already read from a connection (its HTTP request head), to be read again first.
+#[derive(Debug)]
+pub struct Head {
+    bytes: Vec<u8>,
+    pos: usize,
+}
+
+impl Head {
+    /// `bytes`, to be read again.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, pos: 0 }
+    }
+
+    /// Puts what is left of the head into `buf`, if anything is (then true); the head's memory
+    /// goes once it is read.
+    pub fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> bool {
+        if self.pos >= self.bytes.len() {
+            return false;
+        }
+        let n = (self.bytes.len() - self.pos).min(buf.remaining());
+        buf.put_slice(&self.bytes[self.pos..self.pos + n]);
+        self.pos += n;
+        if self.pos == self.bytes.len() {
+            *self = Self::new(Vec::new());
+        }
+        true
     }
 }
 
 impl AsyncRead for Conn {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.head.len() {
-            let n = (self.head.len() - self.pos).min(buf.remaining());
-            let start = self.pos;
-            buf.put_slice(&self.head[start..start + n]);
-            self.pos += n;
-            if self.pos == self.head.len() {
-                self.head = Vec::new();
-                self.pos = 0;
-            }
+        if self.head.read_into(buf) {
             return Poll::Ready(Ok(()));
         }
         let stream = &self.outlet.stream;

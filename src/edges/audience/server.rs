@@ -19,7 +19,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::fanout::GroupId;
 use super::moderator;
-use super::outlet::{Conn, Muted, Outlet};
+use super::outlet::{Conn, Head, Muted, Outlet};
 use super::shared::{AudienceConfig, SendFailed, Shared, close_gracefully, send_within, socket_config};
 use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
 use crate::engine::audience::metrics::{AudienceMetrics, Rejection};
@@ -160,22 +160,13 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// A stream that first yields bytes already read (the HTTP head), then the socket.
 struct Replayed {
-    head: Vec<u8>,
-    pos: usize,
+    head: Head,
     inner: TcpStream,
 }
 
 impl AsyncRead for Replayed {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if self.pos < self.head.len() {
-            let n = (self.head.len() - self.pos).min(buf.remaining());
-            let start = self.pos;
-            buf.put_slice(&self.head[start..start + n]);
-            self.pos += n;
-            if self.pos == self.head.len() {
-                self.head = Vec::new();
-                self.pos = 0;
-            }
+        if self.head.read_into(buf) {
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -253,7 +244,7 @@ async fn route(mut stream: TcpStream, ip: std::net::IpAddr, shared: &Arc<Shared>
     match (method, path.as_str(), upgrade) {
         ("GET", "/ws", true) => return Some((head, Arc::new(Outlet::new(stream)))),
         ("GET", "/mod", true) => {
-            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared).await;
+            moderator::serve_moderator_socket(Replayed { head: Head::new(head), inner: stream }, ip, shared).await;
         }
         ("GET", "/metrics", false) => {
             let body = shared.hub.render_metrics();
