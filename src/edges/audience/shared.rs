@@ -114,27 +114,9 @@ pub async fn send_within<Si>(sink: &mut Si, message: Message, timeout: Duration)
 where
     Si: futures_util::Sink<Message> + Unpin,
 {
-    send_all_within(sink, std::iter::once(message), timeout).await
-}
-
-/// Sends several messages written together (one write to the socket when they fit its
-/// buffer), as [`send_within`].
-pub async fn send_all_within<Si>(
-    sink: &mut Si,
-    messages: impl IntoIterator<Item = Message>,
-    timeout: Duration,
-) -> Result<(), SendFailed>
-where
-    Si: futures_util::Sink<Message> + Unpin,
-{
-    let mut send = std::pin::pin!(async move {
-        for message in messages {
-            sink.feed(message).await?;
-        }
-        sink.flush().await
-    });
+    let mut send = std::pin::pin!(sink.send(message));
     // Almost every send finishes at once, the socket having room: those need no timer, which
-    // for tens of thousands of members a few times a second is measurable work.
+    // for tens of thousands of members is measurable work.
     let done = match futures_util::FutureExt::now_or_never(send.as_mut()) {
         Some(done) => done,
         None => tokio::time::timeout(timeout, send).await.map_err(|_| SendFailed::Stalled)?,
