@@ -1209,7 +1209,20 @@ mod osc {
         let stderr = live.wait_for("VMC for singer on udp://", Duration::from_secs(30));
         let addr = vmc_addr(&stderr);
         assert!(stderr.contains("from 127.0.0.1/8, ::1/128"), "loopback only by default: {stderr}");
-        oscsend(addr, "/VMC/Ext/Bone/Pos", "sfffffff", &["LeftUpperArm", "0", "0", "0", "0", "0", "-0.5", "0.8660254"]);
+        // The socket is bound before the venue's first frames make its performers: what comes
+        // before is not claimed (a rig sends all the time; a test sends once). The arm goes
+        // until the venue says it took the capture.
+        let started = Instant::now();
+        while !live.text().contains("performer singer: capture from 127.0.0.1:") {
+            assert!(started.elapsed() < Duration::from_secs(20), "no capture: {}", live.text());
+            oscsend(
+                addr,
+                "/VMC/Ext/Bone/Pos",
+                "sfffffff",
+                &["LeftUpperArm", "0", "0", "0", "0", "0", "-0.5", "0.8660254"],
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
         oscsend(addr, "/VMC/Ext/Root/Pos", "sfffffff", &["root", "0.5", "0", "0", "0", "0", "0", "1"]);
         oscsend(addr, "/VMC/Ext/Blend/Val", "sf", &["A", "0.75"]);
         oscsend(addr, "/VMC/Ext/Blend/Apply", "", &[]);
@@ -1221,16 +1234,19 @@ mod osc {
         drop(live);
 
         let records = recording::read(&std::fs::read(&poses).unwrap()).unwrap();
-        // The arm, the root, the applied blendshape (the value alone and the unknown bone
-        // update nothing).
-        assert_eq!(records.len(), 3, "three updates recorded: {records:#?}");
+        // The arm (once or more, as it was sent), the root, the applied blendshape (the value
+        // alone and the unknown bone update nothing).
+        let n = records.len();
+        assert!(n >= 3, "three updates or more recorded: {records:#?}");
         assert!(records.iter().all(|r| r.performer == "singer"));
         assert!(records.windows(2).all(|w| w[0].time <= w[1].time), "recorded in the clock's order");
-        let arm = &records[0].update.bones[0];
-        assert_eq!(arm.0, HumanBone::from_name("LeftUpperArm").unwrap());
-        assert!((arm.1.rotation[2] - 0.5).abs() < 1e-3, "stored in glTF's axes: {:?}", arm.1.rotation);
-        assert_eq!(records[1].update.root.unwrap().position, [-0.5, 0.0, 0.0], "X mirrored from Unity's");
-        assert_eq!(records[2].update.blends, vec![("A".to_owned(), 0.75)]);
+        for record in &records[..n - 2] {
+            let arm = &record.update.bones[0];
+            assert_eq!(arm.0, HumanBone::from_name("LeftUpperArm").unwrap());
+            assert!((arm.1.rotation[2] - 0.5).abs() < 1e-3, "stored in glTF's axes: {:?}", arm.1.rotation);
+        }
+        assert_eq!(records[n - 2].update.root.unwrap().position, [-0.5, 0.0, 0.0], "X mirrored from Unity's");
+        assert_eq!(records[n - 1].update.blends, vec![("A".to_owned(), 0.75)]);
 
         // Capture from an address that is not allowed is dropped unread.
         let (guarded, _) = venue(&log, &["--vmc-allow", "10.0.0.0/8", scene.to_str().unwrap()]);
