@@ -16,7 +16,7 @@
 source "$(dirname "$0")/common.sh"
 set -euo pipefail
 
-targets=(audience_frame moderation rules irc_line scene command_log gltf osc subtitles vmc poses nats)
+targets=(audience_frame moderation rules irc_line scene command_log gltf osc subtitles vmc poses nats websocket)
 if [ "${1:-}" = list ]; then
     printf '%s\n' "${targets[@]}"
     exit 0

@@ -2480,6 +2480,97 @@ mod audience {
             (head[0] & 0x0f, payload)
         }
 
+        /// Reads frames until the server's close frame (within 5 s); returns its payload.
+        async fn read_close(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+            let close = async {
+                loop {
+                    let (opcode, payload) = read_frame(stream).await;
+                    if opcode == 8 {
+                        return payload;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), close).await.expect("a close frame")
+        }
+
+        /// A client's frame: masked, as a client must.
+        fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+            assert!(payload.len() < 126);
+            let mut frame = vec![first, 0x80 | payload.len() as u8, 9, 8, 7, 6];
+            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ [9, 8, 7, 6][i % 4]));
+            frame
+        }
+
+        /// The handshake's answer, read byte by byte up to its blank line.
+        async fn read_head(stream: &mut tokio::net::TcpStream) -> String {
+            use tokio::io::AsyncReadExt;
+            let mut response = Vec::new();
+            while !response.ends_with(b"\r\n\r\n") {
+                let mut byte = [0u8; 1];
+                stream.read_exact(&mut byte).await.unwrap();
+                response.push(byte[0]);
+            }
+            String::from_utf8(response).unwrap()
+        }
+
+        #[test]
+        fn a_raw_client_gets_its_pongs_its_close_answered_and_a_version_it_lacks_named() {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let _app = with_venue(|addr| {
+                Box::pin(async move {
+                    let request = |version: u8| {
+                        format!(
+                            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: {version}\r\n\r\n"
+                        )
+                    };
+                    // A version this server does not speak: 426, with the one it does.
+                    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    stream.write_all(request(8).as_bytes()).await.unwrap();
+                    let mut answer = String::new();
+                    stream.read_to_string(&mut answer).await.unwrap();
+                    assert!(answer.starts_with("HTTP/1.1 426"), "{answer}");
+                    assert!(answer.contains("Sec-WebSocket-Version: 13\r\n"), "{answer}");
+
+                    // The request, a ping and the hello in one write, the hello cut in two
+                    // frames with a ping between them (RFC 6455's own accept key comes back).
+                    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+                    let hello = br#"{"type":"hello","v":1,"name":"Raw"}"#;
+                    let mut bytes = request(13).into_bytes();
+                    bytes.extend(client_frame(0x89, b"early"));
+                    bytes.extend(client_frame(0x01, &hello[..10]));
+                    bytes.extend(client_frame(0x89, b"between"));
+                    bytes.extend(client_frame(0x80, &hello[10..]));
+                    stream.write_all(&bytes).await.unwrap();
+                    let head = read_head(&mut stream).await;
+                    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+                    assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{head}");
+                    let mut pongs = Vec::new();
+                    let mut welcomed = false;
+                    let read = async {
+                        while pongs.len() < 2 || !welcomed {
+                            let (opcode, payload) = read_frame(&mut stream).await;
+                            match opcode {
+                                10 => pongs.push(payload),
+                                1 => welcomed |= String::from_utf8_lossy(&payload).contains("welcome"),
+                                other => panic!("opcode {other}"),
+                            }
+                        }
+                    };
+                    if tokio::time::timeout(Duration::from_secs(5), read).await.is_err() {
+                        panic!("two pongs and the welcome within 5 s; got {pongs:?}, welcomed: {welcomed}");
+                    }
+                    assert_eq!(pongs, [b"early".to_vec(), b"between".to_vec()], "each ping's payload back");
+                    // A close from the client is answered with its code, and the connection ends.
+                    stream.write_all(&client_frame(0x88, &[0x0f, 0xa0, b'b', b'y', b'e'])).await.unwrap();
+                    let close = read_close(&mut stream).await;
+                    assert_eq!(u16::from_be_bytes([close[0], close[1]]), 4000);
+                    let mut rest = Vec::new();
+                    let ended = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest)).await;
+                    assert!(matches!(ended, Ok(Ok(0))), "the server closed the connection: {ended:?} {rest:?}");
+                })
+            });
+        }
+
         #[test]
         fn websocket_protocol_violations_get_the_close_frame_rfc_6455_asks_for() {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -2511,16 +2602,7 @@ mod audience {
                             }
                         }
                         stream.write_all(bad).await.unwrap();
-                        let close = tokio::time::timeout(Duration::from_secs(5), async {
-                            loop {
-                                let (opcode, payload) = read_frame(&mut stream).await;
-                                if opcode == 8 {
-                                    return payload;
-                                }
-                            }
-                        })
-                        .await
-                        .expect("a close frame");
+                        let close = read_close(&mut stream).await;
                         assert_eq!(u16::from_be_bytes([close[0], close[1]]), 1002, "{bad:?}: {close:?}");
                     }
                 })

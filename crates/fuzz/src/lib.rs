@@ -16,7 +16,7 @@ use parvis_model::scene::format::SceneFile;
 use parvis_model::scene::validate::{parse_scene, validate_scene};
 
 /// The names of the targets, for the script and the smoke test.
-pub const TARGETS: [&str; 12] = [
+pub const TARGETS: [&str; 13] = [
     "audience_frame",
     "moderation",
     "rules",
@@ -29,6 +29,7 @@ pub const TARGETS: [&str; 12] = [
     "vmc",
     "poses",
     "nats",
+    "websocket",
 ];
 
 /// Runs the target named `name` on `data`.
@@ -46,6 +47,7 @@ pub fn run(name: &str, data: &[u8]) {
         "vmc" => vmc(data),
         "poses" => poses(data),
         "nats" => nats(data),
+        "websocket" => websocket(data),
         other => panic!("no fuzz target named {other:?}"),
     }
 }
@@ -66,6 +68,50 @@ fn built_in() -> &'static (SceneFile, StageParams) {
         let params = StageParams::from_scene(&scene);
         (scene, params)
     })
+}
+
+/// A member's bytes after the WebSocket handshake, read as frames: whatever the bytes, and
+/// wherever they are cut between reads (the first byte says where), the reader returns the
+/// same messages and the same error, never holds more than a frame, and text is UTF-8.
+pub fn websocket(data: &[u8]) {
+    use parvis_model::websocket::{FrameReader, Incoming, MAX_CONTROL};
+    const MAX: usize = 4096;
+    let Some((&cut, data)) = data.split_first() else { return };
+    let read = |chunks: &[&[u8]]| {
+        let mut reader = FrameReader::new(MAX);
+        let mut messages = Vec::new();
+        for chunk in chunks {
+            reader.feed(chunk);
+            loop {
+                match reader.message() {
+                    Ok(Some(message)) => messages.push(message),
+                    Ok(None) => break,
+                    Err(e) => return (messages, Some(e)),
+                }
+            }
+            // What waits is at most one frame: its header, and a payload within the limits.
+            assert!(reader.pending() <= 14 + MAX, "{} bytes pending", reader.pending());
+        }
+        (messages, None)
+    };
+    let whole = read(&[data]);
+    let at = usize::from(cut).min(data.len());
+    let (a, b) = data.split_at(at);
+    assert_eq!(read(&[a, b]), whole, "cut at {at}");
+    for message in &whole.0 {
+        match message {
+            Incoming::Text(text) => assert!(text.len() <= MAX),
+            Incoming::Binary(len) => assert!(*len <= MAX),
+            Incoming::Ping(payload) => assert!(payload.len() <= MAX_CONTROL),
+            Incoming::Pong | Incoming::Close(_) => {}
+        }
+    }
+    if let Some(e) = whole.1 {
+        assert!(matches!(e.close_code(), 1002 | 1007 | 1009), "{e}");
+    }
+    if let Ok(head) = std::str::from_utf8(data) {
+        let _ = parvis_model::websocket::handshake_key(head);
+    }
 }
 
 /// An audience WebSocket frame (JSON) from a member.

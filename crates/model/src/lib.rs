@@ -8,7 +8,8 @@
 //! the seeded random numbers effects are planned with ([`rng`]), shows: timecode and which cue
 //! fires when ([`show`]), the program output's targets, settings and frame code ([`program`]),
 //! performers: humanoid bones, the VMC protocol, smoothing and recordings ([`performer`]),
-//! and counting votes and crowd energy across overflow shards ([`shard`]).
+//! counting votes and crowd energy across overflow shards ([`shard`]), and the WebSocket frames
+//! audience members send ([`websocket`]).
 //!
 //! What it may use: the standard library and small data crates (serde, ron, thiserror,
 //! unicode-normalization, memchr). No Bevy, no threads, no network, no async: the engine
@@ -35,3 +36,4 @@ pub mod scene;
 pub mod shard;
 pub mod show;
 pub mod subtitles;
+pub mod websocket;

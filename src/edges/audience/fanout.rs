@@ -555,7 +555,7 @@ mod tests {
         }
         let client = socket.connect(listener.local_addr().unwrap()).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
-        let outlet = Arc::new(Outlet::new(server));
+        let outlet = Arc::new(Outlet::new(server, Arc::default()));
         fanout.join(&outlet, muted);
         let client = tokio_tungstenite::WebSocketStream::from_raw_socket(
             client,
@@ -671,7 +671,7 @@ mod tests {
         // in order, then — before the first line that finds room — the state as it is.
         let drain = async {
             loop {
-                outlet.waiting().await;
+                outlet.woken().await;
                 outlet.drain_waiting().await.unwrap();
             }
         };

@@ -6,21 +6,23 @@
 //! concerns its member (their messages, their replies) and when a write did not go out whole:
 //! then the rest waits here, in order, and the task drives it out as the socket makes room.
 //!
-//! tungstenite keeps the connection's own traffic (the handshake, replies, pongs, the closing
-//! handshake) and writes it through [`Conn`], which appends behind what waits here: frames are
-//! never interleaved, whoever writes them.
+//! The connection's own traffic (the handshake's answer, replies, pongs, the closing handshake)
+//! is written here too, behind what waits: frames are never interleaved, whoever writes them.
+//! The member's frames are read here as well, through a [`FrameReader`] that holds no buffer
+//! between messages: an idle member costs its task, this outlet and tokio's registration.
 
 use std::collections::VecDeque;
 use std::io;
-use std::pin::Pin;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+
+use crate::engine::audience::hub::Mailbox;
+use crate::model::websocket::{FrameError, FrameReader, Incoming, close_frame_payload, encode_frame, opcode};
 
 /// Bytes that may wait for one member's socket; beyond, the fan-out skips frames for it (and
 /// sends the whole state again once it has caught up) and its own traffic waits for room.
@@ -72,8 +74,9 @@ impl Muted {
 pub struct Outlet {
     stream: TcpStream,
     out: Mutex<Out>,
-    /// Set when bytes wait: the member's task drives them out.
-    wake: Notify,
+    /// The member's mailbox, woken when bytes wait here too: the member's task drives them out.
+    /// An idle member's task waits on one thing, not two.
+    wake: Arc<Mailbox>,
     /// Once set, the fan-out writes nothing more (the connection is closing).
     closed: AtomicBool,
     /// The venue closes: the connection ends once what waits is written.
@@ -93,6 +96,15 @@ struct Out {
     muted: Muted,
 }
 
+/// Why a member's messages cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadFailed {
+    /// What the client sent is not WebSocket frames a server accepts.
+    Frame(FrameError),
+    /// The connection broke.
+    Io,
+}
+
 /// What became of a frame offered to a member.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offered {
@@ -105,15 +117,10 @@ pub enum Offered {
 }
 
 impl Outlet {
-    /// A member's socket, before the handshake.
-    pub fn new(stream: TcpStream) -> Self {
-        Self {
-            stream,
-            out: Mutex::default(),
-            wake: Notify::new(),
-            closed: AtomicBool::new(false),
-            ended: AtomicBool::new(false),
-        }
+    /// A member's socket, before the handshake; `wake` is the member's mailbox, whose reader
+    /// also drives out what waits here.
+    pub fn new(stream: TcpStream, wake: Arc<Mailbox>) -> Self {
+        Self { stream, out: Mutex::default(), wake, closed: AtomicBool::new(false), ended: AtomicBool::new(false) }
     }
 
     /// What the member chose not to receive, set once it said hello; `state` (the whole state,
@@ -134,6 +141,71 @@ impl Outlet {
         self.write_or_queue(&mut out, bytes.into());
     }
 
+    /// Writes the answer to the WebSocket handshake, before any frame.
+    pub fn write_raw(&self, bytes: Vec<u8>) {
+        let mut out = self.out.lock().expect("outlet");
+        self.write_or_queue(&mut out, bytes.into());
+    }
+
+    /// Answers a ping with a pong carrying its payload.
+    pub fn write_pong(&self, payload: &[u8]) {
+        let mut bytes = Vec::with_capacity(payload.len() + 2);
+        encode_frame(&mut bytes, opcode::PONG, payload);
+        let mut out = self.out.lock().expect("outlet");
+        self.write_or_queue(&mut out, bytes.into());
+    }
+
+    /// Writes the close frame (`code`, `reason`) after what waits; the fan-out writes nothing
+    /// more (RFC 6455: no data frame after a close frame).
+    pub fn write_close(&self, code: u16, reason: &str) {
+        self.close();
+        let mut bytes = Vec::with_capacity(reason.len() + 4);
+        encode_frame(&mut bytes, opcode::CLOSE, &close_frame_payload(code, reason));
+        let mut out = self.out.lock().expect("outlet");
+        self.write_or_queue(&mut out, bytes.into());
+    }
+
+    /// The member's next message, read through `reader` as the socket has bytes; `None` once
+    /// the client closed the TCP connection. The reader keeps a frame cut between reads; the
+    /// chunk read into is on the stack of this call, not in the member's task.
+    pub fn poll_message(
+        &self,
+        cx: &mut Context<'_>,
+        reader: &mut FrameReader,
+    ) -> Poll<Result<Option<Incoming>, ReadFailed>> {
+        loop {
+            if let Some(message) = reader.message().map_err(ReadFailed::Frame)? {
+                return Poll::Ready(Ok(Some(message)));
+            }
+            ready!(self.stream.poll_read_ready(cx)).map_err(|_| ReadFailed::Io)?;
+            let mut chunk = [0u8; 4096];
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => return Poll::Ready(Ok(None)),
+                Ok(n) => reader.feed(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(Err(ReadFailed::Io)),
+            }
+        }
+    }
+
+    /// Reads and drops what the client sends until it closes or the connection ends: after a
+    /// close frame is sent, so that the socket is not reset with bytes unread (the client
+    /// would lose the close frame).
+    pub fn poll_discard(&self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if ready!(self.stream.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            let mut chunk = [0u8; 4096];
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => return Poll::Ready(()),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return Poll::Ready(()),
+            }
+        }
+    }
+
     /// Stops the fan-out's writes: the connection closes (its own last words still go).
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
@@ -147,7 +219,12 @@ impl Outlet {
     /// The venue closes: the member's task ends the connection once what waits is written.
     pub fn end(&self) {
         self.ended.store(true, Ordering::Relaxed);
-        self.wake.notify_one();
+        self.wake.wake();
+    }
+
+    /// The member's mailbox, which the outlet wakes too.
+    pub fn mailbox(&self) -> &Arc<Mailbox> {
+        &self.wake
     }
 
     /// Whether the venue closed.
@@ -155,9 +232,10 @@ impl Outlet {
         self.ended.load(Ordering::Relaxed)
     }
 
-    /// Resolves when bytes wait (or the venue closed) for the member's task to drive them out.
-    pub async fn waiting(&self) {
-        self.wake.notified().await;
+    /// Resolves when bytes may wait (or the venue closed) for the member's task to drive them
+    /// out, or a reply was put in the member's mailbox.
+    pub fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.wake.woken()
     }
 
     /// Writes a frame of the fan-out, as `frame` encodes it for what the member muted (`None`:
@@ -168,7 +246,9 @@ impl Outlet {
             return Offered::Gone;
         }
         let mut out = self.out.lock().expect("outlet");
-        if !out.joined {
+        // Checked again under the lock: a close frame is written with it held, after the flag
+        // is set, and nothing may follow it.
+        if !out.joined || self.is_closed() {
             return Offered::Gone;
         }
         let Some(frame) = frame(out.muted) else { return Offered::Sent };
@@ -201,7 +281,7 @@ impl Outlet {
         }
         out.bytes += bytes.len();
         out.waiting.push_back(bytes);
-        self.wake.notify_one();
+        self.wake.wake();
     }
 
     /// Writes what waits; ready once nothing does.
@@ -263,21 +343,6 @@ impl Outlet {
     }
 }
 
-/// The connection's stream for tungstenite: the request head already read, then the socket,
-/// whose writes go behind what the fan-out left waiting.
-#[derive(Debug)]
-pub struct Conn {
-    head: Head,
-    outlet: std::sync::Arc<Outlet>,
-}
-
-impl Conn {
-    /// The stream over `outlet`'s socket, `head` read again first.
-    pub fn new(head: Vec<u8>, outlet: std::sync::Arc<Outlet>) -> Self {
-        Self { head: Head::new(head), outlet }
-    }
-}
-
 /// Bytes already read from a connection (its HTTP request head), to be read again first.
 #[derive(Debug)]
 pub struct Head {
@@ -307,85 +372,9 @@ impl Head {
     }
 }
 
-impl AsyncRead for Conn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        if self.head.read_into(buf) {
-            return Poll::Ready(Ok(()));
-        }
-        let stream = &self.outlet.stream;
-        loop {
-            ready!(stream.poll_read_ready(cx))?;
-            match stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for Conn {
-    /// Takes `buf` whole (what the socket has no room for waits, in order), or waits when too
-    /// much already does: a frame is never split by another writer's.
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let outlet = &self.outlet;
-        loop {
-            let mut out = outlet.out.lock().expect("outlet");
-            outlet.drain(&mut out)?;
-            if out.waiting.is_empty() {
-                let n = match outlet.stream.try_write(buf) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                    Err(e) => return Poll::Ready(Err(e)),
-                };
-                if n < buf.len() {
-                    out.bytes += buf.len() - n;
-                    out.waiting.push_back(Bytes::copy_from_slice(&buf[n..]));
-                    // tungstenite may not flush (the handshake's answer): the task drives it.
-                    outlet.wake.notify_one();
-                }
-                return Poll::Ready(Ok(buf.len()));
-            }
-            if out.bytes + buf.len() <= MAX_WAITING {
-                out.bytes += buf.len();
-                out.waiting.push_back(Bytes::copy_from_slice(buf));
-                outlet.wake.notify_one();
-                return Poll::Ready(Ok(buf.len()));
-            }
-            drop(out);
-            ready!(outlet.stream.poll_write_ready(cx))?;
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.outlet.poll_drain(cx)
-    }
-
-    /// Flushes only: the socket closes when the connection's task and the fan-out let go of
-    /// it (the member leaves its group as the task ends).
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_flush(cx)
-    }
-}
-
 /// Appends one WebSocket text message as a server sends it (final, unmasked) to `out`.
 pub fn encode_text(out: &mut Vec<u8>, text: &[u8]) {
-    out.push(0x81);
-    match text.len() {
-        n if n < 126 => out.push(n as u8),
-        n if n <= usize::from(u16::MAX) => {
-            out.push(126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(text);
+    encode_frame(out, opcode::TEXT, text);
 }
 
 #[cfg(test)]

@@ -8,26 +8,24 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::fanout::GroupId;
+use super::fanout::{Fanout, GroupId};
 use super::moderator;
-use super::outlet::{Conn, Head, Muted, Outlet};
-use super::shared::{AudienceConfig, SendFailed, Shared, close_gracefully, send_within, socket_config};
+use super::outlet::{Head, MAX_WAITING, Muted, Outlet, ReadFailed};
+use super::shared::{AudienceConfig, MAX_MESSAGE, SendFailed, Shared};
 use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
 use crate::engine::audience::metrics::{AudienceMetrics, Rejection};
 use crate::model::assets_root::check_relative;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
 use crate::model::audience::moderation::{Held, TokenBucket, moderate, moderate_name};
 use crate::model::audience::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, parse_client_message};
-use tokio_tungstenite::WebSocketStream;
+use crate::model::websocket::{FrameError, FrameReader, HandshakeError, Incoming, handshake_key};
 
 /// A running audience edge. [`AudienceServer::attach`] connects it to a venue app.
 #[derive(bevy::prelude::Resource)]
@@ -145,13 +143,19 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
         let _ = stream.set_nodelay(true);
         shared.open_connections.fetch_add(1, Ordering::Relaxed);
         let shared = shared.clone();
+        // Boxed: what the task captures it keeps for its whole life, and a pointer is smaller.
+        let connection = Box::new((stream, ip));
         let task = async move {
-            // What is not the audience's WebSocket is served boxed: an idle member's task is
-            // what tens of thousands of them hold, and carries only the WebSocket's states.
-            if let Some((head, outlet)) = boxed(route(stream, ip, &shared)).await {
-                serve_audience_socket(head, outlet, ip, &shared).await;
+            // An idle member's task is what tens of thousands of them hold: the request, the
+            // handshake, the hello and the goodbye run boxed (on the heap only while they do),
+            // and the task carries only the member and what it waits on.
+            if let Some(mut member) = boxed(open(connection, &shared)).await {
+                // The member is boxed (the task would hold it twice: as what `open` returned
+                // and as this binding), and lent, not moved: an async function keeps a moved-in
+                // argument twice too.
+                let ending = serve_member(&mut member, &shared).await;
+                boxed(goodbye(member, ending, &shared)).await;
             }
-            shared.release_address(ip);
             shared.open_connections.fetch_sub(1, Ordering::Relaxed);
         };
         tokio::spawn(task);
@@ -210,12 +214,18 @@ async fn read_head(stream: &mut TcpStream, timeout: Duration) -> Option<Vec<u8>>
 
 /// Reads the request and serves it, but for an audience WebSocket's, which it returns (the
 /// request head read, the socket as the member's connection and the fan-out will share it).
-async fn route(mut stream: TcpStream, ip: std::net::IpAddr, shared: &Arc<Shared>) -> Option<(Vec<u8>, Arc<Outlet>)> {
+async fn route(
+    mut stream: TcpStream,
+    ip: std::net::IpAddr,
+    shared: &Arc<Shared>,
+) -> Option<(FrameReader, Arc<Outlet>)> {
     let Some(head) = read_head(&mut stream, shared.config().hello_timeout).await else {
         shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
         return None;
     };
-    let text = String::from_utf8_lossy(&head);
+    // The head up to its blank line; what follows it (a client's first frames) is not headers.
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n").map_or(head.len(), |at| at + 4);
+    let text = String::from_utf8_lossy(&head[..end]);
     let mut words = text.lines().next().unwrap_or_default().split_whitespace();
     let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
     let path = target.split(['?', '#']).next().unwrap_or_default().to_owned();
@@ -242,7 +252,7 @@ async fn route(mut stream: TcpStream, ip: std::net::IpAddr, shared: &Arc<Shared>
         }
     }
     match (method, path.as_str(), upgrade) {
-        ("GET", "/ws", true) => return Some((head, Arc::new(Outlet::new(stream)))),
+        ("GET", "/ws", true) => return accept_member(stream, &text, &head[end..], shared).await,
         ("GET", "/mod", true) => {
             moderator::serve_moderator_socket(Replayed { head: Head::new(head), inner: stream }, ip, shared).await;
         }
@@ -256,9 +266,46 @@ async fn route(mut stream: TcpStream, ip: std::net::IpAddr, shared: &Arc<Shared>
     None
 }
 
+/// Answers an audience WebSocket's handshake; the member's frames are read from then on by a
+/// reader of the edge's own (what the client sent after its request already in it).
+async fn accept_member(
+    mut stream: TcpStream,
+    head: &str,
+    early: &[u8],
+    shared: &Shared,
+) -> Option<(FrameReader, Arc<Outlet>)> {
+    let key = match handshake_key(head) {
+        Ok(key) => key,
+        Err(e) => {
+            shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
+            // RFC 6455, 4.4: a version the server does not speak is answered with the one it does.
+            let (status, extra) = match e {
+                HandshakeError::Version(_) => ("426 Upgrade Required", "Sec-WebSocket-Version: 13\r\n"),
+                _ => ("400 Bad Request", ""),
+            };
+            respond_with(&mut stream, status, extra, "text/plain", format!("{e}\n").as_bytes()).await;
+            return None;
+        }
+    };
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    let outlet = Arc::new(Outlet::new(stream, Arc::new(Mailbox::default())));
+    outlet.write_raw(answer.into_bytes());
+    let mut reader = FrameReader::new(MAX_MESSAGE);
+    reader.feed(early);
+    Some((reader, outlet))
+}
+
 async fn respond(stream: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) {
+    respond_with(stream, status, "", content_type, body).await;
+}
+
+/// [`respond`] with `extra` headers (each ending in CRLF).
+async fn respond_with(stream: &mut TcpStream, status: &str, extra: &str, content_type: &str, body: &[u8]) {
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
+        "HTTP/1.1 {status}\r\n{extra}Content-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-cache\r\n\
          X-Content-Type-Options: nosniff\r\nContent-Security-Policy: default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:\r\n\
          Connection: close\r\n\r\n",
         body.len()
@@ -324,121 +371,171 @@ async fn drain_within(outlet: &Outlet, deadline: Duration) -> Result<(), SendFai
     }
 }
 
-/// Takes a member out of the fan-out when its task ends, however it ends: a socket left in its
-/// group would be held open and written to.
-struct LeaveOnDrop<'a> {
-    shared: &'a Shared,
-    group: GroupId,
-    outlet: &'a Arc<Outlet>,
-}
-
-impl Drop for LeaveOnDrop<'_> {
-    fn drop(&mut self) {
-        self.shared.fanout.leave(self.group, self.outlet);
-    }
-}
-
 /// Ends a connection whose send failed; a client that stopped reading is counted, and gets no
 /// close frame (there is no room for one).
-fn give_up(failed: SendFailed, metrics: &AudienceMetrics) -> Option<(CloseCode, &'static str)> {
+fn give_up(failed: SendFailed, metrics: &AudienceMetrics) -> Ending {
     if failed == SendFailed::Stalled {
         metrics.slow_clients_closed.fetch_add(1, Ordering::Relaxed);
     }
-    None
+    Ending::Gone
 }
 
-/// A member who said hello and was welcomed.
+/// Close codes the edge sends (RFC 6455, 7.4.1).
+mod close {
+    /// The venue closes.
+    pub const AWAY: u16 = 1001;
+    /// Banned, flooding, no hello, a hello refused.
+    pub const POLICY: u16 = 1008;
+}
+
+/// How a member's connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The client is gone, or stopped reading and has no room for a close frame.
+    Gone,
+    /// The client closed with this code: answered with the same, and the connection dropped
+    /// (RFC 6455, 5.5.1: the server closes the TCP connection once both close frames went).
+    Answered(u16),
+    /// The edge closes: its close frame, then the client's answer awaited briefly.
+    Close(u16, &'static str),
+}
+
+/// A member who said hello and was welcomed, with their socket (which the fan-out writes to as
+/// well). What every idle member holds for the whole show: kept small.
 struct Member {
-    socket: WebSocketStream<Conn>,
+    reader: FrameReader,
     user: UserId,
     name: Arc<str>,
-    mailbox: Arc<Mailbox>,
+    ip: std::net::IpAddr,
+    outlet: Arc<Outlet>,
     group: GroupId,
+    fanout: Arc<Fanout>,
 }
 
-/// A member's connection, after the request head (`head`). The handshake, the hello and the
-/// goodbye run boxed, on the heap only while they do, and so does every send while connected.
-async fn serve_audience_socket(head: Vec<u8>, outlet: Arc<Outlet>, ip: std::net::IpAddr, shared: &Shared) {
-    let Some(mut member) = boxed(admit(head, &outlet, ip, shared)).await else { return };
-    let _leave = LeaveOnDrop { shared, group: member.group, outlet: &outlet };
-    // The member is lent, not moved: an async function keeps a moved-in argument twice.
-    let close_reason = serve_member(&mut member, &outlet, ip, shared).await;
-    boxed(goodbye(member, close_reason, &outlet, shared)).await;
+impl Drop for Member {
+    /// Takes the member out of the fan-out however their task ends: a socket left in its group
+    /// would be held open and written to.
+    fn drop(&mut self) {
+        self.fanout.leave(self.group, &self.outlet);
+    }
+}
+
+/// The request, and for an audience WebSocket the handshake, the hello and the welcome: the
+/// member then. The connection's address is let go if it ends there.
+async fn open(connection: Box<(TcpStream, std::net::IpAddr)>, shared: &Arc<Shared>) -> Option<Box<Member>> {
+    let (stream, ip) = *connection;
+    let member = match route(stream, ip, shared).await {
+        Some((reader, outlet)) => admit(reader, outlet, ip, shared).await,
+        None => None,
+    };
+    if member.is_none() {
+        shared.release_address(ip);
+    }
+    member
 }
 
 /// The member's last words and the closing handshake, and the edge forgets them.
-async fn goodbye(
-    mut member: Member,
-    close_reason: Option<(CloseCode, &'static str)>,
-    outlet: &Arc<Outlet>,
-    shared: &Shared,
-) {
-    shared.fanout.leave(member.group, outlet);
-    let deadline = shared.config().send_timeout;
-    farewell(&mut member.socket, close_reason, &member.mailbox, deadline).await;
+async fn goodbye(mut member: Box<Member>, ending: Ending, shared: &Shared) {
+    shared.fanout.leave(member.group, &member.outlet);
+    farewell(&mut member, ending).await;
     shared.hub.direct.lock().expect("direct map").remove(&member.user);
     shared.leave_member(&member.user);
-    if shared.hub.submit(AudienceEvent::Left { user: member.user }).is_err() {
+    shared.release_address(member.ip);
+    if shared.hub.submit(AudienceEvent::Left { user: member.user.clone() }).is_err() {
         shared.hub.metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
     }
 }
 
-/// The handshake, the hello and the welcome; `None` when the connection ends there.
-async fn admit(head: Vec<u8>, outlet: &Arc<Outlet>, ip: std::net::IpAddr, shared: &Shared) -> Option<Member> {
-    let stream = Conn::new(head, outlet.clone());
-    let Ok(mut socket) = tokio_tungstenite::accept_async_with_config(stream, Some(socket_config())).await else {
-        shared.hub.metrics.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return None;
+/// Counts a frame the member's bytes were not and returns the close it is answered with.
+fn refused_frames(error: &FrameError, metrics: &AudienceMetrics) -> (u16, &'static str) {
+    let (why, reason) = match error {
+        FrameError::TooBig { .. } => (Rejection::TooBig, "message too big"),
+        FrameError::InvalidUtf8 => (Rejection::BadJson, "invalid UTF-8"),
+        // Unmasked frames, reserved bits, unknown opcodes: RFC 6455 asks for a close frame
+        // with 1002 before the connection goes.
+        _ => (Rejection::Protocol, "protocol error"),
     };
-    let metrics = &shared.hub.metrics;
-    let send = |m: &ServerMessage| Message::text(m.to_json());
+    metrics.reject(why);
+    (error.close_code(), reason)
+}
 
-    // The first message must be a hello, within the handshake time.
-    let hello = tokio::time::timeout(shared.config().hello_timeout, socket.next()).await;
-    let (name, session, muted) = match hello {
-        Ok(Some(Ok(Message::Text(text)))) => match parse_client_message(text.as_str()) {
-            Ok(ClientMessage::Hello { v, name, session, mute, .. }) if v == PROTOCOL_VERSION => {
-                let muted = match Muted::parse(&mute) {
-                    Ok(muted) => muted,
-                    Err(e) => {
-                        metrics.reject(Rejection::BadField);
-                        let _ = socket.send(send(&ServerMessage::error("bad_field", e))).await;
-                        return None;
-                    }
-                };
-                match moderate_name(&name, 32, shared.blocklist()) {
-                    Ok(name) => (name, session, muted),
-                    Err(e) => {
-                        metrics.reject(Rejection::from_code(e.code()));
-                        let _ = socket.send(send(&ServerMessage::error(e.code(), format!("name refused: {e}")))).await;
-                        let _ = socket.close(None).await;
-                        return None;
-                    }
+/// Refuses a connection before it was welcomed: `error`, then the close.
+async fn refuse(outlet: &Outlet, reader: &mut FrameReader, error: ServerMessage) {
+    outlet.write_text(&error.to_json());
+    close_connection(outlet, reader, close::POLICY, "hello refused").await;
+}
+
+/// The hello and the welcome; `None` when the connection ends there.
+async fn admit(
+    mut reader: FrameReader,
+    outlet: Arc<Outlet>,
+    ip: std::net::IpAddr,
+    shared: &Shared,
+) -> Option<Box<Member>> {
+    let outlet = &outlet;
+    let metrics = &shared.hub.metrics;
+    // The first message must be a hello, within the handshake time; pings before it are answered.
+    let mut pings = ping_allowance();
+    let hello =
+        tokio::time::timeout(shared.config().hello_timeout, next_message(outlet, &mut reader, &mut pings)).await;
+    let text = match hello {
+        Ok(Ok(Some(Incoming::Text(text)))) => text,
+        Ok(Ok(Some(Incoming::Binary(_)))) => {
+            metrics.reject(Rejection::Binary);
+            refuse(outlet, &mut reader, ServerMessage::error("binary_not_supported", "send JSON text frames")).await;
+            return None;
+        }
+        Ok(Ok(Some(Incoming::Close(code)))) => {
+            answer_close(outlet, code.map_or(1000, |(code, _)| code)).await;
+            return None;
+        }
+        Ok(Err(ReadFailed::Frame(e))) => {
+            let (code, reason) = refused_frames(&e, metrics);
+            close_connection(outlet, &mut reader, code, reason).await;
+            return None;
+        }
+        Ok(Ok(_) | Err(ReadFailed::Io)) => return None,
+        Err(_) => {
+            metrics.hello_timeouts.fetch_add(1, Ordering::Relaxed);
+            close_connection(outlet, &mut reader, close::POLICY, "no hello").await;
+            return None;
+        }
+    };
+    let (name, session, muted) = match parse_client_message(&text) {
+        Ok(ClientMessage::Hello { v, name, session, mute, .. }) if v == PROTOCOL_VERSION => {
+            let muted = match Muted::parse(&mute) {
+                Ok(muted) => muted,
+                Err(e) => {
+                    metrics.reject(Rejection::BadField);
+                    refuse(outlet, &mut reader, ServerMessage::error("bad_field", e)).await;
+                    return None;
+                }
+            };
+            match moderate_name(&name, 32, shared.blocklist()) {
+                Ok(name) => (name, session, muted),
+                Err(e) => {
+                    metrics.reject(Rejection::from_code(e.code()));
+                    refuse(outlet, &mut reader, ServerMessage::error(e.code(), format!("name refused: {e}"))).await;
+                    return None;
                 }
             }
-            Ok(ClientMessage::Hello { v, .. }) => {
-                let _ = socket
-                    .send(send(&ServerMessage::error(
-                        "bad_field",
-                        format!("protocol version {v} is not supported; this venue speaks {PROTOCOL_VERSION}"),
-                    )))
-                    .await;
-                return None;
-            }
-            Ok(_) => {
-                metrics.reject(Rejection::HelloRequired);
-                let _ = socket.send(send(&ServerMessage::error("hello_required", "send hello first"))).await;
-                return None;
-            }
-            Err(e) => {
-                metrics.reject(Rejection::from_code(e.code()));
-                let _ = socket.send(send(&ServerMessage::error(e.code(), e.to_string()))).await;
-                return None;
-            }
-        },
-        _ => {
-            metrics.hello_timeouts.fetch_add(1, Ordering::Relaxed);
-            close_gracefully(&mut socket, CloseCode::Policy, "no hello").await;
+        }
+        Ok(ClientMessage::Hello { v, .. }) => {
+            let error = ServerMessage::error(
+                "bad_field",
+                format!("protocol version {v} is not supported; this venue speaks {PROTOCOL_VERSION}"),
+            );
+            refuse(outlet, &mut reader, error).await;
+            return None;
+        }
+        Ok(_) => {
+            metrics.reject(Rejection::HelloRequired);
+            refuse(outlet, &mut reader, ServerMessage::error("hello_required", "send hello first")).await;
+            return None;
+        }
+        Err(e) => {
+            metrics.reject(Rejection::from_code(e.code()));
+            refuse(outlet, &mut reader, ServerMessage::error(e.code(), e.to_string())).await;
             return None;
         }
     };
@@ -447,14 +544,13 @@ async fn admit(head: Vec<u8>, outlet: &Arc<Outlet>, ip: std::net::IpAddr, shared
     let returning = session.as_deref().and_then(|token| shared.sessions.verify(token));
     if shared.hub.moderation.lock().expect("moderation").is_banned(&returning.clone().unwrap_or_default(), Some(ip)) {
         metrics.reject(Rejection::Banned);
-        let _ = socket.send(send(&ServerMessage::error("banned", "a moderator banned you from this venue"))).await;
-        close_gracefully(&mut socket, CloseCode::Policy, "banned").await;
+        outlet.write_text(&ServerMessage::error("banned", "a moderator banned you from this venue").to_json());
+        close_connection(outlet, &mut reader, close::POLICY, "banned").await;
         return None;
     }
     let user = returning.filter(|user| !shared.member_connected(user)).unwrap_or_else(|| shared.new_user_id());
     let name: Arc<str> = name.into();
-    let mailbox = Arc::new(Mailbox::default());
-    shared.hub.direct.lock().expect("direct map").insert(user.clone(), mailbox.clone());
+    shared.hub.direct.lock().expect("direct map").insert(user.clone(), outlet.mailbox().clone());
     shared.join_member(&user, ip);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let config = shared.config();
@@ -466,125 +562,226 @@ async fn admit(head: Vec<u8>, outlet: &Arc<Outlet>, ip: std::net::IpAddr, shared
         limits: shared.limits(),
         session: shared.sessions.sign(&user),
     };
-    // Written straight to the socket, not through tungstenite, whose write buffer would keep
-    // the welcome's size for the connection's life; the whole state goes next, then what the
-    // venue says to everyone.
+    // The welcome, then the whole state, then what the venue says to everyone.
     outlet.write_text(&welcome.to_json());
     let group = shared.fanout.join(outlet, muted);
     if shared.hub.submit(AudienceEvent::Joined { user: user.clone(), name: name.clone() }).is_err() {
         metrics.dropped_inbound.fetch_add(1, Ordering::Relaxed);
     }
-    Some(Member { socket, user, name, mailbox, group })
+    let (outlet, fanout) = (outlet.clone(), shared.fanout.clone());
+    Some(Box::new(Member { reader, user, name, ip, outlet, group, fanout }))
 }
 
-/// A member's connection from the welcome until it is to close (and why, when it says).
-async fn serve_member(
-    member: &mut Member,
-    outlet: &Outlet,
-    ip: std::net::IpAddr,
-    shared: &Shared,
-) -> Option<(CloseCode, &'static str)> {
-    let metrics = &shared.hub.metrics;
-    let deadline = shared.config().send_timeout;
+/// What a member's task does next, once a message, waiting bytes or a mailbox entry was seen.
+enum Step {
+    /// Wait for the next thing.
+    Go,
+    /// Write out what waits, then go on (or end, if the venue closes).
+    Drain,
+    /// End the connection.
+    End(Ending),
+}
 
+/// A member's allowance of messages, and how many in a row went over it; pings have one of
+/// their own (a client's keep-alive must not eat into its chat).
+struct Allowance {
+    bucket: TokenBucket,
+    pings: TokenBucket,
+    strikes: u32,
+}
+
+/// Pings answered: 5 a second, 20 in a burst, far more than any keep-alive; a flood beyond
+/// goes unanswered rather than costing a write each.
+fn ping_allowance() -> TokenBucket {
+    TokenBucket::new(20.0, 5.0)
+}
+
+/// A member's connection from the welcome until it is to close (and why, when it says). Its
+/// state is what an idle member holds for the whole show: what is not waited on is done in
+/// plain functions ([`on_message`]), so that nothing else is kept across the waits.
+async fn serve_member(member: &mut Member, shared: &Shared) -> Ending {
     let limits = shared.limits();
-    let mut bucket = TokenBucket::new(f64::from(limits.messages_per_10s), f64::from(limits.messages_per_10s) / 10.0);
-    let mut strikes = 0u32;
+    let per_second = f64::from(limits.messages_per_10s) / 10.0;
+    let bucket = TokenBucket::new(f64::from(limits.messages_per_10s), per_second);
+    let mut allowance = Allowance { bucket, pings: ping_allowance(), strikes: 0 };
     loop {
-        tokio::select! {
-            frame = member.socket.next() => {
-                let received = Instant::now();
-                let reply = match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                        if !bucket.try_take(received, 1.0) || !shared.address_allows(ip, received) {
-                            strikes += 1;
-                            metrics.reject(Rejection::RateLimited);
-                            if strikes >= FLOOD_STRIKES {
-                                break Some((CloseCode::Policy, "flooding"));
-                            }
-                            let wait = bucket.retry_after(received, 1.0);
-                            Some(ServerMessage::error("rate_limited", format!("too many messages; retry in {:.1} s", wait.as_secs_f32())))
-                        } else {
-                            strikes = 0;
-                            handle_text(text.as_str(), &member.user, ip, &member.name, received, shared)
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        metrics.reject(Rejection::Binary);
-                        Some(ServerMessage::error("binary_not_supported", "send JSON text frames"))
-                    }
-                    Some(Ok(Message::Close(_))) | None => break None,
-                    Some(Ok(_)) => None, // ping/pong: tungstenite answers pings itself
-                    Some(Err(e)) => {
-                        use tokio_tungstenite::tungstenite::Error as E;
-                        let reason = match e {
-                            E::Capacity(_) => { metrics.reject(Rejection::TooBig); Some((CloseCode::Size, "message too big")) }
-                            E::Utf8(_) => { metrics.reject(Rejection::BadJson); Some((CloseCode::Invalid, "invalid UTF-8")) }
-                            // Unmasked frames, reserved bits, unknown opcodes: RFC 6455 asks
-                            // for a close frame with 1002 before the connection goes.
-                            E::Protocol(_) => { metrics.reject(Rejection::Protocol); Some((CloseCode::Protocol, "protocol error")) }
-                            _ => None,
-                        };
-                        break reason;
-                    }
-                };
-                // Replies, like the fan-out's frames, are written by the outlet (what the socket
-                // has no room for waits there, driven out by the branch below).
-                if let Some(reply) = reply {
-                    outlet.write_text(&reply.to_json());
-                }
-                if shared.hub.moderation.lock().expect("moderation").is_banned(&member.user, Some(ip)) {
-                    break Some((CloseCode::Policy, "banned"));
-                }
+        let step = tokio::select! {
+            message = next_message(&member.outlet, &mut member.reader, &mut allowance.pings) => {
+                on_message(message, member, &mut allowance, shared)
             }
-            // The fan-out's bytes the socket had no room for: out as it makes room, or the
-            // member stopped reading. The fan-out also says so when the venue closes (its last
-            // frames written), which saves each member a listener of its own.
-            () = outlet.waiting() => {
-                if let Err(failed) = boxed(drain_within(outlet, deadline)).await {
-                    break give_up(failed, metrics);
+            // Replies in the mailbox, or the fan-out's bytes the socket had no room for (out as
+            // it makes room, or the member stopped reading). The fan-out also wakes the member
+            // when the venue closes (its last frames written), which saves each member a
+            // listener of its own.
+            () = member.outlet.woken() => {
+                let outlet = &member.outlet;
+                while let Some(json) = outlet.mailbox().try_next() {
+                    outlet.write_text(&json);
                 }
-                if outlet.is_ended() {
-                    break Some((CloseCode::Away, "the venue is closing"));
-                }
-            },
-            json = member.mailbox.next() => {
-                outlet.write_text(&json);
                 // A ban arrives this way too: close at once, even if the member is idle.
-                if shared.hub.moderation.lock().expect("moderation").is_banned(&member.user, Some(ip)) {
-                    break Some((CloseCode::Policy, "banned"));
+                match banned(member, shared) {
+                    Step::Go if outlet.waiting_bytes() > 0 || outlet.is_ended() => Step::Drain,
+                    step => step,
                 }
             }
+        };
+        match step {
+            Step::Go => {}
+            Step::Drain => {
+                if let Err(failed) = boxed(drain_within(&member.outlet, shared.config().send_timeout)).await {
+                    return give_up(failed, &shared.hub.metrics);
+                }
+                if member.outlet.is_ended() {
+                    return Ending::Close(close::AWAY, "the venue is closing");
+                }
+            }
+            Step::End(ending) => return ending,
         }
     }
 }
 
+/// The member's next message; pings are answered within `pings` (a flood beyond is not). A
+/// plain future, not an async function's: it is part of every idle member's state.
+fn next_message<'a>(
+    outlet: &'a Outlet,
+    reader: &'a mut FrameReader,
+    pings: &'a mut TokenBucket,
+) -> impl Future<Output = Result<Option<Incoming>, ReadFailed>> + 'a {
+    std::future::poll_fn(move |cx| {
+        loop {
+            match ready!(outlet.poll_message(cx, reader)) {
+                Ok(Some(Incoming::Ping(payload))) => {
+                    if pings.try_take(Instant::now(), 1.0) {
+                        outlet.write_pong(&payload);
+                    }
+                }
+                Ok(Some(Incoming::Pong)) => {}
+                other => return Poll::Ready(other),
+            }
+        }
+    })
+}
+
+/// Whether the member is banned (then the connection closes at once).
+fn banned(member: &Member, shared: &Shared) -> Step {
+    if shared.hub.moderation.lock().expect("moderation").is_banned(&member.user, Some(member.ip)) {
+        Step::End(Ending::Close(close::POLICY, "banned"))
+    } else {
+        Step::Go
+    }
+}
+
+/// A member's message: checked, handed to the venue, answered.
+fn on_message(
+    message: Result<Option<Incoming>, ReadFailed>,
+    member: &Member,
+    allowance: &mut Allowance,
+    shared: &Shared,
+) -> Step {
+    let (outlet, ip) = (&member.outlet, member.ip);
+    let metrics = &shared.hub.metrics;
+    let received = Instant::now();
+    let reply = match message {
+        Ok(Some(Incoming::Text(text))) => {
+            metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+            if !allowance.bucket.try_take(received, 1.0) || !shared.address_allows(ip, received) {
+                allowance.strikes += 1;
+                metrics.reject(Rejection::RateLimited);
+                if allowance.strikes >= FLOOD_STRIKES {
+                    return Step::End(Ending::Close(close::POLICY, "flooding"));
+                }
+                let wait = allowance.bucket.retry_after(received, 1.0);
+                Some(ServerMessage::error(
+                    "rate_limited",
+                    format!("too many messages; retry in {:.1} s", wait.as_secs_f32()),
+                ))
+            } else {
+                allowance.strikes = 0;
+                handle_text(&text, &member.user, ip, &member.name, received, shared)
+            }
+        }
+        Ok(Some(Incoming::Binary(_))) => {
+            metrics.reject(Rejection::Binary);
+            Some(ServerMessage::error("binary_not_supported", "send JSON text frames"))
+        }
+        // The client's close is answered in `farewell`.
+        Ok(Some(Incoming::Close(code))) => return Step::End(Ending::Answered(code.map_or(1000, |(code, _)| code))),
+        Ok(Some(Incoming::Ping(_) | Incoming::Pong)) => None,
+        Ok(None) | Err(ReadFailed::Io) => return Step::End(Ending::Gone),
+        Err(ReadFailed::Frame(e)) => {
+            let (code, reason) = refused_frames(&e, metrics);
+            return Step::End(Ending::Close(code, reason));
+        }
+    };
+    // Replies, like the fan-out's frames, are written by the outlet (what the socket has no
+    // room for waits there, driven out by the member's task).
+    if let Some(reply) = reply {
+        outlet.write_text(&reply.to_json());
+    }
+    match banned(member, shared) {
+        Step::Go if outlet.waiting_bytes() > MAX_WAITING => {
+            // A member who sends but does not read is not read from while their answers wait
+            // beyond the outlet's bound: their socket must take them first.
+            Step::Drain
+        }
+        step => step,
+    }
+}
+
 /// The member's last words (a ban's among them) and the closing handshake.
-async fn farewell(
-    socket: &mut WebSocketStream<Conn>,
-    close_reason: Option<(CloseCode, &'static str)>,
-    mailbox: &Mailbox,
-    deadline: Duration,
-) {
-    let Some((code, reason)) = close_reason else { return };
+async fn farewell(member: &mut Member, ending: Ending) {
+    let outlet = &member.outlet;
+    let (code, reason) = match ending {
+        Ending::Gone => return,
+        Ending::Answered(code) => return answer_close(outlet, code).await,
+        Ending::Close(code, reason) => (code, reason),
+    };
     if reason == "banned" {
         // The ban is seen as soon as it is made, possibly with replies still waiting in the
         // mailbox (the ban's own message among them, or not yet pushed): they go first, and
         // the member is told of the ban in any case before the close.
         let mut told = false;
-        while let Some(json) = futures_util::FutureExt::now_or_never(mailbox.next()) {
+        while let Some(json) = outlet.mailbox().try_next() {
             told |= json.contains(r#""code":"banned""#);
-            if send_within(socket, Message::text(json.to_string()), deadline).await.is_err() {
-                break;
-            }
+            outlet.write_text(&json);
         }
         if !told {
-            let banned = ServerMessage::error("banned", "a moderator banned you from this venue");
-            let _ = send_within(socket, Message::text(banned.to_json()), deadline).await;
+            outlet.write_text(&ServerMessage::error("banned", "a moderator banned you from this venue").to_json());
         }
     }
-    close_gracefully(socket, code, reason).await;
+    close_connection(&member.outlet, &mut member.reader, code, reason).await;
+}
+
+/// Answers the client's close frame with its code (RFC 6455, 5.5.1), briefly: the connection
+/// is dropped after.
+async fn answer_close(outlet: &Outlet, code: u16) {
+    outlet.write_close(code, "");
+    let _ = tokio::time::timeout(CLOSING, outlet.drain_waiting()).await;
+}
+
+/// How long a closing connection may take to write its last words and close frame, in all:
+/// a client reading a byte now and then must not hold its place (its address, its id) open.
+const CLOSING: Duration = Duration::from_secs(2);
+
+/// The closing handshake from the server's side: the close frame after what waits (within
+/// [`CLOSING`]), then the client's answer awaited for a second (read, so that the socket is not
+/// reset under the close frame).
+async fn close_connection(outlet: &Outlet, reader: &mut FrameReader, code: u16, reason: &str) {
+    outlet.write_close(code, reason);
+    if !matches!(tokio::time::timeout(CLOSING, outlet.drain_waiting()).await, Ok(Ok(()))) {
+        return;
+    }
+    let answer = async {
+        loop {
+            match std::future::poll_fn(|cx| outlet.poll_message(cx, reader)).await {
+                Ok(Some(Incoming::Close(_))) | Ok(None) | Err(ReadFailed::Io) => return,
+                Ok(Some(_)) => {}
+                // The stream is not frames any more: what comes is read and dropped.
+                Err(ReadFailed::Frame(_)) => return std::future::poll_fn(|cx| outlet.poll_discard(cx)).await,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
 }
 
 /// Checks one text frame from a member who said hello; returns the reply to send, if any.
@@ -686,7 +883,7 @@ mod tests {
         socket.set_send_buffer_size(8 << 10).unwrap();
         let ours = socket.connect(listener.local_addr().unwrap()).await.unwrap();
         let (client, _) = listener.accept().await.unwrap();
-        let outlet = Arc::new(Outlet::new(ours));
+        let outlet = Arc::new(Outlet::new(ours, Arc::default()));
         let line = "x".repeat(60_000);
         while outlet.waiting_bytes() < super::super::outlet::MAX_WAITING / 2 {
             outlet.write_text(&line);

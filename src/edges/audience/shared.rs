@@ -311,14 +311,17 @@ impl Shared {
     }
 }
 
-/// The WebSocket settings of the edge's sockets.
+/// The longest message a member or moderator may send, fragments together.
+pub const MAX_MESSAGE: usize = 4 << 10;
+
+/// tungstenite's settings for the moderators' socket (`/mod`).
 pub fn socket_config() -> WebSocketConfig {
     // Audience messages are small: tight limits, and small buffers so that tens of thousands
     // of idle connections stay cheap (the tungstenite default reads into 128 KiB per socket;
     // a longer message grows the buffer for as long as it takes to read it).
     WebSocketConfig::default()
-        .max_message_size(Some(4 << 10))
-        .max_frame_size(Some(4 << 10))
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE))
         // Each read takes at most this much; a longer message is read into room reserved
         // for it whole (its header says its length) and released after.
         .read_buffer_size(128)

@@ -225,6 +225,23 @@ impl Mailbox {
         true
     }
 
+    /// The next reply if one waits.
+    pub fn try_next(&self) -> Option<Arc<str>> {
+        self.queue.lock().expect("mailbox").pop_front()
+    }
+
+    /// Wakes the member's reader without a reply: its edge has other work for it (bytes
+    /// waiting for its socket). One wake-up for both keeps an idle member to one waiter.
+    pub fn wake(&self) {
+        self.ready.notify_one();
+    }
+
+    /// Resolves once a reply was pushed or [`Mailbox::wake`] called (since the last time it
+    /// resolved, if nobody was waiting then): the reader then looks at everything it serves.
+    pub fn woken(&self) -> tokio::sync::futures::Notified<'_> {
+        self.ready.notified()
+    }
+
     /// The next reply, waiting for one. Cancel-safe: a reply is taken only when returned.
     pub async fn next(&self) -> Arc<str> {
         loop {
