@@ -135,32 +135,30 @@ impl Outlet {
     /// Writes one text message of the connection's own, or queues it; the member's task
     /// drives out what waits.
     pub fn write_text(&self, text: &str) {
-        let mut bytes = Vec::with_capacity(text.len() + 10);
-        encode_text(&mut bytes, text.as_bytes());
-        let mut out = self.out.lock().expect("outlet");
-        self.write_or_queue(&mut out, bytes.into());
-    }
-
-    /// Writes the answer to the WebSocket handshake, before any frame.
-    pub fn write_raw(&self, bytes: Vec<u8>) {
-        let mut out = self.out.lock().expect("outlet");
-        self.write_or_queue(&mut out, bytes.into());
+        self.write_frame(opcode::TEXT, text.as_bytes());
     }
 
     /// Answers a ping with a pong carrying its payload.
     pub fn write_pong(&self, payload: &[u8]) {
-        let mut bytes = Vec::with_capacity(payload.len() + 2);
-        encode_frame(&mut bytes, opcode::PONG, payload);
-        let mut out = self.out.lock().expect("outlet");
-        self.write_or_queue(&mut out, bytes.into());
+        self.write_frame(opcode::PONG, payload);
     }
 
     /// Writes the close frame (`code`, `reason`) after what waits; the fan-out writes nothing
     /// more (RFC 6455: no data frame after a close frame).
     pub fn write_close(&self, code: u16, reason: &str) {
         self.close();
-        let mut bytes = Vec::with_capacity(reason.len() + 4);
-        encode_frame(&mut bytes, opcode::CLOSE, &close_frame_payload(code, reason));
+        self.write_frame(opcode::CLOSE, &close_frame_payload(code, reason));
+    }
+
+    /// Writes one frame of the connection's own, or queues it.
+    fn write_frame(&self, opcode: u8, payload: &[u8]) {
+        let mut bytes = Vec::with_capacity(payload.len() + 10);
+        encode_frame(&mut bytes, opcode, payload);
+        self.write_raw(bytes);
+    }
+
+    /// Writes bytes as they are (the answer to the WebSocket handshake, before any frame).
+    pub fn write_raw(&self, bytes: Vec<u8>) {
         let mut out = self.out.lock().expect("outlet");
         self.write_or_queue(&mut out, bytes.into());
     }
@@ -177,13 +175,26 @@ impl Outlet {
             if let Some(message) = reader.message().map_err(ReadFailed::Frame)? {
                 return Poll::Ready(Ok(Some(message)));
             }
-            ready!(self.stream.poll_read_ready(cx)).map_err(|_| ReadFailed::Io)?;
+            let n = ready!(self.poll_read(cx, |bytes| reader.feed(bytes))).map_err(|_| ReadFailed::Io)?;
+            if n == 0 {
+                return Poll::Ready(Ok(None));
+            }
+        }
+    }
+
+    /// Reads what the socket has into a chunk on this call's stack and hands it to `take`;
+    /// ready with the bytes read (0: the client closed the connection).
+    fn poll_read(&self, cx: &mut Context<'_>, take: impl FnOnce(&[u8])) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
             let mut chunk = [0u8; 4096];
             match self.stream.try_read(&mut chunk) {
-                Ok(0) => return Poll::Ready(Ok(None)),
-                Ok(n) => reader.feed(&chunk[..n]),
+                Ok(n) => {
+                    take(&chunk[..n]);
+                    return Poll::Ready(Ok(n));
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(Err(ReadFailed::Io)),
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
@@ -192,18 +203,8 @@ impl Outlet {
     /// close frame is sent, so that the socket is not reset with bytes unread (the client
     /// would lose the close frame).
     pub fn poll_discard(&self, cx: &mut Context<'_>) -> Poll<()> {
-        loop {
-            if ready!(self.stream.poll_read_ready(cx)).is_err() {
-                return Poll::Ready(());
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.try_read(&mut chunk) {
-                Ok(0) => return Poll::Ready(()),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return Poll::Ready(()),
-            }
-        }
+        while let Ok(1..) = ready!(self.poll_read(cx, |_| {})) {}
+        Poll::Ready(())
     }
 
     /// Stops the fan-out's writes: the connection closes (its own last words still go).
