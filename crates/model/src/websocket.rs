@@ -372,6 +372,14 @@ pub enum HandshakeError {
     Key,
 }
 
+/// The value of header `name` (any case) in an HTTP request head, trimmed; the first if several.
+pub fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then_some(value.trim())
+    })
+}
+
 /// Checks an upgrade request's head (the request line and headers, as read) and returns its
 /// `Sec-WebSocket-Key`, from which the answer's `Sec-WebSocket-Accept` is derived.
 pub fn handshake_key(head: &str) -> Result<&str, HandshakeError> {
@@ -381,12 +389,7 @@ pub fn handshake_key(head: &str) -> Result<&str, HandshakeError> {
     if method != Some("GET") || version != Some("HTTP/1.1") {
         return Err(HandshakeError::Method);
     }
-    let header = |name: &str| {
-        head.split("\r\n").skip(1).find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then_some(value.trim())
-        })
-    };
+    let header = |name: &str| header(head, name);
     let connection_upgrades =
         header("connection").is_some_and(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case("upgrade")));
     if !connection_upgrades || !header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {

@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
-use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 
 use crate::engine::audience::hub::Mailbox;
@@ -341,35 +340,6 @@ impl Outlet {
             }
         }
         Ok(())
-    }
-}
-
-/// Bytes already read from a connection (its HTTP request head), to be read again first.
-#[derive(Debug)]
-pub struct Head {
-    bytes: Vec<u8>,
-    pos: usize,
-}
-
-impl Head {
-    /// `bytes`, to be read again.
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes, pos: 0 }
-    }
-
-    /// Puts what is left of the head into `buf`, if anything is (then true); the head's memory
-    /// goes once it is read.
-    pub fn read_into(&mut self, buf: &mut ReadBuf<'_>) -> bool {
-        if self.pos >= self.bytes.len() {
-            return false;
-        }
-        let n = (self.bytes.len() - self.pos).min(buf.remaining());
-        buf.put_slice(&self.bytes[self.pos..self.pos + n]);
-        self.pos += n;
-        if self.pos == self.bytes.len() {
-            *self = Self::new(Vec::new());
-        }
-        true
     }
 }
 

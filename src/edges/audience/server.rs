@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::fanout::{Fanout, GroupId};
 use super::moderator;
-use super::outlet::{Head, MAX_WAITING, Muted, Outlet, ReadFailed};
+use super::outlet::{MAX_WAITING, Muted, Outlet, ReadFailed};
 use super::shared::{AudienceConfig, MAX_MESSAGE, SendFailed, Shared};
 use crate::engine::audience::hub::{AudienceHub, AudienceLink, Mailbox, ModerationPolicy};
 use crate::engine::audience::metrics::{AudienceMetrics, Rejection};
@@ -25,7 +25,7 @@ use crate::model::assets_root::check_relative;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
 use crate::model::audience::moderation::{Held, TokenBucket, moderate, moderate_name};
 use crate::model::audience::protocol::{ClientMessage, PROTOCOL_VERSION, ServerMessage, parse_client_message};
-use crate::model::websocket::{FrameError, FrameReader, HandshakeError, Incoming, handshake_key};
+use crate::model::websocket::{FrameError, FrameReader, HandshakeError, Incoming, handshake_key, header};
 
 /// A running audience edge. [`AudienceServer::attach`] connects it to a venue app.
 #[derive(bevy::prelude::Resource)]
@@ -164,13 +164,24 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 
 /// A stream that first yields bytes already read (the HTTP head), then the socket.
 struct Replayed {
-    head: Head,
+    head: Vec<u8>,
+    /// How much of `head` was read again.
+    pos: usize,
     inner: TcpStream,
 }
 
 impl AsyncRead for Replayed {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if self.head.read_into(buf) {
+        if self.pos < self.head.len() {
+            let n = (self.head.len() - self.pos).min(buf.remaining());
+            let start = self.pos;
+            buf.put_slice(&self.head[start..start + n]);
+            self.pos += n;
+            // The head's memory goes once it is read.
+            if self.pos == self.head.len() {
+                self.head = Vec::new();
+                self.pos = 0;
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -229,19 +240,10 @@ async fn route(
     let mut words = text.lines().next().unwrap_or_default().split_whitespace();
     let (method, target) = (words.next().unwrap_or_default(), words.next().unwrap_or_default());
     let path = target.split(['?', '#']).next().unwrap_or_default().to_owned();
-    let upgrade = text.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("upgrade:") && l.contains("websocket")
-    });
-    let header = |name: &str| {
-        text.lines().skip(1).find_map(|l| {
-            let (key, value) = l.split_once(':')?;
-            key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
-        })
-    };
+    let upgrade = header(&text, "upgrade").is_some_and(|v| v.to_ascii_lowercase().contains("websocket"));
     if upgrade && matches!(path.as_str(), "/ws" | "/mod") {
-        let (origin, host) = (header("origin"), header("host"));
-        if !shared.origin_allowed(&path, origin.as_deref(), host.as_deref()) {
+        let (origin, host) = (header(&text, "origin"), header(&text, "host"));
+        if !shared.origin_allowed(&path, origin, host) {
             shared.hub.metrics.refused_origins.fetch_add(1, Ordering::Relaxed);
             bevy::log::warn!(
                 "refused a {path} connection from {ip}: origin {:?} is not allowed",
@@ -254,7 +256,7 @@ async fn route(
     match (method, path.as_str(), upgrade) {
         ("GET", "/ws", true) => return accept_member(stream, &text, &head[end..], shared).await,
         ("GET", "/mod", true) => {
-            moderator::serve_moderator_socket(Replayed { head: Head::new(head), inner: stream }, ip, shared).await;
+            moderator::serve_moderator_socket(Replayed { head, pos: 0, inner: stream }, ip, shared).await;
         }
         ("GET", "/metrics", false) => {
             let body = shared.hub.render_metrics();
