@@ -126,6 +126,26 @@ impl ProcessRecogniser {
         let status = self.child.try_wait().ok().flatten().map_or("still running".into(), |s| s.to_string());
         std::io::Error::other(format!("the recogniser {} stopped ({status})", self.name))
     }
+
+    /// Closes the engine's input and takes every line it wrote before its output ended, waiting
+    /// at most `within`; an engine still running then is stopped. Used at the audio's end and
+    /// when the engine has died: its last lines may still be in the pipe or on the reading
+    /// thread when the write fails, and are not to be lost with it.
+    fn wind_up(&mut self, within: Duration, after: &str) -> Vec<RecognisedLine> {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + within;
+        while !self.ended.load(Ordering::Acquire) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let lines = self.drain().unwrap_or_default();
+        // An engine that has not ended by now will not: it is stopped, not waited for.
+        if !self.ended.load(Ordering::Acquire) {
+            bevy::log::warn!("captions: {} did not finish within {} s {after}; stopped", self.name, within.as_secs());
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        lines
+    }
 }
 
 impl Drop for ProcessRecogniser {
@@ -166,20 +186,7 @@ impl Recogniser for ProcessRecogniser {
     }
 
     fn finish(&mut self) -> std::io::Result<Vec<RecognisedLine>> {
-        drop(self.stdin.take());
-        // The engine writes its last lines, then exits; wait for them (bounded).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.ended.load(Ordering::Acquire) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let lines = self.drain().unwrap_or_default();
-        // An engine that has not ended by now will not: it is stopped, not waited for.
-        if !self.ended.load(Ordering::Acquire) {
-            bevy::log::warn!("captions: {} did not finish within 30 s of the audio's end; stopped", self.name);
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-        Ok(lines)
+        Ok(self.wind_up(Duration::from_secs(30), "of the audio's end"))
     }
 }
 
@@ -287,10 +294,10 @@ fn pump(
                 }
             }
             Err(e) => {
-                // What it wrote before it stopped still counts.
-                if let Ok(lines) = recogniser.lines() {
-                    send(numbered(run, lines), &tx, &doorbell);
-                }
+                // What it wrote before it stopped still counts, also the lines its reading
+                // thread has not passed on yet (the write can fail before they are read).
+                let last = recogniser.wind_up(Duration::from_secs(2), "of failing");
+                send(numbered(run, last), &tx, &doorbell);
                 bevy::log::error!("captions: {e}; starting it again in {} s", backoff.as_secs());
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(Duration::from_secs(10));
