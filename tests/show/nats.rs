@@ -756,8 +756,11 @@ async fn wait_param(member: &mut Moderator, name: &str, param: &str, value: &str
         .unwrap_or_else(|| panic!("{name}: {param} never became {value}"))
 }
 
+/// A poll, a democracy vote and a crowd-energy rule the scene sums across overflow shards: each
+/// decided once, on the main stage, on every instance's votes or crowd, and played everywhere;
+/// what each instance's audience does by itself stays there.
 #[test]
-fn a_poll_and_crowd_energy_summed_across_shards_are_decided_once_and_play_everywhere() {
+fn a_poll_a_vote_and_crowd_energy_summed_across_shards_are_decided_once_and_play_everywhere() {
     let dir = temp_dir("nats-shard-sums");
     let nats = NatsServer::start(&dir);
     let url = nats.url();
@@ -840,12 +843,47 @@ fn a_poll_and_crowd_energy_summed_across_shards_are_decided_once_and_play_everyw
             // stage.
             assert_eq!(state["params"]["fog"] == "0.01", name == "main", "{name}: {state}");
         }
+
+        // A democracy vote summed across shards, started by a shard's audience: shard a asks the
+        // main stage to open it, every instance joins that one run. Counted on each instance
+        // the main stage would pick "stars"; summed, "dawn" wins everywhere.
+        let sky =
+            |v: &serde_json::Value, phase: &str| v["type"] == "poll" && v["id"] == "rule:sky" && v["phase"] == phase;
+        ana.send(r#"{"type":"chat","text":"!sky dawn"}"#).await;
+        for (name, member, word) in [("main", &mut max, "stars"), ("shard b", &mut bea, "dawn")] {
+            member
+                .next_within(|v| sky(v, "tally"), within)
+                .await
+                .unwrap_or_else(|| panic!("{name} sees the vote open"));
+            member.send(&format!(r#"{{"type":"chat","text":"!sky {word}"}}"#)).await;
+        }
+        let word_votes = |v: &serde_json::Value, word: &str| {
+            v["options"]
+                .as_array()
+                .and_then(|o| o.iter().find(|o| o["id"] == word))
+                .map_or(0, |o| o["votes"].as_u64().unwrap_or(0))
+        };
+        let running = ana
+            .next_within(|v| sky(v, "tally") && word_votes(v, "stars") == 1 && word_votes(v, "dawn") == 2, within)
+            .await
+            .expect("shard a shows every instance's words while the vote runs");
+        assert!(running["closes_in_ms"].as_u64().unwrap() <= 5000, "{running}");
+        for (name, member) in [("main", &mut max), ("shard a", &mut ana), ("shard b", &mut bea)] {
+            let close = member
+                .next_within(|v| sky(v, "close"), within)
+                .await
+                .unwrap_or_else(|| panic!("{name}: the vote closes"));
+            assert_eq!(close["winner"], "dawn", "{name}: {close}");
+            assert_eq!((word_votes(&close, "stars"), word_votes(&close, "dawn")), (1, 2), "{name}: {close}");
+            wait_param(member, name, "sky", "dawn").await;
+        }
     });
     // One outcome of each summed count in the log, applied by the shards.
     let log = stream_log(&url, venue);
     let from = |who: &str| log.iter().filter(|e| matches!(&e.origin, CommandOrigin::Audience(w) if w == who)).count();
     assert_eq!(from("poll:finale"), 1, "the summed poll's outcome, logged once: {log:?}");
     assert_eq!(from("energy:roar"), 1, "the summed energy's effect, logged once");
+    assert_eq!(from("vote:sky"), 1, "the summed vote's winner, logged once");
     assert!(
         !log.iter()
             .any(|e| matches!(&e.origin, CommandOrigin::Audience(w) if w.starts_with("a-") || w.starts_with("b-"))),

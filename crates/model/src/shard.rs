@@ -12,13 +12,18 @@
 //!   any other, and shards apply them.
 //!
 //! A poll is one *run*: the log sequence number of the `open_poll` that opened it, which the
-//! authority and every shard share. Nothing here reads a clock or does I/O.
+//! authority and every shard share. A summed democracy vote (`rule:NAME`, its options the words
+//! typed) is not logged: its run is a number the authority picks when it opens the vote — at
+//! its own audience's first `!word`, or when a shard's report asks for one ([`ASKING`]: a shard
+//! whose audience typed first) — and its totals carry that run and the time left to every
+//! shard, which joins it. Nothing here reads a clock or does I/O.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::audience::polls::MAX_FREE_OPTIONS;
 use crate::net::{MAX_EDGE_ID, NetError, check_edge_id};
 
 /// How often a shard reports while a summed poll runs (and the authority sends totals).
@@ -43,6 +48,11 @@ pub const MAX_SHARDS: usize = 1000;
 const MAX_POLLS: usize = 16;
 /// Most options a poll has (the scene format's limit).
 const MAX_OPTIONS: usize = 8;
+/// Longest word of a democracy vote counted across shards, in bytes.
+const MAX_WORD_BYTES: usize = 64;
+/// The run of a shard's democracy vote the main stage has not opened yet: the shard's audience
+/// voted first, and its report asks the authority to open the vote everywhere.
+pub const ASKING: u64 = 0;
 /// Most members one shard may claim (more than one machine holds).
 const MAX_MEMBERS: u64 = 10_000_000;
 
@@ -70,9 +80,14 @@ pub struct ShardReport {
 pub struct ShardPollCount {
     /// The poll's name.
     pub poll: String,
-    /// The run: the log sequence number of the `open_poll` that opened it.
+    /// The run: the log sequence number of the `open_poll` that opened it; for a democracy
+    /// vote, the authority's number for it, or [`ASKING`].
     pub opened: u64,
-    /// Weighted votes per option, in the scene's option order.
+    /// A democracy vote's options: the words voted for, in the order of `counts` (empty for a
+    /// poll, whose options are the scene's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<String>,
+    /// Weighted votes per option, in the scene's option order (a poll) or `words`' order.
     pub counts: Vec<u64>,
     /// Members who voted.
     pub voters: u64,
@@ -88,10 +103,18 @@ pub struct ShardTotals {
     pub poll: String,
     /// The run (see [`ShardPollCount::opened`]).
     pub opened: u64,
+    /// A democracy vote's options: the words voted for on every instance, in the order of
+    /// `counts` (empty for a poll).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub words: Vec<String>,
     /// Weighted votes per option over every instance.
     pub counts: Vec<u64>,
     /// Members who voted, over every instance.
     pub voters: u64,
+    /// Time left to vote on the main stage when these totals were sent (a democracy vote:
+    /// shards close with it).
+    #[serde(default)]
+    pub closes_in_ms: u64,
     /// What each shard's counts were when these totals were made, by shard id: a shard shows
     /// the totals with its own newer counts in place of these.
     pub shards: BTreeMap<String, Vec<u64>>,
@@ -115,9 +138,29 @@ fn read<'a, T: Deserialize<'a>>(subject: &str, payload: &'a [u8], what: &str) ->
 /// Most weighted votes one option may have (a vote weighs at most 100).
 const MAX_COUNT: u64 = MAX_MEMBERS * 100;
 
-fn check_counts(subject: &str, poll: &str, counts: &[u64]) -> Result<(), NetError> {
-    if poll.is_empty() || poll.len() > 64 || counts.len() > MAX_OPTIONS {
-        return Err(bad(subject, format!("poll {poll:?}: a name of 1 to 64 bytes and at most {MAX_OPTIONS} counts")));
+fn check_counts(subject: &str, poll: &str, words: &[String], counts: &[u64]) -> Result<(), NetError> {
+    // A poll's name, or `rule:` and a rule's.
+    if poll.is_empty() || poll.len() > 69 || counts.len() > MAX_OPTIONS.max(MAX_FREE_OPTIONS) {
+        return Err(bad(
+            subject,
+            format!("poll {poll:?}: a name of 1 to 64 bytes and at most {MAX_FREE_OPTIONS} counts"),
+        ));
+    }
+    if words.is_empty() && counts.len() > MAX_OPTIONS {
+        return Err(bad(
+            subject,
+            format!("poll {poll:?}: {} counts, more than a poll's {MAX_OPTIONS} options", counts.len()),
+        ));
+    }
+    if !words.is_empty() && words.len() != counts.len() {
+        return Err(bad(subject, format!("poll {poll:?}: {} words for {} counts", words.len(), counts.len())));
+    }
+    if let Some(w) = words.iter().find(|w| w.is_empty() || w.len() > MAX_WORD_BYTES || w.chars().any(char::is_control))
+    {
+        return Err(bad(
+            subject,
+            format!("poll {poll:?}: the word {w:?} (1 to {MAX_WORD_BYTES} bytes, no control characters)"),
+        ));
     }
     if counts.iter().any(|c| *c > MAX_COUNT) {
         return Err(bad(subject, format!("poll {poll:?}: a count over {MAX_COUNT}, more than a shard's members cast")));
@@ -146,7 +189,7 @@ impl ShardReport {
             ));
         }
         for p in &report.polls {
-            check_counts(subject, &p.poll, &p.counts)?;
+            check_counts(subject, &p.poll, &p.words, &p.counts)?;
             if p.voters > MAX_MEMBERS {
                 return Err(bad(subject, format!("poll {:?}: {} voters", p.poll, p.voters)));
             }
@@ -164,8 +207,8 @@ impl ShardTotals {
     /// Reads totals that arrived on `subject`.
     pub fn from_message(subject: &str, payload: &[u8]) -> Result<Self, NetError> {
         let totals: ShardTotals = read(subject, payload, "a poll's totals")?;
-        check_counts(subject, &totals.poll, &totals.counts)?;
-        if totals.shards.len() > 1000 || totals.shards.values().any(|c| c.len() > MAX_OPTIONS) {
+        check_counts(subject, &totals.poll, &totals.words, &totals.counts)?;
+        if totals.shards.len() > MAX_SHARDS || totals.shards.values().any(|c| c.len() > totals.counts.len()) {
             return Err(bad(subject, "more shards or options than a show has".into()));
         }
         Ok(totals)
@@ -220,7 +263,9 @@ impl ShardBook {
             .map(|s| s.report.polls.clone())
             .unwrap_or_default()
             .into_iter()
-            .filter(|old| !report.polls.iter().any(|p| p.poll == old.poll && p.opened == old.opened))
+            .filter(|old| {
+                old.opened != ASKING && !report.polls.iter().any(|p| p.poll == old.poll && p.opened == old.opened)
+            })
             .collect();
         let mut report = report;
         kept.truncate(MAX_POLLS);
@@ -269,6 +314,40 @@ impl ShardBook {
         self.runs(poll, opened).map(|(id, c)| (id.to_owned(), c.counts.clone())).collect()
     }
 
+    /// Every shard's votes of one run of a democracy vote, summed by word (lost shards' last
+    /// counts included), and its voters. The words come in the order of the shards' ids, each
+    /// shard's in its own order, so that a tie is decided the same way whatever the order the
+    /// reports arrived in.
+    pub fn word_counts(&self, poll: &str, opened: u64) -> (Vec<(String, u64)>, u64) {
+        let mut runs: Vec<(&str, &ShardPollCount)> = self.runs(poll, opened).collect();
+        runs.sort_unstable_by_key(|(id, _)| *id);
+        let mut words = Vec::new();
+        let mut voters = 0u64;
+        for (_, c) in runs {
+            add_words(&mut words, c.words.iter().zip(&c.counts));
+            voters = voters.saturating_add(c.voters);
+        }
+        (words, voters)
+    }
+
+    /// Each shard's votes of one run of a democracy vote for each of `words`, by shard id.
+    pub fn by_shard_words(&self, poll: &str, opened: u64, words: &[String]) -> BTreeMap<String, Vec<u64>> {
+        self.runs(poll, opened)
+            .map(|(id, c)| {
+                let of = |w: &String| {
+                    c.words.iter().position(|x| x == w).map_or(0, |i| c.counts.get(i).copied().unwrap_or(0))
+                };
+                (id.to_owned(), words.iter().map(of).collect())
+            })
+            .collect()
+    }
+
+    /// The democracy votes the shards in `report` ask the authority to open: the names of the
+    /// rules (`rule:NAME`) its counts hold at [`ASKING`].
+    pub fn asking(report: &ShardReport) -> impl Iterator<Item = &str> {
+        report.polls.iter().filter(|c| c.opened == ASKING).filter_map(|c| c.poll.strip_prefix("rule:"))
+    }
+
     fn runs<'a>(&'a self, poll: &'a str, opened: u64) -> impl Iterator<Item = (&'a str, &'a ShardPollCount)> {
         self.shards.values().filter_map(move |s| {
             let c = s.report.polls.iter().find(|c| c.poll == poll && c.opened == opened)?;
@@ -291,6 +370,16 @@ impl ShardBook {
     }
 }
 
+/// Adds `(word, votes)` to `words`, a word already there by its count, a new one at the end.
+pub fn add_words<'a>(words: &mut Vec<(String, u64)>, more: impl IntoIterator<Item = (&'a String, &'a u64)>) {
+    for (word, n) in more {
+        match words.iter_mut().find(|(w, _)| w == word) {
+            Some((_, sum)) => *sum = sum.saturating_add(*n),
+            None => words.push((word.clone(), *n)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,7 +389,14 @@ mod tests {
     }
 
     fn count(opened: u64, counts: &[u64], closed: bool) -> ShardPollCount {
-        ShardPollCount { poll: "finale".into(), opened, counts: counts.to_vec(), voters: counts.iter().sum(), closed }
+        ShardPollCount {
+            poll: "finale".into(),
+            opened,
+            words: vec![],
+            counts: counts.to_vec(),
+            voters: counts.iter().sum(),
+            closed,
+        }
     }
 
     #[test]
@@ -346,14 +442,51 @@ mod tests {
         let totals = ShardTotals {
             poll: "finale".into(),
             opened: 7,
+            words: vec![],
             counts: vec![10, 20],
             voters: 30,
+            closes_in_ms: 0,
             shards: [("a".to_owned(), vec![1, 2])].into(),
             winner: None,
             closed: false,
         };
         assert_eq!(totals.others("a"), [9, 18]);
         assert_eq!(totals.others("z"), [10, 20], "a shard the totals did not hear from yet");
+    }
+
+    fn words(opened: u64, words: &[(&str, u64)], closed: bool) -> ShardPollCount {
+        ShardPollCount {
+            poll: "rule:sky".into(),
+            opened,
+            words: words.iter().map(|(w, _)| (*w).to_owned()).collect(),
+            counts: words.iter().map(|(_, n)| *n).collect(),
+            voters: words.iter().map(|(_, n)| n).sum(),
+            closed,
+        }
+    }
+
+    #[test]
+    fn democracy_votes_are_summed_by_word_in_the_order_of_the_shards_ids() {
+        let now = Instant::now();
+        let mut book = ShardBook::default();
+        // Shard b reports first; its words still come after a's.
+        book.take(report("b", 3, 0, vec![words(9, &[("dawn", 2), ("rain", 1)], false)]), now);
+        book.take(report("a", 3, 0, vec![words(9, &[("stars", 1), ("dawn", 1)], true)]), now);
+        let (summed, voters) = book.word_counts("rule:sky", 9);
+        let summed: Vec<(&str, u64)> = summed.iter().map(|(w, n)| (w.as_str(), *n)).collect();
+        assert_eq!(summed, [("stars", 1), ("dawn", 3), ("rain", 1)]);
+        assert_eq!(voters, 5);
+        let all = ["dawn".to_owned(), "stars".to_owned(), "snow".to_owned()];
+        assert_eq!(book.by_shard_words("rule:sky", 9, &all)["b"], [2, 0, 0]);
+        assert_eq!(book.still_counting("rule:sky", 9, now), ["b"]);
+        // A shard whose audience voted before the main stage opened the vote asks for it; the
+        // book does not keep the question once a newer report leaves it out.
+        let asking = report("c", 1, 0, vec![words(ASKING, &[("snow", 1)], false)]);
+        assert_eq!(ShardBook::asking(&asking).collect::<Vec<_>>(), ["sky"]);
+        book.take(asking, now);
+        book.take(report("c", 1, 0, vec![words(9, &[("snow", 1)], false)]), now);
+        assert_eq!(book.word_counts("rule:sky", ASKING).0, []);
+        assert_eq!(book.word_counts("rule:sky", 9).0.len(), 4);
     }
 
     #[test]
@@ -372,5 +505,17 @@ mod tests {
         assert!(e.starts_with(subject) && e.contains("not a shard's report"), "{e}");
         assert!(ShardReport::from_message(subject, &vec![b' '; MAX_SHARD_MESSAGE_BYTES + 1]).is_err());
         assert!(ShardTotals::from_message("t", b"[]").unwrap_err().to_string().contains("not a poll's totals"));
+        // Democracy votes: as many words as counts, each a short printable word.
+        let ok = report("a", 2, 0, vec![words(3, &[("dawn", 1); MAX_FREE_OPTIONS], false)]);
+        assert!(ShardReport::from_message(subject, &ok.to_json()).is_ok());
+        let mut odd = words(3, &[("dawn", 1)], false);
+        odd.counts.push(1);
+        let e = ShardReport::from_message(subject, &report("a", 2, 0, vec![odd]).to_json()).unwrap_err().to_string();
+        assert!(e.contains("1 words for 2 counts"), "{e}");
+        for word in ["", "a\nb", &"x".repeat(65)] {
+            let bad = report("a", 2, 0, vec![words(3, &[(word, 1)], false)]);
+            let e = ShardReport::from_message(subject, &bad.to_json()).unwrap_err().to_string();
+            assert!(e.contains("the word"), "{word:?}: {e}");
+        }
     }
 }

@@ -10,7 +10,7 @@ pub mod metrics;
 pub mod shards;
 mod state;
 
-use state::{Approval, DemocracyVote, OpenPoll, PendingEffect, RecentLine, Summed, poll_view};
+use state::{Approval, DemocracyVote, OpenPoll, PendingEffect, RecentLine, Summed, poll_view, tally_view};
 pub use state::{Audience, Window};
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -28,8 +28,8 @@ use crate::engine::schedule::VenueSystems;
 use crate::engine::stage_text::ShownTexts;
 use crate::model::audience::event::{AudienceEvent, ChatMeta, UserId};
 use crate::model::audience::moderator::ModeratorAction;
-use crate::model::audience::polls::{EnergyMeter, Outcome, Tally, energy_edge};
-use crate::model::audience::protocol::{PollOptionView, ServerMessage, WindowView};
+use crate::model::audience::polls::{EnergyMeter, Outcome, Tally, energy_edge, outcome_of};
+use crate::model::audience::protocol::{ServerMessage, WindowView};
 use crate::model::audience::rules::{self, Cooldowns, Fired, NoFire, match_chat, match_poll_outcome, match_reaction};
 use crate::model::command::{CommandOrigin, MAX_SHOWN_CHARS, VenueCommand};
 use crate::model::scene::format::{AcrossShards, ActionDef, AudienceRuleDef, RuleMode, SceneFile, TriggerDef};
@@ -114,6 +114,8 @@ impl Default for Audience {
             last_lively: None,
             lively_total: 0,
             windows: HashMap::new(),
+            across: Summed::No,
+            last_run: 0,
         }
     }
 }
@@ -194,7 +196,15 @@ fn keep_awake(audience: Res<Audience>, mut rest: ResMut<Rest>) {
         }
     }
     for vote in audience.democracy.values() {
-        rest.wake_at(vote.closes_at + delay);
+        let until = match (vote.closing, vote.summed) {
+            (true, Summed::Decides) => crate::model::shard::CLOSING_GRACE,
+            (true, Summed::Follows) => shards::MAIN_STAGE_SILENT,
+            _ => Duration::ZERO,
+        };
+        rest.wake_at(vote.closes_at + delay + until);
+        if vote.summed != Summed::No {
+            rest.wake_at(Instant::now() + crate::model::shard::REPORT_INTERVAL);
+        }
     }
     for group in audience.groups.values() {
         if let Some(until) = group.busy_until.filter(|_| !group.queue.is_empty()) {
@@ -260,6 +270,9 @@ impl Plugin for AudiencePlugin {
             .add_systems(
                 Update,
                 (
+                    shards::take_part_in_counting.before(receive_audience_events).in_set(VenueSystems::Ingest).run_if(
+                        resource_added::<shards::ShardCounting>.or_else(resource_added::<shards::ShardReporting>),
+                    ),
                     shards::receive_shard_reports
                         .after(receive_audience_events)
                         .in_set(VenueSystems::Ingest)
@@ -754,10 +767,18 @@ fn fire(
             shared.send_to(from.user, &ServerMessage::error("bad_value", e.to_string()));
             return None;
         }
-        let vote = audience.democracy.entry(rule.name.clone()).or_insert_with(|| DemocracyVote {
-            tally: Tally::open_ended(),
-            closes_at: now + Duration::from_secs_f32(window.max(1.0)),
-        });
+        let window = Duration::from_secs_f32(window.max(1.0));
+        if !audience.democracy.contains_key(&rule.name) {
+            // A vote summed across shards is opened by the main stage, whose run number every
+            // instance shares; a shard's audience typing first asks for it (its report).
+            let (summed, opened) = match (summed_rule(rule), audience.across) {
+                (true, Summed::Decides) => (Summed::Decides, audience.next_run()),
+                (true, Summed::Follows) => (Summed::Follows, crate::model::shard::ASKING),
+                _ => (Summed::No, 0),
+            };
+            audience.democracy.insert(rule.name.clone(), DemocracyVote::new(now, window, summed, opened));
+        }
+        let vote = audience.democracy.get_mut(&rule.name)?;
         // Members vote on the word they typed (`red`), not on the value it stands for.
         let choice = rules::fold(if fired.text.is_empty() { &fired.value } else { &fired.text });
         if vote.tally.vote(from.user, &choice, vote_weight(rule.bits_per_vote, &from.meta)).is_err() {
@@ -914,24 +935,79 @@ fn run_votes_and_energy(
             shards::close_on_shard(&link, audience, None, poll, now);
         }
     }
-    let due: Vec<String> =
-        audience.democracy.iter().filter(|(_, v)| now >= v.closes_at + delay).map(|(k, _)| k.clone()).collect();
+    let due: Vec<String> = audience
+        .democracy
+        .iter()
+        .filter(|(_, v)| now >= v.closes_at + delay || v.result.is_some())
+        .map(|(k, _)| k.clone())
+        .collect();
     for rule_name in due {
-        let Some(vote) = audience.democracy.remove(&rule_name) else { continue };
-        let Some(rule) = scene.rules.iter().find(|r| r.name == rule_name) else { continue };
+        let Some(rule) = scene.rules.iter().find(|r| r.name == rule_name) else {
+            audience.democracy.remove(&rule_name);
+            continue;
+        };
         let RuleMode::Democracy { min_votes, min_share, .. } = &rule.mode else { continue };
-        let outcome = vote.tally.outcome(*min_votes, *min_share, audience.members.len());
+        let Some(vote) = audience.democracy.get_mut(&rule_name) else { continue };
+        let id = format!("rule:{rule_name}");
+        let mut members = audience.members.len() as u64;
+        match vote.summed {
+            Summed::No => {}
+            // Every live shard's last count first, or what there is after a grace.
+            Summed::Decides => {
+                let counting = counting.as_deref_mut();
+                let waiting = counting.as_ref().map_or_else(Vec::new, |c| c.book.still_counting(&id, vote.opened, now));
+                let late = now >= vote.closes_at + delay + crate::model::shard::CLOSING_GRACE;
+                if !waiting.is_empty() && !late {
+                    vote.closing = true;
+                    continue;
+                }
+                if !waiting.is_empty() {
+                    warn!(
+                        "the vote on !{}: decided without the last count of shard(s) {} (none within {} s); their earlier counts are in",
+                        command_word(rule),
+                        waiting.join(", "),
+                        crate::model::shard::CLOSING_GRACE.as_secs()
+                    );
+                }
+                if let Some(counting) = counting {
+                    members += counting.book.members(now);
+                    shards::count_vote_elsewhere(&counting.book, &id, vote);
+                }
+            }
+            // The main stage decides; the shard shows its result, and the winner's command
+            // arrives through the log.
+            Summed::Follows => {
+                vote.closing = true;
+                let silent = now >= vote.closes_at + delay + shards::MAIN_STAGE_SILENT;
+                if vote.result.is_none() && !silent {
+                    continue;
+                }
+                if vote.result.is_none() {
+                    warn!(
+                        "the vote on !{}: the main stage has not decided it {} s after its time; closing it here without a result",
+                        command_word(rule),
+                        shards::MAIN_STAGE_SILENT.as_secs()
+                    );
+                }
+                if let Some(vote) = audience.democracy.remove(&rule_name) {
+                    shards::announce_vote_close(&link, &id, &format!("!{}", command_word(rule)), &vote);
+                }
+                continue;
+            }
+        }
+        let Some(vote) = audience.democracy.remove(&rule_name) else { continue };
+        let words = vote.words();
+        let counts: Vec<u64> = words.iter().map(|(_, n)| *n).collect();
+        let outcome = outcome_of(&counts, vote.voters(), *min_votes, *min_share, members);
+        if vote.summed == Summed::Decides
+            && let Some(counting) = counting.as_deref_mut()
+        {
+            counting.send_vote_totals(&id, &vote, &words, Some(&outcome), now);
+        }
         let _ = link.hub.broadcast.send(
-            tally_view(
-                &format!("rule:{rule_name}"),
-                &format!("!{}", command_word(rule)),
-                &vote.tally,
-                "close",
-                Duration::ZERO,
-                &outcome,
-            )
-            .to_json()
-            .into(),
+            tally_view(&id, &format!("!{}", command_word(rule)), &words, "close", Duration::ZERO, &outcome)
+                .to_json()
+                .into(),
         );
         let Outcome::Winner(i) = outcome else {
             let _ = link.hub.broadcast.send(
@@ -941,7 +1017,7 @@ fn run_votes_and_energy(
             );
             continue;
         };
-        let word = vote.tally.options()[i].clone();
+        let word = words[i].0.clone();
         // The winning word is read like a command's word: through `values` or colour names.
         let line = format!("!{} {word}", command_word(rule));
         let Ok(Some(mut fired)) =
@@ -990,6 +1066,11 @@ fn run_votes_and_energy(
     audience.energy = Some(meter);
 }
 
+/// Whether a democracy rule's votes are summed across overflow shards.
+fn summed_rule(rule: &AudienceRuleDef) -> bool {
+    matches!(rule.mode, RuleMode::Democracy { across_shards: AcrossShards::Sum, .. })
+}
+
 fn command_word(rule: &AudienceRuleDef) -> &str {
     match &rule.trigger {
         TriggerDef::Command(c) => c,
@@ -1010,33 +1091,6 @@ fn release_mutex_queues(mut audience: ResMut<Audience>, mut submit: MessageWrite
             audience.pending.push_back(effect);
             submit.write(command);
         }
-    }
-}
-
-/// A poll as the audience sees it.
-fn tally_view(
-    id: &str,
-    question: &str,
-    tally: &Tally,
-    phase: &str,
-    left: Duration,
-    outcome: &Outcome,
-) -> ServerMessage {
-    ServerMessage::Poll {
-        phase: phase.into(),
-        id: id.into(),
-        question: question.into(),
-        options: tally
-            .options()
-            .iter()
-            .zip(tally.counts())
-            .map(|(o, c)| PollOptionView { id: o.clone(), label: o.clone(), votes: *c as u32 })
-            .collect(),
-        closes_in_ms: left.as_millis() as u64,
-        winner: match outcome {
-            Outcome::Winner(i) if phase == "close" => tally.options().get(*i).cloned(),
-            _ => None,
-        },
     }
 }
 
@@ -1290,11 +1344,11 @@ fn broadcast_poll_tally(link: Res<AudienceLink>, mut audience: ResMut<Audience>)
     if let Some(poll) = audience.poll.as_ref().filter(|p| !p.closing) {
         let _ = link.hub.broadcast.send(poll_view(poll, "tally", now, &pending).to_json().into());
     }
-    for (rule, vote) in &audience.democracy {
+    for (rule, vote) in audience.democracy.iter().filter(|(_, v)| !v.closing) {
         let view = tally_view(
             &format!("rule:{rule}"),
             &format!("!{rule}"),
-            &vote.tally,
+            &vote.words(),
             "tally",
             vote.closes_at.saturating_duration_since(now),
             &pending,

@@ -3,13 +3,16 @@
 //! model's ([`crate::model::shard`]); here the venue takes part in it:
 //!
 //! - on the **authority** ([`ShardCounting`]): shards' reports are kept in a book; a summed
-//!   poll shows and decides on every instance's votes (waiting, when its time is up, up to
-//!   [`CLOSING_GRACE`](crate::model::shard::CLOSING_GRACE) for each live shard's last count), and its totals go to the shards; a
-//!   summed crowd-energy rule measures the authority's crowd plus every shard's;
+//!   poll or democracy vote shows and decides on every instance's votes (waiting, when its
+//!   time is up, up to [`CLOSING_GRACE`](crate::model::shard::CLOSING_GRACE) for each live
+//!   shard's last count), and its totals go to the shards; a summed democracy vote is opened
+//!   here, at the first `!word` of this audience or of a shard's; a summed crowd-energy rule
+//!   measures the authority's crowd plus every shard's;
 //! - on a **shard** ([`ShardReporting`]): its members, chat lines and counts of summed polls
-//!   go to the authority; it stops taking votes when the poll's time is up and leaves the
-//!   decision to the authority, whose totals it shows and whose outcome arrives through the
-//!   log like any of the main stage's commands.
+//!   and democracy votes go to the authority; it stops taking votes when the time is up and
+//!   leaves the decision to the authority, whose totals it shows and whose outcome arrives
+//!   through the log like any of the main stage's commands. A summed democracy vote its
+//!   audience starts is counted at once and asked of the main stage, whose run it joins.
 //!
 //! The NATS side is [`crate::edges::nats::shards`].
 
@@ -19,14 +22,15 @@ use bevy::prelude::*;
 use tokio::sync::mpsc;
 
 use crate::engine::audience::hub::AudienceLink;
-use crate::engine::audience::state::{Audience, OpenPoll, Summed, poll_view};
+use crate::engine::audience::state::{Audience, DemocracyVote, OpenPoll, Summed, poll_view, tally_view};
+use crate::engine::command::CurrentScene;
 use crate::engine::control::Throttle;
 use crate::engine::rest::Rest;
-use crate::model::audience::polls::{EnergyMeter, Outcome};
+use crate::model::audience::polls::{EnergyMeter, MAX_FREE_OPTIONS, Outcome};
 use crate::model::audience::protocol::ServerMessage;
 use crate::model::command::CommandOrigin;
-use crate::model::scene::format::{AcrossShards, SceneFile, TriggerDef};
-use crate::model::shard::{HEARTBEAT, REPORT_INTERVAL, ShardBook, ShardPollCount, ShardReport, ShardTotals};
+use crate::model::scene::format::{AcrossShards, AudienceRuleDef, RuleMode, SceneFile, TriggerDef};
+use crate::model::shard::{ASKING, HEARTBEAT, REPORT_INTERVAL, ShardBook, ShardPollCount, ShardReport, ShardTotals};
 
 /// How long a shard waits, after a summed poll's time is up, for the main stage to close it
 /// before it closes it without a result (the authority is gone).
@@ -48,9 +52,10 @@ pub struct ShardCounting {
     /// The shards' chat lines and reactions, counted as they are reported.
     energy: Option<EnergyMeter>,
     last_totals: Option<Instant>,
-    /// The last decided poll's totals and when: sent again for a few seconds, since core NATS
-    /// does not say when one is lost and a shard that misses them has no winner to show.
-    decided: Option<(ShardTotals, Instant)>,
+    /// The last decided polls' and votes' totals and when: sent again for a few seconds, since
+    /// core NATS does not say when one is lost and a shard that misses them has no winner to
+    /// show.
+    decided: Vec<(ShardTotals, Instant)>,
     refused: Throttle,
 }
 
@@ -63,7 +68,7 @@ impl ShardCounting {
             book: ShardBook::default(),
             energy: None,
             last_totals: None,
-            decided: None,
+            decided: Vec::new(),
             refused: Throttle::default(),
         }
     }
@@ -75,10 +80,67 @@ impl ShardCounting {
 
     fn send(&mut self, totals: ShardTotals) {
         if totals.closed {
-            self.decided = Some((totals.clone(), Instant::now()));
+            // One decided run per poll or vote is sent again; a handful at most.
+            self.decided.retain(|(t, _)| t.poll != totals.poll);
+            self.decided.push((totals.clone(), Instant::now()));
         }
         // Totals are replaced by the next ones; decided ones are sent again (`send_totals`).
         let _ = self.totals.try_send(totals);
+    }
+
+    /// Sends a summed democracy vote's totals (`words`: every instance's), decided with
+    /// `outcome` or still running.
+    pub(super) fn send_vote_totals(
+        &mut self,
+        id: &str,
+        vote: &DemocracyVote,
+        words: &[(String, u64)],
+        outcome: Option<&Outcome>,
+        now: Instant,
+    ) {
+        // A page shows a handful of words; the decision has counted them all.
+        let mut shown: Vec<&(String, u64)> = words.iter().take(MAX_FREE_OPTIONS).collect();
+        if let Some(Outcome::Winner(i)) = outcome
+            && let Some(winner) = words.get(*i).filter(|_| *i >= MAX_FREE_OPTIONS)
+        {
+            shown.pop();
+            shown.push(winner);
+        }
+        let names: Vec<String> = shown.iter().map(|(w, _)| w.clone()).collect();
+        let totals = ShardTotals {
+            poll: id.to_owned(),
+            opened: vote.opened,
+            counts: shown.iter().map(|(_, n)| *n).collect(),
+            shards: self.book.by_shard_words(id, vote.opened, &names),
+            words: names,
+            voters: vote.voters(),
+            closes_in_ms: vote.closes_at.saturating_duration_since(now).as_millis() as u64,
+            winner: match outcome {
+                Some(Outcome::Winner(i)) => words.get(*i).map(|(w, _)| w.clone()),
+                _ => None,
+            },
+            closed: outcome.is_some(),
+        };
+        self.send(totals);
+    }
+}
+
+/// The words and voters of a summed democracy vote's run on every shard, into `vote`.
+pub(super) fn count_vote_elsewhere(book: &ShardBook, id: &str, vote: &mut DemocracyVote) -> bool {
+    let (words, voters) = book.word_counts(id, vote.opened);
+    let changed = words != vote.elsewhere || voters != vote.elsewhere_voters;
+    vote.elsewhere = words;
+    vote.elsewhere_voters = voters;
+    changed
+}
+
+/// Whether `rule` is a democracy vote summed across shards, and its window.
+fn summed_vote(rule: &AudienceRuleDef) -> Option<Duration> {
+    match rule.mode {
+        RuleMode::Democracy { window, across_shards: AcrossShards::Sum, .. } => {
+            Some(Duration::from_secs_f32(window.max(1.0)))
+        }
+        _ => None,
     }
 }
 
@@ -109,12 +171,16 @@ pub(super) fn wall_ms() -> u64 {
 }
 
 /// Whether a command of the main stage's audience is one a shard applies: the outcome of a
-/// poll or crowd-energy rule `scene` counts across shards (`poll:NAME`, `energy:RULE`, as
-/// the audience fires them). The main stage's other audience effects stay on the main stage.
+/// poll, democracy vote or crowd-energy rule `scene` counts across shards (`poll:NAME`,
+/// `vote:RULE`, `energy:RULE`, as the audience fires them). The main stage's other audience
+/// effects stay on the main stage.
 pub fn plays_on_shards(scene: &SceneFile, origin: &CommandOrigin) -> bool {
     let CommandOrigin::Audience(who) = origin else { return false };
     if let Some(poll) = who.strip_prefix("poll:") {
         return scene.polls.iter().any(|p| p.name == poll && p.across_shards == AcrossShards::Sum);
+    }
+    if let Some(rule) = who.strip_prefix("vote:") {
+        return scene.rules.iter().any(|r| r.name == rule && summed_vote(r).is_some());
     }
     if let Some(rule) = who.strip_prefix("energy:") {
         return scene.rules.iter().any(|r| {
@@ -124,14 +190,19 @@ pub fn plays_on_shards(scene: &SceneFile, origin: &CommandOrigin) -> bool {
     false
 }
 
-/// The authority takes its shards' reports: their energy, and their counts of the summed poll
-/// open now.
-pub(super) fn receive_shard_reports(mut counting: ResMut<ShardCounting>, mut audience: ResMut<Audience>) {
+/// The authority takes its shards' reports: their energy, their counts of the summed poll and
+/// democracy votes open now, and the democracy votes their audiences ask for.
+pub(super) fn receive_shard_reports(
+    mut counting: ResMut<ShardCounting>,
+    mut audience: ResMut<Audience>,
+    scene: Option<Res<CurrentScene>>,
+) {
     let now = Instant::now();
     let counting = &mut *counting;
     let mut heard = false;
     while let Ok(report) = counting.reports.try_recv() {
         let shard = report.shard.clone();
+        let asked: Vec<String> = ShardBook::asking(&report).map(str::to_owned).collect();
         let Some(new) = counting.book.take(report, now) else {
             counting.refused.say(|| {
                 format!(
@@ -141,6 +212,16 @@ pub(super) fn receive_shard_reports(mut counting: ResMut<ShardCounting>, mut aud
             });
             continue;
         };
+        // A shard's audience voted first: the vote opens here, for every instance.
+        for rule in asked {
+            let rules = scene.as_deref().map_or(&[][..], |s| &s.0.rules[..]);
+            let Some(window) = rules.iter().find(|r| r.name == rule).and_then(summed_vote) else { continue };
+            if !audience.democracy.contains_key(&rule) {
+                let run = audience.next_run();
+                audience.democracy.insert(rule, DemocracyVote::new(now, window, Summed::Decides, run));
+                audience.tally_dirty = true;
+            }
+        }
         let meter = counting.energy.get_or_insert_with(|| EnergyMeter::new(now));
         meter.record(now, u32::try_from(new).unwrap_or(u32::MAX));
         if new > 0 {
@@ -161,6 +242,11 @@ pub(super) fn receive_shard_reports(mut counting: ResMut<ShardCounting>, mut aud
             audience.tally_dirty = true;
         }
     }
+    for (rule, vote) in audience.democracy.iter_mut().filter(|(_, v)| v.summed == Summed::Decides) {
+        if count_vote_elsewhere(&counting.book, &format!("rule:{rule}"), vote) {
+            audience.tally_dirty = true;
+        }
+    }
 }
 
 /// The authority's totals of the summed poll open now, to every shard, every
@@ -168,8 +254,10 @@ pub(super) fn receive_shard_reports(mut counting: ResMut<ShardCounting>, mut aud
 pub(super) fn send_totals(mut counting: ResMut<ShardCounting>, audience: Res<Audience>, mut rest: ResMut<Rest>) {
     let now = Instant::now();
     let counting = &mut *counting;
+    let votes = audience.democracy.iter().filter(|(_, v)| v.summed == Summed::Decides && !v.closing);
+    let running = audience.poll.is_some() || votes.clone().next().is_some();
     if let Some(last) = counting.last_totals.filter(|t| now.duration_since(*t) < REPORT_INTERVAL) {
-        if audience.poll.is_some() || counting.decided.is_some() {
+        if running || !counting.decided.is_empty() {
             rest.wake_at(last + REPORT_INTERVAL);
         }
         return;
@@ -178,13 +266,17 @@ pub(super) fn send_totals(mut counting: ResMut<ShardCounting>, audience: Res<Aud
     if let Some(poll) = audience.poll.as_ref().filter(|p| p.summed == Summed::Decides) {
         let totals = totals_of(&counting.book, poll, None);
         let _ = counting.totals.try_send(totals);
-    } else if let Some((totals, at)) = counting.decided.take() {
-        // Kept (and sent again) for a few seconds after the decision, then forgotten.
-        if now.duration_since(at) < RESEND_DECIDED {
-            let _ = counting.totals.try_send(totals.clone());
-            counting.decided = Some((totals, at));
-            rest.wake_at(now + REPORT_INTERVAL);
-        }
+    }
+    for (rule, vote) in votes {
+        counting.send_vote_totals(&format!("rule:{rule}"), vote, &vote.words(), None, now);
+    }
+    // Decided runs are sent again for a few seconds after the decision, then forgotten.
+    counting.decided.retain(|(_, at)| now.duration_since(*at) < RESEND_DECIDED);
+    for (totals, _) in &counting.decided {
+        let _ = counting.totals.try_send(totals.clone());
+    }
+    if running || !counting.decided.is_empty() {
+        rest.wake_at(now + REPORT_INTERVAL);
     }
 }
 
@@ -192,8 +284,10 @@ fn totals_of(book: &ShardBook, poll: &OpenPoll, outcome: Option<&Outcome>) -> Sh
     ShardTotals {
         poll: poll.def.name.clone(),
         opened: poll.opened,
+        words: Vec::new(),
         counts: poll.counts(),
         voters: poll.voters(),
+        closes_in_ms: 0,
         shards: book.by_shard(&poll.def.name, poll.opened),
         winner: match outcome {
             Some(Outcome::Winner(i)) => poll.def.options.get(*i).map(|o| o.id.clone()),
@@ -241,7 +335,11 @@ pub(super) fn send_shard_report(
     let reporting = &mut *reporting;
     let summed = audience.poll.as_ref().filter(|p| p.summed == Summed::Follows);
     let closed = reporting.awaiting_result.as_ref().map(|(p, _)| p);
-    let every = if summed.is_some() || closed.is_some() { REPORT_INTERVAL } else { HEARTBEAT };
+    // A vote the main stage never opened is not asked for again once its time is up.
+    let votes =
+        audience.democracy.iter().filter(|(_, v)| v.summed == Summed::Follows && !(v.opened == ASKING && v.closing));
+    let counting = summed.is_some() || closed.is_some() || votes.clone().next().is_some();
+    let every = if counting { REPORT_INTERVAL } else { HEARTBEAT };
     if let Some(last) = reporting.last_report.filter(|t| now.duration_since(*t) < every) {
         rest.wake_at(last + every);
         return;
@@ -251,11 +349,26 @@ pub(super) fn send_shard_report(
     let count = |p: &OpenPoll, closed: bool| ShardPollCount {
         poll: p.def.name.clone(),
         opened: p.opened,
+        words: Vec::new(),
         counts: p.tally.counts().to_vec(),
         voters: p.tally.voters() as u64,
         closed,
     };
-    let polls = summed.map(|p| count(p, p.closing)).into_iter().chain(closed.map(|p| count(p, true))).collect();
+    // A vote at ASKING asks the main stage to open it; its votes so far count in the run.
+    let vote = |(rule, v): (&String, &DemocracyVote)| ShardPollCount {
+        poll: format!("rule:{rule}"),
+        opened: v.opened,
+        words: v.tally.options().to_vec(),
+        counts: v.tally.counts().to_vec(),
+        voters: v.tally.voters() as u64,
+        closed: v.closing,
+    };
+    let polls = summed
+        .map(|p| count(p, p.closing))
+        .into_iter()
+        .chain(closed.map(|p| count(p, true)))
+        .chain(votes.map(vote))
+        .collect();
     let report = ShardReport {
         shard: reporting.id.clone(),
         started_ms: reporting.started_ms,
@@ -272,11 +385,19 @@ pub(super) fn receive_totals(
     link: Res<AudienceLink>,
     mut reporting: ResMut<ShardReporting>,
     mut audience: ResMut<Audience>,
+    scene: Option<Res<CurrentScene>>,
 ) {
     let now = Instant::now();
     let reporting = &mut *reporting;
     let audience = &mut *audience;
     while let Ok(totals) = reporting.totals.try_recv() {
+        if let Some(rule) = totals.poll.strip_prefix("rule:").map(str::to_owned) {
+            let rules = scene.as_deref().map_or(&[][..], |s| &s.0.rules[..]);
+            if rules.iter().any(|r| r.name == rule && summed_vote(r).is_some()) {
+                follow_vote(audience, &reporting.id, &rule, totals, now);
+            }
+            continue;
+        }
         let same_run = |p: &OpenPoll| p.def.name == totals.poll && p.opened == totals.opened;
         if let Some(poll) = audience.poll.as_mut().filter(|p| p.summed == Summed::Follows && same_run(p)) {
             if poll.result.is_some() {
@@ -308,6 +429,85 @@ pub(super) fn receive_totals(
         );
         announce_close(&link, audience, &poll, now);
     }
+}
+
+/// A shard follows the main stage's totals of a summed democracy vote: it joins the run (its
+/// own vote at [`ASKING`], or a new one), takes its time left, shows the other instances'
+/// votes with its own, and keeps the result once decided.
+fn follow_vote(audience: &mut Audience, me: &str, rule: &str, totals: ShardTotals, now: Instant) {
+    let left = Duration::from_millis(totals.closes_in_ms);
+    let joined = || DemocracyVote::new(now, left, Summed::Follows, totals.opened);
+    match audience.democracy.get(rule).map(|v| v.opened) {
+        Some(opened) if opened == totals.opened => {}
+        // The main stage opened the vote this shard asked for: the votes counted so far are in.
+        Some(ASKING) if !totals.closed => {
+            if let Some(v) = audience.democracy.get_mut(rule) {
+                v.opened = totals.opened;
+                v.closes_at = now + left;
+            }
+            audience.tally_dirty = true;
+        }
+        // A newer run than the one this shard holds (the main stage restarted, or this shard
+        // missed the last one's result): the newer one counts.
+        Some(opened) if !totals.closed && totals.opened > opened => {
+            audience.democracy.insert(rule.to_owned(), joined());
+            audience.tally_dirty = true;
+        }
+        // Opened on another instance: this audience votes in it too.
+        None if !totals.closed && audience.across == Summed::Follows => {
+            audience.democracy.insert(rule.to_owned(), joined());
+            audience.tally_dirty = true;
+        }
+        _ => return,
+    }
+    let Some(vote) = audience.democracy.get_mut(rule) else { return };
+    if vote.result.is_some() {
+        return;
+    }
+    let others: Vec<(String, u64)> = totals.words.iter().cloned().zip(totals.others(me)).collect();
+    if others != vote.elsewhere {
+        vote.elsewhere = others;
+        audience.tally_dirty = true;
+    }
+    if totals.closed {
+        vote.closing = true;
+        vote.result = Some(totals);
+    }
+}
+
+/// Tells a shard's audience how a summed democracy vote ended everywhere (or that the main
+/// stage's result did not come).
+pub(super) fn announce_vote_close(link: &AudienceLink, id: &str, question: &str, vote: &DemocracyVote) {
+    let (words, winner) = match &vote.result {
+        Some(r) => (r.words.iter().cloned().zip(r.counts.iter().copied()).collect(), r.winner.clone()),
+        None => (vote.words(), None),
+    };
+    let outcome = match winner.as_ref().and_then(|w| words.iter().position(|(x, _)| x == w)) {
+        Some(i) => Outcome::Winner(i),
+        None => Outcome::NoQuorum { votes: vote.voters(), needed: 1 },
+    };
+    let view = tally_view(id, question, &words, "close", Duration::ZERO, &outcome);
+    let _ = link.hub.broadcast.send(view.to_json().into());
+    let text = match (&winner, &vote.result) {
+        (Some(w), _) => format!("the vote on {question} closed on every stage: {w} wins"),
+        (None, Some(_)) => format!("the vote on {question} did not reach its quorum"),
+        (None, None) => format!("the vote on {question} closed; the main stage's result did not reach this stage"),
+    };
+    let _ = link.hub.broadcast.send(ServerMessage::Notice { text }.to_json().into());
+}
+
+/// Marks the venue as an authority counting its shards' votes, or as a shard, once its link is
+/// made.
+pub(super) fn take_part_in_counting(
+    mut audience: ResMut<Audience>,
+    counting: Option<Res<ShardCounting>>,
+    reporting: Option<Res<ShardReporting>>,
+) {
+    audience.across = match (counting, reporting) {
+        (Some(_), _) => Summed::Decides,
+        (_, Some(_)) => Summed::Follows,
+        _ => Summed::No,
+    };
 }
 
 /// A shard closes a summed poll the main stage closed: at once with its result, or when the

@@ -69,6 +69,11 @@ pub struct Audience {
     pub(super) frame_starts: VecDeque<Instant>,
     /// Interaction windows open now, by rule name: closed rules fire only in them.
     pub(super) windows: HashMap<String, Window>,
+    /// Where counts the scene sums across shards are decided: here (`Decides`: an authority
+    /// with a NATS link), on the main stage (`Follows`: an overflow shard), or `No` shards.
+    pub(super) across: Summed,
+    /// The last run number given to a summed democracy vote.
+    pub(super) last_run: u64,
 }
 
 /// An interaction window on a closed rule.
@@ -127,9 +132,10 @@ pub(super) struct OpenPoll {
 }
 
 /// Where a poll is decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) enum Summed {
     /// By this instance, on its own audience's votes.
+    #[default]
     No,
     /// By this instance, the authority, on every instance's votes.
     Decides,
@@ -159,6 +165,61 @@ impl OpenPoll {
 pub(super) struct DemocracyVote {
     pub(super) tally: Tally,
     pub(super) closes_at: Instant,
+    /// Counted here, or across shards (`across_shards: Sum`).
+    pub(super) summed: Summed,
+    /// The run, the authority's number for a summed vote, which its shards share; on a shard,
+    /// [`ASKING`](crate::model::shard::ASKING) until the main stage has opened it.
+    pub(super) opened: u64,
+    /// Words and weighted votes cast on the other instances (summed votes).
+    pub(super) elsewhere: Vec<(String, u64)>,
+    /// Members who voted on the other instances (on the authority).
+    pub(super) elsewhere_voters: u64,
+    /// Its time is up here: no more votes; the authority waits for its shards' last counts,
+    /// a shard for the main stage's result.
+    pub(super) closing: bool,
+    /// On a shard: the main stage's final totals, once decided.
+    pub(super) result: Option<crate::model::shard::ShardTotals>,
+}
+
+impl Audience {
+    /// A run number for a democracy vote summed across shards: the wall clock's milliseconds,
+    /// so that a restarted authority does not give a number its shards have seen, and never
+    /// the same twice.
+    pub(super) fn next_run(&mut self) -> u64 {
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        self.last_run = ms.max(self.last_run + 1);
+        self.last_run
+    }
+}
+
+impl DemocracyVote {
+    /// A vote of `window` from `now`.
+    pub(super) fn new(now: Instant, window: Duration, summed: Summed, opened: u64) -> Self {
+        Self {
+            tally: Tally::open_ended(),
+            closes_at: now + window,
+            summed,
+            opened,
+            elsewhere: Vec::new(),
+            elsewhere_voters: 0,
+            closing: false,
+            result: None,
+        }
+    }
+
+    /// The words and their weighted votes, here and (summed votes) elsewhere: this instance's
+    /// words first, in the order they were typed.
+    pub(super) fn words(&self) -> Vec<(String, u64)> {
+        let mut words: Vec<(String, u64)> =
+            self.tally.options().iter().cloned().zip(self.tally.counts().iter().copied()).collect();
+        crate::model::shard::add_words(&mut words, self.elsewhere.iter().map(|(w, n)| (w, n)));
+        words
+    }
+
+    /// Members who voted, here and elsewhere.
+    pub(super) fn voters(&self) -> u64 {
+        (self.tally.voters() as u64).saturating_add(self.elsewhere_voters)
+    }
 }
 
 #[derive(Debug)]
@@ -198,6 +259,36 @@ pub(super) fn poll_view(poll: &OpenPoll, phase: &str, now: Instant, outcome: &Ou
         closes_in_ms: poll.closes_at.saturating_duration_since(now).as_millis() as u64,
         winner: match outcome {
             Outcome::Winner(i) if phase == "close" => poll.def.options.get(*i).map(|o| o.id.clone()),
+            _ => None,
+        },
+    }
+}
+
+/// A democracy vote as the page shows it: its words and their votes, and the winner on
+/// `close`.
+pub(super) fn tally_view(
+    id: &str,
+    question: &str,
+    words: &[(String, u64)],
+    phase: &str,
+    left: Duration,
+    outcome: &Outcome,
+) -> ServerMessage {
+    ServerMessage::Poll {
+        phase: phase.into(),
+        id: id.into(),
+        question: question.into(),
+        options: words
+            .iter()
+            .map(|(o, c)| PollOptionView {
+                id: o.clone(),
+                label: o.clone(),
+                votes: u32::try_from(*c).unwrap_or(u32::MAX),
+            })
+            .collect(),
+        closes_in_ms: left.as_millis() as u64,
+        winner: match outcome {
+            Outcome::Winner(i) if phase == "close" => words.get(*i).map(|(w, _)| w.clone()),
             _ => None,
         },
     }

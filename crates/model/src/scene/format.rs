@@ -639,6 +639,11 @@ pub enum RuleMode {
         /// Smallest share of the connected audience that must vote, 0 to 1 (default 0).
         #[serde(default)]
         min_share: f32,
+        /// With overflow shards: `Each` instance runs its own vote (the default), or the main
+        /// stage sums every instance's votes by word and its winner plays everywhere (the first
+        /// `!word` on any instance opens the vote on all of them).
+        #[serde(default, skip_serializing_if = "AcrossShards::is_each")]
+        across_shards: AcrossShards,
     },
 }
 
