@@ -2457,6 +2457,11 @@ mod audience {
                     let options: Vec<&str> =
                         vote["options"].as_array().unwrap().iter().filter_map(|o| o["id"].as_str()).collect();
                     assert_eq!(options, ["blue"], "{vote}");
+                    // A word that folds to more than 64 bytes (U+FDFA is 33 once decomposed) is
+                    // refused: it could not be counted across shards.
+                    ana.send(r#"{"type":"vote","poll":"rule:glow","option":"\ufdfa\ufdfa\ufdfa"}"#).await;
+                    let refused = ana.expect_error("bad_option").await;
+                    assert!(refused["message"].as_str().unwrap().contains("64 bytes"), "{refused}");
                 })
             });
         }

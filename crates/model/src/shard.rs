@@ -44,8 +44,8 @@ pub const MAX_SHARD_MESSAGE_BYTES: usize = 256 * 1024;
 /// Most shards one authority keeps count of (anyone allowed to publish reports could otherwise
 /// make it remember without end).
 pub const MAX_SHARDS: usize = 1000;
-/// Most polls one report may hold.
-const MAX_POLLS: usize = 16;
+/// Most polls and democracy votes one report may hold.
+pub const MAX_POLLS: usize = 16;
 /// Most options a poll has (the scene format's limit).
 const MAX_OPTIONS: usize = 8;
 /// Longest word of a democracy vote counted across shards, in bytes.
@@ -155,8 +155,7 @@ fn check_counts(subject: &str, poll: &str, words: &[String], counts: &[u64]) -> 
     if !words.is_empty() && words.len() != counts.len() {
         return Err(bad(subject, format!("poll {poll:?}: {} words for {} counts", words.len(), counts.len())));
     }
-    if let Some(w) = words.iter().find(|w| w.is_empty() || w.len() > MAX_WORD_BYTES || w.chars().any(char::is_control))
-    {
+    if let Some(w) = words.iter().find(|w| !valid_word(w)) {
         return Err(bad(
             subject,
             format!("poll {poll:?}: the word {w:?} (1 to {MAX_WORD_BYTES} bytes, no control characters)"),
@@ -166,6 +165,13 @@ fn check_counts(subject: &str, poll: &str, words: &[String], counts: &[u64]) -> 
         return Err(bad(subject, format!("poll {poll:?}: a count over {MAX_COUNT}, more than a shard's members cast")));
     }
     Ok(())
+}
+
+/// Whether a democracy vote's word (as folded) can be counted across shards: 1 to 64 bytes,
+/// no control characters. A venue refuses other words from its audience, so that one member's
+/// word never makes its shard's report refused.
+pub fn valid_word(word: &str) -> bool {
+    !word.is_empty() && word.len() <= MAX_WORD_BYTES && !word.chars().any(char::is_control)
 }
 
 impl ShardReport {
@@ -210,6 +216,9 @@ impl ShardTotals {
         check_counts(subject, &totals.poll, &totals.words, &totals.counts)?;
         if totals.shards.len() > MAX_SHARDS || totals.shards.values().any(|c| c.len() > totals.counts.len()) {
             return Err(bad(subject, "more shards or options than a show has".into()));
+        }
+        if let Some(w) = totals.winner.as_ref().filter(|w| !totals.words.is_empty() && !totals.words.contains(w)) {
+            return Err(bad(subject, format!("poll {:?}: the winner {w:?} is not one of its words", totals.poll)));
         }
         Ok(totals)
     }
@@ -512,6 +521,21 @@ mod tests {
         odd.counts.push(1);
         let e = ShardReport::from_message(subject, &report("a", 2, 0, vec![odd]).to_json()).unwrap_err().to_string();
         assert!(e.contains("1 words for 2 counts"), "{e}");
+        let totals = |winner: &str| ShardTotals {
+            poll: "rule:sky".into(),
+            opened: 3,
+            words: vec!["dawn".into()],
+            counts: vec![2],
+            voters: 2,
+            closes_in_ms: 0,
+            shards: BTreeMap::new(),
+            winner: Some(winner.into()),
+            closed: true,
+        };
+        assert!(ShardTotals::from_message("t", &totals("dawn").to_json()).is_ok());
+        let e = ShardTotals::from_message("t", &totals("a notice").to_json()).unwrap_err().to_string();
+        assert!(e.contains("is not one of its words"), "{e}");
+        assert!(valid_word("ciel") && valid_word(&"é".repeat(32)) && !valid_word(&"é".repeat(33)));
         for word in ["", "a\nb", &"x".repeat(65)] {
             let bad = report("a", 2, 0, vec![words(3, &[(word, 1)], false)]);
             let e = ShardReport::from_message(subject, &bad.to_json()).unwrap_err().to_string();

@@ -33,6 +33,7 @@ use crate::model::audience::protocol::{ServerMessage, WindowView};
 use crate::model::audience::rules::{self, Cooldowns, Fired, NoFire, match_chat, match_poll_outcome, match_reaction};
 use crate::model::command::{CommandOrigin, MAX_SHOWN_CHARS, VenueCommand};
 use crate::model::scene::format::{AcrossShards, ActionDef, AudienceRuleDef, RuleMode, SceneFile, TriggerDef};
+use crate::model::shard::valid_word;
 use hub::{AudienceHub, AudienceLink};
 use metrics::Rejection;
 
@@ -116,6 +117,7 @@ impl Default for Audience {
             windows: HashMap::new(),
             across: Summed::No,
             last_run: 0,
+            finished_runs: HashMap::new(),
         }
     }
 }
@@ -528,6 +530,9 @@ fn cast_vote(
             return Err(("no_poll", format!("the vote on !{rule} has closed")));
         }
         let word = rules::fold(option);
+        if !valid_word(&word) {
+            return Err(("bad_option", BAD_WORD.to_owned()));
+        }
         if !def.values.is_empty() && !def.values.keys().any(|k| rules::fold(k) == word) {
             return Err((
                 "bad_option",
@@ -767,6 +772,13 @@ fn fire(
             shared.send_to(from.user, &ServerMessage::error("bad_value", e.to_string()));
             return None;
         }
+        // Members vote on the word they typed (`red`), not on the value it stands for.
+        let choice = rules::fold(if fired.text.is_empty() { &fired.value } else { &fired.text });
+        if !valid_word(&choice) {
+            shared.metrics.reject(Rejection::Rule);
+            shared.send_to(from.user, &ServerMessage::error("bad_option", BAD_WORD));
+            return None;
+        }
         let window = Duration::from_secs_f32(window.max(1.0));
         if !audience.democracy.contains_key(&rule.name) {
             // A vote summed across shards is opened by the main stage, whose run number every
@@ -779,8 +791,6 @@ fn fire(
             audience.democracy.insert(rule.name.clone(), DemocracyVote::new(now, window, summed, opened));
         }
         let vote = audience.democracy.get_mut(&rule.name)?;
-        // Members vote on the word they typed (`red`), not on the value it stands for.
-        let choice = rules::fold(if fired.text.is_empty() { &fired.value } else { &fired.text });
         if vote.tally.vote(from.user, &choice, vote_weight(rule.bits_per_vote, &from.meta)).is_err() {
             shared.send_to(
                 from.user,
@@ -990,6 +1000,7 @@ fn run_votes_and_energy(
                     );
                 }
                 if let Some(vote) = audience.democracy.remove(&rule_name) {
+                    audience.finished_runs.insert(rule_name.clone(), vote.opened);
                     shards::announce_vote_close(&link, &id, &format!("!{}", command_word(rule)), &vote);
                 }
                 continue;
@@ -1065,6 +1076,9 @@ fn run_votes_and_energy(
     }
     audience.energy = Some(meter);
 }
+
+/// Why a democracy vote's word is refused (see [`valid_word`]).
+const BAD_WORD: &str = "vote with one word of at most 64 bytes";
 
 /// Whether a democracy rule's votes are summed across overflow shards.
 fn summed_rule(rule: &AudienceRuleDef) -> bool {

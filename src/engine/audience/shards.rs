@@ -30,7 +30,9 @@ use crate::model::audience::polls::{EnergyMeter, MAX_FREE_OPTIONS, Outcome};
 use crate::model::audience::protocol::ServerMessage;
 use crate::model::command::CommandOrigin;
 use crate::model::scene::format::{AcrossShards, AudienceRuleDef, RuleMode, SceneFile, TriggerDef};
-use crate::model::shard::{ASKING, HEARTBEAT, REPORT_INTERVAL, ShardBook, ShardPollCount, ShardReport, ShardTotals};
+use crate::model::shard::{
+    ASKING, HEARTBEAT, MAX_POLLS, REPORT_INTERVAL, ShardBook, ShardPollCount, ShardReport, ShardTotals,
+};
 
 /// How long a shard waits, after a summed poll's time is up, for the main stage to close it
 /// before it closes it without a result (the authority is gone).
@@ -288,7 +290,15 @@ fn totals_of(book: &ShardBook, poll: &OpenPoll, outcome: Option<&Outcome>) -> Sh
         counts: poll.counts(),
         voters: poll.voters(),
         closes_in_ms: 0,
-        shards: book.by_shard(&poll.def.name, poll.opened),
+        // As many counts as the poll has options, whatever a shard reported.
+        shards: book
+            .by_shard(&poll.def.name, poll.opened)
+            .into_iter()
+            .map(|(id, mut c)| {
+                c.resize(poll.def.options.len(), 0);
+                (id, c)
+            })
+            .collect(),
         winner: match outcome {
             Some(Outcome::Winner(i)) => poll.def.options.get(*i).map(|o| o.id.clone()),
             _ => None,
@@ -368,6 +378,7 @@ pub(super) fn send_shard_report(
         .into_iter()
         .chain(closed.map(|p| count(p, true)))
         .chain(votes.map(vote))
+        .take(MAX_POLLS)
         .collect();
     let report = ShardReport {
         shard: reporting.id.clone(),
@@ -393,8 +404,8 @@ pub(super) fn receive_totals(
     while let Ok(totals) = reporting.totals.try_recv() {
         if let Some(rule) = totals.poll.strip_prefix("rule:").map(str::to_owned) {
             let rules = scene.as_deref().map_or(&[][..], |s| &s.0.rules[..]);
-            if rules.iter().any(|r| r.name == rule && summed_vote(r).is_some()) {
-                follow_vote(audience, &reporting.id, &rule, totals, now);
+            if let Some(window) = rules.iter().find(|r| r.name == rule).and_then(summed_vote) {
+                follow_vote(audience, &reporting.id, &rule, window, totals, now);
             }
             continue;
         }
@@ -432,29 +443,37 @@ pub(super) fn receive_totals(
 }
 
 /// A shard follows the main stage's totals of a summed democracy vote: it joins the run (its
-/// own vote at [`ASKING`], or a new one), takes its time left, shows the other instances'
-/// votes with its own, and keeps the result once decided.
-fn follow_vote(audience: &mut Audience, me: &str, rule: &str, totals: ShardTotals, now: Instant) {
-    let left = Duration::from_millis(totals.closes_in_ms);
+/// own vote at [`ASKING`], or a new one), takes its time left (at most the rule's `window`),
+/// shows the other instances' votes with its own, and keeps the result once decided. A run
+/// this shard has closed is not joined again by its late totals.
+fn follow_vote(audience: &mut Audience, me: &str, rule: &str, window: Duration, totals: ShardTotals, now: Instant) {
+    if audience.finished_runs.get(rule).is_some_and(|run| totals.opened <= *run) {
+        return;
+    }
+    let left = Duration::from_millis(totals.closes_in_ms).min(window);
+    // Running totals with no time left come from a main stage waiting for its stream's
+    // viewers or its shards' last counts: too late to join.
+    let open = !totals.closed && !left.is_zero();
     let joined = || DemocracyVote::new(now, left, Summed::Follows, totals.opened);
     match audience.democracy.get(rule).map(|v| v.opened) {
         Some(opened) if opened == totals.opened => {}
         // The main stage opened the vote this shard asked for: the votes counted so far are in.
-        Some(ASKING) if !totals.closed => {
+        Some(ASKING) if open => {
             if let Some(v) = audience.democracy.get_mut(rule) {
                 v.opened = totals.opened;
                 v.closes_at = now + left;
+                v.closing = false;
             }
             audience.tally_dirty = true;
         }
         // A newer run than the one this shard holds (the main stage restarted, or this shard
         // missed the last one's result): the newer one counts.
-        Some(opened) if !totals.closed && totals.opened > opened => {
+        Some(opened) if open && totals.opened > opened => {
             audience.democracy.insert(rule.to_owned(), joined());
             audience.tally_dirty = true;
         }
         // Opened on another instance: this audience votes in it too.
-        None if !totals.closed && audience.across == Summed::Follows => {
+        None if open && audience.across == Summed::Follows => {
             audience.democracy.insert(rule.to_owned(), joined());
             audience.tally_dirty = true;
         }
@@ -482,14 +501,15 @@ pub(super) fn announce_vote_close(link: &AudienceLink, id: &str, question: &str,
         Some(r) => (r.words.iter().cloned().zip(r.counts.iter().copied()).collect(), r.winner.clone()),
         None => (vote.words(), None),
     };
-    let outcome = match winner.as_ref().and_then(|w| words.iter().position(|(x, _)| x == w)) {
+    let winner = winner.as_ref().and_then(|w| words.iter().position(|(x, _)| x == w));
+    let outcome = match winner {
         Some(i) => Outcome::Winner(i),
         None => Outcome::NoQuorum { votes: vote.voters(), needed: 1 },
     };
     let view = tally_view(id, question, &words, "close", Duration::ZERO, &outcome);
     let _ = link.hub.broadcast.send(view.to_json().into());
-    let text = match (&winner, &vote.result) {
-        (Some(w), _) => format!("the vote on {question} closed on every stage: {w} wins"),
+    let text = match (winner, &vote.result) {
+        (Some(i), _) => format!("the vote on {question} closed on every stage: {} wins", words[i].0),
         (None, Some(_)) => format!("the vote on {question} did not reach its quorum"),
         (None, None) => format!("the vote on {question} closed; the main stage's result did not reach this stage"),
     };

@@ -74,6 +74,9 @@ pub struct Audience {
     pub(super) across: Summed,
     /// The last run number given to a summed democracy vote.
     pub(super) last_run: u64,
+    /// On a shard: the last run of each summed democracy vote closed here (late totals of it
+    /// or of an earlier run are not joined again).
+    pub(super) finished_runs: HashMap<String, u64>,
 }
 
 /// An interaction window on a closed rule.
