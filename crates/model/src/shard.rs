@@ -34,8 +34,11 @@ pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// no longer waits for it (the votes it reported still count).
 pub const SHARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the authority waits, after a summed poll's time is up, for every shard's final
-/// count before it decides with what it has.
+/// count before it decides with what it has (plus the latest live shard's longer stream delay:
+/// [`ShardBook::grace`]).
 pub const CLOSING_GRACE: Duration = Duration::from_secs(2);
+/// Longest stream delay a shard may declare (the venue's own bound on `--stream-delay`).
+pub const MAX_STREAM_DELAY: Duration = Duration::from_secs(600);
 /// Reports forgotten this long after their shard was last heard of.
 const FORGET_AFTER: Duration = Duration::from_secs(600);
 /// Longest report or totals message read: totals name each of up to [`MAX_SHARDS`] shards with
@@ -69,6 +72,10 @@ pub struct ShardReport {
     pub members: u64,
     /// Chat lines and reactions its audience has sent since it started.
     pub lively: u64,
+    /// How late its audience's stream shows the stage (`--stream-delay`), in milliseconds: its
+    /// polls and votes close that much later, and the main stage waits for them.
+    #[serde(default)]
+    pub stream_delay_ms: u64,
     /// Its counts of the summed polls it runs or has just closed.
     #[serde(default)]
     pub polls: Vec<ShardPollCount>,
@@ -188,6 +195,12 @@ impl ShardReport {
                 format!("a report in shard {:?}'s name on another shard's subject", report.shard),
             ));
         }
+        if report.stream_delay_ms > MAX_STREAM_DELAY.as_millis() as u64 {
+            return Err(bad(
+                subject,
+                format!("a stream delay of {} ms, more than {} s", report.stream_delay_ms, MAX_STREAM_DELAY.as_secs()),
+            ));
+        }
         if report.members > MAX_MEMBERS || report.polls.len() > MAX_POLLS {
             return Err(bad(
                 subject,
@@ -304,6 +317,14 @@ impl ShardBook {
         self.live(now).map(|s| s.report.members).sum()
     }
 
+    /// How long the main stage, whose own stream is `own_delay` late, waits for its live shards'
+    /// last counts after its own time is up: [`CLOSING_GRACE`], plus how much later the latest
+    /// shard's stream shows the stage (its viewers vote until they have seen the close).
+    pub fn grace(&self, own_delay: Duration, now: Instant) -> Duration {
+        let latest = self.live(now).map(|s| Duration::from_millis(s.report.stream_delay_ms)).max();
+        CLOSING_GRACE + latest.unwrap_or_default().min(MAX_STREAM_DELAY).saturating_sub(own_delay)
+    }
+
     /// Every shard's counts of one run of a poll with `options` options, and its voters,
     /// summed (lost shards' last counts included: their votes were cast).
     pub fn counts(&self, poll: &str, opened: u64, options: usize) -> (Vec<u64>, u64) {
@@ -394,7 +415,25 @@ mod tests {
     use super::*;
 
     fn report(shard: &str, members: u64, lively: u64, polls: Vec<ShardPollCount>) -> ShardReport {
-        ShardReport { shard: shard.into(), started_ms: 1, members, lively, polls }
+        ShardReport { shard: shard.into(), started_ms: 1, members, lively, stream_delay_ms: 0, polls }
+    }
+
+    #[test]
+    fn the_main_stage_waits_for_the_shard_whose_stream_is_latest() {
+        let now = Instant::now();
+        let mut book = ShardBook::default();
+        assert_eq!(book.grace(Duration::ZERO, now), CLOSING_GRACE, "no shards");
+        book.take(ShardReport { stream_delay_ms: 9_000, ..report("a", 1, 0, vec![]) }, now);
+        book.take(ShardReport { stream_delay_ms: 4_000, ..report("b", 1, 0, vec![]) }, now);
+        assert_eq!(book.grace(Duration::ZERO, now), CLOSING_GRACE + Duration::from_secs(9));
+        assert_eq!(book.grace(Duration::from_secs(5), now), CLOSING_GRACE + Duration::from_secs(4), "own delay");
+        assert_eq!(book.grace(Duration::from_secs(20), now), CLOSING_GRACE, "the main stage's is later");
+        let later = now + SHARD_TIMEOUT + Duration::from_millis(1);
+        assert_eq!(book.grace(Duration::ZERO, later), CLOSING_GRACE, "a lost shard is not waited for");
+        let subject = "parvis.v.shard.report.a";
+        let hostile = ShardReport { stream_delay_ms: u64::MAX, ..report("a", 1, 0, vec![]) };
+        let e = ShardReport::from_message(subject, &hostile.to_json()).unwrap_err().to_string();
+        assert!(e.contains("stream delay"), "{e}");
     }
 
     fn count(opened: u64, counts: &[u64], closed: bool) -> ShardPollCount {

@@ -909,13 +909,14 @@ fn run_votes_and_energy(
             // Every live shard's last count first, or what there is after a grace.
             Summed::Decides if !poll.closing => {
                 let waiting = shards::still_counting(counting.as_deref(), poll, now);
-                let late = now >= poll.closes_at + delay + crate::model::shard::CLOSING_GRACE;
+                let grace = shards::grace(counting.as_deref(), delay, now);
+                let late = now >= poll.closes_at + delay + grace;
                 if late && !waiting.is_empty() {
                     warn!(
-                        "poll {:?}: closing without the last count of shard(s) {} (none within {} s); their earlier counts are in",
+                        "poll {:?}: closing without the last count of shard(s) {} (none within {:.1} s); their earlier counts are in",
                         poll.def.name,
                         waiting.join(", "),
-                        crate::model::shard::CLOSING_GRACE.as_secs()
+                        grace.as_secs_f32()
                     );
                 }
                 waiting.is_empty() || late
@@ -966,17 +967,18 @@ fn run_votes_and_energy(
             Summed::Decides => {
                 let counting = counting.as_deref_mut();
                 let waiting = counting.as_ref().map_or_else(Vec::new, |c| c.book.still_counting(&id, vote.opened, now));
-                let late = now >= vote.closes_at + delay + crate::model::shard::CLOSING_GRACE;
+                let grace = counting.as_ref().map_or(crate::model::shard::CLOSING_GRACE, |c| c.book.grace(delay, now));
+                let late = now >= vote.closes_at + delay + grace;
                 if !waiting.is_empty() && !late {
                     vote.closing = true;
                     continue;
                 }
                 if !waiting.is_empty() {
                     warn!(
-                        "the vote on !{}: decided without the last count of shard(s) {} (none within {} s); their earlier counts are in",
+                        "the vote on !{}: decided without the last count of shard(s) {} (none within {:.1} s); their earlier counts are in",
                         command_word(rule),
                         waiting.join(", "),
-                        crate::model::shard::CLOSING_GRACE.as_secs()
+                        grace.as_secs_f32()
                     );
                 }
                 if let Some(counting) = counting {

@@ -327,6 +327,12 @@ pub(super) fn decide(counting: Option<&mut ShardCounting>, poll: &mut OpenPoll, 
     poll.outcome(audience)
 }
 
+/// How long the authority waits for its shards' last counts once its own time is up (see
+/// [`ShardBook::grace`]).
+pub(super) fn grace(counting: Option<&ShardCounting>, own_delay: Duration, now: Instant) -> Duration {
+    counting.map_or(crate::model::shard::CLOSING_GRACE, |c| c.book.grace(own_delay, now))
+}
+
 /// Which live shards the authority still waits for before it closes `poll`, if any.
 pub(super) fn still_counting(counting: Option<&ShardCounting>, poll: &OpenPoll, now: Instant) -> Vec<String> {
     counting.map_or_else(Vec::new, |c| {
@@ -385,6 +391,7 @@ pub(super) fn send_shard_report(
         started_ms: reporting.started_ms,
         members: audience.members.len() as u64,
         lively: audience.lively_total,
+        stream_delay_ms: audience.stream_delay.as_millis() as u64,
         polls,
     };
     let _ = reporting.reports.try_send(report);
