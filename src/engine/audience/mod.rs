@@ -118,6 +118,7 @@ impl Default for Audience {
             across: Summed::No,
             last_run: 0,
             finished_runs: HashMap::new(),
+            shown_energy: 0.0,
         }
     }
 }
@@ -215,6 +216,10 @@ fn keep_awake(audience: Res<Audience>, mut rest: ResMut<Rest>) {
     }
     if let Some(last) = audience.last_lively {
         rest.wake_at(last + SHOWN_ENERGY_WINDOW);
+        // Once the last line is out of the window (its 250 ms bucket included), calm is shown.
+        if audience.shown_energy != 0.0 {
+            rest.wake_at(last + SHOWN_ENERGY_WINDOW + Duration::from_millis(500));
+        }
     }
     for window in audience.windows.values() {
         if let Some(at) = window.closes_at {
@@ -1384,19 +1389,30 @@ fn broadcast_state(
         audience.state_dirty = true;
     }
     let now = Instant::now();
+    // The crowd's energy as pages show it (one decimal) goes out when it moves: rising with the
+    // chat, falling back after it (the venue wakes for that, `keep_awake`).
+    let recent = audience.last_lively.is_some_and(|t| now.duration_since(t) <= SHOWN_ENERGY_WINDOW + STATE_INTERVAL)
+        || audience.shown_energy != 0.0;
+    let energy = match audience.energy.as_mut() {
+        Some(meter) if recent => (meter.rate(now, SHOWN_ENERGY_WINDOW) * 10.0).round() / 10.0,
+        _ => 0.0,
+    };
+    if energy != audience.shown_energy {
+        audience.state_dirty = true;
+    }
     if !audience.state_dirty || audience.last_state.is_some_and(|t| now.duration_since(t) < STATE_INTERVAL) {
         return;
     }
     audience.state_dirty = false;
     audience.last_state = Some(now);
-    let energy = audience.energy.as_mut().map_or(0.0, |m| m.rate(now, SHOWN_ENERGY_WINDOW));
+    audience.shown_energy = energy;
     let pending = Outcome::NoQuorum { votes: 0, needed: 1 };
     let state = ServerMessage::State {
         params: params.iter_settled().map(|(d, v)| (d.name.clone(), v.to_string())).collect::<BTreeMap<_, _>>(),
         poll: audience.poll.as_ref().map(|p| Box::new(poll_view(p, "tally", now, &pending))),
         audience: audience.members.len() as u32,
         paused: audience.paused,
-        energy: (energy * 10.0).round() / 10.0,
+        energy,
         windows: window_views(&audience.windows, scene.as_deref().map(|s| &*s.0), now),
     };
     let json: Arc<str> = state.to_json().into();

@@ -77,6 +77,8 @@ pub struct Audience {
     /// On a shard: the last run of each summed democracy vote closed here (late totals of it
     /// or of an earlier run are not joined again).
     pub(super) finished_runs: HashMap<String, u64>,
+    /// The crowd's energy in the last `state` sent (one decimal).
+    pub(super) shown_energy: f32,
 }
 
 /// An interaction window on a closed rule.
