@@ -972,7 +972,7 @@ fn run_votes_and_energy(
             Summed::Decides => {
                 let counting = counting.as_deref_mut();
                 let waiting = counting.as_ref().map_or_else(Vec::new, |c| c.book.still_counting(&id, vote.opened, now));
-                let grace = counting.as_ref().map_or(crate::model::shard::CLOSING_GRACE, |c| c.book.grace(delay, now));
+                let grace = shards::grace(counting.as_deref(), delay, now);
                 let late = now >= vote.closes_at + delay + grace;
                 if !waiting.is_empty() && !late {
                     vote.closing = true;
